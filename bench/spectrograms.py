@@ -1,0 +1,100 @@
+"""Spectrogram stage vs the paper's method, on the same clips, in one run.
+
+The paper's method: librosa mel spectrogram -> `librosa.display.specshow` -> matplotlib
+`savefig` at 432x288 px -> crop the white border -> PIL resize to 128x128 -> PNG.
+Ours: `genretag.spectrogram.waveform_to_images` + PNG writes on every core (the DVC stage's code).
+
+    python bench/spectrograms.py [--tracks 60] [--paper-clips 100] [--size 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import genretag  # noqa: F401
+from genretag import audio, images
+from genretag.demo import synthesize_corpus
+from genretag.spectrogram import PreprocessingSpec
+
+
+def paper_method(clip: np.ndarray, spec: PreprocessingSpec, out: Path) -> None:
+    import librosa
+    import librosa.display
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    mel = librosa.feature.melspectrogram(y=clip, sr=spec.sample_rate, n_fft=spec.n_fft, hop_length=spec.hop_length, n_mels=spec.n_mels)
+    db = librosa.power_to_db(mel, ref=np.max, top_db=spec.top_db)
+    fig = plt.figure(figsize=(4.32, 2.88), dpi=100)  # 432 x 288 px
+    librosa.display.specshow(db, sr=spec.sample_rate, hop_length=spec.hop_length, cmap=spec.colormap)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    rgb = np.asarray(Image.open(buffer).convert("RGB"))
+    inside = np.argwhere(rgb.min(axis=2) < 250)  # crop the white border
+    (top, left), (bottom, right) = inside.min(axis=0), inside.max(axis=0) + 1
+    Image.fromarray(rgb[top:bottom, left:right]).resize(spec.image_size[::-1]).save(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracks", type=int, default=60, help="30-s synthetic tracks (10 clips each) for our stage")
+    parser.add_argument("--paper-clips", type=int, default=100, help="clips rendered with the paper's (slow) method")
+    parser.add_argument("--size", type=int, default=128, help="image side in pixels (the paper: 128)")
+    args = parser.parse_args()
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    spec = PreprocessingSpec(image_size=(args.size, args.size))
+    cores = len(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        genres = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
+        files = synthesize_corpus(root / "audio", genres=genres, tracks_per_genre=max(1, args.tracks // 10), seed=7)
+        jobs = [
+            images.TrackJob(track_id=f.stem, wav_path=str(f.relative_to(root)), clips_per_track=10,
+                            images={i: f"ours/{f.stem}.{i}.png" for i in range(10)})
+            for f in files
+        ]
+        n_paper_tracks = max(1, args.paper_clips // 10)
+        rows = []
+
+        start = time.perf_counter()
+        for f in files[:n_paper_tracks]:
+            y = audio.load_wav(f, sample_rate=spec.sample_rate)
+            for i in range(10):
+                paper_method(y[i * spec.clip_samples:(i + 1) * spec.clip_samples], spec, root / f"paper-{f.stem}.{i}.png")
+        paper_seconds = time.perf_counter() - start
+        paper_rate = n_paper_tracks * 10 / paper_seconds
+        rows.append(("paper (specshow + savefig + crop + resize)", 1, n_paper_tracks * 10, paper_seconds, paper_rate))
+
+        for workers, subset in ((1, jobs[:n_paper_tracks]), (cores, jobs)):
+            start = time.perf_counter()
+            written = images.render_all(subset, spec=spec, root=root, workers=workers)
+            seconds = time.perf_counter() - start
+            rows.append((f"genretag stage ({'same clips' if workers == 1 else 'all clips'})", workers, written, seconds, written / seconds))
+
+    print(f"\nmachine: {platform.node()} {platform.machine()}, {cores} cores; image {args.size}x{args.size}; synthetic demo audio")
+    print(f"{'method':46} {'workers':>7} {'clips':>6} {'seconds':>8} {'clips/s':>8} {'vs paper':>8}")
+    for name, workers, clips, seconds, rate in rows:
+        print(f"{name:46} {workers:>7} {clips:>6} {seconds:>8.2f} {rate:>8.1f} {rate / paper_rate:>7.1f}x")
+    best = rows[-1][4]
+    print(f"\nGTZAN's 10,000 clips at {best:.0f} clips/s: {10_000 / best:.0f} s (the paper's method: {10_000 / paper_rate / 3600:.1f} h)")
+    out = Path("bench/results")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spectrograms.json").write_text(json.dumps(
+        [dict(zip(("method", "workers", "clips", "seconds", "clips_per_s"), r)) for r in rows], indent=2))
+
+
+if __name__ == "__main__":
+    main()

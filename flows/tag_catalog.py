@@ -1,0 +1,153 @@
+"""Tag a music catalog (a folder or a track_id,path CSV) with the champion model's genres."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.common import IO_RETRIES, maybe_inject_fault, stage_context
+from genretag.catalog import (
+    Catalog,
+    HashedTrack,
+    TaggingPlan,
+    TaggingSummary,
+    TrackFailure,
+    TrackSource,
+    WriteOutcome,
+    catalog_url,
+    error_row,
+    hash_tracks,
+    list_tracks,
+    plan_tagging,
+    redact,
+    write_results,
+)
+from genretag.scoring import ScoredTrack, ScoringModel, open_model, resolve_model, score_files
+from genretag.tracking import tracking_uri
+
+HASH_CHUNK = 256  # files per hashing task: a transient failure re-reads at most this many
+_PLAIN = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+@task(name="load-model", **_PLAIN)
+def load_model(model: str, *, require_gpu: bool, registry_uri: str, model_name: str) -> ScoringModel:
+    return open_model(resolve_model(model, tracking_uri=registry_uri, model_name=model_name), require_gpu=require_gpu)
+
+
+@task(name="list-tracks", **IO_RETRIES, **_PLAIN)
+def list_tracks_task(source: str) -> list[TrackSource]:
+    return list_tracks(source)
+
+
+def _read_fault(path: Path) -> None:
+    maybe_inject_fault("tag.read", subject=path)
+
+
+@task(name="hash-tracks", **IO_RETRIES, **_PLAIN)
+def hash_tracks_task(tracks: list[TrackSource], *, strict: bool = True) -> tuple[list[HashedTrack], list[TrackFailure]]:
+    return hash_tracks(tracks, before_read=_read_fault, strict=strict)
+
+
+@task(name="plan-tagging", **IO_RETRIES, **_PLAIN)
+def plan_task(database_url: str, hashed: list[HashedTrack], model_version: str) -> TaggingPlan:
+    with Catalog(database_url) as catalog:
+        return plan_tagging(hashed, catalog.tagged_shas((t.sha256 for t in hashed), model_version=model_version))
+
+
+@task(name="score-tracks", **_PLAIN)
+def score_task(stream: Iterator[ScoredTrack], count: int) -> list[ScoredTrack]:
+    """The next ``count`` results of the scoring pipeline (which runs ahead in its workers)."""
+    results: list[ScoredTrack] = []
+    for result in stream:
+        results.append(result)
+        if len(results) >= count:
+            break
+    return results
+
+
+@task(name="write-tags", **IO_RETRIES, **_PLAIN)
+def write_task(database_url: str, results: list[ScoredTrack], model: ScoringModel) -> WriteOutcome:
+    with Catalog(database_url) as catalog:
+        return write_results(catalog, results, model=model)
+
+
+@task(name="write-read-failures", **IO_RETRIES, **_PLAIN)
+def write_failures_task(database_url: str, failures: list[TrackFailure], model_version: str) -> None:
+    with Catalog(database_url) as catalog:
+        catalog.write([], [error_row(f.track_id, f.path, f.sha256, f.reason, model_version=model_version) for f in failures])
+
+
+@flow(name="tag-catalog")
+def tag_catalog_flow(
+    source: str,
+    model: str | None = None,
+    database_url: str | None = None,
+    require_gpu: bool = False,
+    max_windows: int | None = None,
+) -> dict:
+    """Tag every audio file of ``source`` once per model version; return the run's summary."""
+    logger = get_run_logger()
+    started = time.perf_counter()
+    params, paths = stage_context()
+    score = params.score
+    url = catalog_url(params, root=paths.root, override=database_url)
+    windows = score.max_windows if max_windows is None else max_windows
+
+    scoring_model = load_model(
+        model or score.model, require_gpu=require_gpu,
+        registry_uri=tracking_uri(params, root=paths.root), model_name=params.registry.model_name,
+    )
+    if scoring_model.cuda_problem:
+        logger.warning("CUDA requested but not active: scoring on %s (%s)", scoring_model.provider, scoring_model.cuda_problem)
+    logger.info("model %s v%s (%s) runs on %s", scoring_model.model_name, scoring_model.model_version,
+                scoring_model.path, scoring_model.provider)
+
+    summary = TaggingSummary(str(source), redact(url), scoring_model.model_name, scoring_model.model_version, scoring_model.provider)
+    tracks = list_tracks_task(str(source))
+    summary.listed = len(tracks)
+    hashed: list[HashedTrack] = []
+    unreadable: list[TrackFailure] = []
+    for start in range(0, len(tracks), HASH_CHUNK):
+        chunk = tracks[start : start + HASH_CHUNK]
+        try:
+            good, bad = hash_tracks_task(chunk)
+        except OSError as exc:  # still failing after the retries: record it per file, go on
+            logger.warning("reading files kept failing (%s); recording the unreadable ones", exc)
+            good, bad = hash_tracks_task.with_options(retries=0)(chunk, strict=False)
+        hashed += good
+        unreadable += bad
+
+    plan = plan_task(url, hashed, scoring_model.model_version)
+    summary.skipped, summary.duplicates = len(plan.already_tagged), len(plan.duplicates)
+    if unreadable:
+        write_failures_task(url, unreadable, scoring_model.model_version)
+        summary.add_failures(unreadable)
+    logger.info("%d tracks listed: %d to score, %d already tagged by v%s, %d duplicate content, %d unreadable",
+                len(tracks), len(plan.todo), len(plan.already_tagged), scoring_model.model_version,
+                len(plan.duplicates), len(unreadable))
+
+    stream = score_files(
+        scoring_model, ((t, t.path) for t in plan.todo), max_windows=windows, batch_size=score.batch_size,
+        workers=score.workers, silence_rms_dbfs=params.validation.silence_rms_dbfs,
+    )
+    try:
+        while results := score_task(stream, score.commit_every):
+            summary.record(write_task(url, results, scoring_model))
+    finally:
+        stream.close()  # stops the decoding workers, also when a task failed
+    summary.seconds = time.perf_counter() - started
+
+    logger.info("tagged %d, skipped %d, failed %d in %.1f s (%.2f tracks/s) on %s", summary.tagged, summary.skipped,
+                summary.failed, summary.seconds, summary.tracks_per_second, summary.provider)
+    create_markdown_artifact(key="tag-catalog-summary", markdown=summary.to_markdown(), description="Catalog tagging run")
+    return summary.to_dict()
+
+
+if __name__ == "__main__":
+    tag_catalog_flow(sys.argv[1] if len(sys.argv) > 1 else str(stage_context()[1].raw_dir))

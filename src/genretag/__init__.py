@@ -1,0 +1,7 @@
+"""genretag: tag a music catalog with genres from mel-spectrogram images."""
+
+from genretag.environment import quiet_telemetry
+
+quiet_telemetry()
+
+__version__ = "0.1.0"

@@ -1,0 +1,526 @@
+"""The catalog database: one row per (file content, model version) tagged, one per failure.
+
+SQLAlchemy 2 Core, SQLite by default (a file in the project), PostgreSQL by URL. A file is
+known by the SHA-256 of its bytes: a rerun skips what the same model version already
+tagged (before decoding anything), a new model version tags everything again, and the
+UNIQUE (sha256, model_version) constraints keep any row from being written twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from genretag.atomic import atomic_path, write_csv
+from genretag.audio import AUDIO_EXTENSIONS, file_sha256
+from genretag.config import Params, resolve_sqlite_url
+from genretag.errors import GenretagError, ScoringError
+
+CATALOG_URL_ENV = "GENRETAG_CATALOG_URL"
+
+metadata = sa.MetaData()
+
+catalog_tags = sa.Table(
+    "catalog_tags",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("track_id", sa.String(512), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("sha256", sa.String(80), nullable=False),
+    sa.Column("genre", sa.String(128), nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("top3", sa.Text, nullable=False),  # JSON [{"genre": ..., "probability": ...}] x 3
+    sa.Column("probabilities", sa.Text, nullable=False),  # JSON {label: probability}
+    sa.Column("windows_scored", sa.Integer, nullable=False),
+    sa.Column("model_name", sa.String(256), nullable=False),
+    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("sha256", "model_version", name="uq_catalog_tags_sha256_model_version"),
+)
+
+catalog_errors = sa.Table(
+    "catalog_errors",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("track_id", sa.String(512), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("sha256", sa.String(80), nullable=False),  # "unreadable:<hash of the path>" when unread
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("sha256", "model_version", name="uq_catalog_errors_sha256_model_version"),
+)
+
+_CONFLICT_KEY = ["sha256", "model_version"]
+
+
+def catalog_url(params: Params, *, root: Path, override: str | None = None) -> str:
+    """``override``, else $GENRETAG_CATALOG_URL, else params.score.database_url; relative
+    SQLite paths are resolved against the project root."""
+    url = override or os.environ.get(CATALOG_URL_ENV) or params.score.database_url
+    return resolve_sqlite_url(url, root)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and summaries."""
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+# --- inputs -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrackSource:
+    track_id: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class HashedTrack:
+    track_id: str
+    path: Path
+    sha256: str
+
+
+@dataclass(frozen=True)
+class TrackFailure:
+    track_id: str
+    path: Path
+    sha256: str
+    reason: str
+
+
+def list_tracks(source: str | Path) -> list[TrackSource]:
+    """A folder (scanned recursively for audio files), a CSV with track_id,path, or one file.
+
+    In a folder, track_id is the file's path below it without its extension; relative
+    paths in a CSV are relative to the CSV's folder.
+    """
+    source = Path(source).expanduser()
+    if source.is_dir():
+        files = sorted(
+            p for p in source.rglob("*")
+            if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+        )
+        return [TrackSource(p.relative_to(source).with_suffix("").as_posix(), p) for p in files]
+    if source.suffix.lower() == ".csv":
+        try:
+            frame = pd.read_csv(source, dtype=str, keep_default_na=False)
+        except FileNotFoundError as exc:
+            raise ScoringError(f"{source}: no such CSV file") from exc
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise ScoringError(f"{source}: not a readable CSV ({exc})") from exc
+        missing = {"track_id", "path"} - set(frame.columns)
+        if missing:
+            raise ScoringError(f"{source}: the CSV needs columns track_id,path; missing {sorted(missing)}")
+        return [
+            TrackSource(row.track_id or Path(row.path).stem, (source.parent / Path(row.path).expanduser()))
+            for row in frame.itertuples(index=False)
+        ]
+    if source.is_file():
+        return [TrackSource(source.stem, source)]
+    raise ScoringError(f"{source}: no such folder, CSV or audio file")
+
+
+def unreadable_key(path: Path) -> str:
+    """Stands in for the content hash of a file that could not be read (stable across reruns)."""
+    return "unreadable:" + hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:64]
+
+
+_PERMANENT_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def hash_tracks(
+    tracks: Iterable[TrackSource],
+    *,
+    before_read: Callable[[Path], None] | None = None,
+    strict: bool = True,
+) -> tuple[list[HashedTrack], list[TrackFailure]]:
+    """SHA-256 of each file's bytes. A missing or forbidden file is a per-file failure; any
+    other OSError propagates when ``strict`` (so a caller can retry it) and is recorded
+    as a failure otherwise."""
+    hashed: list[HashedTrack] = []
+    failed: list[TrackFailure] = []
+    for track in tracks:
+        try:
+            if before_read:
+                before_read(track.path)
+            hashed.append(HashedTrack(track.track_id, track.path, file_sha256(track.path)))
+        except GenretagError as exc:
+            failed.append(TrackFailure(track.track_id, track.path, unreadable_key(track.path), f"cannot read: {exc}"))
+        except _PERMANENT_OS_ERRORS as exc:
+            failed.append(TrackFailure(track.track_id, track.path, unreadable_key(track.path), f"cannot read: {exc.strerror or exc}"))
+        except OSError as exc:
+            if strict:
+                raise
+            failed.append(TrackFailure(track.track_id, track.path, unreadable_key(track.path), f"cannot read: {exc}"))
+    return hashed, failed
+
+
+@dataclass(frozen=True)
+class TaggingPlan:
+    todo: list[HashedTrack]
+    already_tagged: list[HashedTrack]
+    duplicates: list[HashedTrack]  # same bytes as another file of this run: tagged once
+
+
+def plan_tagging(hashed: Sequence[HashedTrack], tagged: set[str]) -> TaggingPlan:
+    """Split files into those to score, those this model version already tagged, and repeats."""
+    todo: list[HashedTrack] = []
+    already: list[HashedTrack] = []
+    duplicates: list[HashedTrack] = []
+    seen: set[str] = set()
+    for track in hashed:
+        if track.sha256 in tagged:
+            already.append(track)
+        elif track.sha256 in seen:
+            duplicates.append(track)
+        else:
+            seen.add(track.sha256)
+            todo.append(track)
+    return TaggingPlan(todo, already, duplicates)
+
+
+# --- the database ---------------------------------------------------------------------------
+
+
+def _insert(engine: Engine, table: sa.Table):
+    if engine.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        raise ScoringError(f"catalog database {engine.dialect.name!r} is not supported (SQLite or PostgreSQL)")
+    return insert(table)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers (exports, tests) never block the writer
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable across a killed process in WAL mode
+    cursor.close()
+
+
+@dataclass(frozen=True)
+class WriteCounts:
+    tagged: int = 0  # new catalog_tags rows
+    existing: int = 0  # tags another run wrote meanwhile (conflicts, not written)
+    errors: int = 0  # catalog_errors rows written or refreshed
+
+
+class Catalog:
+    """A connection to the catalog database; creates the tables when missing."""
+
+    def __init__(self, url: str):
+        self.url = url
+        backend = sa.make_url(url).get_backend_name()
+        if backend == "sqlite":
+            database = sa.make_url(url).database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = sa.create_engine(url)
+        if backend == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def tagged_shas(self, shas: Iterable[str], *, model_version: str, chunk: int = 500) -> set[str]:
+        """Which of ``shas`` this model version has already tagged."""
+        wanted = list(dict.fromkeys(shas))
+        found: set[str] = set()
+        with self.engine.connect() as connection:
+            for start in range(0, len(wanted), chunk):
+                query = sa.select(catalog_tags.c.sha256).where(
+                    catalog_tags.c.model_version == model_version,
+                    catalog_tags.c.sha256.in_(wanted[start : start + chunk]),
+                )
+                found.update(connection.scalars(query))
+        return found
+
+    def write(self, tags: Sequence[dict[str, Any]], errors: Sequence[dict[str, Any]]) -> WriteCounts:
+        """Insert tags (never twice) and upsert errors, in one transaction.
+
+        A tag replaces an earlier error row of the same file and model version.
+        """
+        tagged = existing = 0
+        with self.engine.begin() as connection:
+            for row in tags:
+                statement = _insert(self.engine, catalog_tags).values(**row).on_conflict_do_nothing(index_elements=_CONFLICT_KEY)
+                if connection.execute(statement).rowcount:
+                    tagged += 1
+                else:
+                    existing += 1
+                connection.execute(  # the file (or what stood at its path) is no longer a failure
+                    sa.delete(catalog_errors).where(
+                        catalog_errors.c.model_version == row["model_version"],
+                        sa.or_(catalog_errors.c.sha256 == row["sha256"], catalog_errors.c.path == row["path"]),
+                    )
+                )
+            for row in errors:
+                statement = _insert(self.engine, catalog_errors).values(**row)
+                statement = statement.on_conflict_do_update(
+                    index_elements=_CONFLICT_KEY,
+                    set_={"reason": statement.excluded.reason, "failed_at": statement.excluded.failed_at,
+                          "path": statement.excluded.path, "track_id": statement.excluded.track_id},
+                )
+                connection.execute(statement)
+        return WriteCounts(tagged=tagged, existing=existing, errors=len(errors))
+
+    def read(self, table: Literal["catalog_tags", "catalog_errors"] = "catalog_tags", *, model_version: str | None = None) -> pd.DataFrame:
+        """A table as a DataFrame (ordered by id), times as UTC."""
+        source = catalog_tags if table == "catalog_tags" else catalog_errors
+        query = sa.select(source).order_by(source.c.id)
+        if model_version is not None:
+            query = query.where(source.c.model_version == model_version)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        frame = pd.DataFrame(rows, columns=[c.name for c in source.columns])
+        time_column = "scored_at" if table == "catalog_tags" else "failed_at"
+        frame[time_column] = pd.to_datetime(frame[time_column], utc=True)
+        return frame
+
+
+# --- rows -------------------------------------------------------------------------------------
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def tag_row(track: HashedTrack, score: Any, *, model_name: str, model_version: str, provider: str) -> dict[str, Any]:
+    """A catalog_tags row for a genretag.scoring.TrackScore."""
+    return {
+        "track_id": track.track_id,
+        "path": str(track.path),
+        "sha256": track.sha256,
+        "genre": score.label,
+        "confidence": score.confidence,
+        "top3": json.dumps([{"genre": g, "probability": p} for g, p in score.top3]),
+        "probabilities": json.dumps(score.probabilities),
+        "windows_scored": score.windows_scored,
+        "model_name": model_name,
+        "model_version": model_version,
+        "provider": provider,
+        "scored_at": _now(),
+    }
+
+
+def error_row(track_id: str, path: Path | str, sha256: str, reason: str, *, model_version: str) -> dict[str, Any]:
+    return {
+        "track_id": track_id,
+        "path": str(path),
+        "sha256": sha256,
+        "reason": reason,
+        "model_version": model_version,
+        "failed_at": _now(),
+    }
+
+
+# --- a run's bookkeeping ------------------------------------------------------------------------
+
+
+@dataclass
+class TaggingSummary:
+    """What one tagging run did; ``to_dict`` is the flow's return value."""
+
+    source: str
+    database: str
+    model_name: str
+    model_version: str
+    provider: str
+    listed: int = 0
+    tagged: int = 0
+    skipped: int = 0  # already tagged by this model version
+    duplicates: int = 0  # same bytes as another file of this run
+    failed: int = 0
+    windows_scored: int = 0
+    seconds: float = 0.0
+    failures: list[dict[str, str]] = field(default_factory=list)
+    genre_counts: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def tracks_per_second(self) -> float:
+        return self.tagged / self.seconds if self.seconds > 0 else 0.0
+
+    def record(self, outcome: WriteOutcome) -> None:
+        """Count a commit. A tag another run wrote meanwhile counts as skipped."""
+        self.tagged += outcome.counts.tagged
+        self.skipped += outcome.counts.existing
+        self.genre_counts.update(outcome.genres)
+        self.windows_scored += outcome.windows_scored
+        self.add_failures(outcome.failures)
+
+    def add_failures(self, failures: Iterable[TrackFailure]) -> None:
+        for failure in failures:
+            self.failed += 1
+            self.failures.append({"path": str(failure.path), "reason": failure.reason})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "database": self.database,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "provider": self.provider,
+            "listed": self.listed,
+            "tagged": self.tagged,
+            "skipped": self.skipped,
+            "duplicates": self.duplicates,
+            "failed": self.failed,
+            "failures": list(self.failures),
+            "genre_counts": dict(sorted(self.genre_counts.items())),
+            "windows_scored": self.windows_scored,
+            "seconds": round(self.seconds, 3),
+            "tracks_per_second": round(self.tracks_per_second, 3),
+        }
+
+    def to_markdown(self, *, max_failures: int = 50) -> str:
+        lines = [
+            f"# Catalog tagging: {self.model_name} v{self.model_version} on {self.provider}",
+            "",
+            f"Source `{self.source}` -> `{self.database}`",
+            "",
+            "| tracks listed | tagged | skipped (already tagged) | duplicate content | failed | tracks/s | windows |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            f"| {self.listed} | {self.tagged} | {self.skipped} | {self.duplicates} | {self.failed} "
+            f"| {self.tracks_per_second:.2f} | {self.windows_scored} |",
+            "",
+            "## Genres tagged in this run",
+            "",
+            "| genre | tracks |",
+            "| --- | ---: |",
+            *(f"| {genre} | {count} |" for genre, count in self.genre_counts.most_common()),
+        ]
+        if self.failures:
+            lines += ["", "## Failed files", "", "| file | reason |", "| --- | --- |"]
+            lines += [
+                f"| `{f['path']}` | {f['reason'].replace('|', '/')} |" for f in self.failures[:max_failures]
+            ]
+            if len(self.failures) > max_failures:
+                lines.append(f"| ... | {len(self.failures) - max_failures} more in catalog_errors |")
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    """What one commit of results wrote."""
+
+    counts: WriteCounts
+    genres: tuple[str, ...]
+    windows_scored: int
+    failures: tuple[TrackFailure, ...]
+
+
+def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any) -> WriteOutcome:
+    """Write genretag.scoring.ScoredTrack results (their keys are HashedTracks) in one commit."""
+    tags, errors, failures = [], [], []
+    for result in results:
+        track: HashedTrack = result.key
+        if result.score is None:
+            failures.append(TrackFailure(track.track_id, track.path, track.sha256, result.error))
+            errors.append(error_row(track.track_id, track.path, track.sha256, result.error, model_version=model.model_version))
+        else:
+            tags.append(tag_row(track, result.score, model_name=model.model_name,
+                                model_version=model.model_version, provider=model.provider))
+    counts = catalog.write(tags, errors)
+    return WriteOutcome(
+        counts=counts,
+        genres=tuple(row["genre"] for row in tags),
+        windows_scored=sum(row["windows_scored"] for row in tags),
+        failures=tuple(failures),
+    )
+
+
+def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def tag_catalog(
+    source: str | Path,
+    *,
+    model: Any,
+    database_url: str,
+    max_windows: int = 20,
+    batch_size: int = 256,
+    commit_every: int = 16,
+    workers: int = 0,
+    silence_rms_dbfs: float = -60.0,
+    before_read: Callable[[Path], None] | None = None,
+) -> TaggingSummary:
+    """Tag every audio file of ``source`` with an open genretag.scoring.ScoringModel.
+
+    The same steps as the tag-catalog flow, without Prefect: list, hash, skip what this
+    model version already tagged, score in parallel, commit every ``commit_every`` tracks.
+    """
+    from genretag.scoring import score_files
+
+    started = time.perf_counter()
+    summary = TaggingSummary(str(source), redact(database_url), model.model_name, model.model_version, model.provider)
+    tracks = list_tracks(source)
+    summary.listed = len(tracks)
+    hashed, unreadable = hash_tracks(tracks, before_read=before_read, strict=False)
+    with Catalog(database_url) as catalog:
+        plan = plan_tagging(hashed, catalog.tagged_shas((t.sha256 for t in hashed), model_version=model.model_version))
+        summary.skipped, summary.duplicates = len(plan.already_tagged), len(plan.duplicates)
+        catalog.write([], [error_row(f.track_id, f.path, f.sha256, f.reason, model_version=model.model_version) for f in unreadable])
+        summary.add_failures(unreadable)
+        stream = score_files(
+            model, ((t, t.path) for t in plan.todo), max_windows=max_windows, batch_size=batch_size,
+            workers=workers, silence_rms_dbfs=silence_rms_dbfs,
+        )
+        for results in _chunks(stream, commit_every):
+            summary.record(write_results(catalog, results, model=model))
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+# --- export ---------------------------------------------------------------------------------------
+
+
+def export_tags(
+    database_url: str,
+    *,
+    out: str | Path,
+    fmt: Literal["csv", "parquet"] = "csv",
+    model_version: str | None = None,
+) -> int:
+    """Write catalog_tags (optionally one model version) to CSV or Parquet, atomically; return rows."""
+    if fmt not in ("csv", "parquet"):
+        raise ScoringError(f"export format must be csv or parquet, not {fmt!r}")
+    with Catalog(database_url) as catalog:
+        frame = catalog.read("catalog_tags", model_version=model_version)
+    if fmt == "csv":
+        write_csv(out, frame)
+    else:
+        with atomic_path(out) as tmp:
+            frame.to_parquet(tmp, index=False)
+    return len(frame)

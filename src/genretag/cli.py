@@ -1,0 +1,392 @@
+"""The `genretag` command line: one front door to the same functions the flows call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+import genretag  # noqa: F401  - offline environment first
+from genretag.config import layout, load_params
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Tag a music catalog with genres.")
+registry_app = typer.Typer(no_args_is_help=True, help="The MLflow model registry: list, promote, rollback, fetch.")
+experiments_app = typer.Typer(no_args_is_help=True, help="Run the paper's experiments and rebuild their table.")
+app.add_typer(registry_app, name="registry")
+app.add_typer(experiments_app, name="experiments")
+
+
+@app.command("demo-corpus")
+def demo_corpus(
+    out: Path = typer.Option(Path("demo-corpus"), help="Folder to write <genre>/<genre>.000NN.wav into."),
+    tracks_per_genre: int = typer.Option(None, help="Tracks per genre (default: params.yaml ingest.demo_tracks_per_genre)."),
+    seed: int = typer.Option(None, help="Random seed (default: params.yaml ingest.demo_seed)."),
+) -> None:
+    """Synthesise the deterministic demo corpus (not real music) in GTZAN's layout."""
+    from genretag.demo import synthesize_corpus
+
+    params = load_params()
+    files = synthesize_corpus(
+        out,
+        genres=params.genres,
+        tracks_per_genre=tracks_per_genre or params.ingest.demo_tracks_per_genre,
+        seed=params.ingest.demo_seed if seed is None else seed,
+        sample_rate=params.audio.sample_rate,
+    )
+    typer.echo(f"wrote {len(files)} synthetic tracks under {out}")
+
+
+# --- pipeline stage commands (ingest, validate, split, spectrograms) ---
+
+
+@app.command()
+def ingest() -> None:
+    """Stage ingest: ingest.source -> data/raw/<genre>/<track>.wav + manifest (the DVC stage's flow)."""
+    from flows.ingest import ingest_flow
+
+    ingest_flow()
+
+
+@app.command()
+def validate() -> None:
+    """Stage validate: GX suites over data/raw + manifest -> data/tracks.csv, data/quarantine.csv, reports/validation/."""
+    from flows.validate import validate_flow
+    from genretag.errors import ValidationFailed
+
+    try:
+        summary = validate_flow()
+    except ValidationFailed as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(
+        f"{summary['tracks_passed']} of {summary['tracks_in']} tracks passed, {summary['tracks_quarantined']} quarantined "
+        f"(data/quarantine.csv); report: reports/validation/index.html"
+    )
+
+
+@app.command()
+def split() -> None:
+    """Stage split: data/tracks.csv -> data/clips.csv (3-s clips, train/validation/test)."""
+    from flows.split import split_flow
+
+    split_flow()
+
+
+@app.command()
+def spectrograms() -> None:
+    """Stage spectrograms: data/clips.csv -> data/images/<split>/<genre>/<clip>.png (incremental)."""
+    from flows.spectrograms import spectrograms_flow
+
+    spectrograms_flow()
+
+# --- training and evaluation commands ---
+
+
+@app.command("train")
+def train_command() -> None:
+    """Stage train: data/images -> models/model.keras, training.json, metrics/train.json, plots (the DVC stage's flow)."""
+    from flows.train import train_flow
+
+    summary = train_flow()
+    typer.echo(
+        f"{summary['experiment']}: best epoch {summary['best_epoch']} of {summary['epochs']}, "
+        f"validation accuracy {summary['validation_accuracy']:.4f} (MLflow run {summary['mlflow_run_id']})"
+    )
+
+
+@app.command("evaluate")
+def evaluate_command() -> None:
+    """Stage evaluate: models/model.keras on the test split -> metrics/eval.json, plots, reports/experiments.*."""
+    from flows.evaluate import evaluate_flow
+
+    metrics = evaluate_flow()
+    typer.echo(
+        f"{metrics['experiment']}: test accuracy {metrics['test_accuracy']:.4f}, track accuracy "
+        f"{metrics['track_accuracy_mean_prob']:.4f} (mean prob) / {metrics['track_accuracy_vote']:.4f} (vote)"
+    )
+
+
+@experiments_app.command("run")
+def experiments_run(
+    names: list[str] = typer.Argument(..., help="Experiments to train and evaluate, e.g. exp1 exp3 exp8 (see `genretag experiments list`)."),
+    max_epochs: int = typer.Option(None, "--max-epochs", min=1, help="Override train.max_epochs for these runs."),
+) -> None:
+    """Train + evaluate each experiment with params.yaml (train.experiment overridden); models go to
+    models/experiments/<name>/, never models/model.keras; rows go to reports/experiments.csv and .md."""
+    from genretag.errors import GenretagError
+    from genretag.evaluate import experiments_md, run_experiments
+
+    paths = layout()
+    overrides = {"max_epochs": max_epochs} if max_epochs else {}
+    try:
+        rows = run_experiments(names, params=load_params(paths.root / "params.yaml"), paths=paths,
+                               log=typer.echo, **overrides)
+    except GenretagError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    for row in rows.itertuples():
+        typer.echo(f"{row.experiment}: test accuracy {row.test_accuracy:.4f} ({row.epochs_run} epochs, {row.train_seconds:.0f} s)")
+    typer.echo(f"table: {experiments_md(paths)}")
+
+
+@experiments_app.command("list")
+def experiments_list() -> None:
+    """The paper's experiments with their parameter counts at the paper's input size."""
+    from genretag.models import EXPERIMENTS
+
+    for name, spec in EXPERIMENTS.items():
+        size = "x".join(str(v) for v in spec.input_shape[:2])
+        typer.echo(f"{name:<6} {spec.paper_params:>12,}  {size:<8} {spec.description}")
+
+
+@experiments_app.command("table")
+def experiments_table() -> None:
+    """Rebuild reports/experiments.md from reports/experiments.csv."""
+    from genretag.evaluate import rebuild_experiments_markdown
+
+    typer.echo(f"wrote {rebuild_experiments_markdown(layout())}")
+
+
+# --- export and registry commands ---
+
+
+@app.command("export")
+def export_command() -> None:
+    """Stage export: models/model.keras -> models/model.onnx + MODEL_CARD.md (parity-checked; the DVC stage's flow)."""
+    from flows.export import export_flow
+
+    export_flow()
+
+
+@app.command("register")
+def register_command() -> None:
+    """Stage register: models/model.onnx -> new registry version, champion gate, models/registry.json."""
+    from flows.register import register_flow
+
+    register_flow()
+
+
+def _registry_call(function, /, **kwargs):
+    """Run a genretag.registry function on this project; a GenretagError exits 1 with its message."""
+    from genretag.errors import GenretagError
+
+    paths = layout()
+    try:
+        return function(load_params(paths.root / "params.yaml"), root=paths.root, **kwargs)
+    except GenretagError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _who() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return "unknown user"
+
+
+@registry_app.command("list")
+def registry_list() -> None:
+    """Versions with aliases, test accuracy (re-scored at registration), created time and the gate's decision."""
+    from genretag import registry
+
+    rows = _registry_call(registry.list_versions)
+    if not rows:
+        typer.echo("no registered versions")
+        return
+    typer.echo(f"{'version':>7}  {'aliases':<20} {'accuracy':>8}  {'created (UTC)':<19}  {'decision':<10}  model / reason")
+    for row in rows:
+        accuracy = f"{row.accuracy:.4f}" if row.accuracy is not None else "-"
+        typer.echo(
+            f"{row.version:>7}  {','.join(row.aliases) or '-':<20} {accuracy:>8}  "
+            f"{row.created:%Y-%m-%d %H:%M:%S}  {row.decision:<10}  {row.model_version}: {row.reason}"
+        )
+
+
+@registry_app.command("history")
+def registry_history() -> None:
+    """Every change of champion (gate, promote, rollback) with its reason."""
+    from genretag import registry
+
+    for entry in _registry_call(registry.champion_history):
+        previous = f"v{entry['from']}" if entry.get("from") else "-"
+        typer.echo(f"{entry['at']}  {entry['action']:<8} {previous:>5} -> v{entry['version']}: {entry['reason']}")
+
+
+@registry_app.command("promote")
+def registry_promote(
+    version: str = typer.Argument(..., help="Registry version number to make champion."),
+    reason: str = typer.Option(None, "--reason", help="Why (recorded on the version and in the champion history)."),
+) -> None:
+    """Make VERSION the champion by hand, bypassing the accuracy gate; the reason is recorded."""
+    from genretag import registry
+
+    change = _registry_call(registry.promote, version=version, reason=reason or f"manual promotion by {_who()}")
+    typer.echo(f"champion: v{change.from_version or '-'} -> v{change.to_version} ({change.reason})")
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    reason: str = typer.Option(None, "--reason", help="Why (recorded on both versions and in the champion history)."),
+) -> None:
+    """Give the champion alias back to the previous champion."""
+    from genretag import registry
+
+    change = _registry_call(registry.rollback, reason=reason or f"manual rollback by {_who()}")
+    typer.echo(f"champion rolled back: v{change.from_version} -> v{change.to_version} ({change.reason})")
+
+
+@registry_app.command("fetch")
+def registry_fetch(
+    ref: str = typer.Argument(..., help="champion, challenger or a version number."),
+    out: Path = typer.Option(..., "--out", help="Folder for model.onnx, labels.json, preprocessing.json and the reference client."),
+) -> None:
+    """Write a self-contained handoff bundle (needs only numpy, soundfile, Pillow, onnxruntime)."""
+    from genretag import registry
+
+    folder = _registry_call(registry.fetch, ref=ref, out=out)
+    typer.echo(f"wrote {ref} to {folder}: python {folder / 'genretag_reference.py'} track.wav")
+
+
+# --- catalog tagging commands ---
+
+_MODEL_HELP = "champion | challenger | a registry version number | a path to an .onnx file (default: params.yaml score.model)."
+
+
+@app.command("tag-catalog")
+def tag_catalog(
+    source: str = typer.Argument(..., help="A folder (scanned recursively for audio files) or a CSV with columns track_id,path."),
+    model: str = typer.Option(None, "--model", help=_MODEL_HELP),
+    database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else params.yaml score.database_url)."),
+    require_gpu: bool = typer.Option(False, "--require-gpu", help="Fail at once unless onnxruntime really runs on CUDA."),
+    max_windows: int = typer.Option(None, "--max-windows", min=0, help="3-s windows per track, evenly spaced; 0: all (default: params.yaml score.max_windows)."),
+) -> None:
+    """Tag a catalog with genres into the catalog database (the tag-catalog flow); reruns skip what this model version tagged."""
+    from flows.tag_catalog import tag_catalog_flow
+    from genretag.errors import GenretagError
+
+    try:
+        summary = tag_catalog_flow(source=source, model=model, database_url=database, require_gpu=require_gpu, max_windows=max_windows)
+    except GenretagError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(
+        f"{summary['model_name']} v{summary['model_version']} on {summary['provider']}: {summary['tagged']} tagged, "
+        f"{summary['skipped']} already tagged, {summary['duplicates']} duplicate content, {summary['failed']} failed "
+        f"({summary['tracks_per_second']:.2f} tracks/s) -> {summary['database']}"
+    )
+    for failure in summary["failures"]:
+        typer.echo(f"failed: {failure['path']}: {failure['reason']}", err=True)
+
+
+@app.command("export-tags")
+def export_tags(
+    fmt: str = typer.Option("csv", "--format", help="csv or parquet."),
+    out: Path = typer.Option(..., "--out", help="File to write (atomically)."),
+    database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else params.yaml score.database_url)."),
+    model_version: str = typer.Option(None, "--model-version", help="Only this model version's tags (default: all)."),
+) -> None:
+    """Export the catalog_tags table to CSV or Parquet."""
+    from genretag.catalog import catalog_url, export_tags as export
+    from genretag.errors import GenretagError
+
+    if fmt not in ("csv", "parquet"):
+        raise typer.BadParameter(f"must be csv or parquet, not {fmt!r}", param_hint="--format")
+    paths = layout()
+    try:
+        rows = export(catalog_url(load_params(paths.root / "params.yaml"), root=paths.root, override=database), out=out, fmt=fmt, model_version=model_version)
+    except GenretagError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"wrote {rows} tags to {out}")
+
+
+@app.command()
+def predict(
+    files: list[Path] = typer.Argument(..., help="Audio files (any format, rate, channels, length)."),
+    model: str = typer.Option(None, "--model", help=_MODEL_HELP),
+    max_windows: int = typer.Option(None, "--max-windows", min=0, help="3-s windows per track; 0: all (default: params.yaml score.max_windows)."),
+) -> None:
+    """Print the top-3 genres of each file; exit 1 when any file could not be scored."""
+    from genretag.errors import GenretagError
+    from genretag.scoring import open_model, resolve_model, score_files
+    from genretag.tracking import tracking_uri
+
+    paths = layout()
+    params = load_params(paths.root / "params.yaml")
+    try:
+        scoring_model = open_model(resolve_model(
+            model or params.score.model, tracking_uri=tracking_uri(params, root=paths.root), model_name=params.registry.model_name
+        ))
+    except GenretagError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"{scoring_model.model_name} v{scoring_model.model_version} on {scoring_model.provider}", err=True)
+    results = {
+        result.key: result
+        for result in score_files(
+            scoring_model, list(enumerate(files)),
+            max_windows=params.score.max_windows if max_windows is None else max_windows,
+            batch_size=params.score.batch_size, workers=params.score.workers,
+            silence_rms_dbfs=params.validation.silence_rms_dbfs, parallel=len(files) > 4,
+        )
+    }
+    failed = 0
+    for index in range(len(files)):
+        result = results[index]
+        if result.score is None:
+            failed += 1
+            typer.echo(f"error: {result.path}: {result.error}", err=True)
+            continue
+        top = "  ".join(f"{genre} {probability:.3f}" for genre, probability in result.score.top3)
+        typer.echo(f"{result.path}  {top}  ({result.score.windows_scored} windows)")
+    if failed:
+        typer.echo(f"{failed} of {len(files)} files could not be scored", err=True)
+        raise typer.Exit(1)
+
+# --- operations commands ---
+
+
+@app.command()
+def deploy(
+    workspace: Path = typer.Option(None, help="The git+DVC workspace the flows run in (default: $GENRETAG_ROOT or this project)."),
+    retrain_cron: str = typer.Option(None, help="Cron of the retrain deployment (default 0 3 * * 1; $GENRETAG_RETRAIN_CRON)."),
+    tag_cron: str = typer.Option(None, help="Cron of the tag-catalog deployment (default 0 * * * *; $GENRETAG_TAG_CATALOG_CRON)."),
+    timezone: str = typer.Option(None, help="Time zone of both schedules (default UTC; $GENRETAG_SCHEDULE_TIMEZONE)."),
+    catalog_source: str = typer.Option(None, help="Folder (or track_id,path CSV) tag-catalog tags (default catalog/incoming; $GENRETAG_CATALOG_SOURCE)."),
+) -> None:
+    """Register the `retrain` and `tag-catalog` deployments with $PREFECT_API_URL and serve them until stopped."""
+    from flows.deploy import Schedules, serve_deployments
+
+    serve_deployments(Schedules.from_env(
+        workspace=workspace, retrain_cron=retrain_cron, tag_catalog_cron=tag_cron, timezone=timezone, catalog_source=catalog_source,
+    ))
+
+
+@app.command()
+def retrain(
+    workspace: Path = typer.Option(None, help="The git+DVC workspace (default: $GENRETAG_ROOT or this project)."),
+    pull: bool = typer.Option(True, help="dvc pull from the default remote first (when configured and reachable)."),
+    ingest_new: bool = typer.Option(True, "--ingest/--no-ingest", help="Force the ingest stage so new source audio is picked up."),
+    push: bool = typer.Option(True, help="dvc push to the default remote afterwards."),
+    lock_wait_s: float = typer.Option(600.0, help="How long to wait for DVC's lock held by another dvc process."),
+) -> None:
+    """Retrain now, as the weekly deployment does: pull, ingest, dvc repro (champion gate), push."""
+    from flows.retrain import retrain_flow
+
+    state = retrain_flow(
+        workspace=str(workspace) if workspace else None, pull_first=pull, ingest=ingest_new, push_after=push,
+        lock_wait_s=lock_wait_s, return_state=True,
+    )
+    summary = state.result()
+    typer.echo(f"{state.name}: {summary.get('reason') or 'stages run: ' + (', '.join(summary['stages']) or 'none')}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

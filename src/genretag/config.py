@@ -1,0 +1,221 @@
+"""Typed view of params.yaml and the project's file layout."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from genretag.errors import ConfigError
+from genretag.spectrogram import PreprocessingSpec
+
+GTZAN_GENRES: tuple[str, ...] = (
+    "blues", "classical", "country", "disco", "hiphop",
+    "jazz", "metal", "pop", "reggae", "rock",
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IngestParams(_Section):
+    source: str = "demo"
+    demo_tracks_per_genre: int = Field(6, ge=1)
+    demo_seed: int = 2021
+
+
+class AudioParams(_Section):
+    sample_rate: int = Field(22050, gt=0)
+    clip_seconds: float = Field(3.0, gt=0)
+    clips_per_track: int = Field(10, ge=1)
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.sample_rate * self.clip_seconds))
+
+
+class ValidateParams(_Section):
+    min_duration_s: float = Field(3.0, ge=0)
+    max_duration_s: float = Field(35.0, gt=0)
+    silence_rms_dbfs: float = -60.0
+    max_bad_fraction: float = Field(0.2, ge=0, le=1)
+    max_class_imbalance: float = Field(3.0, ge=1)
+
+
+class SplitParams(_Section):
+    method: Literal["track", "clip", "filtered"] = "track"
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 2021
+
+    @field_validator("fractions")
+    @classmethod
+    def _sum_to_one(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if abs(sum(value) - 1.0) > 1e-6 or min(value) < 0:
+            raise ValueError(f"fractions must be non-negative and sum to 1, got {list(value)}")
+        return value
+
+
+class SpectrogramParams(_Section):
+    n_fft: int = Field(2048, gt=0)
+    hop_length: int = Field(512, gt=0)
+    n_mels: int = Field(128, gt=0)
+    fmin: float = Field(0.0, ge=0)
+    fmax: float | None = None
+    top_db: float = Field(80.0, gt=0)
+    colormap: Literal["viridis"] = "viridis"
+    image_size: tuple[int, int] = (128, 128)
+    workers: int = Field(0, ge=0)
+    dask_address: str | None = None
+
+
+class TrainParams(_Section):
+    experiment: str = "exp8"
+    batch_size: int = Field(64, ge=1)
+    max_epochs: int = Field(12, ge=1)
+    patience: int = Field(3, ge=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    seed: int = 2021
+    mixed_precision: bool = False
+    xla: bool = False
+
+
+class EvaluateParams(_Section):
+    tsne_clips: int = Field(250, ge=0)
+
+
+class ExportParams(_Section):
+    opset: int = Field(17, ge=13, le=18)
+    parity_tolerance: float = Field(1e-4, gt=0)
+
+
+class RegisterParams(_Section):
+    model_name: str = "genretag-cnn"
+    min_improvement: float = 0.005
+    tracking_uri: str = "sqlite:///mlflow.db"
+
+
+class ScoreParams(_Section):
+    model: str = "champion"
+    max_windows: int = Field(20, ge=0)
+    batch_size: int = Field(256, ge=1)
+    commit_every: int = Field(16, ge=1)
+    workers: int = Field(0, ge=0)
+    database_url: str = "sqlite:///catalog.db"
+    dask_address: str | None = None
+
+
+class Params(_Section):
+    genres: tuple[str, ...] = GTZAN_GENRES
+    ingest: IngestParams = IngestParams()
+    audio: AudioParams = AudioParams()
+    validation: ValidateParams = Field(ValidateParams(), alias="validate")
+    split: SplitParams = SplitParams()
+    spectrogram: SpectrogramParams = SpectrogramParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    export: ExportParams = ExportParams()
+    registry: RegisterParams = Field(RegisterParams(), alias="register")
+    score: ScoreParams = ScoreParams()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _distinct_genres(self) -> Params:
+        if len(set(self.genres)) != len(self.genres) or not self.genres:
+            raise ValueError(f"genres must be a non-empty list of distinct names, got {list(self.genres)}")
+        return self
+
+
+def project_root() -> Path:
+    """The repository root: $GENRETAG_ROOT, else the nearest folder above cwd holding params.yaml."""
+    if env := os.environ.get("GENRETAG_ROOT"):
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params.yaml").is_file():
+            return folder
+    return here
+
+
+def load_params(path: str | Path | None = None) -> Params:
+    """Read and check params.yaml; a wrong key or value raises ConfigError naming it."""
+    file = Path(path) if path else project_root() / "params.yaml"
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{file}: no such parameters file") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{file}: {problems}") from exc
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where every stage reads and writes, relative to the project root."""
+
+    root: Path
+
+    @property
+    def raw_dir(self) -> Path: return self.root / "data" / "raw"
+    @property
+    def manifest(self) -> Path: return self.raw_dir / "manifest.csv"
+    @property
+    def tracks(self) -> Path: return self.root / "data" / "tracks.csv"
+    @property
+    def quarantine(self) -> Path: return self.root / "data" / "quarantine.csv"
+    @property
+    def clips(self) -> Path: return self.root / "data" / "clips.csv"
+    @property
+    def images_dir(self) -> Path: return self.root / "data" / "images"
+    @property
+    def models_dir(self) -> Path: return self.root / "models"
+    @property
+    def keras_model(self) -> Path: return self.models_dir / "model.keras"
+    @property
+    def onnx_model(self) -> Path: return self.models_dir / "model.onnx"
+    @property
+    def metrics_dir(self) -> Path: return self.root / "metrics"
+    @property
+    def plots_dir(self) -> Path: return self.root / "plots"
+    @property
+    def reports_dir(self) -> Path: return self.root / "reports"
+
+
+def layout(root: Path | None = None) -> Layout:
+    return Layout((root or project_root()).resolve())
+
+
+def resolve_sqlite_url(url: str, root: Path) -> str:
+    """Make a relative ``sqlite:///file.db`` URL absolute against the project root."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
+        return prefix + str((root / url[len(prefix):]).resolve())
+    return url
+
+
+def preprocessing_spec(params: Params) -> PreprocessingSpec:
+    """The preprocessing contract of this configuration (travels inside every ONNX model)."""
+    s = params.spectrogram
+    return PreprocessingSpec(
+        sample_rate=params.audio.sample_rate,
+        clip_seconds=params.audio.clip_seconds,
+        n_fft=s.n_fft,
+        hop_length=s.hop_length,
+        n_mels=s.n_mels,
+        fmin=s.fmin,
+        fmax=s.fmax,
+        top_db=s.top_db,
+        colormap=s.colormap,
+        image_size=tuple(s.image_size),
+    )

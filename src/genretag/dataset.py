@@ -1,0 +1,324 @@
+"""Ingest audio into data/raw (+ manifest) and cut validated tracks into split, labelled clips."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from genretag import audio
+from genretag.atomic import write_csv, write_json
+from genretag.config import AudioParams, Layout, Params, SplitParams
+from genretag.errors import AudioError, ConfigError
+
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "track_id", "genre", "path", "source_path", "sha256", "content_sha256",
+    "original_sample_rate", "channels", "duration_s", "rms_dbfs", "peak", "nonfinite_samples", "error",
+)
+CLIP_COLUMNS: tuple[str, ...] = ("clip_id", "track_id", "genre", "split", "clip_index", "start_s", "image")
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+GTZAN_STEM = re.compile(r"^(?P<genre>[a-z]+)\.(?P<number>\d{5})$")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One labelled audio file to ingest."""
+
+    path: Path
+    genre: str
+    track_id: str
+
+
+# ---------------------------------------------------------------- discovering sources
+
+
+def _track_id(path: Path, genre: str) -> str:
+    stem = path.stem
+    if GTZAN_STEM.match(stem) and stem.startswith(f"{genre}."):
+        return stem
+    return f"{genre}.{re.sub(r'[^A-Za-z0-9_-]+', '_', stem).strip('_') or 'track'}"
+
+
+def discover_sources(source_dir: str | Path, *, genres: Sequence[str]) -> list[SourceFile]:
+    """Labelled audio files in a GTZAN-layout folder.
+
+    Understands ``genres/<genre>/*.au`` (the original tarball), ``genres_original/<genre>/*.wav``
+    (the Kaggle copy) and any tree with ``<genre>/`` folders; the genre is the nearest folder
+    named after one of ``genres``. Files whose suffix is an audio extension are taken even if
+    they turn out not to be audio (ingest records why); other files are ignored.
+    """
+    root = Path(source_dir)
+    if not root.is_dir():
+        raise ConfigError(f"{root}: ingest.source is not a folder (expected 'demo', 'tfds' or a GTZAN-layout folder)")
+    for preferred in ("genres_original", "genres"):
+        if (root / preferred).is_dir():
+            root = root / preferred
+            break
+    wanted = set(genres)
+    found: list[SourceFile] = []
+    taken: set[str] = set()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in audio.AUDIO_EXTENSIONS):
+        genre = next((part for part in reversed(path.relative_to(root).parts[:-1]) if part in wanted), None)
+        if genre is None:
+            continue
+        track_id, n = _track_id(path, genre), 2
+        while track_id in taken:
+            track_id, n = f"{_track_id(path, genre)}-{n}", n + 1
+        taken.add(track_id)
+        found.append(SourceFile(path=path, genre=genre, track_id=track_id))
+    return found
+
+
+def materialise_source(params: Params, *, layout: Layout) -> Path:
+    """The folder to ingest from: the synthetic demo corpus, TFDS's GTZAN, or a local folder."""
+    source = params.ingest.source
+    if source == "demo":
+        return _demo_corpus(params, layout=layout)
+    if source == "tfds":
+        return _tfds_gtzan(params, layout=layout)
+    folder = Path(source).expanduser()
+    return folder if folder.is_absolute() else layout.root / folder
+
+
+def _demo_corpus(params: Params, *, layout: Layout) -> Path:
+    """Synthesise the demo corpus once per (size, seed, rate) under data/demo-corpus."""
+    from genretag.demo import synthesize_corpus
+
+    folder = layout.root / "data" / "demo-corpus"
+    recipe = {
+        "genres": list(params.genres),
+        "tracks_per_genre": params.ingest.demo_tracks_per_genre,
+        "seed": params.ingest.demo_seed,
+        "sample_rate": params.audio.sample_rate,
+    }
+    marker = folder / "corpus.json"
+    if marker.is_file() and json.loads(marker.read_text()) == recipe:
+        return folder
+    for stale in folder.rglob("*.wav"):
+        stale.unlink()
+    synthesize_corpus(folder, genres=params.genres, tracks_per_genre=recipe["tracks_per_genre"],
+                      seed=recipe["seed"], sample_rate=recipe["sample_rate"])
+    write_json(marker, recipe)
+    return folder
+
+
+def _tfds_gtzan(params: Params, *, layout: Layout) -> Path:
+    """Write TensorFlow Datasets' ``gtzan`` (needs tensorflow-datasets and its download host) as WAVs."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as exc:
+        raise ConfigError(
+            "ingest.source=tfds needs the tensorflow-datasets package (pip install tensorflow-datasets) "
+            "and network access to its download host; or download GTZAN yourself and set ingest.source to its folder"
+        ) from exc
+    folder = layout.root / "data" / "tfds-gtzan"
+    dataset, info = tfds.load("gtzan", split="train", with_info=True)
+    names = info.features["label"].names
+    for number, example in enumerate(tfds.as_numpy(dataset)):
+        genre = names[int(example["label"])]
+        target = folder / genre / f"{genre}.{number:05d}.wav"
+        if not target.exists():
+            samples = np.asarray(example["audio"], dtype=np.float32)
+            samples = samples / 32768.0 if np.abs(samples).max() > 1.0 else samples
+            audio.write_wav(target, audio.to_pcm16(samples), sample_rate=info.features["audio"].sample_rate)
+    return folder
+
+
+# ---------------------------------------------------------------- ingest
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path.resolve())
+
+
+def ingest_file(source: SourceFile, *, root: Path, raw_dir: Path, sample_rate: int) -> dict[str, object]:
+    """Decode one file into ``raw_dir/<genre>/<track_id>.wav``; return its manifest row.
+
+    An undecodable file gives a row with ``error`` set and no WAV (validation quarantines it).
+    """
+    row: dict[str, object] = {column: "" for column in MANIFEST_COLUMNS}
+    row.update(track_id=source.track_id, genre=source.genre, source_path=_relative(source.path, root))
+    try:
+        row["sha256"] = audio.file_sha256(source.path)
+        decoded = audio.decode(source.path, sample_rate=sample_rate)
+    except (AudioError, OSError) as exc:
+        row["error"] = exc.reason if isinstance(exc, AudioError) else f"cannot read: {exc}"
+        return row
+    pcm = audio.to_pcm16(decoded.waveform)
+    target = raw_dir / source.genre / f"{source.track_id}.wav"
+    audio.write_wav(target, pcm, sample_rate=sample_rate)
+    row.update(
+        path=_relative(target, root),
+        content_sha256=audio.pcm_sha256(pcm),
+        original_sample_rate=decoded.original_sample_rate,
+        channels=decoded.channels,
+        duration_s=round(decoded.stats.duration_s, 4),
+        rms_dbfs=round(decoded.stats.rms_dbfs, 3),
+        peak=round(decoded.stats.peak, 5),
+        nonfinite_samples=decoded.stats.nonfinite_samples,
+    )
+    return row
+
+
+def _reusable(previous: pd.DataFrame, *, root: Path, sample_rate: int) -> dict[tuple[str, str], dict]:
+    """Rows of an earlier manifest whose WAV is still there at the wanted rate, by (source, sha256)."""
+    kept: dict[tuple[str, str], dict] = {}
+    for row in previous.to_dict("records"):
+        path = root / str(row["path"]) if row["path"] else None
+        if path is None or (path.is_file() and sf.info(path).samplerate == sample_rate):
+            kept[(str(row["source_path"]), str(row["sha256"]))] = row
+    return kept
+
+
+def worker_count(requested: int) -> int:
+    """0 means every core the process may use."""
+    return requested or len(os.sched_getaffinity(0))
+
+
+def ingest(
+    sources: Sequence[SourceFile],
+    *,
+    layout: Layout,
+    sample_rate: int,
+    workers: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> pd.DataFrame:
+    """Normalise ``sources`` into data/raw and write data/raw/manifest.csv; return the manifest.
+
+    Incremental: a source file whose bytes are unchanged since the last manifest is not decoded
+    again. WAVs in data/raw that no longer come from any source are removed.
+    """
+    root, raw_dir = layout.root, layout.raw_dir
+    previous = pd.read_csv(layout.manifest, dtype=str, keep_default_na=False) if layout.manifest.is_file() else pd.DataFrame(columns=MANIFEST_COLUMNS)
+    reusable = _reusable(previous, root=root, sample_rate=sample_rate)
+    rows: dict[str, dict] = {}
+    todo: list[SourceFile] = []
+    for source in sources:
+        key = (_relative(source.path, root), audio.file_sha256(source.path))
+        if key in reusable and reusable[key]["track_id"] == source.track_id:
+            rows[source.track_id] = reusable[key]
+            if progress:
+                progress(1)
+        else:
+            todo.append(source)
+    with ProcessPoolExecutor(max_workers=worker_count(workers)) as pool:
+        futures = [pool.submit(ingest_file, s, root=root, raw_dir=raw_dir, sample_rate=sample_rate) for s in todo]
+        for future in futures:
+            row = future.result()
+            rows[str(row["track_id"])] = row
+            if progress:
+                progress(1)
+    manifest = pd.DataFrame([rows[s.track_id] for s in sources], columns=list(MANIFEST_COLUMNS))
+    manifest = manifest.sort_values("track_id", kind="stable").reset_index(drop=True)
+    keep = {root / p for p in manifest["path"] if p}
+    for stale in raw_dir.rglob("*.wav"):
+        if stale not in keep:
+            stale.unlink()
+    write_csv(layout.manifest, manifest)
+    return manifest
+
+
+# ---------------------------------------------------------------- clips and splits
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A pipeline CSV with every column as text (empty cells stay empty strings)."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def clips_for_tracks(tracks: pd.DataFrame, *, audio_params: AudioParams) -> pd.DataFrame:
+    """One row per whole clip: ``clips_per_track`` consecutive clips from the start of each track.
+
+    A track shorter than 30 s gives fewer clips; a partial clip at the end is dropped.
+    """
+    clip_samples = audio_params.clip_samples
+    rows = []
+    for track in tracks.itertuples(index=False):
+        frames = int(round(float(track.duration_s) * audio_params.sample_rate))
+        for index in range(min(audio_params.clips_per_track, frames // clip_samples)):
+            rows.append({
+                "clip_id": f"{track.track_id}.{index}",
+                "track_id": track.track_id,
+                "genre": track.genre,
+                "clip_index": index,
+                "start_s": round(index * clip_samples / audio_params.sample_rate, 4),
+            })
+    return pd.DataFrame(rows, columns=["clip_id", "track_id", "genre", "clip_index", "start_s"])
+
+
+def _allocate(items: Sequence[str], *, fractions: Sequence[float], rng: np.random.Generator) -> dict[str, str]:
+    """Shuffle ``items`` and cut them into train/validation/test by ``fractions``.
+
+    Validation and test each get at least one item when there are three or more.
+    """
+    order = list(rng.permutation(list(items)))
+    n = len(order)
+    n_test = int(round(n * fractions[2]))
+    n_val = int(round(n * fractions[1]))
+    if n >= 3:
+        n_test, n_val = max(n_test, 1 if fractions[2] > 0 else 0), max(n_val, 1 if fractions[1] > 0 else 0)
+    n_train = n - n_val - n_test
+    labels = ["train"] * n_train + ["validation"] * n_val + ["test"] * n_test
+    return dict(zip(order, labels, strict=True))
+
+
+def _filtered_assignment(track_ids: Sequence[str]) -> dict[str, str]:
+    """Kereliuk et al. (2015) fault-filtered GTZAN split; tracks outside it are left out."""
+    table = json.loads(resources.files("genretag.resources").joinpath("gtzan_filtered_split.json").read_text())
+    assignment: dict[str, str] = {}
+    for split in SPLITS:
+        for genre, spans in table[split].items():
+            for span in spans.split(","):
+                first, _, last = span.partition("-")
+                for number in range(int(first), int(last or first) + 1):
+                    assignment[f"{genre}.{number:05d}"] = split
+    unknown = [t for t in track_ids if not GTZAN_STEM.match(t)]
+    if unknown:
+        raise ConfigError(f"split.method=filtered needs GTZAN file names (<genre>.000NN); not: {', '.join(unknown[:5])}")
+    return {t: assignment[t] for t in track_ids if t in assignment}
+
+
+def assign_splits(clips: pd.DataFrame, *, split_params: SplitParams) -> pd.DataFrame:
+    """Add the ``split`` column; clips of tracks outside the split (filtered) are dropped.
+
+    ``track``: stratified by genre, whole tracks per split (no leakage). ``clip``: the paper's
+    random split of clips, stratified by genre (clips of one track land in several splits).
+    """
+    rng = np.random.default_rng(split_params.seed)
+    assignment: dict[str, str] = {}
+    if split_params.method == "filtered":
+        assignment = _filtered_assignment(sorted(clips["track_id"].unique()))
+        key = "track_id"
+    else:
+        key = "track_id" if split_params.method == "track" else "clip_id"
+        for genre in sorted(clips["genre"].unique()):
+            members = sorted(clips.loc[clips["genre"] == genre, key].unique())
+            assignment.update(_allocate(members, fractions=split_params.fractions, rng=rng))
+    result = clips.assign(split=clips[key].map(assignment))
+    return result.dropna(subset=["split"]).reset_index(drop=True)
+
+
+def image_path(clip: pd.Series | dict, *, images_dir: Path, root: Path) -> str:
+    """``data/images/<split>/<genre>/<track>.<clip>.png`` (the paper's folder convention)."""
+    return _relative(images_dir / clip["split"] / clip["genre"] / f"{clip['clip_id']}.png", root)
+
+
+def make_clips(tracks: pd.DataFrame, *, params: Params, layout: Layout) -> pd.DataFrame:
+    """Clips of the validated tracks with their split and image path; writes data/clips.csv."""
+    clips = assign_splits(clips_for_tracks(tracks, audio_params=params.audio), split_params=params.split)
+    clips["image"] = [image_path(c, images_dir=layout.images_dir, root=layout.root) for c in clips.to_dict("records")]
+    clips = clips[list(CLIP_COLUMNS)].sort_values(["split", "genre", "clip_id"], kind="stable").reset_index(drop=True)
+    write_csv(layout.clips, clips)
+    return clips

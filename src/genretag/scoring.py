@@ -1,0 +1,370 @@
+"""Score audio with an exported ONNX model: sessions (CUDA when usable), track predictions.
+
+The model is self-describing: labels and the PreprocessingSpec come from its metadata
+(`genretag.contract`), never from params.yaml. Decoding and spectrograms run in worker
+processes while the calling process feeds the session large batches, so a GPU is not
+left waiting on one CPU core.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from genretag.contract import INPUT_NAME, OUTPUT_NAME, ModelContract, read_contract
+from genretag.errors import AudioError, GenretagError, RegistryError, ScoringError
+from genretag.spectrogram import PreprocessingSpec, to_model_input, waveform_to_images
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+# onnxruntime's own default log level (2 = warning); restored after a quiet session start.
+_ORT_DEFAULT_SEVERITY = 2
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """An open ONNX session, the model's contract, and where it really runs."""
+
+    path: Path
+    session: ort.InferenceSession
+    contract: ModelContract
+    requested: tuple[str, ...]
+    provider: str  # the provider that actually runs: session.get_providers()[0]
+    cuda_problem: str = ""  # why CUDA is not active ("" when it is, or was not wanted)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.contract.labels
+
+    @property
+    def spec(self) -> PreprocessingSpec:
+        return self.contract.preprocessing
+
+    @property
+    def model_name(self) -> str:
+        return self.contract.model_name
+
+    @property
+    def model_version(self) -> str:
+        return self.contract.model_version
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.provider == CUDA
+
+    def predict(self, batch: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+        """Float32 model input (n, H, W, 3) -> probabilities (n, len(labels)), in chunks."""
+        if len(batch) == 0:
+            return np.empty((0, len(self.labels)), dtype=np.float32)
+        chunks = [
+            self.session.run([OUTPUT_NAME], {INPUT_NAME: batch[start : start + batch_size]})[0]
+            for start in range(0, len(batch), batch_size)
+        ]
+        return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def _preload_cuda_libraries() -> str:
+    """Load CUDA/cuDNN from pip's nvidia packages when present; return what went wrong."""
+    if not hasattr(ort, "preload_dlls"):
+        return ""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured):  # it prints each library it cannot find
+            ort.preload_dlls()
+    except Exception as exc:  # noqa: BLE001 - best effort; the session start says the rest
+        captured.write(f"preload_dlls failed: {exc}")
+    lines = [line.strip() for line in captured.getvalue().splitlines() if line.strip()]
+    missing = [line.split()[3].rstrip(":") for line in lines if line.startswith("Failed to load ") and len(line.split()) > 3]
+    if missing:
+        return "cannot load " + ", ".join(dict.fromkeys(Path(name).name for name in missing))
+    return " ".join(lines)[:300]
+
+
+def open_model(
+    path: str | Path,
+    *,
+    require_gpu: bool = False,
+    prefer_gpu: bool = True,
+    intra_op_threads: int = 0,
+) -> ScoringModel:
+    """Open an exported model with CUDA when onnxruntime can use it, else on the CPU.
+
+    onnxruntime-gpu lists CUDA even where it cannot load it and then silently runs on the
+    CPU; the provider that really runs is read back from the session. Its own load-error
+    spam is silenced and replaced by one warning of ours. ``require_gpu`` raises
+    ScoringError at once, with the reason, when CUDA is not active.
+    """
+    path = Path(path)
+    try:
+        contract = read_contract(path)
+    except GenretagError as exc:
+        raise ScoringError(str(exc)) from exc
+    available = ort.get_available_providers()
+    want_cuda = prefer_gpu or require_gpu
+    cuda_listed = CUDA in available
+    requested = (CUDA, CPU) if want_cuda and cuda_listed else (CPU,)
+    preload_problem = _preload_cuda_libraries() if CUDA in requested else ""
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only from this session's own logger
+    if intra_op_threads:
+        options.intra_op_num_threads = intra_op_threads
+    ort.set_default_logger_severity(4)  # the provider bridge logs load failures on the default logger
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=list(requested))
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise ScoringError(f"{path}: onnxruntime cannot load the model ({exc})") from exc
+    finally:
+        ort.set_default_logger_severity(_ORT_DEFAULT_SEVERITY)
+    _check_io(session, path=path, n_labels=len(contract.labels))
+
+    provider = session.get_providers()[0]
+    problem = ""
+    if want_cuda and provider != CUDA:
+        if not cuda_listed:
+            problem = f"this onnxruntime ({ort.__version__}, providers {available}) has no CUDAExecutionProvider"
+        else:
+            problem = (
+                "onnxruntime could not start CUDAExecutionProvider (needs CUDA 13 and cuDNN 9 libraries and a GPU"
+                + (f"; {preload_problem}" if preload_problem else "")
+                + ")"
+            )
+        log.warning("CUDA requested but not active: scoring on %s (%s)", provider, problem)
+        if require_gpu:
+            raise ScoringError(f"{path}: GPU required but CUDA is not active: {problem}")
+    log.info("scoring %s %s v%s on %s", path.name, contract.model_name, contract.model_version, provider)
+    return ScoringModel(
+        path=path, session=session, contract=contract, requested=requested, provider=provider, cuda_problem=problem
+    )
+
+
+def _check_io(session: ort.InferenceSession, *, path: Path, n_labels: int) -> None:
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+    if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+        raise ScoringError(
+            f"{path}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, found {list(inputs)} -> {list(outputs)}"
+        )
+    width = outputs[OUTPUT_NAME][-1]
+    if isinstance(width, int) and width != n_labels:
+        raise ScoringError(f"{path}: the model outputs {width} probabilities but its metadata lists {n_labels} labels")
+
+
+def resolve_model(model: str, *, tracking_uri: str | None = None, model_name: str | None = None) -> Path:
+    """``champion`` / ``challenger`` / a registry version number / a path -> a local .onnx file."""
+    candidate = Path(model).expanduser()
+    if candidate.suffix == ".onnx" or candidate.is_file():
+        if not candidate.is_file():
+            raise ScoringError(f"{candidate}: no such ONNX file")
+        return candidate.resolve()
+    try:
+        from genretag import registry
+    except ImportError as exc:
+        raise RegistryError(
+            f"model {model!r}: the model registry (genretag.registry) is not available; pass a path to an .onnx file"
+        ) from exc
+    return Path(registry.fetch_onnx(model, tracking_uri=tracking_uri, model_name=model_name))
+
+
+@dataclass(frozen=True)
+class TrackScore:
+    """One track's prediction: the mean of its windows' probabilities."""
+
+    label: str
+    confidence: float
+    top3: tuple[tuple[str, float], ...]
+    probabilities: dict[str, float]
+    windows_scored: int
+
+
+def summarize(window_probabilities: np.ndarray, labels: tuple[str, ...]) -> TrackScore:
+    """Average the windows' probabilities; label = the most probable genre."""
+    if len(window_probabilities) == 0:
+        raise ValueError("no windows to summarize")
+    mean = np.asarray(window_probabilities, dtype=np.float64).mean(axis=0)
+    order = np.argsort(-mean, kind="stable")
+    return TrackScore(
+        label=labels[order[0]],
+        confidence=float(mean[order[0]]),
+        top3=tuple((labels[i], float(mean[i])) for i in order[:3]),
+        probabilities={label: float(p) for label, p in zip(labels, mean, strict=True)},
+        windows_scored=len(window_probabilities),
+    )
+
+
+def track_images(
+    path: str | Path,
+    spec: PreprocessingSpec,
+    *,
+    max_windows: int = 0,
+    silence_rms_dbfs: float = -60.0,
+) -> np.ndarray:
+    """Decode any audio file and render its (evenly spaced) windows as uint8 images.
+
+    Raises AudioError naming the file when it is unreadable, empty, silent, holds
+    non-finite samples or is shorter than one window.
+    """
+    from genretag.audio import decode
+
+    decoded = decode(path, sample_rate=spec.sample_rate)
+    if decoded.stats.nonfinite_samples > 0:
+        raise AudioError(path, f"{decoded.stats.nonfinite_samples} non-finite samples (NaN or infinity)")
+    if decoded.stats.rms_dbfs < silence_rms_dbfs:
+        raise AudioError(path, f"silent: RMS {decoded.stats.rms_dbfs:.1f} dBFS is below {silence_rms_dbfs:.1f} dBFS")
+    if len(decoded.waveform) < spec.clip_samples:
+        raise AudioError(
+            path, f"too short: {decoded.duration_s:.2f} s is less than one {spec.clip_seconds:g}-s window"
+        )
+    return waveform_to_images(decoded.waveform, spec, max_windows=max_windows, evenly_spaced=True)
+
+
+def _images_or_reason(path: str, spec: PreprocessingSpec, max_windows: int, silence_rms_dbfs: float) -> tuple[np.ndarray | None, str]:
+    """Worker-process entry: images, or the reason the file cannot be scored (never raises)."""
+    try:
+        return track_images(path, spec, max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs), ""
+    except AudioError as exc:
+        return None, exc.reason
+    except Exception as exc:  # noqa: BLE001 - one odd file must not stop a catalog run
+        return None, f"cannot process: {type(exc).__name__}: {exc}"
+
+
+def score_file(
+    model: ScoringModel,
+    path: str | Path,
+    *,
+    max_windows: int = 0,
+    silence_rms_dbfs: float = -60.0,
+    batch_size: int = 256,
+) -> TrackScore:
+    """Score one file in this process (AudioError when it cannot be scored)."""
+    images = track_images(path, model.spec, max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs)
+    return summarize(model.predict(to_model_input(images), batch_size=batch_size), model.labels)
+
+
+@dataclass(frozen=True)
+class ScoredTrack:
+    """What became of one input: a score, or the reason it has none."""
+
+    key: Hashable
+    path: str
+    score: TrackScore | None
+    error: str = ""
+
+
+class _InlineExecutor(Executor):
+    """Runs each job at submit time, in this process (small jobs, tests, one-file predictions)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def worker_count(workers: int) -> int:
+    """``0`` means every core this process may use."""
+    if workers > 0:
+        return workers
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    # forkserver: never fork a process that runs threads (Prefect, onnxruntime). The server
+    # (one per process, reused by later pools) imports the decoding code once, librosa's
+    # resampler included (seconds of numba start-up), and forks warm workers from it.
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["__main__", "genretag.scoring", "genretag.audio", "librosa.core.audio"])
+    else:
+        context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
+def score_files(
+    model: ScoringModel,
+    items: Iterable[tuple[Hashable, str | Path]],
+    *,
+    max_windows: int = 0,
+    batch_size: int = 256,
+    workers: int = 0,
+    silence_rms_dbfs: float = -60.0,
+    parallel: bool = True,
+) -> Iterator[ScoredTrack]:
+    """Score ``(key, path)`` items; yield one ScoredTrack per item as soon as its batch ran.
+
+    Decoding and spectrograms run in ``workers`` processes (0: every core) with a bounded
+    number of files in flight; windows of several tracks are pooled into batches of
+    ``batch_size`` for the session. Bad files come back with ``error`` set, never raise.
+    Results arrive in input order, except that a failure can overtake a pending batch.
+    """
+    spec = model.spec
+    n_workers = worker_count(workers)
+    windows_per_track = max_windows or 10
+    in_flight_limit = max(2 * n_workers, -(-batch_size // windows_per_track) + n_workers) if parallel else 1
+    pending: deque[tuple[Hashable, str, Future]] = deque()
+    ready: list[tuple[Hashable, str, np.ndarray]] = []
+    ready_windows = 0
+
+    def flush() -> Iterator[ScoredTrack]:
+        nonlocal ready, ready_windows
+        if not ready:
+            return
+        batch = to_model_input(np.concatenate([images for _, _, images in ready]))
+        probabilities = model.predict(batch, batch_size=batch_size)
+        offset = 0
+        done, ready, ready_windows = ready, [], 0
+        for key, path, images in done:
+            yield ScoredTrack(key, path, summarize(probabilities[offset : offset + len(images)], model.labels))
+            offset += len(images)
+
+    source = iter(items)
+    executor: Executor = _process_pool(n_workers) if parallel else _InlineExecutor()
+
+    def refill() -> None:
+        while len(pending) < in_flight_limit:
+            try:
+                key, path = next(source)
+            except StopIteration:
+                return
+            job = executor.submit(_images_or_reason, str(path), spec, max_windows, silence_rms_dbfs)
+            pending.append((key, str(path), job))
+
+    try:
+        refill()
+        while pending:
+            key, path, job = pending.popleft()
+            try:
+                images, reason = job.result()
+            except BrokenProcessPool as exc:
+                in_flight = [path] + [p for _, p, _ in pending]
+                raise ScoringError(
+                    f"a decoding worker died while reading one of {in_flight[:8]}; results so far are kept, rerun to resume"
+                ) from exc
+            refill()
+            if images is None:
+                yield ScoredTrack(key, path, None, reason)
+                continue
+            ready.append((key, path, images))
+            ready_windows += len(images)
+            if ready_windows >= batch_size:
+                yield from flush()
+        yield from flush()
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)

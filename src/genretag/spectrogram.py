@@ -1,0 +1,197 @@
+"""Waveform -> mel-spectrogram colour image: the one preprocessing function of genretag.
+
+Training, evaluation, catalog scoring and the ONNX handoff all call this module, and
+`genretag registry fetch` ships this very file to other services. It therefore imports
+nothing but numpy and Pillow: no librosa, no TensorFlow, no genretag.
+
+The mel filterbank and STFT reproduce librosa 0.11's defaults (Slaney mel scale and
+normalisation, periodic Hann window, centred frames padded with zeros); a test checks it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+
+# matplotlib's viridis, sampled at 256 levels, as RGB bytes (a test checks it against matplotlib).
+_VIRIDIS_HEX = (
+    "44015444025645045745055946075a46085c460a5d460b5e470d60470e61471063471164471365481467481668481769"
+    "48186a481a6c481b6d481c6e481d6f481f70482071482173482374482475482576482677482878482979472a7a472c7a"
+    "472d7b472e7c472f7d46307e46327e46337f463480453581453781453882443983443a83443b84433d84433e85423f85"
+    "4240864241864142874144874045884046883f47883f48893e49893e4a893e4c8a3d4d8a3d4e8a3c4f8a3c508b3b518b"
+    "3b528b3a538b3a548c39558c39568c38588c38598c375a8c375b8d365c8d365d8d355e8d355f8d34608d34618d33628d"
+    "33638d32648e32658e31668e31678e31688e30698e306a8e2f6b8e2f6c8e2e6d8e2e6e8e2e6f8e2d708e2d718e2c718e"
+    "2c728e2c738e2b748e2b758e2a768e2a778e2a788e29798e297a8e297b8e287c8e287d8e277e8e277f8e27808e26818e"
+    "26828e26828e25838e25848e25858e24868e24878e23888e23898e238a8d228b8d228c8d228d8d218e8d218f8d21908d"
+    "21918c20928c20928c20938c1f948c1f958b1f968b1f978b1f988b1f998a1f9a8a1e9b8a1e9c891e9d891f9e891f9f88"
+    "1fa0881fa1881fa1871fa28720a38620a48621a58521a68522a78522a88423a98324aa8325ab8225ac8226ad8127ad81"
+    "28ae8029af7f2ab07f2cb17e2db27d2eb37c2fb47c31b57b32b67a34b67935b77937b87838b9773aba763bbb753dbc74"
+    "3fbc7340bd7242be7144bf7046c06f48c16e4ac16d4cc26c4ec36b50c46a52c56954c56856c66758c7655ac8645cc863"
+    "5ec96260ca6063cb5f65cb5e67cc5c69cd5b6ccd5a6ece5870cf5773d05675d05477d1537ad1517cd2507fd34e81d34d"
+    "84d44b86d54989d5488bd6468ed64590d74393d74195d84098d83e9bd93c9dd93ba0da39a2da37a5db36a8db34aadc32"
+    "addc30b0dd2fb2dd2db5de2bb8de29bade28bddf26c0df25c2df23c5e021c8e020cae11fcde11dd0e11cd2e21bd5e21a"
+    "d8e219dae319dde318dfe318e2e418e5e419e7e419eae51aece51befe51cf1e51df4e61ef6e620f8e621fbe723fde725"
+)
+COLORMAPS: dict[str, np.ndarray] = {
+    "viridis": np.frombuffer(bytes.fromhex("".join(_VIRIDIS_HEX)), dtype=np.uint8).reshape(256, 3),
+}
+
+
+@dataclass(frozen=True)
+class PreprocessingSpec:
+    """Everything needed to turn audio into the model's input, stored in every ONNX file."""
+
+    sample_rate: int = 22050
+    clip_seconds: float = 3.0
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: float | None = None
+    top_db: float = 80.0
+    db_reference: str = "max of each clip"
+    colormap: str = "viridis"
+    image_size: tuple[int, int] = (128, 128)
+    orientation: str = "low frequencies at the bottom row"
+    scaling: str = "uint8 RGB divided by 255 -> float32 in [0, 1], NHWC"
+    mel_scale: str = "slaney, slaney-normalised filters (librosa defaults)"
+    window: str = "periodic hann, centred frames, zero padding"
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.sample_rate * self.clip_seconds))
+
+    @property
+    def upper_frequency(self) -> float:
+        return float(self.fmax) if self.fmax is not None else self.sample_rate / 2.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PreprocessingSpec:
+        raw = json.loads(text)
+        raw["image_size"] = tuple(raw["image_size"])
+        return cls(**raw)
+
+
+def _hz_to_mel(frequencies: np.ndarray) -> np.ndarray:
+    """Slaney mel scale: linear below 1 kHz, logarithmic above."""
+    f = np.asanyarray(frequencies, dtype=np.float64)
+    mels = f / (200.0 / 3)
+    log_region = f >= 1000.0
+    mels = np.where(log_region, 15.0 + np.log(np.maximum(f, 1e-12) / 1000.0) / (np.log(6.4) / 27.0), mels)
+    return mels
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    m = np.asanyarray(mels, dtype=np.float64)
+    freqs = m * (200.0 / 3)
+    return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), freqs)
+
+
+@lru_cache(maxsize=8)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """Slaney-normalised triangular filters, shape (n_mels, 1 + n_fft // 2), float32."""
+    fft_freqs = np.fft.rfftfreq(n_fft, d=1.0 / sample_rate)
+    mel_edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    widths = np.diff(mel_edges)
+    ramps = np.subtract.outer(mel_edges, fft_freqs)
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_edges[2:] - mel_edges[:-2]))[:, None]
+    weights = weights.astype(np.float32)
+    weights.flags.writeable = False
+    return weights
+
+
+@lru_cache(maxsize=8)
+def _hann(n_fft: int) -> np.ndarray:
+    window = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+    window.flags.writeable = False
+    return window
+
+
+def window_starts(n_samples: int, *, clip_samples: int, max_windows: int = 0, evenly_spaced: bool = True) -> np.ndarray:
+    """Start offsets of whole, non-overlapping clips; no partial clip at the end.
+
+    ``max_windows`` = 0 keeps them all; otherwise keep that many, evenly spread over the
+    track (``evenly_spaced``) or the first ones (the paper's 10 clips of a 30-s track).
+    """
+    count = n_samples // clip_samples
+    starts = np.arange(count, dtype=np.int64) * clip_samples
+    if max_windows and count > max_windows:
+        if evenly_spaced:
+            starts = starts[np.linspace(0, count - 1, max_windows).round().astype(np.int64)]
+        else:
+            starts = starts[:max_windows]
+    return starts
+
+
+def mel_db(clips: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
+    """Mel power spectrogram in dB against each clip's own maximum, floored at -top_db.
+
+    ``clips``: float array (n_clips, samples). Returns float32 (n_clips, n_mels, frames) in [-top_db, 0].
+    """
+    clips = np.asarray(clips, dtype=np.float32)
+    if clips.ndim != 2:
+        raise ValueError(f"clips must be 2-D (n_clips, samples), got shape {clips.shape}")
+    pad = spec.n_fft // 2
+    padded = np.pad(clips, ((0, 0), (pad, pad)))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, spec.n_fft, axis=-1)[:, :: spec.hop_length]
+    power = np.abs(np.fft.rfft(frames * _hann(spec.n_fft), axis=-1)) ** 2
+    filters = mel_filterbank(spec.sample_rate, spec.n_fft, spec.n_mels, spec.fmin, spec.upper_frequency)
+    mel = np.einsum("mf,ctf->cmt", filters, power.astype(np.float32), optimize=True)
+    db = 10.0 * np.log10(np.maximum(mel, 1e-10))
+    db -= db.max(axis=(1, 2), keepdims=True)
+    return np.maximum(db, -spec.top_db).astype(np.float32)
+
+
+def db_to_image(db: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
+    """Colour-map dB matrices (n, n_mels, frames) into uint8 RGB images (n, height, width, 3)."""
+    height, width = spec.image_size
+    lut = COLORMAPS[spec.colormap]
+    unit = (db + spec.top_db) / spec.top_db
+    images = np.empty((len(db), height, width, 3), dtype=np.uint8)
+    for index, matrix in enumerate(unit):
+        resized = np.asarray(
+            Image.fromarray(np.ascontiguousarray(matrix[::-1], dtype=np.float32), mode="F").resize(
+                (width, height), Image.Resampling.BILINEAR
+            )
+        )
+        images[index] = lut[np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8)]
+    return images
+
+
+def waveform_to_images(
+    waveform: np.ndarray,
+    spec: PreprocessingSpec,
+    *,
+    max_windows: int = 0,
+    evenly_spaced: bool = True,
+) -> np.ndarray:
+    """Cut a mono waveform at ``spec.sample_rate`` into clips and render each as an image.
+
+    Returns uint8 (n_clips, height, width, 3); n_clips is 0 for audio shorter than one clip.
+    """
+    waveform = np.asarray(waveform, dtype=np.float32)
+    if waveform.ndim != 1:
+        raise ValueError(f"waveform must be mono (1-D), got shape {waveform.shape}")
+    starts = window_starts(
+        len(waveform), clip_samples=spec.clip_samples, max_windows=max_windows, evenly_spaced=evenly_spaced
+    )
+    height, width = spec.image_size
+    if len(starts) == 0:
+        return np.empty((0, height, width, 3), dtype=np.uint8)
+    clips = np.stack([waveform[s : s + spec.clip_samples] for s in starts])
+    return db_to_image(mel_db(clips, spec), spec)
+
+
+def to_model_input(images: np.ndarray) -> np.ndarray:
+    """uint8 RGB images -> the model's float32 input in [0, 1]."""
+    return np.asarray(images, dtype=np.float32) / np.float32(255.0)

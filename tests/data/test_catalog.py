@@ -1,0 +1,194 @@
+"""Catalog tagging end to end: real onnxruntime, real SQLite, the real Prefect flow, a killed run resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+import flows.common
+from flows.tag_catalog import tag_catalog_flow
+from genretag.audio import file_sha256
+from genretag.catalog import Catalog, export_tags, list_tracks, tag_catalog
+from genretag.errors import ScoringError
+from genretag.scoring import CPU, CUDA, open_model
+from tests.conftest import tone, write_audio
+from tests.tagging_support import make_bad_files, make_good_files, make_onnx_model, make_root
+
+GOOD = {"a/sine220", "a/sine880", "b/flac44k", "b/ogg44k", "long70"}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("models")
+    return {version: make_onnx_model(folder / f"v{version}.onnx", version=version, seed=int(version)) for version in ("1", "2")}
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    project = make_root(tmp_path / "root", workers=2, batch_size=8, commit_every=2, max_windows=4)
+    monkeypatch.setenv("GENRETAG_ROOT", str(project))
+    monkeypatch.delenv("GENRETAG_CATALOG_URL", raising=False)
+    monkeypatch.delenv(flows.common.FAULTS_ENV, raising=False)
+    return project
+
+
+def _count(url: str, table: str = "catalog_tags") -> int:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar_one()
+    except sa.exc.OperationalError:  # not created yet
+        return 0
+    finally:
+        engine.dispose()
+
+
+def test_flow_tags_a_folder_once_and_records_every_failure(
+    prefect_api: None, root: Path, models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "catalog"
+    make_good_files(folder)
+    reasons = make_bad_files(folder / "bad")
+    shutil.copy(folder / "a" / "sine220.wav", folder / "a" / "zz_copy.wav")  # same bytes: tagged once
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    flows.common._fault_counts.clear()
+    monkeypatch.setenv(flows.common.FAULTS_ENV, "tag.read=2")  # two transient read failures: retried
+
+    first = tag_catalog_flow(str(folder), model=str(models["1"]), database_url=url)
+
+    assert flows.common._fault_counts["tag.read"] > 2  # the faults fired and the reads went on
+    assert (first["listed"], first["tagged"], first["skipped"], first["duplicates"], first["failed"]) == (12, 5, 0, 1, 6)
+    assert first["provider"] == CPU and first["model_version"] == "1"
+    assert sum(first["genre_counts"].values()) == 5 and first["tracks_per_second"] > 0
+    with Catalog(url) as catalog:
+        tags = catalog.read("catalog_tags")
+        errors = catalog.read("catalog_errors")
+    assert set(tags["track_id"]) == GOOD  # the copy is not tagged again
+    assert len(tags) == 5 and tags["sha256"].is_unique
+    assert set(tags["provider"]) == {CPU} and set(tags["model_version"]) == {"1"} and set(tags["model_name"]) == {"genretag-cnn"}
+    by_id = tags.set_index("track_id")
+    assert by_id.loc["long70", "windows_scored"] == 4  # params score.max_windows
+    assert by_id.loc["b/flac44k", "windows_scored"] == 2
+    row = by_id.loc["a/sine880"]
+    assert row["sha256"] == file_sha256(folder / "a" / "sine880.wav")
+    top3 = json.loads(row["top3"])
+    probabilities = json.loads(row["probabilities"])
+    assert [t["genre"] for t in top3][0] == row["genre"] and len(top3) == 3
+    assert row["confidence"] == pytest.approx(top3[0]["probability"]) == pytest.approx(max(probabilities.values()))
+    assert list(probabilities) == list(open_model(models["1"], prefer_gpu=False).labels)
+    assert str(row["scored_at"].tz) == "UTC"
+    failed = {Path(p).name: r for p, r in zip(errors["path"], errors["reason"], strict=True)}
+    assert set(failed) == set(reasons)
+    for name, fragment in reasons.items():
+        assert fragment in failed[name], (name, failed[name])
+
+    second = tag_catalog_flow(str(folder), model=str(models["1"]), database_url=url)
+    # the copy counts as skipped now: its content is tagged by this model version
+    assert (second["tagged"], second["skipped"], second["windows_scored"], second["failed"]) == (0, 6, 0, 6)
+    assert _count(url, "catalog_tags") == 5 and _count(url, "catalog_errors") == 6
+
+
+def test_a_new_model_version_tags_again_and_nothing_is_duplicated(root: Path, models: dict[str, Path], tmp_path: Path) -> None:
+    folder = tmp_path / "catalog"
+    make_good_files(folder)
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    runs = []
+    for version in ("1", "2", "1", "2"):
+        model = open_model(models[version], prefer_gpu=False)
+        runs.append(tag_catalog(folder, model=model, database_url=url, max_windows=2, batch_size=4, commit_every=3, workers=1))
+    assert [(r.model_version, r.tagged, r.skipped) for r in runs] == [("1", 5, 0), ("2", 5, 0), ("1", 0, 5), ("2", 0, 5)]
+    with Catalog(url) as catalog:
+        tags = catalog.read()
+    assert tags.groupby("model_version").size().to_dict() == {"1": 5, "2": 5}
+    assert not tags.duplicated(["sha256", "model_version"]).any()
+
+
+def test_csv_source_and_export(root: Path, models: dict[str, Path], tmp_path: Path) -> None:
+    folder = tmp_path / "music"
+    write_audio(folder / "x.wav", tone(4.0, frequency=300.0, seed=11))
+    write_audio(folder / "y.wav", tone(4.0, frequency=600.0, seed=12))
+    listing = tmp_path / "tracks.csv"
+    pd.DataFrame({"track_id": ["T1", "T2", "T3"], "path": ["music/x.wav", str(folder / "y.wav"), "music/gone.wav"]}).to_csv(listing, index=False)
+    assert [t.track_id for t in list_tracks(listing)] == ["T1", "T2", "T3"]
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+
+    summary = tag_catalog(listing, model=open_model(models["1"], prefer_gpu=False), database_url=url, max_windows=1, workers=1)
+    assert (summary.tagged, summary.failed) == (2, 1)
+    assert "No such file" in summary.failures[0]["reason"]
+
+    assert export_tags(url, out=tmp_path / "out" / "tags.csv", fmt="csv") == 2
+    exported = pd.read_csv(tmp_path / "out" / "tags.csv")
+    assert list(exported["track_id"]) == ["T1", "T2"]
+    assert {"sha256", "genre", "confidence", "top3", "probabilities", "windows_scored", "model_version", "provider", "scored_at"} <= set(exported.columns)
+
+    from genretag.cli import app
+
+    result = CliRunner().invoke(app, ["export-tags", "--format", "parquet", "--out", str(tmp_path / "tags.parquet"), "--database", url])
+    assert result.exit_code == 0, result.output
+    parquet = pd.read_parquet(tmp_path / "tags.parquet")
+    assert list(parquet["track_id"]) == ["T1", "T2"] and str(parquet["scored_at"].dt.tz) == "UTC"
+    assert list(tmp_path.glob("*.tmp")) == [] and list((tmp_path / "out").glob(".*")) == []
+
+
+def test_require_gpu_fails_cleanly_without_a_gpu(prefect_api: None, root: Path, models: dict[str, Path], tmp_path: Path) -> None:
+    if open_model(models["1"]).provider == CUDA:
+        pytest.skip("CUDA is active on this machine")
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    folder = tmp_path / "music"
+    write_audio(folder / "x.wav", tone(4.0))
+    with pytest.raises(ScoringError, match="GPU required but CUDA is not active"):
+        tag_catalog_flow(str(folder), model=str(models["1"]), database_url=url, require_gpu=True)
+    assert not (tmp_path / "catalog.db").exists()  # failed before touching anything
+
+    from genretag.cli import app
+
+    result = CliRunner().invoke(app, ["tag-catalog", str(folder), "--model", str(models["1"]), "--database", url, "--require-gpu"])
+    assert result.exit_code == 1
+    assert "error: " in result.stderr and "GPU required but CUDA is not active" in result.stderr
+
+
+def test_a_killed_run_resumes_and_tags_every_track_exactly_once(
+    prefect_api: None, models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    n_tracks = 120
+    project = make_root(tmp_path / "root", workers=1, batch_size=2, commit_every=1, max_windows=1)
+    folder = tmp_path / "many"
+    for index in range(n_tracks):
+        write_audio(folder / f"t{index:03d}.wav", tone(3.5, frequency=200.0 + 7 * index, seed=index))
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    env = {**os.environ, "GENRETAG_ROOT": str(project), "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    env.pop(flows.common.FAULTS_ENV, None)
+    command = [sys.executable, "-m", "genretag.cli", "tag-catalog", str(folder), "--model", str(models["1"]), "--database", url]
+    with open(tmp_path / "killed.log", "wb") as log:
+        process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 240
+            while _count(url) < 3:
+                assert process.poll() is None, (tmp_path / "killed.log").read_text(errors="replace")[-3000:]
+                assert time.monotonic() < deadline, "no rows appeared"
+                time.sleep(0.02)
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)  # the CLI, its decoding workers and their forkserver
+            process.wait()
+    after_kill = _count(url)
+    assert 3 <= after_kill < n_tracks, "the run was not stopped midway"
+
+    monkeypatch.setenv("GENRETAG_ROOT", str(project))
+    summary = tag_catalog_flow(str(folder), model=str(models["1"]), database_url=url)
+    assert (summary["tagged"], summary["skipped"], summary["failed"]) == (n_tracks - after_kill, after_kill, 0)
+    with Catalog(url) as catalog:
+        tags = catalog.read()
+    assert len(tags) == n_tracks and tags["track_id"].is_unique and tags["sha256"].is_unique

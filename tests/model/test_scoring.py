@@ -1,0 +1,145 @@
+"""Scoring behaviour on a real onnxruntime session: providers, contract, equality with a direct computation, bad files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from tests.conftest import tone, write_audio
+from tests.tagging_support import make_bad_files, make_good_files, make_onnx_model, make_root
+from typer.testing import CliRunner
+
+from genretag.audio import decode
+from genretag.contract import INPUT_NAME, read_contract
+from genretag.errors import AudioError, ScoringError
+from genretag.scoring import CPU, CUDA, open_model, resolve_model, score_file, score_files
+from genretag.spectrogram import to_model_input, waveform_to_images
+
+
+@pytest.fixture(scope="module")
+def onnx_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_onnx_model(tmp_path_factory.mktemp("models") / "tiny.onnx", version="7", seed=1)
+
+
+@pytest.fixture(scope="module")
+def model(onnx_path: Path):
+    return open_model(onnx_path)
+
+
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("audio")
+    make_good_files(folder / "good")
+    make_bad_files(folder / "bad")
+    return folder
+
+
+def _cuda_active(model) -> bool:
+    return model.provider == CUDA
+
+
+def test_provider_is_read_back_from_the_session_and_a_missing_gpu_is_logged(onnx_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="genretag.scoring"):
+        model = open_model(onnx_path)
+    assert model.provider == model.session.get_providers()[0]
+    if _cuda_active(model):
+        pytest.skip("CUDA is active on this machine")
+    assert model.provider == CPU
+    assert model.requested == ((CUDA, CPU) if CUDA in ort.get_available_providers() else (CPU,))
+    assert "CUDA requested but not active: scoring on CPUExecutionProvider" in caplog.text
+    assert model.cuda_problem
+    assert open_model(onnx_path, prefer_gpu=False).cuda_problem == ""
+
+
+def test_require_gpu_fails_at_once_with_the_reason(onnx_path: Path, model) -> None:
+    if _cuda_active(model):
+        pytest.skip("CUDA is active on this machine")
+    with pytest.raises(ScoringError, match="GPU required but CUDA is not active: "):
+        open_model(onnx_path, require_gpu=True)
+
+
+def test_labels_and_preprocessing_come_from_the_model_metadata(onnx_path: Path, model) -> None:
+    contract = read_contract(onnx_path)
+    assert model.labels == contract.labels
+    assert model.spec == contract.preprocessing
+    assert (model.model_name, model.model_version) == ("genretag-cnn", "7")
+
+
+def test_predictions_equal_a_direct_computation(model, audio: Path) -> None:
+    wav = audio / "good" / "a" / "sine880.wav"
+    spec = read_contract(model.path).preprocessing
+    # the direct route: decode -> windows -> images -> session -> mean of the windows
+    session = ort.InferenceSession(str(model.path), providers=[CPU])
+    images = waveform_to_images(decode(wav, sample_rate=spec.sample_rate).waveform, spec, max_windows=2, evenly_spaced=True)
+    expected = session.run(None, {INPUT_NAME: to_model_input(images)})[0].mean(axis=0)
+
+    single = score_file(model, wav, max_windows=2)
+    pooled = {  # batches that mix windows of several tracks, decoded in worker processes
+        r.key: r for r in score_files(model, [(p.name, p) for p in sorted((audio / "good").rglob("*.*"))],
+                                      max_windows=2, batch_size=3, workers=2)
+    }
+    for score in (single, pooled["sine880.wav"].score):
+        assert score.windows_scored == 2
+        got = np.array([score.probabilities[label] for label in model.labels])
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+        assert score.label == model.labels[int(np.argmax(expected))]
+        assert score.confidence == pytest.approx(float(expected.max()), abs=1e-6)
+        assert [g for g, _ in score.top3] == [model.labels[i] for i in np.argsort(-expected, kind="stable")[:3]]
+        assert sum(score.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_any_format_rate_and_length_is_scored(model, audio: Path) -> None:
+    good = audio / "good"
+    results = {r.key: r for r in score_files(model, [(p.name, p) for p in sorted(good.rglob("*.*"))],
+                                             max_windows=5, parallel=False)}
+    assert all(r.score is not None for r in results.values()), {k: r.error for k, r in results.items()}
+    assert results["long70.wav"].score.windows_scored == 5  # 23 windows, 5 evenly spaced
+    assert results["flac44k.flac"].score.windows_scored == 2  # 44.1 kHz stereo, 6.5 s
+    assert results["ogg44k.ogg"].score.windows_scored == 2
+    assert score_file(model, good / "long70.wav", max_windows=0).windows_scored == 23
+
+
+def test_bad_files_get_a_reason_and_do_not_stop_the_others(model, audio: Path) -> None:
+    expected = make_bad_files(audio / "bad")
+    items = [(p.name, p) for p in sorted((audio / "bad").iterdir())] + [("good", audio / "good" / "a" / "sine220.wav")]
+    results = {r.key: r for r in score_files(model, items, max_windows=3, workers=2)}
+    assert results["good"].score is not None
+    for name, fragment in expected.items():
+        assert results[name].score is None
+        assert fragment in results[name].error, (name, results[name].error)
+    with pytest.raises(AudioError, match="silent"):
+        score_file(model, audio / "bad" / "silent.wav")
+
+
+def test_resolve_model_accepts_onnx_paths(onnx_path: Path, tmp_path: Path) -> None:
+    assert resolve_model(str(onnx_path)) == onnx_path.resolve()
+    with pytest.raises(ScoringError, match="no such ONNX file"):
+        resolve_model(str(tmp_path / "missing.onnx"))
+
+
+def test_a_file_that_is_not_a_model_is_a_scoring_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ScoringError, match="junk.onnx"):
+        open_model(junk)
+
+
+def test_cli_predict_prints_top3_and_names_the_unreadable_file(onnx_path: Path, audio: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from genretag.cli import app
+
+    monkeypatch.setenv("GENRETAG_ROOT", str(make_root(tmp_path / "root", workers=1)))
+    good = write_audio(tmp_path / "song.wav", tone(4.0, frequency=500.0))
+    bad = audio / "bad" / "text.wav"
+    result = CliRunner().invoke(app, ["predict", str(good), str(bad), "--model", str(onnx_path)])
+    assert result.exit_code == 1, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{good}  ") and lines[0].endswith("(1 windows)")
+    assert len(lines[0].split("  ")) == 5  # path, three "genre probability", windows
+    assert f"error: {bad}: cannot decode audio" in result.stderr
+    assert "1 of 2 files could not be scored" in result.stderr
+
+    ok = CliRunner().invoke(app, ["predict", str(good), "--model", str(onnx_path)])
+    assert ok.exit_code == 0 and ok.stdout.startswith(str(good))
