@@ -12,6 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import IO_RETRIES, maybe_inject_fault, stage_context
+from genretag.config import Params
 from genretag.catalog import (
     Catalog,
     HashedTrack,
@@ -55,9 +56,8 @@ def hash_tracks_task(tracks: list[TrackSource], *, strict: bool = True) -> tuple
 
 
 @task(name="plan-tagging", **IO_RETRIES, **_PLAIN)
-def plan_task(database_url: str, hashed: list[HashedTrack], model_version: str) -> TaggingPlan:
-    with Catalog(database_url) as catalog:
-        return plan_tagging(hashed, catalog.tagged_shas((t.sha256 for t in hashed), model_version=model_version))
+def plan_task(catalog: Catalog, hashed: list[HashedTrack], model_version: str) -> TaggingPlan:
+    return plan_tagging(hashed, catalog.tagged_shas((t.sha256 for t in hashed), model_version=model_version))
 
 
 @task(name="score-tracks", **_PLAIN)
@@ -72,15 +72,18 @@ def score_task(stream: Iterator[ScoredTrack], count: int) -> list[ScoredTrack]:
 
 
 @task(name="write-tags", **IO_RETRIES, **_PLAIN)
-def write_task(database_url: str, results: list[ScoredTrack], model: ScoringModel) -> WriteOutcome:
-    with Catalog(database_url) as catalog:
-        return write_results(catalog, results, model=model)
+def write_task(catalog: Catalog, results: list[ScoredTrack], model: ScoringModel) -> WriteOutcome:
+    return write_results(catalog, results, model=model)
 
 
 @task(name="write-read-failures", **IO_RETRIES, **_PLAIN)
-def write_failures_task(database_url: str, failures: list[TrackFailure], model_version: str) -> None:
-    with Catalog(database_url) as catalog:
-        catalog.write([], [error_row(f.track_id, f.path, f.sha256, f.reason, model_version=model_version) for f in failures])
+def write_failures_task(catalog: Catalog, failures: list[TrackFailure], model_version: str) -> None:
+    catalog.write([], [error_row(f.track_id, f.path, f.sha256, f.reason, model_version=model_version) for f in failures])
+
+
+@task(name="open-catalog", **IO_RETRIES, **_PLAIN)
+def open_catalog_task(database_url: str) -> Catalog:
+    return Catalog(database_url)
 
 
 @flow(name="tag-catalog")
@@ -123,30 +126,41 @@ def tag_catalog_flow(
         hashed += good
         unreadable += bad
 
-    plan = plan_task(url, hashed, scoring_model.model_version)
-    summary.skipped, summary.duplicates = len(plan.already_tagged), len(plan.duplicates)
-    if unreadable:
-        write_failures_task(url, unreadable, scoring_model.model_version)
-        summary.add_failures(unreadable)
-    logger.info("%d tracks listed: %d to score, %d already tagged by v%s, %d duplicate content, %d unreadable",
-                len(tracks), len(plan.todo), len(plan.already_tagged), scoring_model.model_version,
-                len(plan.duplicates), len(unreadable))
-
-    stream = score_files(
-        scoring_model, ((t, t.path) for t in plan.todo), max_windows=windows, batch_size=score.batch_size,
-        workers=score.workers, silence_rms_dbfs=params.validation.silence_rms_dbfs,
-    )
+    catalog = open_catalog_task(url)
     try:
-        while results := score_task(stream, score.commit_every):
-            summary.record(write_task(url, results, scoring_model))
+        _tag(catalog, hashed, unreadable, model=scoring_model, params=params, windows=windows, summary=summary)
     finally:
-        stream.close()  # stops the decoding workers, also when a task failed
+        catalog.close()
     summary.seconds = time.perf_counter() - started
 
     logger.info("tagged %d, skipped %d, failed %d in %.1f s (%.2f tracks/s) on %s", summary.tagged, summary.skipped,
                 summary.failed, summary.seconds, summary.tracks_per_second, summary.provider)
     create_markdown_artifact(key="tag-catalog-summary", markdown=summary.to_markdown(), description="Catalog tagging run")
     return summary.to_dict()
+
+
+def _tag(catalog: Catalog, hashed: list[HashedTrack], unreadable: list[TrackFailure], *,
+         model: ScoringModel, params: Params, windows: int, summary: TaggingSummary) -> None:
+    """Skip what this model version tagged, record unreadable files, score and write the rest."""
+    logger = get_run_logger()
+    plan = plan_task(catalog, hashed, model.model_version)
+    summary.skipped, summary.duplicates = len(plan.already_tagged), len(plan.duplicates)
+    if unreadable:
+        write_failures_task(catalog, unreadable, model.model_version)
+        summary.add_failures(unreadable)
+    logger.info("%d tracks listed: %d to score, %d already tagged by v%s, %d duplicate content, %d unreadable",
+                summary.listed, len(plan.todo), len(plan.already_tagged), model.model_version,
+                len(plan.duplicates), len(unreadable))
+
+    stream = score_files(
+        model, ((t, t.path) for t in plan.todo), max_windows=windows, batch_size=params.score.batch_size,
+        workers=params.score.workers, silence_rms_dbfs=params.validation.silence_rms_dbfs,
+    )
+    try:
+        while results := score_task(stream, params.score.commit_every):
+            summary.record(write_task(catalog, results, model))
+    finally:
+        stream.close()  # stops the decoding workers, also when a task failed
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 import contextlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -17,6 +19,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.fchmod(fd, 0o644)  # mkstemp makes owner-only files; artifacts are readable like any other
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -47,3 +50,19 @@ def write_json(path: str | Path, payload: Any) -> None:
 def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
     with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
         frame.to_csv(handle, index=False)
+
+
+def replace_dir(target: Path, build: Callable[[Path], None]) -> None:
+    """Build a folder beside ``target`` and swap it in, so readers never see a half-built one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        fresh.chmod(0o755)
+        build(fresh)
+        old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(fresh, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)

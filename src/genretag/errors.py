@@ -20,6 +20,10 @@ class AudioError(GenretagError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class TrainingDataError(GenretagError):
+    """clips.csv or its images cannot be used for training or evaluation."""
+
+
 class ValidationFailed(GenretagError):
     """Too much of a batch failed validation for the pipeline to go on."""
 

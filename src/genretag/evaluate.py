@@ -22,10 +22,9 @@ import pandas as pd
 import genretag  # noqa: F401  - offline/quiet environment before TensorFlow loads
 from genretag.atomic import write_csv, write_json, write_text
 from genretag.config import Layout, Params
-from genretag.errors import ConfigError
+from genretag.errors import ConfigError, TrainingDataError
 from genretag.models import EXPERIMENTS, architecture
 from genretag.train import (
-    TrainingDataError,
     TrainOutputs,
     check_images,
     experiment_dir,

@@ -339,29 +339,30 @@ def _gate(
 ) -> tuple[str, str, str | None, float | None]:
     """(alias, reason, champion version, champion accuracy re-scored on ``test``)."""
     champion = _alias_version(client, name, CHAMPION)
-    if champion is None or champion.version == version:
+    if champion is None or str(champion.version) == version:
         return CHAMPION, f"first version of {name}: no champion to beat (test accuracy {accuracy:.4f})", None, None
+    champion_version = str(champion.version)
     with tempfile.TemporaryDirectory(prefix="genretag-champion-") as tmp:
-        folder = download_onnx(name, champion.version, Path(tmp))
+        folder = download_onnx(name, champion_version, Path(tmp))
         champion_contract = read_contract(folder / "model.onnx")
         if champion_contract.preprocessing != contract.preprocessing:
             return (
                 CHALLENGER,
-                f"champion v{champion.version} expects different preprocessing, so it cannot be scored on the "
-                f"current test images and the two are not comparable; kept champion v{champion.version}. "
+                f"champion v{champion_version} expects different preprocessing, so it cannot be scored on the "
+                f"current test images and the two are not comparable; kept champion v{champion_version}. "
                 f"Promote v{version} by hand (genretag registry promote {version}) if it should serve.",
-                champion.version,
+                champion_version,
                 None,
             )
         champion_accuracy = onnx_accuracy(folder / "model.onnx", test, labels=champion_contract.labels)
     gain = accuracy - champion_accuracy
     compared = (
-        f"test accuracy {accuracy:.4f} vs champion v{champion.version} {champion_accuracy:.4f} "
+        f"test accuracy {accuracy:.4f} vs champion v{champion_version} {champion_accuracy:.4f} "
         f"(re-scored on the same {len(test)} test clips): {gain:+.4f}"
     )
     if gain >= min_improvement - 1e-9:
-        return CHAMPION, f"{compared} >= min_improvement {min_improvement:g}", champion.version, champion_accuracy
-    return CHALLENGER, f"{compared} < min_improvement {min_improvement:g}; champion kept", champion.version, champion_accuracy
+        return CHAMPION, f"{compared} >= min_improvement {min_improvement:g}", champion_version, champion_accuracy
+    return CHALLENGER, f"{compared} < min_improvement {min_improvement:g}; champion kept", champion_version, champion_accuracy
 
 
 def register_model(
@@ -425,7 +426,7 @@ def register_model(
     client.set_registered_model_alias(name, alias, number)
     if alias == CHAMPION:
         challenger = _alias_version(client, name, CHALLENGER)
-        if challenger is not None and challenger.version == number:
+        if challenger is not None and str(challenger.version) == number:
             client.delete_registered_model_alias(name, CHALLENGER)
         _record_champion(client, name, version=number, action="gate", reason=reason, previous=champion_version)
     for key, value in {
@@ -488,13 +489,13 @@ def promote(params: Params, *, root: Path, version: str, reason: str) -> Champio
     name = params.registry.model_name
     target = resolve_version(client, name, str(version))
     current = _alias_version(client, name, CHAMPION)
-    previous = current.version if current is not None else None
+    previous = str(current.version) if current is not None else None
     change = ChampionChange("promote", previous, str(target.version), reason, _now())
     if previous == change.to_version:
         raise RegistryError(f"{name} v{previous} is already the champion")
     client.set_registered_model_alias(name, CHAMPION, change.to_version)
     challenger = _alias_version(client, name, CHALLENGER)
-    if challenger is not None and challenger.version == change.to_version:
+    if challenger is not None and str(challenger.version) == change.to_version:
         client.delete_registered_model_alias(name, CHALLENGER)
     client.set_model_version_tag(name, change.to_version, "genretag.promoted", json.dumps(asdict(change)))
     _record_champion(client, name, version=change.to_version, action="promote", reason=reason, previous=previous)
@@ -506,12 +507,13 @@ def rollback(params: Params, *, root: Path, reason: str) -> ChampionChange:
     """Give the champion alias back to the previous champion; the reason is recorded."""
     client = _client(params, root)
     name = params.registry.model_name
-    current = _alias_version(client, name, CHAMPION)
-    if current is None:
+    champion = _alias_version(client, name, CHAMPION)
+    if champion is None:
         raise RegistryError(f"registered model {name!r} has no champion to roll back")
+    current = str(champion.version)
     stack = _stack(_model_tags(client, name))
-    if not stack or stack[-1] != current.version:
-        stack.append(current.version)
+    if not stack or stack[-1] != current:
+        stack.append(current)
     stack.pop()
     while stack:
         try:
@@ -520,13 +522,13 @@ def rollback(params: Params, *, root: Path, reason: str) -> ChampionChange:
         except _mlflow_error():
             stack.pop()  # deleted since
     if not stack:
-        raise RegistryError(f"{name}: no previous champion to roll back to (v{current.version} is the only one)")
-    change = ChampionChange("rollback", current.version, stack[-1], reason, _now())
+        raise RegistryError(f"{name}: no previous champion to roll back to (v{current} is the only one)")
+    change = ChampionChange("rollback", current, stack[-1], reason, _now())
     client.set_registered_model_alias(name, CHAMPION, change.to_version)
-    client.set_model_version_tag(name, current.version, "genretag.rolled_back", json.dumps(asdict(change)))
+    client.set_model_version_tag(name, current, "genretag.rolled_back", json.dumps(asdict(change)))
     client.set_model_version_tag(name, change.to_version, "genretag.restored", json.dumps(asdict(change)))
-    _record_champion(client, name, version=change.to_version, action="rollback", reason=reason, previous=current.version, stack=stack)
-    log.info("%s champion rolled back from v%s to v%s: %s", name, current.version, change.to_version, reason)
+    _record_champion(client, name, version=change.to_version, action="rollback", reason=reason, previous=current, stack=stack)
+    log.info("%s champion rolled back from v%s to v%s: %s", name, current, change.to_version, reason)
     return change
 
 

@@ -23,17 +23,13 @@ import pandas as pd
 import genretag  # noqa: F401  - offline/quiet environment before TensorFlow loads
 from genretag.atomic import atomic_path, write_csv, write_json
 from genretag.config import Layout, Params
-from genretag.errors import GenretagError
+from genretag.dataset import SPLITS
+from genretag.errors import TrainingDataError
 from genretag.models import architecture, build_model
 
-SPLITS = ("train", "validation", "test")
-CLIP_COLUMNS = ("clip_id", "track_id", "genre", "split", "image")
+REQUIRED_CLIP_COLUMNS = ("clip_id", "track_id", "genre", "split", "image")
 HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "accuracy", "val_accuracy"]
 EXPERIMENTS_DIR = "experiments"
-
-
-class TrainingDataError(GenretagError):
-    """clips.csv or its images cannot be used for training or evaluation."""
 
 
 # --------------------------------------------------------------------------- outputs
@@ -103,12 +99,12 @@ def read_clips(path: str | Path, *, genres: Sequence[str] | None = None) -> pd.D
     """clips.csv, checked: required columns, known splits (and genres, when given)."""
     path = Path(path)
     try:
-        frame = pd.read_csv(path, dtype={c: str for c in CLIP_COLUMNS}, keep_default_na=False)
+        frame = pd.read_csv(path, dtype={c: str for c in REQUIRED_CLIP_COLUMNS}, keep_default_na=False)
     except FileNotFoundError:
         raise TrainingDataError(f"{path}: no such file (run the split stage first)") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise TrainingDataError(f"{path}: not a readable CSV: {exc}") from exc
-    missing = [c for c in CLIP_COLUMNS if c not in frame.columns]
+    missing = [c for c in REQUIRED_CLIP_COLUMNS if c not in frame.columns]
     if missing:
         raise TrainingDataError(f"{path}: missing columns {missing}")
     bad_split = sorted(set(frame["split"]) - set(SPLITS))

@@ -17,10 +17,6 @@ fails several expectations gets every reason, joined by "; ".
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
-import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,14 +37,11 @@ from great_expectations.data_context.types.base import (
 )
 
 from genretag import audio
-from genretag.atomic import write_csv, write_json
+from genretag.atomic import replace_dir, write_csv, write_json
 from genretag.config import Layout, Params
+from genretag.dataset import MANIFEST_COLUMNS  # the manifest contract lives with ingest
 from genretag.errors import ValidationFailed
 
-MANIFEST_COLUMNS: tuple[str, ...] = (
-    "track_id", "genre", "path", "source_path", "sha256", "content_sha256",
-    "original_sample_rate", "channels", "duration_s", "rms_dbfs", "peak", "nonfinite_samples", "error",
-)
 NUMERIC_COLUMNS: tuple[str, ...] = ("original_sample_rate", "channels", "duration_s", "rms_dbfs", "peak", "nonfinite_samples")
 QUARANTINE_COLUMNS: tuple[str, ...] = ("source_path", "track_id", "genre", "reason")
 
@@ -450,22 +443,6 @@ def check_bad_fraction(outcome: ValidationOutcome, *, max_bad_fraction: float) -
         raise ValidationFailed(problem)
 
 
-def _replace_dir(target: Path, build: Callable[[Path], None]) -> None:
-    """Build a folder beside ``target`` and swap it in, so readers never see a half-built one."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fresh = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        fresh.chmod(0o755)
-        build(fresh)
-        old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
-        if target.exists():
-            os.replace(target, old)
-        os.replace(fresh, target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(fresh, ignore_errors=True)
-
-
 def result_document(outcome: ValidationOutcome) -> dict[str, Any]:
     """Everything validation found, as JSON: summary, warnings, quarantine and the GX results."""
     return {
@@ -496,7 +473,7 @@ def write_validation_outputs(outcome: ValidationOutcome, *, layout: Layout) -> N
         }
         outcome.context.build_data_docs(site_names=[DOCS_SITE])
 
-    _replace_dir(layout.reports_dir / REPORT_FOLDER, build)
+    replace_dir(layout.reports_dir / REPORT_FOLDER, build)
 
 
 def run_validation(*, params: Params, layout: Layout) -> ValidationOutcome:

@@ -192,3 +192,24 @@ def test_a_killed_run_resumes_and_tags_every_track_exactly_once(
     with Catalog(url) as catalog:
         tags = catalog.read()
     assert len(tags) == n_tracks and tags["track_id"].is_unique and tags["sha256"].is_unique
+
+
+def test_a_file_that_stays_unreadable_after_the_retries_is_recorded_and_the_rest_tagged(
+    prefect_api: None, root: Path, models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "music"
+    write_audio(folder / "a.wav", tone(4.0, frequency=300.0, seed=21))
+    write_audio(folder / "b.wav", tone(4.0, frequency=900.0, seed=22))
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    flows.common._fault_counts.clear()
+    monkeypatch.setenv(flows.common.FAULTS_ENV, "tag.read=5")  # the first try and 3 retries fail on a.wav, then once more
+
+    summary = tag_catalog_flow(str(folder), model=str(models["1"]), database_url=url)
+
+    assert (summary["tagged"], summary["failed"]) == (1, 1)
+    assert summary["failures"][0]["path"].endswith("a.wav")
+    assert "injected transient fault 5 of 5" in summary["failures"][0]["reason"]
+    with Catalog(url) as catalog:
+        errors = catalog.read("catalog_errors")
+        assert list(catalog.read()["track_id"]) == ["b"]
+    assert errors["sha256"].str.startswith("unreadable:").all()

@@ -143,3 +143,29 @@ def test_cli_predict_prints_top3_and_names_the_unreadable_file(onnx_path: Path, 
 
     ok = CliRunner().invoke(app, ["predict", str(good), "--model", str(onnx_path)])
     assert ok.exit_code == 0 and ok.stdout.startswith(str(good))
+
+
+def test_champion_and_version_numbers_resolve_through_the_mlflow_registry(onnx_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("genretag.registry")
+    import mlflow
+    import onnx
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("GENRETAG_MODEL_CACHE", str(tmp_path / "cache"))
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    experiment = mlflow.create_experiment("scoring-test", artifact_location=(tmp_path / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment):
+        mlflow.onnx.log_model(onnx.load(str(onnx_path)), name="onnx-model", registered_model_name="genretag-cnn",
+                              pip_requirements=["onnxruntime"], onnx_execution_providers=[CPU])
+    MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias("genretag-cnn", "champion", "1")
+
+    champion = resolve_model("champion", tracking_uri=uri, model_name="genretag-cnn")
+    assert read_contract(champion) == read_contract(onnx_path)
+    assert resolve_model("1", tracking_uri=uri, model_name="genretag-cnn") == champion
+    assert open_model(champion, prefer_gpu=False).model_version == "7"
+    from genretag.errors import RegistryError
+
+    with pytest.raises(RegistryError, match="challenger"):
+        resolve_model("challenger", tracking_uri=uri, model_name="genretag-cnn")

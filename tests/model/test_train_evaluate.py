@@ -21,10 +21,10 @@ from genretag.evaluate import (
     track_predictions,
     tsne_perplexity,
 )
+from genretag.errors import TrainingDataError
 from genretag.spectrogram import to_model_input
 from genretag.train import (
     HISTORY_COLUMNS,
-    TrainingDataError,
     image_dataset,
     read_clips,
     scale_images,

@@ -20,6 +20,7 @@ model's rate (22,050 Hz by default) give the pipeline's numbers.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from dataclasses import dataclass
@@ -29,9 +30,26 @@ import numpy as np
 import onnxruntime as ort
 import soundfile as sf
 
-import genretag_spectrogram as spectrogram
-
 HERE = Path(__file__).resolve().parent
+
+
+def _load_spectrogram():
+    """The bundle's own genretag_spectrogram.py (even under ``python -I``), else an importable one."""
+    if "genretag_spectrogram" in sys.modules:
+        return sys.modules["genretag_spectrogram"]
+    sibling = HERE / "genretag_spectrogram.py"
+    if not sibling.is_file():
+        import genretag_spectrogram
+
+        return genretag_spectrogram
+    spec = importlib.util.spec_from_file_location("genretag_spectrogram", sibling)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["genretag_spectrogram"] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
+spectrogram = _load_spectrogram()
 INPUT_NAME = "mel_image"
 OUTPUT_NAME = "probabilities"
 
