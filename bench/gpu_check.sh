@@ -34,12 +34,12 @@ WHEELS=${WHEELS:-wheels}
 VENV=${VENV:-${TMPDIR:-/tmp}/genretag-gpu-venv}
 MODEL=${MODEL:-bench/results/bench-model.onnx}
 PYTHON=${PYTHON:-python3}
-BATCH_SIZES=${BATCH_SIZES:-64,128,256,512,1024}
-TRAIN_STEPS=${TRAIN_STEPS:-30}
 DRY_RUN=${DRY_RUN:-0}
+if [ "$DRY_RUN" = 1 ]; then BATCH_SIZES=${BATCH_SIZES:-8,16}; else BATCH_SIZES=${BATCH_SIZES:-64,128,256,512,1024}; fi
+TRAIN_STEPS=${TRAIN_STEPS:-30}
 
 say() { printf '\n== %s\n' "$*"; }
-fail() { printf 'FAIL: %s\n' "$*" >&2; exit "${2:-1}"; }
+fail() { printf 'FAIL: %s\n' "$1" >&2; exit "${2:-1}"; }
 
 say "machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null \
@@ -115,4 +115,4 @@ else
     [ "$DRY_RUN" = 1 ] || exit 4
 fi
 
-say "OK: scoring runs on CUDA"
+if [ "$DRY_RUN" = 1 ]; then say "DRY RUN OK: the script works; nothing ran on a GPU"; else say "OK: scoring runs on CUDA"; fi

@@ -12,7 +12,6 @@ or under $OUT when set (the device machine's output folder).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys

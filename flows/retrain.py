@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import subprocess
@@ -224,8 +225,6 @@ def push(workspace: Path, lock_wait_s: float) -> str:
 
 
 def _registry_decision(workspace: Path) -> dict:
-    import json
-
     path = workspace / "models" / "registry.json"
     try:
         return json.loads(path.read_text(encoding="utf-8"))

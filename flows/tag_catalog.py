@@ -12,7 +12,6 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import IO_RETRIES, maybe_inject_fault, stage_context
-from genretag.config import Params
 from genretag.catalog import (
     Catalog,
     HashedTrack,
@@ -29,6 +28,7 @@ from genretag.catalog import (
     redact,
     write_results,
 )
+from genretag.config import Params
 from genretag.scoring import ScoredTrack, ScoringModel, open_model, resolve_model, score_files
 from genretag.tracking import tracking_uri
 
@@ -36,7 +36,7 @@ HASH_CHUNK = 256  # files per hashing task: a transient failure re-reads at most
 _PLAIN = {"cache_policy": NO_CACHE, "persist_result": False}
 
 
-@task(name="load-model", **_PLAIN)
+@task(name="load-model", **IO_RETRIES, **_PLAIN)  # a registry download may hiccup; a missing GPU does not retry
 def load_model(model: str, *, require_gpu: bool, registry_uri: str, model_name: str) -> ScoringModel:
     return open_model(resolve_model(model, tracking_uri=registry_uri, model_name=model_name), require_gpu=require_gpu)
 
@@ -108,7 +108,7 @@ def tag_catalog_flow(
     )
     if scoring_model.cuda_problem:
         logger.warning("CUDA requested but not active: scoring on %s (%s)", scoring_model.provider, scoring_model.cuda_problem)
-    logger.info("model %s v%s (%s) runs on %s", scoring_model.model_name, scoring_model.model_version,
+    logger.info("model %s %s (%s) runs on %s", scoring_model.model_name, scoring_model.model_version,
                 scoring_model.path, scoring_model.provider)
 
     summary = TaggingSummary(str(source), redact(url), scoring_model.model_name, scoring_model.model_version, scoring_model.provider)
@@ -148,7 +148,7 @@ def _tag(catalog: Catalog, hashed: list[HashedTrack], unreadable: list[TrackFail
     if unreadable:
         write_failures_task(catalog, unreadable, model.model_version)
         summary.add_failures(unreadable)
-    logger.info("%d tracks listed: %d to score, %d already tagged by v%s, %d duplicate content, %d unreadable",
+    logger.info("%d tracks listed: %d to score, %d already tagged by %s, %d duplicate content, %d unreadable",
                 summary.listed, len(plan.todo), len(plan.already_tagged), model.model_version,
                 len(plan.duplicates), len(unreadable))
 

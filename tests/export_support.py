@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from PIL import Image
-from tests.conftest import REPO_ROOT, SAMPLE_RATE, tone
+from tests.conftest import REPO_ROOT, tone
 
 from genretag.config import Layout, Params, layout, load_params, preprocessing_spec
 from genretag.spectrogram import to_model_input, waveform_to_images

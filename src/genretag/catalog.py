@@ -398,7 +398,7 @@ class TaggingSummary:
 
     def to_markdown(self, *, max_failures: int = 50) -> str:
         lines = [
-            f"# Catalog tagging: {self.model_name} v{self.model_version} on {self.provider}",
+            f"# Catalog tagging: {self.model_name} {self.model_version} on {self.provider}",
             "",
             f"Source `{self.source}` -> `{self.database}`",
             "",

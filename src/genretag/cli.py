@@ -273,7 +273,7 @@ def tag_catalog(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(
-        f"{summary['model_name']} v{summary['model_version']} on {summary['provider']}: {summary['tagged']} tagged, "
+        f"{summary['model_name']} {summary['model_version']} on {summary['provider']}: {summary['tagged']} tagged, "
         f"{summary['skipped']} already tagged, {summary['duplicates']} duplicate content, {summary['failed']} failed "
         f"({summary['tracks_per_second']:.2f} tracks/s) -> {summary['database']}"
     )
@@ -323,7 +323,7 @@ def predict(
     except GenretagError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    typer.echo(f"{scoring_model.model_name} v{scoring_model.model_version} on {scoring_model.provider}", err=True)
+    typer.echo(f"{scoring_model.model_name} {scoring_model.model_version} on {scoring_model.provider}", err=True)
     results = {
         result.key: result
         for result in score_files(

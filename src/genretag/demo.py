@@ -152,7 +152,7 @@ _STRAIGHT_8 = "x.x.x.x.x.x.x.x."
 GENRE_RECIPES: dict[str, GenreRecipe] = {
     "blues": GenreRecipe(
         description="swung shuffle, 12-bar dominant-seventh changes, boogie or walking bass, harmonica or bent guitar",
-        tempo_bpm=(62, 128), swing=(0.6, 1.0),
+        tempo_bpm=(60, 124), swing=(0.75, 1.0),
         progressions=((_BLUES_12, "blues"), ("I7 IV7 I7 I7 IV7 IV7 I7 I7 V7 IV7 I7 V7", "blues"),
                       ("I7 V7 IV7 IV7 I7 V7 I7 V7", "blues"), ("i7 i7 i7 i7 iv7 iv7 i7 i7 bVI7 V7 i7 V7", "minor_pentatonic")),
         drums=(DrumPattern(kick="X.....x.X.....x.", snare="....X.......X...", hat=_STRAIGHT_8),
@@ -160,11 +160,11 @@ GENRE_RECIPES: dict[str, GenreRecipe] = {
                DrumPattern(kick="X...X...X...X...", snare="....X.......X...", hat="x.x.x.x.x.x.x.x.")),
         kits=("acoustic", "jazz"),
         bass=(("boogie", "electric"), ("walking", "upright"), ("boogie", "upright")),
-        comp=((("shuffle", "clean_guitar"),), (("pad", "organ"),), (("block", "piano"),),
-              (("shuffle", "clean_guitar"), ("pad", "organ"))),
-        lead=("harmonica", "blues_guitar", "blues_guitar"), lead_density=(0.35, 0.6), lead_grid=(2, 2, 4),
-        mix_db=((-9, -4), (-8, -3), (-6, -2), (-5, 0)), drive=(0.8, 4.0),
-        brightness_hz=(3000, 8000), reverb=(0.05, 0.25), master_drive=(0.5, 2.0), swell_db=(0, 4),
+        comp=((("shuffle", "clean_guitar"),), (("shuffle", "clean_guitar"), ("pad", "organ")),
+              (("pad", "organ"), ("shuffle", "clean_guitar"))),
+        lead=("harmonica", "blues_guitar"), lead_density=(0.35, 0.6), lead_grid=(2, 2, 4),
+        mix_db=((-9, -5), (-7, -3), (-5, -2), (-4, 0)), drive=(1.0, 3.5),
+        brightness_hz=(2800, 6000), reverb=(0.05, 0.25), master_drive=(0.5, 2.0), swell_db=(0, 4),
     ),
     "classical": GenreRecipe(
         description="no drums; bowed strings with vibrato, broken-chord piano, functional harmony, slow swells",
@@ -176,14 +176,14 @@ GENRE_RECIPES: dict[str, GenreRecipe] = {
         bass=(("whole", "cello"), ("whole", "cello"), ("broken", "piano")),
         comp=((("pad", "strings"),), (("arpeggio", "piano"),), (("alberti", "piano"),),
               (("pad", "strings"), ("arpeggio", "piano"))),
-        lead=("violin", "flute", "violin", ""), lead_density=(0.4, 0.8), lead_grid=(2, 4, 4),
+        lead=("violin", "flute", "violin"), lead_density=(0.4, 0.8), lead_grid=(2, 4, 4),
         mix_db=((-99, -99), (-9, -3), (-4, 0), (-5, 0)),
         brightness_hz=(2500, 7500), reverb=(0.25, 0.5), room_s=(1.2, 2.6), master_drive=(0.3, 1.2),
         swell_db=(5, 14), humanise_ms=(6, 15), beats_per_bar=(3, 4, 4),
     ),
     "country": GenreRecipe(
         description="boom-chick bass, strummed bright acoustic guitar, train-beat or brushes, fiddle or pedal steel",
-        tempo_bpm=(84, 152), swing=(0.0, 0.25),
+        tempo_bpm=(88, 160), swing=(0.0, 0.15),
         progressions=(("I IV V I", "pentatonic"), ("I I IV IV I I V V", "pentatonic"), ("I V IV I", "major"),
                       ("I IV I V", "pentatonic"), ("I vi IV V", "major")),
         drums=(DrumPattern(kick="X.......X.......", snare="....X.......X...", hat=_STRAIGHT_8),
@@ -191,11 +191,10 @@ GENRE_RECIPES: dict[str, GenreRecipe] = {
                DrumPattern(kick="X.......X.x.....", snare="....X.......X...", rim="..x.......x.....", hat=_STRAIGHT_8)),
         kits=("acoustic", "brushes"),
         bass=(("boom_chick", "electric"), ("boom_chick", "upright"), ("walking", "electric")),
-        comp=((("strum", "acoustic_guitar"),), (("strum", "acoustic_guitar"), ("block", "piano")),
-              (("strum", "acoustic_guitar"), ("pad", "organ"))),
-        lead=("fiddle", "steel", "twang"), lead_density=(0.4, 0.75), lead_grid=(2, 2, 4),
-        mix_db=((-10, -5), (-8, -3), (-5, -1), (-5, 0)), drive=(0.0, 1.5),
-        brightness_hz=(3500, 9500), reverb=(0.05, 0.25),
+        comp=((("strum", "acoustic_guitar"),), (("strum", "acoustic_guitar"), ("block", "piano"))),
+        lead=("fiddle", "steel"), lead_density=(0.4, 0.75), lead_grid=(2, 2, 4),
+        mix_db=((-10, -6), (-8, -4), (-3, 0), (-5, -1)),
+        brightness_hz=(4500, 9500), reverb=(0.05, 0.25),
     ),
     "disco": GenreRecipe(
         description="four-on-the-floor kick, open hi-hats on the off-beats, octave bass, string stabs and funk chops",
@@ -209,7 +208,7 @@ GENRE_RECIPES: dict[str, GenreRecipe] = {
         bass=(("octave", "electric"), ("octave", "synth"), ("eighths", "synth")),
         comp=((("stabs", "strings"), ("chops", "muted_guitar")), (("pad", "strings"), ("chops", "muted_guitar")),
               (("stabs", "strings"),), (("block", "epiano"), ("chops", "muted_guitar"))),
-        lead=("string_line", "synth_lead", ""), lead_density=(0.3, 0.6), lead_grid=(2, 4),
+        lead=("string_line", "synth_lead"), lead_density=(0.3, 0.6), lead_grid=(2, 4),
         mix_db=((-4, 0), (-6, -2), (-7, -3), (-8, -3)),
         brightness_hz=(4500, 11000), reverb=(0.05, 0.2), master_drive=(1.0, 3.0), humanise_ms=(0.5, 3),
         crash_chance=0.4,
@@ -225,7 +224,7 @@ GENRE_RECIPES: dict[str, GenreRecipe] = {
         kits=("808", "lofi"),
         bass=(("follow_kick", "sub"), ("follow_kick", "sub"), ("whole", "sub")),
         comp=((("loop", "epiano"),), (("loop", "piano"),), (("pad", "pad"),), (("loop", "bell"),)),
-        lead=("rap", "rap", "bell", ""), lead_density=(0.45, 0.8), lead_grid=(1, 2),
+        lead=("rap",), lead_density=(0.45, 0.8), lead_grid=(1, 2),
         mix_db=((-2, 0), (-4, 0), (-11, -5), (-7, -2)),
         brightness_hz=(2500, 8000), reverb=(0.0, 0.12), master_drive=(1.0, 3.0), humanise_ms=(0.5, 4),
         crash_chance=0.05, fill_chance=0.1, bass_low=31, extras=("vinyl",),
@@ -256,10 +255,10 @@ GENRE_RECIPES: dict[str, GenreRecipe] = {
                DrumPattern(kick="x.x.x.x.x.x.x.x.", snare=".x.x.x.x.x.x.x.x", hat="x...x...x...x...")),
         kits=("metal",),
         bass=(("eighths", "pick"), ("sixteenths", "pick")),
-        comp=((("chug", "power_guitar"),), (("power_sustain", "power_guitar"),), (("power8", "power_guitar"),),
-              (("chug", "power_guitar"), ("power_sustain", "power_guitar"))),
+        comp=((("chug", "power_guitar"),), (("chug", "power_guitar"), ("power_sustain", "power_guitar")),
+              (("power_sustain", "power_guitar"), ("chug", "power_guitar"))),
         lead=("lead_guitar", "", ""), lead_density=(0.4, 0.8), lead_grid=(1, 2),
-        mix_db=((-4, -1), (-8, -3), (-2, 0), (-8, -3)), drive=(6.0, 22.0),
+        mix_db=((-4, -1), (-8, -3), (-2, 0), (-8, -3)), drive=(8.0, 22.0),
         brightness_hz=(3500, 9000), reverb=(0.03, 0.18), master_drive=(1.0, 3.0), humanise_ms=(1, 4),
         crash_chance=0.7, fill_chance=0.4, bass_low=28,
     ),
@@ -273,11 +272,10 @@ GENRE_RECIPES: dict[str, GenreRecipe] = {
                DrumPattern(kick="X.....x...X.....", clap="....X.......X...", hat="xxxxxxxxxxxxxxxx")),
         kits=("electronic", "acoustic"),
         bass=(("eighths", "synth"), ("follow_kick", "synth"), ("eighths", "electric")),
-        comp=((("pad", "pad"),), (("pad", "pad"), ("arpeggio", "pluck_synth")), (("block", "piano"),),
-              (("arpeggio", "pluck_synth"),)),
-        lead=("voice", "voice", "synth_lead"), lead_density=(0.45, 0.75), lead_grid=(2, 4),
-        mix_db=((-6, -2), (-7, -3), (-7, -2), (-4, 0)),
-        brightness_hz=(4000, 10500), reverb=(0.1, 0.3), master_drive=(1.0, 2.8), humanise_ms=(0.5, 3),
+        comp=((("pad", "pad"),), (("pad", "pad"), ("arpeggio", "pluck_synth")), (("pad", "pad"), ("block", "piano"))),
+        lead=("voice", "voice", "voice", "synth_lead"), lead_density=(0.55, 0.8), lead_grid=(2, 4),
+        mix_db=((-6, -3), (-7, -4), (-6, -3), (-3, 0)),
+        brightness_hz=(4500, 9500), reverb=(0.1, 0.3), master_drive=(1.0, 2.8), humanise_ms=(0.5, 3),
     ),
     "reggae": GenreRecipe(
         description="one-drop or steppers drums, heavy round bass, off-beat guitar skank and organ bubble",
@@ -290,7 +288,7 @@ GENRE_RECIPES: dict[str, GenreRecipe] = {
         kits=("reggae",),
         bass=(("reggae", "dub"),),
         comp=((("skank", "clean_guitar"), ("bubble", "organ")), (("skank", "clean_guitar"),), (("skank", "organ"),)),
-        lead=("melodica", "voice", ""), lead_density=(0.3, 0.6), lead_grid=(2, 4),
+        lead=("melodica", "voice"), lead_density=(0.3, 0.6), lead_grid=(2, 4),
         mix_db=((-6, -2), (-3, 0), (-7, -3), (-7, -2)),
         brightness_hz=(3000, 8500), reverb=(0.1, 0.35), room_s=(0.6, 1.6), crash_chance=0.1, bass_low=33,
     ),
@@ -304,10 +302,10 @@ GENRE_RECIPES: dict[str, GenreRecipe] = {
                DrumPattern(kick="X.......X.......", snare="....X.......X...", hat="xxxxxxxxxxxxxxxx")),
         kits=("acoustic",),
         bass=(("eighths", "pick"), ("follow_kick", "pick"), ("eighths", "electric")),
-        comp=((("power8", "power_guitar"),), (("strum", "power_guitar"),), (("power_sustain", "power_guitar"),),
-              (("power8", "power_guitar"), ("arpeggio", "clean_guitar"))),
-        lead=("lead_guitar", "voice", ""), lead_density=(0.35, 0.7), lead_grid=(2, 4),
-        mix_db=((-5, -1), (-7, -3), (-3, 0), (-7, -2)), drive=(2.0, 9.0),
+        comp=((("open8", "power_guitar"),), (("strum", "power_guitar"),),
+              (("power8", "power_guitar"), ("strum", "clean_guitar"))),
+        lead=("lead_guitar",), lead_density=(0.35, 0.7), lead_grid=(2, 4),
+        mix_db=((-5, -1), (-7, -3), (-3, 0), (-7, -2)), drive=(2.5, 8.0),
         brightness_hz=(3500, 9500), reverb=(0.05, 0.2), master_drive=(1.0, 2.6), humanise_ms=(1, 6),
         crash_chance=0.6, fill_chance=0.4, bass_low=33,
     ),
@@ -856,7 +854,7 @@ class _Track:
         for bar in range(self.n_bars):
             chord = self.chord(bar)
             voicing = self.voicing(chord, center)
-            root = _place((self.key + chord.root) % 12, 40 if style != "power_sustain" else 38)
+            root = _place((self.key + chord.root) % 12, self.recipe.bass_low + 9)
             power = [root, root + 7, root + 12]
 
             def chord_at(step: float, length: float, tones: Sequence[int], velocity: float, strum: float = 0.0) -> None:
@@ -889,6 +887,11 @@ class _Track:
                         tones = voicing if d == "D" else voicing[::-1]
                         chord_at(2 * i, 2.5, [voicing[0] - 12] + tones if d == "D" else tones, 0.8 if d == "D" else 0.55,
                                  strum=float(rng.uniform(0.006, 0.014)))
+            elif style == "open8":  # full chords, third included
+                third = 3 if chord.intervals[1] == 3 else 4
+                for i in range(self.steps // 2):
+                    chord_at(2 * i, 1.8, [root, root + 7, root + 12, root + 12 + third, root + 19], 0.85 if i % 2 == 0 else 0.7,
+                             strum=0.004)
             elif style == "power8":
                 for i in range(self.steps // 2):
                     chord_at(2 * i, 1.8, power, 0.85 if i % 2 == 0 else 0.75)
@@ -946,7 +949,7 @@ class _Track:
         legato = instrument in ("violin", "flute", "string_line", "voice", "sax", "steel", "melodica", "synth_lead")
         for bar in range(self.n_bars):
             if bar == 0 or self.phrase_position(bar) == 0:
-                active = rng.random() < (0.9 if rap else 0.75)
+                active = rng.random() < 0.85
             if not active:
                 continue
             chord_pcs = self.pitch_classes(self.chord(bar))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -57,6 +58,7 @@ REQUIREMENTS = ("onnxruntime-gpu", "onnx", "numpy")
 
 TAG_DECISION = "genretag.decision"
 TAG_REASON = "genretag.reason"
+TAG_ALIAS = "genretag.alias"  # the alias the gate gave at registration
 TAG_ACCURACY = "genretag.test_accuracy"
 TAG_ONNX_SHA = "genretag.onnx_sha256"
 TAG_HISTORY = "genretag.champion_history"
@@ -222,8 +224,11 @@ def pip_requirements(root: Path) -> list[str]:
     return requirements
 
 
+_URL_PASSWORD = re.compile(r"(//[^:/@\s]+):[^@/\s]+@")
+
+
 def flatten_params(params: Params) -> dict[str, str]:
-    """params.yaml as ``section.key -> text`` (lists as JSON)."""
+    """params.yaml as ``section.key -> text`` (lists as JSON, passwords in URLs masked)."""
     out: dict[str, str] = {}
 
     def walk(value: Any, prefix: str) -> None:
@@ -231,7 +236,8 @@ def flatten_params(params: Params) -> dict[str, str]:
             for key, item in value.items():
                 walk(item, f"{prefix}{key}.")
         else:
-            out[prefix[:-1]] = json.dumps(value) if isinstance(value, list | tuple) or value is None else str(value)
+            text = json.dumps(value) if isinstance(value, list | tuple) or value is None else str(value)
+            out[prefix[:-1]] = _URL_PASSWORD.sub(r"\1:***@", text)
 
     walk(params.model_dump(mode="json", by_alias=True), "")
     return out
@@ -401,10 +407,16 @@ def register_model(
         version, run_id = _log_version(client, params, paths, onnx_path, contract, tags, before_log=before_log)
     number = str(version.version)
 
-    alias, reason, champion_version, champion_accuracy = _gate(
-        client, name, version=number, accuracy=accuracy, contract=contract, test=test,
-        min_improvement=params.registry.min_improvement,
-    )
+    if TAG_REASON in version.tags:  # an interrupted attempt had decided already: finish that decision
+        alias, reason = version.tags[TAG_ALIAS], version.tags[TAG_REASON]
+        champion_version = version.tags.get("genretag.champion_version") or None
+        recorded = version.tags.get("genretag.champion_accuracy")
+        champion_accuracy = float(recorded) if recorded else None
+    else:
+        alias, reason, champion_version, champion_accuracy = _gate(
+            client, name, version=number, accuracy=accuracy, contract=contract, test=test,
+            min_improvement=params.registry.min_improvement,
+        )
     decision = Decision(
         model_name=name,
         version=number,
@@ -423,22 +435,28 @@ def register_model(
         model_uri=f"models:/{name}/{number}",
         decided_at=_now(),
     )
-    client.set_registered_model_alias(name, alias, number)
-    if alias == CHAMPION:
-        challenger = _alias_version(client, name, CHALLENGER)
-        if challenger is not None and str(challenger.version) == number:
-            client.delete_registered_model_alias(name, CHALLENGER)
-        _record_champion(client, name, version=number, action="gate", reason=reason, previous=champion_version)
+    # Order matters for resuming: the decision's facts, then the aliases, then TAG_DECISION (complete).
     for key, value in {
         "genretag.champion_version": champion_version or "",
         "genretag.champion_accuracy": "" if champion_accuracy is None else f"{champion_accuracy:.6f}",
         "genretag.min_improvement": str(params.registry.min_improvement),
         "genretag.decided_at": decision.decided_at,
+        TAG_ALIAS: alias,
         TAG_REASON: reason,
-        TAG_DECISION: decision.decision,  # last: its presence marks a complete registration
     }.items():
         client.set_model_version_tag(name, number, key, value)
     client.update_model_version(name, number, description=reason)
+    current = _alias_version(client, name, alias)
+    if current is None or str(current.version) != number:
+        client.set_registered_model_alias(name, alias, number)
+    if alias == CHAMPION:
+        history = json.loads(_model_tags(client, name).get(TAG_HISTORY) or "[]")
+        if not history or history[-1]["version"] != number:  # not yet recorded by an interrupted attempt
+            _record_champion(client, name, version=number, action="gate", reason=reason, previous=champion_version)
+        challenger = _alias_version(client, name, CHALLENGER)
+        if challenger is not None and str(challenger.version) == number:
+            client.delete_registered_model_alias(name, CHALLENGER)
+    client.set_model_version_tag(name, number, TAG_DECISION, decision.decision)
     if run_id:
         client.set_tag(run_id, f"genretag.registered.{name}", f"v{number} {alias}")
     write_json(record_path, asdict(decision))

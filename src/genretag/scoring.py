@@ -95,6 +95,16 @@ def _preload_cuda_libraries() -> str:
     return " ".join(lines)[:300]
 
 
+def _built_cuda() -> str:
+    """The CUDA major version this onnxruntime was built for (its libraries must match)."""
+    try:
+        from onnxruntime.capi import build_and_package_info
+
+        return str(build_and_package_info.cuda_version).split(".")[0] + ".x"
+    except (ImportError, AttributeError):
+        return "12/13"
+
+
 def open_model(
     path: str | Path,
     *,
@@ -140,14 +150,14 @@ def open_model(
             problem = f"this onnxruntime ({ort.__version__}, providers {available}) has no CUDAExecutionProvider"
         else:
             problem = (
-                "onnxruntime could not start CUDAExecutionProvider (needs CUDA 13 and cuDNN 9 libraries and a GPU"
+                f"onnxruntime could not start CUDAExecutionProvider (needs a GPU and CUDA {_built_cuda()} libraries"
                 + (f"; {preload_problem}" if preload_problem else "")
                 + ")"
             )
         log.warning("CUDA requested but not active: scoring on %s (%s)", provider, problem)
         if require_gpu:
             raise ScoringError(f"{path}: GPU required but CUDA is not active: {problem}")
-    log.info("scoring %s %s v%s on %s", path.name, contract.model_name, contract.model_version, provider)
+    log.info("scoring %s (%s %s) on %s", path.name, contract.model_name, contract.model_version, provider)
     return ScoringModel(
         path=path, session=session, contract=contract, requested=requested, provider=provider, cuda_problem=problem
     )

@@ -79,7 +79,7 @@ def test_export_writes_a_parity_checked_onnx_model_with_its_contract(project) ->
     for needle in ("SYNTHETIC DEMO CORPUS", "say nothing about accuracy on real music", "Intended use",
                    "GTZAN's known faults", "Leaky clip split", "`mel_image`", "`probabilities`",
                    "genretag registry fetch champion", "import onnxruntime as ort", contract.model_version,
-                   f"{parity.max_abs_diff_test:.3g}", "| test_accuracy | 0.7500 |"):
+                   f"{parity.max_abs_diff_test:.3g}", "| test_accuracy | 0.7500 |", "| n_test_clips | 12 |"):
         assert needle in card, needle
 
 
@@ -214,3 +214,16 @@ def test_training_data_hash_comes_from_dvc_lock_else_from_clips_csv(tmp_path) ->
     (paths.root / "dvc.lock").unlink()
     assert export.training_data_hash(paths) == "sha256:" + hashlib.sha256(paths.clips.read_bytes()).hexdigest()
     assert export.dvc_lock_md5(paths.root, stage="ingest", out="data/raw") is None
+
+
+def test_a_mixed_precision_model_exports_and_runs_on_onnxruntime_cpu(project, tmp_path) -> None:
+    """float16 compute survives conversion; Keras's and onnxruntime's fp16 kernels differ by ~1e-4, so
+    mixed precision needs a looser export.parity_tolerance than the float32 default (1e-4)."""
+    from genretag.models import build_model
+
+    params, paths = project
+    loose = params.model_copy(update={"export": params.export.model_copy(update={"parity_tolerance": 1e-3})})
+    model = build_model("exp1", input_shape=(32, 32, 3), n_classes=len(GENRES), mixed_precision=True)
+    result = export.export_model(loose, paths, keras_model=model, onnx_path=tmp_path / "model.onnx")
+    print(f"\nmixed precision parity: {result.parity.max_abs_diff:.3g}")
+    assert result.parity.max_abs_diff <= 1e-3 and result.parity.argmax_mismatches == 0

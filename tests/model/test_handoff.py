@@ -116,7 +116,7 @@ def test_the_reference_client_alone_gives_the_pipelines_top3(fetched, tmp_path) 
     assert isolated["top"][0][0] == "jazz"
     for genre, probability in pipeline.items():
         assert isolated["probabilities"][genre] == pytest.approx(probability, abs=1e-3)
-    print(f"\nhandoff 22.05 kHz: max |diff| {max(abs(isolated['probabilities'][g] - p) for g, p in pipeline.items()):.2g}")
+    print(f"\nhandoff 22.05 kHz {pipeline}: max |diff| {max(abs(isolated['probabilities'][g] - p) for g, p in pipeline.items()):.2g}")
 
     # The command line of the reference module, as another team would run it.
     done = subprocess.run(
@@ -139,5 +139,5 @@ def test_other_rates_and_channels_are_resampled_close_to_the_pipeline(fetched, t
     pipeline = _pipeline(params, paths, audio)
     assert [genre for genre, _ in isolated["top"]] == _top3(pipeline) and isolated["top"][0][0] == "rock"
     gap = max(abs(isolated["probabilities"][g] - p) for g, p in pipeline.items())
-    print(f"\nhandoff 44.1 kHz stereo: max |diff| {gap:.2g}")
+    print(f"\nhandoff 44.1 kHz stereo {pipeline}: max |diff| {gap:.2g}")
     assert gap <= 1e-2

@@ -179,27 +179,48 @@ def test_pip_requirements_are_pinned_from_requirements_lock() -> None:
     assert registry.pip_requirements(REPO_ROOT) == [lock["onnxruntime-gpu"], lock["onnx"], lock["numpy"]]
 
 
+def test_flattened_params_mask_passwords_in_urls(project) -> None:
+    params, _, _ = project
+    secret = params.model_copy(update={"score": params.score.model_copy(update={"database_url": "postgresql://tagger:s3cret@db/catalog"})})
+    flat = registry.flatten_params(secret)
+    assert flat["score.database_url"] == "postgresql://tagger:***@db/catalog"
+    assert flat["genres"] == '["blues", "jazz", "rock"]' and flat["spectrogram.fmax"] == "null"
+
+
 def test_a_failed_registration_is_resumed_not_duplicated(project, monkeypatch) -> None:
     base, paths, onnx = project
     params = _named(base, "resumed")
 
-    def fail_after_registering() -> None:
+    def fail_before_logging() -> None:
         raise OSError("tracking server went away")
 
     with pytest.raises(OSError):
-        registry.register_model(params, paths, onnx_path=onnx["perfect"], before_log=fail_after_registering)
+        registry.register_model(params, paths, onnx_path=onnx["always_blues"], before_log=fail_before_logging)
     assert registry.list_versions(params, root=paths.root) == []  # failed before the version existed
 
-    # A failure after the version was created (before the decision): the retry completes that version.
-    client = registry._client(params, paths.root)
+    # Failure after the version was created, before the gate: the retry completes that version.
     with monkeypatch.context() as patch:
         patch.setattr(registry, "_gate", lambda *a, **k: (_ for _ in ()).throw(OSError("flaky download")))
         with pytest.raises(OSError):
-            registry.register_model(params, paths, onnx_path=onnx["perfect"])
+            registry.register_model(params, paths, onnx_path=onnx["always_blues"])
     assert [row.decision for row in registry.list_versions(params, root=paths.root)] == ["incomplete"]
-    decision = registry.register_model(params, paths, onnx_path=onnx["perfect"])
-    assert decision.version == "1" and decision.alias == "champion"
-    assert len(client.search_model_versions("name = 'resumed'")) == 1
+    first = registry.register_model(params, paths, onnx_path=onnx["always_blues"])
+    assert (first.version, first.alias) == ("1", "champion")
+
+    # Failure after the champion alias moved, before the registration was marked complete: the retry
+    # keeps the decision taken (not "first version", although the alias already points at v2).
+    with monkeypatch.context() as patch:
+        patch.setattr(registry, "_record_champion", lambda *a, **k: (_ for _ in ()).throw(OSError("flaky write")))
+        with pytest.raises(OSError):
+            registry.register_model(params, paths, onnx_path=onnx["perfect"])
+    assert _champion(params, paths) == "2"
+    second = registry.register_model(params, paths, onnx_path=onnx["perfect"])
+    assert (second.version, second.alias, second.champion_version) == ("2", "champion", "1")
+    assert "vs champion v1 0.3333" in second.reason
+    history = registry.champion_history(params, root=paths.root)
+    assert [(h["from"], h["version"]) for h in history] == [(None, "1"), ("1", "2")]
+    client = registry._client(params, paths.root)
+    assert len(client.search_model_versions("name = 'resumed'")) == 2
 
 
 def test_fetch_onnx_and_bundle_for_scoring(project, tmp_path, monkeypatch) -> None:
@@ -215,6 +236,10 @@ def test_fetch_onnx_and_bundle_for_scoring(project, tmp_path, monkeypatch) -> No
     assert registry.fetch_onnx("2", tracking_uri=uri, model_name="fetched").read_bytes() == onnx["always_blues"].read_bytes()
     with pytest.raises(RegistryError, match="no version or alias 'gold'"):
         registry.fetch_onnx("gold", tracking_uri=uri, model_name="fetched")
+    from genretag.scoring import open_model, resolve_model  # the catalog's way in
+
+    served = open_model(resolve_model("champion", tracking_uri=uri, model_name="fetched"), prefer_gpu=False)
+    assert served.path == local and served.model_version == read_contract(onnx["perfect"]).model_version
 
     bundle = registry.fetch(params, root=paths.root, ref="challenger", out=tmp_path / "bundle")
     assert json.loads((bundle / "labels.json").read_text()) == ["blues", "jazz", "rock"]

@@ -296,6 +296,59 @@ def test_tag_catalog_deployment_tags_new_tracks_with_the_champion(retrained, wor
     assert len({row.model_version for row in rows}) == 1
 
 
+TAGGER_IMAGE = '''
+"""Run the genretag CLI as in the tagger image: distributions outside its requirements cannot be imported."""
+import importlib.abc, importlib.metadata, os, re, runpy, sys
+from pathlib import Path
+
+
+def _canon(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+ALLOWED = {_canon(line.split("==")[0]) for line in Path(os.environ["TAGGER_REQUIREMENTS"]).read_text().splitlines()
+           if "==" in line} | {"genretag"}
+OWNERS = importlib.metadata.packages_distributions()
+
+
+class TaggerImage(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        dists = OWNERS.get(name.partition(".")[0])
+        if dists and not {_canon(d) for d in dists} & ALLOWED:
+            raise ModuleNotFoundError(f"No module named {name!r} ({dists} is not in the tagger image)", name=name)
+        return None
+
+
+sys.meta_path.insert(0, TaggerImage())  # also in the forkserver, which imports this file as __mp_main__
+
+if __name__ == "__main__":
+    sys.argv = ["genretag", *sys.argv[1:]]
+    runpy.run_module("genretag.cli", run_name="__main__", alter_sys=True)
+'''
+
+
+def test_tagging_runs_with_only_the_tagger_images_packages(retrained, workspace, tmp_path):
+    """The champion from the registry tags the inbox while every package outside
+    docker/requirements-tagger.txt (TensorFlow, DVC, GX, Dask, full MLflow ...) is unimportable."""
+    root = workspace["root"]
+    script = tmp_path / "tagger_image.py"
+    script.write_text(TAGGER_IMAGE)
+    database = tmp_path / "tagger.db"
+    env = stage_env(root, retrained["url"], TAGGER_REQUIREMENTS=str(root / "docker" / "requirements-tagger.txt"))
+    result = subprocess.run(
+        [sys.executable, str(script), "tag-catalog", str(workspace["inbox"]), "--database", f"sqlite:///{database}"],
+        cwd=root, env=env, text=True, capture_output=True, timeout=600,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    engine = sa.create_engine(f"sqlite:///{database}")
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(sa.text("SELECT count(*) FROM catalog_tags")).scalar() == CATALOG_TRACKS
+    finally:
+        engine.dispose()
+
+
 def test_retrain_waits_for_dvcs_own_lock_then_skips(retrained, workspace):
     from dvc.lock import Lock
     from prefect.deployments import run_deployment

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from dataclasses import asdict
 from pathlib import Path
