@@ -144,6 +144,7 @@ class GenreRecipe:
     fill_chance: float = 0.3
     bass_low: int = 36                               # lowest bass root (MIDI)
     extras: tuple[str, ...] = field(default=())      # "vinyl"
+    pump: Range = (0.0, 0.0)                         # side-chain "pumping" depth of sustained parts, per beat
 
 
 _BLUES_12 = "I7 I7 I7 I7 IV7 IV7 I7 I7 V7 IV7 I7 V7"
@@ -160,11 +161,10 @@ GENRE_RECIPES: dict[str, GenreRecipe] = {
                DrumPattern(kick="X...X...X...X...", snare="....X.......X...", hat="x.x.x.x.x.x.x.x.")),
         kits=("acoustic", "jazz"),
         bass=(("boogie", "electric"), ("walking", "upright"), ("boogie", "upright")),
-        comp=((("shuffle", "clean_guitar"),), (("shuffle", "clean_guitar"), ("pad", "organ")),
-              (("pad", "organ"), ("shuffle", "clean_guitar"))),
+        comp=((("shuffle", "clean_guitar"), ("pad", "organ")), (("pad", "organ"), ("shuffle", "clean_guitar"))),
         lead=("harmonica", "blues_guitar"), lead_density=(0.35, 0.6), lead_grid=(2, 2, 4),
         mix_db=((-9, -5), (-7, -3), (-5, -2), (-4, 0)), drive=(1.0, 3.5),
-        brightness_hz=(2800, 6000), reverb=(0.05, 0.25), master_drive=(0.5, 2.0), swell_db=(0, 4),
+        brightness_hz=(2800, 5500), reverb=(0.05, 0.25), master_drive=(0.5, 2.0), swell_db=(0, 4),
     ),
     "classical": GenreRecipe(
         description="no drums; bowed strings with vibrato, broken-chord piano, functional harmony, slow swells",
@@ -174,8 +174,7 @@ GENRE_RECIPES: dict[str, GenreRecipe] = {
                       ("i iv bVII bIII bVI iim7b5 V i", "harmonic_minor")),
         drums=(), kits=(),
         bass=(("whole", "cello"), ("whole", "cello"), ("broken", "piano")),
-        comp=((("pad", "strings"),), (("arpeggio", "piano"),), (("alberti", "piano"),),
-              (("pad", "strings"), ("arpeggio", "piano"))),
+        comp=((("pad", "strings"),), (("pad", "strings"), ("arpeggio", "piano")), (("pad", "strings"), ("alberti", "piano"))),
         lead=("violin", "flute", "violin"), lead_density=(0.4, 0.8), lead_grid=(2, 4, 4),
         mix_db=((-99, -99), (-9, -3), (-4, 0), (-5, 0)),
         brightness_hz=(2500, 7500), reverb=(0.25, 0.5), room_s=(1.2, 2.6), master_drive=(0.3, 1.2),
@@ -191,10 +190,11 @@ GENRE_RECIPES: dict[str, GenreRecipe] = {
                DrumPattern(kick="X.......X.x.....", snare="....X.......X...", rim="..x.......x.....", hat=_STRAIGHT_8)),
         kits=("acoustic", "brushes"),
         bass=(("boom_chick", "electric"), ("boom_chick", "upright"), ("walking", "electric")),
-        comp=((("strum", "acoustic_guitar"),), (("strum", "acoustic_guitar"), ("block", "piano"))),
+        comp=((("strum", "acoustic_guitar"), ("roll", "banjo")), (("strum", "acoustic_guitar"),),
+              (("roll", "banjo"), ("strum", "acoustic_guitar"))),
         lead=("fiddle", "steel"), lead_density=(0.4, 0.75), lead_grid=(2, 2, 4),
         mix_db=((-10, -6), (-8, -4), (-3, 0), (-5, -1)),
-        brightness_hz=(4500, 9500), reverb=(0.05, 0.25),
+        brightness_hz=(5000, 9500), reverb=(0.05, 0.25),
     ),
     "disco": GenreRecipe(
         description="four-on-the-floor kick, open hi-hats on the off-beats, octave bass, string stabs and funk chops",
@@ -205,12 +205,12 @@ GENRE_RECIPES: dict[str, GenreRecipe] = {
                DrumPattern(kick="X...X...X...X...", clap="....X.......X...", open_hat="..x...x...x...x.", hat="x...x...x...x..."),
                DrumPattern(kick="X...X...X...X...", snare="....X.......X...", hat="xxxxxxxxxxxxxxxx", open_hat="..x.......x.....")),
         kits=("electronic", "acoustic"),
-        bass=(("octave", "electric"), ("octave", "synth"), ("eighths", "synth")),
+        bass=(("octave", "electric"), ("octave", "synth")),
         comp=((("stabs", "strings"), ("chops", "muted_guitar")), (("pad", "strings"), ("chops", "muted_guitar")),
-              (("stabs", "strings"),), (("block", "epiano"), ("chops", "muted_guitar"))),
+              (("chops", "muted_guitar"), ("stabs", "strings"))),
         lead=("string_line", "synth_lead"), lead_density=(0.3, 0.6), lead_grid=(2, 4),
         mix_db=((-4, 0), (-6, -2), (-7, -3), (-8, -3)),
-        brightness_hz=(4500, 11000), reverb=(0.05, 0.2), master_drive=(1.0, 3.0), humanise_ms=(0.5, 3),
+        brightness_hz=(5500, 11000), reverb=(0.05, 0.2), master_drive=(1.0, 3.0), humanise_ms=(0.5, 3),
         crash_chance=0.4,
     ),
     "hiphop": GenreRecipe(
@@ -276,6 +276,7 @@ GENRE_RECIPES: dict[str, GenreRecipe] = {
         lead=("voice", "voice", "voice", "synth_lead"), lead_density=(0.55, 0.8), lead_grid=(2, 4),
         mix_db=((-6, -3), (-7, -4), (-6, -3), (-3, 0)),
         brightness_hz=(4500, 9500), reverb=(0.1, 0.3), master_drive=(1.0, 2.8), humanise_ms=(0.5, 3),
+        pump=(0.4, 0.85),
     ),
     "reggae": GenreRecipe(
         description="one-drop or steppers drums, heavy round bass, off-beat guitar skank and organ bubble",
@@ -305,8 +306,8 @@ GENRE_RECIPES: dict[str, GenreRecipe] = {
         comp=((("open8", "power_guitar"),), (("strum", "power_guitar"),),
               (("power8", "power_guitar"), ("strum", "clean_guitar"))),
         lead=("lead_guitar",), lead_density=(0.35, 0.7), lead_grid=(2, 4),
-        mix_db=((-5, -1), (-7, -3), (-3, 0), (-7, -2)), drive=(2.5, 8.0),
-        brightness_hz=(3500, 9500), reverb=(0.05, 0.2), master_drive=(1.0, 2.6), humanise_ms=(1, 6),
+        mix_db=((-5, -1), (-7, -3), (-3, 0), (-7, -2)), drive=(3.0, 8.0),
+        brightness_hz=(3500, 7500), reverb=(0.05, 0.2), master_drive=(1.0, 2.6), humanise_ms=(1, 6),
         crash_chance=0.6, fill_chance=0.4, bass_low=33,
     ),
 }
@@ -428,6 +429,9 @@ def _instrument(name: str, rng: np.random.Generator) -> Timbre:
                       decay=u(0.4, 0.9), sustain=0.1 if name != "blues_guitar" else 0.35, release=0.06,
                       bend_time=u(0.06, 0.12), vibrato_hz=u(4.5, 6) if name == "blues_guitar" else 0.0,
                       vibrato_semitones=u(0.1, 0.25) if name == "blues_guitar" else 0.0, vibrato_delay=0.15)
+    if name == "banjo":
+        return Timbre(_spectrum(12, u(1.2, 1.6)), bright=_spectrum(32, u(0.3, 0.5)), bright_decay=u(0.01, 0.025),
+                      attack=0.001, decay=u(0.12, 0.25), sustain=0.0, release=0.04)
     if name == "muted_guitar":
         return Timbre(_spectrum(12, u(1.0, 1.4)), bright=_spectrum(24, 0.6), bright_decay=0.02, attack=0.002,
                       decay=u(0.04, 0.09), sustain=0.0, release=0.03)
@@ -872,6 +876,10 @@ class _Track:
                 tones = voicing + [voicing[0] + 12]
                 for i, step in enumerate(range(0, self.steps, grid)):
                     notes.append(_Note(self.time(bar, step), grid * step_s * 1.8, tones[i % len(tones)], 0.6))
+            elif style == "roll":  # banjo forward roll: sixteenths over the chord, an octave up
+                tones = [v + 12 for v in voicing[:3]]
+                for i in range(self.steps):
+                    notes.append(_Note(self.time(bar, i), 1.5 * step_s, tones[(i % 8) % 3], 0.8 if i % 4 == 0 else 0.6))
             elif style == "alberti":
                 tones = voicing[:3]
                 order = (0, 2, 1, 2)
@@ -997,6 +1005,8 @@ class _Track:
         for style, instrument in r.comp[int(rng.integers(len(r.comp)))]:
             part = self.render_notes(self.comp_part(style), _instrument(instrument, rng))
             part = self._process(part, instrument, drive)
+            if style == "pad" and r.pump[1] > 0:
+                part = part * self._pump(u(r.pump))
             comp += part * np.float32(u((0.6, 1.0)) / max(_rms(part), 1e-9))
         buses.append((comp, levels[2]))
 
@@ -1011,6 +1021,12 @@ class _Track:
         for bus, level in buses:
             mix += bus * np.float32(level / max(_rms(bus), 1e-9))
         return self._master(mix)
+
+    def _pump(self, depth: float) -> np.ndarray:
+        """Side-chain ducking: the level dips on every beat and recovers within it."""
+        t = np.arange(self.length, dtype=np.float32) / np.float32(self.sr)
+        since_beat = np.mod(t, np.float32(self.beat_s))
+        return np.float32(1.0) - np.float32(depth) * np.exp(-since_beat / np.float32(0.25 * self.beat_s))
 
     def _process(self, part: np.ndarray, instrument: str, drive: float) -> np.ndarray:
         """Guitars through a soft-clipping amp and a cabinet low-pass."""

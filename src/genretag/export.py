@@ -527,7 +527,7 @@ def _data_section(params: Params, test: TestImages) -> str:
             "pipeline can run end to end anywhere. A model that learns them has learnt the recipes. The metrics "
             "below measure how well it separates these synthetic recipes. **They say nothing about accuracy on "
             "real music; do not use this model to tag a real catalog.** Retrain on real data first "
-            "(`ingest.source`, see params-paper.yaml)."
+            "(`ingest.source`; the README shows the paper's full configuration)."
         )
     elif source == "tfds":
         corpus = "GTZAN (via TensorFlow Datasets `gtzan`): 100 excerpts of 30 s per genre, 22,050 Hz."

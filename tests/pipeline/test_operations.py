@@ -171,11 +171,6 @@ def prefect_server(tmp_path_factory) -> Iterator[str]:
 def workspace(make_project, tmp_path_factory) -> dict[str, Path]:
     """The tiny project, a DVC remote of its own (`dvc remote modify --local`), a catalog inbox."""
     root = make_project("ops")
-    # TEMP(dev): the lead's dvc.yaml has a list-valued per-output `y`, which DVC 3.67 rejects
-    text = (root / "dvc.yaml").read_text()
-    if "y: [loss, val_loss, accuracy, val_accuracy]" in text:
-        (root / "dvc.yaml").write_text(text.replace("y: [loss, val_loss, accuracy, val_accuracy]", "y: val_accuracy"))
-        run(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "TEMP dvc.yaml")
     remote = tmp_path_factory.mktemp("ops-remote") / "dvc-remote"
     run(root, "dvc", "remote", "modify", "--local", "storage", "url", str(remote))
     inbox = tmp_path_factory.mktemp("ops-inbox")
