@@ -325,9 +325,9 @@ _HARMONIC_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 @lru_cache(maxsize=1024)
 def _wavetable(amps: tuple[float, ...]) -> np.ndarray:
     """One period of sum(a_k sin(2 pi k x)), peak-normalised, float32."""
-    phase = np.arange(_TABLE) * (2.0 * np.pi / _TABLE)
-    harmonics = np.arange(1, len(amps) + 1)
-    table = np.asarray(amps) @ np.sin(np.outer(harmonics, phase))
+    spectrum = np.zeros(_TABLE // 2 + 1, dtype=np.complex128)
+    spectrum[1 : len(amps) + 1] = -0.5j * _TABLE * np.asarray(amps)  # sine phase
+    table = np.fft.irfft(spectrum, _TABLE)
     table = (table / max(np.abs(table).max(), 1e-9)).astype(np.float32)
     table.flags.writeable = False
     return table
@@ -361,6 +361,8 @@ def _phase(freq: float, n: int, sample_rate: int, ratio: np.ndarray | None = Non
 
 
 def _spectrum(count: int, tilt: float, *, odd: float = 1.0, even: float = 1.0) -> tuple[float, ...]:
+    """Harmonic amplitudes k**-tilt (tilt and weights rounded so that tracks share wavetables)."""
+    tilt, odd, even = round(tilt * 20) / 20, round(odd, 1), round(even, 1)
     return tuple(round(float(k ** -tilt) * (odd if k % 2 else even), 4) for k in range(1, count + 1))
 
 
@@ -598,13 +600,17 @@ def _noise(rng: np.random.Generator, n: int) -> np.ndarray:
 def _filtered(x: np.ndarray, kind: str, cutoff: float | tuple[float, float], sample_rate: int, order: int = 2) -> np.ndarray:
     nyquist = sample_rate / 2.0
     if isinstance(cutoff, tuple):
-        cutoff = (min(cutoff[0], 0.9 * nyquist), min(cutoff[1], 0.95 * nyquist))
+        cutoff = (min(round(cutoff[0], -1), 0.9 * nyquist), min(round(cutoff[1], -1), 0.95 * nyquist))
         if cutoff[0] >= cutoff[1]:
             return x
     else:
-        cutoff = min(cutoff, 0.95 * nyquist)
-    sos = signal.butter(order, cutoff, btype=kind, fs=sample_rate, output="sos")
-    return signal.sosfilt(sos, x).astype(np.float32)
+        cutoff = min(round(cutoff, -1), 0.95 * nyquist)
+    return signal.sosfilt(_butter(order, cutoff, kind, sample_rate), x).astype(np.float32)
+
+
+@lru_cache(maxsize=512)
+def _butter(order: int, cutoff: float | tuple[float, float], kind: str, sample_rate: int) -> np.ndarray:
+    return signal.butter(order, cutoff, btype=kind, fs=sample_rate, output="sos")
 
 
 def _metallic(rng: np.random.Generator, n: int, base_hz: float, sample_rate: int) -> np.ndarray:

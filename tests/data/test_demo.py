@@ -112,7 +112,8 @@ def dataset() -> dict[str, np.ndarray]:
                 warnings.simplefilter("ignore")
                 contrast = librosa.feature.spectral_contrast(S=magnitude, sr=SAMPLE_RATE)
             rhythm = [onsets.std() / max(onsets.mean(), 1e-9), onsets.mean() / max(onsets.max(), 1e-9)]
-            rich = np.concatenate([mfcc.mean(1), mfcc.std(1), contrast.mean(1), contrast.std(1), rhythm,
+            change = librosa.feature.delta(mfcc).std(1)  # how fast the timbre changes: percussive or sustained
+            rich = np.concatenate([mfcc.mean(1), mfcc.std(1), change, contrast.mean(1), contrast.std(1), rhythm,
                                    [rms, centroid, tempo]])
             rows.append((rms, centroid, tempo, rich))
             labels.append(label)
