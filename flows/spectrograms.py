@@ -10,8 +10,8 @@ from tqdm import tqdm
 
 from flows.common import IO_RETRIES, maybe_inject_fault, stage_context
 from genretag import images
-from genretag.config import preprocessing_spec
-from genretag.dataset import read_table, worker_count
+from genretag.config import preprocessing_spec, worker_count
+from genretag.dataset import read_table
 
 
 @task(**IO_RETRIES)

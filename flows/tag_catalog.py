@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -29,7 +30,7 @@ from genretag.catalog import (
     write_results,
 )
 from genretag.config import Params
-from genretag.scoring import ScoredTrack, ScoringModel, open_model, resolve_model, score_files
+from genretag.scoring import ScoredTrack, ScoringModel, images_or_reason, open_model, resolve_model, score_files
 from genretag.tracking import tracking_uri
 
 HASH_CHUNK = 256  # files per hashing task: a transient failure re-reads at most this many
@@ -79,6 +80,27 @@ def write_task(catalog: Catalog, results: list[ScoredTrack], model: ScoringModel
 @task(name="write-read-failures", **IO_RETRIES, **_PLAIN)
 def write_failures_task(catalog: Catalog, failures: list[TrackFailure], model_version: str) -> None:
     catalog.write([], [error_row(f.track_id, f.path, f.sha256, f.reason, model_version=model_version) for f in failures])
+
+
+class DaskDecoding(Executor):
+    """score_files' per-file decoding on the Dask cluster at ``address`` (params score.dask_address).
+
+    Scoring stays in this process, on its one onnxruntime session; the catalog's files must be
+    readable at the same paths on every worker.
+    """
+
+    def __init__(self, address: str):
+        from distributed import Client
+
+        self._client = Client(address)
+        self._executor = self._client.get_executor()
+
+    def submit(self, fn: Callable, /, *args, **kwargs):
+        return self._executor.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._executor.shutdown(wait=wait)
+        self._client.close()
 
 
 @task(name="open-catalog", **IO_RETRIES, **_PLAIN)
@@ -152,15 +174,21 @@ def _tag(catalog: Catalog, hashed: list[HashedTrack], unreadable: list[TrackFail
                 summary.listed, len(plan.todo), len(plan.already_tagged), model.model_version,
                 len(plan.duplicates), len(unreadable))
 
+    address = params.score.dask_address
+    executor = DaskDecoding(address) if address and plan.todo else None
+    if executor:
+        logger.info("decoding %d tracks on the Dask cluster at %s; scoring here on %s", len(plan.todo), address, model.provider)
     stream = score_files(
         model, ((t, t.path) for t in plan.todo), max_windows=windows, batch_size=params.score.batch_size,
-        workers=params.score.workers, silence_rms_dbfs=params.validation.silence_rms_dbfs,
+        workers=params.score.workers, silence_rms_dbfs=params.validation.silence_rms_dbfs, executor=executor,
     )
     try:
         while results := score_task(stream, params.score.commit_every):
             summary.record(write_task(catalog, results, model))
     finally:
         stream.close()  # stops the decoding workers, also when a task failed
+        if executor:
+            executor.shutdown()
 
 
 if __name__ == "__main__":

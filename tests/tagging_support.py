@@ -29,27 +29,13 @@ def make_onnx_model(path: Path, *, version: str, seed: int = 0, params_file: Pat
         keras.layers.GlobalAveragePooling2D(),
         keras.layers.Dense(len(params.genres), activation="softmax"),
     ])
-    try:
-        from genretag.export import convert_to_onnx
-    except ImportError:  # before genretag.export existed
-        convert_to_onnx = _convert_to_onnx
+    from genretag.export import convert_to_onnx
+
     proto = convert_to_onnx(model, image_size=(height, width), opset=params.export.opset)
     contract = ModelContract(labels=tuple(params.genres), preprocessing=spec, model_name=MODEL_NAME, model_version=version)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(write_contract(proto, contract), str(path))
     return path
-
-
-def _convert_to_onnx(model, *, image_size: tuple[int, int], opset: int):
-    import tensorflow as tf
-    import tf2onnx
-
-    from genretag.contract import INPUT_NAME, OUTPUT_NAME
-
-    signature = [tf.TensorSpec([None, *image_size, 3], tf.float32, name=INPUT_NAME)]
-    serve = tf.function(lambda x: {OUTPUT_NAME: model(x, training=False)}, input_signature=signature)
-    proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
-    return proto
 
 
 def make_root(root: Path, **score: object) -> Path:

@@ -142,6 +142,16 @@ def project_root() -> Path:
     return here
 
 
+def worker_count(requested: int) -> int:
+    """Worker processes to use: ``requested``, or every core this process may use when 0."""
+    if requested > 0:
+        return requested
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def load_params(path: str | Path | None = None) -> Params:
     """Read and check params.yaml; a wrong key or value raises ConfigError naming it."""
     file = Path(path) if path else project_root() / "params.yaml"

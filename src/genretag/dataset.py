@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -17,7 +16,7 @@ import soundfile as sf
 
 from genretag import audio
 from genretag.atomic import write_csv, write_json
-from genretag.config import AudioParams, Layout, Params, SplitParams
+from genretag.config import AudioParams, Layout, Params, SplitParams, worker_count
 from genretag.errors import AudioError, ConfigError
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
@@ -180,11 +179,6 @@ def _reusable(previous: pd.DataFrame, *, root: Path, sample_rate: int) -> dict[t
         if path is None or (path.is_file() and sf.info(path).samplerate == sample_rate):
             kept[(str(row["source_path"]), str(row["sha256"]))] = row
     return kept
-
-
-def worker_count(requested: int) -> int:
-    """0 means every core the process may use."""
-    return requested or len(os.sched_getaffinity(0))
 
 
 def ingest(

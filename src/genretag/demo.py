@@ -27,10 +27,11 @@ import bisect
 import math
 import re
 import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 from scipy import fft as sp_fft
@@ -143,14 +144,14 @@ class GenreRecipe:
     crash_chance: float = 0.3
     fill_chance: float = 0.3
     bass_low: int = 36                               # lowest bass root (MIDI)
-    extras: tuple[str, ...] = field(default=())      # "vinyl"
+    extras: tuple[str, ...] = ()                     # "vinyl": hiss and crackle
     pump: Range = (0.0, 0.0)                         # side-chain "pumping" depth of sustained parts, per beat
 
 
 _BLUES_12 = "I7 I7 I7 I7 IV7 IV7 I7 I7 V7 IV7 I7 V7"
 _STRAIGHT_8 = "x.x.x.x.x.x.x.x."
 
-GENRE_RECIPES: dict[str, GenreRecipe] = {
+GENRE_RECIPES: Mapping[str, GenreRecipe] = MappingProxyType({
     "blues": GenreRecipe(
         description="swung shuffle, 12-bar dominant-seventh changes, boogie or walking bass, harmonica or bent guitar",
         tempo_bpm=(60, 124), swing=(0.75, 1.0),
@@ -159,7 +160,7 @@ GENRE_RECIPES: dict[str, GenreRecipe] = {
         drums=(DrumPattern(kick="X.....x.X.....x.", snare="....X.......X...", hat=_STRAIGHT_8),
                DrumPattern(kick="X.......X.......", snare="....X..g....X..g", ride=_STRAIGHT_8),
                DrumPattern(kick="X...X...X...X...", snare="....X.......X...", hat="x.x.x.x.x.x.x.x.")),
-        kits=("acoustic", "jazz"),
+        kits=("jazz", "jazz", "acoustic"),
         bass=(("boogie", "electric"), ("walking", "upright"), ("boogie", "upright")),
         comp=((("shuffle", "clean_guitar"), ("pad", "organ")), (("pad", "organ"), ("shuffle", "clean_guitar"))),
         lead=("harmonica", "blues_guitar"), lead_density=(0.35, 0.6), lead_grid=(2, 2, 4),
@@ -176,12 +177,12 @@ GENRE_RECIPES: dict[str, GenreRecipe] = {
         bass=(("whole", "cello"), ("whole", "cello"), ("broken", "piano")),
         comp=((("pad", "strings"),), (("pad", "strings"), ("arpeggio", "piano")), (("pad", "strings"), ("alberti", "piano"))),
         lead=("violin", "flute", "violin"), lead_density=(0.4, 0.8), lead_grid=(2, 4, 4),
-        mix_db=((-99, -99), (-9, -3), (-4, 0), (-5, 0)),
+        mix_db=((0, 0), (-9, -3), (-4, 0), (-5, 0)),  # (no drums: their level is unused)
         brightness_hz=(2500, 7500), reverb=(0.25, 0.5), room_s=(1.2, 2.6), master_drive=(0.3, 1.2),
         swell_db=(5, 14), humanise_ms=(6, 15), beats_per_bar=(3, 4, 4),
     ),
     "country": GenreRecipe(
-        description="boom-chick bass, strummed bright acoustic guitar, train-beat or brushes, fiddle or pedal steel",
+        description="boom-chick bass, bright strummed acoustic guitar, banjo rolls, train-beat or brushes, fiddle or steel",
         tempo_bpm=(88, 160), swing=(0.0, 0.15),
         progressions=(("I IV V I", "pentatonic"), ("I I IV IV I I V V", "pentatonic"), ("I V IV I", "major"),
                       ("I IV I V", "pentatonic"), ("I vi IV V", "major")),
@@ -192,7 +193,7 @@ GENRE_RECIPES: dict[str, GenreRecipe] = {
         bass=(("boom_chick", "electric"), ("boom_chick", "upright"), ("walking", "electric")),
         comp=((("strum", "acoustic_guitar"), ("roll", "banjo")), (("strum", "acoustic_guitar"),),
               (("roll", "banjo"), ("strum", "acoustic_guitar"))),
-        lead=("fiddle", "steel"), lead_density=(0.4, 0.75), lead_grid=(2, 2, 4),
+        lead=("fiddle", "twang", "steel"), lead_density=(0.5, 0.8), lead_grid=(2,),
         mix_db=((-10, -6), (-8, -4), (-3, 0), (-5, -1)),
         brightness_hz=(5000, 9500), reverb=(0.05, 0.25),
     ),
@@ -226,7 +227,7 @@ GENRE_RECIPES: dict[str, GenreRecipe] = {
         comp=((("loop", "epiano"),), (("loop", "piano"),), (("pad", "pad"),), (("loop", "bell"),)),
         lead=("rap",), lead_density=(0.45, 0.8), lead_grid=(1, 2),
         mix_db=((-2, 0), (-4, 0), (-11, -5), (-7, -2)),
-        brightness_hz=(2500, 8000), reverb=(0.0, 0.12), master_drive=(1.0, 3.0), humanise_ms=(0.5, 4),
+        brightness_hz=(2500, 8000), reverb=(0.0, 0.12), master_drive=(0.8, 2.0), humanise_ms=(0.5, 4),
         crash_chance=0.05, fill_chance=0.1, bass_low=31, extras=("vinyl",),
     ),
     "jazz": GenreRecipe(
@@ -258,7 +259,7 @@ GENRE_RECIPES: dict[str, GenreRecipe] = {
         comp=((("chug", "power_guitar"),), (("chug", "power_guitar"), ("power_sustain", "power_guitar")),
               (("power_sustain", "power_guitar"), ("chug", "power_guitar"))),
         lead=("lead_guitar", "", ""), lead_density=(0.4, 0.8), lead_grid=(1, 2),
-        mix_db=((-4, -1), (-8, -3), (-2, 0), (-8, -3)), drive=(8.0, 22.0),
+        mix_db=((-4, -1), (-8, -3), (-2, 0), (-8, -3)), drive=(7.0, 22.0),
         brightness_hz=(3500, 9000), reverb=(0.03, 0.18), master_drive=(1.0, 3.0), humanise_ms=(1, 4),
         crash_chance=0.7, fill_chance=0.4, bass_low=28,
     ),
@@ -270,7 +271,7 @@ GENRE_RECIPES: dict[str, GenreRecipe] = {
         drums=(DrumPattern(kick="X...X...X...X...", clap="....X.......X...", hat="..x...x...x...x."),
                DrumPattern(kick="X.....x.X.......", snare="....X.......X...", hat=_STRAIGHT_8),
                DrumPattern(kick="X.....x...X.....", clap="....X.......X...", hat="xxxxxxxxxxxxxxxx")),
-        kits=("electronic", "acoustic"),
+        kits=("electronic",),
         bass=(("eighths", "synth"), ("follow_kick", "synth"), ("eighths", "electric")),
         comp=((("pad", "pad"),), (("pad", "pad"), ("arpeggio", "pluck_synth")), (("pad", "pad"), ("block", "piano"))),
         lead=("voice", "voice", "voice", "synth_lead"), lead_density=(0.55, 0.8), lead_grid=(2, 4),
@@ -306,11 +307,11 @@ GENRE_RECIPES: dict[str, GenreRecipe] = {
         comp=((("open8", "power_guitar"),), (("strum", "power_guitar"),),
               (("power8", "power_guitar"), ("strum", "clean_guitar"))),
         lead=("lead_guitar",), lead_density=(0.35, 0.7), lead_grid=(2, 4),
-        mix_db=((-5, -1), (-7, -3), (-3, 0), (-7, -2)), drive=(3.0, 8.0),
+        mix_db=((-5, -1), (-7, -3), (-3, 0), (-7, -2)), drive=(3.0, 10.0),
         brightness_hz=(3500, 7500), reverb=(0.05, 0.2), master_drive=(1.0, 2.6), humanise_ms=(1, 6),
         crash_chance=0.6, fill_chance=0.4, bass_low=33,
     ),
-}
+})
 
 # --------------------------------------------------------------------------------------------
 # Oscillators and instruments
@@ -408,7 +409,7 @@ def _instrument(name: str, rng: np.random.Generator) -> Timbre:
     if name == "flute":
         return Timbre((1.0, u(0.15, 0.4), u(0.05, 0.2), 0.04), attack=u(0.04, 0.1), decay=1.0, sustain=0.9,
                       release=0.1, vibrato_hz=u(4.5, 5.5), vibrato_semitones=u(0.08, 0.2), breath=u(0.03, 0.08))
-    if name in ("piano", "broken"):
+    if name == "piano":
         return Timbre(_spectrum(12, u(1.4, 1.9)), bright=_spectrum(24, u(0.6, 0.9)), bright_decay=u(0.06, 0.14),
                       attack=0.003, decay=u(0.7, 1.4), sustain=0.0, release=u(0.1, 0.25))
     if name == "epiano":
@@ -512,7 +513,8 @@ def _formant_filter(x: np.ndarray, vowel: str, sample_rate: int) -> np.ndarray:
     return out
 
 
-def _envelope(timbre: Timbre, n: int, total: float, sample_rate: int, cache: dict | None) -> np.ndarray:
+def _envelope(timbre: Timbre, n: int, sample_rate: int, cache: dict | None) -> np.ndarray:
+    """Attack ramp, exponential decay towards the sustain level, linear release over the last ``release`` s."""
     key = ("env", timbre.attack, timbre.decay, timbre.sustain, timbre.release, n)
     if cache is not None and key in cache:
         return cache[key]
@@ -521,7 +523,7 @@ def _envelope(timbre: Timbre, n: int, total: float, sample_rate: int, cache: dic
     if timbre.sustain < 1.0:
         fall = np.exp(-np.maximum(t - np.float32(timbre.attack), np.float32(0.0)) / np.float32(timbre.decay))
         env *= np.float32(timbre.sustain) + np.float32(1.0 - timbre.sustain) * fall
-    env *= np.clip((np.float32(total) - t) / np.float32(max(timbre.release, 0.01)), 0.0, 1.0)
+    env *= np.clip((np.float32(n / sample_rate) - t) / np.float32(max(timbre.release, 0.01)), 0.0, 1.0)
     if cache is not None:
         cache[key] = env
     return env
@@ -577,7 +579,7 @@ def _render_note(timbre: Timbre, freq: float, duration_s: float, velocity: float
             y = y + (bright - y) * _fade(timbre.bright_decay, n, sr, cache)
     if timbre.breath:
         y = y + np.float32(timbre.breath) * rng.standard_normal(n, dtype=np.float32)
-    y = y * _envelope(timbre, n, total, sr, cache)
+    y = y * _envelope(timbre, n, sr, cache)
     if timbre.formants:
         y = _formant_filter(y, vowel, sr) * np.float32(4.0)
     y *= np.float32(velocity)
@@ -758,13 +760,13 @@ class _Track:
         self.length = int((self.n_bars * self.bar_s + 3.0) * sample_rate)
 
     # timing -------------------------------------------------------------------------------
-    def time(self, bar: int, step: float, *, jitter: bool = True) -> float:
-        """Seconds at sixteenth ``step`` of ``bar``, with swing on the off-beat eighths."""
+    def time(self, bar: int, step: float) -> float:
+        """Seconds at sixteenth ``step`` of ``bar``: swing on the off-beat eighths, humanised timing."""
         beat, sub = divmod(step, 4.0)
         swung = 0.5 + self.swing / 6.0
         position = sub / 2.0 * swung if sub < 2.0 else swung + (sub - 2.0) / 2.0 * (1.0 - swung)
         t = (bar * self.beats + beat + position) * self.beat_s
-        return t + (float(self.rng.normal(0.0, self.humanise)) if jitter else 0.0)
+        return t + float(self.rng.normal(0.0, self.humanise))
 
     def chord(self, bar: int) -> Chord:
         return self.chords[(bar + self.bar0) % len(self.chords)]
@@ -861,6 +863,7 @@ class _Track:
         rng, notes, step_s = self.rng, [], self.beat_s / 4.0
         center = int(rng.integers(55, 66))
         arp_grid = int(rng.choice([2, 2, 1]))
+        skank = (2, 6, 10, 14) if rng.random() < 0.5 else (4, 12)  # every off-beat, or beats two and four
         for bar in range(self.n_bars):
             chord = self.chord(bar)
             voicing = self.voicing(chord, center)
@@ -868,9 +871,9 @@ class _Track:
             power = [root, root + 7, root + 12]
 
             def chord_at(step: float, length: float, tones: Sequence[int], velocity: float, strum: float = 0.0) -> None:
+                start = self.time(bar, step)
                 for k, midi in enumerate(tones):
-                    start = self.time(bar, step) + k * strum
-                    notes.append(_Note(start, length * step_s, midi, velocity * float(rng.uniform(0.85, 1.0))))
+                    notes.append(_Note(start + k * strum, length * step_s, midi, velocity * float(rng.uniform(0.85, 1.0))))
 
             if style == "pad":
                 chord_at(0, self.steps, voicing, 0.7)
@@ -919,8 +922,7 @@ class _Track:
                         continue
                     chord_at(i, 0.5, power[:2], 0.8)
             elif style == "skank":
-                offbeats = (2, 6, 10, 14) if rng.random() < 0.5 else (4, 12)
-                for step in offbeats:
+                for step in skank:
                     if step < self.steps:
                         chord_at(step, 0.7, [v + 12 for v in voicing], 0.8, strum=0.003)
             elif style == "bubble":

@@ -12,7 +12,6 @@ import contextlib
 import io
 import logging
 import multiprocessing
-import os
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from genretag.config import worker_count
 from genretag.contract import INPUT_NAME, OUTPUT_NAME, ModelContract, read_contract
 from genretag.errors import AudioError, GenretagError, RegistryError, ScoringError
 from genretag.spectrogram import PreprocessingSpec, to_model_input, waveform_to_images
@@ -243,8 +243,8 @@ def track_images(
     return waveform_to_images(decoded.waveform, spec, max_windows=max_windows, evenly_spaced=True)
 
 
-def _images_or_reason(path: str, spec: PreprocessingSpec, max_windows: int, silence_rms_dbfs: float) -> tuple[np.ndarray | None, str]:
-    """Worker-process entry: images, or the reason the file cannot be scored (never raises)."""
+def images_or_reason(*, path: str, spec: PreprocessingSpec, max_windows: int, silence_rms_dbfs: float) -> tuple[np.ndarray | None, str]:
+    """Worker entry (a process or a Dask task): images, or why the file cannot be scored (never raises)."""
     try:
         return track_images(path, spec, max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs), ""
     except AudioError as exc:
@@ -285,16 +285,6 @@ class _InlineExecutor(Executor):
         return future
 
 
-def worker_count(workers: int) -> int:
-    """``0`` means every core this process may use."""
-    if workers > 0:
-        return workers
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def _process_pool(workers: int) -> ProcessPoolExecutor:
     # forkserver: never fork a process that runs threads (Prefect, onnxruntime). The server
     # (one per process, reused by later pools) imports the decoding code once, librosa's
@@ -316,6 +306,7 @@ def score_files(
     workers: int = 0,
     silence_rms_dbfs: float = -60.0,
     parallel: bool = True,
+    executor: Executor | None = None,
 ) -> Iterator[ScoredTrack]:
     """Score ``(key, path)`` items; yield one ScoredTrack per item as soon as its batch ran.
 
@@ -323,6 +314,8 @@ def score_files(
     number of files in flight; windows of several tracks are pooled into batches of
     ``batch_size`` for the session. Bad files come back with ``error`` set, never raise.
     Results arrive in input order, except that a failure can overtake a pending batch.
+    ``executor`` replaces the local process pool (e.g. Prefect tasks on a Dask cluster);
+    the caller owns it.
     """
     spec = model.spec
     n_workers = worker_count(workers)
@@ -345,7 +338,9 @@ def score_files(
             offset += len(images)
 
     source = iter(items)
-    executor: Executor = _process_pool(n_workers) if parallel else _InlineExecutor()
+    own_executor = executor is None
+    if executor is None:
+        executor = _process_pool(n_workers) if parallel else _InlineExecutor()
 
     def refill() -> None:
         while len(pending) < in_flight_limit:
@@ -353,7 +348,9 @@ def score_files(
                 key, path = next(source)
             except StopIteration:
                 return
-            job = executor.submit(_images_or_reason, str(path), spec, max_windows, silence_rms_dbfs)
+            job = executor.submit(
+                images_or_reason, path=str(path), spec=spec, max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs
+            )
             pending.append((key, str(path), job))
 
     try:
@@ -377,4 +374,5 @@ def score_files(
                 yield from flush()
         yield from flush()
     finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+        if own_executor:
+            executor.shutdown(wait=True, cancel_futures=True)

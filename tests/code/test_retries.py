@@ -14,7 +14,7 @@ def guarded(point: str) -> str:
 
 @flow
 def drill(point: str):
-    return guarded(point, return_state=True)
+    return (guarded(point, return_state=True),)  # a tuple, so that a failed task does not fail the flow
 
 
 def _attempts(state) -> int:
@@ -26,14 +26,14 @@ def _attempts(state) -> int:
 
 def test_transient_fault_is_retried_until_it_clears(prefect_api, monkeypatch):
     monkeypatch.setenv("GENRETAG_FAULTS", "drill.transient=2")
-    state = drill("drill.transient")
+    (state,) = drill("drill.transient")
     assert state.is_completed() and state.result() == "done"
     assert _attempts(state) == 3
 
 
 def test_permanent_fault_fails_without_retrying(prefect_api, monkeypatch):
     monkeypatch.setenv("GENRETAG_FAULTS", "drill.permanent=permanent")
-    state = drill("drill.permanent")
+    (state,) = drill("drill.permanent")
     assert state.is_failed()
     with pytest.raises(PermanentFault, match="drill.permanent: injected permanent fault"):
         state.result()

@@ -213,3 +213,28 @@ def test_a_file_that_stays_unreadable_after_the_retries_is_recorded_and_the_rest
         errors = catalog.read("catalog_errors")
         assert list(catalog.read()["track_id"]) == ["b"]
     assert errors["sha256"].str.startswith("unreadable:").all()
+
+
+def test_decoding_on_a_dask_cluster_gives_the_same_tags(
+    prefect_api: None, root: Path, models: dict[str, Path], tmp_path: Path
+) -> None:
+    from distributed import LocalCluster
+
+    folder = tmp_path / "catalog"
+    make_good_files(folder)
+    make_bad_files(folder)
+    local_url = f"sqlite:///{tmp_path / 'local.db'}"
+    dask_url = f"sqlite:///{tmp_path / 'dask.db'}"
+    local = tag_catalog_flow(str(folder), model=str(models["1"]), database_url=local_url)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        make_root(root, workers=2, batch_size=8, commit_every=2, max_windows=4, dask_address=cluster.scheduler_address)
+        distributed = tag_catalog_flow(str(folder), model=str(models["1"]), database_url=dask_url)
+
+    assert local["tagged"] == len(GOOD) and local["failed"] > 0
+    assert (distributed["tagged"], distributed["failed"]) == (local["tagged"], local["failed"])
+    columns = ["track_id", "genre", "confidence", "windows_scored", "probabilities"]
+    with Catalog(local_url) as one, Catalog(dask_url) as other:
+        expected = one.read().sort_values("track_id")[columns].reset_index(drop=True)
+        got = other.read().sort_values("track_id")[columns].reset_index(drop=True)
+        assert sorted(one.read("catalog_errors")["reason"]) == sorted(other.read("catalog_errors")["reason"])
+    pd.testing.assert_frame_equal(got, expected)
