@@ -89,11 +89,12 @@ def materialise_source(params: Params, *, layout: Layout) -> Path:
 
 
 def _demo_corpus(params: Params, *, layout: Layout) -> Path:
-    """Synthesise the demo corpus once per (size, seed, rate) under data/demo-corpus."""
-    from genretag.demo import synthesize_corpus
+    """Synthesise the demo corpus once per (synthesis version, size, seed, rate) under data/demo-corpus."""
+    from genretag.demo import CORPUS_VERSION, synthesize_corpus
 
     folder = layout.root / "data" / "demo-corpus"
     recipe = {
+        "corpus_version": CORPUS_VERSION,
         "genres": list(params.genres),
         "tracks_per_genre": params.ingest.demo_tracks_per_genre,
         "seed": params.ingest.demo_seed,

@@ -95,7 +95,7 @@ SINGLE_STATISTICS = ("rms", "centroid", "rolloff", "zcr", "tempo")
 @pytest.fixture(scope="module")
 def dataset() -> dict[str, np.ndarray]:
     """Per-track features of 6 eight-second tracks per genre: the single statistics and a richer set."""
-    librosa = pytest.importorskip("librosa")
+    import librosa
     rows, labels, tracks = [], [], []
     mel_basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=2048, n_mels=64)
     for label, genre in enumerate(GTZAN_GENRES):
@@ -134,7 +134,7 @@ def test_every_genre_gives_finite_non_silent_audio_in_range(dataset: dict[str, n
     assert tracks.dtype == np.float32 and tracks.shape == (len(GTZAN_GENRES) * TRACKS_PER_GENRE, int(SECONDS * SAMPLE_RATE))
     assert np.isfinite(tracks).all()
     peaks = np.abs(tracks).max(axis=1)
-    assert (peaks <= 1.0).all() and (peaks >= 0.3 - 1e-6).all()
+    assert (peaks >= 0.3 - 1e-6).all() and (peaks <= 0.9 + 1e-6).all()  # peak-normalised to a per-track level
     rms_dbfs = 20 * np.log10(np.sqrt(np.mean(np.square(tracks, dtype=np.float64), axis=1)))
     assert (rms_dbfs > -40).all()  # far above the pipeline's silence threshold (-60 dBFS)
     # every second of every track has sound in it, not just a loud moment
