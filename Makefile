@@ -10,13 +10,14 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --upgrade >/dev/null
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
 	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
 demo: $(STAMP)  ## dvc repro on the built-in (synthetic) demo corpus, end to end
-	dvc repro
+	python -m flows.server dvc repro  # one Prefect server for every stage
 	dvc metrics show
 
 test: $(STAMP)  ## the whole test suite

@@ -13,7 +13,6 @@ Runs unchanged on a GPU (mixed precision and XLA from params.yaml train, or the 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time

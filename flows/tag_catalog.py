@@ -30,7 +30,7 @@ from genretag.catalog import (
     write_results,
 )
 from genretag.config import Params
-from genretag.scoring import ScoredTrack, ScoringModel, images_or_reason, open_model, resolve_model, score_files
+from genretag.scoring import ScoredTrack, ScoringModel, open_model, resolve_model, score_files
 from genretag.tracking import tracking_uri
 
 HASH_CHUNK = 256  # files per hashing task: a transient failure re-reads at most this many

@@ -996,7 +996,7 @@ class _Track:
     # mix ----------------------------------------------------------------------------------
     def render(self) -> np.ndarray:
         """Drums, bass, comping and melody, each balanced by RMS at its level, then mastered."""
-        rng, r, sr = self.rng, self.recipe, self.sr
+        rng, r = self.rng, self.recipe
         u = lambda x: float(rng.uniform(*x))  # noqa: E731
         levels = [10.0 ** (u(x) / 20.0) for x in r.mix_db]
         drive = u(r.drive)

@@ -56,6 +56,11 @@ def run(root: Path, *command: str, check: bool = True) -> subprocess.CompletedPr
     return result
 
 
+def repro(root: Path) -> subprocess.CompletedProcess:
+    """`dvc repro` with one Prefect server for all its stages, as `make demo` runs it."""
+    return run(root, sys.executable, "-m", "flows.server", "dvc", "repro")
+
+
 def stages_run(repro_output: str) -> set[str]:
     return set(re.findall(r"Running stage '([\w-]+)'", repro_output))
 
@@ -85,6 +90,6 @@ def make_project(tmp_path_factory) -> Callable[[str], Path]:
 def pipeline_project(make_project) -> Path:
     """The tiny project after one full `dvc repro` (shared by the pipeline tests)."""
     root = make_project("pipeline")
-    result = run(root, "dvc", "repro")
+    result = repro(root)
     assert stages_run(result.stdout) == {"ingest", "validate", "split", "spectrograms", "train", "evaluate", "export", "register"}
     return root

@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
@@ -25,34 +21,18 @@ from uuid import UUID
 import pytest
 import sqlalchemy as sa
 
+from flows.server import prefect_server as prefect_server_process
+from flows.server import stop
 from tests.conftest import tone, write_audio
 from tests.pipeline.conftest import project_env, run, set_params
 
 pytestmark = pytest.mark.slow
 
-SERVER_STARTUP_S = 180
 RETRAIN_TIMEOUT_S = 1500
 CATALOG_TRACKS = 3
 
 
 # ------------------------------------------------------------------------------------- helpers
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """Stop a process this module started (and its children, in its own session)."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
 
 
 def _tail(path: Path, chars: int = 4000) -> str:
@@ -138,33 +118,9 @@ def run_stage(root: Path, url: str, stage: str, **extra: str) -> tuple[int, str]
 def prefect_server(tmp_path_factory) -> Iterator[str]:
     """`prefect server start` on a free port with its own PREFECT_HOME (SQLite); yields the API URL."""
     home = tmp_path_factory.mktemp("prefect-server-home")
-    port = _free_port()
-    env = dict(os.environ, PREFECT_HOME=str(home))
-    env.pop("PREFECT_API_URL", None)
-    log_path = home / "server.log"
-    prefect = Path(sys.executable).parent / "prefect"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port),
-             "--no-scheduler", "--no-ui", "--analytics-off"],  # no scheduler: no cron run fires mid-test
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + SERVER_STARTUP_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"prefect server exited ({process.returncode}):\n{_tail(log_path)}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            if time.monotonic() > deadline:
-                pytest.fail(f"prefect server not healthy after {SERVER_STARTUP_S} s:\n{_tail(log_path)}")
-            time.sleep(1)
+    # no scheduler: no cron run fires mid-test
+    with prefect_server_process(home=home, scheduler=False, log_path=home / "server.log") as url:
         yield url
-    finally:
-        _stop(process)
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +161,7 @@ def served(prefect_server, workspace) -> Iterator[str]:
         time.sleep(3)  # the runner polls for runs right after registering
         yield prefect_server
     finally:
-        _stop(process)
+        stop(process)
         print(f"--- serve log ---\n{_tail(log_path, 3000)}")
 
 
