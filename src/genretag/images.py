@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
+import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from threadpoolctl import threadpool_limits
 
 from genretag import audio
 from genretag.atomic import atomic_path, write_json
@@ -35,9 +37,21 @@ def clip_key(*, content_sha256: str, clip_index: int, spec: PreprocessingSpec) -
     return hashlib.sha256(f"{content_sha256}|{clip_index}|{spec.to_json()}".encode()).hexdigest()[:20]
 
 
+def png_bytes(image: np.ndarray) -> bytes:
+    """An 8-bit RGB PNG (no row filter, zlib level 1): several times faster than Pillow's encoder."""
+    height, width, _ = image.shape
+    rows = np.concatenate([np.zeros((height, 1), dtype=np.uint8), image.reshape(height, width * 3)], axis=1)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)) + chunk(b"IEND", b"")
+
+
 def write_png(path: Path, image: np.ndarray) -> None:
     with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG", compress_level=1)
+        tmp.write_bytes(png_bytes(image))
 
 
 def render_track(job: TrackJob, *, spec: PreprocessingSpec, root: Path) -> list[str]:
@@ -87,12 +101,17 @@ def render_all(
 ) -> int:
     """Render ``jobs`` on ``workers`` processes; returns the number of images written."""
     written = 0
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread_per_worker) as pool:
         for paths in pool.map(_render_job, ((job, spec, root) for job in jobs), chunksize=4):
             written += len(paths)
             if progress:
                 progress(len(paths))
     return written
+
+
+def _one_thread_per_worker() -> None:
+    """One BLAS thread per worker process: the workers already use every core."""
+    threadpool_limits(1)
 
 
 def _render_job(args: tuple[TrackJob, PreprocessingSpec, Path]) -> list[str]:
