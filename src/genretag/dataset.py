@@ -196,7 +196,7 @@ def ingest(
     again. WAVs in data/raw that no longer come from any source are removed.
     """
     root, raw_dir = layout.root, layout.raw_dir
-    previous = pd.read_csv(layout.manifest, dtype=str, keep_default_na=False) if layout.manifest.is_file() else pd.DataFrame(columns=MANIFEST_COLUMNS)
+    previous = read_table(layout.manifest) if layout.manifest.is_file() else pd.DataFrame(columns=MANIFEST_COLUMNS)
     reusable = _reusable(previous, root=root, sample_rate=sample_rate)
     rows: dict[str, dict] = {}
     todo: list[SourceFile] = []

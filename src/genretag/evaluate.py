@@ -23,6 +23,7 @@ import genretag  # noqa: F401  - offline/quiet environment before TensorFlow loa
 from genretag.atomic import write_csv, write_json, write_text
 from genretag.config import Layout, Params
 from genretag.errors import ConfigError, TrainingDataError
+from genretag.export import git_commit
 from genretag.models import EXPERIMENTS, architecture
 from genretag.train import (
     TrainOutputs,
@@ -352,16 +353,16 @@ def _log_to_mlflow(params: Params, paths: Layout, *, training: dict, metrics: di
 # --------------------------------------------------------------------------- experiments table
 
 
-def git_commit(root: Path) -> str:
+def commit_label(root: Path) -> str:
     """HEAD's short hash (with ``+dirty`` for local changes), or "" outside a repository."""
+    commit = git_commit(root)
+    if commit == "unknown":
+        return ""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return ""
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=30)
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return ""
+    return commit[:12] + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def config_key(config: dict[str, Any]) -> str:
@@ -417,7 +418,7 @@ def experiment_row(params: Params, *, training: dict, metrics: dict, model, root
         "xla": train_params["xla"],
         "mlflow_run_id": training.get("mlflow_run_id", ""),
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git_commit": git_commit(root),
+        "git_commit": commit_label(root),
     }
 
 

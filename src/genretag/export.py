@@ -32,13 +32,13 @@ from typing import Any
 
 import numpy as np
 import onnx
-import pandas as pd
 import yaml
 from PIL import Image
 
 from genretag.atomic import atomic_open
 from genretag.config import Layout, Params, preprocessing_spec
 from genretag.contract import INPUT_NAME, OUTPUT_NAME, ModelContract, write_contract
+from genretag.dataset import read_table
 from genretag.errors import ExportError
 from genretag.spectrogram import PreprocessingSpec, to_model_input
 
@@ -143,7 +143,7 @@ def load_test_images(paths: Layout, *, image_size: tuple[int, int]) -> TestImage
     """The ``split == test`` rows of data/clips.csv, their PNGs loaded as uint8 RGB."""
     if not paths.clips.is_file():
         raise ExportError(f"{paths.clips}: no such file (run the split stage)")
-    clips = pd.read_csv(paths.clips, dtype=str, keep_default_na=False)
+    clips = read_table(paths.clips)
     missing = {"clip_id", "genre", "split", "image"} - set(clips.columns)
     if missing:
         raise ExportError(f"{paths.clips}: lacks column(s) {', '.join(sorted(missing))}")

@@ -39,7 +39,7 @@ from great_expectations.data_context.types.base import (
 from genretag import audio
 from genretag.atomic import replace_dir, write_csv, write_json
 from genretag.config import Layout, Params
-from genretag.dataset import MANIFEST_COLUMNS  # the manifest contract lives with ingest
+from genretag.dataset import MANIFEST_COLUMNS, read_table  # the manifest contract lives with ingest
 from genretag.errors import ValidationFailed
 
 NUMERIC_COLUMNS: tuple[str, ...] = ("original_sample_rate", "channels", "duration_s", "rms_dbfs", "peak", "nonfinite_samples")
@@ -249,7 +249,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ValidationFailed(f"{path}: no manifest; run the ingest stage first")
-    manifest = pd.read_csv(path, dtype=str, keep_default_na=False)
+    manifest = read_table(path)
     missing = [column for column in MANIFEST_COLUMNS if column not in manifest.columns]
     if missing:
         raise ValidationFailed(f"{path}: manifest lacks column(s) {', '.join(missing)}")
