@@ -143,18 +143,24 @@ def _relative(path: Path, root: Path) -> str:
         return str(path.resolve())
 
 
-def ingest_file(source: SourceFile, *, root: Path, raw_dir: Path, sample_rate: int) -> dict[str, object]:
-    """Decode one file into ``raw_dir/<genre>/<track_id>.wav``; return its manifest row.
-
-    An undecodable file gives a row with ``error`` set and no WAV (validation quarantines it).
-    """
+def _row(source: SourceFile, *, root: Path, **values: object) -> dict[str, object]:
+    """A manifest row for ``source``; columns not given are empty."""
     row: dict[str, object] = {column: "" for column in MANIFEST_COLUMNS}
-    row.update(track_id=source.track_id, genre=source.genre, source_path=_relative(source.path, root))
+    row.update(track_id=source.track_id, genre=source.genre, source_path=_relative(source.path, root), **values)
+    return row
+
+
+def ingest_file(source: SourceFile, *, sha256: str, root: Path, raw_dir: Path, sample_rate: int) -> dict[str, object]:
+    """Decode one file (whose bytes hash to ``sha256``) into ``raw_dir/<genre>/<track_id>.wav``.
+
+    Returns its manifest row; an undecodable file gives a row with ``error`` set and no WAV
+    (validation quarantines it).
+    """
+    row = _row(source, root=root, sha256=sha256)
     try:
-        row["sha256"] = audio.file_sha256(source.path)
         decoded = audio.decode(source.path, sample_rate=sample_rate)
-    except (AudioError, OSError) as exc:
-        row["error"] = exc.reason if isinstance(exc, AudioError) else f"cannot read: {exc}"
+    except AudioError as exc:
+        row["error"] = exc.reason
         return row
     pcm = audio.to_pcm16(decoded.waveform)
     target = raw_dir / source.genre / f"{source.track_id}.wav"
@@ -199,17 +205,22 @@ def ingest(
     previous = read_table(layout.manifest) if layout.manifest.is_file() else pd.DataFrame(columns=MANIFEST_COLUMNS)
     reusable = _reusable(previous, root=root, sample_rate=sample_rate)
     rows: dict[str, dict] = {}
-    todo: list[SourceFile] = []
+    todo: list[tuple[SourceFile, str]] = []
     for source in sources:
-        key = (_relative(source.path, root), audio.file_sha256(source.path))
-        if key in reusable and reusable[key]["track_id"] == source.track_id:
-            rows[source.track_id] = reusable[key]
-            if progress:
-                progress(1)
+        try:
+            sha256 = audio.file_sha256(source.path)
+        except OSError as exc:
+            rows[source.track_id] = _row(source, root=root, error=f"cannot read: {exc}")
         else:
-            todo.append(source)
+            key = (_relative(source.path, root), sha256)
+            if key not in reusable or reusable[key]["track_id"] != source.track_id:
+                todo.append((source, sha256))
+                continue
+            rows[source.track_id] = reusable[key]
+        if progress:
+            progress(1)
     with ProcessPoolExecutor(max_workers=worker_count(workers)) as pool:
-        futures = [pool.submit(ingest_file, s, root=root, raw_dir=raw_dir, sample_rate=sample_rate) for s in todo]
+        futures = [pool.submit(ingest_file, s, sha256=sha, root=root, raw_dir=raw_dir, sample_rate=sample_rate) for s, sha in todo]
         for future in futures:
             row = future.result()
             rows[str(row["track_id"])] = row
