@@ -1,42 +1,47 @@
 #!/usr/bin/env bash
-# GPU check of catalog scoring, for a lent GPU machine (H100) that cannot reach any registry.
+# GPU check for a lent GPU machine that cannot reach any package registry.
 #
-# Exit 0 only when onnxruntime really runs the model on CUDAExecutionProvider (read back from
-# the session, not from get_available_providers()); prints clips/s for batch sizes
-# 64..1024 and times a short Keras training run on the GPU.
+# Exits 0 only when onnxruntime really runs the model on CUDAExecutionProvider (read back
+# from the session, not from get_available_providers()). It prints, for every model given:
+# onnxruntime clips/s per batch size on CUDA against the CPU provider on the same machine
+# and batches; then end-to-end catalog tagging of synthetic tracks; then seconds per step
+# of a short Keras training run of the same architecture on the GPU.
 #
-# Prepare on a machine with internet, in the repository root (the GPU box's Python decides
-# the wheels: `python3 -V` there; the lent H100 image has Python 3.12 with PyTorch, JAX and
-# CUDA 13 libraries, no TensorFlow, no onnxruntime-gpu):
+# Prepare here (internet through the package registries), in the repository root:
 #
-#   # the whole stack (a full venv, several GB):
-#   pip download -r requirements.lock -d wheels
-#   # or just what this check needs, for Python 3.12 on x86-64 Linux:
-#   pip download -d wheels --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
-#       "onnxruntime-gpu[cuda,cudnn]==1.31.1" keras==3.15.1 pydantic pyyaml soundfile
-#   # the model to time (needs TensorFlow, so here, not there):
-#   python bench/score.py export-model --out bench/results/bench-model.onnx
+#   python bench/score.py export-model --out bench/results/bench-model-64.onnx  --image-size 64 64
+#   python bench/score.py export-model --out bench/results/bench-model-128.onnx --image-size 128 128
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 ... -d .whl \
+#       keras namex optree pydantic pydantic-core annotated-types typing-inspection typing-extensions \
+#       soundfile cffi pycparser sqlalchemy greenlet          # versions from requirements.lock
+#   # onnxruntime-gpu's wheel (255 MB) is too big for one transfer: carry it unpacked and
+#   # re-compressed (tar.xz of onnxruntime/ + its dist-info) in parts, joined on the machine.
 #
-# Then carry wheels/ and bench/results/ to the GPU machine and run, from the repository root:
+# The lent H100 image has Python 3.12 with numpy, onnx, Pillow, pandas, JAX and the CUDA 13
+# libraries (pip's nvidia-* packages), but no TensorFlow and no onnxruntime-gpu: training is
+# timed with the same Keras model on the JAX backend.
 #
-#   bash bench/gpu_check.sh                       # WHEELS=wheels MODEL=bench/results/bench-model.onnx
-#   DRY_RUN=1 bash bench/gpu_check.sh             # on a CPU machine: exercises the script, exits 0
+#   WHEELS=.whl ORT_TARBALL=/tmp/ort.tar.xz MODELS="bench/results/bench-model-64.onnx ..." bash bench/gpu_check.sh
+#   DRY_RUN=1 bash bench/gpu_check.sh      # on a CPU machine: exercises the script, exits 0
 #
-# Size warning: onnxruntime-gpu's wheel alone is ~300 MB (the CUDA libraries more), so it does
-# not fit a 64 MiB working-tree transfer; use a machine image or a copy that holds it.
-#
-# Environment: WHEELS (wheel folder), VENV (where to build the venv), MODEL (.onnx to time),
-# PYTHON (interpreter, default python3), BATCH_SIZES, TRAIN_STEPS, OUT (results folder).
+# Environment: WHEELS (folder of wheels, installed with --no-deps), ORT_TARBALL (unpacked
+# onnxruntime-gpu), SITE (install target), MODELS (.onnx files to time), PYTHON, BATCH_SIZES,
+# TRACKS (tracks to tag end to end), TRAIN_STEPS, OUT (results folder).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-WHEELS=${WHEELS:-wheels}
-VENV=${VENV:-${TMPDIR:-/tmp}/genretag-gpu-venv}
-MODEL=${MODEL:-bench/results/bench-model.onnx}
+WHEELS=${WHEELS:-.whl}
+ORT_TARBALL=${ORT_TARBALL:-}
+SITE=${SITE:-${TMPDIR:-/tmp}/genretag-gpu-site}
+MODELS=${MODELS:-bench/results/bench-model.onnx}
 PYTHON=${PYTHON:-python3}
 DRY_RUN=${DRY_RUN:-0}
-if [ "$DRY_RUN" = 1 ]; then BATCH_SIZES=${BATCH_SIZES:-8,16}; else BATCH_SIZES=${BATCH_SIZES:-64,128,256,512,1024}; fi
-TRAIN_STEPS=${TRAIN_STEPS:-30}
+if [ "$DRY_RUN" = 1 ]; then
+    BATCH_SIZES=${BATCH_SIZES:-8,16}; TRACKS=${TRACKS:-4}; TRAIN_STEPS=${TRAIN_STEPS:-2}; TRAIN_BATCH=8; CLIPS=64
+else
+    BATCH_SIZES=${BATCH_SIZES:-64,256,1024}; TRACKS=${TRACKS:-200}; TRAIN_STEPS=${TRAIN_STEPS:-40}; TRAIN_BATCH=64; CLIPS=8192
+fi
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 
 say() { printf '\n== %s\n' "$*"; }
 fail() { printf 'FAIL: %s\n' "$1" >&2; exit "${2:-1}"; }
@@ -44,75 +49,67 @@ fail() { printf 'FAIL: %s\n' "$1" >&2; exit "${2:-1}"; }
 say "machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null \
     || { [ "$DRY_RUN" = 1 ] || fail "nvidia-smi finds no GPU" 2; echo "no GPU (dry run)"; }
+echo "cpus: $(nproc)"
 
 say "python environment"
-if [ -d "$WHEELS" ] && ls "$WHEELS"/*.whl >/dev/null 2>&1; then
-    if [ ! -x "$VENV/bin/python" ]; then
-        # --system-site-packages: reuse the image's numpy, onnx and CUDA 13 libraries (nvidia-*)
-        "$PYTHON" -m venv --system-site-packages "$VENV"
+PY=$PYTHON
+if ls "$WHEELS"/*.whl >/dev/null 2>&1 || [ -n "$ORT_TARBALL" ]; then
+    mkdir -p "$SITE"
+    if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+        "$PY" -m pip install --quiet --no-index --no-deps --no-compile --upgrade --target "$SITE" "$WHEELS"/*.whl \
+            || fail "pip could not install the wheels in $WHEELS for $("$PY" -V)" 2
     fi
-    PY="$VENV/bin/python"
-    if [ -f "$WHEELS/requirements.txt" ]; then
-        "$PY" -m pip install --quiet --no-index --find-links "$WHEELS" -r "$WHEELS/requirements.txt"
-    else
-        # the packages this check needs, at the versions of requirements.lock where it pins them
-        pins=()
-        for name in onnxruntime-gpu keras pydantic pyyaml soundfile; do
-            pin=$(grep -iE "^${name}==" requirements.lock | head -n 1 || true)
-            pins+=("${pin:-$name}")
-        done
-        pins[0]="${pins[0]/onnxruntime-gpu/onnxruntime-gpu[cuda,cudnn]}"
-        "$PY" -m pip install --quiet --no-index --find-links "$WHEELS" "${pins[@]}" \
-            || fail "pip could not install ${pins[*]} from $WHEELS (download them for this Python: $("$PY" -V))"
+    if [ -n "$ORT_TARBALL" ]; then
+        "$PY" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter="data")' "$ORT_TARBALL" "$SITE" \
+            || fail "cannot unpack $ORT_TARBALL" 2
     fi
-elif [ -x .venv/bin/python ] && .venv/bin/python -c "import onnxruntime" 2>/dev/null; then
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+elif [ -x .venv/bin/python ]; then
     PY=.venv/bin/python
-else
-    PY="$PYTHON"
-    echo "no $WHEELS/ with wheels: using $("$PY" -V 2>&1) as it is"
 fi
-export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD/src:$PWD"
 
 # pip's CUDA 13 libraries (nvidia/cu13/lib, nvidia/cudnn/lib) where onnxruntime.preload_dlls() may miss them
-nvidia_libs=$("$PY" - <<'EOF' 2>/dev/null || true
+nvidia_libs=$("$PY" - <<'PYEOF' 2>/dev/null || true
 import glob, os, site
 dirs = []
 for base in site.getsitepackages():
     dirs += glob.glob(os.path.join(base, "nvidia", "cu13", "lib")) + glob.glob(os.path.join(base, "nvidia", "*", "lib"))
 print(":".join(dict.fromkeys(dirs)))
-EOF
+PYEOF
 )
 [ -n "$nvidia_libs" ] && export LD_LIBRARY_PATH="$nvidia_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
-"$PY" - <<'EOF' || fail "the Python environment lacks what scoring needs" 2
-import onnxruntime as ort, numpy, onnx, PIL
-print("python", __import__("sys").version.split()[0], "| onnxruntime", ort.__version__, "| providers listed:", ort.get_available_providers())
-EOF
-
-say "model"
-if [ ! -f "$MODEL" ]; then
-    "$PY" -c "import tensorflow, tf2onnx" 2>/dev/null \
-        || fail "$MODEL is missing and TensorFlow is not here to export one: run 'python bench/score.py export-model --out $MODEL' beforehand and carry it" 2
-    "$PY" bench/score.py export-model --out "$MODEL"
+if ! "$PY" -c "import tensorflow" 2>/dev/null && "$PY" -c "import jax" 2>/dev/null; then
+    export KERAS_BACKEND=${KERAS_BACKEND:-jax}  # no TensorFlow here: the same Keras model on JAX
 fi
-ls -l "$MODEL"
+"$PY" - <<'PYEOF' || fail "the Python environment lacks what scoring needs" 2
+import sys, onnxruntime as ort, keras
+print("python", sys.version.split()[0], "| onnxruntime", ort.__version__, ort.__file__,
+      "| keras", keras.__version__, keras.backend.backend(), "| providers listed:", ort.get_available_providers())
+PYEOF
 
-say "onnxruntime on CUDA: clips/s per batch size"
-gpu_args=(gpu --model "$MODEL" --batch-sizes "$BATCH_SIZES")
-if [ "$DRY_RUN" = 1 ]; then gpu_args+=(--allow-cpu --clips 256); fi
-"$PY" bench/score.py "${gpu_args[@]}" || fail "onnxruntime is not running on CUDAExecutionProvider (see the reason above)" 3
+status=0
+for model in $MODELS; do
+    [ -f "$model" ] || fail "$model is missing: export it beforehand (python bench/score.py export-model, needs TensorFlow) and carry it" 2
+    say "onnxruntime: $model"
+    gpu_args=(gpu --model "$model" --batch-sizes "$BATCH_SIZES" --clips "$CLIPS")
+    if [ "$DRY_RUN" = 1 ]; then gpu_args+=(--allow-cpu); fi
+    "$PY" bench/score.py "${gpu_args[@]}" || { echo "FAIL: onnxruntime is not running on CUDAExecutionProvider (see the reason above)" >&2; status=3; }
+done
 
-say "Keras training on the GPU"
-if "$PY" -c "import keras" 2>/dev/null; then
-    if ! "$PY" -c "import tensorflow" 2>/dev/null && "$PY" -c "import jax" 2>/dev/null; then
-        export KERAS_BACKEND=${KERAS_BACKEND:-jax}  # no TensorFlow here: the same Keras model on JAX
-    fi
-    train_args=(train --steps "$TRAIN_STEPS")
-    if [ "$DRY_RUN" = 1 ]; then train_args=(train --steps 2 --batch-size 8); else train_args+=(--require-gpu); fi
-    "$PY" bench/score.py "${train_args[@]}" || fail "Keras training did not run on the GPU" 4
-else
-    echo "keras is not installed: carry keras (and its small dependencies) in $WHEELS to time training" >&2
-    [ "$DRY_RUN" = 1 ] || exit 4
-fi
+last_model=${MODELS##* }
+say "end-to-end catalog tagging: $TRACKS synthetic 30-s tracks, $last_model"
+"$PY" bench/score.py e2e --model "$last_model" --tracks "$TRACKS" --max-windows 0 --batch-size 1024 \
+    --workers "$(( $(nproc) > 1 ? $(nproc) - 1 : 1 ))" || status=5
 
+say "Keras training ($KERAS_BACKEND backend)"
+for model in $MODELS; do
+    size=$("$PY" -c 'import sys; from genretag.contract import read_contract; print(*read_contract(sys.argv[1]).preprocessing.image_size)' "$model")
+    train_args=(train --steps "$TRAIN_STEPS" --batch-size "$TRAIN_BATCH" --image-size $size)
+    if [ "$DRY_RUN" != 1 ]; then train_args+=(--require-gpu); fi
+    "$PY" bench/score.py "${train_args[@]}" || { echo "FAIL: Keras training did not run on the GPU" >&2; status=4; }
+done
+
+if [ "$status" != 0 ]; then fail "see above" "$status"; fi
 if [ "$DRY_RUN" = 1 ]; then say "DRY RUN OK: the script works; nothing ran on a GPU"; else say "OK: scoring runs on CUDA"; fi

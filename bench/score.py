@@ -64,6 +64,13 @@ def table(rows: list[tuple], header: tuple) -> str:
     return "\n".join(lines)
 
 
+def with_image_size(params, image_size: list[int] | None):
+    """params.yaml with the spectrogram image size overridden (the paper's 128 128, say)."""
+    if not image_size:
+        return params
+    return params.model_copy(update={"spectrogram": params.spectrogram.model_copy(update={"image_size": tuple(image_size)})})
+
+
 def synth_tracks(folder: Path, *, count: int, seconds: float, sample_rate: int = 22050, seed: int = 2021) -> list[Path]:
     """Deterministic pseudo-music: a few harmonic notes, a beat and noise, different per track."""
     import soundfile as sf
@@ -155,10 +162,14 @@ def run_e2e(args: argparse.Namespace) -> int:
     else:
         folder = work / "tracks"
         synth_tracks(folder, count=args.tracks, seconds=args.seconds, sample_rate=params.audio.sample_rate)
-    image_size = tuple(params.spectrogram.image_size)
-    keras_model, architecture = build_keras(args.experiment, image_size=image_size, n_classes=len(params.genres))
-    onnx_path = Path(args.model) if args.model else export_onnx(keras_model, work / "model.onnx", params=params, version="bench")
-    model = open_model(onnx_path)
+    if args.model:  # Keras, for the engine comparison, at the given model's image size
+        model = open_model(args.model)
+        image_size = tuple(model.spec.image_size)
+        keras_model, architecture = build_keras(args.experiment, image_size=image_size, n_classes=len(model.labels))
+    else:
+        image_size = tuple(params.spectrogram.image_size)
+        keras_model, architecture = build_keras(args.experiment, image_size=image_size, n_classes=len(params.genres))
+        model = open_model(export_onnx(keras_model, work / "model.onnx", params=params, version="bench"))
     windows = params.score.max_windows if args.max_windows is None else args.max_windows
     batch_size = args.batch_size or params.score.batch_size
 
@@ -210,7 +221,7 @@ def run_e2e(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from genretag.config import load_params
 
-    params = load_params(ROOT / "params.yaml")
+    params = with_image_size(load_params(ROOT / "params.yaml"), args.image_size)
     keras_model, architecture = build_keras(args.experiment, image_size=tuple(params.spectrogram.image_size), n_classes=len(params.genres))
     out = export_onnx(keras_model, Path(args.out), params=params, version=f"bench-{architecture}")
     print(f"wrote {out} ({architecture}, {out.stat().st_size / 1e6:.1f} MB)")
@@ -218,7 +229,10 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_gpu(args: argparse.Namespace) -> int:
-    """onnxruntime clips/s per batch size; exit 3 unless CUDA really runs (``--allow-cpu``: dry run)."""
+    """onnxruntime clips/s per batch size, against the CPU provider on the same machine and batches.
+
+    Exit 3 unless CUDA really runs (``--allow-cpu``: dry run on a CPU machine).
+    """
     from genretag.errors import ScoringError
     from genretag.scoring import CUDA, open_model
 
@@ -227,29 +241,36 @@ def run_gpu(args: argparse.Namespace) -> int:
     except ScoringError as exc:
         print(f"FAIL: {exc}", file=sys.stderr)
         return 3
-    print(f"provider {model.provider} (session providers {model.session.get_providers()})")
     height, width = model.spec.image_size
     rng = np.random.default_rng(0)
+    sizes = [int(b) for b in args.batch_sizes.split(",")]
+    batches = {size: rng.random((size, height, width, 3), dtype=np.float32) for size in sizes}
+    fast = {size: clips_per_second(lambda b: model.predict(b, batch_size=len(b)), [batches[size]],
+                                   repeats=max(2, args.clips // size)) for size in sizes}
+    fast_out = {size: model.predict(batches[size]) for size in sizes}
+    # The CPU session is opened only after every CUDA run: with a CPU session beside it, the CUDA
+    # session of the 128x128 model failed in cuDNN (MaxPool, CUDNN_STATUS_NOT_SUPPORTED) on an H100.
+    baseline = open_model(args.model, prefer_gpu=False)
+    print(f"provider {model.provider} (session providers {model.session.get_providers()}); baseline {baseline.provider}")
     rows, numbers = [], {}
-    for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
-        batch = rng.random((batch_size, height, width, 3), dtype=np.float32)
-        repeats = max(2, args.clips // batch_size)
-        cps = clips_per_second(lambda b: model.predict(b, batch_size=len(b)), [batch], repeats=repeats)
-        rows.append((batch_size, repeats, f"{cps:.0f}"))
-        numbers[str(batch_size)] = cps
-    print(table(rows, ("batch", "runs", "clips/s")))
-    path = save("gpu", {"provider": model.provider, "image_size": [height, width], "model": str(args.model), "clips_per_second": numbers})
+    for size in sizes:
+        cpu_cps = clips_per_second(lambda b: baseline.predict(b, batch_size=len(b)), [batches[size]], repeats=1)
+        diff = float(np.abs(fast_out[size] - baseline.predict(batches[size])).max())
+        rows.append((size, f"{fast[size]:.0f}", f"{cpu_cps:.0f}", f"{fast[size] / cpu_cps:.1f}x", f"{diff:.1e}"))
+        numbers[str(size)] = {"clips_per_second": fast[size], "cpu_clips_per_second": cpu_cps, "max_abs_diff_vs_cpu": diff}
+    print(table(rows, ("batch", f"{model.provider} clips/s", "CPU clips/s", "ratio", "max |diff|")))
+    path = save("gpu", {"provider": model.provider, "image_size": [height, width], "model": str(args.model), "batches": numbers})
     print(f"wrote {path}")
     return 0 if model.provider == CUDA or args.allow_cpu else 3
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Seconds per step of a short Keras fit of the configured experiment on random images."""
+    """Seconds per step of a short Keras fit of the configured experiment on random images (last epoch)."""
     import keras
 
     from genretag.config import load_params
 
-    params = load_params(ROOT / "params.yaml")
+    params = with_image_size(load_params(ROOT / "params.yaml"), args.image_size)
     image_size = tuple(params.spectrogram.image_size)
     model, architecture = build_keras(args.experiment, image_size=image_size, n_classes=len(params.genres))
     rng = np.random.default_rng(0)
@@ -257,15 +278,24 @@ def run_train(args: argparse.Namespace) -> int:
     x = rng.random((n, *image_size, 3), dtype=np.float32)
     y = keras.utils.to_categorical(rng.integers(0, len(params.genres), n), len(params.genres))
     devices = _keras_devices()
-    model.fit(x[: args.batch_size * 2], y[: args.batch_size * 2], batch_size=args.batch_size, epochs=1, verbose=0)  # compile
-    started = time.perf_counter()
-    model.fit(x, y, batch_size=args.batch_size, epochs=1, verbose=0)
-    seconds = time.perf_counter() - started
-    print(table([(architecture, keras.backend.backend(), ",".join(devices) or "?", args.batch_size, args.steps,
-                  f"{seconds:.2f}", f"{seconds / args.steps * 1000:.1f}", f"{n / seconds:.0f}")],
-                ("model", "backend", "devices", "batch", "steps", "seconds", "ms/step", "clips/s")))
-    path = save("train", {"architecture": architecture, "backend": keras.backend.backend(), "devices": devices,
-                          "batch_size": args.batch_size, "steps": args.steps, "seconds": seconds})
+    epoch_seconds: list[float] = []
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            epoch_seconds.append(time.perf_counter() - self.started)
+
+    model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, verbose=0, callbacks=[EpochTimer()])
+    seconds = epoch_seconds[-1]  # the first epoch includes tracing and compilation
+    print(table([(architecture, f"{image_size[0]}x{image_size[1]}", keras.backend.backend(), ",".join(devices) or "?",
+                  args.batch_size, args.steps, f"{epoch_seconds[0]:.2f}", f"{seconds:.2f}", f"{seconds / args.steps * 1000:.1f}",
+                  f"{n / seconds:.0f}")],
+                ("model", "image", "backend", "devices", "batch", "steps/epoch", "epoch 1 s", f"epoch {args.epochs} s", "ms/step", "clips/s")))
+    path = save("train", {"architecture": architecture, "image_size": list(image_size), "backend": keras.backend.backend(),
+                          "devices": devices, "batch_size": args.batch_size, "steps": args.steps, "epoch_seconds": epoch_seconds,
+                          "seconds_per_step": seconds / args.steps})
     print(f"wrote {path}")
     if args.require_gpu and not any("gpu" in d.lower() or "cuda" in d.lower() for d in devices):
         print("FAIL: Keras did not train on a GPU", file=sys.stderr)
@@ -311,15 +341,18 @@ def main() -> int:
     export = sub.add_parser("export-model", help="write the benchmark model as ONNX (needs TensorFlow)")
     export.add_argument("--out", required=True)
     export.add_argument("--experiment", default="exp8")
+    export.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="default: params.yaml")
     gpu = sub.add_parser("gpu", help="onnxruntime clips/s per batch size on CUDA")
     gpu.add_argument("--model", required=True)
     gpu.add_argument("--batch-sizes", default="64,128,256,512,1024")
-    gpu.add_argument("--clips", type=int, default=8192, help="clips per batch size (at least two runs)")
+    gpu.add_argument("--clips", type=int, default=8192, help="clips per batch size on the GPU (at least two runs); the CPU baseline runs each batch once")
     gpu.add_argument("--allow-cpu", action="store_true", help="dry run: time on the CPU instead of failing")
     train = sub.add_parser("train", help="seconds per step of a short Keras training run")
     train.add_argument("--experiment", default="exp8")
     train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--steps", type=int, default=30)
+    train.add_argument("--steps", type=int, default=30, help="steps per epoch")
+    train.add_argument("--epochs", type=int, default=3, help="the last one is timed (the first compiles)")
+    train.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="default: params.yaml")
     train.add_argument("--require-gpu", action="store_true")
     args = parser.parse_args()
     mode = args.mode or "e2e"

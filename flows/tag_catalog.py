@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Executor
+from collections.abc import Iterator
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+import numpy as np
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
 from flows.common import IO_RETRIES, maybe_inject_fault, stage_context
 from genretag.catalog import (
@@ -30,7 +31,17 @@ from genretag.catalog import (
     write_results,
 )
 from genretag.config import Params
-from genretag.scoring import ScoredTrack, ScoringModel, open_model, resolve_model, score_files
+from genretag.errors import ConfigError
+from genretag.scoring import (
+    ScoredTrack,
+    ScoringModel,
+    images_or_reason,
+    open_model,
+    resolve_model,
+    score_decoded,
+    score_files,
+)
+from genretag.spectrogram import PreprocessingSpec
 from genretag.tracking import tracking_uri
 
 HASH_CHUNK = 256  # files per hashing task: a transient failure re-reads at most this many
@@ -82,25 +93,18 @@ def write_failures_task(catalog: Catalog, failures: list[TrackFailure], model_ve
     catalog.write([], [error_row(f.track_id, f.path, f.sha256, f.reason, model_version=model_version) for f in failures])
 
 
-class DaskDecoding(Executor):
-    """score_files' per-file decoding on the Dask cluster at ``address`` (params score.dask_address).
+@task(name="decode-track", **IO_RETRIES, **_PLAIN)
+def decode_track(path: str, spec: PreprocessingSpec, max_windows: int, silence_rms_dbfs: float) -> tuple[np.ndarray | None, str]:
+    """One file's window images, or why it cannot be scored, on whichever Dask worker runs it."""
+    maybe_inject_fault("tag.decode", subject=path)
+    return images_or_reason(path=path, spec=spec, max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs)
 
-    Scoring stays in this process, on its one onnxruntime session; the catalog's files must be
-    readable at the same paths on every worker.
-    """
 
-    def __init__(self, address: str):
-        from distributed import Client
-
-        self._client = Client(address)
-        self._executor = self._client.get_executor()
-
-    def submit(self, fn: Callable, /, *args, **kwargs):
-        return self._executor.submit(fn, *args, **kwargs)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self._executor.shutdown(wait=wait)
-        self._client.close()
+@flow(name="decode-on-dask", persist_result=False)
+def decode_on_dask(paths: list[str], spec: PreprocessingSpec, max_windows: int, silence_rms_dbfs: float) -> list[tuple[np.ndarray | None, str]]:
+    """Map decode_track over ``paths`` on this flow's DaskTaskRunner; results in input order."""
+    futures = decode_track.map(paths, spec=unmapped(spec), max_windows=unmapped(max_windows), silence_rms_dbfs=unmapped(silence_rms_dbfs))
+    return [future.result() for future in futures]
 
 
 @task(name="open-catalog", **IO_RETRIES, **_PLAIN)
@@ -158,7 +162,7 @@ def tag_catalog_flow(
     logger.info("tagged %d, skipped %d, failed %d in %.1f s (%.2f tracks/s) on %s", summary.tagged, summary.skipped,
                 summary.failed, summary.seconds, summary.tracks_per_second, summary.provider)
     create_markdown_artifact(key="tag-catalog-summary", markdown=summary.to_markdown(), description="Catalog tagging run")
-    return summary.to_dict()
+    return {**summary.to_dict(), "flow_run_id": str(flow_run.id)}
 
 
 def _tag(catalog: Catalog, hashed: list[HashedTrack], unreadable: list[TrackFailure], *,
@@ -174,21 +178,44 @@ def _tag(catalog: Catalog, hashed: list[HashedTrack], unreadable: list[TrackFail
                 summary.listed, len(plan.todo), len(plan.already_tagged), model.model_version,
                 len(plan.duplicates), len(unreadable))
 
-    address = params.score.dask_address
-    executor = DaskDecoding(address) if address and plan.todo else None
-    if executor:
-        logger.info("decoding %d tracks on the Dask cluster at %s; scoring here on %s", len(plan.todo), address, model.provider)
-    stream = score_files(
-        model, ((t, t.path) for t in plan.todo), max_windows=windows, batch_size=params.score.batch_size,
-        workers=params.score.workers, silence_rms_dbfs=params.validation.silence_rms_dbfs, executor=executor,
-    )
+    score, silence = params.score, params.validation.silence_rms_dbfs
+    if not score.dask_address:
+        stream = score_files(
+            model, ((t, t.path) for t in plan.todo), max_windows=windows, batch_size=score.batch_size,
+            workers=score.workers, silence_rms_dbfs=silence,
+        )
+        _write_as_scored(catalog, stream, model=model, commit_every=score.commit_every, summary=summary)
+        return
+
     try:
-        while results := score_task(stream, params.score.commit_every):
+        from prefect_dask import DaskTaskRunner
+    except ImportError as exc:  # the slim tagger image has no Dask
+        raise ConfigError(
+            f"score.dask_address is {score.dask_address!r} but prefect-dask is not installed here "
+            "(the pipeline image has it; the tagger image does not): unset it or install prefect-dask"
+        ) from exc
+
+    logger.info("decoding %d tracks as Prefect tasks on the Dask cluster at %s, %d per sub-flow; scoring here on %s",
+                len(plan.todo), score.dask_address, score.dask_chunk, model.provider)
+    decode = decode_on_dask.with_options(task_runner=DaskTaskRunner(address=score.dask_address))
+    for start in range(0, len(plan.todo), score.dask_chunk):
+        chunk = plan.todo[start : start + score.dask_chunk]
+        decoded = decode([str(t.path) for t in chunk], model.spec, windows, silence)
+        stream = score_decoded(
+            model, ((t, str(t.path), images, reason) for t, (images, reason) in zip(chunk, decoded, strict=True)),
+            batch_size=score.batch_size,
+        )
+        _write_as_scored(catalog, stream, model=model, commit_every=score.commit_every, summary=summary)
+
+
+def _write_as_scored(catalog: Catalog, stream: Iterator[ScoredTrack], *, model: ScoringModel, commit_every: int,
+                     summary: TaggingSummary) -> None:
+    """Write the stream's results ``commit_every`` at a time; close it (and its workers) in any case."""
+    try:
+        while results := score_task(stream, commit_every):
             summary.record(write_task(catalog, results, model))
     finally:
-        stream.close()  # stops the decoding workers, also when a task failed
-        if executor:
-            executor.shutdown()
+        stream.close()
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ class ScoreParams(_Section):
     workers: int = Field(0, ge=0)
     database_url: str = "sqlite:///catalog.db"
     dask_address: str | None = None
+    dask_chunk: int = Field(256, ge=1)
 
 
 class Params(_Section):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,3 +83,28 @@ def write_contract(model: onnx.ModelProto, contract: ModelContract) -> onnx.Mode
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     return model
+
+
+CUDNN_MAX_ELEMENTS = 2**31 - 1
+"""cuDNN rejects a tensor of 2^31 elements or more (CUDNN_STATUS_NOT_SUPPORTED)."""
+
+
+def largest_activation(model: onnx.ModelProto) -> int:
+    """Elements per input clip of the model's largest tensor, by ONNX shape inference (0: unknown)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    largest = 0
+    for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        dims = value.type.tensor_type.shape.dim[1:]  # the first dimension is the batch
+        if dims and all(d.HasField("dim_value") for d in dims):
+            largest = max(largest, math.prod(d.dim_value for d in dims))
+    return largest
+
+
+def cuda_batch_limit(model: onnx.ModelProto) -> int:
+    """Most clips one CUDA run may hold: the largest tensor must stay under cuDNN's limit.
+
+    The paper's exp8 at 128x128 has a 128x128x128 activation per clip, so 1,024 clips make
+    a 2^31-element tensor and its first MaxPool fails on the GPU (seen on an H100); 1,023 run.
+    """
+    largest = largest_activation(model)
+    return max(1, CUDNN_MAX_ELEMENTS // largest) if largest else 0

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from genretag.config import worker_count
-from genretag.contract import INPUT_NAME, OUTPUT_NAME, ModelContract, read_contract
+from genretag.contract import INPUT_NAME, OUTPUT_NAME, ModelContract, cuda_batch_limit, read_contract
 from genretag.errors import AudioError, GenretagError, RegistryError, ScoringError
 from genretag.spectrogram import PreprocessingSpec, to_model_input, waveform_to_images
 
@@ -46,6 +47,7 @@ class ScoringModel:
     requested: tuple[str, ...]
     provider: str  # the provider that actually runs: session.get_providers()[0]
     cuda_problem: str = ""  # why CUDA is not active ("" when it is, or was not wanted)
+    max_batch: int = 0  # most clips per session run (0: no limit); see cuda_batch_limit
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -71,9 +73,10 @@ class ScoringModel:
         """Float32 model input (n, H, W, 3) -> probabilities (n, len(labels)), in chunks."""
         if len(batch) == 0:
             return np.empty((0, len(self.labels)), dtype=np.float32)
+        step = min(batch_size, self.max_batch) if self.max_batch else batch_size
         chunks = [
-            self.session.run([OUTPUT_NAME], {INPUT_NAME: batch[start : start + batch_size]})[0]
-            for start in range(0, len(batch), batch_size)
+            self.session.run([OUTPUT_NAME], {INPUT_NAME: batch[start : start + step]})[0]
+            for start in range(0, len(batch), step)
         ]
         return np.concatenate(chunks).astype(np.float32, copy=False)
 
@@ -157,9 +160,12 @@ def open_model(
         log.warning("CUDA requested but not active: scoring on %s (%s)", provider, problem)
         if require_gpu:
             raise ScoringError(f"{path}: GPU required but CUDA is not active: {problem}")
-    log.info("scoring %s (%s %s) on %s", path.name, contract.model_name, contract.model_version, provider)
+    max_batch = cuda_batch_limit(onnx.load(str(path))) if provider == CUDA else 0
+    log.info("scoring %s (%s %s) on %s%s", path.name, contract.model_name, contract.model_version, provider,
+             f", at most {max_batch} clips per run" if max_batch else "")
     return ScoringModel(
-        path=path, session=session, contract=contract, requested=requested, provider=provider, cuda_problem=problem
+        path=path, session=session, contract=contract, requested=requested, provider=provider, cuda_problem=problem,
+        max_batch=max_batch,
     )
 
 
@@ -297,53 +303,64 @@ def _process_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
-def score_files(
-    model: ScoringModel,
-    items: Iterable[tuple[Hashable, str | Path]],
-    *,
-    max_windows: int = 0,
-    batch_size: int = 256,
-    workers: int = 0,
-    silence_rms_dbfs: float = -60.0,
-    parallel: bool = True,
-    executor: Executor | None = None,
-) -> Iterator[ScoredTrack]:
-    """Score ``(key, path)`` items; yield one ScoredTrack per item as soon as its batch ran.
+DecodedTrack = tuple[Hashable, str, "np.ndarray | None", str]
+"""(key, path, window images or None, why there are none): what decoding gives scoring."""
 
-    Decoding and spectrograms run in ``workers`` processes (0: every core) with a bounded
-    number of files in flight; windows of several tracks are pooled into batches of
-    ``batch_size`` for the session. Bad files come back with ``error`` set, never raise.
-    Results arrive in input order, except that a failure can overtake a pending batch.
-    ``executor`` replaces the local process pool (e.g. Prefect tasks on a Dask cluster);
-    the caller owns it.
+
+def score_decoded(model: ScoringModel, decoded: Iterable[DecodedTrack], *, batch_size: int = 256) -> Iterator[ScoredTrack]:
+    """Score decoded tracks; yield one ScoredTrack per track as soon as its batch ran.
+
+    Windows of several tracks are pooled into batches of ``batch_size`` for the session.
+    A track without images comes back at once with its reason, so a failure can overtake
+    tracks still waiting for a full batch.
     """
-    spec = model.spec
-    n_workers = worker_count(workers)
-    windows_per_track = max_windows or 10
-    in_flight_limit = max(2 * n_workers, -(-batch_size // windows_per_track) + n_workers) if parallel else 1
-    pending: deque[tuple[Hashable, str, Future]] = deque()
     ready: list[tuple[Hashable, str, np.ndarray]] = []
     ready_windows = 0
+    for key, path, images, reason in decoded:
+        if images is None:
+            yield ScoredTrack(key, path, None, reason)
+            continue
+        ready.append((key, path, images))
+        ready_windows += len(images)
+        if ready_windows >= batch_size:
+            yield from _score_batch(model, ready, batch_size=batch_size)
+            ready, ready_windows = [], 0
+    yield from _score_batch(model, ready, batch_size=batch_size)
 
-    def flush() -> Iterator[ScoredTrack]:
-        nonlocal ready, ready_windows
-        if not ready:
-            return
-        batch = to_model_input(np.concatenate([images for _, _, images in ready]))
-        probabilities = model.predict(batch, batch_size=batch_size)
-        offset = 0
-        done, ready, ready_windows = ready, [], 0
-        for key, path, images in done:
-            yield ScoredTrack(key, path, summarize(probabilities[offset : offset + len(images)], model.labels))
-            offset += len(images)
 
+def _score_batch(model: ScoringModel, tracks: list[tuple[Hashable, str, np.ndarray]], *, batch_size: int) -> Iterator[ScoredTrack]:
+    if not tracks:
+        return
+    probabilities = model.predict(to_model_input(np.concatenate([images for _, _, images in tracks])), batch_size=batch_size)
+    offset = 0
+    for key, path, images in tracks:
+        yield ScoredTrack(key, path, summarize(probabilities[offset : offset + len(images)], model.labels))
+        offset += len(images)
+
+
+def decode_files(
+    items: Iterable[tuple[Hashable, str | Path]],
+    *,
+    spec: PreprocessingSpec,
+    max_windows: int = 0,
+    workers: int = 0,
+    silence_rms_dbfs: float = -60.0,
+    in_flight: int = 0,
+    parallel: bool = True,
+) -> Iterator[DecodedTrack]:
+    """Decode ``(key, path)`` items in ``workers`` local processes (0: every core), in input order.
+
+    At most ``in_flight`` files (0: twice the workers) are read ahead. Closing the
+    iterator stops the workers.
+    """
+    n_workers = worker_count(workers)
+    limit = max(in_flight or 2 * n_workers, 1) if parallel else 1
+    executor: Executor = _process_pool(n_workers) if parallel else _InlineExecutor()
+    pending: deque[tuple[Hashable, str, Future]] = deque()
     source = iter(items)
-    own_executor = executor is None
-    if executor is None:
-        executor = _process_pool(n_workers) if parallel else _InlineExecutor()
 
     def refill() -> None:
-        while len(pending) < in_flight_limit:
+        while len(pending) < limit:
             try:
                 key, path = next(source)
             except StopIteration:
@@ -360,19 +377,38 @@ def score_files(
             try:
                 images, reason = job.result()
             except BrokenProcessPool as exc:
-                in_flight = [path] + [p for _, p, _ in pending]
+                in_flight_paths = [path] + [p for _, p, _ in pending]
                 raise ScoringError(
-                    f"a decoding worker died while reading one of {in_flight[:8]}; results so far are kept, rerun to resume"
+                    f"a decoding worker died while reading one of {in_flight_paths[:8]}; results so far are kept, rerun to resume"
                 ) from exc
             refill()
-            if images is None:
-                yield ScoredTrack(key, path, None, reason)
-                continue
-            ready.append((key, path, images))
-            ready_windows += len(images)
-            if ready_windows >= batch_size:
-                yield from flush()
-        yield from flush()
+            yield key, path, images, reason
     finally:
-        if own_executor:
-            executor.shutdown(wait=True, cancel_futures=True)
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def score_files(
+    model: ScoringModel,
+    items: Iterable[tuple[Hashable, str | Path]],
+    *,
+    max_windows: int = 0,
+    batch_size: int = 256,
+    workers: int = 0,
+    silence_rms_dbfs: float = -60.0,
+    parallel: bool = True,
+) -> Iterator[ScoredTrack]:
+    """Score ``(key, path)`` items: decode_files in local worker processes, then score_decoded.
+
+    Bad files come back with ``error`` set, never raise. Enough files are read ahead to fill
+    a batch while the session runs.
+    """
+    n_workers = worker_count(workers)
+    tracks_per_batch = -(-batch_size // (max_windows or 10))
+    decoded = decode_files(
+        items, spec=model.spec, max_windows=max_windows, workers=n_workers, silence_rms_dbfs=silence_rms_dbfs,
+        in_flight=max(2 * n_workers, tracks_per_batch + n_workers), parallel=parallel,
+    )
+    try:
+        yield from score_decoded(model, decoded, batch_size=batch_size)
+    finally:
+        decoded.close()

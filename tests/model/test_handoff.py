@@ -100,7 +100,9 @@ def test_the_bundle_holds_the_contract_and_the_preprocessing_verbatim(fetched) -
     assert json.loads((bundle / "labels.json").read_text()) == list(params.genres)
     spec = json.loads((bundle / "preprocessing.json").read_text())
     assert spec["image_size"] == [32, 32] and spec["sample_rate"] == params.audio.sample_rate
-    assert json.loads((bundle / "scoring.json").read_text())["max_windows"] == params.score.max_windows
+    scoring = json.loads((bundle / "scoring.json").read_text())
+    assert scoring["max_windows"] == params.score.max_windows
+    assert scoring["max_clips_per_run"] == (2**31 - 1) // (32 * 32 * 3)  # the linear centroid model's largest tensor: its input
     manifest = json.loads((bundle / "MANIFEST.json").read_text())
     assert manifest["registry_version"] == "1" and len(manifest["sha256"]) == 8
 

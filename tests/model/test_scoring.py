@@ -13,7 +13,7 @@ from tests.tagging_support import make_bad_files, make_good_files, make_onnx_mod
 from typer.testing import CliRunner
 
 from genretag.audio import decode
-from genretag.contract import INPUT_NAME, read_contract
+from genretag.contract import INPUT_NAME, cuda_batch_limit, largest_activation, read_contract
 from genretag.errors import AudioError, ScoringError
 from genretag.scoring import CPU, CUDA, open_model, resolve_model, score_file, score_files
 from genretag.spectrogram import to_model_input, waveform_to_images
@@ -59,6 +59,35 @@ def test_require_gpu_fails_at_once_with_the_reason(onnx_path: Path, model) -> No
         pytest.skip("CUDA is active on this machine")
     with pytest.raises(ScoringError, match="GPU required but CUDA is not active: "):
         open_model(onnx_path, require_gpu=True)
+
+
+def test_the_gpu_batch_limit_follows_the_largest_activation() -> None:
+    """cuDNN rejects tensors of 2^31 elements: on an H100 the paper's exp8 at 128x128 ran 1,023 clips and failed at 1,024."""
+    from genretag.export import convert_to_onnx
+    from genretag.models import build_model
+
+    exp8 = build_model("exp8", input_shape=(128, 128, 3), n_classes=10)
+    proto = convert_to_onnx(exp8, image_size=(128, 128), opset=17)
+    keras_largest = max(int(np.prod(layer.output.shape[1:])) for layer in exp8.layers)
+
+    assert largest_activation(proto) == keras_largest == 128 * 128 * 128  # conv1's output per clip
+    assert cuda_batch_limit(proto) == 1023
+
+
+def test_predict_runs_the_session_in_chunks_of_max_batch(onnx_path: Path, model, tmp_path: Path) -> None:
+    import dataclasses
+
+    import onnx
+
+    fixed = onnx.load(str(onnx_path))
+    fixed.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 3  # this copy accepts exactly 3 clips per run
+    onnx.save(fixed, str(tmp_path / "fixed3.onnx"))
+    batch = np.random.default_rng(5).random((9, *model.spec.image_size, 3), dtype=np.float32)
+    three_at_a_time = dataclasses.replace(open_model(tmp_path / "fixed3.onnx"), max_batch=3)
+
+    with pytest.raises(Exception, match="dimensions"):
+        dataclasses.replace(three_at_a_time, max_batch=0).predict(batch, batch_size=9)
+    np.testing.assert_allclose(three_at_a_time.predict(batch, batch_size=9), model.predict(batch), atol=1e-6)
 
 
 def test_labels_and_preprocessing_come_from_the_model_metadata(onnx_path: Path, model) -> None:

@@ -18,8 +18,10 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+import onnx
+
 from genretag.atomic import atomic_path, write_json, write_text
-from genretag.contract import INPUT_NAME, OUTPUT_NAME, read_contract
+from genretag.contract import INPUT_NAME, OUTPUT_NAME, cuda_batch_limit, read_contract
 
 REFERENCE_NAME = "genretag_reference.py"
 SPECTROGRAM_NAME = "genretag_spectrogram.py"
@@ -71,7 +73,10 @@ def write_bundle(
         _copy(model_card, out_dir / "MODEL_CARD.md")
     write_json(out_dir / "labels.json", list(contract.labels))
     write_json(out_dir / "preprocessing.json", asdict(contract.preprocessing))
-    write_json(out_dir / "scoring.json", {"max_windows": max_windows, "evenly_spaced": True, "aggregate": "mean"})
+    write_json(out_dir / "scoring.json", {
+        "max_windows": max_windows, "evenly_spaced": True, "aggregate": "mean",
+        "max_clips_per_run": cuda_batch_limit(onnx.load(str(onnx_path))),
+    })
     write_text(out_dir / "README.md", _readme(contract.model_name, contract.model_version, registry_version))
     write_json(
         out_dir / "MANIFEST.json",
@@ -106,5 +111,8 @@ Tag audio with genres using only numpy, soundfile, Pillow and onnxruntime:
   import it (`waveform_to_images`, `to_model_input`).
 - `genretag_reference.py` decodes, downmixes, resamples (FFT method; files at the model's rate
   reproduce genretag's own scores exactly), cuts windows (scoring.json), scores and averages.
+- `scoring.json` `max_clips_per_run`: the most clips one `session.run` may hold on a GPU. cuDNN
+  rejects a tensor of 2^31 elements, and the model's largest activation sets the limit (1,023 clips
+  for the paper's 128x128 exp8); batch your own calls below it.
 - `MANIFEST.json`: SHA-256 of every file.
 """

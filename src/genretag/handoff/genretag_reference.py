@@ -60,6 +60,7 @@ class Model:
     labels: list[str]
     spec: spectrogram.PreprocessingSpec
     max_windows: int = 0
+    max_clips_per_run: int = 0  # cuDNN's tensor limit on a GPU (scoring.json); 0: no limit
 
 
 def load_model(folder: str | Path = HERE, *, providers: list[str] | None = None) -> Model:
@@ -69,9 +70,9 @@ def load_model(folder: str | Path = HERE, *, providers: list[str] | None = None)
     meta = session.get_modelmeta().custom_metadata_map
     labels = json.loads(meta["genretag.labels"])
     spec = spectrogram.PreprocessingSpec.from_json(meta["genretag.preprocessing"])
-    scoring = folder / "scoring.json"
-    max_windows = int(json.loads(scoring.read_text())["max_windows"]) if scoring.is_file() else 0
-    return Model(session=session, labels=labels, spec=spec, max_windows=max_windows)
+    scoring = json.loads((folder / "scoring.json").read_text()) if (folder / "scoring.json").is_file() else {}
+    return Model(session=session, labels=labels, spec=spec, max_windows=int(scoring.get("max_windows", 0)),
+                 max_clips_per_run=int(scoring.get("max_clips_per_run", 0)))
 
 
 def resample(samples: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
@@ -103,7 +104,10 @@ def score_waveform(model: Model, waveform: np.ndarray, *, max_windows: int | Non
     if len(images) == 0:
         raise ValueError(f"audio shorter than one {model.spec.clip_seconds:g}-s window")
     batch = spectrogram.to_model_input(images)
-    probabilities = model.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+    step = model.max_clips_per_run or len(batch)
+    probabilities = np.concatenate(
+        [model.session.run([OUTPUT_NAME], {INPUT_NAME: batch[start : start + step]})[0] for start in range(0, len(batch), step)]
+    )
     return probabilities.mean(axis=0)
 
 
