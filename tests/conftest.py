@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +31,60 @@ def prefect_api() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+def _postgres_bin() -> Path | None:
+    """Where initdb and pg_ctl are: on PATH, or Debian's /usr/lib/postgresql/<major>/bin."""
+    if shutil.which("initdb") and shutil.which("pg_ctl"):
+        return Path(shutil.which("initdb")).parent
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A throwaway PostgreSQL server on a Unix socket; yields a SQLAlchemy URL without a database name.
+
+    Skipped where PostgreSQL is not installed, unless GENRETAG_REQUIRE_POSTGRES=1 (CI), which fails instead.
+    """
+    bindir = _postgres_bin()
+    if bindir is None:
+        if os.environ.get("GENRETAG_REQUIRE_POSTGRES") == "1":
+            pytest.fail("GENRETAG_REQUIRE_POSTGRES=1 but no PostgreSQL server binaries (initdb, pg_ctl) were found")
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    base = Path(tempfile.mkdtemp(prefix="genretag-pg-"))
+    as_owner: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(base, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    data, port = base / "data", 5432  # the port only names the socket file: no TCP listener
+
+    def pg(*args: object) -> None:
+        subprocess.run([*as_owner, *map(str, args)], check=True, capture_output=True, timeout=120)
+
+    pg(bindir / "initdb", "-D", data, "-A", "trust", "-U", "genretag", "--no-sync", "-E", "UTF8")
+    pg(bindir / "pg_ctl", "-D", data, "-w", "-l", base / "server.log", "-o", f"-k {base} -p {port} -c listen_addresses=''", "start")
+    try:
+        yield f"postgresql+psycopg://genretag@/{{database}}?host={base}&port={port}"
+    finally:
+        pg(bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty catalog database: a SQLite file, or a new database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalog.db'}"
+    import sqlalchemy as sa
+
+    server = request.getfixturevalue("postgres_server")
+    name = f"catalog_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server.format(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return server.format(database=name)
 
 
 def tone(seconds: float, *, sample_rate: int = SAMPLE_RATE, frequency: float = 440.0, amplitude: float = 0.3, seed: int = 0) -> np.ndarray:

@@ -99,19 +99,27 @@ def test_flow_tags_a_folder_once_and_records_every_failure(
     assert _count(url, "catalog_tags") == 5 and _count(url, "catalog_errors") == 6
 
 
-def test_a_new_model_version_tags_again_and_nothing_is_duplicated(root: Path, models: dict[str, Path], tmp_path: Path) -> None:
+def test_a_new_model_version_tags_again_and_nothing_is_duplicated(
+    root: Path, models: dict[str, Path], tmp_path: Path, catalog_url: str
+) -> None:
+    """On SQLite and on a real PostgreSQL server: each dialect's ON CONFLICT path."""
     folder = tmp_path / "catalog"
     make_good_files(folder)
-    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    bad = make_bad_files(folder / "bad")
     runs = []
     for version in ("1", "2", "1", "2"):
         model = open_model(models[version], prefer_gpu=False)
-        runs.append(tag_catalog(folder, model=model, database_url=url, max_windows=2, batch_size=4, commit_every=3, workers=1))
+        runs.append(tag_catalog(folder, model=model, database_url=catalog_url, max_windows=2, batch_size=4, commit_every=3, workers=1))
     assert [(r.model_version, r.tagged, r.skipped) for r in runs] == [("1", 5, 0), ("2", 5, 0), ("1", 0, 5), ("2", 0, 5)]
-    with Catalog(url) as catalog:
+    assert [r.failed for r in runs] == [len(bad)] * 4  # bad files are retried each run, and recorded once
+    with Catalog(catalog_url) as catalog:
         tags = catalog.read()
+        errors = catalog.read("catalog_errors")
+    assert catalog.engine.dialect.name == catalog_url.split(":")[0].split("+")[0]
     assert tags.groupby("model_version").size().to_dict() == {"1": 5, "2": 5}
     assert not tags.duplicated(["sha256", "model_version"]).any()
+    assert errors.groupby("model_version").size().to_dict() == {"1": len(bad), "2": len(bad)}
+    assert str(tags["scored_at"].dt.tz) == "UTC"
 
 
 def test_csv_source_and_export(root: Path, models: dict[str, Path], tmp_path: Path) -> None:
