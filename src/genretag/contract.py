@@ -1,4 +1,22 @@
-"""The ONNX handoff contract: what every exported model says about itself in metadata_props."""
+"""The model contract (v2): what every exported ONNX model takes, returns and says about itself.
+
+Contract v2 is the one interface between training and every consumer (tagging, ``predict``, the
+registry gate, the handoff bundle, other languages): **audio in, genres out**, with the whole
+preprocessing inside the graph.
+
+- input ``waveform``: float32 ``[N, S]``, mono, ``S = clip_samples`` samples (3 s) at the
+  contract's ``sample_rate`` (Hz). The rate belongs to the model: 22,050 Hz for the paper's CNNs,
+  16,000 Hz for musicnn.
+- output ``probabilities``: float32 ``[N, K]``, softmax, labels in metadata order.
+- output ``embedding``: float32 ``[N, D]``, the model's clip representation (the paper's CNNs:
+  the 128-unit dense layer), used by drift checks and similarity.
+- ``metadata_props``: the keys below (contract version, sample rate, clip samples, family,
+  labels, family-specific preprocessing description, name, version, lineage, test metrics).
+
+A model whose metadata has no ``genretag.contract_version`` is a v1 model (input ``mel_image``
+[N, H, W, 3]): :func:`read_contract` reads it, and :func:`require_v2` refuses it with one line that
+says how to re-export. Clip-level models only: clips in, clip probabilities out.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +24,22 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import onnx
 
 from genretag.errors import ExportError
-from genretag.spectrogram import PreprocessingSpec
 
-INPUT_NAME = "mel_image"
+CONTRACT_VERSION = 2
+INPUT_NAME = "waveform"
 OUTPUT_NAME = "probabilities"
+EMBEDDING_NAME = "embedding"
+V1_INPUT_NAME = "mel_image"
 
+KEY_CONTRACT_VERSION = "genretag.contract_version"
+KEY_SAMPLE_RATE = "genretag.sample_rate"
+KEY_CLIP_SAMPLES = "genretag.clip_samples"
+KEY_FAMILY = "genretag.family"
 KEY_LABELS = "genretag.labels"
 KEY_PREPROCESSING = "genretag.preprocessing"
 KEY_MODEL_NAME = "genretag.model_name"
@@ -23,23 +48,42 @@ KEY_DATA_HASH = "genretag.training_data_hash"
 KEY_GIT_COMMIT = "genretag.git_commit"
 KEY_METRICS = "genretag.test_metrics"
 
+REEXPORT_HINT = "re-export it with contract v2: `dvc repro` (or `python -m flows.export`) in the project that trained it"
+
 
 @dataclass(frozen=True)
 class ModelContract:
-    """Labels, preprocessing and provenance of an exported model."""
+    """Labels, input format and provenance of an exported model (``metadata_props``).
+
+    ``preprocessing`` is the family's own description of what the graph computes between the
+    waveform and the network (for the paper's CNNs: the :class:`~genretag.spectrogram.PreprocessingSpec`
+    fields); consumers never act on it, they feed waveforms.
+    """
 
     labels: tuple[str, ...]
-    preprocessing: PreprocessingSpec
     model_name: str
     model_version: str
+    sample_rate: int
+    clip_samples: int
+    family: str = ""
+    preprocessing: dict[str, Any] = field(default_factory=dict)
     training_data_hash: str = ""
     git_commit: str = ""
     test_metrics: dict[str, float] = field(default_factory=dict)
+    contract_version: int = CONTRACT_VERSION
+
+    @property
+    def clip_seconds(self) -> float:
+        return self.clip_samples / self.sample_rate
 
     def to_metadata(self) -> dict[str, str]:
         return {
+            KEY_CONTRACT_VERSION: str(self.contract_version),
+            KEY_SAMPLE_RATE: str(self.sample_rate),
+            KEY_CLIP_SAMPLES: str(self.clip_samples),
+            KEY_FAMILY: self.family,
             KEY_LABELS: json.dumps(list(self.labels)),
-            KEY_PREPROCESSING: self.preprocessing.to_json(),
+            KEY_PREPROCESSING: json.dumps(self.preprocessing, sort_keys=True),
             KEY_MODEL_NAME: self.model_name,
             KEY_MODEL_VERSION: self.model_version,
             KEY_DATA_HASH: self.training_data_hash,
@@ -49,22 +93,40 @@ class ModelContract:
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str], *, source: str = "model") -> ModelContract:
+        """Parse ``metadata_props``; a v1 model (no contract version) comes back with ``contract_version=1``.
+
+        Raises :class:`~genretag.errors.ExportError` when the genretag keys are missing.
+        """
         missing = [key for key in (KEY_LABELS, KEY_PREPROCESSING, KEY_MODEL_NAME, KEY_MODEL_VERSION) if key not in metadata]
         if missing:
             raise ExportError(f"{source}: not a genretag model, metadata lacks {', '.join(missing)}")
+        preprocessing = json.loads(metadata[KEY_PREPROCESSING])
+        version = int(metadata.get(KEY_CONTRACT_VERSION) or 1)
+        if version == 1:  # v1 stored the paper's PreprocessingSpec: rate and clip length live there
+            sample_rate = int(preprocessing.get("sample_rate", 0))
+            clip_samples = int(round(sample_rate * float(preprocessing.get("clip_seconds", 0.0))))
+        else:
+            sample_rate, clip_samples = int(metadata[KEY_SAMPLE_RATE]), int(metadata[KEY_CLIP_SAMPLES])
         return cls(
             labels=tuple(json.loads(metadata[KEY_LABELS])),
-            preprocessing=PreprocessingSpec.from_json(metadata[KEY_PREPROCESSING]),
             model_name=metadata[KEY_MODEL_NAME],
             model_version=metadata[KEY_MODEL_VERSION],
+            sample_rate=sample_rate,
+            clip_samples=clip_samples,
+            family=metadata.get(KEY_FAMILY, "paper" if version == 1 else ""),
+            preprocessing=preprocessing,
             training_data_hash=metadata.get(KEY_DATA_HASH, ""),
             git_commit=metadata.get(KEY_GIT_COMMIT, ""),
             test_metrics=json.loads(metadata.get(KEY_METRICS) or "{}"),
+            contract_version=version,
         )
 
 
 def read_contract(onnx_path: str | Path) -> ModelContract:
-    """Read the contract from an ONNX file's metadata_props (the weights are not loaded)."""
+    """Read the contract from an ONNX file's metadata_props (the weights are not loaded).
+
+    Raises :class:`~genretag.errors.ExportError` for a missing, unreadable or non-genretag file.
+    """
     path = Path(onnx_path)
     if not path.is_file():
         raise ExportError(f"{path}: no such ONNX file")
@@ -73,6 +135,16 @@ def read_contract(onnx_path: str | Path) -> ModelContract:
     except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and friends
         raise ExportError(f"{path}: not a readable ONNX model ({exc})") from exc
     return ModelContract.from_metadata({p.key: p.value for p in model.metadata_props}, source=str(path))
+
+
+def require_v2(contract: ModelContract, *, source: str) -> ModelContract:
+    """Return ``contract`` when it is contract v2; raise a one-line ExportError for a v1 (image-input) model."""
+    if contract.contract_version != CONTRACT_VERSION:
+        raise ExportError(
+            f"{source}: model {contract.model_name} {contract.model_version} uses the v{contract.contract_version} "
+            f"image contract (input {V1_INPUT_NAME}), which this genretag no longer feeds; {REEXPORT_HINT}"
+        )
+    return contract
 
 
 def write_contract(model: onnx.ModelProto, contract: ModelContract) -> onnx.ModelProto:
