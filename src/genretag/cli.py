@@ -160,7 +160,7 @@ def export_command() -> None:
 
 @app.command("register")
 def register_command() -> None:
-    """Stage register: models/model.onnx -> new registry version, champion gate, models/registry.json."""
+    """Stage register: every models/candidates/<id>/model.onnx -> registry versions, champion gate on test audio, models/registry.json."""
     from flows.register import register_flow
 
     register_flow()

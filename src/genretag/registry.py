@@ -45,7 +45,7 @@ from genretag.atomic import write_json, write_text
 from genretag.config import Layout, Params
 from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, read_contract, require_v2
 from genretag.errors import GenretagError, RegistryError
-from genretag.evaluate import TestAudio, find_candidates, read_test_audio, score_on_audio
+from genretag.evaluate import find_candidates, read_test_audio, score_on_audio
 from genretag.export import MODEL_CARD_NAME, dvc_lock_md5, git_commit, read_metrics
 from genretag.gate import Decision, Evidence, decide
 from genretag.handoff import write_bundle
