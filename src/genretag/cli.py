@@ -241,9 +241,9 @@ def registry_rollback(
 @registry_app.command("fetch")
 def registry_fetch(
     ref: str = typer.Argument(..., help="champion, challenger or a version number."),
-    out: Path = typer.Option(..., "--out", help="Folder for model.onnx, labels.json, preprocessing.json and the reference client."),
+    out: Path = typer.Option(..., "--out", help="Folder for model.onnx, labels.json, scoring.json and the Python and Node.js reference clients."),
 ) -> None:
-    """Write a self-contained handoff bundle (needs only numpy, soundfile, Pillow, onnxruntime)."""
+    """Write a self-contained handoff bundle (needs only a decoder, a resampler and onnxruntime)."""
     from genretag import registry
 
     folder = _registry_call(registry.fetch, ref=ref, out=out)

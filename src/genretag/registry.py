@@ -45,7 +45,7 @@ from genretag.export import (
     onnx_accuracy,
     read_metrics,
 )
-from genretag.handoff import REFERENCE_NAME, SPECTROGRAM_NAME, reference_source, spectrogram_source, write_bundle
+from genretag.handoff import client_sources, write_bundle
 from genretag.tracking import use_tracking
 
 log = logging.getLogger(__name__)
@@ -305,24 +305,21 @@ def _log_version(
         if not resumed:
             mlflow.log_params(flatten_params(params))
         mlflow.set_tags({key: value for key, value in tags.items() if key.startswith("genretag.") and len(value) < 5000})
-        with tempfile.TemporaryDirectory(prefix="genretag-register-") as tmp:
-            extra = [Path(tmp) / SPECTROGRAM_NAME, Path(tmp) / REFERENCE_NAME]
-            extra[0].write_bytes(spectrogram_source().read_bytes())
-            extra[1].write_bytes(reference_source().read_bytes())
-            card = onnx_path.with_name(MODEL_CARD_NAME)
-            if card.is_file():
-                extra.append(card)
-            if before_log is not None:
-                before_log()
-            info = mlflow.onnx.log_model(
-                onnx.load(str(onnx_path)),
-                name=ARTIFACT_NAME,
-                signature=signature,
-                pip_requirements=pip_requirements(paths.root),
-                onnx_execution_providers=["CPUExecutionProvider"],
-                save_as_external_data=False,
-                extra_files=[str(file) for file in extra],
-            )
+        extra = list(client_sources().values())
+        card = onnx_path.with_name(MODEL_CARD_NAME)
+        if card.is_file():
+            extra.append(card)
+        if before_log is not None:
+            before_log()
+        info = mlflow.onnx.log_model(
+            onnx.load(str(onnx_path)),
+            name=ARTIFACT_NAME,
+            signature=signature,
+            pip_requirements=pip_requirements(paths.root),
+            onnx_execution_providers=["CPUExecutionProvider"],
+            save_as_external_data=False,
+            extra_files=[str(file) for file in extra],
+        )
         mlflow.log_metric("onnx_test_accuracy", float(tags[TAG_ACCURACY]))
         version = mlflow.register_model(info.model_uri, name, tags=tags)
         status = "FINISHED"
@@ -558,15 +555,13 @@ def fetch(params: Params, *, root: Path, ref: str, out: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="genretag-fetch-") as tmp:
         folder = download_onnx(name, str(version.version), Path(tmp))
         stored = folder / "extra_files"
-        spectrogram_file = stored / SPECTROGRAM_NAME
-        reference_file = stored / REFERENCE_NAME
         card = stored / MODEL_CARD_NAME
         write_bundle(
             folder / "model.onnx",
             out,
             max_windows=params.score.max_windows,
-            spectrogram_file=spectrogram_file if spectrogram_file.is_file() else None,
-            reference_file=reference_file if reference_file.is_file() else None,
+            silence_rms_dbfs=params.validation.silence_rms_dbfs,
+            client_dir=stored,
             model_card=card if card.is_file() else None,
             registry_version=str(version.version),
         )
