@@ -252,9 +252,14 @@ def run_e2e(args: argparse.Namespace) -> int:
     silence = params.validation.silence_rms_dbfs
     files = sorted(p for p in folder.rglob("*") if p.is_file())
 
+    def decode_all(paths: list[Path]) -> list:
+        return [w for _, _, w, _ in decode_files(((p, p) for p in paths), sample_rate=model.sample_rate,
+                                                  clip_samples=model.clip_samples, max_windows=windows, workers=workers,
+                                                  silence_rms_dbfs=silence)]
+
+    decode_all(files[:1])  # warm-up: the forkserver imports the decoding code once per process
     started = time.perf_counter()
-    decoded = [w for _, _, w, _ in decode_files(((p, p) for p in files), sample_rate=model.sample_rate, clip_samples=model.clip_samples,
-                                                 max_windows=windows, workers=workers, silence_rms_dbfs=silence)]
+    decoded = decode_all(files)
     decode_seconds = time.perf_counter() - started
     scored = [w.waveforms for w in decoded if w is not None]
     all_windows = np.concatenate(scored)
