@@ -48,7 +48,7 @@ from genretag.errors import GenretagError, RegistryError
 from genretag.evaluate import find_candidates, read_test_audio, score_on_audio
 from genretag.export import MODEL_CARD_NAME, dvc_lock_md5, git_commit, read_metrics
 from genretag.gate import Decision, Evidence, decide
-from genretag.handoff import write_bundle
+from genretag.handoff import client_sources, write_bundle
 from genretag.tracking import use_tracking
 
 log = logging.getLogger(__name__)
@@ -322,7 +322,10 @@ def _log_version(client, params: Params, root: Path, onnx_path: Path, contract: 
         if not resumed:
             mlflow.log_params(flatten_params(params))
         mlflow.set_tags({key: value for key, value in tags.items() if key.startswith("genretag.") and len(value) < TAG_LIMIT})
+        extra = list(client_sources().values())
         card = onnx_path.with_name(MODEL_CARD_NAME)
+        if card.is_file():
+            extra.append(card)
         if before_log is not None:
             before_log()
         info = mlflow.onnx.log_model(
@@ -332,7 +335,7 @@ def _log_version(client, params: Params, root: Path, onnx_path: Path, contract: 
             pip_requirements=pip_requirements(root),
             onnx_execution_providers=["CPUExecutionProvider"],
             save_as_external_data=False,
-            extra_files=[str(card)] if card.is_file() else None,
+            extra_files=[str(file) for file in extra],
         )
         version = mlflow.register_model(info.model_uri, name, tags=tags)
         status = "FINISHED"
@@ -653,11 +656,14 @@ def fetch(params: Params, *, root: Path, ref: str, out: Path) -> Path:
     version = resolve_version(client, name, ref)
     with tempfile.TemporaryDirectory(prefix="genretag-fetch-") as tmp:
         folder = download_onnx(name, str(version.version), Path(tmp))
-        card = folder / "extra_files" / MODEL_CARD_NAME
+        stored = folder / "extra_files"
+        card = stored / MODEL_CARD_NAME
         write_bundle(
             folder / "model.onnx",
             out,
             max_windows=params.score.max_windows,
+            silence_rms_dbfs=params.validation.silence_rms_dbfs,
+            client_dir=stored,
             model_card=card if card.is_file() else None,
             registry_version=str(version.version),
         )
