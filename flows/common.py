@@ -28,7 +28,7 @@ def retry_if_transient(task: Task, task_run: TaskRun, state: State) -> bool:
     """Retry I/O hiccups; a GenretagError (bad file, bad config) fails at once."""
     try:
         state.result()
-    except GenretagError:
+    except (GenretagError, UnicodeError):  # bad input or config: the same again on every try
         return False
     except Exception:  # noqa: BLE001 - anything else may be transient
         return True
