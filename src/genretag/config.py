@@ -221,8 +221,9 @@ def _describe(error: dict) -> str:
     """One pydantic error as "key = value: reason" (cross-field rules name their keys themselves)."""
     key = ".".join(str(part) for part in error["loc"])
     reason = str(error["msg"]).removeprefix("Value error, ")
-    if isinstance(error.get("input"), dict):
-        return reason  # a rule across a section's keys: its message names them and their values
+    if isinstance(error.get("input"), dict):  # a whole section
+        # a rule across its keys names them and their values itself
+        return reason if error["type"] == "value_error" else f"{key}: {reason}"
     return f"{key} = {error.get('input')!r}: {reason}"
 
 
