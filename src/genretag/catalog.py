@@ -260,7 +260,7 @@ def _database_fault(url: str, exc: Exception) -> CatalogError:
     database = sa.make_url(url).database if url.startswith("sqlite") else None
     if database and database != ":memory:":
         name = f"{name} (file {database})"
-    if isinstance(exc, sa.exc.NoSuchModuleError):
+    if isinstance(exc, (sa.exc.NoSuchModuleError, ImportError)):
         return CatalogError(f"catalog database {name}: no driver for this URL is installed (supported: sqlite, postgresql+psycopg)")
     reason = getattr(exc, "orig", None) or exc
     first = (str(reason).strip().splitlines() or [type(reason).__name__])[0]
@@ -311,8 +311,17 @@ class Catalog:
                 self.check_writable()
         except CatalogError:
             raise
-        except (sa.exc.SQLAlchemyError, OSError) as exc:
+        except (sa.exc.SQLAlchemyError, OSError, ImportError) as exc:  # ImportError: the URL's driver is not installed
             raise _database_fault(url, exc) from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def check_writable(self) -> None:
         """Write a row and roll it back: fails now, not after hours of scoring, on a read-only database."""
@@ -687,9 +696,12 @@ def export_tags(
         raise ScoringError(f"export format must be csv or parquet, not {fmt!r}")
     with Catalog(database_url) as catalog:
         frame = catalog.read("catalog_tags", model_version=model_version)
-    if fmt == "csv":
-        write_csv(out, frame)
-    else:
-        with atomic_path(out) as tmp:
-            frame.to_parquet(tmp, index=False)
+    try:
+        if fmt == "csv":
+            write_csv(out, frame)
+        else:
+            with atomic_path(out) as tmp:
+                frame.to_parquet(tmp, index=False)
+    except OSError as exc:
+        raise ScoringError(f"cannot write {display(out)}: {exc.strerror or exc}") from exc
     return len(frame)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -9,7 +10,30 @@ import typer
 import genretag  # noqa: F401  - offline environment first
 from genretag.config import layout, load_params
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Tag a music catalog with genres.")
+DEBUG_FLAG = "--debug"
+
+
+class _FaultReportingTyper(typer.Typer):
+    """Any uncaught failure ends as one ``error: ...`` line and exit status 1; ``--debug``
+    (anywhere on the command line) shows the traceback instead."""
+
+    def __call__(self, *args, **kwargs):
+        debug = DEBUG_FLAG in sys.argv[1:]
+        if debug:
+            sys.argv.remove(DEBUG_FLAG)
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:
+            if debug:
+                raise
+            from genretag.faults import describe_fault
+
+            typer.echo(f"error: {describe_fault(exc)} (rerun with {DEBUG_FLAG} for the traceback)", err=True)
+            sys.exit(1)
+
+
+app = _FaultReportingTyper(no_args_is_help=True, add_completion=False,
+                           help=f"Tag a music catalog with genres. {DEBUG_FLAG}: show tracebacks.")
 registry_app = typer.Typer(no_args_is_help=True, help="The MLflow model registry: list, promote, rollback, fetch.")
 experiments_app = typer.Typer(no_args_is_help=True, help="Run the paper's experiments and rebuild their table.")
 app.add_typer(registry_app, name="registry")
@@ -265,9 +289,13 @@ def tag_catalog(
 ) -> None:
     """Tag a catalog with genres into the catalog database (the tag-catalog flow); reruns skip what this model version tagged."""
     from flows.tag_catalog import tag_catalog_flow
+    from genretag.catalog import Catalog, catalog_url
     from genretag.errors import GenretagError
 
     try:
+        paths = layout()
+        # Reachable and writable before the model loads and any file is read (and before Prefect starts).
+        Catalog(catalog_url(load_params(paths.root / "params.yaml"), root=paths.root, override=database), check_writable=True).close()
         summary = tag_catalog_flow(source=source, model=model, database_url=database, require_gpu=require_gpu, max_windows=max_windows)
     except GenretagError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -275,7 +303,8 @@ def tag_catalog(
     typer.echo(
         f"{summary['model_name']} {summary['model_version']} on {summary['provider']}: {summary['tagged']} tagged, "
         f"{summary['skipped']} already tagged, {summary['duplicates']} duplicate content, {summary['failed']} failed "
-        f"({summary['tracks_per_second']:.2f} tracks/s) -> {summary['database']}"
+        f"({summary['tracks_per_second']:.2f} tracks/s) -> {summary['database']}; of {summary['files']} files, "
+        f"{summary['not_audio']} skipped (not audio), {summary['apple_metadata']} skipped (macOS metadata)"
     )
     for failure in summary["failures"]:
         typer.echo(f"failed: {failure['path']}: {failure['reason']}", err=True)
