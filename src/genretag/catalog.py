@@ -279,6 +279,11 @@ def _add_missing_columns(engine: Engine) -> None:
                     connection.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
+# What a refused row raises: the database's own errors, or the driver's when it cannot even send
+# a value (sqlite3 raises UnicodeEncodeError for a lone surrogate, unwrapped by SQLAlchemy).
+_ROW_ERRORS = (sa.exc.SQLAlchemyError, UnicodeError, ValueError, TypeError)
+
+
 def _transient(exc: BaseException) -> bool:
     """Whether a failed database write may succeed when retried (lost connection, lock)."""
     return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or bool(getattr(exc, "connection_invalidated", False))
@@ -356,7 +361,7 @@ class Catalog:
         try:
             with self.engine.begin() as connection:
                 return self._write(connection, tags, errors)
-        except sa.exc.SQLAlchemyError as exc:
+        except _ROW_ERRORS as exc:
             if _transient(exc):
                 raise
         total = WriteCounts()
@@ -365,7 +370,7 @@ class Catalog:
                 try:
                     with self.engine.begin() as connection:
                         counts = self._write(connection, [row] if kind == "tag" else [], [row] if kind == "error" else [])
-                except sa.exc.SQLAlchemyError as exc:
+                except _ROW_ERRORS as exc:
                     if _transient(exc):
                         raise
                     counts = self._store_refused(row, exc)
@@ -380,7 +385,7 @@ class Catalog:
         try:
             with self.engine.begin() as connection:
                 return self._write(connection, [], [fallback])
-        except sa.exc.SQLAlchemyError as again:
+        except _ROW_ERRORS as again:
             if _transient(again):
                 raise
             return WriteCounts(unstored=(f"{display(str(row.get('path', '')))}: {reason}",))
@@ -423,7 +428,7 @@ class Catalog:
             for start in range(0, len(shas), 500):
                 query = sa.select(catalog_tags.c.sha256, catalog_tags.c.path).where(
                     catalog_tags.c.model_version == model_version, catalog_tags.c.sha256.in_(shas[start : start + 500]))
-                stored.update(connection.execute(query).tuples())
+                stored.update((row[0], row[1]) for row in connection.execute(query))
             for sha, old_path in stored.items():
                 track = wanted[sha]
                 if old_path != display(track.path):
