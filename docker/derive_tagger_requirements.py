@@ -29,7 +29,7 @@ OUT = ROOT / "docker" / "requirements-tagger.txt"
 
 # What genretag imports on the tagging path (see docs/operations.md, "What the tagger needs").
 TAGGER_ROOTS = (
-    "numpy", "pandas", "pyyaml", "pillow", "pydantic", "soundfile", "audioread", "librosa", "onnx", "onnxruntime-gpu",
+    "numpy", "pandas", "pyyaml", "pillow", "pydantic", "soundfile", "av", "soxr", "librosa", "onnx", "onnxruntime-gpu",
     "sqlalchemy", "pyarrow", "prefect", "mlflow-skinny", "typer", "tqdm",
 )
 # Taken too when the lock has them (database drivers for a PostgreSQL catalog).

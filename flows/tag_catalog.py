@@ -18,19 +18,21 @@ from genretag.catalog import (
     HashedTrack,
     TaggingPlan,
     TaggingSummary,
+    SourceScan,
     TrackFailure,
     TrackSource,
     WriteOutcome,
     catalog_url,
     error_row,
     hash_tracks,
-    list_tracks,
     plan_tagging,
     redact,
+    scan_source,
     write_results,
 )
-from genretag.config import Params
+from genretag.config import Layout, Params
 from genretag.errors import ConfigError
+from genretag.paths import display
 from genretag.scoring import (
     ScoredTrack,
     ScoringModel,
@@ -53,8 +55,8 @@ def load_model(model: str, *, require_gpu: bool, registry_uri: str, model_name: 
 
 
 @task(name="list-tracks", **IO_RETRIES, **_PLAIN)
-def list_tracks_task(source: str) -> list[TrackSource]:
-    return list_tracks(source)
+def list_tracks_task(source: str) -> SourceScan:
+    return scan_source(source)
 
 
 def _read_fault(path: Path) -> None:
@@ -88,8 +90,8 @@ def write_task(catalog: Catalog, results: list[ScoredTrack], model: ScoringModel
 
 
 @task(name="write-read-failures", **IO_RETRIES, **_PLAIN)
-def write_failures_task(catalog: Catalog, failures: list[TrackFailure], model_version: str) -> None:
-    catalog.write([], [error_row(f.track_id, f.path, f.sha256, f.reason, model_version=model_version) for f in failures])
+def write_failures_task(catalog: Catalog, failures: list[TrackFailure], model_version: str) -> tuple[str, ...]:
+    return catalog.write([], [error_row(f.track_id, f.path, f.sha256, f.reason, model_version=model_version) for f in failures]).unstored
 
 
 @task(name="decode-track", **IO_RETRIES, **_PLAIN)
@@ -115,7 +117,7 @@ def decode_on_dask(
 
 @task(name="open-catalog", **IO_RETRIES, **_PLAIN)
 def open_catalog_task(database_url: str) -> Catalog:
-    return Catalog(database_url)
+    return Catalog(database_url, check_writable=True)
 
 
 @flow(name="tag-catalog")
@@ -133,7 +135,26 @@ def tag_catalog_flow(
     score = params.score
     url = catalog_url(params, root=paths.root, override=database_url)
     windows = score.max_windows if max_windows is None else max_windows
+    catalog = open_catalog_task(url)  # an unreachable or read-only database fails before any heavy work
+    try:
+        summary = _load_and_tag(catalog, source=source, model=model, require_gpu=require_gpu, params=params,
+                                paths=paths, url=url, windows=windows)
+    finally:
+        catalog.close()
+    summary.seconds = time.perf_counter() - started
 
+    logger.info("tagged %d, skipped %d, failed %d in %.1f s (%.2f tracks/s) on %s; %d files skipped (not audio), "
+                "%d skipped (macOS metadata)", summary.tagged, summary.skipped, summary.failed, summary.seconds,
+                summary.tracks_per_second, summary.provider, summary.not_audio, summary.apple_metadata)
+    create_markdown_artifact(key="tag-catalog-summary", markdown=summary.to_markdown(), description="Catalog tagging run")
+    return {**summary.to_dict(), "flow_run_id": str(flow_run.id)}
+
+
+def _load_and_tag(catalog: Catalog, *, source: str, model: str | None, require_gpu: bool, params: Params, paths: Layout,
+                  url: str, windows: int) -> TaggingSummary:
+    """Load the model, list and hash the source, then tag (see _tag)."""
+    logger = get_run_logger()
+    score = params.score
     scoring_model = load_model(
         model or score.model, require_gpu=require_gpu,
         registry_uri=tracking_uri(params, root=paths.root), model_name=params.registry.model_name,
@@ -143,9 +164,10 @@ def tag_catalog_flow(
     logger.info("model %s %s (%s) runs on %s", scoring_model.model_name, scoring_model.model_version,
                 scoring_model.path, scoring_model.provider)
 
-    summary = TaggingSummary(str(source), redact(url), scoring_model.model_name, scoring_model.model_version, scoring_model.provider)
-    tracks = list_tracks_task(str(source))
-    summary.listed = len(tracks)
+    summary = TaggingSummary(display(source), redact(url), scoring_model.model_name, scoring_model.model_version, scoring_model.provider)
+    scan = list_tracks_task(str(source))
+    summary.count_skipped(scan)
+    tracks = scan.tracks
     hashed: list[HashedTrack] = []
     unreadable: list[TrackFailure] = []
     for start in range(0, len(tracks), HASH_CHUNK):
@@ -157,18 +179,8 @@ def tag_catalog_flow(
             good, bad = hash_tracks_task.with_options(retries=0)(chunk, strict=False)
         hashed += good
         unreadable += bad
-
-    catalog = open_catalog_task(url)
-    try:
-        _tag(catalog, hashed, unreadable, model=scoring_model, params=params, windows=windows, summary=summary)
-    finally:
-        catalog.close()
-    summary.seconds = time.perf_counter() - started
-
-    logger.info("tagged %d, skipped %d, failed %d in %.1f s (%.2f tracks/s) on %s", summary.tagged, summary.skipped,
-                summary.failed, summary.seconds, summary.tracks_per_second, summary.provider)
-    create_markdown_artifact(key="tag-catalog-summary", markdown=summary.to_markdown(), description="Catalog tagging run")
-    return {**summary.to_dict(), "flow_run_id": str(flow_run.id)}
+    _tag(catalog, hashed, unreadable, model=scoring_model, params=params, windows=windows, summary=summary)
+    return summary
 
 
 def _tag(catalog: Catalog, hashed: list[HashedTrack], unreadable: list[TrackFailure], *,
@@ -177,8 +189,9 @@ def _tag(catalog: Catalog, hashed: list[HashedTrack], unreadable: list[TrackFail
     logger = get_run_logger()
     plan = plan_task(catalog, hashed, model.model_version)
     summary.skipped, summary.duplicates = len(plan.already_tagged), len(plan.duplicates)
+    summary.moved = catalog.refresh_paths(plan.already_tagged, model_version=model.model_version)
     if unreadable:
-        write_failures_task(catalog, unreadable, model.model_version)
+        summary.add_unstored(write_failures_task(catalog, unreadable, model.model_version))
         summary.add_failures(unreadable)
     logger.info("%d tracks listed: %d to score, %d already tagged by %s, %d duplicate content, %d unreadable",
                 summary.listed, len(plan.todo), len(plan.already_tagged), model.model_version,

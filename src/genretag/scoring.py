@@ -39,6 +39,7 @@ from genretag.contract import (
 )
 from genretag.errors import AudioError, GenretagError, RegistryError, ScoringError
 from genretag.families import Prediction
+from genretag.processes import die_with_parent
 from genretag.spectrogram import window_starts
 
 log = logging.getLogger(__name__)
@@ -374,14 +375,14 @@ class _InlineExecutor(Executor):
 
 def _process_pool(workers: int) -> ProcessPoolExecutor:
     # forkserver: never fork a process that runs threads (Prefect, onnxruntime). The server
-    # (one per process, reused by later pools) imports the decoding code once and forks warm
-    # workers from it.
+    # (one per process, reused by later pools) imports the decoding code once, the
+    # resampler (soxr) and FFmpeg (PyAV) included, and forks warm workers from it.
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["__main__", "genretag.scoring", "genretag.audio", "soxr"])
+        context.set_forkserver_preload(["__main__", "genretag.scoring", "genretag.audio", "soxr", "av"])
     else:
         context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=die_with_parent)  # no orphans after a SIGKILL
 
 
 DecodedTrack = tuple[Hashable, str, "TrackWindows | None", str]

@@ -267,7 +267,7 @@ def test_cli_predict_prints_top3_and_names_the_unreadable_file(onnx_path: Path, 
     lines = result.stdout.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{good}  ") and lines[0].endswith("(1 windows)")
     assert len(lines[0].split("  ")) == 5  # path, three "genre probability", windows
-    assert f"error: {bad}: cannot decode audio" in result.stderr
+    assert f"error: {bad}: not a decodable audio file" in result.stderr
     assert "1 of 2 files could not be scored" in result.stderr
 
     ok = CliRunner().invoke(app, ["predict", str(good), "--model", str(onnx_path)])
