@@ -286,6 +286,11 @@ def db_to_image(db: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
     return COLORMAPS[spec.colormap][levels]
 
 
+def clips_to_images(clips: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
+    """float (n_clips, samples) at ``spec.sample_rate`` -> uint8 RGB images (n_clips, height, width, 3)."""
+    return db_to_image(mel_db(clips, spec), spec)
+
+
 def waveform_to_images(
     waveform: np.ndarray,
     spec: PreprocessingSpec,
@@ -307,7 +312,7 @@ def waveform_to_images(
     if len(starts) == 0:
         return np.empty((0, height, width, 3), dtype=np.uint8)
     clips = np.stack([waveform[s : s + spec.clip_samples] for s in starts])
-    return db_to_image(mel_db(clips, spec), spec)
+    return clips_to_images(clips, spec)
 
 
 def to_model_input(images: np.ndarray) -> np.ndarray:
