@@ -359,7 +359,7 @@ def convert_to_onnx(model, *, image_size: tuple[int, int], opset: int) -> onnx.M
     @tf.function(input_signature=signature)
     def serve(mel_image):
         probabilities, embedding = both(mel_image, training=False)
-        flat = tf.reshape(embedding, [tf.shape(embedding)[0], -1])
+        flat = embedding if embedding.shape.rank == 2 else tf.reshape(embedding, [-1, int(np.prod(embedding.shape[1:]))])
         return {OUTPUT_NAME: tf.cast(probabilities, tf.float32), EMBEDDING_NAME: tf.cast(flat, tf.float32)}
 
     try:
@@ -450,9 +450,11 @@ def _normalise_io(proto: onnx.ModelProto) -> onnx.ModelProto:
     del network.output[:]
     network.output.extend(ordered)
     for value in (inputs[0], *network.output):
-        dims = value.type.tensor_type.shape.dim
-        if dims and not dims[0].HasField("dim_value"):
-            dims[0].dim_param = BATCH_DIM
+        for index, dim in enumerate(value.type.tensor_type.shape.dim):
+            if not dim.HasField("dim_value"):  # tf2onnx numbers unknown dimensions per process (unk__12)
+                dim.Clear()
+                if index == 0:
+                    dim.dim_param = BATCH_DIM
     return proto
 
 

@@ -291,6 +291,9 @@ def compose(frontend: onnx.ModelProto, network: onnx.ModelProto, *, network_inpu
             dims[0].Clear()
             dims[0].dim_param = BATCH_DIM
     merged.graph.name = f"{frontend.graph.name}+{network.graph.name}"
+    opsets = {o.domain: o.version for o in merged.opset_import}  # merge_models lists a shared domain twice
+    del merged.opset_import[:]
+    merged.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in sorted(opsets.items()))
     onnx.checker.check_model(merged)
     return merged
 
