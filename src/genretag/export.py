@@ -178,10 +178,12 @@ def load_test_clips(paths: Layout, *, sample_rate: int, clip_samples: int) -> Te
     track_ids = test["track_id"].to_numpy()
     for track_id in dict.fromkeys(track_ids):
         file = paths.root / str(wav_paths[track_id])
+        if not file.is_file():
+            raise ExportError(f"{file}: no such test track (data/raw/manifest.csv names it)")
         try:
             samples = audio.load_wav(file, sample_rate=sample_rate)
-        except audio.AudioError as exc:
-            raise ExportError(str(exc)) from exc
+        except (audio.AudioError, RuntimeError) as exc:  # soundfile's LibsndfileError is a RuntimeError
+            raise ExportError(f"{file}: cannot read test track ({exc})") from exc
         for position in np.flatnonzero(track_ids == track_id):
             clip_index = int(test["clip_index"].iloc[position])
             start = clip_index * clip_samples
