@@ -62,6 +62,6 @@ def maybe_inject_fault(point: str, *, subject: str | Path = "") -> None:
 
 
 def stage_context() -> tuple[Params, Layout]:
-    """params.yaml and the file layout of the project the stage runs in."""
-    paths = layout()
-    return load_params(paths.root / "params.yaml"), paths
+    """The parameters (``--params``/$GENRETAG_PARAMS, else the project's params.yaml, else the
+    built-in defaults) and the file layout of the project the stage runs in."""
+    return load_params(), layout()

@@ -35,6 +35,7 @@ from genretag.errors import ConfigError
 from genretag.scoring import (
     ScoredTrack,
     ScoringModel,
+    cuda_note,
     images_or_reason,
     open_model,
     resolve_model,
@@ -133,7 +134,7 @@ def tag_catalog_flow(
         registry_uri=tracking_uri(params, root=paths.root), model_name=params.registry.model_name,
     )
     if scoring_model.cuda_problem:
-        logger.warning("CUDA requested but not active: scoring on %s (%s)", scoring_model.provider, scoring_model.cuda_problem)
+        logger.log(*cuda_note(provider=scoring_model.provider, problem=scoring_model.cuda_problem))
     logger.info("model %s %s (%s) runs on %s", scoring_model.model_name, scoring_model.model_version,
                 scoring_model.path, scoring_model.provider)
 

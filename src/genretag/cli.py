@@ -1,19 +1,74 @@
-"""The `genretag` command line: one front door to the same functions the flows call."""
+"""The `genretag` command line: one front door to the same functions the flows call.
+
+Commands that orchestrate nothing (`predict`, `registry list|history|fetch`, `show`, `export-tags`)
+import only what they use (never Prefect or TensorFlow) and start no server. Commands that run
+Prefect flows (`tag-catalog`, the stages, `retrain`) use $PREFECT_API_URL, else genretag's local
+Prefect server (see flows.server), never a temporary server per command.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
 
 import genretag  # noqa: F401  - offline environment first
-from genretag.config import layout, load_params
+from genretag.config import PARAMS_ENV, layout, load_params
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Tag a music catalog with genres.")
 registry_app = typer.Typer(no_args_is_help=True, help="The MLflow model registry: list, promote, rollback, fetch.")
 experiments_app = typer.Typer(no_args_is_help=True, help="Run the paper's experiments and rebuild their table.")
 app.add_typer(registry_app, name="registry")
 app.add_typer(experiments_app, name="experiments")
+server_app = typer.Typer(no_args_is_help=True, help="genretag's local Prefect server (used when PREFECT_API_URL is not set).")
+app.add_typer(server_app, name="server")
+
+
+@app.callback()
+def options(
+    params: Path = typer.Option(
+        None, "--params", metavar="FILE",
+        help=f"Parameters file (default: ${PARAMS_ENV}, else params.yaml of the project above the working folder, "
+        "else the built-in defaults).",
+    ),
+) -> None:
+    """Tag a music catalog with genres."""
+    if params is not None:
+        os.environ[PARAMS_ENV] = str(params.resolve())  # flows and child processes read the same file
+
+
+def _orchestrate() -> None:
+    """Point Prefect at $PREFECT_API_URL or genretag's local server, before any flow runs."""
+    from flows.server import use_api
+
+    use_api(log=lambda line: typer.echo(line, err=True))
+
+
+@server_app.command("start")
+def server_start() -> None:
+    """Start the local Prefect server now (commands that need it start it anyway) and print its API URL."""
+    from flows.server import ensure_local_server, idle_seconds
+
+    typer.echo(f"{ensure_local_server()} (stops after {idle_seconds():.0f} s unused; export PREFECT_API_URL=... to see runs)")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """The local server's API URL, or that none runs; $PREFECT_API_URL wins over it when set."""
+    from flows.server import local_server_url
+
+    if os.environ.get("PREFECT_API_URL"):
+        typer.echo(f"PREFECT_API_URL is set: commands use {os.environ['PREFECT_API_URL']}")
+    typer.echo(f"local server: {local_server_url() or 'not running'}")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the local Prefect server."""
+    from flows.server import stop_local_server
+
+    typer.echo("stopped" if stop_local_server() else "no local server was running")
 
 
 @app.command("demo-corpus")
@@ -42,6 +97,7 @@ def demo_corpus(
 @app.command()
 def ingest() -> None:
     """Stage ingest: ingest.source -> data/raw/<genre>/<track>.wav + manifest (the DVC stage's flow)."""
+    _orchestrate()
     from flows.ingest import ingest_flow
 
     ingest_flow()
@@ -50,6 +106,7 @@ def ingest() -> None:
 @app.command()
 def validate() -> None:
     """Stage validate: GX suites over data/raw + manifest -> data/tracks.csv, data/quarantine.csv, reports/validation/."""
+    _orchestrate()
     from flows.validate import validate_flow
     from genretag.errors import ValidationFailed
 
@@ -67,6 +124,7 @@ def validate() -> None:
 @app.command()
 def split() -> None:
     """Stage split: data/tracks.csv -> data/clips.csv (3-s clips, train/validation/test)."""
+    _orchestrate()
     from flows.split import split_flow
 
     split_flow()
@@ -75,6 +133,7 @@ def split() -> None:
 @app.command()
 def spectrograms() -> None:
     """Stage spectrograms: data/clips.csv -> data/images/<split>/<genre>/<clip>.png (incremental)."""
+    _orchestrate()
     from flows.spectrograms import spectrograms_flow
 
     spectrograms_flow()
@@ -85,6 +144,7 @@ def spectrograms() -> None:
 @app.command("train")
 def train_command() -> None:
     """Stage train: data/images -> models/model.keras, training.json, metrics/train.json, plots (the DVC stage's flow)."""
+    _orchestrate()
     from flows.train import train_flow
 
     summary = train_flow()
@@ -97,6 +157,7 @@ def train_command() -> None:
 @app.command("evaluate")
 def evaluate_command() -> None:
     """Stage evaluate: models/model.keras on the test split -> metrics/eval.json, plots, reports/experiments.*."""
+    _orchestrate()
     from flows.evaluate import evaluate_flow
 
     metrics = evaluate_flow()
@@ -119,7 +180,7 @@ def experiments_run(
     paths = layout()
     overrides = {"max_epochs": max_epochs} if max_epochs else {}
     try:
-        rows = run_experiments(names, params=load_params(paths.root / "params.yaml"), paths=paths,
+        rows = run_experiments(names, params=load_params(), paths=paths,
                                log=typer.echo, **overrides)
     except GenretagError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -153,6 +214,7 @@ def experiments_table() -> None:
 @app.command("export")
 def export_command() -> None:
     """Stage export: models/model.keras -> models/model.onnx + MODEL_CARD.md (parity-checked; the DVC stage's flow)."""
+    _orchestrate()
     from flows.export import export_flow
 
     export_flow()
@@ -161,6 +223,7 @@ def export_command() -> None:
 @app.command("register")
 def register_command() -> None:
     """Stage register: models/model.onnx -> new registry version, champion gate, models/registry.json."""
+    _orchestrate()
     from flows.register import register_flow
 
     register_flow()
@@ -168,11 +231,15 @@ def register_command() -> None:
 
 def _registry_call(function, /, **kwargs):
     """Run a genretag.registry function on this project; a GenretagError exits 1 with its message."""
-    from genretag.errors import GenretagError
+    from genretag.errors import GenretagError, RegistryError
+    from genretag.tracking import tracking_uri
 
     paths = layout()
     try:
-        return function(load_params(paths.root / "params.yaml"), root=paths.root, **kwargs)
+        params = load_params()
+        if store := _missing_store(tracking_uri(params, root=paths.root)):
+            raise RegistryError(f"no model registry at {store}: run inside a genretag project, or set MLFLOW_TRACKING_URI")
+        return function(params, root=paths.root, **kwargs)
     except GenretagError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -252,7 +319,39 @@ def registry_fetch(
 
 # --- catalog tagging commands ---
 
-_MODEL_HELP = "champion | challenger | a registry version number | a path to an .onnx file (default: params.yaml score.model)."
+_MODEL_HELP = ("A path to an .onnx file, or a registry reference: champion | challenger | a version number | "
+               "models:/NAME@ALIAS | models:/NAME/VERSION (default: score.model of the parameters).")
+REGISTRY_SCHEME = "models:/"
+
+
+def _model_path(model: str | None, *, params, root: Path) -> Path:
+    """``--model`` (else score.model) -> a local .onnx file.
+
+    A registry reference needs a registry: $MLFLOW_TRACKING_URI, or the project's SQLite store.
+    Without one this raises a one-line ConfigError instead of creating an empty store here.
+    """
+    from genretag.errors import ConfigError
+    from genretag.scoring import resolve_model
+    from genretag.tracking import tracking_uri
+
+    ref, name = model or params.score.model, params.registry.model_name
+    if ref.startswith(REGISTRY_SCHEME):
+        rest = ref[len(REGISTRY_SCHEME):]
+        name, _, ref = rest.partition("@") if "@" in rest else rest.partition("/")
+    uri = tracking_uri(params, root=root)
+    if Path(ref).suffix != ".onnx" and not Path(ref).is_file() and (store := _missing_store(uri)):
+        given = f"--model {model}" if model else f"no --model given (score.model is {ref!r})"
+        raise ConfigError(
+            f"{given}: no model registry at {store}; pass --model PATH.onnx, or set MLFLOW_TRACKING_URI "
+            f"for a registry reference such as {REGISTRY_SCHEME}{name}@champion"
+        )
+    return resolve_model(ref, tracking_uri=uri, model_name=name)
+
+
+def _missing_store(uri: str) -> Path | None:
+    """The SQLite file of a ``sqlite:///`` tracking URI when it does not exist (else None)."""
+    store = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    return store if store is not None and not store.is_file() else None
 
 
 @app.command("tag-catalog")
@@ -264,11 +363,14 @@ def tag_catalog(
     max_windows: int = typer.Option(None, "--max-windows", min=0, help="3-s windows per track, evenly spaced; 0: all (default: params.yaml score.max_windows)."),
 ) -> None:
     """Tag a catalog with genres into the catalog database (the tag-catalog flow); reruns skip what this model version tagged."""
-    from flows.tag_catalog import tag_catalog_flow
     from genretag.errors import GenretagError
 
     try:
-        summary = tag_catalog_flow(source=source, model=model, database_url=database, require_gpu=require_gpu, max_windows=max_windows)
+        model_file = _model_path(model, params=load_params(), root=layout().root)
+        _orchestrate()
+        from flows.tag_catalog import tag_catalog_flow
+
+        summary = tag_catalog_flow(source=source, model=str(model_file), database_url=database, require_gpu=require_gpu, max_windows=max_windows)
     except GenretagError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -296,7 +398,7 @@ def export_tags(
         raise typer.BadParameter(f"must be csv or parquet, not {fmt!r}", param_hint="--format")
     paths = layout()
     try:
-        rows = export(catalog_url(load_params(paths.root / "params.yaml"), root=paths.root, override=database), out=out, fmt=fmt, model_version=model_version)
+        rows = export(catalog_url(load_params(), root=paths.root, override=database), out=out, fmt=fmt, model_version=model_version)
     except GenretagError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -311,15 +413,11 @@ def predict(
 ) -> None:
     """Print the top-3 genres of each file; exit 1 when any file could not be scored."""
     from genretag.errors import GenretagError
-    from genretag.scoring import open_model, resolve_model, score_files
-    from genretag.tracking import tracking_uri
+    from genretag.scoring import open_model, score_files
 
-    paths = layout()
-    params = load_params(paths.root / "params.yaml")
     try:
-        scoring_model = open_model(resolve_model(
-            model or params.score.model, tracking_uri=tracking_uri(params, root=paths.root), model_name=params.registry.model_name
-        ))
+        params = load_params()
+        scoring_model = open_model(_model_path(model, params=params, root=layout().root))
     except GenretagError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -374,6 +472,7 @@ def retrain(
     lock_wait_s: float = typer.Option(600.0, help="How long to wait for DVC's lock held by another dvc process."),
 ) -> None:
     """Retrain now, as the weekly deployment does: pull, ingest, dvc repro (champion gate), push."""
+    _orchestrate()
     from flows.retrain import retrain_flow
 
     state = retrain_flow(
