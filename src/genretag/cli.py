@@ -117,7 +117,7 @@ def validate() -> None:
         raise typer.Exit(1) from exc
     typer.echo(
         f"{summary['tracks_passed']} of {summary['tracks_in']} tracks passed, {summary['tracks_quarantined']} quarantined "
-        f"(data/quarantine.csv); report: reports/validation/index.html"
+        f"(data/quarantine.csv); report: reports/validation/summary.html"
     )
 
 
