@@ -54,7 +54,10 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 ARTIFACT_NAME = "onnx-model"
 RECORD_NAME = "registry.json"
-REQUIREMENTS = ("onnxruntime-gpu", "onnx", "numpy")
+REQUIREMENTS = ("onnxruntime", "onnx", "numpy")
+# A consumer rebuilding the MLflow model's environment gets the CPU wheel, pinned to the release of
+# the GPU build that the tests ran (requirements.lock pins onnxruntime-gpu; both ship each release).
+LOCKED_AS = {"onnxruntime": "onnxruntime-gpu"}
 
 TAG_DECISION = "genretag.decision"
 TAG_REASON = "genretag.reason"
@@ -202,7 +205,7 @@ def download_onnx(name: str, version: str, into: Path) -> Path:
 
 
 def pip_requirements(root: Path) -> list[str]:
-    """onnxruntime-gpu, onnx and numpy pinned as in requirements.lock (installed versions without one)."""
+    """onnxruntime (CPU), onnx and numpy pinned as in requirements.lock (installed versions without one)."""
     pins: dict[str, str] = {}
     lock = root / "requirements.lock"
     if lock.is_file():
@@ -213,10 +216,11 @@ def pip_requirements(root: Path) -> list[str]:
                 pins[package.strip().lower()] = version.strip()
     requirements = []
     for package in REQUIREMENTS:
-        version = pins.get(package)
+        locked = LOCKED_AS.get(package, package)
+        version = pins.get(package) or pins.get(locked)
         if version is None:
             try:
-                version = metadata.version(package)
+                version = metadata.version(locked)
             except metadata.PackageNotFoundError:
                 requirements.append(package)
                 continue

@@ -1,0 +1,83 @@
+"""Reports say true things: plots declared once, resolved GX parameters, real data counts, the
+data source of each experiment, a CPU runtime for MLflow consumers, dirty commits flagged."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+from tests.conftest import REPO_ROOT
+
+from genretag.config import Params
+from genretag.evaluate import EXPERIMENT_COLUMNS, experiments_markdown
+from genretag.export import DIRTY, _counts_line, git_commit, split_counts
+from genretag.registry import pip_requirements
+from genretag.reports import resolve_parameters
+
+
+def test_dvc_plots_show_draws_each_plot_once(tmp_path):
+    """`dvc plots show` on this dvc.yaml and plots/: every panel once, no stray CSV panel."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    shutil.copy(REPO_ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copytree(REPO_ROOT / "plots", tmp_path / "plots")
+    dvc = Path(shutil.which("dvc") or REPO_ROOT / ".venv/bin/dvc")
+    subprocess.run([str(dvc), "init", "-q"], cwd=tmp_path, check=True)
+    done = subprocess.run([str(dvc), "plots", "show", "--json"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    panels = sorted(json.loads(done.stdout)["data"])
+    assert panels == sorted(["loss", "accuracy", "plots/confusion_matrix.csv", "plots/training_curves.png",
+                             "plots/confusion_matrix.png", "plots/tsne.png"])
+
+
+def test_gx_placeholders_are_replaced_by_the_run_parameters():
+    kwargs = {"column": "duration_s", "min_value": {"$PARAMETER": "min_duration_s"},
+              "value_set": [{"$PARAMETER": "genres"}], "max_value": {"$PARAMETER": "unknown"}}
+    resolved = resolve_parameters(kwargs, {"min_duration_s": 3.0, "genres": ["jazz"]})
+    assert resolved == {"column": "duration_s", "min_value": 3.0, "value_set": [["jazz"]], "max_value": "<unknown>"}
+
+
+def test_the_model_card_counts_tracks_and_clips_of_each_split(tmp_path):
+    rows = [("t1", "train")] * 10 + [("t2", "train")] * 7 + [("t3", "test")] * 4
+    clips = tmp_path / "clips.csv"
+    pd.DataFrame(rows, columns=["track_id", "split"]).to_csv(clips, index=False)
+    counts = split_counts(clips)
+    assert counts == {"train": (2, 17), "test": (1, 4)}
+    line = _counts_line(Params(), counts)
+    assert "3 tracks cut into 21 clips of 3 s" in line and "train 2 tracks / 17 clips; test 1 tracks / 4 clips" in line
+    assert split_counts(tmp_path / "absent.csv") == {}
+
+
+def test_the_experiments_table_has_a_data_source_column():
+    row = dict.fromkeys(EXPERIMENT_COLUMNS, "") | {"experiment": "exp8", "data_source": "demo"}
+    other = row | {"experiment": "exp1", "data_source": "tfds"}
+    lines = experiments_markdown(pd.DataFrame([row, other], columns=EXPERIMENT_COLUMNS)).splitlines()
+    header = next(line for line in lines if line.startswith("| Experiment"))
+    assert header.split("|")[2].strip() == "Data"
+    body = [line for line in lines if line.startswith("| exp")]
+    assert [line.split("|")[2].strip() for line in body] == ["demo", "tfds"]
+    assert all(line.count("|") == header.count("|") for line in body)
+
+
+def test_mlflow_model_requirements_pin_the_cpu_runtime(tmp_path):
+    (tmp_path / "requirements.lock").write_text("numpy==2.1.0\nonnx==1.19.0\nonnxruntime-gpu==1.31.1\n")
+    assert pip_requirements(tmp_path) == ["onnxruntime==1.31.1", "onnx==1.19.0", "numpy==2.1.0"]
+
+
+def test_git_commit_flags_a_dirty_work_tree(tmp_path):
+    repo, plain = tmp_path / "repo", tmp_path / "plain"
+    repo.mkdir(), plain.mkdir()
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=repo, check=True, capture_output=True)
+
+    git("init", "-q")
+    (repo / "a.txt").write_text("one\n")
+    git("add", "a.txt")
+    git("commit", "-qm", "one")
+    clean = git_commit(repo)
+    assert len(clean) == 40 and not clean.endswith(DIRTY)
+    (repo / "a.txt").write_text("two\n")
+    assert git_commit(repo) == clean + DIRTY
+    assert git_commit(plain) == "unknown"
