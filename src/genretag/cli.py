@@ -349,7 +349,10 @@ def _model_path(model: str | None, *, params, root: Path) -> Path:
 
 
 def _missing_store(uri: str) -> Path | None:
-    """The SQLite file of a ``sqlite:///`` tracking URI when it does not exist (else None)."""
+    """The project's default SQLite registry file when it does not exist (else None; a
+    $MLFLOW_TRACKING_URI that the user set is always used as given)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
     store = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
     return store if store is not None and not store.is_file() else None
 
