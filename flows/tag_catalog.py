@@ -156,9 +156,10 @@ def tag_catalog_flow(
     catalog = open_catalog_task(url)
     try:
         _tag(catalog, hashed, unreadable, model=scoring_model, params=params, windows=windows, summary=summary)
+        summary.seconds = time.perf_counter() - started
+        catalog.record_run(summary, run=f"prefect:{flow_run.id}")
     finally:
         catalog.close()
-    summary.seconds = time.perf_counter() - started
 
     logger.info("tagged %d, skipped %d, failed %d in %.1f s (%.2f tracks/s) on %s", summary.tagged, summary.skipped,
                 summary.failed, summary.seconds, summary.tracks_per_second, summary.provider)

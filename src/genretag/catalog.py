@@ -64,6 +64,26 @@ catalog_errors = sa.Table(
     sa.UniqueConstraint("sha256", "model_version", name="uq_catalog_errors_sha256_model_version"),
 )
 
+catalog_runs = sa.Table(  # one row per tagging run: what it did, with which model, where, how fast
+    "catalog_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("model_name", sa.String(256), nullable=False),
+    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("listed", sa.Integer, nullable=False),
+    sa.Column("tagged", sa.Integer, nullable=False),
+    sa.Column("skipped", sa.Integer, nullable=False),
+    sa.Column("duplicates", sa.Integer, nullable=False),
+    sa.Column("failed", sa.Integer, nullable=False),
+    sa.Column("windows_scored", sa.Integer, nullable=False),
+    sa.Column("seconds", sa.Float, nullable=False),
+    sa.Column("genre_counts", sa.Text, nullable=False),  # JSON {genre: tracks tagged with it in this run}
+    sa.Column("run", sa.String(128), nullable=False),  # "prefect:<flow run id>" or "cli" (no Prefect)
+)
+
 _CONFLICT_KEY = ["sha256", "model_version"]
 
 
@@ -288,16 +308,28 @@ class Catalog:
                 connection.execute(statement)
         return WriteCounts(tagged=tagged, existing=existing, errors=len(errors))
 
-    def read(self, table: Literal["catalog_tags", "catalog_errors"] = "catalog_tags", *, model_version: str | None = None) -> pd.DataFrame:
+    def record_run(self, summary: TaggingSummary, *, run: str) -> None:
+        """Append the run's row to catalog_runs (``run``: "prefect:<flow run id>" or "cli")."""
+        with self.engine.begin() as connection:
+            connection.execute(sa.insert(catalog_runs).values(
+                finished_at=_now(), source=summary.source, model_name=summary.model_name,
+                model_version=summary.model_version, provider=summary.provider, listed=summary.listed,
+                tagged=summary.tagged, skipped=summary.skipped, duplicates=summary.duplicates, failed=summary.failed,
+                windows_scored=summary.windows_scored, seconds=round(summary.seconds, 3),
+                genre_counts=json.dumps(dict(sorted(summary.genre_counts.items()))), run=run,
+            ))
+
+    def read(self, table: Literal["catalog_tags", "catalog_errors", "catalog_runs"] = "catalog_tags", *,
+             model_version: str | None = None) -> pd.DataFrame:
         """A table as a DataFrame (ordered by id), times as UTC."""
-        source = catalog_tags if table == "catalog_tags" else catalog_errors
+        source = {"catalog_tags": catalog_tags, "catalog_errors": catalog_errors, "catalog_runs": catalog_runs}[table]
         query = sa.select(source).order_by(source.c.id)
         if model_version is not None:
             query = query.where(source.c.model_version == model_version)
         with self.engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
         frame = pd.DataFrame(rows, columns=[c.name for c in source.columns])
-        time_column = "scored_at" if table == "catalog_tags" else "failed_at"
+        time_column = {"catalog_tags": "scored_at", "catalog_errors": "failed_at", "catalog_runs": "finished_at"}[table]
         frame[time_column] = pd.to_datetime(frame[time_column], utc=True)
         return frame
 
@@ -499,7 +531,8 @@ def tag_catalog(
         )
         for results in _chunks(stream, commit_every):
             summary.record(write_results(catalog, results, model=model))
-    summary.seconds = time.perf_counter() - started
+        summary.seconds = time.perf_counter() - started
+        catalog.record_run(summary, run="cli")
     return summary
 
 

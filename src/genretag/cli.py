@@ -365,15 +365,26 @@ def tag_catalog(
     require_gpu: bool = typer.Option(False, "--require-gpu", help="Fail at once unless onnxruntime really runs on CUDA."),
     max_windows: int = typer.Option(None, "--max-windows", min=0, help="3-s windows per track, evenly spaced; 0: all (default: params.yaml score.max_windows)."),
 ) -> None:
-    """Tag a catalog with genres into the catalog database (the tag-catalog flow); reruns skip what this model version tagged."""
+    """Tag a catalog with genres into the catalog database; reruns skip what this model version tagged.
+
+    With $PREFECT_API_URL set (or score.dask_address, which decodes as Prefect tasks on Dask) this
+    runs the tag-catalog flow against that server (else genretag's local one); otherwise the same
+    steps run here as plain functions (genretag.catalog.tag_catalog), with no Prefect at all.
+    """
     from genretag.errors import GenretagError
 
     try:
-        model_file = _model_path(model, params=load_params(), root=layout().root)
-        _orchestrate()
-        from flows.tag_catalog import tag_catalog_flow
+        params, root = load_params(), layout().root
+        model_file = _model_path(model, params=params, root=root)
+        if os.environ.get("PREFECT_API_URL") or params.score.dask_address:
+            _orchestrate()
+            from flows.tag_catalog import tag_catalog_flow
 
-        summary = tag_catalog_flow(source=source, model=str(model_file), database_url=database, require_gpu=require_gpu, max_windows=max_windows)
+            summary = tag_catalog_flow(source=source, model=str(model_file), database_url=database,
+                                       require_gpu=require_gpu, max_windows=max_windows)
+        else:
+            summary = _tag_here(source, model_file, params=params, root=root, database=database,
+                                require_gpu=require_gpu, max_windows=max_windows)
     except GenretagError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -384,6 +395,22 @@ def tag_catalog(
     )
     for failure in summary["failures"]:
         typer.echo(f"failed: {failure['path']}: {failure['reason']}", err=True)
+
+
+def _tag_here(source: str, model_file: Path, *, params, root: Path, database: str | None, require_gpu: bool,
+              max_windows: int | None) -> dict:
+    """The tagging steps in this process, without Prefect; the run's summary as the flow returns it."""
+    from genretag.catalog import catalog_url, tag_catalog as tag
+    from genretag.scoring import open_model
+
+    score = params.score
+    summary = tag(
+        source, model=open_model(model_file, require_gpu=require_gpu),
+        database_url=catalog_url(params, root=root, override=database),
+        max_windows=score.max_windows if max_windows is None else max_windows, batch_size=score.batch_size,
+        commit_every=score.commit_every, workers=score.workers, silence_rms_dbfs=params.validation.silence_rms_dbfs,
+    )
+    return summary.to_dict()
 
 
 @app.command("export-tags")
