@@ -13,9 +13,8 @@ Then it times, each as a fresh ``python -m genretag.cli`` process:
 
 Python's bytecode cache is on for the child processes (an installed package has one; this
 environment sets PYTHONDONTWRITEBYTECODE), kept in the temporary folder, and one untimed warm-up
-run of each command fills it. tag-catalog runs against genretag's local Prefect server (started
-by the first, untimed tagging run, stopped at the end), as it does for a user without
-$PREFECT_API_URL.
+run of each command fills it. $PREFECT_API_URL is unset, as for a user without a server:
+tag-catalog then runs its steps in-process, without Prefect.
 """
 
 from __future__ import annotations
@@ -140,7 +139,7 @@ def main() -> None:
         rows = []
         try:
             first = run(commands["tag-catalog no-op rerun"], env=env, cwd=outside, failures=failures)
-            print(f"{args.tracks} tracks of 30 s; first tag-catalog run (untimed, starts the local Prefect server): "
+            print(f"{args.tracks} tracks of 30 s; first tag-catalog run (untimed, tags them): "
                   f"{first:.1f} s", flush=True)
             for name, command in commands.items():
                 run(command, env=env, cwd=outside, failures=failures)  # warm-up: bytecode cache
@@ -149,7 +148,7 @@ def main() -> None:
                 print(f"  {name}: {', '.join(f'{t:.2f}' for t in times)} s", flush=True)
         finally:
             subprocess.run([sys.executable, "-m", "genretag.cli", "server", "stop"], env=env, cwd=outside,
-                           capture_output=True, check=False)
+                           capture_output=True, check=False)  # in case a command started it
     print(f"\n| command | median of {args.repeat} (s) | min | max | target (s) |\n| --- | ---: | ---: | ---: | ---: |")
     for name, median, low, high in rows:
         print(f"| {name} | {median:.2f} | {low:.2f} | {high:.2f} | ≤ {TARGETS_S[name]:.0f} |")
