@@ -245,15 +245,6 @@ def _registry_call(function, /, **kwargs):
         raise typer.Exit(1) from exc
 
 
-def _who() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user name in some containers
-        return "unknown user"
-
-
 @registry_app.command("list")
 def registry_list() -> None:
     """Versions with aliases, test accuracy (re-scored at registration), created time and the gate's decision."""
@@ -274,12 +265,18 @@ def registry_list() -> None:
 
 @registry_app.command("history")
 def registry_history() -> None:
-    """Every change of champion (gate, promote, rollback) with its reason."""
+    """Every change of champion, oldest first: when, what (gate, promote, rollback), which version, who, why."""
     from genretag import registry
 
-    for entry in _registry_call(registry.champion_history):
-        previous = f"v{entry['from']}" if entry.get("from") else "-"
-        typer.echo(f"{entry['at']}  {entry['action']:<8} {previous:>5} -> v{entry['version']}: {entry['reason']}")
+    entries = _registry_call(registry.champion_history)
+    if not entries:
+        typer.echo("no champion changes recorded")
+        return
+    typer.echo(f"{'when (UTC)':<20} {'action':<9} {'champion':<13} {'by':<14} why")
+    for entry in entries:
+        change = f"v{entry['from'] or '-'} -> v{entry['version']}" if entry.get("from") else f"v{entry['version']}"
+        when = str(entry.get("at", "")).replace("T", " ")[:19]
+        typer.echo(f"{when:<20} {entry['action']:<9} {change:<13} {entry.get('by') or '-':<14} {entry['reason']}")
 
 
 @registry_app.command("promote")
@@ -290,7 +287,7 @@ def registry_promote(
     """Make VERSION the champion by hand, bypassing the accuracy gate; the reason is recorded."""
     from genretag import registry
 
-    change = _registry_call(registry.promote, version=version, reason=reason or f"manual promotion by {_who()}")
+    change = _registry_call(registry.promote, version=version, reason=reason or f"manual promotion by {registry.actor()}")
     typer.echo(f"champion: v{change.from_version or '-'} -> v{change.to_version} ({change.reason})")
 
 
@@ -301,7 +298,7 @@ def registry_rollback(
     """Give the champion alias back to the previous champion."""
     from genretag import registry
 
-    change = _registry_call(registry.rollback, reason=reason or f"manual rollback by {_who()}")
+    change = _registry_call(registry.rollback, reason=reason or f"manual rollback by {registry.actor()}")
     typer.echo(f"champion rolled back: v{change.from_version} -> v{change.to_version} ({change.reason})")
 
 

@@ -172,11 +172,21 @@ def _stack(tags: dict[str, str]) -> list[str]:
     return [str(v) for v in json.loads(tags.get(TAG_STACK) or "[]")]
 
 
+def actor() -> str:
+    """Who acts: the operating-system user of this process ("unknown user" where there is none)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return "unknown user"
+
+
 def _record_champion(client, name: str, *, version: str, action: str, reason: str, previous: str | None, stack: list[str] | None = None) -> None:
     """Append to the champion history; push ``version`` on the stack (or store ``stack`` as given)."""
     tags = _model_tags(client, name)
     history = json.loads(tags.get(TAG_HISTORY) or "[]")
-    history.append({"version": version, "action": action, "from": previous, "reason": reason, "at": _now()})
+    history.append({"version": version, "action": action, "from": previous, "reason": reason, "at": _now(), "by": actor()})
     if stack is None:
         stack = _stack(tags)
         if previous is not None and (not stack or stack[-1] != previous):
