@@ -319,6 +319,15 @@ class Catalog:
                 genre_counts=json.dumps(dict(sorted(summary.genre_counts.items()))), run=run,
             ))
 
+    def find(self, sha256: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(tag rows, error rows) of the file content whose SHA-256 is or starts with ``sha256``, newest first."""
+        found = []
+        with self.engine.connect() as connection:
+            for table, when in ((catalog_tags, catalog_tags.c.scored_at), (catalog_errors, catalog_errors.c.failed_at)):
+                query = sa.select(table).where(table.c.sha256.startswith(sha256.lower(), autoescape=True)).order_by(when.desc())
+                found.append([dict(row) for row in connection.execute(query).mappings()])
+        return found[0], found[1]
+
     def read(self, table: Literal["catalog_tags", "catalog_errors", "catalog_runs"] = "catalog_tags", *,
              model_version: str | None = None) -> pd.DataFrame:
         """A table as a DataFrame (ordered by id), times as UTC."""

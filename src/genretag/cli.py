@@ -410,6 +410,38 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
     return summary.to_dict()
 
 
+@app.command()
+def show(
+    track: str = typer.Argument(..., help="An audio file (looked up by its content's SHA-256) or a SHA-256 (or its first 8+ hex digits)."),
+    database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else score.database_url)."),
+) -> None:
+    """What the catalog holds for one track: each model version's top-3 genres, or why it failed."""
+    import json
+
+    from genretag.audio import file_sha256
+    from genretag.catalog import Catalog, catalog_url
+    from genretag.errors import GenretagError
+
+    try:
+        sha = file_sha256(Path(track)) if Path(track).is_file() else track
+        if len(sha) < 8:
+            raise GenretagError(f"{track}: neither a file nor a SHA-256 of at least 8 hex digits")
+        with Catalog(catalog_url(load_params(), root=layout().root, override=database)) as catalog:
+            tags, errors = catalog.find(sha)
+    except GenretagError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if not tags and not errors:
+        typer.echo(f"{track}: not in the catalog (sha256 {sha[:12]})", err=True)
+        raise typer.Exit(1)
+    for row in tags:
+        top = "  ".join(f"{t['genre']} {t['probability']:.3f}" for t in json.loads(row["top3"]))
+        typer.echo(f"{row['path']} (sha256 {row['sha256'][:12]}) {row['model_name']} {row['model_version']} "
+                   f"on {row['provider']}, {row['scored_at']:%Y-%m-%d %H:%M}: {top}  ({row['windows_scored']} windows)")
+    for row in errors:
+        typer.echo(f"{row['path']} (sha256 {row['sha256'][:12]}) {row['model_version']}: failed: {row['reason']}")
+
+
 @app.command("export-tags")
 def export_tags(
     fmt: str = typer.Option("csv", "--format", help="csv or parquet."),
