@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -35,14 +34,14 @@ from genretag.errors import ConfigError
 from genretag.scoring import (
     ScoredTrack,
     ScoringModel,
+    TrackWindows,
     cuda_note,
-    images_or_reason,
     open_model,
     resolve_model,
     score_decoded,
     score_files,
+    windows_or_reason,
 )
-from genretag.spectrogram import PreprocessingSpec
 from genretag.tracking import tracking_uri
 
 HASH_CHUNK = 256  # files per hashing task: a transient failure re-reads at most this many
@@ -95,16 +94,23 @@ def write_failures_task(catalog: Catalog, failures: list[TrackFailure], model_ve
 
 
 @task(name="decode-track", **IO_RETRIES, **_PLAIN)
-def decode_track(path: str, spec: PreprocessingSpec, max_windows: int, silence_rms_dbfs: float) -> tuple[np.ndarray | None, str]:
-    """One file's window images, or why it cannot be scored, on whichever Dask worker runs it."""
+def decode_track(path: str, sample_rate: int, clip_samples: int, max_windows: int, silence_rms_dbfs: float) -> tuple[TrackWindows | None, str]:
+    """One file's windows at the model's rate, or why it cannot be scored, on whichever Dask worker runs it."""
     maybe_inject_fault("tag.decode", subject=path)
-    return images_or_reason(path=path, spec=spec, max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs)
+    return windows_or_reason(
+        path=path, sample_rate=sample_rate, clip_samples=clip_samples, max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs
+    )
 
 
 @flow(name="decode-on-dask", persist_result=False)
-def decode_on_dask(paths: list[str], spec: PreprocessingSpec, max_windows: int, silence_rms_dbfs: float) -> list[tuple[np.ndarray | None, str]]:
+def decode_on_dask(
+    paths: list[str], sample_rate: int, clip_samples: int, max_windows: int, silence_rms_dbfs: float
+) -> list[tuple[TrackWindows | None, str]]:
     """Map decode_track over ``paths`` on this flow's DaskTaskRunner; results in input order."""
-    futures = decode_track.map(paths, spec=unmapped(spec), max_windows=unmapped(max_windows), silence_rms_dbfs=unmapped(silence_rms_dbfs))
+    futures = decode_track.map(
+        paths, sample_rate=unmapped(sample_rate), clip_samples=unmapped(clip_samples),
+        max_windows=unmapped(max_windows), silence_rms_dbfs=unmapped(silence_rms_dbfs),
+    )
     return [future.result() for future in futures]
 
 
@@ -202,9 +208,9 @@ def _tag(catalog: Catalog, hashed: list[HashedTrack], unreadable: list[TrackFail
     decode = decode_on_dask.with_options(task_runner=DaskTaskRunner(address=score.dask_address))
     for start in range(0, len(plan.todo), score.dask_chunk):
         chunk = plan.todo[start : start + score.dask_chunk]
-        decoded = decode([str(t.path) for t in chunk], model.spec, windows, silence)
+        decoded = decode([str(t.path) for t in chunk], model.sample_rate, model.clip_samples, windows, silence)
         stream = score_decoded(
-            model, ((t, str(t.path), images, reason) for t, (images, reason) in zip(chunk, decoded, strict=True)),
+            model, ((t, str(t.path), found, reason) for t, (found, reason) in zip(chunk, decoded, strict=True)),
             batch_size=score.batch_size,
         )
         _write_as_scored(catalog, stream, model=model, commit_every=score.commit_every, summary=summary)

@@ -87,10 +87,7 @@ def decode(path: str | Path, *, sample_rate: int) -> DecodedAudio:
     mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     measured = stats(mono, sample_rate=original_rate)  # before resampling hides bad samples
     if original_rate != sample_rate:
-        import librosa
-
-        clean = np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0)
-        mono = librosa.resample(clean, orig_sr=original_rate, target_sr=sample_rate, res_type="soxr_hq")
+        mono = resample(np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0), orig_rate=original_rate, target_rate=sample_rate)
     return DecodedAudio(
         path=path,
         waveform=np.ascontiguousarray(mono, dtype=np.float32),
@@ -99,6 +96,20 @@ def decode(path: str | Path, *, sample_rate: int) -> DecodedAudio:
         channels=int(data.shape[1]),
         stats=measured,
     )
+
+
+def resample(waveform: np.ndarray, *, orig_rate: int, target_rate: int) -> np.ndarray:
+    """Mono float32 samples at ``orig_rate`` Hz -> float32 at ``target_rate`` Hz.
+
+    python-soxr at "HQ" quality: the resampler librosa's ``res_type="soxr_hq"`` calls (same
+    samples, without librosa's zero padding to ceil(n * ratio)), and the one the handoff's
+    reference client uses, so that both feed a model the same waveform.
+    """
+    import soxr
+
+    if orig_rate == target_rate:
+        return np.asarray(waveform, dtype=np.float32)
+    return np.asarray(soxr.resample(np.asarray(waveform, dtype=np.float32), orig_rate, target_rate, quality="HQ"), dtype=np.float32)
 
 
 def stats(waveform: np.ndarray, *, sample_rate: int) -> AudioStats:

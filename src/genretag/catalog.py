@@ -48,6 +48,9 @@ catalog_tags = sa.Table(
     sa.Column("model_version", sa.String(64), nullable=False),
     sa.Column("provider", sa.String(64), nullable=False),
     sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+    # Added with contract v2; the server defaults describe rows written before (v1 models, no window skipped).
+    sa.Column("contract_version", sa.Integer, nullable=False, server_default=sa.text("1")),
+    sa.Column("windows_silent", sa.Integer, nullable=False, server_default=sa.text("0")),  # skipped as silent
     sa.UniqueConstraint("sha256", "model_version", name="uq_catalog_tags_sha256_model_version"),
 )
 
@@ -235,6 +238,24 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _add_missing_columns(engine: Engine) -> None:
+    """Add columns that a catalog created by an earlier genretag lacks (each has a server default for old rows)."""
+    inspector = sa.inspect(engine)
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        missing = [column for column in table.columns if column.name not in present]
+        if not missing:
+            continue
+        with engine.begin() as connection:
+            for column in missing:
+                if column.server_default is None:
+                    raise ScoringError(f"catalog table {table.name} lacks column {column.name}, which has no default to fill old rows")
+                connection.execute(sa.text(
+                    f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column.type.compile(engine.dialect)} "
+                    f"NOT NULL DEFAULT {column.server_default.arg.text}"
+                ))
+
+
 @dataclass(frozen=True)
 class WriteCounts:
     tagged: int = 0  # new catalog_tags rows
@@ -256,6 +277,7 @@ class Catalog:
         if backend == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -350,7 +372,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def tag_row(track: HashedTrack, score: Any, *, model_name: str, model_version: str, provider: str) -> dict[str, Any]:
+def tag_row(
+    track: HashedTrack, score: Any, *, model_name: str, model_version: str, provider: str, contract_version: int
+) -> dict[str, Any]:
     """A catalog_tags row for a genretag.scoring.TrackScore."""
     return {
         "track_id": track.track_id,
@@ -361,9 +385,11 @@ def tag_row(track: HashedTrack, score: Any, *, model_name: str, model_version: s
         "top3": json.dumps([{"genre": g, "probability": p} for g, p in score.top3]),
         "probabilities": json.dumps(score.probabilities),
         "windows_scored": score.windows_scored,
+        "windows_silent": score.windows_silent,
         "model_name": model_name,
         "model_version": model_version,
         "provider": provider,
+        "contract_version": contract_version,
         "scored_at": _now(),
     }
 
@@ -397,6 +423,7 @@ class TaggingSummary:
     duplicates: int = 0  # same bytes as another file of this run
     failed: int = 0
     windows_scored: int = 0
+    windows_silent: int = 0  # windows of tagged tracks skipped as silent
     seconds: float = 0.0
     failures: list[dict[str, str]] = field(default_factory=list)
     genre_counts: Counter[str] = field(default_factory=Counter)
@@ -411,6 +438,7 @@ class TaggingSummary:
         self.skipped += outcome.counts.existing
         self.genre_counts.update(outcome.genres)
         self.windows_scored += outcome.windows_scored
+        self.windows_silent += outcome.windows_silent
         self.add_failures(outcome.failures)
 
     def add_failures(self, failures: Iterable[TrackFailure]) -> None:
@@ -433,6 +461,7 @@ class TaggingSummary:
             "failures": list(self.failures),
             "genre_counts": dict(sorted(self.genre_counts.items())),
             "windows_scored": self.windows_scored,
+            "windows_silent": self.windows_silent,
             "seconds": round(self.seconds, 3),
             "tracks_per_second": round(self.tracks_per_second, 3),
         }
@@ -443,10 +472,10 @@ class TaggingSummary:
             "",
             f"Source `{self.source}` -> `{self.database}`",
             "",
-            "| tracks listed | tagged | skipped (already tagged) | duplicate content | failed | tracks/s | windows |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| tracks listed | tagged | skipped (already tagged) | duplicate content | failed | tracks/s | windows | silent windows |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
             f"| {self.listed} | {self.tagged} | {self.skipped} | {self.duplicates} | {self.failed} "
-            f"| {self.tracks_per_second:.2f} | {self.windows_scored} |",
+            f"| {self.tracks_per_second:.2f} | {self.windows_scored} | {self.windows_silent} |",
             "",
             "## Genres tagged in this run",
             "",
@@ -471,6 +500,7 @@ class WriteOutcome:
     counts: WriteCounts
     genres: tuple[str, ...]
     windows_scored: int
+    windows_silent: int
     failures: tuple[TrackFailure, ...]
 
 
@@ -483,13 +513,14 @@ def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any) -> Wr
             failures.append(TrackFailure(track.track_id, track.path, track.sha256, result.error))
             errors.append(error_row(track.track_id, track.path, track.sha256, result.error, model_version=model.model_version))
         else:
-            tags.append(tag_row(track, result.score, model_name=model.model_name,
-                                model_version=model.model_version, provider=model.provider))
+            tags.append(tag_row(track, result.score, model_name=model.model_name, model_version=model.model_version,
+                                provider=model.provider, contract_version=model.contract_version))
     counts = catalog.write(tags, errors)
     return WriteOutcome(
         counts=counts,
         genres=tuple(row["genre"] for row in tags),
         windows_scored=sum(row["windows_scored"] for row in tags),
+        windows_silent=sum(row["windows_silent"] for row in tags),
         failures=tuple(failures),
     )
 

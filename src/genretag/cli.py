@@ -222,7 +222,7 @@ def export_command() -> None:
 
 @app.command("register")
 def register_command() -> None:
-    """Stage register: models/model.onnx -> new registry version, champion gate, models/registry.json."""
+    """Stage register: every models/candidates/<id>/model.onnx -> registry versions, champion gate on test audio, models/registry.json."""
     _orchestrate()
     from flows.register import register_flow
 
@@ -305,9 +305,9 @@ def registry_rollback(
 @registry_app.command("fetch")
 def registry_fetch(
     ref: str = typer.Argument(..., help="champion, challenger or a version number."),
-    out: Path = typer.Option(..., "--out", help="Folder for model.onnx, labels.json, preprocessing.json and the reference client."),
+    out: Path = typer.Option(..., "--out", help="Folder for model.onnx, labels.json, scoring.json and the Python and Node.js reference clients."),
 ) -> None:
-    """Write a self-contained handoff bundle (needs only numpy, soundfile, Pillow, onnxruntime)."""
+    """Write a self-contained handoff bundle (needs only a decoder, a resampler and onnxruntime)."""
     from genretag import registry
 
     folder = _registry_call(registry.fetch, ref=ref, out=out)
@@ -470,7 +470,7 @@ def predict(
     model: str = typer.Option(None, "--model", help=_MODEL_HELP),
     max_windows: int = typer.Option(None, "--max-windows", min=0, help="3-s windows per track; 0: all (default: params.yaml score.max_windows)."),
 ) -> None:
-    """Print the top-3 genres of each file; exit 1 when any file could not be scored."""
+    """Print the top-3 genres of each file (contract-v2 models: windows at the model's rate); exit 1 when any file could not be scored."""
     from genretag.errors import GenretagError
     from genretag.scoring import open_model, score_files
 
@@ -498,7 +498,8 @@ def predict(
             typer.echo(f"error: {result.path}: {result.error}", err=True)
             continue
         top = "  ".join(f"{genre} {probability:.3f}" for genre, probability in result.score.top3)
-        typer.echo(f"{result.path}  {top}  ({result.score.windows_scored} windows)")
+        silent = f", {result.score.windows_silent} silent skipped" if result.score.windows_silent else ""
+        typer.echo(f"{result.path}  {top}  ({result.score.windows_scored} windows{silent})")
     if failed:
         typer.echo(f"{failed} of {len(files)} files could not be scored", err=True)
         raise typer.Exit(1)

@@ -95,7 +95,9 @@ class ExportParams(_Section):
 
 class RegisterParams(_Section):
     model_name: str = "genretag-cnn"
-    min_improvement: float = 0.005
+    alpha: float = Field(0.05, gt=0, lt=1)  # significance level of the champion gate (genretag.gate)
+    min_improvement: float = Field(0.005, ge=0, le=1)  # least track-accuracy gain (fraction) to promote
+    baseline: str = "mfcc-logreg"  # candidate id of the floor every served model must not fall below
     tracking_uri: str = "sqlite:///mlflow.db"
 
 
