@@ -345,6 +345,16 @@ def _model_path(model: str | None, *, params, root: Path) -> Path:
     return resolve_model(ref, tracking_uri=uri, model_name=name)
 
 
+def _existing_catalog(url: str) -> str:
+    """``url`` of a catalog to read; a SQLite file that does not exist raises a one-line ScoringError
+    (reading must not create an empty catalog wherever the command runs)."""
+    from genretag.errors import ScoringError
+
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:" and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise ScoringError(f"no catalog database at {url.removeprefix('sqlite:///')}: pass --database URL or set GENRETAG_CATALOG_URL")
+    return url
+
+
 def _missing_store(uri: str) -> Path | None:
     """The project's default SQLite registry file when it does not exist (else None; a
     $MLFLOW_TRACKING_URI that the user set is always used as given)."""
@@ -426,7 +436,7 @@ def show(
         sha = file_sha256(Path(track)) if Path(track).is_file() else track
         if len(sha) < 8:
             raise GenretagError(f"{track}: neither a file nor a SHA-256 of at least 8 hex digits")
-        with Catalog(catalog_url(load_params(), root=layout().root, override=database)) as catalog:
+        with Catalog(_existing_catalog(catalog_url(load_params(), root=layout().root, override=database))) as catalog:
             tags, errors = catalog.find(sha)
     except GenretagError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -457,7 +467,8 @@ def export_tags(
         raise typer.BadParameter(f"must be csv or parquet, not {fmt!r}", param_hint="--format")
     paths = layout()
     try:
-        rows = export(catalog_url(load_params(), root=paths.root, override=database), out=out, fmt=fmt, model_version=model_version)
+        rows = export(_existing_catalog(catalog_url(load_params(), root=paths.root, override=database)), out=out, fmt=fmt,
+                      model_version=model_version)
     except GenretagError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -16,7 +16,7 @@ def test_show_prints_each_model_versions_top3_or_its_failure(tmp_path, monkeypat
     song = tmp_path / "song.wav"
     song.write_bytes(b"not really audio, but bytes with a hash")
     sha = file_sha256(song)
-    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
     top3 = [{"genre": "jazz", "probability": 0.8125}, {"genre": "blues", "probability": 0.125}, {"genre": "rock", "probability": 0.0625}]
     tag = {"track_id": "song", "path": str(song), "sha256": sha, "genre": "jazz", "confidence": 0.8125, "top3": json.dumps(top3),
            "probabilities": json.dumps({t["genre"]: t["probability"] for t in top3}), "windows_scored": 9,
@@ -27,6 +27,9 @@ def test_show_prints_each_model_versions_top3_or_its_failure(tmp_path, monkeypat
     with Catalog(url) as catalog:
         catalog.write([tag], [error])
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GENRETAG_CATALOG_URL", raising=False)
+    monkeypatch.delenv("GENRETAG_ROOT", raising=False)
+    monkeypatch.delenv("GENRETAG_PARAMS", raising=False)
     runner = CliRunner()
 
     by_path = runner.invoke(app, ["show", str(song), "--database", url])
@@ -41,3 +44,7 @@ def test_show_prints_each_model_versions_top3_or_its_failure(tmp_path, monkeypat
     missing = runner.invoke(app, ["show", "0" * 64, "--database", url])
     assert missing.exit_code == 1 and "not in the catalog" in missing.output
     assert runner.invoke(app, ["show", "abc", "--database", url]).exit_code == 1
+    for command in (["show", sha], ["export-tags", "--out", "tags.csv"]):  # no catalog here: one line, nothing created
+        nowhere = runner.invoke(app, command)
+        assert nowhere.exit_code == 1 and nowhere.output.startswith(f"error: no catalog database at {tmp_path / 'catalog.db'}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["song.wav", "tags.db"]
