@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from bench.cli import tiny_model, tone_file
 from tests.conftest import REPO_ROOT
 
 from genretag.config import PARAMS_ENV, Params, load_params, params_file
@@ -70,6 +71,15 @@ def test_predict_without_a_model_says_so_in_one_line_and_creates_nothing(tmp_pat
     assert "pass --model PATH.onnx" in lines[0]
     assert "prefect" not in heavy and "tensorflow" not in heavy and "mlflow" not in heavy
     assert sorted(p.name for p in tmp_path.iterdir()) == ["song.wav"]  # no mlflow.db, no mlruns
+
+
+def test_predict_with_a_model_path_works_anywhere_without_prefect_or_tensorflow(tmp_path):
+    model = tiny_model(tmp_path / "model.onnx")
+    song = tone_file(tmp_path / "song.wav", seconds=7.0, seed=3)
+    code, heavy, lines = cli("predict", "--model", str(model), str(song), cwd=tmp_path)
+    assert code == 0, lines
+    assert heavy == []
+    assert lines == ["genretag-cnn bench-1 on CPUExecutionProvider"]  # the CUDA note is info: not shown
 
 
 def test_a_missing_params_file_is_one_line(tmp_path):
