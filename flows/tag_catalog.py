@@ -30,6 +30,7 @@ from genretag.catalog import (
     write_results,
 )
 from genretag.config import Params
+from genretag.drift import drift_warning, genre_psi, training_genre_counts
 from genretag.errors import ConfigError
 from genretag.scoring import (
     ScoredTrack,
@@ -163,6 +164,9 @@ def tag_catalog_flow(
     try:
         _tag(catalog, hashed, unreadable, model=scoring_model, params=params, windows=windows, summary=summary)
         summary.seconds = time.perf_counter() - started
+        summary.genre_psi = genre_psi(training_genre_counts(paths.tracks), summary.genre_counts)
+        if summary.genre_psi is not None and summary.genre_psi > score.drift_psi_warn:
+            logger.warning("%s", drift_warning(summary.genre_psi, limit=score.drift_psi_warn))
         catalog.record_run(summary, run=f"prefect:{flow_run.id}")
     finally:
         catalog.close()

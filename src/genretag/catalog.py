@@ -13,7 +13,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 from genretag.atomic import atomic_path, write_csv
 from genretag.audio import AUDIO_EXTENSIONS, file_sha256
 from genretag.config import Params, resolve_sqlite_url
+from genretag.drift import genre_psi
 from genretag.errors import GenretagError, ScoringError
 
 CATALOG_URL_ENV = "GENRETAG_CATALOG_URL"
@@ -84,6 +85,7 @@ catalog_runs = sa.Table(  # one row per tagging run: what it did, with which mod
     sa.Column("windows_scored", sa.Integer, nullable=False),
     sa.Column("seconds", sa.Float, nullable=False),
     sa.Column("genre_counts", sa.Text, nullable=False),  # JSON {genre: tracks tagged with it in this run}
+    sa.Column("genre_psi", sa.Float, nullable=True),  # PSI of genre_counts against the training tracks' genres (genretag.drift)
     sa.Column("run", sa.String(128), nullable=False),  # "prefect:<flow run id>" or "cli" (no Prefect)
 )
 
@@ -338,7 +340,7 @@ class Catalog:
                 model_version=summary.model_version, provider=summary.provider, listed=summary.listed,
                 tagged=summary.tagged, skipped=summary.skipped, duplicates=summary.duplicates, failed=summary.failed,
                 windows_scored=summary.windows_scored, seconds=round(summary.seconds, 3),
-                genre_counts=json.dumps(dict(sorted(summary.genre_counts.items()))), run=run,
+                genre_counts=json.dumps(dict(sorted(summary.genre_counts.items()))), genre_psi=summary.genre_psi, run=run,
             ))
 
     def find(self, sha256: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -427,6 +429,7 @@ class TaggingSummary:
     seconds: float = 0.0
     failures: list[dict[str, str]] = field(default_factory=list)
     genre_counts: Counter[str] = field(default_factory=Counter)
+    genre_psi: float | None = None  # drift of genre_counts from the training genres (None: no reference or nothing tagged)
 
     @property
     def tracks_per_second(self) -> float:
@@ -460,6 +463,7 @@ class TaggingSummary:
             "failed": self.failed,
             "failures": list(self.failures),
             "genre_counts": dict(sorted(self.genre_counts.items())),
+            "genre_psi": self.genre_psi,
             "windows_scored": self.windows_scored,
             "windows_silent": self.windows_silent,
             "seconds": round(self.seconds, 3),
@@ -482,6 +486,9 @@ class TaggingSummary:
             "| genre | tracks |",
             "| --- | ---: |",
             *(f"| {genre} | {count} |" for genre, count in self.genre_counts.most_common()),
+            "",
+            "Drift of these genres from the training tracks' (PSI): "
+            + ("not measured (no training reference, or nothing tagged)" if self.genre_psi is None else f"{self.genre_psi:.4f}"),
         ]
         if self.failures:
             lines += ["", "## Failed files", "", "| file | reason |", "| --- | --- |"]
@@ -547,11 +554,13 @@ def tag_catalog(
     workers: int = 0,
     silence_rms_dbfs: float = -60.0,
     before_read: Callable[[Path], None] | None = None,
+    reference_genres: Mapping[str, int] | None = None,
 ) -> TaggingSummary:
     """Tag every audio file of ``source`` with an open genretag.scoring.ScoringModel.
 
     The same steps as the tag-catalog flow, without Prefect: list, hash, skip what this
     model version already tagged, score in parallel, commit every ``commit_every`` tracks.
+    ``reference_genres`` (training genre -> tracks) sets the run's ``genre_psi`` drift measure.
     """
     from genretag.scoring import score_files
 
@@ -572,6 +581,7 @@ def tag_catalog(
         for results in _chunks(stream, commit_every):
             summary.record(write_results(catalog, results, model=model))
         summary.seconds = time.perf_counter() - started
+        summary.genre_psi = genre_psi(reference_genres or {}, summary.genre_counts)
         catalog.record_run(summary, run="cli")
     return summary
 

@@ -110,6 +110,7 @@ class ScoreParams(_Section):
     database_url: str = "sqlite:///catalog.db"
     dask_address: str | None = None
     dask_chunk: int = Field(256, ge=1)
+    drift_psi_warn: float = Field(0.25, gt=0)  # warn when a run's predicted genres drift this far (PSI) from training
 
 
 class Params(_Section):

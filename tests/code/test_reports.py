@@ -4,11 +4,13 @@ data source of each experiment, a CPU runtime for MLflow consumers, dirty commit
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 from tests.conftest import REPO_ROOT
 
@@ -99,3 +101,18 @@ def test_git_commit_flags_a_dirty_work_tree(tmp_path):
     (repo / "a.txt").write_text("two\n")
     assert git_commit(repo) == clean + DIRTY
     assert git_commit(plain) == "unknown"
+
+
+def test_psi_is_zero_for_the_same_genres_and_grows_with_the_shift():
+    from genretag.drift import genre_psi, psi
+
+    training = {"blues": 100, "jazz": 100, "rock": 100}
+    assert genre_psi(training, {"blues": 10, "jazz": 10, "rock": 10}) == 0.0
+    mild = genre_psi(training, {"blues": 12, "jazz": 10, "rock": 8})
+    only_jazz = genre_psi(training, {"jazz": 30})
+    assert 0 < mild < 0.1 < 0.25 < only_jazz
+    # by hand: proportions a = (0.4, 1/3, 0.2667) against e = 1/3 each
+    a = (0.4, 1 / 3, 8 / 30)
+    assert psi(training, {"blues": 12, "jazz": 10, "rock": 8}, labels=["blues", "jazz", "rock"]) == pytest.approx(
+        sum((x - 1 / 3) * math.log(x / (1 / 3)) for x in a))
+    assert genre_psi({}, {"jazz": 3}) is None and genre_psi(training, {}) is None

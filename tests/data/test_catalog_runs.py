@@ -54,9 +54,31 @@ def test_tagging_without_an_api_runs_here_and_records_each_run(tmp_path):
     assert list(runs["listed"]) == [5, 5] and set(runs["run"]) == {"cli"} and (runs["seconds"] > 0).all()
     assert set(runs["model_version"]) == {"bench-1"} and set(runs["provider"]) == {"CPUExecutionProvider"}
     first, second = runs.iloc[0], runs.iloc[1]
-    assert first["tagged"] + first["failed"] == 5 and first["tagged"] == len(tags)
+    assert first["tagged"] == 5 == len(tags) and first["failed"] == 0
+    assert runs["genre_psi"].isna().all()  # no training tracks where it ran: drift not measured
     assert sum(json.loads(first["genre_counts"]).values()) == first["tagged"]
     assert second["tagged"] == 0 and second["skipped"] == first["tagged"]  # what the first run tagged is skipped
     assert second["failed"] == len(errors)  # failures are tried again, and counted again
     assert runs["finished_at"].is_monotonic_increasing and str(runs["finished_at"][0].tz) == "UTC"
     assert list(elsewhere.iterdir()) == []  # nothing written where it ran
+
+
+def test_a_run_inside_a_project_measures_genre_drift_against_the_training_tracks(tmp_path):
+    model = tiny_model(tmp_path / "model.onnx")
+    folder = tmp_path / "catalog"
+    make_good_files(folder)
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "params.yaml").write_text("score:\n  drift_psi_warn: 0.0001\n")
+    (project / "data" / "tracks.csv").write_text("track_id,genre\nb1,blues\nb2,blues\nj1,jazz\n")
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+
+    env = {key: value for key, value in os.environ.items() if key not in ("PREFECT_API_URL", "GENRETAG_ROOT", "GENRETAG_PARAMS")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)])
+    done = subprocess.run([sys.executable, "-m", "genretag.cli", "tag-catalog", str(folder), "--model", str(model), "--database", url],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    with Catalog(url) as catalog:
+        run = catalog.read("catalog_runs").iloc[-1]
+    assert run["tagged"] == 5 and run["genre_psi"] > 0.0001
+    assert "warning: predicted genres drift from the training tracks' genres: PSI" in done.stderr
