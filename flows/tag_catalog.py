@@ -31,12 +31,14 @@ from genretag.catalog import (
     write_results,
 )
 from genretag.config import Layout, Params
+from genretag.drift import drift_warning, genre_psi, training_genre_counts
 from genretag.errors import ConfigError
 from genretag.paths import display
 from genretag.scoring import (
     ScoredTrack,
     ScoringModel,
     TrackWindows,
+    cuda_note,
     open_model,
     resolve_model,
     score_decoded,
@@ -139,9 +141,13 @@ def tag_catalog_flow(
     try:
         summary = _load_and_tag(catalog, source=source, model=model, require_gpu=require_gpu, params=params,
                                 paths=paths, url=url, windows=windows)
+        summary.seconds = time.perf_counter() - started
+        summary.genre_psi = genre_psi(training_genre_counts(paths.tracks), summary.genre_counts)
+        if summary.genre_psi is not None and summary.genre_psi > score.drift_psi_warn:
+            logger.warning("%s", drift_warning(summary.genre_psi, limit=score.drift_psi_warn))
+        catalog.record_run(summary, run=f"prefect:{flow_run.id}")
     finally:
         catalog.close()
-    summary.seconds = time.perf_counter() - started
 
     logger.info("tagged %d, skipped %d, failed %d in %.1f s (%.2f tracks/s) on %s; %d files skipped (not audio), "
                 "%d skipped (macOS metadata)", summary.tagged, summary.skipped, summary.failed, summary.seconds,
@@ -160,7 +166,7 @@ def _load_and_tag(catalog: Catalog, *, source: str, model: str | None, require_g
         registry_uri=tracking_uri(params, root=paths.root), model_name=params.registry.model_name,
     )
     if scoring_model.cuda_problem:
-        logger.warning("CUDA requested but not active: scoring on %s (%s)", scoring_model.provider, scoring_model.cuda_problem)
+        logger.log(*cuda_note(provider=scoring_model.provider, problem=scoring_model.cuda_problem))
     logger.info("model %s %s (%s) runs on %s", scoring_model.model_name, scoring_model.model_version,
                 scoring_model.path, scoring_model.provider)
 
