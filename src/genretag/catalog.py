@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -325,6 +326,34 @@ _ROW_ERRORS = (sa.exc.SQLAlchemyError, UnicodeError, ValueError, TypeError)
 def _transient(exc: BaseException) -> bool:
     """Whether a failed database write may succeed when retried (lost connection, lock)."""
     return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or bool(getattr(exc, "connection_invalidated", False))
+
+
+def check_database(url: str) -> None:
+    """Fail now, in one line, when the catalog database at ``url`` cannot be reached or written.
+
+    Creates nothing: a SQLite file that does not exist yet is checked by writing a scratch file
+    in the nearest existing folder on its path; any other database (or an existing SQLite
+    file) is opened and a row is written and rolled back (:meth:`Catalog.check_writable`).
+    Raises CatalogError naming the database (password redacted) and the reason.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise CatalogError(f"catalog database {url!r} is not a database URL (e.g. sqlite:///catalog.db)") from exc
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        target = Path(parsed.database)
+        if not target.exists():
+            folder = next(parent for parent in target.absolute().parents if parent.exists())
+            try:
+                with tempfile.TemporaryFile(dir=folder):
+                    pass
+            except OSError as exc:
+                raise CatalogError(
+                    f"catalog database {redact(url)} (file {target}): cannot create it, folder {folder} is not writable "
+                    f"({exc.strerror or exc})"
+                ) from exc
+            return
+    Catalog(url, check_writable=True).close()
 
 
 class Catalog:

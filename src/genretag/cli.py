@@ -411,13 +411,13 @@ def tag_catalog(
     runs the tag-catalog flow against that server (else genretag's local one); otherwise the same
     steps run here as plain functions (genretag.catalog.tag_catalog), with no Prefect at all.
     """
-    from genretag.catalog import Catalog, catalog_url
+    from genretag.catalog import catalog_url, check_database
     from genretag.errors import GenretagError
 
     try:
         params, root = load_params(), layout().root
         # Reachable and writable before the model loads and any file is read (and before Prefect starts).
-        Catalog(catalog_url(params, root=root, override=database), check_writable=True).close()
+        check_database(catalog_url(params, root=root, override=database))
         model_file = _model_path(model, params=params, root=root)
         if os.environ.get("PREFECT_API_URL") or params.score.dask_address:
             _orchestrate()
