@@ -7,11 +7,16 @@ exported with skl2onnx as ``features`` float32 [N, D] -> ``probabilities`` float
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx
+import onnx.compose
+
+from genretag.contract import EMBEDDING_NAME, OUTPUT_NAME
 
 HEAD_INPUT = "features"
 HEAD_OUTPUT = "probabilities"
@@ -82,3 +87,126 @@ class LinearHead:
         del model.graph.output[:]
         model.graph.output.extend(keep)
         return model
+
+
+def attach_head(network: onnx.ModelProto, head: onnx.ModelProto) -> onnx.ModelProto:
+    """``network`` (one output ``embedding``) followed by ``head`` (``features`` -> ``probabilities``).
+
+    The result keeps the network's input and has outputs ``probabilities`` and ``embedding``
+    (contract v2 names); head tensors are prefixed ``head/``. Both models must share an IR version
+    (the head is set to the network's).
+    """
+    head = onnx.ModelProto.FromString(head.SerializeToString())
+    head.ir_version = network.ir_version
+    merged = onnx.compose.merge_models(
+        network, head, io_map=[(EMBEDDING_NAME, HEAD_INPUT)], prefix2="head/",
+        outputs=[f"head/{HEAD_OUTPUT}", EMBEDDING_NAME],
+    )
+    for node in merged.graph.node:
+        node.output[:] = [OUTPUT_NAME if o == f"head/{HEAD_OUTPUT}" else o for o in node.output]
+    merged.graph.output[0].name = OUTPUT_NAME
+    return merged
+
+
+class FeatureHeadFamily:
+    """A family whose only trained part is a :class:`LinearHead` over a fixed per-clip embedding.
+
+    Subclasses set ``name``, ``sample_rate``, ``clip_samples`` and provide :meth:`embed` (the numpy/TF
+    reference of the frozen part, float32 [n, S] -> [n, D]), :meth:`frontend` and
+    :meth:`embedding_network` (its ONNX form: ``waveform`` -> X and X -> ``embedding``, joined by
+    :func:`genretag.graph.compose`), :meth:`preprocessing` and :meth:`describe_frozen`.
+    """
+
+    name: ClassVar[str]
+    sample_rate: int
+    clip_samples: int
+    HEAD_FILE: ClassVar[str] = "head.joblib"
+
+    def __init__(self, *, C: float = 1.0, opset: int = 17, batch_size: int = 64) -> None:
+        self.head = LinearHead(n_classes=0, C=C)
+        self.labels: tuple[str, ...] = ()
+        self.opset = opset
+        self.batch_size = batch_size
+        self.embedding_size = 0
+
+    # -- subclass hooks
+    def embed(self, waveforms: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def frontend(self) -> onnx.ModelProto:
+        raise NotImplementedError
+
+    def embedding_network(self) -> onnx.ModelProto:
+        raise NotImplementedError
+
+    def preprocessing(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def describe_frozen(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- the Family protocol
+    def fit(self, train, validation, *, labels: tuple[str, ...], seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+        """Embed the train clips once, fit the head; report train and validation clip accuracy."""
+        self.labels = tuple(labels)
+        self.head = LinearHead(n_classes=len(labels), C=self.head.C)
+        features = self.embed(train.waveforms)
+        self.embedding_size = int(features.shape[1])
+        facts = self.head.fit(features, train.labels, seed=seed)
+        facts["train_accuracy"] = float(np.mean(self.head.predict_proba(features).argmax(1) == train.labels))
+        if len(validation):
+            predicted = self.predict(validation.waveforms).probabilities.argmax(1)
+            facts["validation_accuracy"] = float(np.mean(predicted == validation.labels))
+        log(f"{self.name}: head fitted on {len(train)} clips ({self.embedding_size}-d embedding), "
+            f"train accuracy {facts['train_accuracy']:.3f}, validation {facts.get('validation_accuracy', float('nan')):.3f}")
+        return facts
+
+    def predict(self, waveforms: np.ndarray):
+        from genretag.families import Prediction
+
+        embedding = self.embed(waveforms)
+        return Prediction(probabilities=self.head.predict_proba(embedding), embedding=embedding)
+
+    def to_onnx(self) -> onnx.ModelProto:
+        from genretag.graph import compose
+
+        network = attach_head(self.embedding_network(), self.head.to_onnx(n_features=self.embedding_size, opset=self.opset))
+        return compose(self.frontend(), network)
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.describe_frozen(), "head": "StandardScaler + LogisticRegression (scikit-learn, balanced class weights)",
+                "head_C": self.head.C, "trained_parameters": self.trained_parameters()}
+
+    def trained_parameters(self) -> int:
+        """Scaler means/scales plus the classifier's weights and biases (0 before :meth:`fit`)."""
+        if self.head.pipeline is None:
+            return 0
+        classifier = self.head.pipeline[-1]
+        return int(2 * self.embedding_size + classifier.coef_.size + classifier.intercept_.size)
+
+    def save(self, directory: Path) -> None:
+        """``head.joblib``: the fitted scikit-learn pipeline with the labels and embedding size (joblib)."""
+        import joblib
+
+        from genretag.atomic import atomic_path
+
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(directory / self.HEAD_FILE) as tmp:
+            joblib.dump({"pipeline": self.head.pipeline, "labels": list(self.labels), "C": self.head.C,
+                         "embedding_size": self.embedding_size}, tmp)
+
+    def load(self, directory: Path) -> None:
+        """Read what :meth:`save` wrote; raises :class:`~genretag.errors.TrainingDataError` when unusable."""
+        import joblib
+
+        from genretag.errors import TrainingDataError
+
+        path = directory / self.HEAD_FILE
+        try:
+            state = joblib.load(path)
+        except (OSError, EOFError, KeyError, ValueError) as exc:
+            raise TrainingDataError(f"{path}: cannot read the trained head ({exc})") from exc
+        self.labels = tuple(state["labels"])
+        self.head = LinearHead(n_classes=len(self.labels), C=state["C"])
+        self.head.pipeline = state["pipeline"]
+        self.embedding_size = int(state["embedding_size"])
