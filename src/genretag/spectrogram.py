@@ -133,39 +133,119 @@ def window_starts(n_samples: int, *, clip_samples: int, max_windows: int = 0, ev
     return starts
 
 
+def mel_power(
+    clips: np.ndarray,
+    *,
+    sample_rate: int,
+    n_fft: int,
+    hop_length: int,
+    n_mels: int,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+    pad_mode: str = "constant",
+) -> np.ndarray:
+    """Slaney mel power spectrogram of a batch of clips, as librosa.feature.melspectrogram computes it.
+
+    ``clips``: float array (n_clips, samples), converted to float32. Centred frames (``pad_mode``
+    "constant": zeros, librosa >= 0.10; "reflect": librosa < 0.10), periodic Hann, |rfft|^2 in
+    float32 (the whole batch in one FFT call), ``fmax`` None = Nyquist. Returns float32
+    (n_clips, n_mels, 1 + samples // hop_length). Raises ValueError for a non-2-D ``clips``.
+    """
+    clips = np.asarray(clips, dtype=np.float32)
+    if clips.ndim != 2:
+        raise ValueError(f"clips must be 2-D (n_clips, samples), got shape {clips.shape}")
+    pad = n_fft // 2
+    padded = np.pad(clips, ((0, 0), (pad, pad)), mode=pad_mode)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[:, ::hop_length]
+    power = np.abs(np.fft.rfft(frames * _hann(n_fft), axis=-1)) ** 2
+    filters = mel_filterbank(sample_rate, n_fft, n_mels, fmin, float(fmax) if fmax is not None else sample_rate / 2.0)
+    return np.einsum("mf,ctf->cmt", filters, power.astype(np.float32), optimize=True)
+
+
+def power_to_db(power: np.ndarray, *, ref_max: bool, top_db: float | None) -> np.ndarray:
+    """librosa.power_to_db per clip: 10 log10(max(power, 1e-10)) against 1.0 or (``ref_max``) each
+    clip's maximum, floored at that clip's max dB minus ``top_db`` (None: no floor).
+
+    ``power``: float32 (n_clips, ...). Returns float32 of the same shape.
+    """
+    db = 10.0 * np.log10(np.maximum(power, np.float32(1e-10)))
+    axes = tuple(range(1, db.ndim))
+    if ref_max:
+        db -= db.max(axis=axes, keepdims=True)
+    if top_db is not None:
+        db = np.maximum(db, db.max(axis=axes, keepdims=True) - np.float32(top_db))
+    return db.astype(np.float32)
+
+
 def mel_db(clips: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
     """Mel power spectrogram in dB against each clip's own maximum, floored at -top_db.
 
     ``clips``: float array (n_clips, samples). Returns float32 (n_clips, n_mels, frames) in [-top_db, 0].
     """
-    clips = np.asarray(clips, dtype=np.float32)
-    if clips.ndim != 2:
-        raise ValueError(f"clips must be 2-D (n_clips, samples), got shape {clips.shape}")
-    pad = spec.n_fft // 2
-    padded = np.pad(clips, ((0, 0), (pad, pad)))
-    frames = np.lib.stride_tricks.sliding_window_view(padded, spec.n_fft, axis=-1)[:, :: spec.hop_length]
-    power = np.abs(np.fft.rfft(frames * _hann(spec.n_fft), axis=-1)) ** 2
-    filters = mel_filterbank(spec.sample_rate, spec.n_fft, spec.n_mels, spec.fmin, spec.upper_frequency)
-    mel = np.einsum("mf,ctf->cmt", filters, power.astype(np.float32), optimize=True)
-    db = 10.0 * np.log10(np.maximum(mel, 1e-10))
-    db -= db.max(axis=(1, 2), keepdims=True)
-    return np.maximum(db, -spec.top_db).astype(np.float32)
+    power = mel_power(
+        clips, sample_rate=spec.sample_rate, n_fft=spec.n_fft, hop_length=spec.hop_length, n_mels=spec.n_mels,
+        fmin=spec.fmin, fmax=spec.upper_frequency,
+    )
+    return power_to_db(power, ref_max=True, top_db=spec.top_db)
+
+
+@lru_cache(maxsize=16)
+def bilinear_resize_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """Pillow's BILINEAR resampling along one axis as a matrix: float64 (out_size, in_size).
+
+    ``out = matrix @ x`` summed in float64 and stored as float32 is what Pillow 13 computes for a
+    mode-"F" image (``libImaging/Resample.c``, ``precompute_coeffs``): the triangle filter of
+    support 1 is widened by the downsampling ratio ``in_size / out_size`` when that is above 1,
+    centred at ``(i + 0.5) * in_size / out_size``, cut to the input, normalised to sum 1. The
+    identity when the sizes are equal (Pillow skips that pass). Raises ValueError for sizes < 1.
+    """
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"resize sizes must be positive, got {in_size} -> {out_size}")
+    matrix = np.zeros((out_size, in_size), dtype=np.float64)
+    if in_size == out_size:
+        np.fill_diagonal(matrix, 1.0)
+    else:
+        scale = in_size / out_size
+        filterscale = max(scale, 1.0)
+        support = filterscale  # bilinear support 1.0, widened
+        for row in range(out_size):
+            centre = (row + 0.5) * scale
+            first = max(int(centre - support + 0.5), 0)
+            last = min(int(centre + support + 0.5), in_size)
+            taps = np.arange(first, last)
+            weights = np.maximum(0.0, 1.0 - np.abs((taps - centre + 0.5) / filterscale))
+            total = weights.sum()
+            matrix[row, first:last] = weights / total if total != 0.0 else weights
+    matrix.flags.writeable = False
+    return matrix
+
+
+def resize_unit(unit: np.ndarray, *, image_size: tuple[int, int]) -> np.ndarray:
+    """Flip dB-in-[0, 1] matrices vertically and resize them as Pillow's BILINEAR does.
+
+    ``unit``: float32 (n, n_mels, frames), low frequencies first. Returns float32
+    (n, height, width), low frequencies at the bottom row: the horizontal (time) pass, then the
+    vertical pass only when the height changes, each summed in float64 and stored as float32.
+    """
+    height, width = image_size
+    n_mels, frames = unit.shape[1:]
+    flipped = unit[:, ::-1, :]
+    resized = np.matmul(flipped, bilinear_resize_matrix(frames, width).T).astype(np.float32)
+    if height != n_mels:
+        resized = np.matmul(bilinear_resize_matrix(n_mels, height), resized).astype(np.float32)
+    return resized
 
 
 def db_to_image(db: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
-    """Colour-map dB matrices (n, n_mels, frames) into uint8 RGB images (n, height, width, 3)."""
-    height, width = spec.image_size
-    lut = COLORMAPS[spec.colormap]
-    unit = (db + spec.top_db) / spec.top_db
-    images = np.empty((len(db), height, width, 3), dtype=np.uint8)
-    for index, matrix in enumerate(unit):
-        resized = np.asarray(
-            Image.fromarray(np.ascontiguousarray(matrix[::-1], dtype=np.float32), mode="F").resize(
-                (width, height), Image.Resampling.BILINEAR
-            )
-        )
-        images[index] = lut[np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8)]
-    return images
+    """Colour-map dB matrices float32 (n, n_mels, frames) into uint8 RGB images (n, height, width, 3).
+
+    The whole batch at once: scale to [0, 1], flip, Pillow-exact bilinear resize
+    (:func:`resize_unit`), round to 256 levels, colour look-up table.
+    """
+    unit = (np.asarray(db, dtype=np.float32) + np.float32(spec.top_db)) / np.float32(spec.top_db)
+    resized = resize_unit(unit, image_size=spec.image_size)
+    levels = np.clip(np.rint(resized * np.float32(255.0)), 0, 255).astype(np.uint8)
+    return COLORMAPS[spec.colormap][levels]
 
 
 def waveform_to_images(
