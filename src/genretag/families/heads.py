@@ -79,6 +79,9 @@ class LinearHead:
             target_opset={"": opset, "ai.onnx.ml": 3},
             final_types=None,
         )
+        for entry in model.opset_import:  # skl2onnx writes the lowest opset its ops need; the graph is composed at ``opset``
+            if entry.domain in ("", "ai.onnx"):
+                entry.version = opset
         probability_output = model.graph.output[1].name
         for node in model.graph.node:
             node.output[:] = [HEAD_OUTPUT if o == probability_output else o for o in node.output]
@@ -96,15 +99,15 @@ def attach_head(network: onnx.ModelProto, head: onnx.ModelProto) -> onnx.ModelPr
     (contract v2 names); head tensors are prefixed ``head/``. Both models must share an IR version
     (the head is set to the network's).
     """
+    from genretag.graph import rename_tensor
+
     head = onnx.ModelProto.FromString(head.SerializeToString())
     head.ir_version = network.ir_version
     merged = onnx.compose.merge_models(
         network, head, io_map=[(EMBEDDING_NAME, HEAD_INPUT)], prefix2="head/",
         outputs=[f"head/{HEAD_OUTPUT}", EMBEDDING_NAME],
     )
-    for node in merged.graph.node:
-        node.output[:] = [OUTPUT_NAME if o == f"head/{HEAD_OUTPUT}" else o for o in node.output]
-    merged.graph.output[0].name = OUTPUT_NAME
+    rename_tensor(merged.graph, f"head/{HEAD_OUTPUT}", OUTPUT_NAME)
     return merged
 
 

@@ -33,12 +33,12 @@ from typing import Any, ClassVar
 import numpy as np
 import onnx
 
+from genretag import features
+from genretag.contract import EMBEDDING_NAME
 from genretag.errors import GenretagError
-from genretag.families.heads import LinearHead
+from genretag.families.heads import FeatureHeadFamily
 
-SAMPLE_RATE = 16_000
-CLIP_SAMPLES = 48_000  # 3 s
-N_MELS = 96
+N_MELS = features.MUSICNN_N_MELS
 EMBEDDING_SIZE = 1_506  # 2 x (561 front-end + 3 x 64 mid-end channels)
 BN_EPSILON = 1e-3  # tf.compat.v1.layers.batch_normalization's default, used by musicnn/models.py
 
@@ -165,3 +165,67 @@ def embedding_network(weights: Mapping[str, np.ndarray]) -> Callable:
         return tf.reshape(pooled, [-1, EMBEDDING_SIZE])
 
     return forward
+
+
+class MusicnnMSD(FeatureHeadFamily):
+    """``musicnn-msd``: frozen MSD musicnn embedding (1,506-d) + a trained linear head, at 16 kHz.
+
+    The checkpoint is verified and read when the family is created: a bad checkpoint raises
+    :class:`PretrainedWeightsError` before anything is trained.
+    """
+
+    name: ClassVar[str] = "musicnn-msd"
+    sample_rate = features.MUSICNN_SAMPLE_RATE
+    clip_samples = features.MUSICNN_CLIP_SAMPLES
+
+    def __init__(self, *, C: float = 1.0, opset: int = 17, batch_size: int = 64, checkpoint: Path | None = None) -> None:
+        import tensorflow as tf
+
+        super().__init__(C=C, opset=opset, batch_size=batch_size)
+        self.checkpoint = checkpoint or checkpoint_dir()
+        self.weights = load_weights(self.checkpoint)
+        self._forward = embedding_network(self.weights)
+        self._compiled = tf.function(self._forward, reduce_retracing=True)
+        self.embedding_size = EMBEDDING_SIZE
+
+    def embed(self, waveforms: np.ndarray) -> np.ndarray:
+        """float32 [n, 48000] at 16 kHz -> embedding float32 [n, 1506] (log-mel of :mod:`genretag.features`, TF forward)."""
+        waveforms = np.asarray(waveforms, dtype=np.float32)
+        parts = [
+            self._compiled(features.musicnn_log_mel(waveforms[i : i + self.batch_size])).numpy()
+            for i in range(0, len(waveforms), self.batch_size)
+        ]
+        return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, EMBEDDING_SIZE), np.float32)
+
+    def frontend(self) -> onnx.ModelProto:
+        from genretag.graph import musicnn_log_mel_frontend
+
+        return musicnn_log_mel_frontend()
+
+    def embedding_network(self) -> onnx.ModelProto:
+        """The frozen network as ONNX (tf2onnx): ``log_mel`` float32 [N, T, 96] -> ``embedding`` [N, 1506]."""
+        import tensorflow as tf
+        import tf2onnx
+
+        from genretag.graph import rename_tensor
+
+        signature = [tf.TensorSpec([None, None, N_MELS], tf.float32, name="log_mel")]
+        model, _ = tf2onnx.convert.from_function(tf.function(self._forward), input_signature=signature, opset=self.opset)
+        rename_tensor(model.graph, model.graph.output[0].name, EMBEDDING_NAME)
+        return model
+
+    def preprocessing(self) -> dict[str, Any]:
+        return {
+            "frontend": "musicnn log-mel", "sample_rate": self.sample_rate, "n_fft": features.MUSICNN_N_FFT,
+            "hop_length": features.MUSICNN_HOP, "n_mels": N_MELS, "frames": features.MUSICNN_FRAMES,
+            "pad_mode": features.MUSICNN_PAD_MODE, "scale": "log10(10000 x + 1), float32",
+            "embedding": "max and mean over time of musicnn MSD mid-end features (1506)",
+        }
+
+    def describe_frozen(self) -> dict[str, Any]:
+        return {
+            "family": self.name, "architecture": "musicnn (Pons & Serra 2019) front and mid end, frozen",
+            "pretrained": SOURCE, "licence": LICENCE, "checkpoint_sha256": dict(CHECKPOINT_SHA256),
+            "frozen_parameters": int(sum(self.weights[n].size for n in _REQUIRED_VARIABLES)),
+            "embedding_size": EMBEDDING_SIZE,
+        }
