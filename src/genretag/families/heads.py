@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 import onnx
 import onnx.compose
+import onnx.helper
 
 from genretag.contract import EMBEDDING_NAME, OUTPUT_NAME
 
@@ -79,9 +80,6 @@ class LinearHead:
             target_opset={"": opset, "ai.onnx.ml": 3},
             final_types=None,
         )
-        for entry in model.opset_import:  # skl2onnx writes the lowest opset its ops need; the graph is composed at ``opset``
-            if entry.domain in ("", "ai.onnx"):
-                entry.version = opset
         probability_output = model.graph.output[1].name
         for node in model.graph.node:
             node.output[:] = [HEAD_OUTPUT if o == probability_output else o for o in node.output]
@@ -101,8 +99,15 @@ def attach_head(network: onnx.ModelProto, head: onnx.ModelProto) -> onnx.ModelPr
     """
     from genretag.graph import rename_tensor
 
-    head = onnx.ModelProto.FromString(head.SerializeToString())
+    network, head = (onnx.ModelProto.FromString(m.SerializeToString()) for m in (network, head))
     head.ir_version = network.ir_version
+    versions: dict[str, int] = {}  # skl2onnx and tf2onnx pick different (compatible) opsets per domain
+    for entry in (*network.opset_import, *head.opset_import):
+        domain = "" if entry.domain == "ai.onnx" else entry.domain
+        versions[domain] = max(versions.get(domain, 0), entry.version)
+    for model in (network, head):
+        del model.opset_import[:]
+        model.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in sorted(versions.items()))
     merged = onnx.compose.merge_models(
         network, head, io_map=[(EMBEDDING_NAME, HEAD_INPUT)], prefix2="head/",
         outputs=[f"head/{HEAD_OUTPUT}", EMBEDDING_NAME],
