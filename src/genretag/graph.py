@@ -38,7 +38,14 @@ from onnx import TensorProto, helper, numpy_helper
 from genretag import features
 from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME
 from genretag.errors import ExportError
-from genretag.spectrogram import COLORMAPS, PreprocessingSpec, _hann, bilinear_resize_matrix, mel_filterbank
+from genretag.spectrogram import (
+    COLORMAPS,
+    PreprocessingSpec,
+    hann_window,
+    bilinear_resize_matrix,
+    mel_filterbank,
+    vertical_pass_first,
+)
 
 OPSET = 17  # STFT needs 17; tf2onnx 1.17 converts up to 18; opset 17 keeps Reduce* axes as attributes
 IR_VERSION = 8  # what tf2onnx writes for opset 17; onnxruntime 1.31 reads IR <= 13
@@ -92,10 +99,11 @@ def _mel_power(
     padded = b.op("Pad", INPUT_NAME, b.const("pads", np.array([0, pad, 0, pad], np.int64)), mode=pad_mode)
     signal = b.op("Unsqueeze", padded, b.const("signal_axis", np.array([2], np.int64)))  # [N, L, 1]: real signal
     stft = b.op(
-        "STFT", signal, b.const("hop", np.array(hop_length, np.int64)), b.const("window", _hann(n_fft)),
+        "STFT", signal, b.const("hop", np.array(hop_length, np.int64)), b.const("window", hann_window(n_fft)),
         b.const("frame_length", np.array(n_fft, np.int64)), onesided=1,
     )  # [N, frames, 1 + n_fft // 2, 2]
-    power = b.op("ReduceSum", b.op("Mul", stft, stft), b.const("complex_axis", np.array([-1], np.int64)), keepdims=0)
+    power = b.op("ReduceSum", b.op("Mul", stft, stft), b.const("complex_axis", np.array([3], np.int64)), keepdims=0)
+    # axis 3, not -1: onnxruntime 1.31 keeps a negative reduced axis on an empty batch
     filters = mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax)
     return b.op("MatMul", power, b.const("mel_filters_t", np.ascontiguousarray(filters.T)))
 
@@ -115,6 +123,16 @@ def _power_to_db(b: _Builder, mel: str, *, ref_max: bool, top_db: float | None) 
         return db
     floor = b.op("Sub", peak, b.const("top_db", np.float32(top_db)))
     return b.op("Max", db, floor)
+
+
+def _resample_last_axis(b: _Builder, x: str, matrix: np.ndarray, *, rows: int) -> str:
+    """[N, rows, B] -> [N, rows, C] = x @ matrix.T in float64, stored float32. Written as a 2-D
+    MatMul between Reshapes: onnxruntime 1.31 fails to broadcast a 3-D MatMul (or its fused
+    Transpose) over an empty batch."""
+    out_size, in_size = matrix.shape
+    flat = b.op("Reshape", x, b.const(f"rows_{rows}x{in_size}", np.array([-1, in_size], np.int64)))
+    product = b.op("MatMul", b.op("Cast", flat, to=TensorProto.DOUBLE), b.const(f"resize_{in_size}_to_{out_size}_t", np.ascontiguousarray(matrix.T)))
+    return b.op("Reshape", b.op("Cast", product, to=TensorProto.FLOAT), b.const(f"shape_{rows}x{out_size}", np.array([-1, rows, out_size], np.int64)))
 
 
 def log_mel_frontend(
@@ -166,8 +184,8 @@ def paper_image_frontend(spec: PreprocessingSpec) -> onnx.ModelProto:
 
     The chain of :func:`genretag.spectrogram.waveform_to_images` + ``to_model_input``: mel dB
     against each clip's max floored at -top_db, scaled to [0, 1], flipped (low frequencies at the
-    bottom), Pillow-exact bilinear resize (time pass, then the vertical pass only when the height
-    changes, each in float64 as Pillow does), Round (half to even, as ``np.rint``) to 256 levels,
+    bottom), Pillow's bilinear resize as constant matrices (each pass only when that size changes,
+    in Pillow's pass order, summed in float64), Round (half to even, as ``np.rint``) to 256 levels,
     colour table / 255. Measured: images within 2/255 of numpy (float32 FFT rounding moves a
     level now and then); without the Round most values would differ.
     """
@@ -188,11 +206,17 @@ def paper_image_frontend(spec: PreprocessingSpec) -> onnx.ModelProto:
         b.const("flip_axis", np.array([1], np.int64)), b.const("flip_step", np.array([-1], np.int64)),
     )
     frames = 1 + spec.clip_samples // spec.hop_length
-    across = b.op("MatMul", b.op("Cast", flipped, to=TensorProto.DOUBLE), b.const("resize_time_t", bilinear_resize_matrix(frames, width).T.copy()))
-    resized = b.op("Cast", across, to=TensorProto.FLOAT)  # [N, M, W]
-    if height != spec.n_mels:
-        down = b.op("MatMul", b.const("resize_mel", bilinear_resize_matrix(spec.n_mels, height)), b.op("Cast", resized, to=TensorProto.DOUBLE))
-        resized = b.op("Cast", down, to=TensorProto.FLOAT)  # [N, H, W]
+    passes = ["horizontal", "vertical"]
+    if vertical_pass_first(in_size=(spec.n_mels, frames), out_size=(height, width)):
+        passes.reverse()
+    resized, rows, columns = flipped, spec.n_mels, frames  # [N, M, T] -> [N, H, W], float64 sums as in Pillow
+    for direction in passes:
+        if direction == "horizontal" and columns != width:
+            resized, columns = _resample_last_axis(b, resized, bilinear_resize_matrix(columns, width), rows=rows), width
+        elif direction == "vertical" and rows != height:
+            by_column = b.op("Transpose", resized, perm=[0, 2, 1])
+            resampled = _resample_last_axis(b, by_column, bilinear_resize_matrix(rows, height), rows=columns)
+            resized, rows = b.op("Transpose", resampled, perm=[0, 2, 1]), height
     levels = b.op("Round", b.op("Mul", resized, b.const("levels", np.float32(255.0))))
     index = b.op("Cast", b.op("Clip", levels, b.const("level_min", np.float32(0.0)), b.const("level_max", np.float32(255.0))), to=TensorProto.INT64)
     table = COLORMAPS[spec.colormap].astype(np.float32) / np.float32(255.0)
