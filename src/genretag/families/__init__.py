@@ -88,24 +88,35 @@ FAMILIES: Mapping[str, str] = {
 PAPER_PREFIX = "paper-"
 
 
-def create(candidate: str, **options: Any) -> Family:
-    """A new, untrained family for candidate id ``candidate``.
+def parse_candidate(candidate: str) -> tuple[str, str | None]:
+    """Candidate id -> (family name, paper experiment or None): ``paper-exp8`` -> ("paper", "exp8").
 
-    ``musicnn-msd``, ``mfcc-logreg``, ``compact`` or ``paper-<experiment>`` (``paper-exp8``; any
-    experiment of :mod:`genretag.models`). ``options`` go to the family's constructor.
-    Raises :class:`~genretag.errors.ConfigError` for an unknown id.
+    Raises ValueError naming the valid ids for an unknown family or experiment (imports no framework).
+    """
+    from genretag.models import EXPERIMENTS
+
+    if candidate.startswith(PAPER_PREFIX) and candidate[len(PAPER_PREFIX):] in EXPERIMENTS:
+        return "paper", candidate[len(PAPER_PREFIX):]
+    if candidate in FAMILIES and candidate != "paper":
+        return candidate, None
+    raise ValueError(
+        f"unknown candidate {candidate!r}; valid: {', '.join(k for k in FAMILIES if k != 'paper')}, "
+        f"{PAPER_PREFIX}<experiment> ({', '.join(EXPERIMENTS)})"
+    )
+
+
+def create(candidate: str, **options: Any) -> Family:
+    """A new, untrained family for candidate id ``candidate`` (see :func:`parse_candidate`).
+
+    ``options`` go to the family's constructor. Raises :class:`~genretag.errors.ConfigError` for an unknown id.
     """
     import importlib
 
-    family, experiment = candidate, None
-    if candidate.startswith(PAPER_PREFIX):
-        family, experiment = "paper", candidate[len(PAPER_PREFIX):]
-    target = FAMILIES.get(family)
-    if target is None or (family == "paper" and not experiment):
-        raise ConfigError(
-            f"train.candidates: unknown candidate {candidate!r}; valid: musicnn-msd, mfcc-logreg, compact, paper-<experiment>"
-        )
-    module, _, name = target.partition(":")
+    try:
+        family, experiment = parse_candidate(candidate)
+    except ValueError as exc:
+        raise ConfigError(f"train.candidates: {exc}") from None
+    module, _, name = FAMILIES[family].partition(":")
     factory = getattr(importlib.import_module(module), name)
     return factory(experiment=experiment, **options) if experiment else factory(**options)
 
