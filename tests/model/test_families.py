@@ -134,3 +134,31 @@ def test_musicnn_loud_input_gives_finite_features(musicnn):
 
 def test_musicnn_learns_and_onnx_matches(musicnn):
     check_learns_and_exports(musicnn, per_class=6)
+
+
+def test_candidate_stage_trains_tracks_and_exports_parity_gated(tmp_path, tiny_project, tracked):
+    """train_candidate + export_trained_candidate on WAVs and clips.csv: MLflow run, state, contract-v2 ONNX."""
+    import mlflow
+    import pandas as pd
+
+    from genretag.audio import to_pcm16, write_wav
+    from genretag.contract import read_contract
+    from genretag.train import candidate_dir, export_trained_candidate, train_candidate
+
+    params, paths = tiny_project(tmp_path, genres=LABELS, tracks_per_split={"train": 3, "validation": 1, "test": 1}, clips_per_track=3)
+    clips = pd.read_csv(paths.clips)
+    rate = params.audio.sample_rate
+    audio = learnable_clips(sample_rate=rate, clip_samples=int(3 * rate), per_class=15, seed=4)
+    for genre_index, genre in enumerate(LABELS):
+        waves = audio.waveforms[audio.labels == genre_index]
+        for number, track_id in enumerate(sorted(clips.loc[clips["genre"] == genre, "track_id"].unique())):
+            write_wav(paths.raw_dir / genre / f"{track_id}.wav", to_pcm16(waves[3 * number : 3 * number + 3].reshape(-1)), sample_rate=rate)
+
+    training = train_candidate(params, paths, "mfcc-logreg", log=lambda message: None)
+    assert training["n_train"] == 27 and training["validation_accuracy"] == 1.0
+    run = mlflow.get_run(training["mlflow_run_id"])
+    assert run.data.tags["genretag.candidate"] == "mfcc-logreg" and run.data.params["candidate"] == "mfcc-logreg"
+    result = export_trained_candidate(params, paths, "mfcc-logreg")
+    assert result.onnx_path == candidate_dir(paths, "mfcc-logreg") / "model.onnx" and result.parity.onnx_test_accuracy == 1.0
+    contract = read_contract(result.onnx_path)
+    assert (contract.contract_version, contract.family, contract.sample_rate, contract.labels) == (2, "mfcc-logreg", rate, LABELS)

@@ -113,6 +113,10 @@ def attach_head(network: onnx.ModelProto, head: onnx.ModelProto) -> onnx.ModelPr
         outputs=[f"head/{HEAD_OUTPUT}", EMBEDDING_NAME],
     )
     rename_tensor(merged.graph, f"head/{HEAD_OUTPUT}", OUTPUT_NAME)
+    ordered = [onnx.ValueInfoProto.FromString(v.SerializeToString())  # contract order: probabilities, embedding
+               for v in sorted(merged.graph.output, key=lambda value: value.name != OUTPUT_NAME)]
+    del merged.graph.output[:]
+    merged.graph.output.extend(ordered)
     return merged
 
 
