@@ -280,7 +280,7 @@ if __name__ == "__main__":
 
 def test_tagging_runs_with_only_the_tagger_images_packages(retrained, workspace, tmp_path):
     """The champion from the registry tags the inbox while every package outside
-    docker/requirements-tagger.txt (TensorFlow, DVC, GX, Dask, full MLflow ...) is unimportable."""
+    docker/requirements-tagger.lock (TensorFlow, DVC, GX, Dask, full MLflow ...) is unimportable."""
     root = workspace["root"]
     script = tmp_path / "tagger_image.py"
     script.write_text(TAGGER_IMAGE)
