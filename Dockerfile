@@ -24,7 +24,7 @@
 # passed at run time.
 ARG BASE=docker.io/library/python:3.11-slim-bookworm
 
-# ------------------------------------------------------------------- uv, from PyPI, at the lock's pin
+# ----------------------------------- uv from PyPI at the lock's pin, an empty venv on the base's Python
 FROM ${BASE} AS build
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
@@ -33,28 +33,31 @@ ENV UV_COMPILE_BYTECODE=1 \
 COPY requirements.lock /tmp/requirements.lock
 RUN python3 -m venv /opt/uv \
     && /opt/uv/bin/pip install --quiet --no-cache-dir --no-deps "$(grep -E '^uv==' /tmp/requirements.lock)" \
-    && ln -s /opt/uv/bin/uv /usr/local/bin/uv
+    && ln -s /opt/uv/bin/uv /usr/local/bin/uv \
+    && uv venv --quiet --python python3 /opt/venv
 
-# ------------------------------------------------------------------------------- tagger: CUDA 13
-FROM build AS tagger-build
-COPY docker/requirements-tagger.lock /tmp/requirements-tagger.lock
-# The uv cache mount keeps downloaded wheels between builds on the same machine (CI reruns).
-RUN --mount=type=cache,target=/root/.cache/uv \
-    uv venv --quiet --python python3 /opt/venv \
-    && uv pip sync --quiet --python /opt/venv/bin/python /tmp/requirements-tagger.lock
+# ------------------------------------- genretag + flows alone, laid out to be copied over /opt/venv
+# A code change rebuilds this small layer only; the locked packages' layers (GBs) stay cached.
+FROM build AS app
 COPY pyproject.toml README.md /src/
 COPY src /src/src
 COPY flows /src/flows
+RUN uv pip install --quiet --python /opt/venv/bin/python --prefix /opt/app --no-deps /src \
+    && rm -f /opt/app/.lock
+
+# ------------------------------------------------------------------------------- tagger: CUDA 13
+FROM build AS tagger-deps
+COPY docker/requirements-tagger.lock /tmp/requirements-tagger.lock
+# The cache mount keeps uv's downloads out of the layers and between builds on one machine.
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv pip install --quiet --python /opt/venv/bin/python --no-deps /src \
-    && /opt/venv/bin/python -c "import sys, flows.tag_catalog, genretag.cli, genretag.scoring, genretag.audio; \
-assert not {'tensorflow', 'keras', 'tf2onnx'} & set(sys.modules), 'the tagger must not import TensorFlow'"
+    uv pip sync --quiet --python /opt/venv/bin/python /tmp/requirements-tagger.lock
 
 FROM ${BASE} AS tagger
 RUN groupadd --gid 10001 genretag \
     && useradd --create-home --uid 10001 --gid 10001 --shell /bin/bash genretag \
     && install -d -o 10001 -g 10001 /workspace
-COPY --from=tagger-build /opt/venv /opt/venv
+COPY --from=tagger-deps /opt/venv /opt/venv
+COPY --from=app /opt/app /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     DO_NOT_TRACK=1 \
@@ -64,21 +67,17 @@ ENV PATH=/opt/venv/bin:$PATH \
 COPY --chown=10001:10001 params.yaml /workspace/params.yaml
 USER 10001:10001
 WORKDIR /workspace
+RUN python -c "import sys, flows.tag_catalog, genretag.cli, genretag.scoring, genretag.audio; \
+assert not {'tensorflow', 'keras', 'tf2onnx'} & set(sys.modules), 'the tagger must not import TensorFlow'"
 # e.g. podman run --device nvidia.com/gpu=all -v /catalog:/catalog:ro -e GENRETAG_CATALOG_URL \
 #        -e MLFLOW_TRACKING_URI genretag-tagger genretag tag-catalog /catalog --require-gpu
 CMD ["genretag", "tag-catalog", "--help"]
 
 # ----------------------------------------------------------------------------- pipeline: CUDA 12
-FROM build AS pipeline-build
+FROM build AS pipeline-deps
 COPY docker/requirements-pipeline.lock /tmp/requirements-pipeline.lock
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv venv --quiet --python python3 /opt/venv \
-    && uv pip sync --quiet --python /opt/venv/bin/python /tmp/requirements-pipeline.lock
-COPY pyproject.toml README.md /src/
-COPY src /src/src
-COPY flows /src/flows
-RUN --mount=type=cache,target=/root/.cache/uv \
-    uv pip install --quiet --python /opt/venv/bin/python --no-deps /src
+    uv pip sync --quiet --python /opt/venv/bin/python /tmp/requirements-pipeline.lock
 
 FROM ${BASE} AS pipeline
 # git: DVC works in a git checkout of this repository (mounted or cloned at /workspace).
@@ -89,7 +88,8 @@ RUN apt-get update \
     && groupadd --gid 10001 genretag \
     && useradd --create-home --uid 10001 --gid 10001 --shell /bin/bash genretag \
     && install -d -o 10001 -g 10001 /workspace
-COPY --from=pipeline-build /opt/venv /opt/venv
+COPY --from=pipeline-deps /opt/venv /opt/venv
+COPY --from=app /opt/app /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     DO_NOT_TRACK=1 \

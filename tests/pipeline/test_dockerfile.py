@@ -66,7 +66,7 @@ def test_every_image_starts_from_the_base_argument_and_downloads_no_python():
     text = DOCKERFILE.read_text()
     assert re.search(r"^ARG BASE=docker\.io/library/python:3\.11-slim-bookworm$", text, re.MULTILINE)
     built = stages()
-    assert {"build", "tagger-build", "tagger", "pipeline-build", "pipeline"} <= set(built)
+    assert {"build", "app", "tagger-deps", "tagger", "pipeline-deps", "pipeline"} <= set(built)
     for name, instructions in built.items():
         parent = instructions[0].split()[1]
         assert parent == "${BASE}" or parent in built, f"{name} starts from {parent}"
@@ -81,8 +81,9 @@ def test_images_run_as_a_non_root_user_from_their_own_locks():
     for target in ("pipeline", "tagger"):
         users = [line.split()[1] for line in built[target] if line.startswith("USER ")]
         assert users and users[-1].split(":")[0] not in ("0", "root"), target
-        assert any("uv pip sync" in line and f"requirements-{target}.lock" in line for line in built[f"{target}-build"])
-    assert not any("requirements-pipeline.lock" in line for line in built["tagger-build"] + built["tagger"])
+        assert any("uv pip sync" in line and f"requirements-{target}.lock" in line for line in built[f"{target}-deps"])
+        assert any(line.startswith("COPY --from=app /opt/app /opt/venv") for line in built[target]), target
+    assert not any("requirements-pipeline.lock" in line for line in built["tagger-deps"] + built["tagger"])
     assert not any(re.search(r"\b(ENV|ARG)\b.*(SECRET|PASSWORD|TOKEN|AWS_SECRET)", line) for s in built.values() for line in s)
 
 
