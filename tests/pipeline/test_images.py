@@ -59,12 +59,12 @@ def podman(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run(["podman", *args], env=env, text=True, capture_output=True, timeout=timeout)
 
 
-def run_in(image_name: str, *command: str, volume: Path | None = None, mount: str = "/data") -> subprocess.CompletedProcess:
+def run_in(image_name: str, *command: str, volume: Path | None = None, mount: str = "/data", timeout: float = 900) -> subprocess.CompletedProcess:
     """``command`` in a throwaway container of ``image_name``: no network, ``volume`` mounted read-write at ``mount``."""
     options = ["--rm", "--network", "none", "--env", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=300"]
     if volume is not None:
         options += ["--volume", f"{volume}:{mount}"]
-    return podman("run", *options, image_name, *command)
+    return podman("run", *options, image_name, *command, timeout=timeout)
 
 
 def shared_with_the_image(folder: Path) -> Path:
@@ -175,7 +175,7 @@ def test_tag_catalog_writes_to_a_mounted_sqlite_and_a_rerun_adds_nothing(tagger,
 
 def test_pipeline_image_runs_dvc_repro_on_the_tiny_demo(pipeline, make_project):
     root = shared_with_the_image(make_project("image-pipeline"))
-    result = run_in(pipeline, "python", "-m", "flows.server", "dvc", "repro", volume=root, mount="/workspace")
+    result = run_in(pipeline, "python", "-m", "flows.server", "dvc", "repro", volume=root, mount="/workspace", timeout=3600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-6000:]
     stages = set(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])
     assert stages_run(result.stdout) == stages, result.stdout[-4000:]
