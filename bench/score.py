@@ -1,9 +1,15 @@
-"""Scoring benchmarks: end-to-end catalog tagging, onnxruntime vs Keras, GPU batch sizes, a short training run.
+"""Scoring benchmarks on contract v2: preprocessing in the graph vs numpy, tagging's three rates, GPU batch sizes, training.
 
-    python bench/score.py [e2e] [--folder DIR] [--tracks 20] [--seconds 30]   # this machine, CPU or GPU
-    python bench/score.py export-model --out bench/results/bench-model.onnx  # needs TensorFlow
-    python bench/score.py gpu --model FILE.onnx [--batch-sizes 64,128,...]    # exit 3 unless CUDA is active
-    python bench/score.py train [--steps 30]                                  # Keras fit timing (any backend)
+    python bench/score.py contract [--sizes 64 128] [--batch 64] [--batches 4]  # (a) numpy + image-in vs (b) waveform-in, CPU
+    python bench/score.py [e2e] [--folder DIR] [--tracks 20] [--seconds 30]     # decode-only, model-only, end-to-end tracks/s
+    python bench/score.py export-model --out bench/results/bench-model.onnx    # the paper CNN as a contract-v2 graph (TensorFlow)
+    python bench/score.py gpu --model FILE.onnx [--batch-sizes 64,128,...]      # exit 3 unless CUDA is active
+    python bench/score.py train [--steps 30]                                    # Keras fit timing (any backend)
+
+The paper CNN (``--experiment``, random weights: speed does not depend on them) is built with Keras,
+converted image-in by ``genretag.export.convert_to_onnx``, and joined to the in-graph front end
+``genretag.graph.paper_image_frontend`` by ``genretag.graph.compose``; the bench's network has no
+embedding head, so its ``embedding`` output repeats the probabilities (timing only).
 
 Every mode prints a table and writes its numbers as JSON under bench/results/ (gitignored),
 or under $OUT when set (the device machine's output folder).
@@ -12,6 +18,7 @@ or under $OUT when set (the device machine's output folder).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -107,32 +114,66 @@ def build_keras(experiment: str, *, image_size: tuple[int, int], n_classes: int)
     return build_model(experiment, input_shape=(*image_size, 3), n_classes=n_classes), experiment
 
 
-def export_onnx(model, out: Path, *, params, version: str) -> Path:
-    """Keras -> ONNX with the genretag contract (genretag.export's converter when available)."""
+def image_onnx(model, *, params):
+    """Keras -> the image-in ONNX network (input ``mel_image`` [N, H, W, 3], output ``probabilities``)."""
+    from genretag.config import preprocessing_spec
+    from genretag.export import convert_to_onnx
+
+    return convert_to_onnx(model, image_size=tuple(preprocessing_spec(params).image_size), opset=params.export.opset)
+
+
+def waveform_onnx(network, *, params, version: str):
+    """The image-in network behind the in-graph paper front end: a contract-v2 graph with its contract."""
     import onnx
+    from onnx import helper
 
     from genretag.config import preprocessing_spec
-    from genretag.contract import ModelContract, write_contract
+    from genretag.contract import EMBEDDING_NAME, OUTPUT_NAME, ModelContract, write_contract
+    from genretag.graph import compose, paper_image_frontend
 
     spec = preprocessing_spec(params)
-    try:
-        from genretag.export import convert_to_onnx
-    except ImportError:
-        import tensorflow as tf
-        import tf2onnx
+    headed = onnx.ModelProto()
+    headed.CopyFrom(network)
+    headed.graph.node.append(helper.make_node("Identity", [OUTPUT_NAME], [EMBEDDING_NAME]))  # timing only: no embedding head
+    embedding = headed.graph.output.add()
+    embedding.CopyFrom(next(o for o in headed.graph.output if o.name == OUTPUT_NAME))
+    embedding.name = EMBEDDING_NAME
+    proto = compose(paper_image_frontend(spec), headed)
+    contract = ModelContract(
+        labels=tuple(params.genres), model_name=params.registry.model_name, model_version=version, sample_rate=spec.sample_rate,
+        clip_samples=spec.clip_samples, family="paper", preprocessing=json.loads(spec.to_json()),
+    )
+    return write_contract(proto, contract)
 
-        from genretag.contract import INPUT_NAME, OUTPUT_NAME
 
-        def convert_to_onnx(model, *, image_size, opset):
-            signature = [tf.TensorSpec([None, *image_size, 3], tf.float32, name=INPUT_NAME)]
-            serve = tf.function(lambda x: {OUTPUT_NAME: model(x, training=False)}, input_signature=signature)
-            return tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)[0]
+def paper_models(params, *, experiment: str, work: Path, version: str) -> tuple[Path, Path, str]:
+    """(image-in .onnx, waveform-in .onnx, architecture) of the paper CNN at params' image size."""
+    import onnx
 
-    proto = convert_to_onnx(model, image_size=tuple(spec.image_size), opset=params.export.opset)
-    contract = ModelContract(labels=tuple(params.genres), preprocessing=spec, model_name=params.registry.model_name, model_version=version)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(write_contract(proto, contract), str(out))
-    return out
+    height, width = params.spectrogram.image_size
+    keras_model, architecture = build_keras(experiment, image_size=(height, width), n_classes=len(params.genres))
+    network = image_onnx(keras_model, params=params)
+    image_path, wave_path = work / f"image-{height}x{width}.onnx", work / f"waveform-{height}x{width}.onnx"
+    work.mkdir(parents=True, exist_ok=True)
+    onnx.save(network, str(image_path))
+    onnx.save(waveform_onnx(network, params=params, version=version), str(wave_path))
+    return image_path, wave_path, architecture
+
+
+def cpu_session(path: Path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def bench_clips(params, *, count: int, work: Path) -> np.ndarray:
+    """``count`` 3-s windows float32 [count, S] of synthetic tracks, decoded and cut as the tagger does."""
+    from genretag.scoring import track_windows
+
+    rate, clip = params.audio.sample_rate, params.audio.clip_samples
+    files = synth_tracks(work / "clips", count=max(1, -(-count // 10)), seconds=30.0, sample_rate=rate)
+    windows = np.concatenate([track_windows(p, sample_rate=rate, clip_samples=clip).waveforms for p in files])
+    return windows[:count]
 
 
 def clips_per_second(run, batches: list[np.ndarray], *, repeats: int) -> float:
@@ -149,70 +190,105 @@ def clips_per_second(run, batches: list[np.ndarray], *, repeats: int) -> float:
 # --------------------------------------------------------------------------- modes
 
 
-def run_e2e(args: argparse.Namespace) -> int:
-    from genretag.catalog import tag_catalog
-    from genretag.config import load_params
-    from genretag.scoring import open_model, track_images
-    from genretag.spectrogram import to_model_input
+def run_contract(args: argparse.Namespace) -> int:
+    """Issue 10: clips/s of (a) numpy preprocessing + image-in ONNX and (b) waveform-in ONNX, CPU, same clips, same batches."""
+    from genretag.config import load_params, preprocessing_spec
+    from genretag.spectrogram import db_to_image, mel_db, to_model_input
 
-    params = load_params(ROOT / "params.yaml")
+    base = load_params(ROOT / "params.yaml")
+    work = Path(tempfile.mkdtemp(prefix="genretag-bench-contract-"))
+    clips = bench_clips(base, count=args.batch * args.batches, work=work)
+    batches = [clips[i : i + args.batch] for i in range(0, len(clips), args.batch)]
+    rows, numbers = [], {}
+    for size in args.sizes:
+        params = with_image_size(base, [size, size])
+        spec = preprocessing_spec(params)
+        image_path, wave_path, architecture = paper_models(params, experiment=args.experiment, work=work, version="bench")
+        image_session, wave_session = cpu_session(image_path), cpu_session(wave_path)
+
+        def numpy_then_image(batch: np.ndarray, spec=spec, session=image_session) -> np.ndarray:
+            images = to_model_input(db_to_image(mel_db(batch, spec), spec))
+            return session.run(None, {session.get_inputs()[0].name: images})[0]
+
+        def waveform_in(batch: np.ndarray, session=wave_session) -> np.ndarray:
+            return session.run(["probabilities"], {"waveform": batch})[0]
+
+        a = clips_per_second(numpy_then_image, batches, repeats=args.repeats)
+        b = clips_per_second(waveform_in, batches, repeats=args.repeats)
+        agree = float(np.mean([(numpy_then_image(x).argmax(1) == waveform_in(x).argmax(1)).mean() for x in batches]))
+        gap = float(max(np.abs(numpy_then_image(x) - waveform_in(x)).max() for x in batches))
+        rows.append((f"{architecture} {size}x{size}", f"{a:.1f}", f"{b:.1f}", f"{b / a:.2f}x", f"{agree:.3f}", f"{gap:.1e}"))
+        numbers[f"{size}x{size}"] = {"numpy_image_in_clips_per_second": a, "waveform_in_clips_per_second": b, "ratio": b / a,
+                                     "top1_agreement": agree, "max_abs_diff": gap}
+    print(f"\nCPU provider, batch {args.batch}, {len(clips)} clips x {args.repeats} repeat(s), same clips for (a) and (b)")
+    print(table(rows, ("model", "(a) numpy + image-in clips/s", "(b) waveform-in clips/s", "(b)/(a)", "top-1 agree", "max |diff|")))
+    path = save("contract", {"experiment": args.experiment, "batch": args.batch, "clips": len(clips), "repeats": args.repeats,
+                             "sizes": numbers})
+    print(f"\nwrote {path}")
+    return 0
+
+
+def run_e2e(args: argparse.Namespace) -> int:
+    """Issue 14: decode-only, model-only and end-to-end tracks/s, in one run on the same files."""
+    from genretag.catalog import tag_catalog
+    from genretag.config import load_params, worker_count
+    from genretag.scoring import decode_files, open_model
+
+    params = with_image_size(load_params(ROOT / "params.yaml"), args.image_size)
     work = Path(tempfile.mkdtemp(prefix="genretag-bench-"))
     if args.folder:
         folder = Path(args.folder)
     else:
         folder = work / "tracks"
         synth_tracks(folder, count=args.tracks, seconds=args.seconds, sample_rate=params.audio.sample_rate)
-    if args.model:  # Keras, for the engine comparison, at the given model's image size
-        model = open_model(args.model)
-        image_size = tuple(model.spec.image_size)
-        keras_model, architecture = build_keras(args.experiment, image_size=image_size, n_classes=len(model.labels))
+    if args.model:
+        model_path, architecture = Path(args.model), Path(args.model).name
     else:
-        image_size = tuple(params.spectrogram.image_size)
-        keras_model, architecture = build_keras(args.experiment, image_size=image_size, n_classes=len(params.genres))
-        model = open_model(export_onnx(keras_model, work / "model.onnx", params=params, version="bench"))
+        _, model_path, architecture = paper_models(params, experiment=args.experiment, work=work, version="bench")
+    model = open_model(model_path)
     windows = params.score.max_windows if args.max_windows is None else args.max_windows
     batch_size = args.batch_size or params.score.batch_size
+    workers = worker_count(args.workers)
+    silence = params.validation.silence_rms_dbfs
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
 
-    runs = []
-    for label in ("cold", "warm"):  # cold: the decoding workers' start-up included
-        summary = tag_catalog(
-            folder, model=model, database_url=f"sqlite:///{work / f'catalog-{label}.db'}", max_windows=windows,
-            batch_size=batch_size, commit_every=params.score.commit_every, workers=args.workers,
-            silence_rms_dbfs=params.validation.silence_rms_dbfs,
-        )
-        runs.append((label, summary))
+    def decode_all(paths: list[Path]) -> list:
+        return [w for _, _, w, _ in decode_files(((p, p) for p in paths), sample_rate=model.sample_rate,
+                                                  clip_samples=model.clip_samples, max_windows=windows, workers=workers,
+                                                  silence_rms_dbfs=silence)]
 
-    files = sorted(p for p in folder.rglob("*") if p.is_file())[: max(1, args.clip_batches * args.compare_batch // max(windows, 1) + 1)]
-    images = np.concatenate([track_images(p, model.spec, max_windows=windows) for p in files])
-    inputs = to_model_input(images)
-    need = args.clip_batches * args.compare_batch
-    inputs = np.concatenate([inputs] * (need // len(inputs) + 1))[:need]
-    batches = [inputs[i : i + args.compare_batch] for i in range(0, need, args.compare_batch)]
-    ort_cps = clips_per_second(lambda b: model.predict(b, batch_size=len(b)), batches, repeats=args.repeats)
-    keras_cps = clips_per_second(lambda b: keras_model.predict(b, batch_size=len(b), verbose=0), batches, repeats=args.repeats)
-    diff = float(np.abs(model.predict(batches[0]) - keras_model.predict(batches[0], verbose=0)).max()) if not args.model else None
+    decode_all(files[:1])  # warm-up: the forkserver imports the decoding code once per process
+    started = time.perf_counter()
+    decoded = decode_all(files)
+    decode_seconds = time.perf_counter() - started
+    scored = [w.waveforms for w in decoded if w is not None]
+    all_windows = np.concatenate(scored)
+    per_track = len(all_windows) / len(scored)
+    model.predict(all_windows[:batch_size], batch_size=batch_size)  # warm-up
+    started = time.perf_counter()
+    model.predict(all_windows, batch_size=batch_size)
+    model_seconds = time.perf_counter() - started
 
-    rows = [(f"end to end ({label})", s.tagged, s.windows_scored, f"{s.seconds:.1f}", f"{s.tracks_per_second:.2f}",
-             f"{s.windows_scored / s.seconds:.1f}") for label, s in runs]
-    print(f"\nmodel {architecture} {image_size[0]}x{image_size[1]} on {model.provider}; {len(runs[0][1].failures)} failures; "
-          f"workers={args.workers or 'all'} batch={batch_size} max_windows={windows}")
-    print(table(rows, ("run", "tracks", "windows", "seconds", "tracks/s", "windows/s")))
-    print()
+    summary = tag_catalog(
+        folder, model=model, database_url=f"sqlite:///{work / 'catalog.db'}", max_windows=windows, batch_size=batch_size,
+        commit_every=params.score.commit_every, workers=workers, silence_rms_dbfs=silence,
+    )
+    decode_rate = len(files) / decode_seconds
+    model_rate = len(all_windows) / model_seconds / per_track
+    e2e_rate = summary.tracks_per_second
+    floor = min(decode_rate, model_rate)
+    print(f"\nmodel {architecture} on {model.provider}; {len(files)} tracks, {per_track:.1f} windows/track, "
+          f"{summary.failed} failures; workers={workers} batch={batch_size} max_windows={windows}")
     print(table([
-        ("onnxruntime " + model.provider, args.compare_batch, f"{ort_cps:.1f}", f"{ort_cps / keras_cps:.2f}x"),
-        ("keras model.predict", args.compare_batch, f"{keras_cps:.1f}", "1.00x"),
-    ], ("engine", "batch", "clips/s", "vs keras")))
-    if diff is not None:
-        print(f"max |onnx - keras| = {diff:.2e}")
+        ("decode only (worker processes)", f"{decode_rate:.2f}", ""),
+        ("model only (windows/s / windows per track)", f"{model_rate:.2f}", f"{len(all_windows) / model_seconds:.1f} windows/s"),
+        ("end to end (tag_catalog)", f"{e2e_rate:.2f}", f"{e2e_rate / floor:.2f} x the lower floor"),
+    ], ("rate", "tracks/s", "")))
     path = save("e2e", {
-        "architecture": architecture, "image_size": list(image_size), "provider": model.provider,
-        "tracks": len(list(folder.rglob("*.wav"))), "track_seconds": args.seconds if not args.folder else None,
-        "max_windows": windows, "batch_size": batch_size, "workers": args.workers,
-        "end_to_end": {label: {"tracks": s.tagged, "windows": s.windows_scored, "seconds": s.seconds,
-                               "tracks_per_second": s.tracks_per_second, "failed": s.failed} for label, s in runs},
-        "compare": {"batch": args.compare_batch, "batches": args.clip_batches, "repeats": args.repeats,
-                    "onnxruntime_clips_per_second": ort_cps, "keras_clips_per_second": keras_cps,
-                    "ratio": ort_cps / keras_cps, "max_abs_diff": diff},
+        "architecture": architecture, "provider": model.provider, "tracks": len(files), "track_seconds": None if args.folder else args.seconds,
+        "max_windows": windows, "windows_per_track": per_track, "batch_size": batch_size, "workers": workers,
+        "decode_tracks_per_second": decode_rate, "model_tracks_per_second": model_rate, "end_to_end_tracks_per_second": e2e_rate,
+        "end_to_end_vs_floor": e2e_rate / floor, "failed": summary.failed,
     })
     print(f"\nwrote {path}")
     return 0
@@ -222,9 +298,10 @@ def run_export(args: argparse.Namespace) -> int:
     from genretag.config import load_params
 
     params = with_image_size(load_params(ROOT / "params.yaml"), args.image_size)
-    keras_model, architecture = build_keras(args.experiment, image_size=tuple(params.spectrogram.image_size), n_classes=len(params.genres))
-    out = export_onnx(keras_model, Path(args.out), params=params, version=f"bench-{architecture}")
-    print(f"wrote {out} ({architecture}, {out.stat().st_size / 1e6:.1f} MB)")
+    out = Path(args.out)
+    _, wave_path, architecture = paper_models(params, experiment=args.experiment, work=out.parent / f".{out.stem}-parts", version="bench")
+    wave_path.replace(out)
+    print(f"wrote {out} ({architecture}, contract v2, {out.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 
@@ -241,13 +318,12 @@ def run_gpu(args: argparse.Namespace) -> int:
     except ScoringError as exc:
         print(f"FAIL: {exc}", file=sys.stderr)
         return 3
-    height, width = model.spec.image_size
     rng = np.random.default_rng(0)
     sizes = [int(b) for b in args.batch_sizes.split(",")]
-    batches = {size: rng.random((size, height, width, 3), dtype=np.float32) for size in sizes}
+    batches = {size: rng.normal(0.0, 0.1, (size, model.clip_samples)).astype(np.float32) for size in sizes}
     fast = {size: clips_per_second(lambda b: model.predict(b, batch_size=len(b)), [batches[size]],
                                    repeats=max(2, args.clips // size)) for size in sizes}
-    fast_out = {size: model.predict(batches[size]) for size in sizes}
+    fast_out = {size: model.predict(batches[size]).probabilities for size in sizes}
     # The CPU session is opened only after every CUDA run: with a CPU session beside it, the CUDA
     # session of the 128x128 model failed in cuDNN (MaxPool, CUDNN_STATUS_NOT_SUPPORTED) on an H100.
     baseline = open_model(args.model, prefer_gpu=False)
@@ -255,11 +331,11 @@ def run_gpu(args: argparse.Namespace) -> int:
     rows, numbers = [], {}
     for size in sizes:
         cpu_cps = clips_per_second(lambda b: baseline.predict(b, batch_size=len(b)), [batches[size]], repeats=1)
-        diff = float(np.abs(fast_out[size] - baseline.predict(batches[size])).max())
+        diff = float(np.abs(fast_out[size] - baseline.predict(batches[size]).probabilities).max())
         rows.append((size, f"{fast[size]:.0f}", f"{cpu_cps:.0f}", f"{fast[size] / cpu_cps:.1f}x", f"{diff:.1e}"))
         numbers[str(size)] = {"clips_per_second": fast[size], "cpu_clips_per_second": cpu_cps, "max_abs_diff_vs_cpu": diff}
     print(table(rows, ("batch", f"{model.provider} clips/s", "CPU clips/s", "ratio", "max |diff|")))
-    path = save("gpu", {"provider": model.provider, "image_size": [height, width], "model": str(args.model), "batches": numbers})
+    path = save("gpu", {"provider": model.provider, "clip_samples": model.clip_samples, "model": str(args.model), "batches": numbers})
     print(f"wrote {path}")
     return 0 if model.provider == CUDA or args.allow_cpu else 3
 
@@ -325,19 +401,23 @@ def _keras_devices() -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="mode")
-    e2e = sub.add_parser("e2e", help="end-to-end tracks/s, and onnxruntime vs Keras clips/s (the default)")
+    contract = sub.add_parser("contract", help="(a) numpy + image-in vs (b) waveform-in ONNX clips/s, CPU")
+    contract.add_argument("--sizes", type=int, nargs="+", default=[64, 128], help="square image sizes")
+    contract.add_argument("--batch", type=int, default=64)
+    contract.add_argument("--batches", type=int, default=4, help="batches of distinct clips")
+    contract.add_argument("--repeats", type=int, default=1)
+    contract.add_argument("--experiment", default="exp8")
+    e2e = sub.add_parser("e2e", help="decode-only, model-only and end-to-end tracks/s (the default)")
     for p in (parser, e2e):
         p.add_argument("--folder", help="tag this folder instead of synthetic tracks")
         p.add_argument("--tracks", type=int, default=20)
         p.add_argument("--seconds", type=float, default=30.0)
-        p.add_argument("--model", help="an .onnx file (default: export the Keras model built here)")
+        p.add_argument("--model", help="a contract-v2 .onnx file (default: the paper CNN built here)")
         p.add_argument("--experiment", default="exp8")
+        p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="default: params.yaml")
         p.add_argument("--max-windows", type=int, default=None)
         p.add_argument("--batch-size", type=int, default=0, help="scoring batch (default: params score.batch_size)")
         p.add_argument("--workers", type=int, default=0)
-        p.add_argument("--compare-batch", type=int, default=64)
-        p.add_argument("--clip-batches", type=int, default=3)
-        p.add_argument("--repeats", type=int, default=1)
     export = sub.add_parser("export-model", help="write the benchmark model as ONNX (needs TensorFlow)")
     export.add_argument("--out", required=True)
     export.add_argument("--experiment", default="exp8")
@@ -356,7 +436,7 @@ def main() -> int:
     train.add_argument("--require-gpu", action="store_true")
     args = parser.parse_args()
     mode = args.mode or "e2e"
-    return {"e2e": run_e2e, "export-model": run_export, "gpu": run_gpu, "train": run_train}[mode](args)
+    return {"contract": run_contract, "e2e": run_e2e, "export-model": run_export, "gpu": run_gpu, "train": run_train}[mode](args)
 
 
 if __name__ == "__main__":

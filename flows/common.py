@@ -12,6 +12,7 @@ from prefect.states import State
 
 from genretag.config import Layout, Params, layout, load_params
 from genretag.errors import GenretagError
+from genretag.processes import watch_prefect_ephemeral_server
 
 FAULTS_ENV = "GENRETAG_FAULTS"
 
@@ -28,7 +29,7 @@ def retry_if_transient(task: Task, task_run: TaskRun, state: State) -> bool:
     """Retry I/O hiccups; a GenretagError (bad file, bad config) fails at once."""
     try:
         state.result()
-    except GenretagError:
+    except (GenretagError, UnicodeError):  # bad input or config: the same again on every try
         return False
     except Exception:  # noqa: BLE001 - anything else may be transient
         return True
@@ -63,5 +64,6 @@ def maybe_inject_fault(point: str, *, subject: str | Path = "") -> None:
 
 def stage_context() -> tuple[Params, Layout]:
     """params.yaml and the file layout of the project the stage runs in."""
+    watch_prefect_ephemeral_server()  # a SIGKILLed stage must not leave its temporary server running
     paths = layout()
     return load_params(paths.root / "params.yaml"), paths

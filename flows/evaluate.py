@@ -1,51 +1,55 @@
-"""Stage `evaluate`: models/model.keras on the test clips -> metrics/eval.json, plots, experiments table."""
+"""Stage `evaluate`: every models/candidates/<id>/model.onnx on the test split's audio ->
+metrics/candidates/<id>.json and plots/candidates/<id>/ (confusion matrix, t-SNE of the embedding)."""
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 
 from flows.common import IO_RETRIES, maybe_inject_fault, stage_context
 from genretag.config import Layout, Params
-from genretag.evaluate import evaluate
+from genretag.errors import GenretagError
+from genretag.evaluate import TestAudio, evaluate_candidate, find_candidates, read_test_audio
 
-HEADLINE = ("test_accuracy", "test_loss", "track_accuracy_mean_prob", "track_accuracy_vote", "macro_f1",
-            "n_test_clips", "n_test_tracks")
-
-
-@task(**IO_RETRIES)
-def score_test_split(params: Params, layout: Layout) -> dict:
-    maybe_inject_fault("evaluate.predict", subject=layout.keras_model)
-    result = evaluate(params, layout, log=get_run_logger().info)
-    return {**result.metrics, "experiment": result.row["experiment"], "mlflow_run_id": result.row["mlflow_run_id"]}
+HEADLINE = ("track_accuracy_mean_prob", "track_accuracy_vote", "test_accuracy", "macro_f1", "test_loss", "sample_rate")
 
 
-def _markdown(metrics: dict, genres: tuple[str, ...]) -> str:
-    def cell(value):
-        return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-    headline = "\n".join(f"| {key} | {cell(metrics[key])} |" for key in HEADLINE)
-    per_genre = "\n".join(
-        f"| {g} | {cell(metrics[f'precision_{g}'])} | {cell(metrics[f'recall_{g}'])} | {cell(metrics[f'f1_{g}'])} |"
-        for g in genres
-    )
-    return (
-        f"# Evaluation: {metrics['experiment']}\n\n| metric | value |\n| --- | --- |\n{headline}\n\n"
-        f"| genre | precision | recall | F1 |\n| --- | --- | --- | --- |\n{per_genre}\n"
-    )
+@task(**IO_RETRIES, cache_policy=NO_CACHE, persist_result=False)
+def score_candidate(params: Params, layout: Layout, candidate: str, test: TestAudio, waveforms: dict) -> dict:
+    """One candidate from audio through its ONNX graph; a model that cannot run is reported, the others go on."""
+    onnx_path = find_candidates(layout)[candidate]
+    maybe_inject_fault("evaluate.predict", subject=onnx_path)
+    try:
+        return evaluate_candidate(candidate, onnx_path, test, metrics_path=layout.metrics_dir / "candidates" / f"{candidate}.json",
+                                  plots_dir=layout.plots_dir / "candidates" / candidate, tsne_clips=params.evaluate.tsne_clips,
+                                  waveforms=waveforms)
+    except GenretagError as exc:
+        get_run_logger().error("%s: not evaluated: %s", candidate, exc)
+        return {"error": str(exc)}
 
 
 @flow(name="evaluate")
 def evaluate_flow() -> dict:
-    """Score the trained model on the test split; update reports/experiments.{csv,md}."""
+    """Score every candidate on the same test clips (each at its own sample rate)."""
     params, layout = stage_context()
-    metrics = score_test_split(params, layout)
-    get_run_logger().info(
-        "%s: test accuracy %.3f, track accuracy %.3f (mean prob) / %.3f (vote), macro F1 %.3f",
-        metrics["experiment"], metrics["test_accuracy"], metrics["track_accuracy_mean_prob"],
-        metrics["track_accuracy_vote"], metrics["macro_f1"],
+    test = read_test_audio(layout, genres=params.genres)
+    waveforms: dict = {}  # one decoding per sample rate, shared by the candidates (tasks run in this process)
+    results = {c: score_candidate(params, layout, c, test, waveforms) for c in find_candidates(layout)}
+    rows = "\n".join(
+        f"| {c} | " + (" | ".join(f"{m[k]:.4f}" if isinstance(m.get(k), float) else str(m.get(k, "")) for k in HEADLINE)
+                       if "error" not in m else f"not evaluated: {m['error']} |" + " |" * (len(HEADLINE) - 1)) + " |"
+        for c, m in results.items()
     )
-    create_markdown_artifact(key="evaluate-metrics", markdown=_markdown(metrics, params.genres),
-                             description=f"MLflow run {metrics['mlflow_run_id']}")
-    return metrics
+    create_markdown_artifact(
+        key="evaluate-metrics",
+        markdown=f"# Candidates on {len(test)} test clips (from audio)\n\n| candidate | {' | '.join(HEADLINE)} |\n"
+                 f"| --- |{' --- |' * len(HEADLINE)}\n{rows}\n",
+        description="evaluate stage",
+    )
+    for candidate, metrics in results.items():
+        if "error" not in metrics:
+            get_run_logger().info("%s: track accuracy %.3f, clip accuracy %.3f, macro F1 %.3f", candidate,
+                                  metrics["track_accuracy_mean_prob"], metrics["test_accuracy"], metrics["macro_f1"])
+    return results
 
 
 if __name__ == "__main__":

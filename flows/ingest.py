@@ -6,13 +6,12 @@ from tqdm import tqdm
 
 from flows.common import IO_RETRIES, maybe_inject_fault, stage_context
 from genretag.config import Layout, Params
-from genretag.dataset import SourceFile, discover_sources, ingest, materialise_source
+from genretag.dataset import Discovery, SourceFile, discover, ingest, materialise_source
 
 
 @task(**IO_RETRIES)
-def find_sources(params: Params, layout: Layout) -> list[SourceFile]:
-    folder = materialise_source(params, layout=layout)
-    return discover_sources(folder, genres=params.genres)
+def find_sources(params: Params, layout: Layout) -> Discovery:
+    return discover(materialise_source(params, layout=layout), genres=params.genres)
 
 
 @task(**IO_RETRIES)
@@ -30,17 +29,28 @@ def ingest_flow() -> dict:
     """Ingest `ingest.source` into data/raw/<genre>/<track>.wav and data/raw/manifest.csv."""
     logger = get_run_logger()
     params, layout = stage_context()
-    sources = find_sources(params, layout)
+    found = find_sources(params, layout)
+    sources = found.sources
+    skipped = {"unknown_genre": len(found.unknown_genre), "not_audio": len(found.not_audio),
+               "apple_metadata": len(found.apple_metadata)}
+    if found.unknown_genre:
+        logger.warning("skipped %d audio files outside any genre folder (genres: %s); folders: %s",
+                       len(found.unknown_genre), ", ".join(params.genres),
+                       ", ".join(found.unknown_folders()))
+    if skipped["not_audio"] or skipped["apple_metadata"]:
+        logger.info("skipped %d files that are not audio and %d macOS metadata files (._*, __MACOSX/)",
+                    skipped["not_audio"], skipped["apple_metadata"])
     if not sources:
         raise FileNotFoundError(f"ingest.source={params.ingest.source!r}: no audio files under <genre>/ folders")
-    summary = normalise_audio(sources, params, layout)
+    summary = {**normalise_audio(sources, params, layout), "skipped": skipped}
     for bad in summary["undecodable"]:
         logger.warning("cannot decode %s: %s (validation will quarantine it)", bad["source_path"], bad["error"])
     logger.info("ingested %d files (%d decoded) from %s", summary["files"], summary["decoded"], params.ingest.source)
     create_markdown_artifact(
         key="ingest-summary",
         markdown=f"## Ingest\nsource: `{params.ingest.source}`; files: {summary['files']}; decoded: {summary['decoded']}; "
-        f"undecodable: {len(summary['undecodable'])}",
+        f"undecodable: {len(summary['undecodable'])}; skipped: {skipped['unknown_genre']} outside genre folders, "
+        f"{skipped['not_audio']} not audio, {skipped['apple_metadata']} macOS metadata",
     )
     return summary
 

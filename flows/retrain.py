@@ -270,7 +270,7 @@ def retrain_flow(
     summary["seconds"] = round(time.perf_counter() - started, 1)
     decision = summary["registry"]
     verdict = (
-        f"{decision.get('model_name')} v{decision.get('version')} -> {decision.get('alias')}: {decision.get('reason')}"
+        f"{decision.get('model_name')} gate {decision.get('decision')} -> champion v{decision.get('champion_version')}: {decision.get('reason')}"
         if decision else "no new model version (nothing upstream of register changed)"
     )
     logger.info("retrain of %s: stages run %s; %s", root, summary["stages"] or "none", verdict)

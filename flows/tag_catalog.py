@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -19,29 +18,31 @@ from genretag.catalog import (
     HashedTrack,
     TaggingPlan,
     TaggingSummary,
+    SourceScan,
     TrackFailure,
     TrackSource,
     WriteOutcome,
     catalog_url,
     error_row,
     hash_tracks,
-    list_tracks,
     plan_tagging,
     redact,
+    scan_source,
     write_results,
 )
-from genretag.config import Params
+from genretag.config import Layout, Params
 from genretag.errors import ConfigError
+from genretag.paths import display
 from genretag.scoring import (
     ScoredTrack,
     ScoringModel,
-    images_or_reason,
+    TrackWindows,
     open_model,
     resolve_model,
     score_decoded,
     score_files,
+    windows_or_reason,
 )
-from genretag.spectrogram import PreprocessingSpec
 from genretag.tracking import tracking_uri
 
 HASH_CHUNK = 256  # files per hashing task: a transient failure re-reads at most this many
@@ -54,8 +55,8 @@ def load_model(model: str, *, require_gpu: bool, registry_uri: str, model_name: 
 
 
 @task(name="list-tracks", **IO_RETRIES, **_PLAIN)
-def list_tracks_task(source: str) -> list[TrackSource]:
-    return list_tracks(source)
+def list_tracks_task(source: str) -> SourceScan:
+    return scan_source(source)
 
 
 def _read_fault(path: Path) -> None:
@@ -89,27 +90,34 @@ def write_task(catalog: Catalog, results: list[ScoredTrack], model: ScoringModel
 
 
 @task(name="write-read-failures", **IO_RETRIES, **_PLAIN)
-def write_failures_task(catalog: Catalog, failures: list[TrackFailure], model_version: str) -> None:
-    catalog.write([], [error_row(f.track_id, f.path, f.sha256, f.reason, model_version=model_version) for f in failures])
+def write_failures_task(catalog: Catalog, failures: list[TrackFailure], model_version: str) -> tuple[str, ...]:
+    return catalog.write([], [error_row(f.track_id, f.path, f.sha256, f.reason, model_version=model_version) for f in failures]).unstored
 
 
 @task(name="decode-track", **IO_RETRIES, **_PLAIN)
-def decode_track(path: str, spec: PreprocessingSpec, max_windows: int, silence_rms_dbfs: float) -> tuple[np.ndarray | None, str]:
-    """One file's window images, or why it cannot be scored, on whichever Dask worker runs it."""
+def decode_track(path: str, sample_rate: int, clip_samples: int, max_windows: int, silence_rms_dbfs: float) -> tuple[TrackWindows | None, str]:
+    """One file's windows at the model's rate, or why it cannot be scored, on whichever Dask worker runs it."""
     maybe_inject_fault("tag.decode", subject=path)
-    return images_or_reason(path=path, spec=spec, max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs)
+    return windows_or_reason(
+        path=path, sample_rate=sample_rate, clip_samples=clip_samples, max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs
+    )
 
 
 @flow(name="decode-on-dask", persist_result=False)
-def decode_on_dask(paths: list[str], spec: PreprocessingSpec, max_windows: int, silence_rms_dbfs: float) -> list[tuple[np.ndarray | None, str]]:
+def decode_on_dask(
+    paths: list[str], sample_rate: int, clip_samples: int, max_windows: int, silence_rms_dbfs: float
+) -> list[tuple[TrackWindows | None, str]]:
     """Map decode_track over ``paths`` on this flow's DaskTaskRunner; results in input order."""
-    futures = decode_track.map(paths, spec=unmapped(spec), max_windows=unmapped(max_windows), silence_rms_dbfs=unmapped(silence_rms_dbfs))
+    futures = decode_track.map(
+        paths, sample_rate=unmapped(sample_rate), clip_samples=unmapped(clip_samples),
+        max_windows=unmapped(max_windows), silence_rms_dbfs=unmapped(silence_rms_dbfs),
+    )
     return [future.result() for future in futures]
 
 
 @task(name="open-catalog", **IO_RETRIES, **_PLAIN)
 def open_catalog_task(database_url: str) -> Catalog:
-    return Catalog(database_url)
+    return Catalog(database_url, check_writable=True)
 
 
 @flow(name="tag-catalog")
@@ -127,7 +135,26 @@ def tag_catalog_flow(
     score = params.score
     url = catalog_url(params, root=paths.root, override=database_url)
     windows = score.max_windows if max_windows is None else max_windows
+    catalog = open_catalog_task(url)  # an unreachable or read-only database fails before any heavy work
+    try:
+        summary = _load_and_tag(catalog, source=source, model=model, require_gpu=require_gpu, params=params,
+                                paths=paths, url=url, windows=windows)
+    finally:
+        catalog.close()
+    summary.seconds = time.perf_counter() - started
 
+    logger.info("tagged %d, skipped %d, failed %d in %.1f s (%.2f tracks/s) on %s; %d files skipped (not audio), "
+                "%d skipped (macOS metadata)", summary.tagged, summary.skipped, summary.failed, summary.seconds,
+                summary.tracks_per_second, summary.provider, summary.not_audio, summary.apple_metadata)
+    create_markdown_artifact(key="tag-catalog-summary", markdown=summary.to_markdown(), description="Catalog tagging run")
+    return {**summary.to_dict(), "flow_run_id": str(flow_run.id)}
+
+
+def _load_and_tag(catalog: Catalog, *, source: str, model: str | None, require_gpu: bool, params: Params, paths: Layout,
+                  url: str, windows: int) -> TaggingSummary:
+    """Load the model, list and hash the source, then tag (see _tag)."""
+    logger = get_run_logger()
+    score = params.score
     scoring_model = load_model(
         model or score.model, require_gpu=require_gpu,
         registry_uri=tracking_uri(params, root=paths.root), model_name=params.registry.model_name,
@@ -137,9 +164,10 @@ def tag_catalog_flow(
     logger.info("model %s %s (%s) runs on %s", scoring_model.model_name, scoring_model.model_version,
                 scoring_model.path, scoring_model.provider)
 
-    summary = TaggingSummary(str(source), redact(url), scoring_model.model_name, scoring_model.model_version, scoring_model.provider)
-    tracks = list_tracks_task(str(source))
-    summary.listed = len(tracks)
+    summary = TaggingSummary(display(source), redact(url), scoring_model.model_name, scoring_model.model_version, scoring_model.provider)
+    scan = list_tracks_task(str(source))
+    summary.count_skipped(scan)
+    tracks = scan.tracks
     hashed: list[HashedTrack] = []
     unreadable: list[TrackFailure] = []
     for start in range(0, len(tracks), HASH_CHUNK):
@@ -151,18 +179,8 @@ def tag_catalog_flow(
             good, bad = hash_tracks_task.with_options(retries=0)(chunk, strict=False)
         hashed += good
         unreadable += bad
-
-    catalog = open_catalog_task(url)
-    try:
-        _tag(catalog, hashed, unreadable, model=scoring_model, params=params, windows=windows, summary=summary)
-    finally:
-        catalog.close()
-    summary.seconds = time.perf_counter() - started
-
-    logger.info("tagged %d, skipped %d, failed %d in %.1f s (%.2f tracks/s) on %s", summary.tagged, summary.skipped,
-                summary.failed, summary.seconds, summary.tracks_per_second, summary.provider)
-    create_markdown_artifact(key="tag-catalog-summary", markdown=summary.to_markdown(), description="Catalog tagging run")
-    return {**summary.to_dict(), "flow_run_id": str(flow_run.id)}
+    _tag(catalog, hashed, unreadable, model=scoring_model, params=params, windows=windows, summary=summary)
+    return summary
 
 
 def _tag(catalog: Catalog, hashed: list[HashedTrack], unreadable: list[TrackFailure], *,
@@ -171,8 +189,9 @@ def _tag(catalog: Catalog, hashed: list[HashedTrack], unreadable: list[TrackFail
     logger = get_run_logger()
     plan = plan_task(catalog, hashed, model.model_version)
     summary.skipped, summary.duplicates = len(plan.already_tagged), len(plan.duplicates)
+    summary.moved = catalog.refresh_paths(plan.already_tagged, model_version=model.model_version)
     if unreadable:
-        write_failures_task(catalog, unreadable, model.model_version)
+        summary.add_unstored(write_failures_task(catalog, unreadable, model.model_version))
         summary.add_failures(unreadable)
     logger.info("%d tracks listed: %d to score, %d already tagged by %s, %d duplicate content, %d unreadable",
                 summary.listed, len(plan.todo), len(plan.already_tagged), model.model_version,
@@ -200,9 +219,9 @@ def _tag(catalog: Catalog, hashed: list[HashedTrack], unreadable: list[TrackFail
     decode = decode_on_dask.with_options(task_runner=DaskTaskRunner(address=score.dask_address))
     for start in range(0, len(plan.todo), score.dask_chunk):
         chunk = plan.todo[start : start + score.dask_chunk]
-        decoded = decode([str(t.path) for t in chunk], model.spec, windows, silence)
+        decoded = decode([str(t.path) for t in chunk], model.sample_rate, model.clip_samples, windows, silence)
         stream = score_decoded(
-            model, ((t, str(t.path), images, reason) for t, (images, reason) in zip(chunk, decoded, strict=True)),
+            model, ((t, str(t.path), found, reason) for t, (found, reason) in zip(chunk, decoded, strict=True)),
             batch_size=score.batch_size,
         )
         _write_as_scored(catalog, stream, model=model, commit_every=score.commit_every, summary=summary)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from PIL import Image
-from tests.conftest import REPO_ROOT, tone
+from tests.conftest import REPO_ROOT, tone, write_audio
 
 from genretag.config import Layout, Params, layout, load_params, preprocessing_spec
 from genretag.spectrogram import to_model_input, waveform_to_images
@@ -53,7 +53,7 @@ def audio_project(
     with_dvc_lock: bool = True,
     **overrides: dict,
 ) -> tuple[Params, Layout]:
-    """params.yaml, data/clips.csv and PNGs rendered by genretag.spectrogram from per-genre tones,
+    """params.yaml, WAVs with data/raw/manifest.csv, data/clips.csv and PNGs rendered by genretag.spectrogram from per-genre tones,
     metrics/eval.json (and a dvc.lock) under ``root``."""
     tracks = tracks or {"train": 1, "test": 2}
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
@@ -66,7 +66,7 @@ def audio_project(
     params = load_params(root / "params.yaml")
     spec = preprocessing_spec(params)
 
-    rows, seed = [], 0
+    rows, tracks_rows, seed = [], [], 0
     for genre in genres:
         number = 0
         for split, count in tracks.items():
@@ -74,7 +74,11 @@ def audio_project(
                 seed += 1
                 track_id = f"{genre}.{number:05d}"
                 number += 1
-                images = waveform_to_images(genre_audio(genre, 3.0 * clips_per_track, seed=seed), spec)
+                samples = genre_audio(genre, 3.0 * clips_per_track, seed=seed)
+                wav = f"data/raw/{genre}/{track_id}.wav"
+                write_audio(root / wav, samples)
+                tracks_rows.append({"track_id": track_id, "genre": genre, "path": wav})
+                images = waveform_to_images(samples, spec)
                 for clip_index, image in enumerate(images):
                     relative = f"data/images/{split}/{genre}/{track_id}.{clip_index}.png"
                     (root / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +88,7 @@ def audio_project(
                         "clip_index": clip_index, "start_s": 3.0 * clip_index, "image": relative,
                     })
     pd.DataFrame(rows).to_csv(root / "data" / "clips.csv", index=False)
+    pd.DataFrame(tracks_rows).to_csv(root / "data" / "raw" / "manifest.csv", index=False)
     (root / "metrics").mkdir(exist_ok=True)
     (root / "metrics" / "eval.json").write_text(json.dumps({"test_accuracy": 0.75, "macro_f1": 0.7, "n_test_clips": 12}))
     if with_dvc_lock:

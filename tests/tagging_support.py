@@ -1,40 +1,108 @@
-"""Helpers of the scoring and catalog tests: tiny ONNX models with a real contract, test roots, odd files."""
+"""Helpers of the scoring and catalog tests: small contract-v2 ONNX models built with onnx.helper, test roots, odd files."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import yaml
 from tests.conftest import REPO_ROOT, tone, write_audio
 
-from genretag.config import load_params, preprocessing_spec
+from genretag.config import load_params
 from genretag.contract import ModelContract, write_contract
 
 MODEL_NAME = "genretag-cnn"
 
 
-def make_onnx_model(path: Path, *, version: str, seed: int = 0, params_file: Path | None = None) -> Path:
-    """A tiny Keras CNN (Conv -> GAP -> Dense softmax) exported to ONNX with genretag's contract."""
-    import keras
+def make_onnx_model(
+    path: Path,
+    *,
+    version: str,
+    seed: int = 0,
+    sample_rate: int = 22050,
+    labels: tuple[str, ...] | None = None,
+    contract_version: int = 2,
+) -> Path:
+    """A small but real contract-v2 graph, built with onnx.helper, its contract in metadata.
+
+    ``waveform`` [N, S] -> 1/10-s frames -> log energies of the signal and of its first difference
+    (a crude brightness) -> MatMul + Tanh = ``embedding`` [N, 16] -> MatMul + Softmax =
+    ``probabilities`` [N, K]. Deterministic random weights (``seed``). ``contract_version=1`` writes
+    v1 metadata instead, for the tests of what consumers do with an old image-contract model.
+    """
     import onnx
+    from onnx import TensorProto, helper, numpy_helper
 
-    params = load_params(params_file or REPO_ROOT / "params.yaml")
-    spec = preprocessing_spec(params)
-    height, width = spec.image_size
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((height, width, 3)),
-        keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(len(params.genres), activation="softmax"),
-    ])
-    from genretag.export import convert_to_onnx
-
-    proto = convert_to_onnx(model, image_size=(height, width), opset=params.export.opset)
-    contract = ModelContract(labels=tuple(params.genres), preprocessing=spec, model_name=MODEL_NAME, model_version=version)
+    labels = labels or tuple(load_params(REPO_ROOT / "params.yaml").genres)
+    frame = sample_rate // 10
+    clip_samples = 3 * sample_rate
+    frames = clip_samples // frame
+    rng = np.random.default_rng(seed)
+    weights = {
+        "frame_shape": np.array([0, frames, frame], dtype=np.int64),  # 0: keep the batch dimension (N may be 0)
+        "head": np.array([0], dtype=np.int64),
+        "tail": np.array([1], dtype=np.int64),
+        "last": np.array([clip_samples - 1], dtype=np.int64),
+        "end": np.array([clip_samples], dtype=np.int64),
+        "axis": np.array([1], dtype=np.int64),
+        "mean": np.full((frame, 1), 1.0 / frame, dtype=np.float32),
+        "energy_shape": np.array([0, frames], dtype=np.int64),
+        "eps": np.array(1e-8, dtype=np.float32),
+        "w1": rng.normal(0.0, 0.3, (2 * frames, 16)).astype(np.float32),
+        "b1": rng.normal(0.0, 0.1, 16).astype(np.float32),
+        "w2": rng.normal(0.0, 1.0, (16, len(labels))).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Reshape", ["waveform", "frame_shape"], ["framed"]),
+        helper.make_node("Slice", ["waveform", "tail", "end", "axis"], ["later"]),
+        helper.make_node("Slice", ["waveform", "head", "last", "axis"], ["earlier"]),
+        helper.make_node("Sub", ["later", "earlier"], ["diff"]),
+        helper.make_node("Pad", ["diff", "pad_to_frames"], ["diff_padded"]),
+        helper.make_node("Reshape", ["diff_padded", "frame_shape"], ["diff_framed"]),
+        helper.make_node("Mul", ["framed", "framed"], ["power"]),
+        helper.make_node("Mul", ["diff_framed", "diff_framed"], ["diff_power"]),
+        helper.make_node("MatMul", ["power", "mean"], ["energy3"]),  # [N, F, 1]; ReduceMean mis-shapes N = 0
+        helper.make_node("Reshape", ["energy3", "energy_shape"], ["energy"]),
+        helper.make_node("MatMul", ["diff_power", "mean"], ["diff_energy3"]),
+        helper.make_node("Reshape", ["diff_energy3", "energy_shape"], ["diff_energy"]),
+        helper.make_node("Concat", ["energy", "diff_energy"], ["energies"], axis=1),
+        helper.make_node("Add", ["energies", "eps"], ["floored"]),
+        helper.make_node("Log", ["floored"], ["log_energies"]),
+        helper.make_node("MatMul", ["log_energies", "w1"], ["hidden"]),
+        helper.make_node("Add", ["hidden", "b1"], ["hidden_b"]),
+        helper.make_node("Tanh", ["hidden_b"], ["embedding"]),
+        helper.make_node("MatMul", ["embedding", "w2"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+    ]
+    weights["pad_to_frames"] = np.array([0, 0, 0, 1], dtype=np.int64)  # [N, S-1] -> [N, S]
+    graph = helper.make_graph(
+        nodes,
+        "genretag-test-v2",
+        [helper.make_tensor_value_info("waveform", TensorProto.FLOAT, ["N", clip_samples])],
+        [
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", len(labels)]),
+            helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 16]),
+        ],
+        initializer=[numpy_helper.from_array(value, name) for name, value in weights.items()],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="genretag-tests")
+    proto.ir_version = 8
+    onnx.checker.check_model(proto, full_check=True)
+    contract = ModelContract(
+        labels=labels, model_name=MODEL_NAME, model_version=version, sample_rate=sample_rate, clip_samples=clip_samples,
+        family="test-energies", preprocessing={"frame_samples": frame}, contract_version=contract_version,
+    )
+    write_contract(proto, contract)
+    if contract_version == 1:  # v1 metadata: no contract version; rate and clip length in the preprocessing spec
+        for entry in list(proto.metadata_props):
+            if entry.key in ("genretag.contract_version", "genretag.sample_rate", "genretag.clip_samples"):
+                proto.metadata_props.remove(entry)
+        for entry in proto.metadata_props:
+            if entry.key == "genretag.preprocessing":
+                entry.value = json.dumps({"sample_rate": sample_rate, "clip_seconds": 3.0})
     path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(write_contract(proto, contract), str(path))
+    onnx.save(proto, str(path))
     return path
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import warnings
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,66 @@ import soundfile as sf
 from genretag.atomic import atomic_path
 from genretag.errors import AudioError
 
-AUDIO_EXTENSIONS: frozenset[str] = frozenset({".wav", ".au", ".snd", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".m4a"})
+# One list for every reader of audio (tagging, ingest): what soundfile (libsndfile 1.2) and
+# PyAV's bundled FFmpeg decode. Matched case-insensitively; anything else is "not audio".
+AUDIO_EXTENSIONS: frozenset[str] = frozenset({
+    ".wav", ".wave", ".au", ".snd", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".mp2", ".aif", ".aiff", ".aifc",
+    ".caf", ".w64", ".m4a", ".m4b", ".mp4", ".aac", ".wma", ".asf", ".webm", ".mka", ".mkv", ".wv", ".ape", ".ac3",
+})
+
+# Plausible sample rates of music files. Below 4 kHz nothing above 2 kHz (the Nyquist limit)
+# survives, so no genre can be heard, and such a header is almost always corrupt (e.g. 1 Hz,
+# which would be resampled into hundreds of millions of samples); 384 kHz is the highest rate
+# of studio converters and DXD masters (and of FFmpeg's common rates).
+SAMPLE_RATE_BOUNDS_HZ: tuple[int, int] = (4_000, 384_000)
+
+# AppleDouble metadata files (``._name``) and macOS zip leftovers (``__MACOSX/``): never audio.
+APPLE_METADATA_PREFIX = "._"
+APPLE_METADATA_FOLDER = "__MACOSX"
+
+
+@dataclass(frozen=True)
+class FolderScan:
+    """Every file under a folder, sorted into exactly one of three lists (absolute paths)."""
+
+    audio: list[Path]
+    not_audio: list[Path]  # suffix outside AUDIO_EXTENSIONS
+    apple_metadata: list[Path]  # ``._*`` files and anything under ``__MACOSX/``
+
+    @property
+    def files(self) -> int:
+        return len(self.audio) + len(self.not_audio) + len(self.apple_metadata)
+
+
+def is_apple_metadata(path: Path) -> bool:
+    return path.name.startswith(APPLE_METADATA_PREFIX) or APPLE_METADATA_FOLDER in path.parts
+
+
+def is_audio_name(path: Path) -> bool:
+    """Whether ``path``'s suffix (any case) is one the decoders read."""
+    return path.suffix.lower() in AUDIO_EXTENSIONS
+
+
+def scan_folder(folder: str | Path) -> FolderScan:
+    """Walk ``folder`` recursively: every entry that is not a folder lands in one list.
+
+    Entries that are not regular files (broken links, pipes) are listed by their name like
+    any file, so the reader reports them instead of skipping them.
+    """
+    root = Path(os.path.abspath(Path(folder).expanduser()))
+    audio_files: list[Path] = []
+    not_audio: list[Path] = []
+    apple: list[Path] = []
+    for path in sorted(root.rglob("*")):
+        if path.is_dir():
+            continue
+        if is_apple_metadata(path.relative_to(root)):
+            apple.append(path)
+        elif is_audio_name(path):
+            audio_files.append(path)
+        else:
+            not_audio.append(path)
+    return FolderScan(audio_files, not_audio, apple)
 
 
 @dataclass(frozen=True)
@@ -48,37 +108,114 @@ def file_sha256(path: str | Path, *, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _read_raw(path: Path) -> tuple[np.ndarray, int]:
-    """Samples as float32 (frames, channels) and the file's rate; soundfile, then audioread."""
-    try:
-        data, rate = sf.read(path, dtype="float32", always_2d=True)
-        return data, int(rate)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as soundfile_error:
-        first_error = soundfile_error
-    try:
-        import audioread
+def _check_rate(path: Path, rate: float) -> int:
+    low, high = SAMPLE_RATE_BOUNDS_HZ
+    if not low <= rate <= high:
+        raise AudioError(path, f"implausible sample rate {rate:.0f} Hz (music files use {low}..{high} Hz; the header is likely corrupt)")
+    return int(rate)
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with audioread.audio_open(str(path)) as source:
-                rate, channels = int(source.samplerate), int(source.channels)
-                pcm = b"".join(source)
-        data = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-        return data.reshape(-1, channels), rate
-    except Exception as fallback_error:  # noqa: BLE001 - audioread raises many unrelated types
-        raise AudioError(path, f"cannot decode audio ({first_error}; audioread: {str(fallback_error) or type(fallback_error).__name__})") from fallback_error
+
+def _reason(error: BaseException, path: Path) -> str:
+    """A decoder's error as a short reason: first line, without the file name it repeats."""
+    if isinstance(error, sf.LibsndfileError):
+        text = error.error_string.strip().rstrip(".")
+        # libsndfile says this for every format it does not recognise, even for a regular file
+        text = text.replace("File does not exist or is not a regular file (possibly a pipe?)", "format not recognised")
+    else:
+        text = (str(error).strip().splitlines() or [""])[0]
+    for name in (f": {str(path)!r}", f": '{path}'", f" '{path}'", str(path)):
+        text = text.replace(name, "")
+    text = re.sub(r"^\[Errno -?\d+\] ", "", text).strip(" :")
+    return text or type(error).__name__
+
+
+def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
+    """libsndfile: WAV/FLAC/OGG/MP3/AIFF... The rate is checked before any sample is read."""
+    with sf.SoundFile(path) as handle:
+        rate = _check_rate(path, handle.samplerate)
+        return handle.read(dtype="float32", always_2d=True), rate
+
+
+def _read_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
+    """PyAV (its wheels bundle FFmpeg): the first audio stream as float32 (frames, channels).
+
+    FFmpeg also reads what libsndfile refuses (AAC/ALAC in MP4, Opus, WMA, WebM, a WAV with a
+    bad PEAK chunk or with RIFF/data sizes of 0 left by a crashed writer).
+    """
+    import av
+
+    with av.open(str(path), mode="r") as container:
+        if not container.streams.audio:
+            raise ValueError("no audio stream")
+        stream = container.streams.audio[0]
+        rate = _check_rate(path, stream.rate or stream.codec_context.sample_rate or 0)
+        # Planar float32 at the stream's own rate and layout (a mid-stream change is converted).
+        resampler = av.AudioResampler(format="fltp", rate=rate)
+        blocks = [
+            planes for frame in container.decode(stream)
+            for planes in (out.to_ndarray() for out in resampler.resample(frame))
+        ]
+        blocks += [out.to_ndarray() for out in resampler.resample(None)]
+    if not blocks:
+        return np.zeros((0, 1), dtype=np.float32), rate
+    return np.ascontiguousarray(np.concatenate(blocks, axis=1).T, dtype=np.float32), rate
+
+
+def _read_raw(path: Path) -> tuple[np.ndarray, int]:
+    """Samples as float32 (frames, channels) and the file's rate: soundfile, then FFmpeg.
+
+    soundfile is tried first because it is about 2x faster on WAV/FLAC (bench in the report);
+    FFmpeg takes over when it fails or finds no samples (a WAV whose sizes are 0).
+    Raises AudioError "not a decodable audio file (soundfile: ...; ffmpeg: ...)".
+    """
+    try:
+        data, rate = _read_soundfile(path)
+        if data.size:
+            return data, rate
+        first_reason = "0 frames"
+    except AudioError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as soundfile_error:
+        first_reason = _reason(soundfile_error, path)
+    try:
+        return _read_ffmpeg(path)
+    except AudioError:
+        raise
+    except Exception as ffmpeg_error:  # noqa: BLE001 - PyAV raises FFmpeg's many error types
+        raise AudioError(
+            path, f"not a decodable audio file (soundfile: {first_reason}; ffmpeg: {_reason(ffmpeg_error, path)})"
+        ) from ffmpeg_error
+
+
+def resample(waveform: np.ndarray, *, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Mono float32 [n] -> float32 [ceil(n * target_sr / orig_sr)] with soxr's HQ filter.
+
+    Exactly what ``librosa.resample(..., res_type="soxr_hq")`` computes (soxr, then the
+    length fixed to ceil(n * ratio)), without importing librosa. Non-finite samples must
+    be removed first (soxr spreads them over the whole filter length).
+    """
+    if orig_sr == target_sr:
+        return waveform
+    import soxr
+
+    wanted = int(np.ceil(len(waveform) * float(target_sr) / orig_sr))
+    out = soxr.resample(waveform, orig_sr, target_sr, quality="soxr_hq")
+    if len(out) < wanted:
+        out = np.pad(out, (0, wanted - len(out)))
+    return np.asarray(out[:wanted], dtype=np.float32)
 
 
 def decode(path: str | Path, *, sample_rate: int) -> DecodedAudio:
-    """Read ``path`` (wav, au, flac, ogg, mp3, ...), downmix to mono and resample.
+    """Read ``path`` (any of AUDIO_EXTENSIONS), downmix to mono and resample to ``sample_rate``.
 
-    Raises AudioError naming the file when it is missing, undecodable or holds no samples.
+    Raises AudioError naming the file when it is missing, not a regular file, undecodable,
+    has an implausible sample rate (SAMPLE_RATE_BOUNDS_HZ) or holds no samples.
     ``stats`` describe the file as decoded, before resampling, so that non-finite samples
     are counted (the returned waveform has them replaced by silence when resampled).
     """
     path = Path(path)
     if not path.is_file():
-        raise AudioError(path, "no such file")
+        raise AudioError(path, "not a regular file" if path.exists() else "no such file")
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
     data, original_rate = _read_raw(path)
@@ -87,10 +224,8 @@ def decode(path: str | Path, *, sample_rate: int) -> DecodedAudio:
     mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     measured = stats(mono, sample_rate=original_rate)  # before resampling hides bad samples
     if original_rate != sample_rate:
-        import librosa
-
         clean = np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0)
-        mono = librosa.resample(clean, orig_sr=original_rate, target_sr=sample_rate, res_type="soxr_hq")
+        mono = resample(clean, orig_sr=original_rate, target_sr=sample_rate)
     return DecodedAudio(
         path=path,
         waveform=np.ascontiguousarray(mono, dtype=np.float32),

@@ -24,9 +24,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from genretag.atomic import atomic_path, write_csv
-from genretag.audio import AUDIO_EXTENSIONS, file_sha256
+from genretag.audio import file_sha256, is_apple_metadata, is_audio_name, scan_folder
 from genretag.config import Params, resolve_sqlite_url
-from genretag.errors import GenretagError, ScoringError
+from genretag.errors import CatalogError, GenretagError, ScoringError
+from genretag.paths import absolute, display, exact_bytes
 
 CATALOG_URL_ENV = "GENRETAG_CATALOG_URL"
 
@@ -37,7 +38,8 @@ catalog_tags = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("track_id", sa.String(512), nullable=False),
-    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("path", sa.Text, nullable=False),  # absolute; display form (genretag.paths.display)
+    sa.Column("path_bytes", sa.LargeBinary, nullable=True),  # the exact bytes when the name is not UTF-8
     sa.Column("sha256", sa.String(80), nullable=False),
     sa.Column("genre", sa.String(128), nullable=False),
     sa.Column("confidence", sa.Float, nullable=False),
@@ -48,6 +50,9 @@ catalog_tags = sa.Table(
     sa.Column("model_version", sa.String(64), nullable=False),
     sa.Column("provider", sa.String(64), nullable=False),
     sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+    # Added with contract v2; the server defaults describe rows written before (v1 models, no window skipped).
+    sa.Column("contract_version", sa.Integer, nullable=False, server_default=sa.text("1")),
+    sa.Column("windows_silent", sa.Integer, nullable=False, server_default=sa.text("0")),  # skipped as silent
     sa.UniqueConstraint("sha256", "model_version", name="uq_catalog_tags_sha256_model_version"),
 )
 
@@ -57,6 +62,7 @@ catalog_errors = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("track_id", sa.String(512), nullable=False),
     sa.Column("path", sa.Text, nullable=False),
+    sa.Column("path_bytes", sa.LargeBinary, nullable=True),
     sa.Column("sha256", sa.String(80), nullable=False),  # "unreadable:<hash of the path>" when unread
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("model_version", sa.String(64), nullable=False),
@@ -103,19 +109,33 @@ class TrackFailure:
     reason: str
 
 
-def list_tracks(source: str | Path) -> list[TrackSource]:
-    """A folder (scanned recursively for audio files), a CSV with track_id,path, or one file.
+@dataclass(frozen=True)
+class SourceScan:
+    """What a source holds: the tracks to tag and the files skipped, by reason (absolute paths)."""
+
+    tracks: list[TrackSource]
+    not_audio: list[Path] = field(default_factory=list)
+    apple_metadata: list[Path] = field(default_factory=list)  # AppleDouble ``._*`` and ``__MACOSX/``
+
+    @property
+    def files(self) -> int:
+        return len(self.tracks) + len(self.not_audio) + len(self.apple_metadata)
+
+
+def scan_source(source: str | Path) -> SourceScan:
+    """A folder (every file under it, recursively), a CSV with track_id,path, or one file.
 
     In a folder, track_id is the file's path below it without its extension; relative
-    paths in a CSV are relative to the CSV's folder.
+    paths in a CSV are relative to the CSV's folder. Every path is absolute and normalised
+    (genretag.paths.absolute). Files whose suffix no decoder reads, and macOS metadata, are
+    counted, never silently dropped; a CSV or a single file is taken as given (its rows fail
+    with their reason if they are not audio).
     """
-    source = Path(source).expanduser()
+    source = absolute(source)
     if source.is_dir():
-        files = sorted(
-            p for p in source.rglob("*")
-            if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".") and p.is_file()
-        )
-        return [TrackSource(p.relative_to(source).with_suffix("").as_posix(), p) for p in files]
+        found = scan_folder(source)
+        tracks = [TrackSource(p.relative_to(source).with_suffix("").as_posix(), p) for p in found.audio]
+        return SourceScan(tracks, found.not_audio, found.apple_metadata)
     if source.suffix.lower() == ".csv":
         try:
             frame = pd.read_csv(source, dtype=str, keep_default_na=False)
@@ -126,13 +146,20 @@ def list_tracks(source: str | Path) -> list[TrackSource]:
         missing = {"track_id", "path"} - set(frame.columns)
         if missing:
             raise ScoringError(f"{source}: the CSV needs columns track_id,path; missing {sorted(missing)}")
-        return [
-            TrackSource(row.track_id or Path(row.path).stem, (source.parent / Path(row.path).expanduser()))
+        return SourceScan([
+            TrackSource(row.track_id or Path(row.path).stem, absolute(source.parent / Path(row.path).expanduser()))
             for row in frame.itertuples(index=False)
-        ]
+        ])
     if source.is_file():
-        return [TrackSource(source.stem, source)]
-    raise ScoringError(f"{source}: no such folder, CSV or audio file")
+        if is_apple_metadata(source):
+            return SourceScan([], apple_metadata=[source])
+        return SourceScan([TrackSource(source.stem, source)]) if is_audio_name(source) else SourceScan([], not_audio=[source])
+    raise ScoringError(f"{display(source)}: no such folder, CSV or audio file")
+
+
+def list_tracks(source: str | Path) -> list[TrackSource]:
+    """The tracks of :func:`scan_source` (the skipped files are in its other lists)."""
+    return scan_source(source).tracks
 
 
 def unreadable_key(path: Path) -> str:
@@ -158,6 +185,9 @@ def hash_tracks(
         try:
             if before_read:
                 before_read(track.path)
+            if track.path.exists() and not track.path.is_file():  # reading a pipe would block
+                failed.append(TrackFailure(track.track_id, track.path, unreadable_key(track.path), "cannot read: not a regular file"))
+                continue
             hashed.append(HashedTrack(track.track_id, track.path, file_sha256(track.path)))
         except GenretagError as exc:
             failed.append(TrackFailure(track.track_id, track.path, unreadable_key(track.path), f"cannot read: {exc}"))
@@ -215,27 +245,100 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _add_missing_columns(engine: Engine) -> None:
+    """Add columns that a catalog created by an earlier genretag lacks (each has a server default for old rows)."""
+    inspector = sa.inspect(engine)
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        missing = [column for column in table.columns if column.name not in present]
+        if not missing:
+            continue
+        with engine.begin() as connection:
+            for column in missing:
+                if column.server_default is None:
+                    raise ScoringError(f"catalog table {table.name} lacks column {column.name}, which has no default to fill old rows")
+                connection.execute(sa.text(
+                    f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column.type.compile(engine.dialect)} "
+                    f"NOT NULL DEFAULT {column.server_default.arg.text}"
+                ))
+
+
 @dataclass(frozen=True)
 class WriteCounts:
     tagged: int = 0  # new catalog_tags rows
     existing: int = 0  # tags another run wrote meanwhile (conflicts, not written)
     errors: int = 0  # catalog_errors rows written or refreshed
+    unstored: tuple[str, ...] = ()  # "path: reason" of rows the database refused even as error rows
+
+    def __add__(self, other: WriteCounts) -> WriteCounts:
+        return WriteCounts(self.tagged + other.tagged, self.existing + other.existing, self.errors + other.errors,
+                           self.unstored + other.unstored)
+
+
+def _database_fault(url: str, exc: Exception) -> CatalogError:
+    """One line naming the database (password redacted) and what went wrong."""
+    name = redact(url)
+    database = sa.make_url(url).database if url.startswith("sqlite") else None
+    if database and database != ":memory:":
+        name = f"{name} (file {database})"
+    if isinstance(exc, (sa.exc.NoSuchModuleError, ImportError)):
+        return CatalogError(f"catalog database {name}: no driver for this URL is installed (supported: sqlite, postgresql+psycopg)")
+    reason = getattr(exc, "orig", None) or exc
+    first = (str(reason).strip().splitlines() or [type(reason).__name__])[0]
+    return CatalogError(f"catalog database {name}: {first}")
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Add the nullable columns a catalog made by an older genretag lacks (no data is touched)."""
+    inspector = sa.inspect(engine)
+    with engine.begin() as connection:
+        for table in metadata.sorted_tables:
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present and column.nullable:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    connection.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+
+
+# What a refused row raises: the database's own errors, or the driver's when it cannot even send
+# a value (sqlite3 raises UnicodeEncodeError for a lone surrogate, unwrapped by SQLAlchemy).
+_ROW_ERRORS = (sa.exc.SQLAlchemyError, UnicodeError, ValueError, TypeError)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether a failed database write may succeed when retried (lost connection, lock)."""
+    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or bool(getattr(exc, "connection_invalidated", False))
 
 
 class Catalog:
-    """A connection to the catalog database; creates the tables when missing."""
+    """A connection to the catalog database; creates the tables when missing.
 
-    def __init__(self, url: str):
+    Raises CatalogError (one line naming the database, password redacted) when the URL has
+    no installed driver, or the database cannot be reached, opened or written.
+    """
+
+    def __init__(self, url: str, *, check_writable: bool = False):
         self.url = url
-        backend = sa.make_url(url).get_backend_name()
-        if backend == "sqlite":
-            database = sa.make_url(url).database
-            if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(url)
-        if backend == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+        try:
+            backend = sa.make_url(url).get_backend_name()
+        except sa.exc.ArgumentError as exc:
+            raise CatalogError(f"catalog database {url!r} is not a database URL (e.g. sqlite:///catalog.db)") from exc
+        try:
+            if backend == "sqlite":
+                database = sa.make_url(url).database
+                if database and database != ":memory:":
+                    Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = sa.create_engine(url)
+            if backend == "sqlite":
+                sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
+            if check_writable:
+                self.check_writable()
+        except CatalogError:
+            raise
+        except (sa.exc.SQLAlchemyError, OSError, ImportError) as exc:  # ImportError: the URL's driver is not installed
+            raise _database_fault(url, exc) from exc
 
     def close(self) -> None:
         self.engine.dispose()
@@ -245,6 +348,13 @@ class Catalog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def check_writable(self) -> None:
+        """Write a row and roll it back: fails now, not after hours of scoring, on a read-only database."""
+        with self.engine.connect() as connection, connection.begin() as transaction:
+            connection.execute(catalog_errors.insert().values(
+                track_id="", path="", sha256="write-check", reason="", model_version="", failed_at=_now()))
+            transaction.rollback()
 
     def tagged_shas(self, shas: Iterable[str], *, model_version: str, chunk: int = 500) -> set[str]:
         """Which of ``shas`` this model version has already tagged."""
@@ -262,31 +372,94 @@ class Catalog:
     def write(self, tags: Sequence[dict[str, Any]], errors: Sequence[dict[str, Any]]) -> WriteCounts:
         """Insert tags (never twice) and upsert errors, in one transaction.
 
-        A tag replaces an earlier error row of the same file and model version.
+        A tag replaces an earlier error row of the same file and model version. When the
+        batch fails for a reason a retry cannot clear (a value the database refuses), each
+        row is written on its own, so one bad row never costs the others; a row that still
+        fails is stored as an error row saying why, or, failing that, returned in
+        ``WriteCounts.unstored``. A transient failure (lost connection, lock) is raised for
+        the caller to retry.
         """
+        try:
+            with self.engine.begin() as connection:
+                return self._write(connection, tags, errors)
+        except _ROW_ERRORS as exc:
+            if _transient(exc):
+                raise
+        total = WriteCounts()
+        for kind, rows in (("tag", tags), ("error", errors)):
+            for row in rows:
+                try:
+                    with self.engine.begin() as connection:
+                        counts = self._write(connection, [row] if kind == "tag" else [], [row] if kind == "error" else [])
+                except _ROW_ERRORS as exc:
+                    if _transient(exc):
+                        raise
+                    counts = self._store_refused(row, exc)
+                total = total + counts
+        return total
+
+    def _store_refused(self, row: dict[str, Any], exc: Exception) -> WriteCounts:
+        """An error row for a row the database refused, with everything in display form."""
+        reason = f"cannot store this row: {(str(getattr(exc, 'orig', None) or exc).splitlines() or [''])[0]}"
+        fallback = error_row(row.get("track_id", ""), row.get("path", ""), row.get("sha256", ""), reason,
+                             model_version=row.get("model_version", ""))
+        try:
+            with self.engine.begin() as connection:
+                return self._write(connection, [], [fallback])
+        except _ROW_ERRORS as again:
+            if _transient(again):
+                raise
+            return WriteCounts(unstored=(f"{display(str(row.get('path', '')))}: {reason}",))
+
+    def _write(self, connection: sa.Connection, tags: Sequence[dict[str, Any]], errors: Sequence[dict[str, Any]]) -> WriteCounts:
         tagged = existing = 0
-        with self.engine.begin() as connection:
-            for row in tags:
-                statement = _insert(self.engine, catalog_tags).values(**row).on_conflict_do_nothing(index_elements=_CONFLICT_KEY)
-                if connection.execute(statement).rowcount:
-                    tagged += 1
-                else:
-                    existing += 1
-                connection.execute(  # the file (or what stood at its path) is no longer a failure
-                    sa.delete(catalog_errors).where(
-                        catalog_errors.c.model_version == row["model_version"],
-                        sa.or_(catalog_errors.c.sha256 == row["sha256"], catalog_errors.c.path == row["path"]),
-                    )
+        for row in tags:
+            statement = _insert(self.engine, catalog_tags).values(**row).on_conflict_do_nothing(index_elements=_CONFLICT_KEY)
+            if connection.execute(statement).rowcount:
+                tagged += 1
+            else:
+                existing += 1
+            connection.execute(  # the file (or what stood at its path) is no longer a failure
+                sa.delete(catalog_errors).where(
+                    catalog_errors.c.model_version == row["model_version"],
+                    sa.or_(catalog_errors.c.sha256 == row["sha256"], catalog_errors.c.path == row["path"]),
                 )
-            for row in errors:
-                statement = _insert(self.engine, catalog_errors).values(**row)
-                statement = statement.on_conflict_do_update(
-                    index_elements=_CONFLICT_KEY,
-                    set_={"reason": statement.excluded.reason, "failed_at": statement.excluded.failed_at,
-                          "path": statement.excluded.path, "track_id": statement.excluded.track_id},
-                )
-                connection.execute(statement)
+            )
+        for row in errors:
+            statement = _insert(self.engine, catalog_errors).values(**row)
+            statement = statement.on_conflict_do_update(
+                index_elements=_CONFLICT_KEY,
+                set_={"reason": statement.excluded.reason, "failed_at": statement.excluded.failed_at,
+                      "path": statement.excluded.path, "path_bytes": statement.excluded.path_bytes,
+                      "track_id": statement.excluded.track_id},
+            )
+            connection.execute(statement)
         return WriteCounts(tagged=tagged, existing=existing, errors=len(errors))
+
+    def refresh_paths(self, tracks: Sequence[HashedTrack], *, model_version: str) -> int:
+        """Point this model version's tags of ``tracks`` at where the files are now (moved or
+        re-seen under another name); returns how many rows changed."""
+        wanted = {t.sha256: t for t in tracks}
+        if not wanted:
+            return 0
+        changed = 0
+        with self.engine.begin() as connection:
+            stored: dict[str, str] = {}
+            shas = list(wanted)
+            for start in range(0, len(shas), 500):
+                query = sa.select(catalog_tags.c.sha256, catalog_tags.c.path).where(
+                    catalog_tags.c.model_version == model_version, catalog_tags.c.sha256.in_(shas[start : start + 500]))
+                stored.update((row[0], row[1]) for row in connection.execute(query))
+            for sha, old_path in stored.items():
+                track = wanted[sha]
+                if old_path != display(track.path):
+                    connection.execute(
+                        sa.update(catalog_tags)
+                        .where(catalog_tags.c.sha256 == sha, catalog_tags.c.model_version == model_version)
+                        .values(path=display(track.path), path_bytes=exact_bytes(track.path), track_id=display(track.track_id))
+                    )
+                    changed += 1
+        return changed
 
     def read(self, table: Literal["catalog_tags", "catalog_errors"] = "catalog_tags", *, model_version: str | None = None) -> pd.DataFrame:
         """A table as a DataFrame (ordered by id), times as UTC."""
@@ -309,30 +482,36 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def tag_row(track: HashedTrack, score: Any, *, model_name: str, model_version: str, provider: str) -> dict[str, Any]:
+def tag_row(
+    track: HashedTrack, score: Any, *, model_name: str, model_version: str, provider: str, contract_version: int
+) -> dict[str, Any]:
     """A catalog_tags row for a genretag.scoring.TrackScore."""
     return {
-        "track_id": track.track_id,
-        "path": str(track.path),
+        "track_id": display(track.track_id),
+        "path": display(track.path),
+        "path_bytes": exact_bytes(track.path),
         "sha256": track.sha256,
         "genre": score.label,
         "confidence": score.confidence,
         "top3": json.dumps([{"genre": g, "probability": p} for g, p in score.top3]),
         "probabilities": json.dumps(score.probabilities),
         "windows_scored": score.windows_scored,
+        "windows_silent": score.windows_silent,
         "model_name": model_name,
         "model_version": model_version,
         "provider": provider,
+        "contract_version": contract_version,
         "scored_at": _now(),
     }
 
 
 def error_row(track_id: str, path: Path | str, sha256: str, reason: str, *, model_version: str) -> dict[str, Any]:
     return {
-        "track_id": track_id,
-        "path": str(path),
+        "track_id": display(track_id),
+        "path": display(path),
+        "path_bytes": exact_bytes(path) if str(path) else None,
         "sha256": sha256,
-        "reason": reason,
+        "reason": display(reason),
         "model_version": model_version,
         "failed_at": _now(),
     }
@@ -350,15 +529,28 @@ class TaggingSummary:
     model_name: str
     model_version: str
     provider: str
-    listed: int = 0
+    listed: int = 0  # audio files (tracks) found
+    not_audio: int = 0  # files skipped: no decoder reads their suffix
+    apple_metadata: int = 0  # files skipped: AppleDouble ._* and __MACOSX/
+    moved: int = 0  # already-tagged files whose stored path was updated
     tagged: int = 0
     skipped: int = 0  # already tagged by this model version
     duplicates: int = 0  # same bytes as another file of this run
     failed: int = 0
     windows_scored: int = 0
+    windows_silent: int = 0  # windows of tagged tracks skipped as silent
     seconds: float = 0.0
     failures: list[dict[str, str]] = field(default_factory=list)
     genre_counts: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def files(self) -> int:
+        """Every file under the source: tagged + skipped + duplicates + failed + not audio + metadata."""
+        return self.listed + self.not_audio + self.apple_metadata
+
+    def count_skipped(self, scan: SourceScan) -> None:
+        self.listed = len(scan.tracks)
+        self.not_audio, self.apple_metadata = len(scan.not_audio), len(scan.apple_metadata)
 
     @property
     def tracks_per_second(self) -> float:
@@ -370,12 +562,21 @@ class TaggingSummary:
         self.skipped += outcome.counts.existing
         self.genre_counts.update(outcome.genres)
         self.windows_scored += outcome.windows_scored
+        self.windows_silent += outcome.windows_silent
         self.add_failures(outcome.failures)
+        self.add_unstored(outcome.counts.unstored)
+
+    def add_unstored(self, unstored: Iterable[str]) -> None:
+        """Rows the database refused even as error rows ("path: reason"): failures of this run."""
+        for line in unstored:
+            path, _, reason = line.partition(": ")
+            self.failed += 1
+            self.failures.append({"path": path, "reason": reason})
 
     def add_failures(self, failures: Iterable[TrackFailure]) -> None:
         for failure in failures:
             self.failed += 1
-            self.failures.append({"path": str(failure.path), "reason": failure.reason})
+            self.failures.append({"path": display(failure.path), "reason": display(failure.reason)})
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -384,7 +585,11 @@ class TaggingSummary:
             "model_name": self.model_name,
             "model_version": self.model_version,
             "provider": self.provider,
+            "files": self.files,
             "listed": self.listed,
+            "not_audio": self.not_audio,
+            "apple_metadata": self.apple_metadata,
+            "moved": self.moved,
             "tagged": self.tagged,
             "skipped": self.skipped,
             "duplicates": self.duplicates,
@@ -392,6 +597,7 @@ class TaggingSummary:
             "failures": list(self.failures),
             "genre_counts": dict(sorted(self.genre_counts.items())),
             "windows_scored": self.windows_scored,
+            "windows_silent": self.windows_silent,
             "seconds": round(self.seconds, 3),
             "tracks_per_second": round(self.tracks_per_second, 3),
         }
@@ -402,10 +608,13 @@ class TaggingSummary:
             "",
             f"Source `{self.source}` -> `{self.database}`",
             "",
-            "| tracks listed | tagged | skipped (already tagged) | duplicate content | failed | tracks/s | windows |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            f"{self.files} files: {self.listed} audio, {self.not_audio} skipped (not audio), "
+            f"{self.apple_metadata} skipped (macOS metadata: ._* and __MACOSX/)",
+            "",
+            "| tracks listed | tagged | skipped (already tagged) | duplicate content | failed | tracks/s | windows | silent windows |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
             f"| {self.listed} | {self.tagged} | {self.skipped} | {self.duplicates} | {self.failed} "
-            f"| {self.tracks_per_second:.2f} | {self.windows_scored} |",
+            f"| {self.tracks_per_second:.2f} | {self.windows_scored} | {self.windows_silent} |",
             "",
             "## Genres tagged in this run",
             "",
@@ -430,6 +639,7 @@ class WriteOutcome:
     counts: WriteCounts
     genres: tuple[str, ...]
     windows_scored: int
+    windows_silent: int
     failures: tuple[TrackFailure, ...]
 
 
@@ -442,13 +652,14 @@ def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any) -> Wr
             failures.append(TrackFailure(track.track_id, track.path, track.sha256, result.error))
             errors.append(error_row(track.track_id, track.path, track.sha256, result.error, model_version=model.model_version))
         else:
-            tags.append(tag_row(track, result.score, model_name=model.model_name,
-                                model_version=model.model_version, provider=model.provider))
+            tags.append(tag_row(track, result.score, model_name=model.model_name, model_version=model.model_version,
+                                provider=model.provider, contract_version=model.contract_version))
     counts = catalog.write(tags, errors)
     return WriteOutcome(
         counts=counts,
         genres=tuple(row["genre"] for row in tags),
         windows_scored=sum(row["windows_scored"] for row in tags),
+        windows_silent=sum(row["windows_silent"] for row in tags),
         failures=tuple(failures),
     )
 
@@ -484,15 +695,17 @@ def tag_catalog(
     from genretag.scoring import score_files
 
     started = time.perf_counter()
-    summary = TaggingSummary(str(source), redact(database_url), model.model_name, model.model_version, model.provider)
-    tracks = list_tracks(source)
-    summary.listed = len(tracks)
-    hashed, unreadable = hash_tracks(tracks, before_read=before_read, strict=False)
-    with Catalog(database_url) as catalog:
+    summary = TaggingSummary(display(source), redact(database_url), model.model_name, model.model_version, model.provider)
+    with Catalog(database_url, check_writable=True) as catalog:  # before any file is read
+        scan = scan_source(source)
+        summary.count_skipped(scan)
+        hashed, unreadable = hash_tracks(scan.tracks, before_read=before_read, strict=False)
         plan = plan_tagging(hashed, catalog.tagged_shas((t.sha256 for t in hashed), model_version=model.model_version))
         summary.skipped, summary.duplicates = len(plan.already_tagged), len(plan.duplicates)
-        catalog.write([], [error_row(f.track_id, f.path, f.sha256, f.reason, model_version=model.model_version) for f in unreadable])
+        summary.moved = catalog.refresh_paths(plan.already_tagged, model_version=model.model_version)
+        counts = catalog.write([], [error_row(f.track_id, f.path, f.sha256, f.reason, model_version=model.model_version) for f in unreadable])
         summary.add_failures(unreadable)
+        summary.add_unstored(counts.unstored)
         stream = score_files(
             model, ((t, t.path) for t in plan.todo), max_windows=max_windows, batch_size=batch_size,
             workers=workers, silence_rms_dbfs=silence_rms_dbfs,
@@ -518,9 +731,12 @@ def export_tags(
         raise ScoringError(f"export format must be csv or parquet, not {fmt!r}")
     with Catalog(database_url) as catalog:
         frame = catalog.read("catalog_tags", model_version=model_version)
-    if fmt == "csv":
-        write_csv(out, frame)
-    else:
-        with atomic_path(out) as tmp:
-            frame.to_parquet(tmp, index=False)
+    try:
+        if fmt == "csv":
+            write_csv(out, frame)
+        else:
+            with atomic_path(out) as tmp:
+                frame.to_parquet(tmp, index=False)
+    except OSError as exc:
+        raise ScoringError(f"cannot write {display(out)}: {exc.strerror or exc}") from exc
     return len(frame)

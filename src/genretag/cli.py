@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -9,7 +10,42 @@ import typer
 import genretag  # noqa: F401  - offline environment first
 from genretag.config import layout, load_params
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Tag a music catalog with genres.")
+DEBUG_FLAG = "--debug"
+
+
+class _FaultReportingTyper(typer.Typer):
+    """Any uncaught failure ends as one ``error: ...`` line and exit status 1; ``--debug``
+    (anywhere on the command line) shows the traceback instead."""
+
+    def __call__(self, *args, **kwargs):
+        global _debug
+        debug = _debug = DEBUG_FLAG in sys.argv[1:]
+        if debug:
+            sys.argv.remove(DEBUG_FLAG)
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:
+            if debug:
+                raise
+            from genretag.faults import describe_fault
+
+            typer.echo(f"error: {describe_fault(exc)} (rerun with {DEBUG_FLAG} for the traceback)", err=True)
+            sys.exit(1)
+
+
+_debug = False
+
+
+def _exit_with(exc: Exception, *, code: int = 1):
+    """A command's expected failure: its one-line message and exit ``code`` (re-raised under --debug)."""
+    if _debug:
+        raise exc
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(code) from exc
+
+
+app = _FaultReportingTyper(no_args_is_help=True, add_completion=False,
+                           help=f"Tag a music catalog with genres. {DEBUG_FLAG}: show tracebacks.")
 registry_app = typer.Typer(no_args_is_help=True, help="The MLflow model registry: list, promote, rollback, fetch.")
 experiments_app = typer.Typer(no_args_is_help=True, help="Run the paper's experiments and rebuild their table.")
 app.add_typer(registry_app, name="registry")
@@ -56,8 +92,7 @@ def validate() -> None:
     try:
         summary = validate_flow()
     except ValidationFailed as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        _exit_with(exc, code=1)
     typer.echo(
         f"{summary['tracks_passed']} of {summary['tracks_in']} tracks passed, {summary['tracks_quarantined']} quarantined "
         f"(data/quarantine.csv); report: reports/validation/index.html"
@@ -122,8 +157,7 @@ def experiments_run(
         rows = run_experiments(names, params=load_params(paths.root / "params.yaml"), paths=paths,
                                log=typer.echo, **overrides)
     except GenretagError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        _exit_with(exc, code=1)
     for row in rows.itertuples():
         typer.echo(f"{row.experiment}: test accuracy {row.test_accuracy:.4f} ({row.epochs_run} epochs, {row.train_seconds:.0f} s)")
     typer.echo(f"table: {experiments_md(paths)}")
@@ -160,7 +194,7 @@ def export_command() -> None:
 
 @app.command("register")
 def register_command() -> None:
-    """Stage register: models/model.onnx -> new registry version, champion gate, models/registry.json."""
+    """Stage register: every models/candidates/<id>/model.onnx -> registry versions, champion gate on test audio, models/registry.json."""
     from flows.register import register_flow
 
     register_flow()
@@ -174,8 +208,7 @@ def _registry_call(function, /, **kwargs):
     try:
         return function(load_params(paths.root / "params.yaml"), root=paths.root, **kwargs)
     except GenretagError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        _exit_with(exc, code=1)
 
 
 def _who() -> str:
@@ -241,9 +274,9 @@ def registry_rollback(
 @registry_app.command("fetch")
 def registry_fetch(
     ref: str = typer.Argument(..., help="champion, challenger or a version number."),
-    out: Path = typer.Option(..., "--out", help="Folder for model.onnx, labels.json, preprocessing.json and the reference client."),
+    out: Path = typer.Option(..., "--out", help="Folder for model.onnx, labels.json, scoring.json and the Python and Node.js reference clients."),
 ) -> None:
-    """Write a self-contained handoff bundle (needs only numpy, soundfile, Pillow, onnxruntime)."""
+    """Write a self-contained handoff bundle (needs only a decoder, a resampler and onnxruntime)."""
     from genretag import registry
 
     folder = _registry_call(registry.fetch, ref=ref, out=out)
@@ -265,17 +298,21 @@ def tag_catalog(
 ) -> None:
     """Tag a catalog with genres into the catalog database (the tag-catalog flow); reruns skip what this model version tagged."""
     from flows.tag_catalog import tag_catalog_flow
+    from genretag.catalog import Catalog, catalog_url
     from genretag.errors import GenretagError
 
     try:
+        paths = layout()
+        # Reachable and writable before the model loads and any file is read (and before Prefect starts).
+        Catalog(catalog_url(load_params(paths.root / "params.yaml"), root=paths.root, override=database), check_writable=True).close()
         summary = tag_catalog_flow(source=source, model=model, database_url=database, require_gpu=require_gpu, max_windows=max_windows)
     except GenretagError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        _exit_with(exc, code=1)
     typer.echo(
         f"{summary['model_name']} {summary['model_version']} on {summary['provider']}: {summary['tagged']} tagged, "
         f"{summary['skipped']} already tagged, {summary['duplicates']} duplicate content, {summary['failed']} failed "
-        f"({summary['tracks_per_second']:.2f} tracks/s) -> {summary['database']}"
+        f"({summary['tracks_per_second']:.2f} tracks/s) -> {summary['database']}; of {summary['files']} files, "
+        f"{summary['not_audio']} skipped (not audio), {summary['apple_metadata']} skipped (macOS metadata)"
     )
     for failure in summary["failures"]:
         typer.echo(f"failed: {failure['path']}: {failure['reason']}", err=True)
@@ -298,8 +335,7 @@ def export_tags(
     try:
         rows = export(catalog_url(load_params(paths.root / "params.yaml"), root=paths.root, override=database), out=out, fmt=fmt, model_version=model_version)
     except GenretagError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        _exit_with(exc, code=1)
     typer.echo(f"wrote {rows} tags to {out}")
 
 
@@ -309,7 +345,7 @@ def predict(
     model: str = typer.Option(None, "--model", help=_MODEL_HELP),
     max_windows: int = typer.Option(None, "--max-windows", min=0, help="3-s windows per track; 0: all (default: params.yaml score.max_windows)."),
 ) -> None:
-    """Print the top-3 genres of each file; exit 1 when any file could not be scored."""
+    """Print the top-3 genres of each file (contract-v2 models: windows at the model's rate); exit 1 when any file could not be scored."""
     from genretag.errors import GenretagError
     from genretag.scoring import open_model, resolve_model, score_files
     from genretag.tracking import tracking_uri
@@ -321,8 +357,7 @@ def predict(
             model or params.score.model, tracking_uri=tracking_uri(params, root=paths.root), model_name=params.registry.model_name
         ))
     except GenretagError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        _exit_with(exc, code=2)
     typer.echo(f"{scoring_model.model_name} {scoring_model.model_version} on {scoring_model.provider}", err=True)
     results = {
         result.key: result
@@ -341,7 +376,8 @@ def predict(
             typer.echo(f"error: {result.path}: {result.error}", err=True)
             continue
         top = "  ".join(f"{genre} {probability:.3f}" for genre, probability in result.score.top3)
-        typer.echo(f"{result.path}  {top}  ({result.score.windows_scored} windows)")
+        silent = f", {result.score.windows_silent} silent skipped" if result.score.windows_silent else ""
+        typer.echo(f"{result.path}  {top}  ({result.score.windows_scored} windows{silent})")
     if failed:
         typer.echo(f"{failed} of {len(files)} files could not be scored", err=True)
         raise typer.Exit(1)

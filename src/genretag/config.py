@@ -30,7 +30,8 @@ class IngestParams(_Section):
 
 
 class AudioParams(_Section):
-    sample_rate: int = Field(22050, gt=0)
+    # genretag.audio.SAMPLE_RATE_BOUNDS_HZ (4..384 kHz), written out: config must not import the decoders
+    sample_rate: int = Field(22050, ge=4_000, le=384_000)
     clip_seconds: float = Field(3.0, gt=0)
     clips_per_track: int = Field(10, ge=1)
 
@@ -45,6 +46,13 @@ class ValidateParams(_Section):
     silence_rms_dbfs: float = -60.0
     max_bad_fraction: float = Field(0.2, ge=0, le=1)
     max_class_imbalance: float = Field(3.0, ge=1)
+
+    @model_validator(mode="after")
+    def _duration_range(self) -> ValidateParams:
+        if self.min_duration_s >= self.max_duration_s:
+            raise ValueError(f"validate.min_duration_s ({self.min_duration_s:g}) must be below "
+                             f"validate.max_duration_s ({self.max_duration_s:g})")
+        return self
 
 
 class SplitParams(_Section):
@@ -72,9 +80,36 @@ class SpectrogramParams(_Section):
     workers: int = Field(0, ge=0)
     dask_address: str | None = None
 
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 1:
+            raise ValueError(f"image_size must be two positive numbers [height, width], got {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _frames(self) -> SpectrogramParams:
+        # A hop longer than the FFT window skips samples between frames (librosa allows it; no
+        # spectrogram of music wants it).
+        if self.hop_length > self.n_fft:
+            raise ValueError(f"spectrogram.hop_length ({self.hop_length}) must not exceed spectrogram.n_fft ({self.n_fft})")
+        if self.fmax is not None and self.fmin >= self.fmax:
+            raise ValueError(f"spectrogram.fmin ({self.fmin:g}) must be below spectrogram.fmax ({self.fmax:g})")
+        return self
+
 
 class TrainParams(_Section):
     experiment: str = "exp8"
+
+    @field_validator("experiment")
+    @classmethod
+    def _known_experiment(cls, value: str) -> str:
+        from genretag.models import EXPERIMENTS  # numpy only; TensorFlow loads when a model is built
+
+        if value not in EXPERIMENTS:
+            raise ValueError(f"unknown experiment {value!r}; known: {', '.join(EXPERIMENTS)}")
+        return value
+
     batch_size: int = Field(64, ge=1)
     max_epochs: int = Field(12, ge=1)
     patience: int = Field(3, ge=0)
@@ -90,12 +125,14 @@ class EvaluateParams(_Section):
 
 class ExportParams(_Section):
     opset: int = Field(17, ge=13, le=18)
-    parity_tolerance: float = Field(1e-4, gt=0)
+    parity_tolerance: float = Field(1e-3, gt=0)  # issue 10: max |probability difference|, waveform in
 
 
 class RegisterParams(_Section):
     model_name: str = "genretag-cnn"
-    min_improvement: float = 0.005
+    alpha: float = Field(0.05, gt=0, lt=1)  # significance level of the champion gate (genretag.gate)
+    min_improvement: float = Field(0.005, ge=0, le=1)  # least track-accuracy gain (fraction) to promote
+    baseline: str = "mfcc-logreg"  # candidate id of the floor every served model must not fall below
     tracking_uri: str = "sqlite:///mlflow.db"
 
 
@@ -129,6 +166,19 @@ class Params(_Section):
     def _distinct_genres(self) -> Params:
         if len(set(self.genres)) != len(self.genres) or not self.genres:
             raise ValueError(f"genres must be a non-empty list of distinct names, got {list(self.genres)}")
+        return self
+
+    @model_validator(mode="after")
+    def _below_nyquist(self) -> Params:
+        nyquist = self.audio.sample_rate / 2
+        fmax = self.spectrogram.fmax
+        if fmax is not None and fmax > nyquist:
+            raise ValueError(f"spectrogram.fmax ({fmax:g}) must not exceed audio.sample_rate / 2 ({nyquist:g} Hz)")
+        if self.spectrogram.fmin >= nyquist:
+            raise ValueError(f"spectrogram.fmin ({self.spectrogram.fmin:g}) must be below audio.sample_rate / 2 ({nyquist:g} Hz)")
+        if self.audio.clip_samples < self.spectrogram.n_fft:
+            raise ValueError(f"audio.clip_seconds ({self.audio.clip_seconds:g}) holds {self.audio.clip_samples} samples, "
+                             f"fewer than spectrogram.n_fft ({self.spectrogram.n_fft})")
         return self
 
 
@@ -165,10 +215,18 @@ def load_params(path: str | Path | None = None) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(_describe(err) for err in exc.errors())
         raise ConfigError(f"{file}: {problems}") from exc
+
+
+def _describe(error: dict) -> str:
+    """One pydantic error as "key = value: reason" (cross-field rules name their keys themselves)."""
+    key = ".".join(str(part) for part in error["loc"])
+    reason = str(error["msg"]).removeprefix("Value error, ")
+    if isinstance(error.get("input"), dict):  # a whole section
+        # a rule across its keys names them and their values itself
+        return reason if error["type"] == "value_error" else f"{key}: {reason}"
+    return f"{key} = {error.get('input')!r}: {reason}"
 
 
 @dataclass(frozen=True)

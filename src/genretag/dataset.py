@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -18,10 +18,13 @@ from genretag import audio
 from genretag.atomic import write_csv, write_json
 from genretag.config import AudioParams, Layout, Params, SplitParams, worker_count
 from genretag.errors import AudioError, ConfigError
+from genretag.paths import absolute, display, exact_bytes
+from genretag.processes import die_with_parent
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "track_id", "genre", "path", "source_path", "sha256", "content_sha256",
     "original_sample_rate", "channels", "duration_s", "rms_dbfs", "peak", "nonfinite_samples", "error",
+    "source_path_bytes",  # hex of the exact file name bytes when source_path (display form) is not faithful
 )
 CLIP_COLUMNS: tuple[str, ...] = ("clip_id", "track_id", "genre", "split", "clip_index", "start_s", "image")
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -37,6 +40,21 @@ class SourceFile:
     track_id: str
 
 
+@dataclass(frozen=True)
+class Discovery:
+    """What a source folder holds: the labelled files and, by reason, every file not ingested."""
+
+    root: Path  # the folder the genre folders are in
+    sources: list[SourceFile]
+    unknown_genre: list[Path] = field(default_factory=list)  # audio outside any folder named after a genre
+    not_audio: list[Path] = field(default_factory=list)
+    apple_metadata: list[Path] = field(default_factory=list)  # AppleDouble ._* and __MACOSX/
+
+    def unknown_folders(self) -> list[str]:
+        """The folders (relative to ``root``) holding audio with no genre, for the log."""
+        return sorted({display(p.parent.relative_to(self.root)) for p in self.unknown_genre})
+
+
 # ---------------------------------------------------------------- discovering sources
 
 
@@ -47,34 +65,42 @@ def _track_id(path: Path, genre: str) -> str:
     return f"{genre}.{re.sub(r'[^A-Za-z0-9_-]+', '_', stem).strip('_') or 'track'}"
 
 
-def discover_sources(source_dir: str | Path, *, genres: Sequence[str]) -> list[SourceFile]:
-    """Labelled audio files in a GTZAN-layout folder.
+def discover(source_dir: str | Path, *, genres: Sequence[str]) -> Discovery:
+    """Labelled audio files in a GTZAN-layout folder, and every other file counted by reason.
 
     Understands ``genres/<genre>/*.au`` (the original tarball), ``genres_original/<genre>/*.wav``
     (the Kaggle copy) and any tree with ``<genre>/`` folders; the genre is the nearest folder
-    named after one of ``genres``. Files whose suffix is an audio extension are taken even if
-    they turn out not to be audio (ingest records why); other files are ignored.
+    named after one of ``genres``. Files whose suffix is an audio extension (genretag.audio's
+    one list, any case) are taken even if they turn out not to be audio (ingest records why).
     """
-    root = Path(source_dir)
+    root = absolute(source_dir)
     if not root.is_dir():
-        raise ConfigError(f"{root}: ingest.source is not a folder (expected 'demo', 'tfds' or a GTZAN-layout folder)")
+        raise ConfigError(f"{display(root)}: ingest.source is not a folder (expected 'demo', 'tfds' or a GTZAN-layout folder)")
     for preferred in ("genres_original", "genres"):
         if (root / preferred).is_dir():
             root = root / preferred
             break
+    scan = audio.scan_folder(root)
     wanted = set(genres)
     found: list[SourceFile] = []
+    unknown: list[Path] = []
     taken: set[str] = set()
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in audio.AUDIO_EXTENSIONS):
+    for path in scan.audio:
         genre = next((part for part in reversed(path.relative_to(root).parts[:-1]) if part in wanted), None)
         if genre is None:
+            unknown.append(path)
             continue
         track_id, n = _track_id(path, genre), 2
         while track_id in taken:
             track_id, n = f"{_track_id(path, genre)}-{n}", n + 1
         taken.add(track_id)
         found.append(SourceFile(path=path, genre=genre, track_id=track_id))
-    return found
+    return Discovery(root, found, unknown, scan.not_audio, scan.apple_metadata)
+
+
+def discover_sources(source_dir: str | Path, *, genres: Sequence[str]) -> list[SourceFile]:
+    """The labelled files of :func:`discover` (the others are counted there)."""
+    return discover(source_dir, genres=genres).sources
 
 
 def materialise_source(params: Params, *, layout: Layout) -> Path:
@@ -136,17 +162,25 @@ def _tfds_gtzan(params: Params, *, layout: Layout) -> Path:
 # ---------------------------------------------------------------- ingest
 
 
-def _relative(path: Path, root: Path) -> str:
+def _below(path: Path, root: Path) -> Path:
+    """``path`` relative to ``root`` when below it, else absolute."""
     try:
-        return str(path.resolve().relative_to(root))
+        return path.resolve().relative_to(root)
     except ValueError:
-        return str(path.resolve())
+        return path.resolve()
+
+
+def _relative(path: Path, root: Path) -> str:
+    """:func:`_below` in display form (valid UTF-8 for any file name; see genretag.paths)."""
+    return display(_below(path, root))
 
 
 def _row(source: SourceFile, *, root: Path, **values: object) -> dict[str, object]:
     """A manifest row for ``source``; columns not given are empty."""
     row: dict[str, object] = {column: "" for column in MANIFEST_COLUMNS}
-    row.update(track_id=source.track_id, genre=source.genre, source_path=_relative(source.path, root), **values)
+    exact = exact_bytes(_below(source.path, root))
+    row.update(track_id=source.track_id, genre=source.genre, source_path=_relative(source.path, root),
+               source_path_bytes=exact.hex() if exact else "", **values)
     return row
 
 
@@ -219,7 +253,7 @@ def ingest(
             rows[source.track_id] = reusable[key]
         if progress:
             progress(1)
-    with ProcessPoolExecutor(max_workers=worker_count(workers)) as pool:
+    with ProcessPoolExecutor(max_workers=worker_count(workers), initializer=die_with_parent) as pool:
         futures = [pool.submit(ingest_file, s, sha256=sha, root=root, raw_dir=raw_dir, sample_rate=sample_rate) for s, sha in todo]
         for future in futures:
             row = future.result()

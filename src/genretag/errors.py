@@ -38,3 +38,7 @@ class RegistryError(GenretagError):
 
 class ScoringError(GenretagError):
     """The catalog could not be scored as asked (no GPU under --require-gpu, bad model)."""
+
+
+class CatalogError(GenretagError):
+    """The catalog database cannot be reached, opened or written (its URL is named, password redacted)."""

@@ -1,6 +1,11 @@
 """Evaluation: clip- and track-level test metrics, per-genre scores, confusion matrix, t-SNE,
 and the experiments table (reports/experiments.csv -> reports/experiments.md).
 
+Contract-v2 candidates (``models/candidates/<id>/model.onnx``, any family) are evaluated from the
+test split's **audio**: each clip is cut from its track decoded at the model's own sample rate and
+fed as a waveform through the graph (:func:`score_on_audio`), so every family is measured by the
+same code on the same clips; the registry's gate uses the same function.
+
 ``run_experiments`` trains and evaluates a list of the paper's experiments without touching
 the DVC pipeline's model: each run writes under ``models/experiments/<name>/``.
 """
@@ -10,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,8 +27,10 @@ import pandas as pd
 import genretag  # noqa: F401  - offline/quiet environment before TensorFlow loads
 from genretag.atomic import write_csv, write_json, write_text
 from genretag.config import Layout, Params
+from genretag.contract import ModelContract
 from genretag.errors import ConfigError, TrainingDataError
 from genretag.export import git_commit
+from genretag.gate import Outcome, TestSet, outcome_from_probabilities
 from genretag.models import EXPERIMENTS, architecture
 from genretag.train import (
     TrainOutputs,
@@ -540,3 +547,178 @@ def run_experiments(
         )
         rows.append(result.row)
     return pd.DataFrame(rows, columns=EXPERIMENT_COLUMNS)
+
+
+# --------------------------------------------------------------------------- contract-v2 candidates on audio
+
+CANDIDATES_DIR = "candidates"
+ONNX_BATCH = 64  # clips per onnxruntime run: bounds memory of waveform-in graphs (issue 10: 32-64)
+
+
+def candidates_dir(paths: Layout) -> Path:
+    """``models/candidates``: one folder per candidate id (musicnn-msd, mfcc-logreg, paper-exp8, ...) holding model.onnx."""
+    return paths.models_dir / CANDIDATES_DIR
+
+
+def find_candidates(paths: Layout) -> dict[str, Path]:
+    """Candidate id -> ``models/candidates/<id>/model.onnx``, sorted by id (empty when there is none)."""
+    folder = candidates_dir(paths)
+    if not folder.is_dir():
+        return {}
+    return {p.parent.name: p for p in sorted(folder.glob("*/model.onnx"))}
+
+
+@dataclass(frozen=True)
+class TestAudio:
+    """The test split as audio: one row per test clip of data/clips.csv, with its track's WAV.
+
+    ``clips`` columns: clip_id, track_id, genre, start_s (float seconds), path (absolute WAV path).
+    ``genres``: the label order of every probability matrix built from it.
+    """
+
+    clips: pd.DataFrame
+    genres: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    @property
+    def track_ids(self) -> list[str]:
+        return list(pd.unique(self.clips["track_id"]))
+
+    def test_set(self) -> TestSet:
+        """The gate's truth arrays (tracks in first-seen order)."""
+        codes, tracks = pd.factorize(self.clips["track_id"], sort=False)
+        index = {g: i for i, g in enumerate(self.genres)}
+        clip_truth = np.array([index[g] for g in self.clips["genre"]], dtype=np.int64)
+        track_truth = np.zeros(len(tracks), dtype=np.int64)
+        track_truth[codes] = clip_truth
+        return TestSet(clip_truth=clip_truth, clip_track=codes.astype(np.int64), track_truth=track_truth, n_classes=len(self.genres))
+
+    def fingerprint(self) -> str:
+        """Short hash of the test clips (ids and windows): equal fingerprints mean the same test split."""
+        text = "\n".join(f"{c}|{s}" for c, s in zip(self.clips["clip_id"], self.clips["start_s"], strict=True))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_test_audio(paths: Layout, *, genres: Sequence[str]) -> TestAudio:
+    """Test rows of data/clips.csv joined with their WAVs (data/tracks.csv ``path``).
+
+    Raises TrainingDataError naming the file when there is no test clip or a test track has no WAV.
+    """
+    from genretag.dataset import read_table
+
+    clips = read_clips(paths.clips, genres=genres)
+    test = clips[clips["split"] == "test"].reset_index(drop=True)
+    if test.empty:
+        raise TrainingDataError(f"{paths.clips}: no test clips to evaluate")
+    if not paths.tracks.is_file():
+        raise TrainingDataError(f"{paths.tracks}: no such file (run the validate stage first)")
+    tracks = read_table(paths.tracks).set_index("track_id")["path"]
+    missing = sorted(set(test["track_id"]) - set(tracks.index))
+    if missing:
+        raise TrainingDataError(f"{paths.tracks}: no WAV listed for test tracks {', '.join(missing[:5])}")
+    return TestAudio(
+        clips=pd.DataFrame({
+            "clip_id": test["clip_id"],
+            "track_id": test["track_id"],
+            "genre": test["genre"],
+            "start_s": pd.to_numeric(test["start_s"]).astype(float),
+            "path": [str(paths.root / tracks[t]) for t in test["track_id"]],
+        }),
+        genres=tuple(genres),
+    )
+
+
+def clip_waveforms(test: TestAudio, *, sample_rate: int, clip_samples: int) -> np.ndarray:
+    """float32 [n_clips, clip_samples]: each test clip cut from its track decoded at ``sample_rate`` Hz
+    (:func:`genretag.audio.decode`), window starting at ``start_s``; a window past the end is zero-padded.
+
+    Raises AudioError naming a WAV that cannot be decoded.
+    """
+    from genretag.audio import decode
+
+    out = np.zeros((len(test), clip_samples), dtype=np.float32)
+    for path, rows in test.clips.groupby("path", sort=False).groups.items():
+        waveform = decode(path, sample_rate=sample_rate).waveform
+        for row in rows:
+            start = int(round(float(test.clips.at[row, "start_s"]) * sample_rate))
+            window = waveform[start : start + clip_samples]
+            out[row, : len(window)] = window
+    return out
+
+
+def onnx_predict(onnx_path: str | Path, waveforms: np.ndarray, *, batch_size: int = ONNX_BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """A contract-v2 graph on float32 [n, S] waveforms, CPU: (probabilities [n, K], embedding [n, D]).
+
+    Integration point: once ``genretag.scoring.ScoringModel.predict(waveforms)`` is on main, this is
+    that call. Raises ExportError naming the file when onnxruntime cannot load or run it.
+    """
+    import onnxruntime as ort
+
+    from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME
+    from genretag.errors import ExportError
+
+    try:
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        runs = [session.run([OUTPUT_NAME, EMBEDDING_NAME], {INPUT_NAME: waveforms[i : i + batch_size]})
+                for i in range(0, len(waveforms), batch_size)]
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+        raise ExportError(f"{onnx_path}: onnxruntime cannot run it on waveforms ({str(exc).splitlines()[0]})") from exc
+    if not runs:
+        return np.zeros((0, 0), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate([r[0] for r in runs]), np.concatenate([r[1] for r in runs])
+
+
+@dataclass(frozen=True)
+class AudioScores:
+    """One model on the test audio: clip probabilities float64 [n_clips, K] in ``TestAudio.genres``
+    order, embedding float32 [n_clips, D], and the gate's outcome (clip and track argmax)."""
+
+    contract: ModelContract
+    probabilities: np.ndarray
+    embedding: np.ndarray
+    outcome: Outcome
+
+
+def score_on_audio(onnx_path: str | Path, test: TestAudio, *, waveforms: Mapping[tuple[int, int], np.ndarray] | None = None) -> AudioScores:
+    """Feed the test clips' waveforms at the model's own sample rate through its graph.
+
+    ``waveforms``: a cache keyed by (sample_rate, clip_samples), filled here, so that models of
+    one rate share one decoding. Raises ExportError for a v1 (image-input) model or labels that
+    are not the test genres, AudioError for an undecodable WAV.
+    """
+    from genretag.contract import read_contract, require_v2
+    from genretag.errors import ExportError
+
+    contract = require_v2(read_contract(onnx_path), source=str(onnx_path))
+    if sorted(contract.labels) != sorted(test.genres):
+        raise ExportError(f"{onnx_path}: labels {list(contract.labels)} are not the test split's genres {list(test.genres)}")
+    cache = {} if waveforms is None else waveforms
+    key = (contract.sample_rate, contract.clip_samples)
+    if key not in cache:
+        cache[key] = clip_waveforms(test, sample_rate=contract.sample_rate, clip_samples=contract.clip_samples)
+    probabilities, embedding = onnx_predict(onnx_path, cache[key])
+    order = [contract.labels.index(g) for g in test.genres]
+    probabilities = np.asarray(probabilities, dtype=np.float64)[:, order]
+    return AudioScores(contract, probabilities, embedding, outcome_from_probabilities(probabilities, test=test.test_set()))
+
+
+def evaluate_candidate(
+    candidate: str, onnx_path: Path, test: TestAudio, *, metrics_path: Path, plots_dir: Path, tsne_clips: int,
+    waveforms: Mapping[tuple[int, int], np.ndarray] | None = None,
+) -> dict[str, float]:
+    """Score one candidate on the test audio; write its metrics JSON, confusion matrix (CSV + PNG) and t-SNE."""
+    scores = score_on_audio(onnx_path, test, waveforms=waveforms)
+    labels = test.test_set().clip_truth
+    metrics, _ = classification_metrics(scores.probabilities, labels, test.clips["track_id"], test.genres)
+    metrics["sample_rate"] = scores.contract.sample_rate
+    write_json(metrics_path, metrics)
+    predicted = [test.genres[i] for i in scores.outcome.clip]
+    write_csv(plots_dir / "confusion_matrix.csv", pd.DataFrame({"actual": test.clips["genre"], "predicted": predicted}))
+    plot_confusion_matrix(test.clips["genre"], predicted, test.genres, plots_dir / "confusion_matrix.png",
+                          title=f"{candidate}: confusion matrix ({len(test)} test clips, from audio)")
+    subset = slice(0, tsne_clips)
+    plot_tsne(scores.embedding[subset], test.clips["genre"][subset], test.genres, plots_dir / "tsne.png",
+              title=f"{candidate}: t-SNE of the embedding ({min(len(test), tsne_clips)} test clips)")
+    return metrics

@@ -1,64 +1,73 @@
-"""Keras -> ONNX export with its contract, a parity gate against Keras, and a model card.
+"""Contract-v2 export: a model -> one ONNX graph (waveform in; probabilities and embedding out),
+gated on parity with the framework's own forward pass, with its contract and a model card.
 
-Route: the Keras model is wrapped in a ``tf.function`` with the input signature
-``TensorSpec([None, H, W, 3], float32, name="mel_image")`` that returns
-``{"probabilities": float32 output}``, and ``tf2onnx.convert.from_function`` converts that
-(``from_keras`` breaks on Keras 3 models; this route works for any Sequential or functional
-model, called before or not, mixed precision included). The graph's input and output are then
-checked (and renamed when needed) to :data:`genretag.contract.INPUT_NAME` / ``OUTPUT_NAME``
-with a dynamic batch dimension ``N``.
+Generic route (every family): :func:`export_candidate` takes anything with ``to_onnx()`` (the
+contract-v2 graph) and ``predict(waveforms) -> Prediction`` (the framework reference), runs both
+on the test clips and on :func:`synthetic_clips` (music, noise, silence, clipping), and writes the
+ONNX file (and card) only when the top-1 class agrees on every clip (reference top-two gaps under
+:data:`TIE_GAP` excepted and counted) and max |probability difference| <= the tolerance;
+otherwise :class:`~genretag.errors.ExportError` and nothing is written.
 
-Nothing is written unless the ONNX model agrees with Keras on every test image and on random
-input: max |ONNX - Keras| <= ``export.parity_tolerance`` and the same argmax on every clip.
+The paper's CNNs (:func:`export_model`, the DVC stage): the Keras model is wrapped in a
+``tf.function`` returning its probabilities and the input of its last Dense layer (the 128-unit
+``embedding``) and converted with ``tf2onnx.convert.from_function`` (``from_keras`` breaks on
+Keras 3), then composed behind :func:`genretag.graph.paper_image_frontend`. The reference is
+numpy + Pillow (:func:`genretag.spectrogram.clips_to_images`) -> Keras.
 
 "Model version" in the contract is ``weights-<12 hex>``: a SHA-256 of the trained weights
-(order, shapes and values). Identical weights give the same version whatever the export
-run; the MLflow registry's version number is only known at registration and is recorded there
-(version tags, models/registry.json). TensorFlow is imported lazily: the helpers used by the
-registry (test images, sessions, accuracy) do not load it.
+(order, shapes and values), so identical weights give byte-identical files in any run.
+TensorFlow is imported lazily: the helpers the registry uses (test clips, sessions, accuracy)
+do not load it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import re
 import subprocess
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
 import yaml
-from PIL import Image
 
+from genretag import audio, graph
 from genretag.atomic import atomic_open
 from genretag.config import Layout, Params, preprocessing_spec
-from genretag.contract import INPUT_NAME, OUTPUT_NAME, ModelContract, write_contract
+from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, V1_INPUT_NAME, ModelContract, write_contract
 from genretag.dataset import read_table
+from genretag.demo import synthesize_track
 from genretag.errors import ExportError
-from genretag.spectrogram import PreprocessingSpec, to_model_input
+from genretag.families import Prediction
+from genretag.spectrogram import PreprocessingSpec, clips_to_images, to_model_input
 
 log = logging.getLogger(__name__)
 
 BATCH_DIM = "N"
 MODEL_CARD_NAME = "MODEL_CARD.md"
-N_RANDOM = 16
 RANDOM_SEED = 2021
+DEFAULT_TOLERANCE = 1e-3  # issue 10: max |probability difference| of the ONNX graph vs the framework
+TIE_GAP = 1e-6  # reference top-two gap below which the top-1 class is a tie and not compared
+PAPER_FAMILY = "paper"
+SYNTHETIC_KINDS: tuple[str, ...] = ("music-rock", "music-jazz", "music-classical", "noise", "silence", "clipping", "quiet-music")
 
 
 @dataclass(frozen=True)
-class TestImages:
-    """The test split's clips as rendered by the spectrogram stage."""
+class TestClips:
+    """The test split's clips as waveforms at one sample rate."""
 
     __test__ = False  # not a pytest test class, whatever its name
 
-    images: np.ndarray  # uint8 (n, H, W, 3)
+    waveforms: np.ndarray  # float32 (n, S)
     genres: tuple[str, ...]  # true genre of each clip
     clip_ids: tuple[str, ...]
+    sample_rate: int
 
     def __len__(self) -> int:
         return len(self.clip_ids)
@@ -73,33 +82,43 @@ class TestImages:
 
 @dataclass(frozen=True)
 class ParityReport:
-    """How closely the ONNX model reproduces Keras."""
+    """How closely the ONNX graph reproduces the framework on the same waveforms."""
 
     tolerance: float
     test_clips: int
-    random_inputs: int
+    synthetic_clips: int
     max_abs_diff_test: float
-    max_abs_diff_random: float
-    argmax_mismatches: int  # clips whose argmax differs although Keras's top two are further apart than the tolerance
-    near_ties: int  # clips whose Keras top-two gap is within the tolerance (argmax not compared)
+    max_abs_diff_synthetic: float
+    max_abs_diff_embedding: float  # reported, not gated (embeddings are not probabilities)
+    top1_mismatches: int
+    near_ties: int  # clips whose reference top-two gap is under TIE_GAP (top-1 not compared)
     onnx_test_accuracy: float
 
     @property
     def max_abs_diff(self) -> float:
-        return max(self.max_abs_diff_test, self.max_abs_diff_random)
+        return max(self.max_abs_diff_test, self.max_abs_diff_synthetic)
 
     @property
     def passed(self) -> bool:
-        return self.max_abs_diff <= self.tolerance and self.argmax_mismatches == 0
+        return self.max_abs_diff <= self.tolerance and self.top1_mismatches == 0
 
 
 @dataclass(frozen=True)
 class ExportResult:
     onnx_path: Path
-    card_path: Path
+    card_path: Path | None
     contract: ModelContract
     parity: ParityReport
-    opset: int
+
+
+class Exportable(Protocol):
+    """What :func:`export_candidate` needs of a model (every :class:`genretag.families.Family` has it)."""
+
+    def to_onnx(self) -> onnx.ModelProto:
+        """The contract-v2 graph, without metadata."""
+
+    def predict(self, waveforms: np.ndarray) -> Prediction:
+        """The framework's forward pass on float32 [n, S]."""
 
 
 # --------------------------------------------------------------------------- onnxruntime
@@ -115,21 +134,24 @@ def onnx_session(model: str | Path | bytes):
     return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def onnx_predict(session, inputs: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
-    """Run ``session`` on float32 NHWC ``inputs`` in batches; returns (n, n_classes) float32."""
-    input_name = session.get_inputs()[0].name
-    outputs = [
-        session.run([OUTPUT_NAME], {input_name: np.ascontiguousarray(inputs[start : start + batch_size])})[0]
-        for start in range(0, len(inputs), batch_size)
-    ]
-    return np.concatenate(outputs).astype(np.float32) if outputs else np.empty((0, 0), np.float32)
+def onnx_predict(session, waveforms: np.ndarray, *, batch_size: int = 64) -> Prediction:
+    """Run a contract-v2 ``session`` on float32 [n, S] waveforms in batches of ``batch_size``."""
+    waveforms = np.asarray(waveforms, dtype=np.float32)
+    parts = [
+        session.run([OUTPUT_NAME, EMBEDDING_NAME], {INPUT_NAME: np.ascontiguousarray(waveforms[start : start + batch_size])})
+        for start in range(0, len(waveforms), batch_size)
+    ] or [session.run([OUTPUT_NAME, EMBEDDING_NAME], {INPUT_NAME: waveforms})]
+    return Prediction(
+        probabilities=np.concatenate([p for p, _ in parts]).astype(np.float32),
+        embedding=np.concatenate([e for _, e in parts]).astype(np.float32),
+    )
 
 
-def onnx_accuracy(model: str | Path | bytes, test: TestImages, *, labels: tuple[str, ...]) -> float:
-    """Clip accuracy of an ONNX model on ``test``; predictions map through the model's own ``labels``."""
+def onnx_accuracy(model: str | Path | bytes, test: TestClips, *, labels: tuple[str, ...]) -> float:
+    """Clip accuracy of a contract-v2 ONNX model on ``test``; predictions map through the model's own ``labels``."""
     if not len(test):
         raise ExportError("no test clips to score the model on")
-    probabilities = onnx_predict(onnx_session(model), to_model_input(test.images))
+    probabilities = onnx_predict(onnx_session(model), test.waveforms).probabilities
     if probabilities.shape[1] != len(labels):
         raise ExportError(f"model gives {probabilities.shape[1]} outputs but its contract names {len(labels)} labels")
     predicted = np.asarray(labels)[probabilities.argmax(axis=1)]
@@ -139,30 +161,54 @@ def onnx_accuracy(model: str | Path | bytes, test: TestImages, *, labels: tuple[
 # --------------------------------------------------------------------------- inputs and provenance
 
 
-def load_test_images(paths: Layout, *, image_size: tuple[int, int]) -> TestImages:
-    """The ``split == test`` rows of data/clips.csv, their PNGs loaded as uint8 RGB."""
-    if not paths.clips.is_file():
-        raise ExportError(f"{paths.clips}: no such file (run the split stage)")
+def load_test_clips(paths: Layout, *, sample_rate: int, clip_samples: int) -> TestClips:
+    """The ``split == test`` rows of data/clips.csv as waveforms: clip ``clip_index`` of each track's
+    WAV (data/raw/manifest.csv), resampled to ``sample_rate``, ``clip_samples`` long, as the
+    spectrogram stage cuts them. Raises ExportError naming the file for a missing table or short audio."""
+    for table in (paths.clips, paths.manifest):
+        if not table.is_file():
+            raise ExportError(f"{table}: no such file (run the ingest and split stages)")
     clips = read_table(paths.clips)
-    missing = {"clip_id", "genre", "split", "image"} - set(clips.columns)
+    missing = {"clip_id", "track_id", "genre", "split", "clip_index"} - set(clips.columns)
     if missing:
         raise ExportError(f"{paths.clips}: lacks column(s) {', '.join(sorted(missing))}")
+    wav_paths = read_table(paths.manifest).set_index("track_id")["path"]
     test = clips[clips["split"] == "test"]
-    height, width = image_size
-    images = np.empty((len(test), height, width, 3), dtype=np.uint8)
-    for index, relative in enumerate(test["image"]):
-        file = paths.root / relative
+    waveforms = np.empty((len(test), clip_samples), dtype=np.float32)
+    track_ids = test["track_id"].to_numpy()
+    for track_id in dict.fromkeys(track_ids):
+        file = paths.root / str(wav_paths[track_id])
+        if not file.is_file():
+            raise ExportError(f"{file}: no such test track (data/raw/manifest.csv names it)")
         try:
-            with Image.open(file) as image:
-                array = np.asarray(image.convert("RGB"))
-        except (OSError, ValueError) as exc:
-            raise ExportError(f"{file}: cannot read test image ({exc})") from exc
-        if array.shape != (height, width, 3):
-            raise ExportError(
-                f"{file}: image is {array.shape[0]}x{array.shape[1]}, spectrogram.image_size asks for {height}x{width}"
-            )
-        images[index] = array
-    return TestImages(images=images, genres=tuple(test["genre"]), clip_ids=tuple(test["clip_id"]))
+            samples = audio.load_wav(file, sample_rate=sample_rate)
+        except (audio.AudioError, RuntimeError) as exc:  # soundfile's LibsndfileError is a RuntimeError
+            raise ExportError(f"{file}: cannot read test track ({exc})") from exc
+        for position in np.flatnonzero(track_ids == track_id):
+            clip_index = int(test["clip_index"].iloc[position])
+            start = clip_index * clip_samples
+            if start + clip_samples > len(samples):
+                raise ExportError(f"{file}: has no whole clip {clip_index} at {sample_rate} Hz")
+            waveforms[position] = samples[start : start + clip_samples]
+    return TestClips(waveforms=waveforms, genres=tuple(test["genre"]), clip_ids=tuple(test["clip_id"]), sample_rate=sample_rate)
+
+
+def synthetic_clips(*, sample_rate: int, clip_samples: int, seed: int = RANDOM_SEED) -> np.ndarray:
+    """float32 (len(SYNTHETIC_KINDS), clip_samples): real-looking parity inputs beside the test clips.
+
+    Synthetic music (genretag.demo's rock, jazz, classical), white noise, silence, a sine clipped
+    hard at full scale, and music 60 dB down: the inputs where a front end's dB floor, max
+    reference and colour table are most likely to part from the reference.
+    """
+    seconds = clip_samples / sample_rate
+    t = np.arange(clip_samples) / sample_rate
+    music = [
+        synthesize_track(genre, index=0, seed=seed, sample_rate=sample_rate, duration_s=seconds)[:clip_samples]
+        for genre in ("rock", "jazz", "classical")
+    ]
+    noise = np.random.default_rng(seed).standard_normal(clip_samples) * 0.3
+    clipping = np.clip(3.0 * np.sin(2 * np.pi * 110.0 * t), -1.0, 1.0)
+    return np.stack([*music, noise, np.zeros(clip_samples), clipping, music[0] * 1e-3]).astype(np.float32)
 
 
 def dvc_lock_md5(root: Path, *, stage: str, out: str) -> str | None:
@@ -244,19 +290,25 @@ def weights_version(model) -> str:
     return f"weights-{digest.hexdigest()[:12]}"
 
 
+
 def build_contract(params: Params, paths: Layout, *, model_version: str) -> ModelContract:
+    """The paper family's contract: the configuration's PreprocessingSpec fields as its preprocessing."""
+    spec = preprocessing_spec(params)
     return ModelContract(
         labels=tuple(params.genres),
-        preprocessing=preprocessing_spec(params),
         model_name=params.registry.model_name,
         model_version=model_version,
+        sample_rate=spec.sample_rate,
+        clip_samples=spec.clip_samples,
+        family=PAPER_FAMILY,
+        preprocessing=json.loads(spec.to_json()),
         training_data_hash=training_data_hash(paths),
         git_commit=git_commit(paths.root),
         test_metrics=read_metrics(paths.metrics_dir / "eval.json"),
     )
 
 
-# --------------------------------------------------------------------------- conversion
+# --------------------------------------------------------------------------- the paper's Keras CNNs
 
 
 def load_keras_model(path: Path):
@@ -270,40 +322,82 @@ def load_keras_model(path: Path):
         raise ExportError(f"{path}: cannot load Keras model ({exc})") from exc
 
 
-def keras_predict(model, inputs: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
-    """Keras's probabilities in true float32: TF32 (TensorFlow's default on Ampere and newer GPUs)
-    is switched off for this process, or the reference itself would be off by ~1e-3."""
+def _with_embedding(model):
+    """The same Keras model returning (probabilities, input of its last Dense layer = the embedding)."""
+    import keras
+
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    if not dense:
+        raise ExportError(f"model {model.name!r} has no Dense layer: no embedding to expose")
+    return keras.Model(model.inputs, [model.outputs[0], dense[-1].input], name=f"{model.name}_with_embedding")
+
+
+def keras_predict(model, inputs: np.ndarray, *, batch_size: int = 64) -> Prediction:
+    """Keras's probabilities and embedding in true float32 on NHWC images in [0, 1]: TF32
+    (TensorFlow's default on Ampere and newer GPUs) is switched off for this process, or the
+    reference itself would be off by ~1e-3."""
     import keras
     import tensorflow as tf
 
     tf.config.experimental.enable_tensor_float_32_execution(False)
-
-    outputs = [
-        np.asarray(keras.ops.convert_to_numpy(model(inputs[start : start + batch_size], training=False)), dtype=np.float32)
-        for start in range(0, len(inputs), batch_size)
-    ]
-    return np.concatenate(outputs)
+    both = _with_embedding(model)
+    parts = [both(inputs[start : start + batch_size], training=False) for start in range(0, len(inputs), batch_size)]
+    probabilities = [np.asarray(keras.ops.convert_to_numpy(p), dtype=np.float32) for p, _ in parts]
+    embedding = [np.asarray(keras.ops.convert_to_numpy(e), dtype=np.float32).reshape(len(p), -1) for p, e in zip(probabilities, (e for _, e in parts))]
+    return Prediction(probabilities=np.concatenate(probabilities), embedding=np.concatenate(embedding))
 
 
 def convert_to_onnx(model, *, image_size: tuple[int, int], opset: int) -> onnx.ModelProto:
-    """Keras model -> ONNX (tf2onnx.from_function), input ``mel_image`` [N,H,W,3], output ``probabilities``."""
+    """Keras model -> ONNX network: input ``mel_image`` [N,H,W,3], outputs ``probabilities`` and ``embedding``."""
     import tensorflow as tf
     import tf2onnx
 
     if not 13 <= opset <= 18:
         raise ExportError(f"export.opset {opset}: tf2onnx 1.17 converts opsets 13..18 only")
     height, width = image_size
-    signature = [tf.TensorSpec([None, height, width, 3], tf.float32, name=INPUT_NAME)]
+    signature = [tf.TensorSpec([None, height, width, 3], tf.float32, name=V1_INPUT_NAME)]
+    both = _with_embedding(model)
 
     @tf.function(input_signature=signature)
     def serve(mel_image):
-        return {OUTPUT_NAME: tf.cast(model(mel_image, training=False), tf.float32)}
+        probabilities, embedding = both(mel_image, training=False)
+        flat = embedding if embedding.shape.rank == 2 else tf.reshape(embedding, [-1, int(np.prod(embedding.shape[1:]))])
+        return {OUTPUT_NAME: tf.cast(probabilities, tf.float32), EMBEDDING_NAME: tf.cast(flat, tf.float32)}
 
     try:
         proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
     except Exception as exc:  # noqa: BLE001 - tf2onnx and TensorFlow raise anything
         raise ExportError(f"tf2onnx could not convert model {getattr(model, 'name', '?')!r}: {exc}") from exc
     return _stable_names(_normalise_io(proto))
+
+
+def paper_onnx(model, *, spec: PreprocessingSpec, opset: int) -> onnx.ModelProto:
+    """The paper's Keras CNN as a contract-v2 graph: :func:`genretag.graph.paper_image_frontend` + the network."""
+    if opset != graph.OPSET:
+        raise ExportError(f"export.opset {opset}: the waveform front end needs opset {graph.OPSET} (the STFT op)")
+    return graph.compose(graph.paper_image_frontend(spec), convert_to_onnx(model, image_size=spec.image_size, opset=opset))
+
+
+@dataclass(frozen=True)
+class PaperCNN:
+    """A trained paper CNN with its preprocessing, as an :class:`Exportable`."""
+
+    model: Any  # keras.Model: image in [0, 1] NHWC -> softmax
+    spec: PreprocessingSpec
+    opset: int = graph.OPSET
+
+    def to_onnx(self) -> onnx.ModelProto:
+        return paper_onnx(self.model, spec=self.spec, opset=self.opset)
+
+    def predict(self, waveforms: np.ndarray) -> Prediction:
+        """numpy + Pillow images (the training path's reference) -> Keras."""
+        parts = [
+            keras_predict(self.model, to_model_input(clips_to_images(waveforms[start : start + 64], self.spec)))
+            for start in range(0, len(waveforms), 64)
+        ]
+        return Prediction(
+            probabilities=np.concatenate([p.probabilities for p in parts]), embedding=np.concatenate([p.embedding for p in parts])
+        )
 
 
 def _stable_names(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -342,79 +436,73 @@ def _stable_names(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _normalise_io(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Exactly one input ``mel_image`` and one output ``probabilities``, batch dimension named ``N``."""
-    graph = proto.graph
-    initializers = {init.name for init in graph.initializer}
-    inputs = [value for value in graph.input if value.name not in initializers]
-    if len(inputs) != 1 or len(graph.output) != 1:
+    """Input ``mel_image``, outputs ``probabilities`` then ``embedding``, batch dimension named ``N``."""
+    network = proto.graph
+    initializers = {init.name for init in network.initializer}
+    inputs = [value for value in network.input if value.name not in initializers]
+    outputs = {value.name: value for value in network.output}
+    if len(inputs) != 1 or set(outputs) != {OUTPUT_NAME, EMBEDDING_NAME}:
         raise ExportError(
-            f"converted graph has inputs {[v.name for v in inputs]} and outputs {[v.name for v in graph.output]}; "
-            "expected one of each"
+            f"converted graph has inputs {[v.name for v in inputs]} and outputs {sorted(outputs)}; "
+            f"expected one input and outputs {OUTPUT_NAME}, {EMBEDDING_NAME}"
         )
-    for value, wanted in ((inputs[0], INPUT_NAME), (graph.output[0], OUTPUT_NAME)):
-        if value.name != wanted:
-            _rename_tensor(graph, value.name, wanted)
-        dims = value.type.tensor_type.shape.dim
-        if dims and not dims[0].HasField("dim_value"):
-            dims[0].dim_param = BATCH_DIM
+    if inputs[0].name != V1_INPUT_NAME:
+        graph.rename_tensor(network, inputs[0].name, V1_INPUT_NAME)
+    ordered = [outputs[OUTPUT_NAME], outputs[EMBEDDING_NAME]]
+    del network.output[:]
+    network.output.extend(ordered)
+    for value in (inputs[0], *network.output):
+        for index, dim in enumerate(value.type.tensor_type.shape.dim):
+            if not dim.HasField("dim_value"):  # tf2onnx numbers unknown dimensions per process (unk__12)
+                dim.Clear()
+                if index == 0:
+                    dim.dim_param = BATCH_DIM
     return proto
-
-
-def _rename_tensor(graph: onnx.GraphProto, old: str, new: str) -> None:
-    for node in graph.node:
-        node.input[:] = [new if name == old else name for name in node.input]
-        node.output[:] = [new if name == old else name for name in node.output]
-    for value in [*graph.input, *graph.output, *graph.value_info]:
-        if value.name == old:
-            value.name = new
 
 
 # --------------------------------------------------------------------------- parity gate
 
 
 def check_parity(
-    keras_model,
+    candidate: Exportable,
     onnx_bytes: bytes,
     *,
-    test: TestImages,
+    test: TestClips,
     labels: tuple[str, ...],
-    tolerance: float,
-    n_random: int = N_RANDOM,
-    seed: int = RANDOM_SEED,
+    tolerance: float = DEFAULT_TOLERANCE,
+    synthetic: np.ndarray | None = None,
 ) -> ParityReport:
-    """Compare ONNX with Keras on the test images and on random input; raise ExportError on any gap."""
+    """Compare the ONNX graph with ``candidate.predict`` on the test clips and ``synthetic`` clips
+    (default :func:`synthetic_clips`); raise ExportError naming every gap."""
     if not len(test):
         raise ExportError("the test split holds no clips: nothing to check the ONNX export against")
-    height, width = test.images.shape[1:3]
-    rng = np.random.default_rng(seed)
-    random = np.concatenate(
-        [
-            rng.random((n_random, height, width, 3), dtype=np.float32),
-            np.zeros((1, height, width, 3), np.float32),
-            np.ones((1, height, width, 3), np.float32),
-        ]
-    )
-    test_inputs = to_model_input(test.images)
+    if synthetic is None:
+        synthetic = synthetic_clips(sample_rate=test.sample_rate, clip_samples=test.waveforms.shape[1])
     session = onnx_session(onnx_bytes)
-    keras_test, keras_random = keras_predict(keras_model, test_inputs), keras_predict(keras_model, random)
-    _check_probabilities(keras_test, n_classes=len(labels))
+    reference_test, reference_synthetic = candidate.predict(test.waveforms), candidate.predict(synthetic)
+    _check_probabilities(reference_test.probabilities, n_classes=len(labels))
     # Odd batch sizes on purpose: the batch dimension must really be dynamic.
-    onnx_test, onnx_random = onnx_predict(session, test_inputs, batch_size=37), onnx_predict(session, random, batch_size=7)
+    onnx_test, onnx_synthetic = onnx_predict(session, test.waveforms, batch_size=37), onnx_predict(session, synthetic, batch_size=5)
 
     mismatches = ties = 0
-    for reference, candidate in ((keras_test, onnx_test), (keras_random, onnx_random)):
-        top_two = np.sort(reference, axis=1)[:, -2:]
-        tied = (top_two[:, 1] - top_two[:, 0]) <= tolerance
+    for reference, candidate_out in ((reference_test, onnx_test), (reference_synthetic, onnx_synthetic)):
+        top_two = np.sort(reference.probabilities, axis=1)[:, -2:]
+        tied = (top_two[:, 1] - top_two[:, 0]) < TIE_GAP
         ties += int(tied.sum())
-        mismatches += int(((reference.argmax(axis=1) != candidate.argmax(axis=1)) & ~tied).sum())
-    predicted = np.asarray(labels)[onnx_test.argmax(axis=1)]
+        mismatches += int(((reference.probabilities.argmax(axis=1) != candidate_out.probabilities.argmax(axis=1)) & ~tied).sum())
+    predicted = np.asarray(labels)[onnx_test.probabilities.argmax(axis=1)]
+    embedding_gap = max(
+        float(np.abs(o.embedding - r.embedding).max()) if o.embedding.shape == r.embedding.shape else float("inf")
+        for o, r in ((onnx_test, reference_test), (onnx_synthetic, reference_synthetic))
+    )
     report = ParityReport(
         tolerance=tolerance,
         test_clips=len(test),
-        random_inputs=len(random),
-        max_abs_diff_test=float(np.abs(onnx_test - keras_test).max()),
-        max_abs_diff_random=float(np.abs(onnx_random - keras_random).max()),
-        argmax_mismatches=mismatches,
+        synthetic_clips=len(synthetic),
+        max_abs_diff_test=float(np.abs(onnx_test.probabilities - reference_test.probabilities).max()),
+        max_abs_diff_synthetic=float(np.abs(onnx_synthetic.probabilities - reference_synthetic.probabilities).max()),
+        max_abs_diff_embedding=embedding_gap,
+        top1_mismatches=mismatches,
         near_ties=ties,
         onnx_test_accuracy=float(np.mean(predicted == np.asarray(test.genres))),
     )
@@ -423,15 +511,14 @@ def check_parity(
             f"max |diff| {diff:.3g} on {count} {what}"
             for diff, count, what in (
                 (report.max_abs_diff_test, report.test_clips, "test clips"),
-                (report.max_abs_diff_random, report.random_inputs, "random inputs"),
+                (report.max_abs_diff_synthetic, report.synthetic_clips, "synthetic clips"),
             )
             if not diff <= tolerance
         ]
         if mismatches:
-            problems.append(f"argmax differs on {mismatches} input(s)")
+            problems.append(f"top-1 class differs on {mismatches} clip(s)")
         raise ExportError(
-            f"ONNX export does not match Keras (export.parity_tolerance {tolerance:g}): {'; '.join(problems)}. "
-            "Nothing written."
+            f"ONNX export does not match the framework (tolerance {tolerance:g}): {'; '.join(problems)}. Nothing written."
         )
     return report
 
@@ -446,6 +533,60 @@ def _check_probabilities(outputs: np.ndarray, *, n_classes: int) -> None:
         )
 
 
+def export_candidate(
+    candidate: Exportable,
+    *,
+    contract: ModelContract,
+    onnx_path: Path,
+    test: TestClips,
+    tolerance: float = DEFAULT_TOLERANCE,
+    synthetic: np.ndarray | None = None,
+    card: Callable[[ParityReport], str] | None = None,
+    card_path: Path | None = None,
+) -> ExportResult:
+    """Convert ``candidate``, stamp ``contract``, gate on parity, then write ``onnx_path`` (and the
+    ``card`` text at ``card_path``, default MODEL_CARD.md beside it) atomically.
+
+    Raises ExportError, writing nothing, when the graph is not contract v2 (input ``waveform``
+    [N, contract.clip_samples], outputs ``probabilities`` [N, K] and ``embedding``), fails the
+    ONNX checker, or fails :func:`check_parity`.
+    """
+    proto = candidate.to_onnx()
+    _check_v2_io(proto, clip_samples=contract.clip_samples)
+    write_contract(proto, contract)
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"converted ONNX model is invalid: {exc}") from exc
+    onnx_bytes = proto.SerializeToString()
+    parity = check_parity(candidate, onnx_bytes, test=test, labels=contract.labels, tolerance=tolerance, synthetic=synthetic)
+    card_path = (card_path or onnx_path.with_name(MODEL_CARD_NAME)) if card else None
+    card_text = card(parity) if card else ""
+    with atomic_open(onnx_path, "wb") as onnx_file, (
+        atomic_open(card_path, "w", encoding="utf-8") if card_path else contextlib.nullcontext()
+    ) as card_file:
+        onnx_file.write(onnx_bytes)
+        if card_file:
+            card_file.write(card_text)
+    log.info(
+        "exported %s (%s) to %s: parity max |diff| %.3g test / %.3g synthetic",
+        contract.model_name, contract.model_version, onnx_path, parity.max_abs_diff_test, parity.max_abs_diff_synthetic,
+    )
+    return ExportResult(onnx_path=onnx_path, card_path=card_path, contract=contract, parity=parity)
+
+
+def _check_v2_io(proto: onnx.ModelProto, *, clip_samples: int) -> None:
+    initializers = {init.name for init in proto.graph.initializer}
+    inputs = [value for value in proto.graph.input if value.name not in initializers]
+    outputs = [value.name for value in proto.graph.output]
+    shape = [d.dim_param or d.dim_value for d in inputs[0].type.tensor_type.shape.dim] if len(inputs) == 1 else []
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME or shape != [BATCH_DIM, clip_samples] or outputs != [OUTPUT_NAME, EMBEDDING_NAME]:
+        raise ExportError(
+            f"graph takes {[(v.name, shape) for v in inputs]} and gives {outputs}; contract v2 needs "
+            f"{INPUT_NAME} [{BATCH_DIM}, {clip_samples}] -> {OUTPUT_NAME}, {EMBEDDING_NAME}"
+        )
+
+
 # --------------------------------------------------------------------------- the stage
 
 
@@ -457,44 +598,32 @@ def export_model(
     onnx_path: Path | None = None,
     card_path: Path | None = None,
 ) -> ExportResult:
-    """Export models/model.keras (or ``keras_model``) to models/model.onnx + models/MODEL_CARD.md.
+    """Export models/model.keras (or ``keras_model``) to models/model.onnx + models/MODEL_CARD.md (contract v2).
 
     Everything is checked in memory first; on any failure an ExportError is raised and no
     file is written or replaced.
     """
     onnx_path = onnx_path or paths.onnx_model
-    card_path = card_path or onnx_path.with_name(MODEL_CARD_NAME)
     model = keras_model if keras_model is not None else load_keras_model(paths.keras_model)
     spec = preprocessing_spec(params)
-    test = load_test_images(paths, image_size=spec.image_size)
-
-    proto = convert_to_onnx(model, image_size=spec.image_size, opset=params.export.opset)
+    test = load_test_clips(paths, sample_rate=spec.sample_rate, clip_samples=spec.clip_samples)
     contract = build_contract(params, paths, model_version=weights_version(model))
-    write_contract(proto, contract)
-    try:
-        onnx.checker.check_model(proto)
-    except onnx.checker.ValidationError as exc:
-        raise ExportError(f"converted ONNX model is invalid: {exc}") from exc
-    onnx_bytes = proto.SerializeToString()
-
-    parity = check_parity(
-        model, onnx_bytes, test=test, labels=contract.labels, tolerance=params.export.parity_tolerance
+    result = export_candidate(
+        PaperCNN(model=model, spec=spec, opset=params.export.opset),
+        contract=contract,
+        onnx_path=onnx_path,
+        test=test,
+        tolerance=params.export.parity_tolerance,
+        card=lambda parity: render_model_card(params, contract, parity=parity, opset=params.export.opset, test=test),
+        card_path=card_path or onnx_path.with_name(MODEL_CARD_NAME),
     )
     recorded = contract.test_metrics.get("test_accuracy")
-    if recorded is not None and abs(recorded - parity.onnx_test_accuracy) > 0.01:
+    if recorded is not None and abs(recorded - result.parity.onnx_test_accuracy) > 0.01:
         log.warning(
             "metrics/eval.json says test_accuracy %.4f but the ONNX model scores %.4f on the %d test clips: "
-            "is eval.json stale?", recorded, parity.onnx_test_accuracy, parity.test_clips,
+            "is eval.json stale?", recorded, result.parity.onnx_test_accuracy, result.parity.test_clips,
         )
-    card = render_model_card(params, contract, parity=parity, opset=params.export.opset, test=test)
-    with atomic_open(onnx_path, "wb") as onnx_file, atomic_open(card_path, "w", encoding="utf-8") as card_file:
-        onnx_file.write(onnx_bytes)
-        card_file.write(card)
-    log.info(
-        "exported %s (%s) to %s: parity max |diff| %.3g test / %.3g random",
-        contract.model_name, contract.model_version, onnx_path, parity.max_abs_diff_test, parity.max_abs_diff_random,
-    )
-    return ExportResult(onnx_path=onnx_path, card_path=card_path, contract=contract, parity=parity, opset=params.export.opset)
+    return result
 
 
 # --------------------------------------------------------------------------- model card
@@ -511,7 +640,7 @@ _GTZAN_LIMITS = """\
   (`split.method: track`); `filtered` uses the artist-filtered split of Kereliuk et al. (2015)."""
 
 
-def _data_section(params: Params, test: TestImages) -> str:
+def _data_section(params: Params, test: TestClips) -> str:
     source = params.ingest.source
     split_note = {
         "track": "split by track (every clip of a track lands in one split)",
@@ -542,11 +671,10 @@ def _data_section(params: Params, test: TestImages) -> str:
 
 
 def render_model_card(
-    params: Params, contract: ModelContract, *, parity: ParityReport, opset: int, test: TestImages
+    params: Params, contract: ModelContract, *, parity: ParityReport, opset: int, test: TestClips
 ) -> str:
     """The MODEL_CARD.md shipped with every exported model."""
-    spec: PreprocessingSpec = contract.preprocessing
-    height, width = spec.image_size
+    spec = PreprocessingSpec.from_json(json.dumps(contract.preprocessing))
     demo = params.ingest.source == "demo"
     metrics_rows = "\n".join(
         f"| {key} | {int(value) if key.startswith('n_') and value.is_integer() else f'{value:.4f}'} |"
@@ -561,7 +689,7 @@ def render_model_card(
         )
     )
     labels = ", ".join(f"{index}: {label}" for index, label in enumerate(contract.labels))
-    preprocessing = json.dumps(asdict(spec), indent=2, sort_keys=True)
+    preprocessing = json.dumps(contract.preprocessing, indent=2, sort_keys=True)
     return f"""# Model card: {contract.model_name}
 
 | | |
@@ -592,11 +720,12 @@ decisions about royalties, rights, artists or playlists without human review.
 {metrics_rows}
 | ONNX clip accuracy (re-computed at export) | {parity.onnx_test_accuracy:.4f} |
 {caveat}
-## ONNX parity with Keras
+## ONNX parity with the reference (waveform in, numpy + Pillow images -> Keras)
 
-max |ONNX - Keras| = {parity.max_abs_diff_test:.3g} on {parity.test_clips} test clips and
-{parity.max_abs_diff_random:.3g} on {parity.random_inputs} random inputs (tolerance {parity.tolerance:g});
-argmax identical on every input ({parity.near_ties} near-tie(s) within the tolerance not compared).
+max |ONNX - reference| probability = {parity.max_abs_diff_test:.3g} on {parity.test_clips} test clips and
+{parity.max_abs_diff_synthetic:.3g} on {parity.synthetic_clips} synthetic clips (music, noise, silence, clipping,
+quiet music; tolerance {parity.tolerance:g}); top-1 class identical on every clip ({parity.near_ties} exact tie(s) not
+compared); embedding max |diff| {parity.max_abs_diff_embedding:.3g}.
 
 ## Limitations
 
@@ -607,17 +736,20 @@ argmax identical on every input ({parity.near_ties} near-tie(s) within the toler
 - Probabilities are not calibrated; a high value is not a confidence guarantee.
 {_GTZAN_LIMITS}
 
-## ONNX contract
+## ONNX contract (v{contract.contract_version}: audio in, genres out)
 
-- input `{INPUT_NAME}`: float32 [N, {height}, {width}, 3], NHWC RGB in [0, 1] (uint8 image / 255), any batch size N.
+- input `{INPUT_NAME}`: float32 [N, {contract.clip_samples}], mono, {contract.clip_seconds:g} s at
+  {contract.sample_rate} Hz, full scale +-1, any batch size N. Resample other rates first (python-soxr).
 - output `{OUTPUT_NAME}`: float32 [N, {len(contract.labels)}], softmax probabilities in label order.
+- output `{EMBEDDING_NAME}`: float32 [N, D], the 128-unit dense layer before the classifier.
 - labels (index: genre): {labels}
 - `metadata_props` (read with `genretag.contract.read_contract` or
-  `session.get_modelmeta().custom_metadata_map`): `genretag.labels`, `genretag.preprocessing`,
+  `session.get_modelmeta().custom_metadata_map`): `genretag.contract_version`, `genretag.sample_rate`,
+  `genretag.clip_samples`, `genretag.family`, `genretag.labels`, `genretag.preprocessing`,
   `genretag.model_name`, `genretag.model_version`, `genretag.training_data_hash`,
   `genretag.git_commit`, `genretag.test_metrics`.
-- preprocessing (implemented once, in `genretag/spectrogram.py`, shipped verbatim as
-  `genretag_spectrogram.py` by `genretag registry fetch`; never re-implement it):
+- preprocessing, computed inside the graph (`genretag.graph.paper_image_frontend`; its reference
+  is `genretag/spectrogram.py`, which also renders the training images): nothing to re-implement.
 
 ```json
 {preprocessing}
@@ -625,27 +757,24 @@ argmax identical on every input ({parity.near_ties} near-tie(s) within the toler
 
 ## How to call it
 
-`genretag registry fetch champion --out DIR` writes `model.onnx`, `labels.json`,
-`preprocessing.json`, `genretag_spectrogram.py` and `genretag_reference.py` (needs only numpy,
-soundfile, Pillow and onnxruntime): `python DIR/genretag_reference.py track.wav` prints the top 3.
-In code:
+`genretag registry fetch champion --out DIR` writes the handoff bundle (`model.onnx`,
+`labels.json`, a reference client). In code, with only a decoder, a resampler and onnxruntime:
 
 ```python
 import json
 import numpy as np
 import onnxruntime as ort
 import soundfile as sf
-import genretag_spectrogram as spectrogram  # the shipped copy of genretag/spectrogram.py
 
 session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
 meta = session.get_modelmeta().custom_metadata_map
 labels = json.loads(meta["genretag.labels"])
-spec = spectrogram.PreprocessingSpec.from_json(meta["genretag.preprocessing"])
+rate, size = int(meta["genretag.sample_rate"]), int(meta["genretag.clip_samples"])
 
-samples, rate = sf.read("track.wav", dtype="float32", always_2d=True)
-mono = samples.mean(axis=1)  # must be at spec.sample_rate: genretag_reference.resample() otherwise
-images = spectrogram.waveform_to_images(mono, spec)  # one image per whole {spec.clip_seconds:g}-s window
-probabilities = session.run(["{OUTPUT_NAME}"], {{"{INPUT_NAME}": spectrogram.to_model_input(images)}})[0].mean(axis=0)
+samples, file_rate = sf.read("track.wav", dtype="float32", always_2d=True)
+mono = samples.mean(axis=1)  # must be at `rate` Hz: resample with python-soxr otherwise
+clips = mono[: len(mono) // size * size].reshape(-1, size)  # whole {contract.clip_seconds:g}-s windows
+probabilities = session.run(["{OUTPUT_NAME}"], {{"{INPUT_NAME}": clips}})[0].mean(axis=0)
 for index in np.argsort(probabilities)[::-1][:3]:
     print(labels[index], round(float(probabilities[index]), 3))
 ```

@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from genretag import audio
 from genretag.atomic import atomic_path, write_json
+from genretag.processes import die_with_parent
 from genretag.spectrogram import PreprocessingSpec, waveform_to_images
 
 INDEX_NAME = "index.json"
@@ -110,7 +111,8 @@ def render_all(
 
 
 def _one_thread_per_worker() -> None:
-    """One BLAS thread per worker process: the workers already use every core."""
+    """One BLAS thread per worker process (the workers already use every core); dies with the stage."""
+    die_with_parent()
     threadpool_limits(1)
 
 

@@ -1,16 +1,25 @@
-"""The MLflow model registry: one version per exported model, a champion gate, aliases, fetch.
+"""The MLflow model registry: one version per candidate model, the champion gate, aliases, fetch.
 
-Registered model ``params.registry.model_name`` (ONNX flavour). Aliases:
+Registered model ``params.registry.model_name`` (ONNX flavour, contract v2). The register stage
+registers every candidate under ``models/candidates/<id>/model.onnx`` (any family: musicnn-msd,
+mfcc-logreg, paper-exp8, ...) as a version (a file already registered, same SHA-256, is reused, so
+an interrupted registration resumes without duplicates), then scores every candidate **and the
+current champion** (downloaded, never trusted) on the same test tracks' audio through their own
+graphs (:func:`genretag.evaluate.score_on_audio`) and lets :func:`genretag.gate.decide` choose.
 
-- ``champion``: the model to serve. A new version takes it only if its clip accuracy on the
-  current test split beats the champion's by at least ``register.min_improvement``. Both
-  models are scored here, by the same code, on the same test images: the champion's ONNX file
-  is downloaded and re-scored, its old metric is not trusted. The first version is champion.
-- ``challenger``: the latest version that did not beat the champion.
+Aliases:
 
-Decisions and reasons are version tags (``genretag.decision``, ``genretag.reason``), the version
-description, and models/registry.json (the register stage's output). Every change of champion
-(gate, ``promote``, ``rollback``) is appended to the registered model's tag
+- ``champion``: the model to serve. Only a model that passes the gate's floor (significantly above
+  chance, not significantly below the ``register.baseline`` family) is ever champion; a challenger
+  takes it only with a significant (``register.alpha``) gain of at least ``register.min_improvement``
+  in track accuracy. Without a servable model the alias is removed and the registered model's tag
+  ``genretag.gate.refusal`` says, in one line, which candidates failed and why: resolving
+  ``champion`` (tagging, ``predict``) raises that line.
+- ``challenger``: the best servable candidate that is not champion.
+
+Decision, evidence (intervals, p-values, floor) and the candidates table go to version tags,
+registered-model tags, models/registry.json and models/GATE.md (the model card includes it). Every
+change of champion (gate, ``promote``, ``rollback``) is appended to the registered model's tag
 ``genretag.champion_history``; ``genretag.champion_stack`` lists the champions in order so that
 ``rollback`` can restore the previous one. ``promote`` and ``rollback`` do not touch
 models/registry.json: it is a DVC output, and changing it would make ``dvc repro`` register again.
@@ -23,7 +32,7 @@ import json
 import logging
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -32,20 +41,14 @@ from typing import Any
 
 import numpy as np
 
-from genretag.atomic import write_json
-from genretag.config import Layout, Params, preprocessing_spec
-from genretag.contract import INPUT_NAME, OUTPUT_NAME, ModelContract, read_contract
-from genretag.errors import RegistryError
-from genretag.export import (
-    MODEL_CARD_NAME,
-    TestImages,
-    dvc_lock_md5,
-    git_commit,
-    load_test_images,
-    onnx_accuracy,
-    read_metrics,
-)
-from genretag.handoff import REFERENCE_NAME, SPECTROGRAM_NAME, reference_source, spectrogram_source, write_bundle
+from genretag.atomic import write_json, write_text
+from genretag.config import Layout, Params
+from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, read_contract, require_v2
+from genretag.errors import GenretagError, RegistryError
+from genretag.evaluate import find_candidates, read_test_audio, score_on_audio
+from genretag.export import MODEL_CARD_NAME, dvc_lock_md5, git_commit, read_metrics
+from genretag.gate import Decision, Evidence, decide
+from genretag.handoff import client_sources, write_bundle
 from genretag.tracking import use_tracking
 
 log = logging.getLogger(__name__)
@@ -54,37 +57,44 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 ARTIFACT_NAME = "onnx-model"
 RECORD_NAME = "registry.json"
+GATE_NAME = "GATE.md"
 REQUIREMENTS = ("onnxruntime-gpu", "onnx", "numpy")
 
-TAG_DECISION = "genretag.decision"
+TAG_DECISION = "genretag.decision"  # champion | challenger | refused (the last gate that saw the version)
 TAG_REASON = "genretag.reason"
-TAG_ALIAS = "genretag.alias"  # the alias the gate gave at registration
-TAG_ACCURACY = "genretag.test_accuracy"
+TAG_CANDIDATE = "genretag.candidate"
+TAG_ACCURACY = "genretag.track_accuracy"
+TAG_SERVABLE = "genretag.gate.servable"
+TAG_FLOOR = "genretag.gate.floor"
+TAG_EVIDENCE = "genretag.gate.evidence"
+TAG_GATE_RULE = "genretag.gate.rule"
+TAG_GATE_REASON = "genretag.gate.reason"
+TAG_REFUSAL = "genretag.gate.refusal"
 TAG_ONNX_SHA = "genretag.onnx_sha256"
 TAG_HISTORY = "genretag.champion_history"
 TAG_STACK = "genretag.champion_stack"
 HISTORY_KEEP = 200
+TAG_LIMIT = 5000  # MLflow's longest tag value
 
 
 @dataclass(frozen=True)
-class Decision:
-    """The outcome of registering one exported model."""
+class Registration:
+    """The outcome of one register stage: the gate's decision and every candidate's row."""
 
     model_name: str
-    version: str
-    alias: str  # champion | challenger
-    decision: str  # promoted | challenger
+    decision: str  # promote | keep | none
+    rule: str
     reason: str
-    accuracy: float
-    champion_version: str | None  # the champion it was compared with (None for the first version)
-    champion_accuracy: float | None  # that champion re-scored on the same test clips
+    champion_version: str | None  # after the decision (None: nothing is served)
+    champion: str | None  # its candidate id (or ``champion vN`` for an earlier champion)
+    previous_champion_version: str | None
+    alpha: float
     min_improvement: float
+    baseline: str
+    test_tracks: int
     test_clips: int
     test_fingerprint: str
-    model_version: str  # weights hash from the ONNX contract
-    onnx_sha256: str
-    run_id: str
-    model_uri: str
+    candidates: list[dict[str, Any]]  # one row per model: id, version, family, sample rate, metrics, floor
     decided_at: str
 
 
@@ -138,12 +148,19 @@ def _alias_version(client, name: str, alias: str):
 
 
 def resolve_version(client, name: str, ref: str):
-    """``ref`` is an alias (champion, challenger) or a version number."""
+    """``ref`` is an alias (champion, challenger) or a version number.
+
+    Raises RegistryError; for a missing ``champion`` after a gate that found nothing servable, its
+    message is the gate's one line naming the failed candidates and why.
+    """
     try:
         if str(ref).isdigit():
             return client.get_model_version(name, str(ref))
         return client.get_model_version_by_alias(name, str(ref))
     except _mlflow_error() as exc:
+        refusal = _model_tags(client, name).get(TAG_REFUSAL) if str(ref) == CHAMPION else None
+        if refusal:
+            raise RegistryError(f"registered model {name!r} serves no champion: {refusal}") from None
         raise RegistryError(f"registered model {name!r} has no version or alias {ref!r} ({exc.message})") from None
 
 
@@ -243,9 +260,9 @@ def flatten_params(params: Params) -> dict[str, str]:
     return out
 
 
-def _training_run_id(client, paths: Layout) -> str | None:
-    """models/training.json's mlflow_run_id when that run exists in this tracking store."""
-    record = paths.models_dir / "training.json"
+def _training_run_id(client, onnx_path: Path) -> str | None:
+    """``training.json``'s mlflow_run_id beside the candidate's ONNX file, when that run exists in this store."""
+    record = onnx_path.parent / "training.json"
     try:
         run_id = json.loads(record.read_text(encoding="utf-8")).get("mlflow_run_id")
     except (OSError, json.JSONDecodeError, AttributeError):
@@ -260,31 +277,29 @@ def _training_run_id(client, paths: Layout) -> str | None:
     return run.info.run_id if run.info.lifecycle_stage == "active" else None
 
 
-def _lineage_tags(params: Params, paths: Layout, contract: ModelContract, *, onnx_sha: str, accuracy: float, test: TestImages) -> dict[str, str]:
+def _lineage_tags(params: Params, paths: Layout, candidate: str, onnx_path: Path, contract: ModelContract, *, onnx_sha: str) -> dict[str, str]:
     tags = {
+        TAG_CANDIDATE: candidate,
+        "genretag.family": contract.family,
+        "genretag.contract_version": str(contract.contract_version),
+        "genretag.sample_rate": str(contract.sample_rate),
         "genretag.model_version": contract.model_version,
         "genretag.git_commit": contract.git_commit,
         "genretag.register_git_commit": git_commit(paths.root),
         "genretag.training_data_hash": contract.training_data_hash,
         "genretag.dvc.data_raw_md5": dvc_lock_md5(paths.root, stage="ingest", out="data/raw") or "unknown",
-        "genretag.dvc.data_images_md5": dvc_lock_md5(paths.root, stage="spectrograms", out="data/images") or "unknown",
         "genretag.labels": json.dumps(list(contract.labels)),
-        "genretag.preprocessing": contract.preprocessing.to_json(),
+        "genretag.preprocessing": json.dumps(contract.preprocessing, sort_keys=True),
         TAG_ONNX_SHA: onnx_sha,
-        TAG_ACCURACY: f"{accuracy:.6f}",
-        "genretag.test_clips": str(len(test)),
-        "genretag.test_fingerprint": test.fingerprint(),
     }
     tags.update({f"params.{key}": value for key, value in flatten_params(params).items()})
-    metrics = {**contract.test_metrics, **read_metrics(paths.metrics_dir / "eval.json")}
+    metrics = {**contract.test_metrics, **read_metrics(paths.metrics_dir / "candidates" / f"{candidate}.json")}
     tags.update({f"metrics.{key}": f"{value:.6g}" for key, value in metrics.items()})
     return tags
 
 
-def _log_version(
-    client, params: Params, paths: Layout, onnx_path: Path, contract: ModelContract, tags: dict[str, str], *, before_log: Callable[[], None] | None
-) -> tuple[Any, str]:
-    """Log the ONNX model into the training run (or a new run) and register it with ``tags``."""
+def _log_version(client, params: Params, root: Path, onnx_path: Path, contract: ModelContract, tags: dict[str, str], *, before_log: Callable[[], None] | None):
+    """Log the ONNX model into its training run (or a new run) and register it with ``tags``."""
     import mlflow
     import mlflow.onnx
     import onnx
@@ -292,177 +307,259 @@ def _log_version(
     from mlflow.types.schema import Schema, TensorSpec
 
     name = params.registry.model_name
-    height, width = contract.preprocessing.image_size
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, height, width, 3), INPUT_NAME)]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(contract.labels)), OUTPUT_NAME)]),
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, contract.clip_samples), INPUT_NAME)]),
+        outputs=Schema([
+            TensorSpec(np.dtype(np.float32), (-1, len(contract.labels)), OUTPUT_NAME),
+            TensorSpec(np.dtype(np.float32), (-1, -1), EMBEDDING_NAME),
+        ]),
     )
-    run_id = _training_run_id(client, paths)
+    run_id = _training_run_id(client, onnx_path)
     resumed = run_id is not None
-    run = mlflow.start_run(run_id=run_id) if resumed else mlflow.start_run(run_name=f"register-{contract.model_version}")
+    run = mlflow.start_run(run_id=run_id) if resumed else mlflow.start_run(run_name=f"register-{tags[TAG_CANDIDATE]}")
     status = "FAILED"
     try:
         if not resumed:
             mlflow.log_params(flatten_params(params))
-        mlflow.set_tags({key: value for key, value in tags.items() if key.startswith("genretag.") and len(value) < 5000})
-        with tempfile.TemporaryDirectory(prefix="genretag-register-") as tmp:
-            extra = [Path(tmp) / SPECTROGRAM_NAME, Path(tmp) / REFERENCE_NAME]
-            extra[0].write_bytes(spectrogram_source().read_bytes())
-            extra[1].write_bytes(reference_source().read_bytes())
-            card = onnx_path.with_name(MODEL_CARD_NAME)
-            if card.is_file():
-                extra.append(card)
-            if before_log is not None:
-                before_log()
-            info = mlflow.onnx.log_model(
-                onnx.load(str(onnx_path)),
-                name=ARTIFACT_NAME,
-                signature=signature,
-                pip_requirements=pip_requirements(paths.root),
-                onnx_execution_providers=["CPUExecutionProvider"],
-                save_as_external_data=False,
-                extra_files=[str(file) for file in extra],
-            )
-        mlflow.log_metric("onnx_test_accuracy", float(tags[TAG_ACCURACY]))
+        mlflow.set_tags({key: value for key, value in tags.items() if key.startswith("genretag.") and len(value) < TAG_LIMIT})
+        extra = list(client_sources().values())
+        card = onnx_path.with_name(MODEL_CARD_NAME)
+        if card.is_file():
+            extra.append(card)
+        if before_log is not None:
+            before_log()
+        info = mlflow.onnx.log_model(
+            onnx.load(str(onnx_path)),
+            name=ARTIFACT_NAME,
+            signature=signature,
+            pip_requirements=pip_requirements(root),
+            onnx_execution_providers=["CPUExecutionProvider"],
+            save_as_external_data=False,
+            extra_files=[str(file) for file in extra],
+        )
         version = mlflow.register_model(info.model_uri, name, tags=tags)
         status = "FINISHED"
     finally:
         # A resumed training run stays FINISHED: a failed registration does not fail training.
         mlflow.end_run(status="FINISHED" if resumed else status)
-    return version, run.info.run_id
+    return version
 
 
-def _incomplete_version(client, name: str, onnx_sha: str):
-    """A version of this very file whose registration stopped before the decision (to resume)."""
+def _version_of_file(client, name: str, onnx_sha: str):
+    """The newest version already holding this very file (a resumed or repeated registration), or None."""
     for version in reversed(_all_versions(client, name)):
-        if version.tags.get(TAG_ONNX_SHA) == onnx_sha and TAG_DECISION not in version.tags:
+        if version.tags.get(TAG_ONNX_SHA) == onnx_sha:
             return version
     return None
 
 
-def _gate(
-    client, name: str, *, version: str, accuracy: float, contract: ModelContract, test: TestImages, min_improvement: float
-) -> tuple[str, str, str | None, float | None]:
-    """(alias, reason, champion version, champion accuracy re-scored on ``test``)."""
-    champion = _alias_version(client, name, CHAMPION)
-    if champion is None or str(champion.version) == version:
-        return CHAMPION, f"first version of {name}: no champion to beat (test accuracy {accuracy:.4f})", None, None
-    champion_version = str(champion.version)
-    with tempfile.TemporaryDirectory(prefix="genretag-champion-") as tmp:
-        folder = download_onnx(name, champion_version, Path(tmp))
-        champion_contract = read_contract(folder / "model.onnx")
-        if champion_contract.preprocessing != contract.preprocessing:
-            return (
-                CHALLENGER,
-                f"champion v{champion_version} expects different preprocessing, so it cannot be scored on the "
-                f"current test images and the two are not comparable; kept champion v{champion_version}. "
-                f"Promote v{version} by hand (genretag registry promote {version}) if it should serve.",
-                champion_version,
-                None,
-            )
-        champion_accuracy = onnx_accuracy(folder / "model.onnx", test, labels=champion_contract.labels)
-    gain = accuracy - champion_accuracy
-    compared = (
-        f"test accuracy {accuracy:.4f} vs champion v{champion_version} {champion_accuracy:.4f} "
-        f"(re-scored on the same {len(test)} test clips): {gain:+.4f}"
-    )
-    if gain >= min_improvement - 1e-9:
-        return CHAMPION, f"{compared} >= min_improvement {min_improvement:g}", champion_version, champion_accuracy
-    return CHALLENGER, f"{compared} < min_improvement {min_improvement:g}; champion kept", champion_version, champion_accuracy
+@dataclass(frozen=True)
+class _Entry:
+    """One model in the gate: a candidate file or the downloaded champion."""
+
+    name: str
+    version: str | None
+    contract: ModelContract | None
+    problem: str  # why it could not be registered or scored ("" when fine)
 
 
-def register_model(
+def _candidate_entry(client, params: Params, paths: Layout, candidate: str, onnx_path: Path, *, before_log) -> _Entry:
+    """Register (or find) one candidate; a file that is not a contract-v2 genretag model is reported, not fatal."""
+    try:
+        contract = require_v2(read_contract(onnx_path), source=str(onnx_path))
+    except GenretagError as exc:
+        return _Entry(candidate, None, None, str(exc))
+    onnx_sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    name = params.registry.model_name
+    version = _version_of_file(client, name, onnx_sha)
+    if version is None:
+        tags = _lineage_tags(params, paths, candidate, onnx_path, contract, onnx_sha=onnx_sha)
+        version = _log_version(client, params, paths.root, onnx_path, contract, tags, before_log=before_log)
+    else:
+        log.info("%s: %s is already v%s (same file): reused", candidate, onnx_path, version.version)
+    return _Entry(candidate, str(version.version), contract, "")
+
+
+def _version_tags(client, name: str, version: str, *, evidence: Evidence | None, decision: Decision, verdict: str, problem: str) -> None:
+    """The gate's facts on one version; TAG_DECISION last (the mark that this gate finished with it)."""
+    if evidence is not None:
+        metrics = {key: asdict(value) for key, value in evidence.metrics.items()}
+        summary = json.dumps({"metrics": metrics, "chance": evidence.chance, "chance_p": evidence.chance_p,
+                              "baseline": evidence.baseline, "baseline_test": asdict(evidence.baseline_test) if evidence.baseline_test else None})
+        tags = {TAG_ACCURACY: f"{evidence.metrics['track_accuracy'].estimate:.6f}", TAG_SERVABLE: str(evidence.servable).lower(),
+                TAG_FLOOR: evidence.floor, TAG_EVIDENCE: summary[:TAG_LIMIT]}
+    else:
+        tags = {TAG_SERVABLE: "false", TAG_FLOOR: problem}
+    tags |= {TAG_GATE_RULE: decision.rule, TAG_GATE_REASON: decision.reason[:TAG_LIMIT], "genretag.decided_at": _now(),
+             TAG_REASON: (problem or (evidence.floor if evidence else ""))[:TAG_LIMIT], TAG_DECISION: verdict}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+
+
+def _refusal(failures: Mapping[str, str]) -> str:
+    listed = "; ".join(f"{name}: {why}" for name, why in failures.items()) or "no candidate under models/candidates"
+    return f"no servable model: every candidate failed the gate ({listed}); see models/GATE.md"
+
+
+def _rows(entries: list[_Entry], decision: Decision | None) -> list[dict[str, Any]]:
+    rows = []
+    for entry in entries:
+        evidence = decision.evidence.get(entry.name) if decision else None
+        row: dict[str, Any] = {
+            "model": entry.name, "version": entry.version,
+            "family": entry.contract.family if entry.contract else "",
+            "sample_rate": entry.contract.sample_rate if entry.contract else None,
+            "servable": bool(evidence and evidence.servable),
+            "floor": evidence.floor if evidence else entry.problem,
+        }
+        if evidence is not None:
+            row |= {key: asdict(value) for key, value in evidence.metrics.items()}
+            row |= {"chance": evidence.chance, "chance_p": evidence.chance_p,
+                    "baseline_p": evidence.baseline_test.p_less if evidence.baseline_test else None}
+        comparison = decision.comparisons.get(entry.name) if decision else None
+        if comparison is not None:
+            row |= {"gain": asdict(comparison.gain), "mcnemar": asdict(comparison.test), "level": comparison.level}
+        rows.append(row)
+    return rows
+
+
+def gate_markdown(registration: Registration) -> str:
+    """models/GATE.md: the decision with its rule and numbers, and the candidates table (intervals at 1 - alpha)."""
+    confidence = 100 * (1 - registration.alpha)
+    champion = f"v{registration.champion_version} ({registration.champion})" if registration.champion_version else "none: nothing is served"
+    lines = [
+        "## Champion gate", "",
+        f"Decision: **{registration.decision}** (rule `{registration.rule}`); champion after it: **{champion}**.", "",
+        registration.reason, "",
+        f"Test split {registration.test_fingerprint}: {registration.test_tracks} tracks, {registration.test_clips} clips, scored from "
+        f"audio through each model's ONNX graph at its own sample rate. alpha {registration.alpha:g}, min_improvement "
+        f"{registration.min_improvement:g}, baseline `{registration.baseline}`. Intervals: {confidence:g} % paired bootstrap over "
+        "test tracks (Efron & Tibshirani 1993); comparisons: exact McNemar on paired track outcomes (McNemar 1947; Dietterich 1998).", "",
+        "| model | version | family | rate (Hz) | track accuracy | track macro-F1 | clip accuracy | clip macro-F1 | above chance p | servable | floor |",
+        "| --- | --- | --- | ---: | --- | --- | --- | --- | ---: | --- | --- |",
+    ]
+
+    def cell(row: dict, key: str) -> str:
+        value = row.get(key)
+        return "" if not value else f"{100 * value['estimate']:.1f} [{100 * value['low']:.1f}, {100 * value['high']:.1f}]"
+
+    for row in registration.candidates:
+        p = row.get("chance_p")
+        lines.append(
+            f"| {row['model']} | {row['version'] or ''} | {row['family']} | {row['sample_rate'] or ''} | {cell(row, 'track_accuracy')} "
+            f"| {cell(row, 'track_macro_f1')} | {cell(row, 'clip_accuracy')} | {cell(row, 'clip_macro_f1')} "
+            f"| {'' if p is None else f'{p:.3g}'} | {'yes' if row['servable'] else 'no'} | {row['floor']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def register_candidates(
     params: Params,
     paths: Layout,
     *,
-    onnx_path: Path | None = None,
+    candidates: Mapping[str, Path] | None = None,
     record_path: Path | None = None,
+    gate_path: Path | None = None,
     before_log: Callable[[], None] | None = None,
-) -> Decision:
-    """Register models/model.onnx as a new version, run the champion gate, write models/registry.json.
+) -> Registration:
+    """Register every candidate, gate them with the champion on the test audio, move the aliases.
 
-    ``before_log`` runs just before the model is logged (fault injection in flows). A
-    registration interrupted after the version was created is resumed, not duplicated.
+    ``candidates``: id -> model.onnx (default: :func:`genretag.evaluate.find_candidates`).
+    Writes models/registry.json and models/GATE.md. ``before_log`` runs before each model is
+    logged (fault injection). Raises RegistryError when there is no candidate at all.
     """
-    onnx_path = onnx_path or paths.onnx_model
+    candidates = dict(candidates if candidates is not None else find_candidates(paths))
+    if not candidates:
+        raise RegistryError(f"{paths.models_dir / 'candidates'}: no candidate model.onnx to register (run the train stage first)")
     record_path = record_path or paths.models_dir / RECORD_NAME
-    contract = read_contract(onnx_path)
-    if contract.preprocessing != preprocessing_spec(params):
-        raise RegistryError(
-            f"{onnx_path}: exported with preprocessing {contract.preprocessing.to_json()}, params.yaml now asks "
-            f"for {preprocessing_spec(params).to_json()}; run the export stage again"
-        )
-    test = load_test_images(paths, image_size=contract.preprocessing.image_size)
-    accuracy = onnx_accuracy(onnx_path, test, labels=contract.labels)
-    onnx_sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
-    name = params.registry.model_name
-
+    gate_path = gate_path or paths.models_dir / GATE_NAME
+    settings = params.registry
+    name = settings.model_name
+    test = read_test_audio(paths, genres=params.genres)
     client = _client(params, paths.root)
-    tags = _lineage_tags(params, paths, contract, onnx_sha=onnx_sha, accuracy=accuracy, test=test)
-    version = _incomplete_version(client, name, onnx_sha)
-    if version is not None:
-        log.info("resuming the registration of %s v%s", name, version.version)
-        run_id = version.run_id or ""
-    else:
-        version, run_id = _log_version(client, params, paths, onnx_path, contract, tags, before_log=before_log)
-    number = str(version.version)
 
-    if TAG_REASON in version.tags:  # an interrupted attempt had decided already: finish that decision
-        alias, reason = version.tags[TAG_ALIAS], version.tags[TAG_REASON]
-        champion_version = version.tags.get("genretag.champion_version") or None
-        recorded = version.tags.get("genretag.champion_accuracy")
-        champion_accuracy = float(recorded) if recorded else None
-    else:
-        alias, reason, champion_version, champion_accuracy = _gate(
-            client, name, version=number, accuracy=accuracy, contract=contract, test=test,
-            min_improvement=params.registry.min_improvement,
-        )
-    decision = Decision(
-        model_name=name,
-        version=number,
-        alias=alias,
-        decision="promoted" if alias == CHAMPION else "challenger",
-        reason=reason,
-        accuracy=accuracy,
-        champion_version=champion_version,
-        champion_accuracy=champion_accuracy,
-        min_improvement=params.registry.min_improvement,
-        test_clips=len(test),
-        test_fingerprint=test.fingerprint(),
-        model_version=contract.model_version,
-        onnx_sha256=onnx_sha,
-        run_id=run_id,
-        model_uri=f"models:/{name}/{number}",
-        decided_at=_now(),
+    entries = [_candidate_entry(client, params, paths, c, Path(p), before_log=before_log) for c, p in sorted(candidates.items())]
+    current = _alias_version(client, name, CHAMPION)
+    previous = str(current.version) if current is not None else None
+    by_version = {e.version: e.name for e in entries if e.version}
+    champion_name = by_version.get(previous) if previous else None
+    outcomes, problems, waveforms = {}, {}, {}
+    with tempfile.TemporaryDirectory(prefix="genretag-champion-") as tmp:
+        models = {e.name: candidates[e.name] for e in entries if not e.problem}
+        if previous and champion_name is None:
+            champion_name = f"champion v{previous}"
+            try:
+                models[champion_name] = download_onnx(name, previous, Path(tmp)) / "model.onnx"
+                entries.append(_Entry(champion_name, previous, read_contract(models[champion_name]), ""))
+            except GenretagError as exc:
+                entries.append(_Entry(champion_name, previous, None, str(exc)))
+        for model, onnx_path in models.items():
+            try:
+                outcomes[model] = score_on_audio(onnx_path, test, waveforms=waveforms).outcome
+            except GenretagError as exc:
+                problems[model] = str(exc)
+    entries = [e if e.name not in problems else _Entry(e.name, e.version, e.contract, problems[e.name]) for e in entries]
+    failed = {e.name: e.problem for e in entries if e.problem}
+    scored_champion = champion_name if champion_name in outcomes else None
+    baseline = settings.baseline if settings.baseline in outcomes else None
+    decision = decide(
+        test=test.test_set(), outcomes=outcomes, candidates=[c for c in candidates if c in outcomes],
+        champion=scored_champion, baseline=baseline, alpha=settings.alpha, min_improvement=settings.min_improvement,
+    ) if outcomes else None
+    reason = decision.reason if decision else _refusal(failed)
+    if champion_name and champion_name in failed:
+        reason = f"champion {champion_name} cannot be scored on the test audio ({failed[champion_name]}); {reason}"
+    if settings.baseline not in candidates:
+        reason += f" (no {settings.baseline} baseline among the candidates: the floor checked chance only)"
+    chosen = decision.champion if decision else None
+    chosen_version = next((e.version for e in entries if e.name == chosen), None)
+
+    for entry in entries:
+        if entry.version is None:
+            continue
+        verdict = CHAMPION if entry.name == chosen else ("challenger" if decision and entry.name in decision.evidence
+                                                          and decision.evidence[entry.name].servable else "refused")
+        _version_tags(client, name, entry.version, evidence=decision.evidence.get(entry.name) if decision else None,
+                      decision=decision or Decision("none", None, previous, "floor", reason, settings.alpha, settings.min_improvement),
+                      verdict=verdict, problem=entry.problem)
+    _move_aliases(client, name, decision=decision, entries=entries, chosen_version=chosen_version, previous=previous, reason=reason,
+                  failures={**failed, **(decision.failures() if decision else {})})
+    registration = Registration(
+        model_name=name, decision=decision.action if decision else "none", rule=decision.rule if decision else "floor",
+        reason=reason, champion_version=chosen_version, champion=chosen, previous_champion_version=previous,
+        alpha=settings.alpha, min_improvement=settings.min_improvement, baseline=settings.baseline,
+        test_tracks=len(test.track_ids), test_clips=len(test), test_fingerprint=test.fingerprint(),
+        candidates=_rows(entries, decision), decided_at=_now(),
     )
-    # Order matters for resuming: the decision's facts, then the aliases, then TAG_DECISION (complete).
-    for key, value in {
-        "genretag.champion_version": champion_version or "",
-        "genretag.champion_accuracy": "" if champion_accuracy is None else f"{champion_accuracy:.6f}",
-        "genretag.min_improvement": str(params.registry.min_improvement),
-        "genretag.decided_at": decision.decided_at,
-        TAG_ALIAS: alias,
-        TAG_REASON: reason,
-    }.items():
-        client.set_model_version_tag(name, number, key, value)
-    client.update_model_version(name, number, description=reason)
-    current = _alias_version(client, name, alias)
-    if current is None or str(current.version) != number:
-        client.set_registered_model_alias(name, alias, number)
-    if alias == CHAMPION:
-        history = json.loads(_model_tags(client, name).get(TAG_HISTORY) or "[]")
-        if not history or history[-1]["version"] != number:  # not yet recorded by an interrupted attempt
-            _record_champion(client, name, version=number, action="gate", reason=reason, previous=champion_version)
-        challenger = _alias_version(client, name, CHALLENGER)
-        if challenger is not None and str(challenger.version) == number:
-            client.delete_registered_model_alias(name, CHALLENGER)
-    client.set_model_version_tag(name, number, TAG_DECISION, decision.decision)
-    if run_id:
-        client.set_tag(run_id, f"genretag.registered.{name}", f"v{number} {alias}")
-    write_json(record_path, asdict(decision))
-    log.info("%s v%s -> %s: %s", name, number, alias, reason)
-    return decision
+    client.set_registered_model_tag(name, TAG_GATE_RULE, registration.rule)
+    client.set_registered_model_tag(name, TAG_GATE_REASON, reason[:TAG_LIMIT])
+    write_json(record_path, asdict(registration))
+    write_text(gate_path, gate_markdown(registration))
+    log.info("%s gate: %s -> champion %s: %s", name, registration.decision, chosen_version or "none", reason)
+    return registration
 
+
+def _move_aliases(client, name: str, *, decision: Decision | None, entries: list[_Entry], chosen_version: str | None,
+                  previous: str | None, reason: str, failures: Mapping[str, str]) -> None:
+    """champion -> the gate's choice (removed when none is servable); challenger -> the best other servable one."""
+    if chosen_version is None:
+        client.set_registered_model_tag(name, TAG_REFUSAL, _refusal(failures)[:TAG_LIMIT])
+        if previous is not None:
+            client.delete_registered_model_alias(name, CHAMPION)
+            _record_champion(client, name, version="", action="gate-unserve", reason=reason, previous=previous, stack=_stack(_model_tags(client, name)))
+    else:
+        client.set_registered_model_tag(name, TAG_REFUSAL, "")
+        if chosen_version != previous:
+            client.set_registered_model_alias(name, CHAMPION, chosen_version)
+            _record_champion(client, name, version=chosen_version, action="gate", reason=reason, previous=previous)
+    servable = [] if decision is None else [
+        e for e in entries if e.version and e.version != chosen_version and e.name in decision.evidence and decision.evidence[e.name].servable
+    ]
+    ranked = sorted(servable, key=lambda e: decision.evidence[e.name].metrics["track_accuracy"].estimate, reverse=True)
+    if ranked:
+        client.set_registered_model_alias(name, CHALLENGER, ranked[0].version)
+    elif _alias_version(client, name, CHALLENGER) is not None:
+        client.delete_registered_model_alias(name, CHALLENGER)
 
 # --------------------------------------------------------------------------- list, promote, rollback, fetch
 
@@ -506,6 +603,8 @@ def promote(params: Params, *, root: Path, version: str, reason: str) -> Champio
     client = _client(params, root)
     name = params.registry.model_name
     target = resolve_version(client, name, str(version))
+    if target.tags.get(TAG_SERVABLE) == "false":
+        raise RegistryError(f"{name} v{target.version} failed the gate's floor and is never served: {target.tags.get(TAG_FLOOR, '')}")
     current = _alias_version(client, name, CHAMPION)
     previous = str(current.version) if current is not None else None
     change = ChampionChange("promote", previous, str(target.version), reason, _now())
@@ -558,15 +657,13 @@ def fetch(params: Params, *, root: Path, ref: str, out: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="genretag-fetch-") as tmp:
         folder = download_onnx(name, str(version.version), Path(tmp))
         stored = folder / "extra_files"
-        spectrogram_file = stored / SPECTROGRAM_NAME
-        reference_file = stored / REFERENCE_NAME
         card = stored / MODEL_CARD_NAME
         write_bundle(
             folder / "model.onnx",
             out,
             max_windows=params.score.max_windows,
-            spectrogram_file=spectrogram_file if spectrogram_file.is_file() else None,
-            reference_file=reference_file if reference_file.is_file() else None,
+            silence_rms_dbfs=params.validation.silence_rms_dbfs,
+            client_dir=stored,
             model_card=card if card.is_file() else None,
             registry_version=str(version.version),
         )

@@ -1,9 +1,11 @@
-"""Score audio with an exported ONNX model: sessions (CUDA when usable), track predictions.
+"""Score audio with an exported contract-v2 ONNX model: sessions (CUDA when usable), track predictions.
 
-The model is self-describing: labels and the PreprocessingSpec come from its metadata
-(`genretag.contract`), never from params.yaml. Decoding and spectrograms run in worker
-processes while the calling process feeds the session large batches, so a GPU is not
-left waiting on one CPU core.
+The model is self-describing: labels, sample rate and clip length come from its metadata
+(:mod:`genretag.contract`), never from params.yaml. A track is decoded at the model's rate and cut
+into 3-s windows; the windows' waveforms go into the graph, which holds the whole preprocessing
+(nothing here computes spectrograms). Silent windows are not scored. Decoding runs in worker
+processes while the calling process feeds the session large batches, so a GPU is not left
+waiting on one CPU core.
 """
 
 from __future__ import annotations
@@ -24,10 +26,21 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from genretag.audio import decode, stats
 from genretag.config import worker_count
-from genretag.contract import INPUT_NAME, OUTPUT_NAME, ModelContract, cuda_batch_limit, read_contract
+from genretag.contract import (
+    EMBEDDING_NAME,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ModelContract,
+    cuda_batch_limit,
+    read_contract,
+    require_v2,
+)
 from genretag.errors import AudioError, GenretagError, RegistryError, ScoringError
-from genretag.spectrogram import PreprocessingSpec, to_model_input, waveform_to_images
+from genretag.families import Prediction
+from genretag.processes import die_with_parent
+from genretag.spectrogram import window_starts
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +67,18 @@ class ScoringModel:
         return self.contract.labels
 
     @property
-    def spec(self) -> PreprocessingSpec:
-        return self.contract.preprocessing
+    def sample_rate(self) -> int:
+        """Hz of the ``waveform`` input: tracks are decoded at this rate."""
+        return self.contract.sample_rate
+
+    @property
+    def clip_samples(self) -> int:
+        """S, samples per window (3 s at ``sample_rate``)."""
+        return self.contract.clip_samples
+
+    @property
+    def contract_version(self) -> int:
+        return self.contract.contract_version
 
     @property
     def model_name(self) -> str:
@@ -69,16 +92,24 @@ class ScoringModel:
     def on_gpu(self) -> bool:
         return self.provider == CUDA
 
-    def predict(self, batch: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
-        """Float32 model input (n, H, W, 3) -> probabilities (n, len(labels)), in chunks."""
-        if len(batch) == 0:
-            return np.empty((0, len(self.labels)), dtype=np.float32)
-        step = min(batch_size, self.max_batch) if self.max_batch else batch_size
-        chunks = [
-            self.session.run([OUTPUT_NAME], {INPUT_NAME: batch[start : start + step]})[0]
-            for start in range(0, len(batch), step)
-        ]
-        return np.concatenate(chunks).astype(np.float32, copy=False)
+    def predict(self, waveforms: np.ndarray, *, batch_size: int = 256) -> Prediction:
+        """Windows float32 [n, S] at ``sample_rate`` -> probabilities [n, K] and embedding [n, D].
+
+        The session runs on at most ``batch_size`` windows at a time (and never more than
+        ``max_batch``, cuDNN's limit on a GPU); n = 0 gives empty arrays.
+        """
+        waveforms = np.asarray(waveforms, dtype=np.float32)
+        if waveforms.ndim != 2 or waveforms.shape[1] != self.clip_samples:
+            raise ScoringError(f"{self.path}: expected windows [n, {self.clip_samples}], got shape {waveforms.shape}")
+        step = max(1, min(batch_size, self.max_batch) if self.max_batch else batch_size)
+        runs = [
+            self.session.run([OUTPUT_NAME, EMBEDDING_NAME], {INPUT_NAME: waveforms[start : start + step]})
+            for start in range(0, len(waveforms), step)
+        ] or [self.session.run([OUTPUT_NAME, EMBEDDING_NAME], {INPUT_NAME: waveforms})]
+        return Prediction(
+            probabilities=np.concatenate([p for p, _ in runs]).astype(np.float32, copy=False),
+            embedding=np.concatenate([e for _, e in runs]).astype(np.float32, copy=False),
+        )
 
 
 def _preload_cuda_libraries() -> str:
@@ -115,8 +146,10 @@ def open_model(
     prefer_gpu: bool = True,
     intra_op_threads: int = 0,
 ) -> ScoringModel:
-    """Open an exported model with CUDA when onnxruntime can use it, else on the CPU.
+    """Open an exported contract-v2 model with CUDA when onnxruntime can use it, else on the CPU.
 
+    A v1 (image-input) model is refused with one line that says how to re-export it, and the
+    session's input and outputs must be the contract's names and shapes (ScoringError otherwise).
     onnxruntime-gpu lists CUDA even where it cannot load it and then silently runs on the
     CPU; the provider that really runs is read back from the session. Its own load-error
     spam is silenced and replaced by one warning of ours. ``require_gpu`` raises
@@ -124,7 +157,7 @@ def open_model(
     """
     path = Path(path)
     try:
-        contract = read_contract(path)
+        contract = require_v2(read_contract(path), source=str(path))
     except GenretagError as exc:
         raise ScoringError(str(exc)) from exc
     available = ort.get_available_providers()
@@ -144,7 +177,7 @@ def open_model(
         raise ScoringError(f"{path}: onnxruntime cannot load the model ({exc})") from exc
     finally:
         ort.set_default_logger_severity(_ORT_DEFAULT_SEVERITY)
-    _check_io(session, path=path, n_labels=len(contract.labels))
+    _check_io(session, path=path, contract=contract)
 
     provider = session.get_providers()[0]
     problem = ""
@@ -169,16 +202,24 @@ def open_model(
     )
 
 
-def _check_io(session: ort.InferenceSession, *, path: Path, n_labels: int) -> None:
+def _check_io(session: ort.InferenceSession, *, path: Path, contract: ModelContract) -> None:
+    """The session takes ``waveform`` [N, S] and returns ``probabilities`` [N, K] and ``embedding`` [N, D]."""
     inputs = {i.name: i.shape for i in session.get_inputs()}
     outputs = {o.name: o.shape for o in session.get_outputs()}
-    if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+    if list(inputs) != [INPUT_NAME] or not {OUTPUT_NAME, EMBEDDING_NAME} <= set(outputs):
         raise ScoringError(
-            f"{path}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, found {list(inputs)} -> {list(outputs)}"
+            f"{path}: contract v2 needs input {INPUT_NAME!r} and outputs {OUTPUT_NAME!r}, {EMBEDDING_NAME!r}; "
+            f"found {list(inputs)} -> {list(outputs)}"
         )
-    width = outputs[OUTPUT_NAME][-1]
-    if isinstance(width, int) and width != n_labels:
-        raise ScoringError(f"{path}: the model outputs {width} probabilities but its metadata lists {n_labels} labels")
+    shapes = {INPUT_NAME: inputs[INPUT_NAME], OUTPUT_NAME: outputs[OUTPUT_NAME], EMBEDDING_NAME: outputs[EMBEDDING_NAME]}
+    wrong_rank = [f"{name} {shape}" for name, shape in shapes.items() if len(shape) != 2]
+    if wrong_rank:
+        raise ScoringError(f"{path}: contract v2 tensors are 2-D [N, ...]; found {', '.join(wrong_rank)}")
+    samples, width = inputs[INPUT_NAME][1], outputs[OUTPUT_NAME][1]
+    if isinstance(samples, int) and samples != contract.clip_samples:
+        raise ScoringError(f"{path}: the model takes {samples} samples per window but its contract says {contract.clip_samples}")
+    if isinstance(width, int) and width != len(contract.labels):
+        raise ScoringError(f"{path}: the model outputs {width} probabilities but its metadata lists {len(contract.labels)} labels")
 
 
 def resolve_model(model: str, *, tracking_uri: str | None = None, model_name: str | None = None) -> Path:
@@ -199,17 +240,18 @@ def resolve_model(model: str, *, tracking_uri: str | None = None, model_name: st
 
 @dataclass(frozen=True)
 class TrackScore:
-    """One track's prediction: the mean of its windows' probabilities."""
+    """One track's prediction: the mean of its scored windows' probabilities."""
 
     label: str
     confidence: float
     top3: tuple[tuple[str, float], ...]
     probabilities: dict[str, float]
-    windows_scored: int
+    windows_scored: int  # windows that went into the model (silent ones do not)
+    windows_silent: int = 0  # windows skipped as silent
 
 
-def summarize(window_probabilities: np.ndarray, labels: tuple[str, ...]) -> TrackScore:
-    """Average the windows' probabilities; label = the most probable genre."""
+def summarize(window_probabilities: np.ndarray, labels: tuple[str, ...], *, windows_silent: int = 0) -> TrackScore:
+    """Average the windows' probabilities [n, K]; label = the most probable genre. ValueError when n = 0."""
     if len(window_probabilities) == 0:
         raise ValueError("no windows to summarize")
     mean = np.asarray(window_probabilities, dtype=np.float64).mean(axis=0)
@@ -220,39 +262,75 @@ def summarize(window_probabilities: np.ndarray, labels: tuple[str, ...]) -> Trac
         top3=tuple((labels[i], float(mean[i])) for i in order[:3]),
         probabilities={label: float(p) for label, p in zip(labels, mean, strict=True)},
         windows_scored=len(window_probabilities),
+        windows_silent=windows_silent,
     )
 
 
-def track_images(
+@dataclass(frozen=True)
+class TrackWindows:
+    """The windows of one track that the model scores: float32 [n, S], and how many were silent."""
+
+    waveforms: np.ndarray
+    silent: int = 0
+
+
+def is_silent(window: np.ndarray, *, silence_rms_dbfs: float) -> bool:
+    """True for an all-zero window or one whose RMS (``genretag.audio.stats``) is below ``silence_rms_dbfs`` dBFS.
+
+    An all-zero window would become one flat image after "dB against its own max" (issue 12 item 4),
+    so it carries no genre and is never scored.
+    """
+    measured = stats(window, sample_rate=1)  # the rate only sets the duration, unused here
+    return measured.peak == 0.0 or measured.rms_dbfs < silence_rms_dbfs
+
+
+def cut_windows(waveform: np.ndarray, *, clip_samples: int, max_windows: int = 0, silence_rms_dbfs: float = -60.0) -> TrackWindows:
+    """Cut a mono waveform into whole, non-overlapping windows of ``clip_samples``; drop the silent ones.
+
+    The windows are ``genretag.spectrogram.window_starts`` with ``evenly_spaced=True`` (at most
+    ``max_windows``, spread over the track; 0: all); silent ones (:func:`is_silent`) are then
+    skipped and counted, so a track may score fewer than ``max_windows``.
+    """
+    waveform = np.asarray(waveform, dtype=np.float32)
+    starts = window_starts(len(waveform), clip_samples=clip_samples, max_windows=max_windows, evenly_spaced=True)
+    windows = [waveform[start : start + clip_samples] for start in starts]
+    kept = [window for window in windows if not is_silent(window, silence_rms_dbfs=silence_rms_dbfs)]
+    stacked = np.stack(kept) if kept else np.empty((0, clip_samples), dtype=np.float32)
+    return TrackWindows(waveforms=stacked, silent=len(windows) - len(kept))
+
+
+def track_windows(
     path: str | Path,
-    spec: PreprocessingSpec,
     *,
+    sample_rate: int,
+    clip_samples: int,
     max_windows: int = 0,
     silence_rms_dbfs: float = -60.0,
-) -> np.ndarray:
-    """Decode any audio file and render its (evenly spaced) windows as uint8 images.
+) -> TrackWindows:
+    """Decode any audio file at ``sample_rate`` Hz (the model's) and cut its windows (:func:`cut_windows`).
 
-    Raises AudioError naming the file when it is unreadable, empty, silent, holds
-    non-finite samples or is shorter than one window.
+    Raises AudioError naming the file when it is unreadable, empty, holds non-finite samples, is
+    shorter than one window, or every window is silent.
     """
-    from genretag.audio import decode
-
-    decoded = decode(path, sample_rate=spec.sample_rate)
+    decoded = decode(path, sample_rate=sample_rate)
     if decoded.stats.nonfinite_samples > 0:
         raise AudioError(path, f"{decoded.stats.nonfinite_samples} non-finite samples (NaN or infinity)")
-    if decoded.stats.rms_dbfs < silence_rms_dbfs:
-        raise AudioError(path, f"silent: RMS {decoded.stats.rms_dbfs:.1f} dBFS is below {silence_rms_dbfs:.1f} dBFS")
-    if len(decoded.waveform) < spec.clip_samples:
-        raise AudioError(
-            path, f"too short: {decoded.duration_s:.2f} s is less than one {spec.clip_seconds:g}-s window"
-        )
-    return waveform_to_images(decoded.waveform, spec, max_windows=max_windows, evenly_spaced=True)
+    if len(decoded.waveform) < clip_samples:
+        raise AudioError(path, f"too short: {decoded.duration_s:.2f} s is less than one {clip_samples / sample_rate:g}-s window")
+    windows = cut_windows(decoded.waveform, clip_samples=clip_samples, max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs)
+    if len(windows.waveforms) == 0:
+        raise AudioError(path, f"silent: all {windows.silent} windows are all-zero or below {silence_rms_dbfs:.1f} dBFS RMS")
+    return windows
 
 
-def images_or_reason(*, path: str, spec: PreprocessingSpec, max_windows: int, silence_rms_dbfs: float) -> tuple[np.ndarray | None, str]:
-    """Worker entry (a process or a Dask task): images, or why the file cannot be scored (never raises)."""
+def windows_or_reason(
+    *, path: str, sample_rate: int, clip_samples: int, max_windows: int, silence_rms_dbfs: float
+) -> tuple[TrackWindows | None, str]:
+    """Worker entry (a process or a Dask task): the track's windows, or why it cannot be scored (never raises)."""
     try:
-        return track_images(path, spec, max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs), ""
+        return track_windows(
+            path, sample_rate=sample_rate, clip_samples=clip_samples, max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs
+        ), ""
     except AudioError as exc:
         return None, exc.reason
     except Exception as exc:  # noqa: BLE001 - one odd file must not stop a catalog run
@@ -268,8 +346,12 @@ def score_file(
     batch_size: int = 256,
 ) -> TrackScore:
     """Score one file in this process (AudioError when it cannot be scored)."""
-    images = track_images(path, model.spec, max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs)
-    return summarize(model.predict(to_model_input(images), batch_size=batch_size), model.labels)
+    windows = track_windows(
+        path, sample_rate=model.sample_rate, clip_samples=model.clip_samples, max_windows=max_windows,
+        silence_rms_dbfs=silence_rms_dbfs,
+    )
+    probabilities = model.predict(windows.waveforms, batch_size=batch_size).probabilities
+    return summarize(probabilities, model.labels, windows_silent=windows.silent)
 
 
 @dataclass(frozen=True)
@@ -293,62 +375,65 @@ class _InlineExecutor(Executor):
 
 def _process_pool(workers: int) -> ProcessPoolExecutor:
     # forkserver: never fork a process that runs threads (Prefect, onnxruntime). The server
-    # (one per process, reused by later pools) imports the decoding code once, librosa's
-    # resampler included (seconds of numba start-up), and forks warm workers from it.
+    # (one per process, reused by later pools) imports the decoding code once, the
+    # resampler (soxr) and FFmpeg (PyAV) included, and forks warm workers from it.
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["__main__", "genretag.scoring", "genretag.audio", "librosa.core.audio"])
+        context.set_forkserver_preload(["__main__", "genretag.scoring", "genretag.audio", "soxr", "av"])
     else:
         context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=die_with_parent)  # no orphans after a SIGKILL
 
 
-DecodedTrack = tuple[Hashable, str, "np.ndarray | None", str]
-"""(key, path, window images or None, why there are none): what decoding gives scoring."""
+DecodedTrack = tuple[Hashable, str, "TrackWindows | None", str]
+"""(key, path, the track's windows or None, why there are none): what decoding gives scoring."""
 
 
 def score_decoded(model: ScoringModel, decoded: Iterable[DecodedTrack], *, batch_size: int = 256) -> Iterator[ScoredTrack]:
     """Score decoded tracks; yield one ScoredTrack per track as soon as its batch ran.
 
     Windows of several tracks are pooled into batches of ``batch_size`` for the session.
-    A track without images comes back at once with its reason, so a failure can overtake
+    A track without windows comes back at once with its reason, so a failure can overtake
     tracks still waiting for a full batch.
     """
-    ready: list[tuple[Hashable, str, np.ndarray]] = []
+    ready: list[tuple[Hashable, str, TrackWindows]] = []
     ready_windows = 0
-    for key, path, images, reason in decoded:
-        if images is None:
+    for key, path, windows, reason in decoded:
+        if windows is None:
             yield ScoredTrack(key, path, None, reason)
             continue
-        ready.append((key, path, images))
-        ready_windows += len(images)
+        ready.append((key, path, windows))
+        ready_windows += len(windows.waveforms)
         if ready_windows >= batch_size:
             yield from _score_batch(model, ready, batch_size=batch_size)
             ready, ready_windows = [], 0
     yield from _score_batch(model, ready, batch_size=batch_size)
 
 
-def _score_batch(model: ScoringModel, tracks: list[tuple[Hashable, str, np.ndarray]], *, batch_size: int) -> Iterator[ScoredTrack]:
+def _score_batch(model: ScoringModel, tracks: list[tuple[Hashable, str, TrackWindows]], *, batch_size: int) -> Iterator[ScoredTrack]:
     if not tracks:
         return
-    probabilities = model.predict(to_model_input(np.concatenate([images for _, _, images in tracks])), batch_size=batch_size)
+    probabilities = model.predict(np.concatenate([w.waveforms for _, _, w in tracks]), batch_size=batch_size).probabilities
     offset = 0
-    for key, path, images in tracks:
-        yield ScoredTrack(key, path, summarize(probabilities[offset : offset + len(images)], model.labels))
-        offset += len(images)
+    for key, path, windows in tracks:
+        count = len(windows.waveforms)
+        yield ScoredTrack(key, path, summarize(probabilities[offset : offset + count], model.labels, windows_silent=windows.silent))
+        offset += count
 
 
 def decode_files(
     items: Iterable[tuple[Hashable, str | Path]],
     *,
-    spec: PreprocessingSpec,
+    sample_rate: int,
+    clip_samples: int,
     max_windows: int = 0,
     workers: int = 0,
     silence_rms_dbfs: float = -60.0,
     in_flight: int = 0,
     parallel: bool = True,
 ) -> Iterator[DecodedTrack]:
-    """Decode ``(key, path)`` items in ``workers`` local processes (0: every core), in input order.
+    """Decode ``(key, path)`` items at ``sample_rate`` into windows of ``clip_samples`` (:func:`track_windows`)
+    in ``workers`` local processes (0: every core), in input order.
 
     At most ``in_flight`` files (0: twice the workers) are read ahead. Closing the
     iterator stops the workers.
@@ -366,7 +451,8 @@ def decode_files(
             except StopIteration:
                 return
             job = executor.submit(
-                images_or_reason, path=str(path), spec=spec, max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs
+                windows_or_reason, path=str(path), sample_rate=sample_rate, clip_samples=clip_samples,
+                max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs,
             )
             pending.append((key, str(path), job))
 
@@ -375,14 +461,14 @@ def decode_files(
         while pending:
             key, path, job = pending.popleft()
             try:
-                images, reason = job.result()
+                windows, reason = job.result()
             except BrokenProcessPool as exc:
                 in_flight_paths = [path] + [p for _, p, _ in pending]
                 raise ScoringError(
                     f"a decoding worker died while reading one of {in_flight_paths[:8]}; results so far are kept, rerun to resume"
                 ) from exc
             refill()
-            yield key, path, images, reason
+            yield key, path, windows, reason
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
 
@@ -405,7 +491,7 @@ def score_files(
     n_workers = worker_count(workers)
     tracks_per_batch = -(-batch_size // (max_windows or 10))
     decoded = decode_files(
-        items, spec=model.spec, max_windows=max_windows, workers=n_workers, silence_rms_dbfs=silence_rms_dbfs,
+        items, sample_rate=model.sample_rate, clip_samples=model.clip_samples, max_windows=max_windows, workers=n_workers, silence_rms_dbfs=silence_rms_dbfs,
         in_flight=max(2 * n_workers, tracks_per_batch + n_workers), parallel=parallel,
     )
     try:

@@ -111,7 +111,8 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax:
 
 
 @lru_cache(maxsize=8)
-def _hann(n_fft: int) -> np.ndarray:
+def hann_window(n_fft: int) -> np.ndarray:
+    """Periodic Hann window (``scipy.signal.get_window("hann", n_fft)``, librosa's), float32 (n_fft,)."""
     window = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
     window.flags.writeable = False
     return window
@@ -133,39 +134,161 @@ def window_starts(n_samples: int, *, clip_samples: int, max_windows: int = 0, ev
     return starts
 
 
+def mel_power(
+    clips: np.ndarray,
+    *,
+    sample_rate: int,
+    n_fft: int,
+    hop_length: int,
+    n_mels: int,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+    pad_mode: str = "constant",
+) -> np.ndarray:
+    """Slaney mel power spectrogram of a batch of clips, as librosa.feature.melspectrogram computes it.
+
+    ``clips``: float array (n_clips, samples), converted to float32. Centred frames (``pad_mode``
+    "constant": zeros, librosa >= 0.10; "reflect": librosa < 0.10), periodic Hann, |rfft|^2 in
+    float32 (the whole batch in one FFT call), ``fmax`` None = Nyquist. Returns float32
+    (n_clips, n_mels, 1 + samples // hop_length). Raises ValueError for a non-2-D ``clips``.
+    """
+    clips = np.asarray(clips, dtype=np.float32)
+    if clips.ndim != 2:
+        raise ValueError(f"clips must be 2-D (n_clips, samples), got shape {clips.shape}")
+    pad = n_fft // 2
+    padded = np.pad(clips, ((0, 0), (pad, pad)), mode=pad_mode)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[:, ::hop_length]
+    power = np.abs(np.fft.rfft(frames * hann_window(n_fft), axis=-1)) ** 2
+    filters = mel_filterbank(sample_rate, n_fft, n_mels, fmin, float(fmax) if fmax is not None else sample_rate / 2.0)
+    return np.einsum("mf,ctf->cmt", filters, power.astype(np.float32), optimize=True)
+
+
+def power_to_db(power: np.ndarray, *, ref_max: bool, top_db: float | None) -> np.ndarray:
+    """librosa.power_to_db per clip: 10 log10(max(power, 1e-10)) against 1.0 or (``ref_max``) each
+    clip's maximum, floored at that clip's max dB minus ``top_db`` (None: no floor).
+
+    ``power``: float32 (n_clips, ...). Returns float32 of the same shape.
+    """
+    db = 10.0 * np.log10(np.maximum(power, np.float32(1e-10)))
+    axes = tuple(range(1, db.ndim))
+    if ref_max:
+        db -= db.max(axis=axes, keepdims=True)
+    if top_db is not None:
+        db = np.maximum(db, db.max(axis=axes, keepdims=True) - np.float32(top_db))
+    return db.astype(np.float32)
+
+
 def mel_db(clips: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
     """Mel power spectrogram in dB against each clip's own maximum, floored at -top_db.
 
     ``clips``: float array (n_clips, samples). Returns float32 (n_clips, n_mels, frames) in [-top_db, 0].
     """
-    clips = np.asarray(clips, dtype=np.float32)
-    if clips.ndim != 2:
-        raise ValueError(f"clips must be 2-D (n_clips, samples), got shape {clips.shape}")
-    pad = spec.n_fft // 2
-    padded = np.pad(clips, ((0, 0), (pad, pad)))
-    frames = np.lib.stride_tricks.sliding_window_view(padded, spec.n_fft, axis=-1)[:, :: spec.hop_length]
-    power = np.abs(np.fft.rfft(frames * _hann(spec.n_fft), axis=-1)) ** 2
-    filters = mel_filterbank(spec.sample_rate, spec.n_fft, spec.n_mels, spec.fmin, spec.upper_frequency)
-    mel = np.einsum("mf,ctf->cmt", filters, power.astype(np.float32), optimize=True)
-    db = 10.0 * np.log10(np.maximum(mel, 1e-10))
-    db -= db.max(axis=(1, 2), keepdims=True)
-    return np.maximum(db, -spec.top_db).astype(np.float32)
+    power = mel_power(
+        clips, sample_rate=spec.sample_rate, n_fft=spec.n_fft, hop_length=spec.hop_length, n_mels=spec.n_mels,
+        fmin=spec.fmin, fmax=spec.upper_frequency,
+    )
+    return power_to_db(power, ref_max=True, top_db=spec.top_db)
+
+
+@lru_cache(maxsize=16)
+def bilinear_resize_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """Pillow's BILINEAR resampling along one axis as a matrix: float64 (out_size, in_size).
+
+    ``out = matrix @ x`` summed in float64 and stored as float32 is what Pillow 13 computes for a
+    mode-"F" image (``libImaging/Resample.c``, ``precompute_coeffs``): the triangle filter of
+    support 1 is widened by the downsampling ratio ``in_size / out_size`` when that is above 1,
+    centred at ``(i + 0.5) * in_size / out_size``, cut to the input, normalised to sum 1. The
+    identity when the sizes are equal (Pillow skips that pass). Raises ValueError for sizes < 1.
+    """
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"resize sizes must be positive, got {in_size} -> {out_size}")
+    matrix = np.zeros((out_size, in_size), dtype=np.float64)
+    if in_size == out_size:
+        np.fill_diagonal(matrix, 1.0)
+    else:
+        scale = in_size / out_size
+        filterscale = max(scale, 1.0)
+        support = filterscale  # bilinear support 1.0, widened
+        inverse = 1.0 / filterscale  # Pillow multiplies by the inverse: dividing differs in the last bit
+        for row in range(out_size):
+            centre = (row + 0.5) * scale
+            first = max(int(centre - support + 0.5), 0)
+            last = min(int(centre + support + 0.5), in_size)
+            taps = np.arange(first, last)
+            weights = np.maximum(0.0, 1.0 - np.abs((taps - centre + 0.5) * inverse))
+            total = weights.sum()
+            matrix[row, first:last] = weights / total if total != 0.0 else weights
+    matrix.flags.writeable = False
+    return matrix
+
+
+@lru_cache(maxsize=16)
+def _taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The non-zero entries of :func:`bilinear_resize_matrix` per output, in input order:
+    int64 columns and float64 weights, both (out_size, most taps), padded with weight 0."""
+    matrix = bilinear_resize_matrix(in_size, out_size)
+    width = int((matrix != 0).sum(axis=1).max())
+    columns = np.zeros((out_size, width), dtype=np.int64)
+    weights = np.zeros((out_size, width), dtype=np.float64)
+    for row, line in enumerate(matrix):
+        nonzero = np.flatnonzero(line)
+        columns[row, : len(nonzero)], weights[row, : len(nonzero)] = nonzero, line[nonzero]
+    return columns, weights
+
+
+def _resample_last_axis(x: np.ndarray, out_size: int) -> np.ndarray:
+    """One Pillow pass along the last axis: float64 sum tap by tap in Pillow's order, stored as float32."""
+    columns, weights = _taps(x.shape[-1], out_size)
+    total = x[..., columns[:, 0]].astype(np.float64) * weights[:, 0]
+    for tap in range(1, columns.shape[1]):
+        total += x[..., columns[:, tap]] * weights[:, tap]
+    return total.astype(np.float32)
+
+
+def vertical_pass_first(*, in_size: tuple[int, int], out_size: tuple[int, int]) -> bool:
+    """Whether Pillow 13 resizes rows (vertical pass) before columns: when both passes run and that
+    keeps the intermediate image smaller (out_h x in_w < in_h x out_w; ties go horizontal first).
+    Measured against Pillow on every combination of up- and downsampling (tests/code/test_graph.py)."""
+    (in_h, in_w), (out_h, out_w) = in_size, out_size
+    return in_h != out_h and in_w != out_w and out_h * in_w < in_h * out_w
+
+
+def resize_unit(unit: np.ndarray, *, image_size: tuple[int, int]) -> np.ndarray:
+    """Flip dB-in-[0, 1] matrices vertically and resize them exactly as Pillow 13's BILINEAR does.
+
+    ``unit``: float32 (n, n_mels, frames), low frequencies first. Returns float32
+    (n, height, width), low frequencies at the bottom row. Each pass (skipped when that size does
+    not change) sums in float64 in Pillow's order and stores float32, in Pillow's pass order
+    (:func:`vertical_pass_first`).
+    """
+    height, width = image_size
+    image = np.ascontiguousarray(unit[:, ::-1, :])
+    passes = ["horizontal", "vertical"]
+    if vertical_pass_first(in_size=image.shape[1:], out_size=(height, width)):
+        passes.reverse()
+    for direction in passes:
+        if direction == "horizontal" and image.shape[2] != width:
+            image = _resample_last_axis(image, width)
+        elif direction == "vertical" and image.shape[1] != height:
+            image = _resample_last_axis(image.transpose(0, 2, 1), height).transpose(0, 2, 1)
+    return np.ascontiguousarray(image)
 
 
 def db_to_image(db: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
-    """Colour-map dB matrices (n, n_mels, frames) into uint8 RGB images (n, height, width, 3)."""
-    height, width = spec.image_size
-    lut = COLORMAPS[spec.colormap]
-    unit = (db + spec.top_db) / spec.top_db
-    images = np.empty((len(db), height, width, 3), dtype=np.uint8)
-    for index, matrix in enumerate(unit):
-        resized = np.asarray(
-            Image.fromarray(np.ascontiguousarray(matrix[::-1], dtype=np.float32), mode="F").resize(
-                (width, height), Image.Resampling.BILINEAR
-            )
-        )
-        images[index] = lut[np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8)]
-    return images
+    """Colour-map dB matrices float32 (n, n_mels, frames) into uint8 RGB images (n, height, width, 3).
+
+    The whole batch at once: scale to [0, 1], flip, Pillow-exact bilinear resize
+    (:func:`resize_unit`), round to 256 levels, colour look-up table.
+    """
+    unit = (np.asarray(db, dtype=np.float32) + np.float32(spec.top_db)) / np.float32(spec.top_db)
+    resized = resize_unit(unit, image_size=spec.image_size)
+    levels = np.clip(np.rint(resized * np.float32(255.0)), 0, 255).astype(np.uint8)
+    return COLORMAPS[spec.colormap][levels]
+
+
+def clips_to_images(clips: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
+    """float (n_clips, samples) at ``spec.sample_rate`` -> uint8 RGB images (n_clips, height, width, 3)."""
+    return db_to_image(mel_db(clips, spec), spec)
 
 
 def waveform_to_images(
@@ -189,7 +312,7 @@ def waveform_to_images(
     if len(starts) == 0:
         return np.empty((0, height, width, 3), dtype=np.uint8)
     clips = np.stack([waveform[s : s + spec.clip_samples] for s in starts])
-    return db_to_image(mel_db(clips, spec), spec)
+    return clips_to_images(clips, spec)
 
 
 def to_model_input(images: np.ndarray) -> np.ndarray:

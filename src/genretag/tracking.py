@@ -3,16 +3,49 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 from genretag.config import Params, resolve_sqlite_url
+from genretag.errors import RegistryError
 
 EXPERIMENT_NAME = "genretag"
 
 
 def tracking_uri(params: Params, *, root: Path) -> str:
-    """$MLFLOW_TRACKING_URI when set (a tracking server), else params' SQLite file under ``root``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or resolve_sqlite_url(params.registry.tracking_uri, root)
+    """$MLFLOW_TRACKING_URI when set (a tracking server), else params' SQLite file under ``root``.
+
+    Raises RegistryError when that is a SQLite file that is corrupt (see check_sqlite_store).
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or resolve_sqlite_url(params.registry.tracking_uri, root)
+    check_sqlite_store(uri)
+    return uri
+
+
+def check_sqlite_store(uri: str) -> None:
+    """Raise RegistryError("registry database PATH is corrupt: ...") for a damaged SQLite store.
+
+    MLflow reads a damaged file as an empty registry ("no registered versions") or fails deep
+    inside SQLAlchemy naming no file. SQLite's own ``PRAGMA quick_check`` (read-only, O(size))
+    finds a non-database file, a truncated one and damaged pages. A missing file is not checked:
+    MLflow creates it.
+    """
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return
+    path = Path(uri[len(prefix):].split("?", 1)[0])
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as exc:
+        raise RegistryError(f"registry database {path} is corrupt: {exc}") from exc
+    if problems != ["ok"]:
+        raise RegistryError(f"registry database {path} is corrupt: {'; '.join(problems[:3])}")
 
 
 def use_tracking(params: Params, *, root: Path) -> str:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -77,6 +78,7 @@ def test_flow_tags_a_folder_once_and_records_every_failure(
     assert set(tags["track_id"]) == GOOD  # the copy is not tagged again
     assert len(tags) == 5 and tags["sha256"].is_unique
     assert set(tags["provider"]) == {CPU} and set(tags["model_version"]) == {"1"} and set(tags["model_name"]) == {"genretag-cnn"}
+    assert set(tags["contract_version"]) == {2} and set(tags["windows_silent"]) == {0}
     by_id = tags.set_index("track_id")
     assert by_id.loc["long70", "windows_scored"] == 4  # params score.max_windows
     assert by_id.loc["b/flac44k", "windows_scored"] == 2
@@ -147,6 +149,75 @@ def test_csv_source_and_export(root: Path, models: dict[str, Path], tmp_path: Pa
     parquet = pd.read_parquet(tmp_path / "tags.parquet")
     assert list(parquet["track_id"]) == ["T1", "T2"] and str(parquet["scored_at"].dt.tz) == "UTC"
     assert list(tmp_path.glob("*.tmp")) == [] and list((tmp_path / "out").glob(".*")) == []
+
+
+def test_tagging_on_a_contract_v2_model_records_the_contract_and_silent_windows(models: dict[str, Path], tmp_path: Path) -> None:
+    """A track with a silent 3-s intro scores its music windows only; a silent track is an error; a rerun adds none."""
+    folder = tmp_path / "music"
+    write_audio(folder / "intro.wav", np.concatenate([np.zeros(66150, dtype=np.float32), tone(9.0, frequency=300.0, seed=21)]))
+    write_audio(folder / "plain.wav", tone(6.0, frequency=600.0, seed=22))
+    write_audio(folder / "silent.wav", np.zeros(4 * 22050, dtype=np.float32))
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    model = open_model(models["2"], prefer_gpu=False)
+
+    first = tag_catalog(folder, model=model, database_url=url, max_windows=10, workers=1)
+    assert (first.tagged, first.failed, first.windows_scored, first.windows_silent) == (2, 1, 5, 1)
+    assert first.failures[0]["reason"].startswith("silent: all 1 windows")
+    assert "| 5 | 1 |" in first.to_markdown()
+    with Catalog(url) as catalog:
+        tags = catalog.read().set_index("track_id")
+    assert set(tags["contract_version"]) == {2}
+    assert (tags.loc["intro", "windows_scored"], tags.loc["intro", "windows_silent"]) == (3, 1)
+    assert (tags.loc["plain", "windows_scored"], tags.loc["plain", "windows_silent"]) == (2, 0)
+
+    again = tag_catalog(folder, model=model, database_url=url, max_windows=10, workers=1)
+    assert (again.tagged, again.skipped, again.failed) == (0, 2, 1)
+    assert _count(url) == 2 and _count(url, "catalog_errors") == 1
+
+
+def test_a_catalog_from_before_contract_v2_gets_the_new_columns(models: dict[str, Path], tmp_path: Path) -> None:
+    """Old rows (written by v1 models) read contract_version 1 and no silent windows; new rows go in beside them."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(
+            "CREATE TABLE catalog_tags (id INTEGER PRIMARY KEY AUTOINCREMENT, track_id VARCHAR(512) NOT NULL, path TEXT NOT NULL, "
+            "sha256 VARCHAR(80) NOT NULL, genre VARCHAR(128) NOT NULL, confidence FLOAT NOT NULL, top3 TEXT NOT NULL, "
+            "probabilities TEXT NOT NULL, windows_scored INTEGER NOT NULL, model_name VARCHAR(256) NOT NULL, "
+            "model_version VARCHAR(64) NOT NULL, provider VARCHAR(64) NOT NULL, scored_at DATETIME NOT NULL, "
+            "CONSTRAINT uq_catalog_tags_sha256_model_version UNIQUE (sha256, model_version))"
+        ))
+        connection.execute(sa.text(
+            "INSERT INTO catalog_tags (track_id, path, sha256, genre, confidence, top3, probabilities, windows_scored, "
+            "model_name, model_version, provider, scored_at) VALUES ('old', '/x/old.wav', 'abc', 'rock', 0.5, '[]', '{}', 10, "
+            "'genretag-cnn', '0', 'CPUExecutionProvider', '2026-01-01 00:00:00.000000')"
+        ))
+    engine.dispose()
+    write_audio(tmp_path / "music" / "new.wav", tone(4.0, seed=23))
+
+    summary = tag_catalog(tmp_path / "music", model=open_model(models["2"], prefer_gpu=False), database_url=url, workers=1)
+    assert summary.tagged == 1
+    with Catalog(url) as catalog:
+        tags = catalog.read().set_index("track_id")
+    assert tags.loc["old", "contract_version"] == 1 and tags.loc["old", "windows_silent"] == 0
+    assert tags.loc["new", "contract_version"] == 2
+
+
+def test_a_v1_model_is_refused_with_one_line(models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`genretag predict` and `tag-catalog` with an image-contract model: one error line, nothing scored or written."""
+    from genretag.cli import app
+
+    monkeypatch.setenv("GENRETAG_ROOT", str(make_root(tmp_path / "root", workers=1)))
+    old = make_onnx_model(tmp_path / "v1.onnx", version="0", contract_version=1)
+    song = write_audio(tmp_path / "music" / "song.wav", tone(4.0))
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    for args, code in ((["predict", str(song)], 2), (["tag-catalog", str(song.parent), "--database", url], 1)):
+        result = CliRunner().invoke(app, [*args, "--model", str(old)])
+        assert result.exit_code == code, result.output
+        [line] = result.stderr.strip().splitlines()[-1:]
+        assert line.startswith(f"error: {old}: model genretag-cnn 0 uses the v1 image contract")
+        assert "re-export it with contract v2" in line and result.stdout == ""
+    assert _count(url) == 0
 
 
 def test_require_gpu_fails_cleanly_without_a_gpu(prefect_api: None, root: Path, models: dict[str, Path], tmp_path: Path) -> None:

@@ -1,12 +1,16 @@
 """The handoff bundle: what another service needs to run a genretag model without genretag.
 
-``write_bundle`` puts into one folder:
+Contract v2 makes the bundle independent of the model: the graph takes waveforms, so a client
+needs only a decoder, a resampler and onnxruntime. ``write_bundle`` puts into one folder:
 
 - ``model.onnx``: the model, its contract in metadata_props (``genretag.contract``);
-- ``labels.json``, ``preprocessing.json``: the contract again, as plain JSON;
-- ``scoring.json``: how the catalog scores a track (``score.max_windows``, evenly spaced windows);
-- ``genretag_spectrogram.py``: genretag/spectrogram.py, byte for byte (numpy + Pillow only);
-- ``genretag_reference.py``: a reference client (numpy, soundfile, Pillow, onnxruntime);
+- ``labels.json``: the labels in output order (for runtimes that cannot read custom metadata);
+- ``scoring.json``: the contract's rate and window length, and how the catalog scores a track
+  (``score.max_windows`` evenly spaced windows, silent windows skipped below
+  ``validation.silence_rms_dbfs``, mean of the windows, the GPU batch cap);
+- ``genretag_reference.py``: the Python reference client (numpy, soundfile, python-soxr, onnxruntime);
+- ``genretag_reference.mjs`` with ``package.json`` and ``package-lock.json``: the Node.js reference
+  client (onnxruntime-node, pinned), WAV at the model's rate;
 - ``MODEL_CARD.md`` when the registry stored one with the version;
 - ``README.md`` and ``MANIFEST.json`` (SHA-256 of every file, model name and versions).
 """
@@ -15,29 +19,22 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 import onnx
 
 from genretag.atomic import atomic_path, write_json, write_text
-from genretag.contract import INPUT_NAME, OUTPUT_NAME, cuda_batch_limit, read_contract
+from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, cuda_batch_limit, read_contract, require_v2
 
-REFERENCE_NAME = "genretag_reference.py"
-SPECTROGRAM_NAME = "genretag_spectrogram.py"
-BUNDLE_FILES = ("model.onnx", "labels.json", "preprocessing.json", "scoring.json", SPECTROGRAM_NAME, REFERENCE_NAME, "README.md")
-
-
-def reference_source() -> Path:
-    """The reference client shipped in every bundle."""
-    return Path(__file__).with_name(REFERENCE_NAME)
+PYTHON_CLIENT = "genretag_reference.py"
+NODE_CLIENT = "genretag_reference.mjs"
+CLIENT_FILES = (PYTHON_CLIENT, NODE_CLIENT, "package.json", "package-lock.json")
+BUNDLE_FILES = ("model.onnx", "labels.json", "scoring.json", *CLIENT_FILES, "README.md")
 
 
-def spectrogram_source() -> Path:
-    """genretag's preprocessing module, shipped verbatim."""
-    from genretag import spectrogram
-
-    return Path(spectrogram.__file__)
+def client_sources() -> dict[str, Path]:
+    """The reference clients shipped in every bundle (this installation's files), by bundle name."""
+    return {name: Path(__file__).with_name(name) for name in CLIENT_FILES}
 
 
 def _sha256(path: Path) -> str:
@@ -54,38 +51,46 @@ def write_bundle(
     out_dir: Path,
     *,
     max_windows: int,
-    spectrogram_file: Path | None = None,
-    reference_file: Path | None = None,
+    silence_rms_dbfs: float,
+    client_dir: Path | None = None,
     model_card: Path | None = None,
     registry_version: str = "",
 ) -> Path:
-    """Write the handoff bundle of ``onnx_path`` into ``out_dir``; returns ``out_dir``.
+    """Write the handoff bundle of a contract-v2 ``onnx_path`` into ``out_dir``; returns ``out_dir``.
 
-    ``spectrogram_file``/``reference_file`` default to this installation's files; the registry
-    passes the copies stored with the model version, so that the code matches the model.
+    Each client file comes from ``client_dir`` when it holds one (the registry passes the copies
+    stored with the model version, so that the code matches the model), else from this installation.
+    Raises :class:`~genretag.errors.ExportError` (one line, how to re-export) for a v1 model.
     """
-    contract = read_contract(onnx_path)
+    contract = require_v2(read_contract(onnx_path), source=str(onnx_path))
     out_dir.mkdir(parents=True, exist_ok=True)
     _copy(onnx_path, out_dir / "model.onnx")
-    _copy(spectrogram_file or spectrogram_source(), out_dir / SPECTROGRAM_NAME)
-    _copy(reference_file or reference_source(), out_dir / REFERENCE_NAME)
+    for name, installed in client_sources().items():
+        stored = client_dir / name if client_dir is not None else None
+        _copy(stored if stored is not None and stored.is_file() else installed, out_dir / name)
     if model_card is not None:
         _copy(model_card, out_dir / "MODEL_CARD.md")
     write_json(out_dir / "labels.json", list(contract.labels))
-    write_json(out_dir / "preprocessing.json", asdict(contract.preprocessing))
     write_json(out_dir / "scoring.json", {
-        "max_windows": max_windows, "evenly_spaced": True, "aggregate": "mean",
+        "contract_version": contract.contract_version,
+        "sample_rate": contract.sample_rate,
+        "clip_samples": contract.clip_samples,
+        "max_windows": max_windows,
+        "evenly_spaced": True,
+        "silence_rms_dbfs": silence_rms_dbfs,
+        "aggregate": "mean",
         "max_clips_per_run": cuda_batch_limit(onnx.load(str(onnx_path))),
     })
-    write_text(out_dir / "README.md", _readme(contract.model_name, contract.model_version, registry_version))
+    write_text(out_dir / "README.md", _readme(contract, registry_version))
     write_json(
         out_dir / "MANIFEST.json",
         {
             "model_name": contract.model_name,
             "model_version": contract.model_version,
             "registry_version": registry_version,
+            "contract_version": contract.contract_version,
             "input": INPUT_NAME,
-            "output": OUTPUT_NAME,
+            "outputs": [OUTPUT_NAME, EMBEDDING_NAME],
             "sha256": {
                 name: _sha256(out_dir / name)
                 for name in (*BUNDLE_FILES, *(["MODEL_CARD.md"] if model_card is not None else []))
@@ -95,24 +100,33 @@ def write_bundle(
     return out_dir
 
 
-def _readme(name: str, version: str, registry_version: str) -> str:
+def _readme(contract: ModelContract, registry_version: str) -> str:
     registry = f", registry version {registry_version}" if registry_version else ""
-    return f"""# {name} ({version}{registry})
+    seconds = f"{contract.clip_seconds:g}"
+    return f"""# {contract.model_name} ({contract.model_version}{registry})
 
-Tag audio with genres using only numpy, soundfile, Pillow and onnxruntime:
+Tag audio with genres using only a decoder, a resampler and onnxruntime. The model takes
+waveforms and computes its own features inside the graph: never compute a spectrogram for it.
 
-    pip install numpy soundfile pillow onnxruntime
-    python genretag_reference.py track.wav --top 3
+Python (numpy, soundfile, python-soxr, onnxruntime):
 
-- `model.onnx`: input `{INPUT_NAME}` float32 [N, H, W, 3] in [0, 1], output `{OUTPUT_NAME}` float32
-  [N, n_labels]. Labels and preprocessing are in its metadata_props (`genretag.labels`,
-  `genretag.preprocessing`) and, for convenience, in labels.json and preprocessing.json.
-- `genretag_spectrogram.py` is genretag's preprocessing, byte for byte. Do not re-implement it:
-  import it (`waveform_to_images`, `to_model_input`).
-- `genretag_reference.py` decodes, downmixes, resamples (FFT method; files at the model's rate
-  reproduce genretag's own scores exactly), cuts windows (scoring.json), scores and averages.
-- `scoring.json` `max_clips_per_run`: the most clips one `session.run` may hold on a GPU. cuDNN
-  rejects a tensor of 2^31 elements, and the model's largest activation sets the limit (1,023 clips
-  for the paper's 128x128 exp8); batch your own calls below it.
+    pip install numpy soundfile soxr onnxruntime
+    python {PYTHON_CLIENT} track.flac --top 3
+
+Node.js 18+ (onnxruntime-node, pinned in package-lock.json; WAV at {contract.sample_rate} Hz):
+
+    npm ci        # offline mirrors: ONNXRUNTIME_NODE_INSTALL=skip ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm ci
+    node {NODE_CLIENT} track.wav
+
+- `model.onnx` (contract v{contract.contract_version}): input `{INPUT_NAME}` float32 [N, {contract.clip_samples}]
+  ({seconds}-s mono windows at {contract.sample_rate} Hz, full scale ±1); outputs `{OUTPUT_NAME}` float32
+  [N, {len(contract.labels)}] (softmax, labels.json order) and `{EMBEDDING_NAME}` float32 [N, D]. Its
+  metadata_props hold the contract (`genretag.labels`, `genretag.sample_rate`, `genretag.clip_samples`, ...).
+- How genretag scores a track (both clients do the same, settings in scoring.json): decode, downmix
+  to mono (mean of the channels), resample to {contract.sample_rate} Hz with soxr "HQ" when needed, cut
+  whole {seconds}-s windows (at most `max_windows`, evenly spaced), skip silent windows (all zero or RMS
+  below `silence_rms_dbfs` dBFS), run the model, average the windows' probabilities.
+- `scoring.json` `max_clips_per_run`: the most windows one `session.run` may hold on a GPU (cuDNN
+  rejects a tensor of 2^31 elements; 0: no limit); batch your own calls below it.
 - `MANIFEST.json`: SHA-256 of every file.
 """

@@ -1,26 +1,26 @@
-"""Reference client for a genretag ONNX model: audio file -> top genres.
+"""Reference client for a genretag contract-v2 ONNX model: audio file -> top genres.
 
-Shipped by ``genretag registry fetch`` next to ``model.onnx`` and ``genretag_spectrogram.py``
-(a verbatim copy of genretag's own preprocessing module). Needs only numpy, soundfile, Pillow
-and onnxruntime; it never imports genretag, TensorFlow or librosa.
+Shipped in every handoff bundle next to ``model.onnx``. Needs only numpy, soundfile (decoder),
+python-soxr (resampler) and onnxruntime; it never imports genretag, TensorFlow or librosa. The
+model holds the whole preprocessing: it takes waveforms, so this file computes no spectrogram.
 
     python genretag_reference.py track.wav [more.flac ...] [--top 3] [--max-windows 20] [--json]
 
-Steps: decode with soundfile -> downmix to mono (mean of channels) -> resample to the model's
-rate when the file's differs -> cut whole, non-overlapping windows (evenly spaced, at most
-``max_windows``; ``scoring.json`` holds the catalog's setting) -> mel images with the shipped
-spectrogram module -> onnxruntime -> average the window probabilities.
+Steps, each as genretag's own tagger does them (``genretag.audio.decode``, ``genretag.scoring``):
 
-Resampling: genretag's pipeline resamples with soxr ("soxr_hq", via librosa). This file uses
-an FFT (band-limited) resampler in plain numpy instead, so for files whose rate differs from
-the model's the probabilities can differ slightly from the pipeline's; files already at the
-model's rate (22,050 Hz by default) give the pipeline's numbers.
+1. decode with soundfile -> float32 [frames, channels]; downmix to mono (mean of the channels);
+2. refuse non-finite samples; when the file's rate differs from the model's (``genretag.sample_rate``
+   in the metadata): ``soxr.resample(..., quality="HQ")``, genretag's own resampler;
+3. cut whole, non-overlapping windows of ``genretag.clip_samples`` samples (3 s), evenly spaced
+   when there are more than ``max_windows`` (``scoring.json``; 0: all);
+4. skip silent windows: all zero, or RMS below ``silence_rms_dbfs`` (``scoring.json``);
+5. ``session.run`` on the windows (at most ``max_clips_per_run`` per run on a GPU), mean of the
+   windows' ``probabilities``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from dataclasses import dataclass
@@ -29,28 +29,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import soundfile as sf
+import soxr
 
 HERE = Path(__file__).resolve().parent
-
-
-def _load_spectrogram():
-    """The bundle's own genretag_spectrogram.py (even under ``python -I``), else an importable one."""
-    if "genretag_spectrogram" in sys.modules:
-        return sys.modules["genretag_spectrogram"]
-    sibling = HERE / "genretag_spectrogram.py"
-    if not sibling.is_file():
-        import genretag_spectrogram
-
-        return genretag_spectrogram
-    spec = importlib.util.spec_from_file_location("genretag_spectrogram", sibling)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["genretag_spectrogram"] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
-
-
-spectrogram = _load_spectrogram()
-INPUT_NAME = "mel_image"
+INPUT_NAME = "waveform"
 OUTPUT_NAME = "probabilities"
 
 
@@ -58,65 +40,80 @@ OUTPUT_NAME = "probabilities"
 class Model:
     session: ort.InferenceSession
     labels: list[str]
-    spec: spectrogram.PreprocessingSpec
+    sample_rate: int  # Hz of the waveform input
+    clip_samples: int  # samples per window
     max_windows: int = 0
-    max_clips_per_run: int = 0  # cuDNN's tensor limit on a GPU (scoring.json); 0: no limit
+    silence_rms_dbfs: float = -60.0
+    max_clips_per_run: int = 0  # cuDNN's tensor limit on a GPU; 0: no limit
 
 
 def load_model(folder: str | Path = HERE, *, providers: list[str] | None = None) -> Model:
-    """Open ``folder/model.onnx``; labels and preprocessing come from the model's own metadata."""
+    """Open ``folder/model.onnx``; labels, rate and window length come from the model's own metadata."""
     folder = Path(folder)
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=providers or ["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
-    labels = json.loads(meta["genretag.labels"])
-    spec = spectrogram.PreprocessingSpec.from_json(meta["genretag.preprocessing"])
+    if meta.get("genretag.contract_version") != "2":
+        raise ValueError(f"{folder / 'model.onnx'}: not a genretag contract-v2 model (waveform input)")
     scoring = json.loads((folder / "scoring.json").read_text()) if (folder / "scoring.json").is_file() else {}
-    return Model(session=session, labels=labels, spec=spec, max_windows=int(scoring.get("max_windows", 0)),
-                 max_clips_per_run=int(scoring.get("max_clips_per_run", 0)))
-
-
-def resample(samples: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
-    """Band-limited FFT resampling (keep or zero-pad the spectrum below the lower Nyquist)."""
-    if orig_rate == target_rate or samples.size == 0:
-        return samples.astype(np.float32)
-    n_out = int(round(samples.size * target_rate / orig_rate))
-    spectrum = np.fft.rfft(samples.astype(np.float64))
-    keep = min(spectrum.size, n_out // 2 + 1)
-    resized = np.zeros(n_out // 2 + 1, dtype=np.complex128)
-    resized[:keep] = spectrum[:keep]
-    return (np.fft.irfft(resized, n=n_out) * (n_out / samples.size)).astype(np.float32)
+    return Model(
+        session=session,
+        labels=json.loads(meta["genretag.labels"]),
+        sample_rate=int(meta["genretag.sample_rate"]),
+        clip_samples=int(meta["genretag.clip_samples"]),
+        max_windows=int(scoring.get("max_windows", 0)),
+        silence_rms_dbfs=float(scoring.get("silence_rms_dbfs", -60.0)),
+        max_clips_per_run=int(scoring.get("max_clips_per_run", 0)),
+    )
 
 
 def decode(path: str | Path, *, sample_rate: int) -> np.ndarray:
-    """Mono float32 samples of ``path`` at ``sample_rate`` (non-finite samples become silence)."""
+    """Mono float32 samples of ``path`` at ``sample_rate`` Hz (steps 1-2)."""
     samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
     if samples.size == 0:
         raise ValueError(f"{path}: no audio samples")
     mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
-    mono = np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0)
-    return resample(mono, int(rate), sample_rate)
+    if not np.isfinite(mono).all():
+        raise ValueError(f"{path}: non-finite samples (NaN or infinity)")
+    if int(rate) == sample_rate:
+        return mono
+    return np.asarray(soxr.resample(mono, int(rate), sample_rate, quality="HQ"), dtype=np.float32)
+
+
+def windows(model: Model, waveform: np.ndarray, *, max_windows: int | None = None) -> np.ndarray:
+    """The non-silent windows float32 [n, clip_samples] of a mono waveform at the model's rate (steps 3-4)."""
+    limit = model.max_windows if max_windows is None else max_windows
+    count = len(waveform) // model.clip_samples
+    starts = np.arange(count, dtype=np.int64) * model.clip_samples
+    if limit and count > limit:
+        starts = starts[np.linspace(0, count - 1, limit).round().astype(np.int64)]
+    kept = []
+    for start in starts:
+        window = waveform[start : start + model.clip_samples]
+        rms = float(np.sqrt(np.mean(np.square(window, dtype=np.float64))))
+        if np.abs(window).max() > 0 and 20.0 * np.log10(max(rms, 1e-10)) >= model.silence_rms_dbfs:
+            kept.append(window)
+    if not kept:
+        reason = "silent" if count else f"shorter than one {model.clip_samples / model.sample_rate:g}-s window"
+        raise ValueError(f"audio {reason}")
+    return np.stack(kept).astype(np.float32, copy=False)
 
 
 def score_waveform(model: Model, waveform: np.ndarray, *, max_windows: int | None = None) -> np.ndarray:
-    """Mean window probabilities (len(labels),) of a mono waveform at the model's rate."""
-    windows = model.max_windows if max_windows is None else max_windows
-    images = spectrogram.waveform_to_images(waveform, model.spec, max_windows=windows, evenly_spaced=True)
-    if len(images) == 0:
-        raise ValueError(f"audio shorter than one {model.spec.clip_seconds:g}-s window")
-    batch = spectrogram.to_model_input(images)
+    """Mean window probabilities (len(labels),) of a mono waveform at the model's rate (step 5)."""
+    batch = windows(model, waveform, max_windows=max_windows)
     step = model.max_clips_per_run or len(batch)
     probabilities = np.concatenate(
         [model.session.run([OUTPUT_NAME], {INPUT_NAME: batch[start : start + step]})[0] for start in range(0, len(batch), step)]
     )
-    return probabilities.mean(axis=0)
+    return probabilities.mean(axis=0, dtype=np.float64)
 
 
 def score_file(model: Model, path: str | Path, *, max_windows: int | None = None) -> np.ndarray:
-    return score_waveform(model, decode(path, sample_rate=model.spec.sample_rate), max_windows=max_windows)
+    return score_waveform(model, decode(path, sample_rate=model.sample_rate), max_windows=max_windows)
 
 
 def top(model: Model, probabilities: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
-    order = np.argsort(probabilities, kind="stable")[::-1][:k]
+    order = np.argsort(-probabilities, kind="stable")[:k]
     return [(model.labels[index], float(probabilities[index])) for index in order]
 
 

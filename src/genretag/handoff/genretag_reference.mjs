@@ -1,0 +1,185 @@
+#!/usr/bin/env node
+// Node.js reference client of a genretag contract-v2 ONNX model: WAV -> top 3 genres.
+//
+//   npm ci                      # onnxruntime-node, pinned in package.json / package-lock.json
+//                               # (offline or behind a proxy: ONNXRUNTIME_NODE_INSTALL=skip
+//                               #  ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm ci; the CPU binaries ship in the package)
+//   node genretag_reference.mjs track.wav [more.wav ...] [--top 3] [--max-windows 20] [--json] [--model-dir DIR]
+//
+// The model takes waveforms and holds the whole preprocessing, so this file computes no spectrogram.
+// onnxruntime-node cannot read the model's custom metadata: labels come from labels.json, the rate,
+// window length and scoring settings from scoring.json. It reads WAV (PCM 16/24/32-bit or IEEE
+// float) already at the model's sample rate and does not resample: convert other files first
+// (genretag_reference.py resamples with python-soxr). Same steps as genretag's tagger: downmix to
+// mono (mean of the channels), whole 3-s windows evenly spaced (at most max_windows), silent
+// windows skipped (all zero, or RMS below silence_rms_dbfs), mean of the windows' probabilities.
+
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import ort from "onnxruntime-node";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const INPUT_NAME = "waveform";
+const OUTPUT_NAME = "probabilities";
+
+export async function loadModel(folder = HERE) {
+  const labels = JSON.parse(readFileSync(join(folder, "labels.json"), "utf8"));
+  const scoring = JSON.parse(readFileSync(join(folder, "scoring.json"), "utf8"));
+  const session = await ort.InferenceSession.create(join(folder, "model.onnx"), { executionProviders: ["cpu"] });
+  if (session.inputNames[0] !== INPUT_NAME || !session.outputNames.includes(OUTPUT_NAME)) {
+    throw new Error(`${join(folder, "model.onnx")}: not a genretag contract-v2 model (input ${session.inputNames})`);
+  }
+  return {
+    session,
+    labels,
+    sampleRate: scoring.sample_rate,
+    clipSamples: scoring.clip_samples,
+    maxWindows: scoring.max_windows ?? 0,
+    silenceRmsDbfs: scoring.silence_rms_dbfs ?? -60.0,
+    maxClipsPerRun: scoring.max_clips_per_run ?? 0,
+  };
+}
+
+// Mono Float32Array and the rate of a RIFF/WAVE file (samples scaled as libsndfile does: x / 2^(bits-1)).
+export function readWav(path) {
+  const bytes = readFileSync(path);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const tag = (offset) => bytes.toString("latin1", offset, offset + 4);
+  if (bytes.length < 12 || tag(0) !== "RIFF" || tag(8) !== "WAVE") throw new Error(`not a RIFF/WAVE file`);
+  let format = null;
+  let data = null;
+  for (let offset = 12; offset + 8 <= bytes.length; ) {
+    const size = view.getUint32(offset + 4, true);
+    if (tag(offset) === "fmt ") {
+      let code = view.getUint16(offset + 8, true);
+      if (code === 0xfffe) code = view.getUint16(offset + 32, true); // WAVE_FORMAT_EXTENSIBLE: the sub-format GUID
+      format = { code, channels: view.getUint16(offset + 10, true), rate: view.getUint32(offset + 12, true), bits: view.getUint16(offset + 22, true) };
+    } else if (tag(offset) === "data") {
+      data = { start: offset + 8, size: Math.min(size, bytes.length - offset - 8) };
+    }
+    offset += 8 + size + (size % 2);
+  }
+  if (!format || !data) throw new Error(`WAV without fmt or data chunk`);
+  const { code, channels, rate, bits } = format;
+  const width = bits / 8;
+  const read = {
+    "1:16": (at) => view.getInt16(at, true) / 32768,
+    "1:24": (at) => ((view.getUint8(at) | (view.getUint8(at + 1) << 8) | (view.getInt8(at + 2) << 16))) / 8388608,
+    "1:32": (at) => view.getInt32(at, true) / 2147483648,
+    "3:32": (at) => view.getFloat32(at, true),
+    "3:64": (at) => view.getFloat64(at, true),
+  }[`${code}:${bits}`];
+  if (!read) throw new Error(`unsupported WAV encoding (format ${code}, ${bits} bits)`);
+  const frames = Math.floor(data.size / (width * channels));
+  const mono = new Float32Array(frames);
+  for (let frame = 0; frame < frames; frame++) {
+    let sum = 0;
+    for (let channel = 0; channel < channels; channel++) {
+      sum = Math.fround(sum + Math.fround(read(data.start + (frame * channels + channel) * width)));
+    }
+    mono[frame] = channels > 1 ? Math.fround(sum / channels) : sum;
+  }
+  return { samples: mono, rate };
+}
+
+// numpy's round(): halves go to the even neighbour.
+function roundHalfEven(value) {
+  const floor = Math.floor(value);
+  const rest = value - floor;
+  if (rest !== 0.5) return Math.round(value);
+  return floor % 2 === 0 ? floor : floor + 1;
+}
+
+// Start offsets of whole windows, evenly spaced when more than maxWindows (genretag.spectrogram.window_starts).
+export function windowStarts(nSamples, clipSamples, maxWindows) {
+  const count = Math.floor(nSamples / clipSamples);
+  let indices = Array.from({ length: count }, (_, i) => i);
+  if (maxWindows && count > maxWindows) {
+    const step = (count - 1) / (maxWindows - 1);
+    indices = Array.from({ length: maxWindows }, (_, i) => (i === maxWindows - 1 ? count - 1 : roundHalfEven(i * step)));
+  }
+  return indices.map((index) => index * clipSamples);
+}
+
+function isSilent(window, silenceRmsDbfs) {
+  let squares = 0;
+  let peak = 0;
+  for (const sample of window) {
+    squares += sample * sample;
+    peak = Math.max(peak, Math.abs(sample));
+  }
+  const rms = Math.sqrt(squares / window.length);
+  return peak === 0 || 20 * Math.log10(Math.max(rms, 1e-10)) < silenceRmsDbfs;
+}
+
+// Mean window probabilities of a WAV file at the model's rate.
+export async function scoreFile(model, path, maxWindows = model.maxWindows) {
+  const { samples, rate } = readWav(path);
+  if (rate !== model.sampleRate) throw new Error(`${rate} Hz, the model takes ${model.sampleRate} Hz; resample it first`);
+  if (samples.some((sample) => !Number.isFinite(sample))) throw new Error(`non-finite samples (NaN or infinity)`);
+  const windows = windowStarts(samples.length, model.clipSamples, maxWindows)
+    .map((start) => samples.subarray(start, start + model.clipSamples))
+    .filter((window) => !isSilent(window, model.silenceRmsDbfs));
+  if (windows.length === 0) {
+    const reason = samples.length < model.clipSamples ? `shorter than one ${model.clipSamples / model.sampleRate}-s window` : "silent";
+    throw new Error(`audio ${reason}`);
+  }
+  const step = model.maxClipsPerRun || windows.length;
+  const mean = new Float64Array(model.labels.length);
+  for (let first = 0; first < windows.length; first += step) {
+    const chunk = windows.slice(first, first + step);
+    const batch = new Float32Array(chunk.length * model.clipSamples);
+    chunk.forEach((window, index) => batch.set(window, index * model.clipSamples));
+    const input = new ort.Tensor("float32", batch, [chunk.length, model.clipSamples]);
+    const output = (await model.session.run({ [INPUT_NAME]: input }, [OUTPUT_NAME]))[OUTPUT_NAME].data;
+    for (let index = 0; index < output.length; index++) mean[index % model.labels.length] += output[index] / windows.length;
+  }
+  return { probabilities: mean, windows: windows.length };
+}
+
+export function top(model, probabilities, k = 3) {
+  return [...probabilities.keys()]
+    .sort((a, b) => probabilities[b] - probabilities[a] || a - b)
+    .slice(0, k)
+    .map((index) => [model.labels[index], probabilities[index]]);
+}
+
+async function main(argv) {
+  const options = { top: 3, maxWindows: undefined, json: false, modelDir: HERE };
+  const files = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === "--top") options.top = Number(argv[++i]);
+    else if (arg === "--max-windows") options.maxWindows = Number(argv[++i]);
+    else if (arg === "--model-dir") options.modelDir = argv[++i];
+    else if (arg === "--json") options.json = true;
+    else files.push(arg);
+  }
+  if (files.length === 0) {
+    console.error("usage: node genretag_reference.mjs FILE.wav [...] [--top 3] [--max-windows N] [--json] [--model-dir DIR]");
+    return 2;
+  }
+  const model = await loadModel(options.modelDir);
+  let failed = 0;
+  for (const file of files) {
+    try {
+      const { probabilities, windows } = await scoreFile(model, file, options.maxWindows ?? model.maxWindows);
+      const ranked = top(model, probabilities, options.top);
+      if (options.json) {
+        const all = Object.fromEntries(model.labels.map((label, index) => [label, probabilities[index]]));
+        console.log(JSON.stringify({ file, windows, top: ranked.map(([genre, probability]) => ({ genre, probability })), probabilities: all }));
+      } else {
+        console.log(`${file}: ${ranked.map(([genre, probability]) => `${genre} ${probability.toFixed(3)}`).join(", ")}`);
+      }
+    } catch (error) {
+      console.error(`${file}: error: ${error.message}`);
+      failed += 1;
+    }
+  }
+  return failed ? 1 : 0;
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  process.exitCode = await main(process.argv.slice(2));
+}

@@ -1,0 +1,71 @@
+"""Unusual audio files made by the tests themselves: PyAV encodings and hand-built WAV headers."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+# suffix -> (container format, codec, sample rate): what real catalogs hold besides WAV/FLAC/MP3.
+PYAV_FORMATS: dict[str, tuple[str, str, int]] = {
+    ".m4a": ("ipod", "aac", 44100),
+    ".mp4": ("mp4", "aac", 44100),
+    ".opus": ("ogg", "libopus", 48000),
+    ".webm": ("webm", "libopus", 48000),
+    ".wma": ("asf", "wmav2", 44100),
+}
+
+
+def sine(seconds: float, sample_rate: int, *, frequency: float = 440.0, channels: int = 2) -> np.ndarray:
+    """float32 [frames, channels] sine at 0.3 full scale."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    mono = (0.3 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+    return np.repeat(mono[:, None], channels, axis=1)
+
+
+def encode_with_pyav(path: Path, *, seconds: float = 4.0) -> Path:
+    """Encode a stereo sine into ``path`` with FFmpeg (PyAV), the format chosen by its suffix."""
+    import av
+
+    container_format, codec, rate = PYAV_FORMATS[path.suffix.lower()]
+    samples = sine(seconds, rate)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=rate, layout="stereo")
+        stream.bit_rate = 128_000
+        frame_size = 960 if "opus" in codec else 1024
+        for start in range(0, len(samples), frame_size):
+            block = np.ascontiguousarray(samples[start : start + frame_size].T)
+            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
+            frame.sample_rate = rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def float_wav_with_short_peak_chunk(path: Path, *, seconds: float = 4.0, sample_rate: int = 44100) -> Path:
+    """IEEE-float stereo WAV whose PEAK chunk holds one channel's peak instead of two."""
+    samples = sine(seconds, sample_rate).astype("<f4")
+    data = samples.tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 2, sample_rate, sample_rate * 8, 8, 32)
+    peak = struct.pack("<II", 1, 0) + struct.pack("<fI", 0.3, 0)  # version, time, ONE (value, position)
+    chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"PEAK" + struct.pack("<I", len(peak)) + peak
+    chunks += b"data" + struct.pack("<I", len(data)) + data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks)
+    return path
+
+
+def wav_with_zero_sizes(path: Path, *, seconds: float = 8.0, sample_rate: int = 22050) -> Path:
+    """A PCM WAV whose RIFF and data sizes are 0, as a crashed or streaming writer leaves it."""
+    sf.write(path, sine(seconds, sample_rate, channels=1), sample_rate, subtype="PCM_16")
+    raw = bytearray(path.read_bytes())
+    raw[4:8] = b"\0\0\0\0"
+    at = raw.find(b"data")
+    raw[at + 4 : at + 8] = b"\0\0\0\0"
+    path.write_bytes(bytes(raw))
+    return path

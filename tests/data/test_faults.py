@@ -1,0 +1,106 @@
+"""Faults outside the audio end in one `error:` line naming the resource (password redacted) and a
+non-zero exit; the traceback only with --debug. Each case is made here, run through the real CLI."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT, tone, write_audio
+
+
+def _unwritable_folder(tmp_path: Path) -> Path:
+    """A folder this user cannot create files in (root ignores permission bits: use /proc)."""
+    if os.geteuid() == 0:
+        return Path("/proc/1")
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder
+
+
+def _cli(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, GENRETAG_ROOT=str(root), PYTHONPATH=os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)]))
+    env.pop("GENRETAG_CATALOG_URL", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([sys.executable, "-m", "genretag.cli", *args], capture_output=True, text=True, env=env, timeout=300, cwd=root)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    (project / "music").mkdir(parents=True)
+    (project / "params.yaml").write_text((REPO_ROOT / "params.yaml").read_text())
+    write_audio(project / "music" / "a.wav", tone(4))
+    return project
+
+
+def _one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    assert result.returncode != 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "s3cret" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize(("url", "fragments"), [
+    ("mysql://bob:s3cret@localhost/cat", ("catalog database mysql://bob:***@localhost/cat", "no driver")),
+    ("postgresql+psycopg://bob:s3cret@127.0.0.1:1/cat", ("catalog database postgresql+psycopg://bob:***@127.0.0.1:1/cat", "refused")),
+], ids=["mysql-without-driver", "unreachable-postgresql"])
+def test_a_bad_catalog_url_fails_before_the_model_is_loaded(root: Path, url: str, fragments: tuple[str, ...]) -> None:
+    # The model path does not exist: an error about it would mean the model was loaded first.
+    result = _cli(root, "tag-catalog", "music", "--database", url, "--model", str(root / "missing.onnx"))
+    _one_error_line(result, *fragments)
+
+
+def test_a_text_file_as_catalog_database(root: Path) -> None:
+    (root / "catalog.db").write_text("these are my notes\n" * 50)
+    result = _cli(root, "tag-catalog", "music", "--database", f"sqlite:///{root / 'catalog.db'}", "--model", str(root / "missing.onnx"))
+    _one_error_line(result, f"file {root / 'catalog.db'}", "file is not a database")
+
+
+def test_sqlite_in_a_folder_that_cannot_be_written(root: Path, tmp_path: Path) -> None:
+    target = _unwritable_folder(tmp_path) / "catalog.db"
+    result = _cli(root, "tag-catalog", "music", "--database", f"sqlite:///{target}", "--model", str(root / "missing.onnx"))
+    _one_error_line(result, f"(file {target})", "unable to open database file")
+
+
+def test_export_tags_into_a_folder_that_cannot_be_written(root: Path, tmp_path: Path) -> None:
+    out = _unwritable_folder(tmp_path) / "tags.csv"
+    result = _cli(root, "export-tags", "--out", str(out), "--database", f"sqlite:///{root / 'catalog.db'}")
+    _one_error_line(result, f"cannot write {out}: ")
+
+
+def test_debug_shows_the_traceback(root: Path) -> None:
+    result = _cli(root, "--debug", "tag-catalog", "music", "--database", "mysql://bob:s3cret@localhost/cat")
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def _corrupt(path: Path, kind: str) -> None:
+    if kind == "random-bytes":
+        path.write_bytes(os.urandom(50_000))
+        return
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE registered_models (name TEXT, description TEXT)")
+    connection.executemany("INSERT INTO registered_models VALUES (?, ?)", [(f"m{i}", "x" * 300) for i in range(3000)])
+    connection.commit()
+    connection.close()
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size // 3)
+
+
+@pytest.mark.parametrize("kind", ["random-bytes", "truncated"])
+@pytest.mark.parametrize("command", [("registry", "list"), ("predict", "music/a.wav")], ids=["registry-list", "predict"])
+def test_a_corrupt_registry_database_is_named(root: Path, kind: str, command: tuple[str, ...]) -> None:
+    _corrupt(root / "mlflow.db", kind)
+    result = _cli(root, *command)
+    assert result.returncode != 0
+    assert f"registry database {root / 'mlflow.db'} is corrupt: " in result.stderr
+    assert "Traceback" not in result.stderr
