@@ -25,14 +25,16 @@
 ARG BASE=docker.io/library/python:3.11-slim-bookworm
 
 # ----------------------------------- uv from PyPI at the lock's pin, an empty venv on the base's Python
+# UV_VERSION is requirements.lock's uv pin (docker/build-image.sh passes it; a test keeps this default
+# equal to it). An argument, not the copied lock: editing the lock then rebuilds only what it changes.
 FROM ${BASE} AS build
+ARG UV_VERSION=0.13.8
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY requirements.lock /tmp/requirements.lock
 RUN python3 -m venv /opt/uv \
-    && /opt/uv/bin/pip install --quiet --no-cache-dir --no-deps "$(grep -E '^uv==' /tmp/requirements.lock)" \
+    && /opt/uv/bin/pip install --quiet --no-cache-dir --no-deps "uv==${UV_VERSION}" \
     && ln -s /opt/uv/bin/uv /usr/local/bin/uv \
     && uv venv --quiet --python python3 /opt/venv
 

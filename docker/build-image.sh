@@ -14,6 +14,7 @@ if [ "$base" = "${GENRETAG_BASE:-localhost/genretag-base:bookworm}" ]; then
 fi
 start=$SECONDS
 # --network host: the build reaches PyPI (and Debian's mirror for the pipeline's git) through the host.
-podman build --network host --build-arg "BASE=$base" --target "$target" -t "$image" .
+uv_version="$(sed -n 's/^uv==//p' requirements.lock)"
+podman build --network host --build-arg "BASE=$base" --build-arg "UV_VERSION=$uv_version" --target "$target" -t "$image" .
 size="$(podman image inspect --format '{{.Size}}' "$image")"
 echo "built $image (target $target, base $base) in $((SECONDS - start)) s, $((size / 1000000)) MB"

@@ -72,7 +72,9 @@ def test_every_image_starts_from_the_base_argument_and_downloads_no_python():
         assert parent == "${BASE}" or parent in built, f"{name} starts from {parent}"
     assert not re.search(r"nvidia/cuda|ghcr\.io|uv python install", text)
     # uv comes from PyPI at the lock's pin, the interpreter is the base's
-    assert any("pip install" in line and "^uv==" in line and "requirements.lock" in line for line in built["build"])
+    uv_default = re.search(r"^ARG UV_VERSION=(\S+)$", text, re.MULTILINE)
+    assert uv_default and uv_default.group(1) == lock_pins(LOCK.read_text())["uv"]
+    assert any("pip install" in line and '"uv==${UV_VERSION}"' in line for line in built["build"])
     assert any("UV_PYTHON_DOWNLOADS=never" in line for line in built["build"])
 
 
