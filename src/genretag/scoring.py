@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from genretag.audio import decode, stats
+from genretag.audio import decode_windows, stats
 from genretag.config import worker_count
 from genretag.contract import (
     EMBEDDING_NAME,
@@ -284,6 +284,13 @@ def is_silent(window: np.ndarray, *, silence_rms_dbfs: float) -> bool:
     return measured.peak == 0.0 or measured.rms_dbfs < silence_rms_dbfs
 
 
+def drop_silent(windows: np.ndarray, *, silence_rms_dbfs: float = -60.0) -> TrackWindows:
+    """Windows float32 [n, S] without the silent ones (:func:`is_silent`), which are counted."""
+    kept = [window for window in windows if not is_silent(window, silence_rms_dbfs=silence_rms_dbfs)]
+    stacked = np.stack(kept) if kept else np.empty((0, windows.shape[1]), dtype=np.float32)
+    return TrackWindows(waveforms=stacked, silent=len(windows) - len(kept))
+
+
 def cut_windows(waveform: np.ndarray, *, clip_samples: int, max_windows: int = 0, silence_rms_dbfs: float = -60.0) -> TrackWindows:
     """Cut a mono waveform into whole, non-overlapping windows of ``clip_samples``; drop the silent ones.
 
@@ -293,10 +300,8 @@ def cut_windows(waveform: np.ndarray, *, clip_samples: int, max_windows: int = 0
     """
     waveform = np.asarray(waveform, dtype=np.float32)
     starts = window_starts(len(waveform), clip_samples=clip_samples, max_windows=max_windows, evenly_spaced=True)
-    windows = [waveform[start : start + clip_samples] for start in starts]
-    kept = [window for window in windows if not is_silent(window, silence_rms_dbfs=silence_rms_dbfs)]
-    stacked = np.stack(kept) if kept else np.empty((0, clip_samples), dtype=np.float32)
-    return TrackWindows(waveforms=stacked, silent=len(windows) - len(kept))
+    windows = np.stack([waveform[start : start + clip_samples] for start in starts]) if len(starts) else np.empty((0, clip_samples), np.float32)
+    return drop_silent(windows, silence_rms_dbfs=silence_rms_dbfs)
 
 
 def track_windows(
@@ -307,17 +312,19 @@ def track_windows(
     max_windows: int = 0,
     silence_rms_dbfs: float = -60.0,
 ) -> TrackWindows:
-    """Decode any audio file at ``sample_rate`` Hz (the model's) and cut its windows (:func:`cut_windows`).
+    """Decode the windows of any audio file at ``sample_rate`` Hz (the model's); drop the silent ones.
 
-    Raises AudioError naming the file when it is unreadable, empty, holds non-finite samples, is
-    shorter than one window, or every window is silent.
+    Only the windows are decoded (``genretag.audio.decode_windows``: seeks, so the cost follows
+    ``max_windows``, not the track's length); they equal :func:`cut_windows` of the whole decoded
+    track. Raises AudioError naming the file when it is unreadable, empty, holds non-finite samples
+    in the frames read, is shorter than one window, or every window is silent.
     """
-    decoded = decode(path, sample_rate=sample_rate)
-    if decoded.stats.nonfinite_samples > 0:
-        raise AudioError(path, f"{decoded.stats.nonfinite_samples} non-finite samples (NaN or infinity)")
-    if len(decoded.waveform) < clip_samples:
+    decoded = decode_windows(path, sample_rate=sample_rate, clip_samples=clip_samples, max_windows=max_windows)
+    if decoded.nonfinite_samples > 0:
+        raise AudioError(path, f"{decoded.nonfinite_samples} non-finite samples (NaN or infinity)")
+    if decoded.track_samples < clip_samples:
         raise AudioError(path, f"too short: {decoded.duration_s:.2f} s is less than one {clip_samples / sample_rate:g}-s window")
-    windows = cut_windows(decoded.waveform, clip_samples=clip_samples, max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs)
+    windows = drop_silent(decoded.windows, silence_rms_dbfs=silence_rms_dbfs)
     if len(windows.waveforms) == 0:
         raise AudioError(path, f"silent: all {windows.silent} windows are all-zero or below {silence_rms_dbfs:.1f} dBFS RMS")
     return windows
