@@ -298,3 +298,18 @@ def test_champion_and_version_numbers_resolve_through_the_mlflow_registry(onnx_p
 
     with pytest.raises(RegistryError, match="challenger"):
         resolve_model("challenger", tracking_uri=uri, model_name="genretag-cnn")
+
+
+def test_a_two_window_cap_on_a_ten_minute_track_scores_two_windows(model, tmp_path: Path) -> None:
+    """Only the two windows are decoded (genretag.audio.decode_windows seeks), and they score as the
+    same windows cut from the whole decoded track."""
+    from tests.audio_files import long_track
+
+    path = long_track(tmp_path / "ten-minutes.flac", minutes=10)
+    score = score_file(model, path, max_windows=2)
+    assert (score.windows_scored, score.windows_silent) == (2, 0)
+    [pooled] = score_files(model, [("long", path)], max_windows=2, workers=1)
+    assert pooled.score is not None and pooled.score.windows_scored == 2
+    expected = _direct(model, path, max_windows=2)
+    for result in (score, pooled.score):
+        assert np.allclose([result.probabilities[label] for label in model.labels], expected, atol=1e-5)
