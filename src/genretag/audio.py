@@ -239,8 +239,19 @@ def _regular_file(path: str | Path) -> Path:
 
 
 def _mono(data: np.ndarray) -> np.ndarray:
-    """float32 (frames, channels) -> float32 [frames], the channels' mean."""
-    return data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    """float32 (frames, channels) -> float32 [frames], the channels' mean.
+
+    The channels are summed in order, then divided: numpy's ``mean(axis=1, dtype=float32)`` to the
+    bit for up to 7 channels (8 differ by rounding), and 2-20x faster than that reduction along a
+    short axis (measured here).
+    """
+    if data.shape[1] == 1:
+        return data[:, 0]
+    total = data[:, 0].astype(np.float32, copy=True)
+    for channel in range(1, data.shape[1]):
+        total += data[:, channel]
+    total /= np.float32(data.shape[1])
+    return total
 
 
 def _finite(mono: np.ndarray) -> np.ndarray:

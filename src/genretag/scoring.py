@@ -396,16 +396,23 @@ DecodedTrack = tuple[Hashable, str, "TrackWindows | None", str]
 """(key, path, the track's windows or None, why there are none): what decoding gives scoring."""
 
 
-def score_decoded(model: ScoringModel, decoded: Iterable[DecodedTrack], *, batch_size: int = 256) -> Iterator[ScoredTrack]:
+def score_decoded(model: ScoringModel, decoded: Iterable[DecodedTrack | None], *, batch_size: int = 256) -> Iterator[ScoredTrack]:
     """Score decoded tracks; yield one ScoredTrack per track as soon as its batch ran.
 
-    Windows of several tracks are pooled into batches of ``batch_size`` for the session.
-    A track without windows comes back at once with its reason, so a failure can overtake
-    tracks still waiting for a full batch.
+    Windows of several tracks are pooled into batches of ``batch_size`` for the session. A None
+    in ``decoded`` says the next track is still being decoded (``decode_files(announce_waits=True)``):
+    the windows at hand are scored then, so the session works while the decoders do instead
+    of waiting for a full batch. A track without windows comes back at once with its reason, so
+    a failure can overtake tracks still waiting for a batch.
     """
     ready: list[tuple[Hashable, str, TrackWindows]] = []
     ready_windows = 0
-    for key, path, windows, reason in decoded:
+    for item in decoded:
+        if item is None:
+            yield from _score_batch(model, ready, batch_size=batch_size)
+            ready, ready_windows = [], 0
+            continue
+        key, path, windows, reason = item
         if windows is None:
             yield ScoredTrack(key, path, None, reason)
             continue
@@ -438,12 +445,14 @@ def decode_files(
     silence_rms_dbfs: float = -60.0,
     in_flight: int = 0,
     parallel: bool = True,
-) -> Iterator[DecodedTrack]:
+    announce_waits: bool = False,
+) -> Iterator[DecodedTrack | None]:
     """Decode ``(key, path)`` items at ``sample_rate`` into windows of ``clip_samples`` (:func:`track_windows`)
     in ``workers`` local processes (0: every core), in input order.
 
-    At most ``in_flight`` files (0: twice the workers) are read ahead. Closing the
-    iterator stops the workers.
+    At most ``in_flight`` files (0: twice the workers) are read ahead. With ``announce_waits``,
+    a None comes first whenever the next track is not decoded yet (once per track): the consumer
+    may use the wait. Closing the iterator stops the workers.
     """
     n_workers = worker_count(workers)
     limit = max(in_flight or 2 * n_workers, 1) if parallel else 1
@@ -466,6 +475,8 @@ def decode_files(
     try:
         refill()
         while pending:
+            if announce_waits and not pending[0][2].done():
+                yield None
             key, path, job = pending.popleft()
             try:
                 windows, reason = job.result()
@@ -492,14 +503,15 @@ def score_files(
 ) -> Iterator[ScoredTrack]:
     """Score ``(key, path)`` items: decode_files in local worker processes, then score_decoded.
 
-    Bad files come back with ``error`` set, never raise. Enough files are read ahead to fill
-    a batch while the session runs.
+    Bad files come back with ``error`` set, never raise. Decoding and scoring overlap: enough
+    files are read ahead to fill a batch while the session runs, and whenever the next track is
+    not decoded yet the windows at hand are scored rather than left waiting for a full batch.
     """
     n_workers = worker_count(workers)
     tracks_per_batch = -(-batch_size // (max_windows or 10))
     decoded = decode_files(
         items, sample_rate=model.sample_rate, clip_samples=model.clip_samples, max_windows=max_windows, workers=n_workers, silence_rms_dbfs=silence_rms_dbfs,
-        in_flight=max(2 * n_workers, tracks_per_batch + n_workers), parallel=parallel,
+        in_flight=max(2 * n_workers, tracks_per_batch + n_workers), parallel=parallel, announce_waits=parallel,
     )
     try:
         yield from score_decoded(model, decoded, batch_size=batch_size)
