@@ -203,7 +203,9 @@ def run_contract(args: argparse.Namespace) -> int:
 
 CATALOG_RATE = 44100  # real-looking catalog audio: 44.1 kHz stereo
 CATALOG_FORMATS = ("mp3", "flac", "ogg")
-CATALOG_SAMPLE = ROOT.parent / "shared" / "catalog-sample"  # real recordings, when this checkout has them
+# Real recordings, when present: ../shared beside the checkout (or beside a worktrees' folder).
+CATALOG_SAMPLE = next((p for p in (ROOT.parent / "shared" / "catalog-sample", ROOT.parents[1] / "shared" / "catalog-sample")
+                       if p.is_dir()), ROOT.parent / "shared" / "catalog-sample")
 
 
 def music_block(seconds: float, *, sample_rate: int, seed: int) -> np.ndarray:
