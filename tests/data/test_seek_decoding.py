@@ -98,3 +98,13 @@ def test_a_corrupt_file_is_still_one_line_naming_it(tmp_path: Path, music: np.nd
         audio.decode_windows(path, sample_rate=22050, clip_samples=66150, max_windows=3)
     message = str(caught.value)
     assert message.startswith(f"{path}: not a decodable audio file (soundfile: ") and "\n" not in message
+
+
+def test_coarse_timestamps_are_not_seeked(tmp_path: Path) -> None:
+    """WebM counts time in milliseconds, which do not name one 48 kHz sample: the whole file is decoded."""
+    path = encode_with_pyav(tmp_path / "track.webm", samples=music_like(30.0, 48000, noise=False))
+    decoded = audio.decode_windows(path, sample_rate=22050, clip_samples=66150, max_windows=3)
+    starts, expected = whole_then_cut(path, sample_rate=22050, clip_samples=66150, max_windows=3)
+    assert not decoded.seeked and decoded.frames_read == decoded.track_frames
+    np.testing.assert_array_equal(decoded.starts, starts)
+    np.testing.assert_array_equal(decoded.windows, expected)
