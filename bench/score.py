@@ -1,7 +1,8 @@
 """Scoring benchmarks on contract v2: preprocessing in the graph vs numpy, tagging's three rates, GPU batch sizes, training.
 
     python bench/score.py contract [--sizes 64 128] [--batch 64] [--batches 4]  # (a) numpy + image-in vs (b) waveform-in, CPU
-    python bench/score.py [e2e] [--minutes 1 4 10 60] [--no-memory] [--folder DIR]  # cost vs length; decode/model/e2e tracks/s; RSS
+    python bench/score.py [e2e] [--minutes 1 4 10 60] [--no-memory]  # cost vs length; decode/model/e2e tracks/s; peak RSS
+    python bench/score.py e2e --tracks 120 [--seconds 30] | --folder DIR  # the three rates only, on other tracks
     python bench/score.py export-model --out bench/results/bench-model.onnx    # the paper CNN as a contract-v2 graph (TensorFlow)
     python bench/score.py gpu --model FILE.onnx [--batch-sizes 64,128,...]      # exit 3 unless CUDA is active
     python bench/score.py train [--steps 30]                                    # Keras fit timing (any backend)
@@ -257,14 +258,15 @@ def catalog_files(cache: Path, *, minutes: list[float], formats: list[str], samp
 
 
 def seconds_per_track(paths: list[Path], *, sample_rate: int, clip_samples: int, max_windows: int, whole: bool) -> dict:
-    """One process, one file at a time: decode seconds (best of two) and frames read, windows only or whole file then cut."""
+    """One process, one file at a time: decode seconds (best of two; one run for ``whole``) and frames read, windows
+    only or whole file then cut."""
     from genretag.audio import decode, decode_windows
     from genretag.scoring import cut_windows
 
     out = {}
     for path in paths:
         best, frames, seeked = float("inf"), 0, False
-        for _ in range(2):
+        for _ in range(1 if whole else 2):
             started = time.perf_counter()
             if whole:
                 decoded = decode(path, sample_rate=sample_rate)
@@ -294,7 +296,8 @@ def cost_table(files: list[Path], *, minutes: list[float], formats: list[str], m
                      "yes" if s["seeked"] else "no (all of it)", f"{w['seconds'] * 1000:.0f}" if w else "-"))
         numbers[f"{fmt} {length:g} min"] = {"windows_ms": s["seconds"] * 1000, "frames_read": s["frames_read"], "seeked": s["seeked"],
                                             "whole_file_ms": w["seconds"] * 1000 if w else None}
-    print(f"\ncost per track against length: one process, {windows} windows of {model.clip_samples} samples at {model.sample_rate} Hz, best of 2")
+    print(f"\ncost per track against length: one process, {windows} windows of {model.clip_samples} samples at {model.sample_rate} Hz "
+          "(windows only: best of 2; whole file: one run)")
     print(table(rows, ("format", "minutes", "windows only ms", "share of file read", "seeked", "whole file then cut ms")))
     ratios = {}
     if 4 in minutes and 60 in minutes:
@@ -439,6 +442,9 @@ def run_e2e(args: argparse.Namespace) -> int:
                      "workers": workers}
     if args.folder:
         files = sorted(p for p in Path(args.folder).rglob("*") if p.is_file())
+    elif args.tracks:  # a quick catalog of equal tracks (FLAC encodes fastest)
+        files = [write_track(cache / f"tracks-{args.seconds:g}s" / f"track{i:05d}.flac", seconds=args.seconds, seed=1000 + i)
+                 for i in range(args.tracks)]
     else:
         sample = Path(args.catalog_sample) if args.catalog_sample else CATALOG_SAMPLE
         files = catalog_files(cache, minutes=args.minutes, formats=args.formats, sample=sample if sample.is_dir() else None)
@@ -447,7 +453,7 @@ def run_e2e(args: argparse.Namespace) -> int:
                                      whole_minutes=args.whole_file_minutes)
     results["rates"] = three_rates(files, model=model, windows=windows, batch_size=batch_size, workers=workers,
                                    silence=params.validation.silence_rms_dbfs, commit_every=params.score.commit_every, work=work)
-    if args.memory:
+    if args.memory if args.memory is not None else not (args.folder or args.tracks):
         results["peak_rss"] = memory_runs(model_path=model_path, cache=cache, work=work, hours=args.memory_hours,
                                           tracks=args.memory_tracks, windows=windows)
     path = save("e2e", results)
@@ -571,13 +577,16 @@ def main() -> int:
     e2e = sub.add_parser("e2e", help="cost per track against length, decode-only/model-only/end-to-end tracks/s, peak RSS (the default)")
     for p in (parser, e2e):
         p.add_argument("--folder", help="rates on this folder's files instead of the synthetic catalog (no cost table)")
+        p.add_argument("--tracks", type=int, default=0, help="rates on this many synthetic FLAC tracks of --seconds instead (no cost table)")
+        p.add_argument("--seconds", type=float, default=30.0)
         p.add_argument("--minutes", type=float, nargs="+", default=[1, 4, 10, 60], help="synthetic track lengths")
         p.add_argument("--formats", nargs="+", default=list(CATALOG_FORMATS), choices=CATALOG_FORMATS)
         p.add_argument("--catalog-sample", help=f"real recordings to add (default {CATALOG_SAMPLE}, when present)")
         p.add_argument("--cache", default=str(RESULTS / "catalog-audio"), help="where the synthetic audio is kept between runs")
         p.add_argument("--whole-file-minutes", type=float, nargs="*", default=[4, 60],
                        help="lengths also timed the old way: decode the whole file, then cut")
-        p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True, help="peak RSS of genretag tag-catalog")
+        p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
+                       help="peak RSS of genretag tag-catalog (default: with the synthetic length catalog only)")
         p.add_argument("--memory-hours", type=float, default=2.0, help="length of the long file of the memory run")
         p.add_argument("--memory-tracks", type=int, default=2000, help="short tracks of the memory run")
         p.add_argument("--model", help="a contract-v2 .onnx file (default: the paper CNN built here)")
