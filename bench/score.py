@@ -32,6 +32,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]  # run from a checkout, installed or not
+# ... in its worker processes too: the decoding pool's forkserver imports genretag before it applies
+# this sys.path, so without this an installed copy (another checkout's) would decode.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH")]))
 
 import genretag  # noqa: E402,F401  - quiet, offline environment first
 
@@ -390,7 +393,7 @@ def memory_runs(*, model_path: Path, cache: Path, work: Path, hours: float, trac
     many = cache / "memory" / f"short-{tracks}"
     for index in range(tracks):  # 4-s mono FLAC at 22.05 kHz, each different (the catalog skips equal content)
         write_track(many / f"{index // 100:02d}" / f"track{index:05d}.flac", seconds=4.0, seed=10_000 + index, sample_rate=22050, channels=1)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]), "GENRETAG_ROOT": str(ROOT)}
+    env = {**os.environ, "GENRETAG_ROOT": str(ROOT)}
     rows, numbers = [], {}
     for name, source in ((f"one {hours:g}-hour file (44.1 kHz stereo Ogg)", long_file.parent / "long"), (f"{tracks} tracks of 4 s", many)):
         if source.name == "long":  # a folder holding only the long file
