@@ -99,7 +99,7 @@ for model in $MODELS; do
 done
 
 last_model=${MODELS##* }
-say "end-to-end catalog tagging: $TRACKS synthetic 30-s tracks, $last_model"
+say "end-to-end catalog tagging: $TRACKS synthetic 30-s 44.1 kHz stereo FLAC tracks, $last_model"
 "$PY" bench/score.py e2e --model "$last_model" --tracks "$TRACKS" --max-windows 0 --batch-size 1024 \
     --workers "$(( $(nproc) > 1 ? $(nproc) - 1 : 1 ))" || status=5
 

@@ -1,15 +1,16 @@
 """Scoring benchmarks on contract v2: preprocessing in the graph vs numpy, tagging's three rates, GPU batch sizes, training.
 
     python bench/score.py contract [--sizes 64 128] [--batch 64] [--batches 4]  # (a) numpy + image-in vs (b) waveform-in, CPU
-    python bench/score.py [e2e] [--folder DIR] [--tracks 20] [--seconds 30]     # decode-only, model-only, end-to-end tracks/s
+    python bench/score.py [e2e] [--minutes 1 4 10 60] [--no-memory]  # cost vs length; decode/model/e2e tracks/s; peak RSS
+    python bench/score.py e2e --tracks 120 [--seconds 30] | --folder DIR  # the three rates only, on other tracks
     python bench/score.py export-model --out bench/results/bench-model.onnx    # the paper CNN as a contract-v2 graph (TensorFlow)
     python bench/score.py gpu --model FILE.onnx [--batch-sizes 64,128,...]      # exit 3 unless CUDA is active
     python bench/score.py train [--steps 30]                                    # Keras fit timing (any backend)
 
 The paper CNN (``--experiment``, random weights: speed does not depend on them) is built with Keras,
 converted image-in by ``genretag.export.convert_to_onnx``, and joined to the in-graph front end
-``genretag.graph.paper_image_frontend`` by ``genretag.graph.compose``; the bench's network has no
-embedding head, so its ``embedding`` output repeats the probabilities (timing only).
+``genretag.graph.paper_image_frontend`` by ``genretag.graph.compose`` (outputs ``probabilities`` and
+the 128-unit ``embedding``).
 
 Every mode prints a table and writes its numbers as JSON under bench/results/ (gitignored),
 or under $OUT when set (the device machine's output folder).
@@ -31,6 +32,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]  # run from a checkout, installed or not
+# ... in its worker processes too: the decoding pool's forkserver imports genretag before it applies
+# this sys.path, so without this an installed copy (another checkout's) would decode.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH")]))
 
 import genretag  # noqa: E402,F401  - quiet, offline environment first
 
@@ -78,25 +82,6 @@ def with_image_size(params, image_size: list[int] | None):
     return params.model_copy(update={"spectrogram": params.spectrogram.model_copy(update={"image_size": tuple(image_size)})})
 
 
-def synth_tracks(folder: Path, *, count: int, seconds: float, sample_rate: int = 22050, seed: int = 2021) -> list[Path]:
-    """Deterministic pseudo-music: a few harmonic notes, a beat and noise, different per track."""
-    import soundfile as sf
-
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    files = []
-    for index in range(count):
-        notes = rng.uniform(80, 1200, size=4)
-        signal = sum(np.sin(2 * np.pi * f * t * (1 + 0.002 * np.sin(2 * np.pi * 0.3 * t))) / (k + 1) for k, f in enumerate(notes))
-        beat = (np.sin(2 * np.pi * rng.uniform(1, 3) * t) > 0.95) * rng.standard_normal(t.size) * 0.5
-        wave = 0.2 * signal / 2 + beat * 0.3 + 0.02 * rng.standard_normal(t.size)
-        path = folder / f"synth.{index:05d}.wav"
-        sf.write(path, np.clip(wave, -1, 1).astype(np.float32), sample_rate, subtype="PCM_16")
-        files.append(path)
-    return files
-
-
 def build_keras(experiment: str, *, image_size: tuple[int, int], n_classes: int):
     """genretag.models' experiment when available, else a tiny CNN."""
     try:
@@ -124,21 +109,12 @@ def image_onnx(model, *, params):
 
 def waveform_onnx(network, *, params, version: str):
     """The image-in network behind the in-graph paper front end: a contract-v2 graph with its contract."""
-    import onnx
-    from onnx import helper
-
     from genretag.config import preprocessing_spec
-    from genretag.contract import EMBEDDING_NAME, OUTPUT_NAME, ModelContract, write_contract
+    from genretag.contract import ModelContract, write_contract
     from genretag.graph import compose, paper_image_frontend
 
     spec = preprocessing_spec(params)
-    headed = onnx.ModelProto()
-    headed.CopyFrom(network)
-    headed.graph.node.append(helper.make_node("Identity", [OUTPUT_NAME], [EMBEDDING_NAME]))  # timing only: no embedding head
-    embedding = headed.graph.output.add()
-    embedding.CopyFrom(next(o for o in headed.graph.output if o.name == OUTPUT_NAME))
-    embedding.name = EMBEDDING_NAME
-    proto = compose(paper_image_frontend(spec), headed)
+    proto = compose(paper_image_frontend(spec), network)
     contract = ModelContract(
         labels=tuple(params.genres), model_name=params.registry.model_name, model_version=version, sample_rate=spec.sample_rate,
         clip_samples=spec.clip_samples, family="paper", preprocessing=json.loads(spec.to_json()),
@@ -171,7 +147,8 @@ def bench_clips(params, *, count: int, work: Path) -> np.ndarray:
     from genretag.scoring import track_windows
 
     rate, clip = params.audio.sample_rate, params.audio.clip_samples
-    files = synth_tracks(work / "clips", count=max(1, -(-count // 10)), seconds=30.0, sample_rate=rate)
+    files = [write_track(work / "clips" / f"synth.{i:05d}.wav", seconds=30.0, seed=2021 + i, sample_rate=rate, channels=1)
+             for i in range(max(1, -(-count // 10)))]
     windows = np.concatenate([track_windows(p, sample_rate=rate, clip_samples=clip).waveforms for p in files])
     return windows[:count]
 
@@ -228,29 +205,116 @@ def run_contract(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_e2e(args: argparse.Namespace) -> int:
-    """Issue 14: decode-only, model-only and end-to-end tracks/s, in one run on the same files."""
-    from genretag.catalog import tag_catalog
-    from genretag.config import load_params, worker_count
-    from genretag.scoring import decode_files, open_model
+CATALOG_RATE = 44100  # real-looking catalog audio: 44.1 kHz stereo
+CATALOG_FORMATS = ("mp3", "flac", "ogg")
+# Real recordings, when present: ../shared beside the checkout (or beside a worktrees' folder).
+CATALOG_SAMPLE = next((p for p in (ROOT.parent / "shared" / "catalog-sample", ROOT.parents[1] / "shared" / "catalog-sample")
+                       if p.is_dir()), ROOT.parent / "shared" / "catalog-sample")
 
-    params = with_image_size(load_params(ROOT / "params.yaml"), args.image_size)
-    work = Path(tempfile.mkdtemp(prefix="genretag-bench-"))
-    if args.folder:
-        folder = Path(args.folder)
-    else:
-        folder = work / "tracks"
-        synth_tracks(folder, count=args.tracks, seconds=args.seconds, sample_rate=params.audio.sample_rate)
-    if args.model:
-        model_path, architecture = Path(args.model), Path(args.model).name
-    else:
-        _, model_path, architecture = paper_models(params, experiment=args.experiment, work=work, version="bench")
-    model = open_model(model_path)
-    windows = params.score.max_windows if args.max_windows is None else args.max_windows
-    batch_size = args.batch_size or params.score.batch_size
-    workers = worker_count(args.workers)
-    silence = params.validation.silence_rms_dbfs
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
+
+def music_block(seconds: float, *, sample_rate: int, seed: int) -> np.ndarray:
+    """float32 [frames, 2] of pseudo-music: gliding harmonic notes, a noisy beat, hiss; different per seed."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    notes = rng.uniform(80, 1200, size=4)
+    glide = 1 + 0.002 * np.sin(2 * np.pi * 0.3 * t)
+    tones = sum(np.sin(2 * np.pi * f * t * glide) / (k + 1) for k, f in enumerate(notes))
+    beat = (np.sin(2 * np.pi * rng.uniform(1, 3) * t) > 0.95) * rng.standard_normal(t.size) * 0.3
+    left = 0.1 * tones + beat + 0.02 * rng.standard_normal(t.size)
+    right = 0.8 * np.roll(left, 41) + 0.02 * rng.standard_normal(t.size)
+    return np.clip(np.stack([left, right], axis=1), -1, 1).astype(np.float32)
+
+
+def write_track(path: Path, *, seconds: float, seed: int, sample_rate: int = CATALOG_RATE, channels: int = 2) -> Path:
+    """Encode ``seconds`` of music_block (a 30-s block repeated, one gain per block) with libsndfile, the
+    format chosen by the suffix; written under a temporary name, so an interrupted bench leaves no half file."""
+    import soundfile as sf
+
+    if path.exists():
+        return path
+    block = music_block(min(seconds, 30.0), sample_rate=sample_rate, seed=seed)[:, :channels]
+    frames, second = int(seconds * sample_rate), sample_rate
+    partial = path.with_name(f".partial-{path.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sf.SoundFile(partial, "w", sample_rate, channels, format=path.suffix[1:].upper()) as handle:
+        for start in range(0, frames, second):  # one second per write: libsndfile's Vorbis encoder crashes on long ones
+            at = start % len(block)
+            gain = 1.0 - 0.3 * ((start // len(block)) % 3) / 2
+            handle.write(block[at : at + min(second, frames - start)] * gain)
+    partial.replace(path)
+    return path
+
+
+def catalog_files(cache: Path, *, minutes: list[float], formats: list[str], sample: Path | None) -> list[Path]:
+    """The bench's catalog: one file per format and length (made once, kept in ``cache``), then ``sample``'s audio."""
+    from genretag.audio import scan_folder
+
+    files = []
+    for index, (length, fmt) in enumerate((m, f) for m in minutes for f in formats):
+        path = cache / f"catalog-{length:g}min.{fmt}"
+        if not path.exists():
+            print(f"encoding {path.name} ...", flush=True)
+        files.append(write_track(path, seconds=length * 60, seed=100 + index))
+    if sample is not None and sample.is_dir():
+        files += scan_folder(sample).audio
+    return files
+
+
+def seconds_per_track(paths: list[Path], *, sample_rate: int, clip_samples: int, max_windows: int, whole: bool) -> dict:
+    """One process, one file at a time: decode seconds (best of two; one run for ``whole``) and frames read, windows
+    only or whole file then cut."""
+    from genretag.audio import decode, decode_windows
+    from genretag.scoring import cut_windows
+
+    out = {}
+    for path in paths:
+        best, frames, seeked = float("inf"), 0, False
+        for _ in range(1 if whole else 2):
+            started = time.perf_counter()
+            if whole:
+                decoded = decode(path, sample_rate=sample_rate)
+                cut_windows(decoded.waveform, clip_samples=clip_samples, max_windows=max_windows)
+                frames = round(decoded.stats.duration_s * decoded.original_sample_rate)
+            else:
+                windows = decode_windows(path, sample_rate=sample_rate, clip_samples=clip_samples, max_windows=max_windows)
+                frames, seeked = windows.frames_read, windows.seeked
+            best = min(best, time.perf_counter() - started)
+        out[path] = {"seconds": best, "frames_read": frames, "seeked": seeked}
+    return out
+
+
+def cost_table(files: list[Path], *, minutes: list[float], formats: list[str], model, windows: int, whole_minutes: list[float]) -> dict:
+    """Cost per track against length, per format: windows only (and whole file then cut, for ``whole_minutes``)."""
+    import soundfile as sf
+
+    synthetic = {(length, fmt): files[i] for i, (length, fmt) in enumerate((m, f) for m in minutes for f in formats)}
+    kw = {"sample_rate": model.sample_rate, "clip_samples": model.clip_samples, "max_windows": windows}
+    seek = seconds_per_track(list(synthetic.values()), whole=False, **kw)
+    whole = seconds_per_track([p for (m, _), p in synthetic.items() if m in whole_minutes], whole=True, **kw)
+    rows, numbers = [], {}
+    for (length, fmt), path in synthetic.items():
+        s = seek[path]
+        w = whole.get(path)
+        rows.append((fmt, f"{length:g}", f"{s['seconds'] * 1000:.0f}", f"{s['frames_read'] / sf.info(path).frames:.3f}",
+                     "yes" if s["seeked"] else "no (all of it)", f"{w['seconds'] * 1000:.0f}" if w else "-"))
+        numbers[f"{fmt} {length:g} min"] = {"windows_ms": s["seconds"] * 1000, "frames_read": s["frames_read"], "seeked": s["seeked"],
+                                            "whole_file_ms": w["seconds"] * 1000 if w else None}
+    print(f"\ncost per track against length: one process, {windows} windows of {model.clip_samples} samples at {model.sample_rate} Hz "
+          "(windows only: best of 2; whole file: one run)")
+    print(table(rows, ("format", "minutes", "windows only ms", "share of file read", "seeked", "whole file then cut ms")))
+    ratios = {}
+    if 4 in minutes and 60 in minutes:
+        for fmt in formats:
+            ratios[fmt] = seek[synthetic[(60, fmt)]]["seconds"] / seek[synthetic[(4, fmt)]]["seconds"]
+        print("60-min / 4-min cost: " + ", ".join(f"{fmt} {r:.2f}x" for fmt, r in ratios.items()) + " (must be < 3x)")
+    return {"per_file": numbers, "ratio_60_vs_4_min": ratios}
+
+
+def three_rates(files: list[Path], *, model, windows: int, batch_size: int, workers: int, silence: float, commit_every: int,
+                work: Path) -> dict:
+    """Decode-only, model-only and end-to-end tracks/s on the same files."""
+    from genretag.catalog import tag_catalog
+    from genretag.scoring import decode_files
 
     def decode_all(paths: list[Path]) -> list:
         return [w for _, _, w, _ in decode_files(((p, p) for p in paths), sample_rate=model.sample_rate,
@@ -268,28 +332,134 @@ def run_e2e(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     model.predict(all_windows, batch_size=batch_size)
     model_seconds = time.perf_counter() - started
+    windows_per_second = len(all_windows) / model_seconds
+    del decoded, scored, all_windows
 
+    listing = work / "tracks.csv"
+    listing.write_text("track_id,path\n" + "".join(f"t{i:05d},{p}\n" for i, p in enumerate(files)))
     summary = tag_catalog(
-        folder, model=model, database_url=f"sqlite:///{work / 'catalog.db'}", max_windows=windows, batch_size=batch_size,
-        commit_every=params.score.commit_every, workers=workers, silence_rms_dbfs=silence,
+        listing, model=model, database_url=f"sqlite:///{work / 'catalog.db'}", max_windows=windows, batch_size=batch_size,
+        commit_every=commit_every, workers=workers, silence_rms_dbfs=silence,
     )
     decode_rate = len(files) / decode_seconds
-    model_rate = len(all_windows) / model_seconds / per_track
+    model_rate = windows_per_second / per_track
     e2e_rate = summary.tracks_per_second
     floor = min(decode_rate, model_rate)
-    print(f"\nmodel {architecture} on {model.provider}; {len(files)} tracks, {per_track:.1f} windows/track, "
-          f"{summary.failed} failures; workers={workers} batch={batch_size} max_windows={windows}")
+    print(f"\n{len(files)} tracks, {per_track:.1f} windows/track, {summary.failed} failures; workers={workers} batch={batch_size} "
+          f"max_windows={windows}; model on {model.provider}")
     print(table([
-        ("decode only (worker processes)", f"{decode_rate:.2f}", ""),
-        ("model only (windows/s / windows per track)", f"{model_rate:.2f}", f"{len(all_windows) / model_seconds:.1f} windows/s"),
-        ("end to end (tag_catalog)", f"{e2e_rate:.2f}", f"{e2e_rate / floor:.2f} x the lower floor"),
+        ("decode only (decode_files, worker processes)", f"{decode_rate:.2f}", ""),
+        ("model only (windows/s / windows per track)", f"{model_rate:.2f}", f"{windows_per_second:.1f} windows/s"),
+        ("end to end (tag_catalog: hash, decode, score, write)", f"{e2e_rate:.2f}", f"{e2e_rate / floor:.2f} x the lower floor (target >= 0.8)"),
     ], ("rate", "tracks/s", "")))
-    path = save("e2e", {
-        "architecture": architecture, "provider": model.provider, "tracks": len(files), "track_seconds": None if args.folder else args.seconds,
-        "max_windows": windows, "windows_per_track": per_track, "batch_size": batch_size, "workers": workers,
-        "decode_tracks_per_second": decode_rate, "model_tracks_per_second": model_rate, "end_to_end_tracks_per_second": e2e_rate,
-        "end_to_end_vs_floor": e2e_rate / floor, "failed": summary.failed,
-    })
+    return {"tracks": len(files), "windows_per_track": per_track, "decode_tracks_per_second": decode_rate,
+            "model_windows_per_second": windows_per_second, "model_tracks_per_second": model_rate,
+            "end_to_end_tracks_per_second": e2e_rate, "end_to_end_vs_floor": e2e_rate / floor, "failed": summary.failed}
+
+
+def peak_rss(command: list[str], *, env: dict[str, str], interval_s: float = 0.05) -> dict:
+    """Run ``command``; sample the RSS of it and its descendants every ``interval_s``: peaks in MB."""
+    import subprocess
+
+    import psutil
+
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    root = psutil.Process(process.pid)
+    main_peak = tree_peak = child_peak = 0
+    while process.poll() is None:
+        try:
+            children = root.children(recursive=True)
+            main = root.memory_info().rss
+        except psutil.NoSuchProcess:
+            break
+        sizes = []
+        for child in children:
+            try:
+                sizes.append(child.memory_info().rss)
+            except psutil.NoSuchProcess:
+                pass
+        main_peak, child_peak = max(main_peak, main), max([child_peak, *sizes])
+        tree_peak = max(tree_peak, main + sum(sizes))
+        time.sleep(interval_s)
+    output = process.communicate()[0]
+    mb = 1024 * 1024
+    return {"returncode": process.returncode, "main_mb": main_peak / mb, "largest_child_mb": child_peak / mb,
+            "tree_mb": tree_peak / mb, "last_line": (output.strip().splitlines() or [""])[-1][:300]}
+
+
+def memory_runs(*, model_path: Path, cache: Path, work: Path, hours: float, tracks: int, windows: int) -> dict:
+    """Peak RSS of ``genretag tag-catalog`` (this checkout, a new SQLite catalog) over one long file, then many short tracks."""
+    long_file = write_track(cache / "memory" / f"long-{hours:g}h.ogg", seconds=hours * 3600, seed=7)
+    many = cache / "memory" / f"short-{tracks}"
+    for index in range(tracks):  # 4-s mono FLAC at 22.05 kHz, each different (the catalog skips equal content)
+        write_track(many / f"{index // 100:02d}" / f"track{index:05d}.flac", seconds=4.0, seed=10_000 + index, sample_rate=22050, channels=1)
+    env = {**os.environ, "GENRETAG_ROOT": str(ROOT)}
+    rows, numbers = [], {}
+    for name, source in ((f"one {hours:g}-hour file (44.1 kHz stereo Ogg)", long_file.parent / "long"), (f"{tracks} tracks of 4 s", many)):
+        if source.name == "long":  # a folder holding only the long file
+            source.mkdir(exist_ok=True)
+            link = source / long_file.name
+            if not link.exists():
+                link.symlink_to(long_file)
+        database = f"sqlite:///{work / (source.name + '.db')}"
+        started = time.perf_counter()
+        measured = peak_rss([sys.executable, "-m", "genretag.cli", "tag-catalog", str(source), "--model", str(model_path),
+                             "--database", database, "--max-windows", str(windows)], env=env)
+        measured["seconds"] = time.perf_counter() - started
+        rows.append((name, f"{measured['main_mb']:.0f}", f"{measured['largest_child_mb']:.0f}", f"{measured['tree_mb']:.0f}",
+                     f"{measured['seconds']:.0f}", measured["returncode"]))
+        numbers[name] = measured
+        if measured["returncode"]:
+            print(f"tag-catalog failed on {name}: {measured['last_line']}", file=sys.stderr)
+    print(f"\npeak RSS of `genretag tag-catalog` (sampled every 50 ms), max_windows={windows}")
+    print(table(rows, ("source", "tagging process MB", "largest child MB", "whole tree MB", "seconds", "exit")))
+    return numbers
+
+
+def run_e2e(args: argparse.Namespace) -> int:
+    """Issue 14: cost per track against length; decode-only, model-only and end-to-end tracks/s on the same files; peak RSS."""
+    from genretag.config import load_params, worker_count
+    from genretag.scoring import open_model
+
+    params = with_image_size(load_params(ROOT / "params.yaml"), args.image_size)
+    work = Path(tempfile.mkdtemp(prefix="genretag-bench-"))
+    cache = Path(args.cache)
+    height, width = params.spectrogram.image_size
+    kept = cache / f"paper-{args.experiment}-{height}x{width}.onnx"  # built once (TensorFlow is slow to start)
+    if args.model:
+        model_path, architecture = Path(args.model), Path(args.model).name
+    elif kept.exists():
+        model_path, architecture = kept, f"{args.experiment} {height}x{width} (untrained, {kept})"
+    else:
+        _, built, architecture = paper_models(params, experiment=args.experiment, work=work, version="bench")
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        model_path = built.replace(kept)
+        architecture = f"{architecture} {height}x{width} (untrained)"
+    model = open_model(model_path)
+    windows = params.score.max_windows if args.max_windows is None else args.max_windows
+    batch_size = args.batch_size or params.score.batch_size
+    workers = worker_count(args.workers)
+    print(f"model {architecture} ({model_path.name}), {model.sample_rate} Hz, on {model.provider}; cpus usable: {machine()['cpus_usable']}")
+
+    results: dict = {"architecture": architecture, "provider": model.provider, "max_windows": windows, "batch_size": batch_size,
+                     "workers": workers}
+    if args.folder:
+        files = sorted(p for p in Path(args.folder).rglob("*") if p.is_file())
+    elif args.tracks:  # a quick catalog of equal tracks (FLAC encodes fastest)
+        files = [write_track(cache / f"tracks-{args.seconds:g}s" / f"track{i:05d}.flac", seconds=args.seconds, seed=1000 + i)
+                 for i in range(args.tracks)]
+    else:
+        sample = Path(args.catalog_sample) if args.catalog_sample else CATALOG_SAMPLE
+        files = catalog_files(cache, minutes=args.minutes, formats=args.formats, sample=sample if sample.is_dir() else None)
+        results["catalog_sample"] = str(sample) if sample.is_dir() else None
+        results["cost"] = cost_table(files, minutes=args.minutes, formats=args.formats, model=model, windows=windows,
+                                     whole_minutes=args.whole_file_minutes)
+    results["rates"] = three_rates(files, model=model, windows=windows, batch_size=batch_size, workers=workers,
+                                   silence=params.validation.silence_rms_dbfs, commit_every=params.score.commit_every, work=work)
+    if args.memory if args.memory is not None else not (args.folder or args.tracks):
+        results["peak_rss"] = memory_runs(model_path=model_path, cache=cache, work=work, hours=args.memory_hours,
+                                          tracks=args.memory_tracks, windows=windows)
+    path = save("e2e", results)
     print(f"\nwrote {path}")
     return 0
 
@@ -407,15 +577,25 @@ def main() -> int:
     contract.add_argument("--batches", type=int, default=4, help="batches of distinct clips")
     contract.add_argument("--repeats", type=int, default=1)
     contract.add_argument("--experiment", default="exp8")
-    e2e = sub.add_parser("e2e", help="decode-only, model-only and end-to-end tracks/s (the default)")
+    e2e = sub.add_parser("e2e", help="cost per track against length, decode-only/model-only/end-to-end tracks/s, peak RSS (the default)")
     for p in (parser, e2e):
-        p.add_argument("--folder", help="tag this folder instead of synthetic tracks")
-        p.add_argument("--tracks", type=int, default=20)
+        p.add_argument("--folder", help="rates on this folder's files instead of the synthetic catalog (no cost table)")
+        p.add_argument("--tracks", type=int, default=0, help="rates on this many synthetic FLAC tracks of --seconds instead (no cost table)")
         p.add_argument("--seconds", type=float, default=30.0)
+        p.add_argument("--minutes", type=float, nargs="+", default=[1, 4, 10, 60], help="synthetic track lengths")
+        p.add_argument("--formats", nargs="+", default=list(CATALOG_FORMATS), choices=CATALOG_FORMATS)
+        p.add_argument("--catalog-sample", help=f"real recordings to add (default {CATALOG_SAMPLE}, when present)")
+        p.add_argument("--cache", default=str(RESULTS / "catalog-audio"), help="where the synthetic audio is kept between runs")
+        p.add_argument("--whole-file-minutes", type=float, nargs="*", default=[4, 60],
+                       help="lengths also timed the old way: decode the whole file, then cut")
+        p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
+                       help="peak RSS of genretag tag-catalog (default: with the synthetic length catalog only)")
+        p.add_argument("--memory-hours", type=float, default=2.0, help="length of the long file of the memory run")
+        p.add_argument("--memory-tracks", type=int, default=2000, help="short tracks of the memory run")
         p.add_argument("--model", help="a contract-v2 .onnx file (default: the paper CNN built here)")
         p.add_argument("--experiment", default="exp8")
-        p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="default: params.yaml")
-        p.add_argument("--max-windows", type=int, default=None)
+        p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=[128, 128])
+        p.add_argument("--max-windows", type=int, default=None, help="default: params score.max_windows")
         p.add_argument("--batch-size", type=int, default=0, help="scoring batch (default: params score.batch_size)")
         p.add_argument("--workers", type=int, default=0)
     export = sub.add_parser("export-model", help="write the benchmark model as ONNX (needs TensorFlow)")

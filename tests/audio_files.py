@@ -25,12 +25,13 @@ def sine(seconds: float, sample_rate: int, *, frequency: float = 440.0, channels
     return np.repeat(mono[:, None], channels, axis=1)
 
 
-def encode_with_pyav(path: Path, *, seconds: float = 4.0) -> Path:
-    """Encode a stereo sine into ``path`` with FFmpeg (PyAV), the format chosen by its suffix."""
+def encode_with_pyav(path: Path, *, seconds: float = 4.0, samples: np.ndarray | None = None) -> Path:
+    """Encode ``samples`` float32 [frames, 2] at the format's rate (default: a stereo sine of ``seconds``)
+    into ``path`` with FFmpeg (PyAV), the format chosen by its suffix."""
     import av
 
     container_format, codec, rate = PYAV_FORMATS[path.suffix.lower()]
-    samples = sine(seconds, rate)
+    samples = sine(seconds, rate) if samples is None else samples
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w", format=container_format) as container:
         stream = container.add_stream(codec, rate=rate, layout="stereo")
@@ -68,4 +69,41 @@ def wav_with_zero_sizes(path: Path, *, seconds: float = 8.0, sample_rate: int = 
     at = raw.find(b"data")
     raw[at + 4 : at + 8] = b"\0\0\0\0"
     path.write_bytes(bytes(raw))
+    return path
+
+
+def music_like(seconds: float, sample_rate: int, *, seed: int = 0, noise: bool = True) -> np.ndarray:
+    """float32 [frames, 2]: gliding tones, a beat and (``noise``) noise, different in each channel.
+
+    Unlike a steady sine, no shift of a few samples looks like the same signal, so it shows
+    whether a decoder put every sample at its place. Without ``noise`` the beat is a click train:
+    AAC encoders code noise as noise (PNS), which the decoder re-synthesises from a generator
+    whose state depends on where decoding started.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    tones = sum(np.sin(2 * np.pi * f * t * (1 + 0.05 * np.sin(2 * np.pi * 0.2 * t))) / (k + 2) for k, f in enumerate((110, 330, 620)))
+    beat = (np.sin(2 * np.pi * 2.0 * t) > 0.9) * 0.3
+    hiss = (lambda: 0.05 * rng.standard_normal(t.size)) if noise else (lambda: 0.0)
+    left = 0.3 * tones + beat * (rng.standard_normal(t.size) if noise else np.sin(2 * np.pi * 1500 * t)) + hiss()
+    right = np.roll(left, 37) * 0.8 + hiss()
+    return np.clip(np.stack([left, right], axis=1), -0.99, 0.99).astype(np.float32)
+
+
+def write_soundfile(path: Path, samples: np.ndarray, *, sample_rate: int) -> Path:
+    """Write float32 [frames, channels] with libsndfile, the format chosen by the suffix, one second
+    at a time (libsndfile 1.2.2's Vorbis encoder crashes on one long write)."""
+    with sf.SoundFile(path, "w", sample_rate, samples.shape[1]) as handle:
+        for start in range(0, len(samples), sample_rate):
+            handle.write(samples[start : start + sample_rate])
+    return path
+
+
+def long_track(path: Path, *, minutes: float, sample_rate: int = 44100, channels: int = 1) -> Path:
+    """A track of ``minutes`` made of one 30-s music_like block repeated (cheap to make at any length)."""
+    block = music_like(30.0, sample_rate)[:, :channels]
+    frames = int(minutes * 60 * sample_rate)
+    with sf.SoundFile(path, "w", sample_rate, channels) as handle:
+        for start in range(0, frames, len(block)):
+            handle.write(block[: frames - start])
     return path

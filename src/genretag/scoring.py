@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from genretag.audio import decode, stats
+from genretag.audio import decode_windows, stats
 from genretag.config import worker_count
 from genretag.contract import (
     EMBEDDING_NAME,
@@ -294,6 +294,13 @@ def is_silent(window: np.ndarray, *, silence_rms_dbfs: float) -> bool:
     return measured.peak == 0.0 or measured.rms_dbfs < silence_rms_dbfs
 
 
+def drop_silent(windows: np.ndarray, *, silence_rms_dbfs: float = -60.0) -> TrackWindows:
+    """Windows float32 [n, S] without the silent ones (:func:`is_silent`), which are counted."""
+    kept = [window for window in windows if not is_silent(window, silence_rms_dbfs=silence_rms_dbfs)]
+    stacked = np.stack(kept) if kept else np.empty((0, windows.shape[1]), dtype=np.float32)
+    return TrackWindows(waveforms=stacked, silent=len(windows) - len(kept))
+
+
 def cut_windows(waveform: np.ndarray, *, clip_samples: int, max_windows: int = 0, silence_rms_dbfs: float = -60.0) -> TrackWindows:
     """Cut a mono waveform into whole, non-overlapping windows of ``clip_samples``; drop the silent ones.
 
@@ -303,10 +310,8 @@ def cut_windows(waveform: np.ndarray, *, clip_samples: int, max_windows: int = 0
     """
     waveform = np.asarray(waveform, dtype=np.float32)
     starts = window_starts(len(waveform), clip_samples=clip_samples, max_windows=max_windows, evenly_spaced=True)
-    windows = [waveform[start : start + clip_samples] for start in starts]
-    kept = [window for window in windows if not is_silent(window, silence_rms_dbfs=silence_rms_dbfs)]
-    stacked = np.stack(kept) if kept else np.empty((0, clip_samples), dtype=np.float32)
-    return TrackWindows(waveforms=stacked, silent=len(windows) - len(kept))
+    windows = np.stack([waveform[start : start + clip_samples] for start in starts]) if len(starts) else np.empty((0, clip_samples), np.float32)
+    return drop_silent(windows, silence_rms_dbfs=silence_rms_dbfs)
 
 
 def track_windows(
@@ -317,17 +322,19 @@ def track_windows(
     max_windows: int = 0,
     silence_rms_dbfs: float = -60.0,
 ) -> TrackWindows:
-    """Decode any audio file at ``sample_rate`` Hz (the model's) and cut its windows (:func:`cut_windows`).
+    """Decode the windows of any audio file at ``sample_rate`` Hz (the model's); drop the silent ones.
 
-    Raises AudioError naming the file when it is unreadable, empty, holds non-finite samples, is
-    shorter than one window, or every window is silent.
+    Only the windows are decoded (``genretag.audio.decode_windows``: seeks, so the cost follows
+    ``max_windows``, not the track's length); they equal :func:`cut_windows` of the whole decoded
+    track. Raises AudioError naming the file when it is unreadable, empty, holds non-finite samples
+    in the frames read, is shorter than one window, or every window is silent.
     """
-    decoded = decode(path, sample_rate=sample_rate)
-    if decoded.stats.nonfinite_samples > 0:
-        raise AudioError(path, f"{decoded.stats.nonfinite_samples} non-finite samples (NaN or infinity)")
-    if len(decoded.waveform) < clip_samples:
+    decoded = decode_windows(path, sample_rate=sample_rate, clip_samples=clip_samples, max_windows=max_windows)
+    if decoded.nonfinite_samples > 0:
+        raise AudioError(path, f"{decoded.nonfinite_samples} non-finite samples (NaN or infinity)")
+    if decoded.track_samples < clip_samples:
         raise AudioError(path, f"too short: {decoded.duration_s:.2f} s is less than one {clip_samples / sample_rate:g}-s window")
-    windows = cut_windows(decoded.waveform, clip_samples=clip_samples, max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs)
+    windows = drop_silent(decoded.windows, silence_rms_dbfs=silence_rms_dbfs)
     if len(windows.waveforms) == 0:
         raise AudioError(path, f"silent: all {windows.silent} windows are all-zero or below {silence_rms_dbfs:.1f} dBFS RMS")
     return windows
@@ -399,16 +406,23 @@ DecodedTrack = tuple[Hashable, str, "TrackWindows | None", str]
 """(key, path, the track's windows or None, why there are none): what decoding gives scoring."""
 
 
-def score_decoded(model: ScoringModel, decoded: Iterable[DecodedTrack], *, batch_size: int = 256) -> Iterator[ScoredTrack]:
+def score_decoded(model: ScoringModel, decoded: Iterable[DecodedTrack | None], *, batch_size: int = 256) -> Iterator[ScoredTrack]:
     """Score decoded tracks; yield one ScoredTrack per track as soon as its batch ran.
 
-    Windows of several tracks are pooled into batches of ``batch_size`` for the session.
-    A track without windows comes back at once with its reason, so a failure can overtake
-    tracks still waiting for a full batch.
+    Windows of several tracks are pooled into batches of ``batch_size`` for the session. A None
+    in ``decoded`` says the next track is still being decoded (``decode_files(announce_waits=True)``):
+    the windows at hand are scored then, so the session works while the decoders do instead
+    of waiting for a full batch. A track without windows comes back at once with its reason, so
+    a failure can overtake tracks still waiting for a batch.
     """
     ready: list[tuple[Hashable, str, TrackWindows]] = []
     ready_windows = 0
-    for key, path, windows, reason in decoded:
+    for item in decoded:
+        if item is None:
+            yield from _score_batch(model, ready, batch_size=batch_size)
+            ready, ready_windows = [], 0
+            continue
+        key, path, windows, reason = item
         if windows is None:
             yield ScoredTrack(key, path, None, reason)
             continue
@@ -441,12 +455,14 @@ def decode_files(
     silence_rms_dbfs: float = -60.0,
     in_flight: int = 0,
     parallel: bool = True,
-) -> Iterator[DecodedTrack]:
+    announce_waits: bool = False,
+) -> Iterator[DecodedTrack | None]:
     """Decode ``(key, path)`` items at ``sample_rate`` into windows of ``clip_samples`` (:func:`track_windows`)
     in ``workers`` local processes (0: every core), in input order.
 
-    At most ``in_flight`` files (0: twice the workers) are read ahead. Closing the
-    iterator stops the workers.
+    At most ``in_flight`` files (0: twice the workers) are read ahead. With ``announce_waits``,
+    a None comes first whenever the next track is not decoded yet (once per track): the consumer
+    may use the wait. Closing the iterator stops the workers.
     """
     n_workers = worker_count(workers)
     limit = max(in_flight or 2 * n_workers, 1) if parallel else 1
@@ -469,6 +485,8 @@ def decode_files(
     try:
         refill()
         while pending:
+            if announce_waits and not pending[0][2].done():
+                yield None
             key, path, job = pending.popleft()
             try:
                 windows, reason = job.result()
@@ -495,14 +513,15 @@ def score_files(
 ) -> Iterator[ScoredTrack]:
     """Score ``(key, path)`` items: decode_files in local worker processes, then score_decoded.
 
-    Bad files come back with ``error`` set, never raise. Enough files are read ahead to fill
-    a batch while the session runs.
+    Bad files come back with ``error`` set, never raise. Decoding and scoring overlap: enough
+    files are read ahead to fill a batch while the session runs, and whenever the next track is
+    not decoded yet the windows at hand are scored rather than left waiting for a full batch.
     """
     n_workers = worker_count(workers)
     tracks_per_batch = -(-batch_size // (max_windows or 10))
     decoded = decode_files(
         items, sample_rate=model.sample_rate, clip_samples=model.clip_samples, max_windows=max_windows, workers=n_workers, silence_rms_dbfs=silence_rms_dbfs,
-        in_flight=max(2 * n_workers, tracks_per_batch + n_workers), parallel=parallel,
+        in_flight=max(2 * n_workers, tracks_per_batch + n_workers), parallel=parallel, announce_waits=parallel,
     )
     try:
         yield from score_decoded(model, decoded, batch_size=batch_size)

@@ -17,7 +17,7 @@ from genretag.audio import decode
 from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, cuda_batch_limit, largest_activation, read_contract
 from genretag.environment import gpu_visible
 from genretag.errors import AudioError, ScoringError
-from genretag.scoring import CPU, CUDA, cuda_note, cut_windows, open_model, resolve_model, score_file, score_files
+from genretag.scoring import CPU, CUDA, cuda_note, cut_windows, open_model, resolve_model, score_decoded, score_file, score_files
 from genretag.spectrogram import window_starts
 
 
@@ -301,3 +301,38 @@ def test_champion_and_version_numbers_resolve_through_the_mlflow_registry(onnx_p
 
     with pytest.raises(RegistryError, match="challenger"):
         resolve_model("challenger", tracking_uri=uri, model_name="genretag-cnn")
+
+
+def test_a_two_window_cap_on_a_ten_minute_track_scores_two_windows(model, tmp_path: Path) -> None:
+    """Only the two windows are decoded (genretag.audio.decode_windows seeks), and they score as the
+    same windows cut from the whole decoded track."""
+    from tests.audio_files import long_track
+
+    path = long_track(tmp_path / "ten-minutes.flac", minutes=10)
+    score = score_file(model, path, max_windows=2)
+    assert (score.windows_scored, score.windows_silent) == (2, 0)
+    [pooled] = score_files(model, [("long", path)], max_windows=2, workers=1)
+    assert pooled.score is not None and pooled.score.windows_scored == 2
+    expected = _direct(model, path, max_windows=2)
+    for result in (score, pooled.score):
+        assert np.allclose([result.probabilities[label] for label in model.labels], expected, atol=1e-5)
+
+
+def test_a_decoding_wait_is_used_to_score_what_is_ready(model) -> None:
+    """A None from the decoders (the next track is not decoded yet) makes the tracks at hand score at
+    once instead of waiting for a full batch: decoding and scoring overlap even for a few tracks."""
+    windows = cut_windows(tone(7.0, sample_rate=model.sample_rate), clip_samples=model.clip_samples)
+    pulled: list[str] = []
+
+    def decoded():
+        pulled.append("a")
+        yield "a", "a.wav", windows, ""
+        pulled.append("wait")
+        yield None
+        pulled.append("b")
+        yield "b", "b.wav", windows, ""
+
+    stream = score_decoded(model, decoded(), batch_size=256)
+    first = next(stream)
+    assert first.key == "a" and first.score.windows_scored == 2 and pulled == ["a", "wait"]
+    assert [r.key for r in stream] == ["b"] and pulled == ["a", "wait", "b"]
