@@ -118,7 +118,7 @@ def read_clips(path: str | Path, *, genres: Sequence[str] | None = None) -> pd.D
 
 
 def check_images(frame: pd.DataFrame, *, root: Path, image_size: Sequence[int]) -> None:
-    """Every listed PNG exists, is RGB and has ``image_size`` (height, width); reads headers only."""
+    """Every listed PNG exists, is RGB (or indexed RGB) and has ``image_size`` (height, width); reads headers only."""
     from PIL import Image, UnidentifiedImageError
 
     expected = (int(image_size[0]), int(image_size[1]))
@@ -136,8 +136,8 @@ def check_images(frame: pd.DataFrame, *, root: Path, image_size: Sequence[int]) 
             continue
         if size != expected:
             problems.append(f"{path}: size {size[0]}x{size[1]}, expected {expected[0]}x{expected[1]}")
-        elif mode != "RGB":
-            problems.append(f"{path}: mode {mode}, expected RGB")
+        elif mode not in ("RGB", "P"):  # the spectrogram stage writes indexed colour (genretag.images.png_bytes)
+            problems.append(f"{path}: mode {mode}, expected RGB or an RGB palette")
     if problems:
         shown = "; ".join(problems[:10]) + (f"; ... {len(problems) - 10} more" if len(problems) > 10 else "")
         raise TrainingDataError(f"{len(problems)} of {len(frame)} images unusable (rerun the spectrograms stage): {shown}")
