@@ -1,11 +1,19 @@
-"""Stage `train`: spectrogram PNGs of clips.csv -> models/model.keras, training.json, metrics, curves."""
+"""Stage `train`: spectrogram PNGs of clips.csv -> models/model.keras, training.json, metrics, curves.
+
+Stage `candidate@<id>` (``python -m flows.train --candidate <id>``, one per params.yaml
+``train.candidates``): trains that model family on the split's audio clips as its own MLflow run
+and exports it, parity-gated, to ``models/candidates/<id>/model.onnx``.
+"""
+
+import argparse
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 
 from flows.common import IO_RETRIES, maybe_inject_fault, stage_context
 from genretag.config import Layout, Params
-from genretag.train import train
+from genretag.train import export_trained_candidate, train, train_candidate
 
 
 @task(**IO_RETRIES)
@@ -15,13 +23,26 @@ def fit_model(params: Params, layout: Layout) -> dict:
     return {**result.metrics, "experiment": result.experiment, "mlflow_run_id": result.run_id}
 
 
-def _markdown(summary: dict, params: Params) -> str:
+@task(cache_policy=NO_CACHE, persist_result=False)
+def fit_candidate(params: Params, layout: Layout, candidate: str) -> dict:
+    maybe_inject_fault("train.candidate", subject=candidate)
+    return train_candidate(params, layout, candidate, log=get_run_logger().info)
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def export_candidate(params: Params, layout: Layout, candidate: str) -> dict:
+    result = export_trained_candidate(params, layout, candidate)
+    p = result.parity
+    return {"onnx": str(result.onnx_path), "max_abs_diff_test": p.max_abs_diff_test,
+            "max_abs_diff_synthetic": p.max_abs_diff_synthetic, "onnx_test_accuracy": p.onnx_test_accuracy}
+
+
+def _markdown(summary: dict, title: str) -> str:
     rows = "\n".join(
         f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |"
-        for key, value in summary.items()
+        for key, value in summary.items() if not isinstance(value, dict | list)
     )
-    size = "x".join(str(v) for v in params.spectrogram.image_size)
-    return f"# Training: {params.train.experiment} on {size} images\n\n| metric | value |\n| --- | --- |\n{rows}\n"
+    return f"# {title}\n\n| metric | value |\n| --- | --- |\n{rows}\n"
 
 
 @flow(name="train")
@@ -34,10 +55,26 @@ def train_flow() -> dict:
         summary["experiment"], summary["best_epoch"], summary["epochs"],
         summary["validation_accuracy"], summary["mlflow_run_id"],
     )
-    create_markdown_artifact(key="train-metrics", markdown=_markdown(summary, params),
+    size = "x".join(str(v) for v in params.spectrogram.image_size)
+    create_markdown_artifact(key="train-metrics", markdown=_markdown(summary, f"Training: {params.train.experiment} on {size} images"),
                              description=f"train.experiment = {params.train.experiment}")
     return summary
 
 
+@flow(name="train-candidate")
+def candidate_flow(candidate: str) -> dict:
+    """Train one candidate model family, then export it through the parity gate."""
+    params, layout = stage_context()
+    summary = {**fit_candidate(params, layout, candidate), **export_candidate(params, layout, candidate)}
+    get_run_logger().info("candidate %s: ONNX test accuracy %.3f, parity max |diff| %.3g (MLflow run %s)", candidate,
+                          summary["onnx_test_accuracy"], summary["max_abs_diff_test"], summary["mlflow_run_id"])
+    create_markdown_artifact(key=f"candidate-{candidate}", markdown=_markdown(summary, f"Candidate {candidate}"),
+                             description=summary["onnx"])
+    return summary
+
+
 if __name__ == "__main__":
-    train_flow()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--candidate", help="a train.candidates id; without it, the train stage")
+    args = parser.parse_args()
+    candidate_flow(args.candidate) if args.candidate else train_flow()

@@ -99,6 +99,7 @@ class SpectrogramParams(_Section):
 
 
 class TrainParams(_Section):
+    candidates: tuple[str, ...] = ("musicnn-msd", "mfcc-logreg", "paper-exp8")  # model families that dvc repro trains
     experiment: str = "exp8"
 
     @field_validator("experiment")
@@ -117,6 +118,17 @@ class TrainParams(_Section):
     seed: int = 2021
     mixed_precision: bool = False
     xla: bool = False
+
+    @field_validator("candidates")
+    @classmethod
+    def _known_candidates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from genretag.families import parse_candidate  # imports no framework
+
+        if not value or len(set(value)) != len(value):
+            raise ValueError(f"candidates must be a non-empty list without repeats, got {list(value)}")
+        for candidate in value:
+            parse_candidate(candidate)  # ValueError naming the valid ids
+        return value
 
 
 class EvaluateParams(_Section):

@@ -455,3 +455,103 @@ def _epoch_logger(say: Callable[[str], None]):
             say(f"epoch {epoch + 1}: {shown} ({elapsed:.1f} s)")
 
     return EpochLogger()
+
+
+# --------------------------------------------------------------------------- model families (train.candidates)
+
+CANDIDATES_DIR = "candidates"
+
+
+def candidate_dir(paths: Layout, candidate: str) -> Path:
+    """``models/candidates/<candidate>/``: the family's trained state, training.json, model.onnx, card."""
+    return paths.models_dir / CANDIDATES_DIR / candidate
+
+
+def family_options(params: Params, candidate: str) -> dict[str, Any]:
+    """Constructor options of a candidate from params.yaml: Keras families take train.* and the image size."""
+    from genretag.families import parse_candidate
+
+    family, _ = parse_candidate(candidate)
+    if family in ("paper", "compact"):
+        s = params.train
+        return {"image_size": tuple(params.spectrogram.image_size), "max_epochs": s.max_epochs, "patience": s.patience,
+                "batch_size": s.batch_size, "learning_rate": s.learning_rate, "opset": params.export.opset}
+    return {"opset": params.export.opset}
+
+
+def candidate_split(params: Params, paths: Layout, family, split: str):
+    """The ``split`` clips of data/clips.csv as a ClipSet at the family's sample rate."""
+    from genretag.families import load_split
+
+    return load_split(read_clips(paths.clips, genres=params.genres), split=split, raw_dir=paths.raw_dir,
+                      labels=params.genres, source_rate=params.audio.sample_rate, sample_rate=family.sample_rate,
+                      clip_seconds=params.audio.clip_seconds)
+
+
+def train_candidate(params: Params, paths: Layout, candidate: str, *, log: Callable[[str], None]) -> dict[str, Any]:
+    """Train one candidate on the train split (validation for early stopping) as its own MLflow run.
+
+    Writes ``models/candidates/<candidate>/`` (the family's state and ``training.json``); returns
+    the training facts with ``mlflow_run_id``. Raises TrainingDataError for an empty split and the
+    family's errors (e.g. ``PretrainedWeightsError``) as they come.
+    """
+    import mlflow
+
+    from genretag.families import create
+    from genretag.tracking import use_tracking
+
+    family = create(candidate, **family_options(params, candidate))
+    train_set = candidate_split(params, paths, family, "train")
+    validation_set = candidate_split(params, paths, family, "validation")
+    if not len(train_set):
+        raise TrainingDataError(f"{paths.clips}: no train clips for candidate {candidate}")
+    folder = candidate_dir(paths, candidate)
+    use_tracking(params, root=paths.root)
+    with mlflow.start_run(run_name=candidate, tags={"genretag.stage": "train", "genretag.candidate": candidate,
+                                                    "genretag.family": family.name}) as run:
+        mlflow.log_params({**_flat_params(params), "candidate": candidate, "n_train": len(train_set),
+                           "n_validation": len(validation_set), "sample_rate": family.sample_rate})
+        started = time.perf_counter()
+        facts = family.fit(train_set, validation_set, labels=tuple(params.genres), seed=params.train.seed, log=log)
+        seconds = round(time.perf_counter() - started, 3)
+        family.save(folder)
+        training = {"candidate": candidate, "mlflow_run_id": run.info.run_id, "fit_seconds": seconds,
+                    "n_train": len(train_set), "n_validation": len(validation_set), "genres": list(params.genres),
+                    "describe": family.describe(), "preprocessing": family.preprocessing(), **facts,
+                    "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        write_json(folder / "training.json", training)
+        mlflow.log_metrics({k: float(v) for k, v in facts.items() if isinstance(v, int | float) and v is not None})
+        mlflow.log_artifact(str(folder / "training.json"), artifact_path="train")
+    return training
+
+
+def load_candidate(params: Params, paths: Layout, candidate: str):
+    """The trained family that :func:`train_candidate` saved."""
+    from genretag.families import create
+
+    family = create(candidate, **family_options(params, candidate))
+    family.load(candidate_dir(paths, candidate))
+    return family
+
+
+def export_trained_candidate(params: Params, paths: Layout, candidate: str, family=None):
+    """Export a trained candidate to ``models/candidates/<candidate>/model.onnx`` (+ MODEL_CARD.md) through the
+    generic parity-gated :func:`genretag.export.export_candidate` on the test split's clips at the family's rate.
+
+    Raises ExportError (nothing written) when the graph does not match the family's own predict.
+    """
+    from genretag.contract import ModelContract
+    from genretag.export import TestClips, export_candidate, git_commit, training_data_hash
+
+    family = family or load_candidate(params, paths, candidate)
+    test_set = candidate_split(params, paths, family, "test")
+    test = TestClips(waveforms=test_set.waveforms, genres=tuple(params.genres[i] for i in test_set.labels),
+                     clip_ids=test_set.clip_ids, sample_rate=family.sample_rate)
+    training = read_training(candidate_dir(paths, candidate) / "training.json")
+    contract = ModelContract(
+        labels=tuple(params.genres), model_name=params.registry.model_name, model_version=f"{candidate}-{training.get('mlflow_run_id', '')[:12]}",
+        sample_rate=family.sample_rate, clip_samples=family.clip_samples, family=family.name,
+        preprocessing=family.preprocessing(), training_data_hash=training_data_hash(paths), git_commit=git_commit(paths.root),
+    )
+    return export_candidate(family, contract=contract, onnx_path=candidate_dir(paths, candidate) / "model.onnx", test=test,
+                            tolerance=max(params.export.parity_tolerance, 1e-3))

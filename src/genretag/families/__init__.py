@@ -10,13 +10,16 @@ never branch on the family. Adding a family touches one new module and one line 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import onnx
+import pandas as pd
+
+from genretag.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -70,5 +73,103 @@ class Family(Protocol):
     def save(self, directory: Path) -> None:
         """Write the trained state (framework files) under ``directory`` atomically."""
 
+    def load(self, directory: Path) -> None:
+        """Read the trained state that :meth:`save` wrote (raises a GenretagError when unusable)."""
 
-FAMILIES: Mapping[str, Callable[..., Family]] = {}
+
+FAMILIES: Mapping[str, str] = {
+    "musicnn-msd": "genretag.families.musicnn_msd:MusicnnMSD",
+    "mfcc-logreg": "genretag.families.mfcc_logreg:MfccLogReg",
+    "compact": "genretag.families.compact:Compact",
+    "paper": "genretag.families.paper:Paper",
+}
+"""Family name -> ``module:class`` (imported on demand: TensorFlow loads only for families that need it)."""
+
+PAPER_PREFIX = "paper-"
+
+
+def parse_candidate(candidate: str) -> tuple[str, str | None]:
+    """Candidate id -> (family name, paper experiment or None): ``paper-exp8`` -> ("paper", "exp8").
+
+    Raises ValueError naming the valid ids for an unknown family or experiment (imports no framework).
+    """
+    from genretag.models import EXPERIMENTS
+
+    if candidate.startswith(PAPER_PREFIX) and candidate[len(PAPER_PREFIX):] in EXPERIMENTS:
+        return "paper", candidate[len(PAPER_PREFIX):]
+    if candidate in FAMILIES and candidate != "paper":
+        return candidate, None
+    raise ValueError(
+        f"unknown candidate {candidate!r}; valid: {', '.join(k for k in FAMILIES if k != 'paper')}, "
+        f"{PAPER_PREFIX}<experiment> ({', '.join(EXPERIMENTS)})"
+    )
+
+
+def create(candidate: str, **options: Any) -> Family:
+    """A new, untrained family for candidate id ``candidate`` (see :func:`parse_candidate`).
+
+    ``options`` go to the family's constructor. Raises :class:`~genretag.errors.ConfigError` for an unknown id.
+    """
+    import importlib
+
+    try:
+        family, experiment = parse_candidate(candidate)
+    except ValueError as exc:
+        raise ConfigError(f"train.candidates: {exc}") from None
+    module, _, name = FAMILIES[family].partition(":")
+    factory = getattr(importlib.import_module(module), name)
+    return factory(experiment=experiment, **options) if experiment else factory(**options)
+
+
+def clip_windows(waveform: np.ndarray, *, clip_samples: int) -> np.ndarray:
+    """Consecutive whole clips of one track: float32 [n, clip_samples], n = len // clip_samples (may be 0).
+
+    The clip rule of :func:`genretag.dataset.clips_for_tracks` (a partial clip at the end is dropped).
+    """
+    count = len(waveform) // clip_samples
+    return np.ascontiguousarray(np.asarray(waveform[: count * clip_samples], dtype=np.float32).reshape(count, clip_samples))
+
+
+def load_split(
+    clips: pd.DataFrame, *, split: str, raw_dir: Path, labels: Sequence[str], source_rate: int, sample_rate: int, clip_seconds: float
+) -> ClipSet:
+    """The clips of ``split`` in clips.csv, cut from the ingested WAVs and resampled to ``sample_rate``.
+
+    ``clips``: clips.csv rows (``clip_id``, ``track_id``, ``genre``, ``split``, ``start_s``);
+    the WAVs are ``raw_dir/<genre>/<track_id>.wav``, mono at ``source_rate`` Hz (the ingest stage's
+    output). Each track is resampled once with soxr (``HQ``, as :func:`genretag.audio.decode`) and
+    its clips cut at ``start_s`` over ``round(clip_seconds * sample_rate)`` samples, as consumers cut
+    windows at the model's rate. Raises :class:`~genretag.errors.TrainingDataError` naming a WAV
+    that is missing or too short for its clips.
+    """
+    import soxr
+
+    from genretag.audio import load_wav
+    from genretag.errors import AudioError, TrainingDataError
+
+    clip_samples = int(round(clip_seconds * sample_rate))
+    lookup = {label: index for index, label in enumerate(labels)}
+    rows = clips[clips["split"] == split]
+    waveforms: list[np.ndarray] = []
+    for (genre, track_id), track in rows.groupby(["genre", "track_id"], sort=False):
+        path = raw_dir / genre / f"{track_id}.wav"
+        try:
+            audio = load_wav(path, sample_rate=source_rate)
+        except (AudioError, OSError, RuntimeError) as exc:
+            raise TrainingDataError(f"{path}: cannot read the clip audio ({exc}); rerun the ingest stage") from exc
+        if source_rate != sample_rate:
+            audio = soxr.resample(audio, source_rate, sample_rate, quality="HQ").astype(np.float32)
+        for start_s in track["start_s"].astype(float):
+            start = int(round(start_s * sample_rate))
+            clip = audio[start : start + clip_samples]
+            if len(clip) < clip_samples - 1:
+                raise TrainingDataError(f"{path}: {len(audio)} samples, too short for its clip at {start_s} s")
+            waveforms.append(np.pad(clip, (0, clip_samples - len(clip))))  # resampling may lose the last sample
+    ordered = pd.concat([t for _, t in rows.groupby(["genre", "track_id"], sort=False)]) if len(rows) else rows
+    return ClipSet(
+        waveforms=np.stack(waveforms) if waveforms else np.zeros((0, clip_samples), np.float32),
+        labels=np.array([lookup[g] for g in ordered["genre"]], dtype=np.int64),
+        track_ids=tuple(ordered["track_id"]),
+        clip_ids=tuple(ordered["clip_id"]),
+        sample_rate=sample_rate,
+    )

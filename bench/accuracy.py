@@ -1,0 +1,170 @@
+"""Accuracy of each model family on a GTZAN-layout folder: repeated stratified track-level cross-validation.
+
+    python bench/accuracy.py --data ../shared/gtzan-sample                       # 20 splits of 70/30
+    python bench/accuracy.py --data DIR --families musicnn-msd mfcc-logreg --splits 20
+    python bench/accuracy.py --data DIR --families paper-exp8 --splits 3
+
+Each split puts 30 % of every genre's tracks in the test set (whole tracks: no clip of a test
+track is trained on). Clips are the consecutive whole 3-s clips of each track, decoded and
+resampled (soxr) to the family's rate. Clip accuracy: top-1 per clip; track accuracy: top-1 of
+the mean clip probability per track. Families whose only trained part is a head over a frozen
+embedding (musicnn-msd, mfcc-logreg) embed every clip once and refit the head per split, which
+is the same as refitting the family. Keras families train per split: on the split's training
+tracks minus one track per genre, which early stopping watches.
+
+Also printed: parameters, ONNX size of the family trained on every track, and CPU clips/s of
+that ONNX graph (onnxruntime CPU provider, batch 64, median of 5 runs after one warm-up).
+Writes JSON to bench/results/accuracy-<UTC time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+import genretag  # noqa: F401  - quiet environment before TensorFlow loads
+from genretag.audio import decode
+from genretag.config import load_params, project_root
+from genretag.dataset import discover_sources
+from genretag.families import ClipSet, clip_windows, create
+from genretag.families.heads import FeatureHeadFamily
+
+
+def load_corpus(data: Path, *, genres: list[str], sample_rate: int, clip_samples: int) -> tuple[ClipSet, np.ndarray]:
+    """Every whole clip of every track under ``data`` at ``sample_rate``; also each clip's genre-stratum track index."""
+    waveforms, labels, tracks = [], [], []
+    for source in discover_sources(data, genres=genres):
+        clips = clip_windows(decode(source.path, sample_rate=sample_rate).waveform, clip_samples=clip_samples)
+        waveforms.append(clips)
+        labels += [genres.index(source.genre)] * len(clips)
+        tracks += [source.track_id] * len(clips)
+    clip_ids = tuple(f"{t}.{i}" for i, t in enumerate(tracks))
+    return ClipSet(np.concatenate(waveforms), np.array(labels, np.int64), tuple(tracks), clip_ids, sample_rate), np.array(tracks)
+
+
+def track_splits(tracks: np.ndarray, labels: np.ndarray, *, splits: int, test_size: float, seed: int):
+    """(train track ids, test track ids) per split, stratified by genre (scikit-learn StratifiedShuffleSplit)."""
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    names, first = np.unique(tracks, return_index=True)
+    genre = labels[first]
+    splitter = StratifiedShuffleSplit(n_splits=splits, test_size=test_size, random_state=seed)
+    for train, test in splitter.split(names, genre):
+        yield set(names[train]), set(names[test])
+
+
+def subset(clips: ClipSet, mask: np.ndarray) -> ClipSet:
+    index = np.flatnonzero(mask)
+    return ClipSet(clips.waveforms[index], clips.labels[index], tuple(np.array(clips.track_ids)[index]),
+                   tuple(np.array(clips.clip_ids)[index]), clips.sample_rate)
+
+
+def accuracies(probabilities: np.ndarray, labels: np.ndarray, tracks: np.ndarray) -> tuple[float, float]:
+    """Clip top-1 accuracy, and track top-1 accuracy of the mean clip probability."""
+    clip = float(np.mean(probabilities.argmax(1) == labels))
+    hits = [probabilities[tracks == t].mean(0).argmax() == labels[tracks == t][0] for t in np.unique(tracks)]
+    return clip, float(np.mean(hits))
+
+
+def validation_tracks(train_tracks: set[str], tracks: np.ndarray, labels: np.ndarray) -> set[str]:
+    """One training track per genre held out for early stopping (the first in sorted order)."""
+    held: dict[int, str] = {}
+    for track in sorted(train_tracks):
+        held.setdefault(int(labels[tracks == track][0]), track)
+    return set(held.values())
+
+
+def cross_validate(candidate: str, clips: ClipSet, tracks: np.ndarray, *, labels: tuple[str, ...], splits: int, seed: int, epochs: int | None) -> dict:
+    options = {"max_epochs": epochs} if epochs and not candidate.startswith(("musicnn", "mfcc")) else {}
+    family = create(candidate, **options)
+    quiet = lambda message: None  # noqa: E731
+    frozen = family.embed(clips.waveforms) if isinstance(family, FeatureHeadFamily) else None
+    results = []
+    for number, (train_tracks, test_tracks) in enumerate(track_splits(tracks, clips.labels, splits=splits, test_size=0.3, seed=seed)):
+        started = time.perf_counter()
+        test = np.isin(tracks, list(test_tracks))
+        if frozen is not None:
+            family.head.n_classes = len(labels)
+            family.head.fit(frozen[~test], clips.labels[~test], seed=seed + number)
+            probabilities = family.head.predict_proba(frozen[test])
+        else:
+            held = np.isin(tracks, list(validation_tracks(train_tracks, tracks, clips.labels)))
+            family = create(candidate, **options)
+            family.fit(subset(clips, ~test & ~held), subset(clips, held), labels=labels, seed=seed + number, log=quiet)
+            probabilities = family.predict(clips.waveforms[test]).probabilities
+        clip, track = accuracies(probabilities, clips.labels[test], tracks[test])
+        results.append({"clip_accuracy": clip, "track_accuracy": track, "seconds": round(time.perf_counter() - started, 2)})
+        print(f"  {candidate} split {number + 1}/{splits}: clip {clip:.3f}, track {track:.3f}", flush=True)
+    return {"splits": results, **{f"{k}_{s}": float(f(np.array([r[k] for r in results]))) for k in ("clip_accuracy", "track_accuracy")
+                                  for s, f in (("mean", np.mean), ("sd", lambda a: np.std(a, ddof=1) if len(a) > 1 else 0.0))}}
+
+
+def onnx_facts(candidate: str, clips: ClipSet, *, labels: tuple[str, ...], seed: int, epochs: int | None) -> dict:
+    """Train on every clip, export, and time the ONNX graph on CPU at batch 64."""
+    import onnxruntime as ort
+
+    options = {"max_epochs": epochs} if epochs and not candidate.startswith(("musicnn", "mfcc")) else {}
+    family = create(candidate, **options)
+    family.fit(clips, subset(clips, np.zeros(len(clips), bool)), labels=labels, seed=seed, log=lambda m: None)
+    model = family.to_onnx().SerializeToString()
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    batch = np.resize(clips.waveforms, (64, clips.waveforms.shape[1])).astype(np.float32)
+    session.run(None, {"waveform": batch})
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        session.run(None, {"waveform": batch})
+        times.append(time.perf_counter() - started)
+    described = family.describe()
+    parameters = int(described.get("parameters") or described.get("frozen_parameters", 0) + described.get("trained_parameters", 0))
+    return {"parameters": parameters, "onnx_bytes": len(model), "cpu_clips_per_second": round(64 / float(np.median(times)), 1),
+            "describe": described}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="GTZAN-layout folder: <genre>/<genre>.000NN.<ext>")
+    parser.add_argument("--families", nargs="+", default=["musicnn-msd", "mfcc-logreg", "paper-exp8"])
+    parser.add_argument("--splits", type=int, default=20)
+    parser.add_argument("--trained-splits", type=int, default=None, help="splits for Keras families (default: --splits)")
+    parser.add_argument("--epochs", type=int, default=None, help="max epochs of Keras families (default: the family's)")
+    parser.add_argument("--seed", type=int, default=2021)
+    args = parser.parse_args()
+
+    genres = list(load_params(project_root() / "params.yaml").genres)
+    labels = tuple(genres)
+    rows = []
+    for candidate in args.families:
+        family = create(candidate)
+        clips, tracks = load_corpus(args.data, genres=genres, sample_rate=family.sample_rate, clip_samples=family.clip_samples)
+        keras_family = not isinstance(family, FeatureHeadFamily)
+        splits = args.trained_splits if keras_family and args.trained_splits else args.splits
+        print(f"{candidate}: {len(np.unique(tracks))} tracks, {len(clips)} clips at {family.sample_rate} Hz, {splits} splits", flush=True)
+        started = time.perf_counter()
+        result = cross_validate(candidate, clips, tracks, labels=labels, splits=splits, seed=args.seed, epochs=args.epochs)
+        rows.append({"family": candidate, "n_splits": splits, "tracks": int(len(np.unique(tracks))), "clips": len(clips),
+                     **result, **onnx_facts(candidate, clips, labels=labels, seed=args.seed, epochs=args.epochs),
+                     "seconds": round(time.perf_counter() - started, 1)})
+
+    print("\n| family | splits | clip accuracy | track accuracy | parameters | ONNX MB | CPU clips/s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['family']} | {r['n_splits']} | {100 * r['clip_accuracy_mean']:.1f} ± {100 * r['clip_accuracy_sd']:.1f} | "
+              f"{100 * r['track_accuracy_mean']:.1f} ± {100 * r['track_accuracy_sd']:.1f} | {r['parameters']:,} | "
+              f"{r['onnx_bytes'] / 1e6:.1f} | {r['cpu_clips_per_second']:.0f} |")
+    out = project_root() / "bench" / "results" / f"accuracy-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"data": str(args.data), "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+                               "seed": args.seed, "rows": rows}, indent=2, default=str), encoding="utf-8")
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""The trained head shared by feature-based families: StandardScaler + multinomial LogisticRegression.
+
+Fitted on per-clip feature vectors (an embedding or MFCC statistics) with scikit-learn and
+exported with skl2onnx as ``features`` float32 [N, D] -> ``probabilities`` float32 [N, K]
+(no ZipMap, so the output is a plain tensor in label order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import onnx
+import onnx.compose
+import onnx.helper
+
+from genretag.contract import EMBEDDING_NAME, OUTPUT_NAME
+
+HEAD_INPUT = "features"
+HEAD_OUTPUT = "probabilities"
+
+
+@dataclass
+class LinearHead:
+    """StandardScaler -> LogisticRegression (lbfgs, multinomial, L2 strength ``1/C``, balanced class weights).
+
+    ``n_classes``: K, the number of labels; :meth:`predict_proba` always returns K columns.
+    """
+
+    n_classes: int
+    C: float = 1.0
+    max_iter: int = 2000
+
+    def __post_init__(self) -> None:
+        self.pipeline = None
+
+    def fit(self, features: np.ndarray, labels: np.ndarray, *, seed: int) -> dict[str, Any]:
+        """Fit on float32 [n, D] features and int labels in [0, K); returns facts (iterations, classes seen).
+
+        Class weights are ``balanced`` (inverse class frequency), so unbalanced genres do not tilt the head.
+        Raises ValueError when ``labels`` holds fewer than two classes (scikit-learn cannot fit that).
+        """
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        self.pipeline = make_pipeline(
+            StandardScaler(),
+            LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight="balanced", random_state=seed),
+        )
+        self.pipeline.fit(np.asarray(features, dtype=np.float64), np.asarray(labels, dtype=np.int64))
+        classifier = self.pipeline[-1]
+        return {"head": "StandardScaler+LogisticRegression", "head_C": self.C,
+                "head_iterations": int(np.max(classifier.n_iter_)), "classes_seen": len(classifier.classes_)}
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """float32 [n, K] probabilities; columns of classes absent from training stay 0."""
+        seen = self.pipeline.predict_proba(np.asarray(features, dtype=np.float64))
+        out = np.zeros((len(seen), self.n_classes), dtype=np.float32)
+        out[:, self.pipeline[-1].classes_] = seen
+        return out
+
+    def to_onnx(self, *, n_features: int, opset: int) -> onnx.ModelProto:
+        """The fitted head as ONNX: ``features`` [N, D] -> ``probabilities`` [N, K] (skl2onnx, no ZipMap).
+
+        Every class must have been seen in training (else the K columns would not line up): ValueError.
+        """
+        from skl2onnx import convert_sklearn
+        from skl2onnx.common.data_types import FloatTensorType
+
+        if len(self.pipeline[-1].classes_) != self.n_classes:
+            raise ValueError(f"the head saw {len(self.pipeline[-1].classes_)} of {self.n_classes} classes in training")
+        model = convert_sklearn(
+            self.pipeline,
+            initial_types=[(HEAD_INPUT, FloatTensorType([None, n_features]))],
+            options={id(self.pipeline[-1]): {"zipmap": False}},
+            target_opset={"": opset, "ai.onnx.ml": 3},
+            final_types=None,
+        )
+        probability_output = model.graph.output[1].name
+        for node in model.graph.node:
+            node.output[:] = [HEAD_OUTPUT if o == probability_output else o for o in node.output]
+        keep = [o for o in model.graph.output if o.name == probability_output]
+        keep[0].name = HEAD_OUTPUT
+        del model.graph.output[:]
+        model.graph.output.extend(keep)
+        return model
+
+
+def attach_head(network: onnx.ModelProto, head: onnx.ModelProto) -> onnx.ModelProto:
+    """``network`` (one output ``embedding``) followed by ``head`` (``features`` -> ``probabilities``).
+
+    The result keeps the network's input and has outputs ``probabilities`` and ``embedding``
+    (contract v2 names); head tensors are prefixed ``head/``. Both models must share an IR version
+    (the head is set to the network's).
+    """
+    from genretag.graph import rename_tensor
+
+    network, head = (onnx.ModelProto.FromString(m.SerializeToString()) for m in (network, head))
+    head.ir_version = network.ir_version
+    versions: dict[str, int] = {}  # skl2onnx and tf2onnx pick different (compatible) opsets per domain
+    for entry in (*network.opset_import, *head.opset_import):
+        domain = "" if entry.domain == "ai.onnx" else entry.domain
+        versions[domain] = max(versions.get(domain, 0), entry.version)
+    for model in (network, head):
+        del model.opset_import[:]
+        model.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in sorted(versions.items()))
+    merged = onnx.compose.merge_models(
+        network, head, io_map=[(EMBEDDING_NAME, HEAD_INPUT)], prefix2="head/",
+        outputs=[f"head/{HEAD_OUTPUT}", EMBEDDING_NAME],
+    )
+    rename_tensor(merged.graph, f"head/{HEAD_OUTPUT}", OUTPUT_NAME)
+    ordered = [onnx.ValueInfoProto.FromString(v.SerializeToString())  # contract order: probabilities, embedding
+               for v in sorted(merged.graph.output, key=lambda value: value.name != OUTPUT_NAME)]
+    del merged.graph.output[:]
+    merged.graph.output.extend(ordered)
+    return merged
+
+
+class FeatureHeadFamily:
+    """A family whose only trained part is a :class:`LinearHead` over a fixed per-clip embedding.
+
+    Subclasses set ``name``, ``sample_rate``, ``clip_samples`` and provide :meth:`embed` (the numpy/TF
+    reference of the frozen part, float32 [n, S] -> [n, D]), :meth:`frontend` and
+    :meth:`embedding_network` (its ONNX form: ``waveform`` -> X and X -> ``embedding``, joined by
+    :func:`genretag.graph.compose`), :meth:`preprocessing` and :meth:`describe_frozen`.
+    """
+
+    name: ClassVar[str]
+    sample_rate: int
+    clip_samples: int
+    HEAD_FILE: ClassVar[str] = "head.joblib"
+
+    def __init__(self, *, C: float = 1.0, opset: int = 17, batch_size: int = 64) -> None:
+        self.head = LinearHead(n_classes=0, C=C)
+        self.labels: tuple[str, ...] = ()
+        self.opset = opset
+        self.batch_size = batch_size
+        self.embedding_size = 0
+
+    # -- subclass hooks
+    def embed(self, waveforms: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def frontend(self) -> onnx.ModelProto:
+        raise NotImplementedError
+
+    def embedding_network(self) -> onnx.ModelProto:
+        raise NotImplementedError
+
+    def preprocessing(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def describe_frozen(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- the Family protocol
+    def fit(self, train, validation, *, labels: tuple[str, ...], seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+        """Embed the train clips once, fit the head; report train and validation clip accuracy."""
+        self.labels = tuple(labels)
+        self.head = LinearHead(n_classes=len(labels), C=self.head.C)
+        features = self.embed(train.waveforms)
+        self.embedding_size = int(features.shape[1])
+        facts = self.head.fit(features, train.labels, seed=seed)
+        facts["train_accuracy"] = float(np.mean(self.head.predict_proba(features).argmax(1) == train.labels))
+        if len(validation):
+            predicted = self.predict(validation.waveforms).probabilities.argmax(1)
+            facts["validation_accuracy"] = float(np.mean(predicted == validation.labels))
+        log(f"{self.name}: head fitted on {len(train)} clips ({self.embedding_size}-d embedding), "
+            f"train accuracy {facts['train_accuracy']:.3f}, validation {facts.get('validation_accuracy', float('nan')):.3f}")
+        return facts
+
+    def predict(self, waveforms: np.ndarray):
+        from genretag.families import Prediction
+
+        embedding = self.embed(waveforms)
+        return Prediction(probabilities=self.head.predict_proba(embedding), embedding=embedding)
+
+    def to_onnx(self) -> onnx.ModelProto:
+        from genretag.graph import compose
+
+        network = attach_head(self.embedding_network(), self.head.to_onnx(n_features=self.embedding_size, opset=self.opset))
+        return compose(self.frontend(), network)
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.describe_frozen(), "head": "StandardScaler + LogisticRegression (scikit-learn, balanced class weights)",
+                "head_C": self.head.C, "trained_parameters": self.trained_parameters()}
+
+    def trained_parameters(self) -> int:
+        """Scaler means/scales plus the classifier's weights and biases (0 before :meth:`fit`)."""
+        if self.head.pipeline is None:
+            return 0
+        classifier = self.head.pipeline[-1]
+        return int(2 * self.embedding_size + classifier.coef_.size + classifier.intercept_.size)
+
+    def save(self, directory: Path) -> None:
+        """``head.joblib``: the fitted scikit-learn pipeline with the labels and embedding size (joblib)."""
+        import joblib
+
+        from genretag.atomic import atomic_path
+
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(directory / self.HEAD_FILE) as tmp:
+            joblib.dump({"pipeline": self.head.pipeline, "labels": list(self.labels), "C": self.head.C,
+                         "embedding_size": self.embedding_size}, tmp)
+
+    def load(self, directory: Path) -> None:
+        """Read what :meth:`save` wrote; raises :class:`~genretag.errors.TrainingDataError` when unusable."""
+        import joblib
+
+        from genretag.errors import TrainingDataError
+
+        path = directory / self.HEAD_FILE
+        try:
+            state = joblib.load(path)
+        except (OSError, EOFError, KeyError, ValueError) as exc:
+            raise TrainingDataError(f"{path}: cannot read the trained head ({exc})") from exc
+        self.labels = tuple(state["labels"])
+        self.head = LinearHead(n_classes=len(self.labels), C=state["C"])
+        self.head.pipeline = state["pipeline"]
+        self.embedding_size = int(state["embedding_size"])

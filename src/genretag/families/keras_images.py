@@ -1,0 +1,230 @@
+"""Shared base of the Keras families over the paper's mel image (``paper-expN``, ``compact``).
+
+Input of the network: the paper's colour mel image, float32 NHWC in [0, 1]
+(:func:`genretag.spectrogram.waveform_to_images` then ``to_model_input``; in the graph
+:func:`genretag.graph.paper_image_frontend`). The network's last hidden layer is named
+``embedding`` (:data:`genretag.models.EMBEDDING_LAYER`).
+
+The training recipe, for little real data (each choice with its source):
+
+- **random 3-s crops** of each training track at every epoch instead of its fixed clips: the
+  track's clips, in order, are joined back into one signal (they are consecutive cuts of it) and
+  as many crops as it has clips are drawn uniformly from it (Pons & Serra 2019 train on random patches);
+- **SpecAugment** masks (Park et al. 2019): one time mask of up to ``time_mask`` of the width and one
+  frequency mask of up to ``freq_mask`` of the height per image, filled with the image mean;
+- **mixup** (Zhang et al. 2018) with Beta(``mixup``, ``mixup``) weights between shuffled pairs of a batch;
+- a **cosine learning-rate schedule** (Loshchilov & Hutter 2017) from ``learning_rate`` to 1 % of it
+  over ``max_epochs``, after one warm-up epoch at a tenth of it;
+- **early stopping** on validation loss with ``patience``, keeping the best epoch's weights;
+- **class weights** ``n / (K n_k)`` (scikit-learn's "balanced") as sample weights, so unbalanced genres count equally.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import onnx
+
+from genretag.contract import EMBEDDING_NAME, OUTPUT_NAME
+from genretag.models import EMBEDDING_LAYER
+from genretag.spectrogram import PreprocessingSpec, db_to_image, mel_db, to_model_input
+
+MODEL_FILE = "model.keras"
+STATE_FILE = "family.json"
+
+
+class KerasImageFamily:
+    """A Keras CNN over the paper's mel image, trained with the recipe of the module docstring.
+
+    Subclasses set ``name`` and implement :meth:`build_network` and :meth:`architecture`.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        image_size: tuple[int, int] = (64, 64),
+        max_epochs: int = 40,
+        patience: int = 8,
+        batch_size: int = 32,
+        learning_rate: float = 1e-3,
+        mixup: float = 0.2,
+        time_mask: float = 0.15,
+        freq_mask: float = 0.15,
+        opset: int = 17,
+        spec: PreprocessingSpec | None = None,
+    ) -> None:
+        self.spec = spec or PreprocessingSpec(image_size=tuple(int(v) for v in image_size))
+        self.sample_rate = self.spec.sample_rate
+        self.clip_samples = self.spec.clip_samples
+        self.recipe = {"max_epochs": max_epochs, "patience": patience, "batch_size": batch_size,
+                       "learning_rate": learning_rate, "mixup": mixup, "time_mask": time_mask, "freq_mask": freq_mask}
+        self.opset = opset
+        self.labels: tuple[str, ...] = ()
+        self.model = None
+
+    # -- subclass hooks
+    def build_network(self, *, n_classes: int):
+        """An uncompiled-or-compiled Keras model: ``mel_image`` [H, W, 3] -> softmax [K], with a layer ``embedding``."""
+        raise NotImplementedError
+
+    def architecture(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- data
+    def images(self, waveforms: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+        """float32 [n, S] at 22,050 Hz -> the network input float32 [n, H, W, 3] in [0, 1] (numpy reference)."""
+        height, width = self.spec.image_size
+        parts = [to_model_input(db_to_image(mel_db(waveforms[i : i + batch_size], self.spec), self.spec))
+                 for i in range(0, len(waveforms), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, height, width, 3), np.float32)
+
+    def random_crops(self, train, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One epoch of crops: per track, as many random ``clip_samples`` crops as it has clips."""
+        track_ids = np.array(train.track_ids)
+        crops, labels = [], []
+        for track in dict.fromkeys(train.track_ids):
+            index = np.flatnonzero(track_ids == track)
+            signal = train.waveforms[index].reshape(-1)
+            starts = rng.integers(0, len(signal) - self.clip_samples + 1, size=len(index))
+            crops += [signal[s : s + self.clip_samples] for s in starts]
+            labels += [int(train.labels[index[0]])] * len(index)
+        return np.stack(crops), np.array(labels, np.int64)
+
+    def augment(self, images: np.ndarray, onehot: np.ndarray, weights: np.ndarray, rng: np.random.Generator):
+        """SpecAugment masks on every image, then mixup of shuffled pairs (images, soft labels, weights)."""
+        images = images.copy()
+        n, height, width, _ = images.shape
+        for i in range(n):
+            fill = images[i].mean(axis=(0, 1))
+            t = rng.integers(0, int(self.recipe["time_mask"] * width) + 1)
+            t0 = rng.integers(0, width - t + 1)
+            images[i, :, t0 : t0 + t] = fill
+            f = rng.integers(0, int(self.recipe["freq_mask"] * height) + 1)
+            f0 = rng.integers(0, height - f + 1)
+            images[i, f0 : f0 + f] = fill
+        if self.recipe["mixup"] > 0:
+            lam = rng.beta(self.recipe["mixup"], self.recipe["mixup"], size=n).astype(np.float32)
+            order = rng.permutation(n)
+            images = lam[:, None, None, None] * images + (1 - lam[:, None, None, None]) * images[order]
+            onehot = lam[:, None] * onehot + (1 - lam[:, None]) * onehot[order]
+            weights = lam * weights + (1 - lam) * weights[order]
+        return images.astype(np.float32), onehot.astype(np.float32), weights.astype(np.float32)
+
+    # -- the Family protocol
+    def fit(self, train, validation, *, labels: tuple[str, ...], seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+        """Train with the recipe; early stopping on ``validation`` loss (on training loss when it is empty)."""
+        import keras
+
+        from genretag.train import configure_runtime
+
+        self.labels = tuple(labels)
+        k = len(labels)
+        configure_runtime(seed=seed, xla=False)
+        rng = np.random.default_rng(seed)
+        self.model = self.build_network(n_classes=k)
+        r = self.recipe
+        self.model.compile(optimizer=keras.optimizers.Adam(learning_rate=r["learning_rate"]),
+                           loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
+        counts = np.bincount(train.labels, minlength=k).astype(np.float64)
+        class_weight = np.where(counts > 0, len(train.labels) / (k * np.maximum(counts, 1)), 0.0).astype(np.float32)
+        eye = np.eye(k, dtype=np.float32)
+        held_out = (self.images(validation.waveforms), eye[validation.labels]) if len(validation) else None
+        best = (math.inf, 0, None)
+        history = []
+        started = time.perf_counter()
+        for epoch in range(r["max_epochs"]):
+            rate = r["learning_rate"] * (0.1 if epoch == 0 else
+                                         0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / max(1, r["max_epochs"] - 1))))
+            self.model.optimizer.learning_rate.assign(rate)
+            waveforms, hard = self.random_crops(train, rng)
+            images, soft, weights = self.augment(self.images(waveforms), eye[hard], class_weight[hard], rng)
+            fitted = self.model.fit(images, soft, sample_weight=weights, batch_size=r["batch_size"], epochs=1,
+                                    shuffle=True, verbose=0, validation_data=held_out)
+            logs = {key: float(v[-1]) for key, v in fitted.history.items()}
+            monitored = logs.get("val_loss", logs["loss"])
+            history.append({"epoch": epoch + 1, "learning_rate": rate, **logs})
+            log(f"{self.name} epoch {epoch + 1}: " + ", ".join(f"{key} {v:.4f}" for key, v in logs.items()))
+            if monitored < best[0]:
+                best = (monitored, epoch + 1, self.model.get_weights())
+            elif epoch + 1 - best[1] >= r["patience"]:
+                break
+        self.model.set_weights(best[2])
+        best_row = history[best[1] - 1]
+        return {"epochs": len(history), "best_epoch": best[1], "train_seconds": round(time.perf_counter() - started, 2),
+                "validation_loss": best_row.get("val_loss"), "validation_accuracy": best_row.get("val_accuracy"),
+                "train_loss": best_row["loss"], "params_count": int(self.model.count_params()), "history": history}
+
+    def _networks(self):
+        import keras
+
+        return keras.Model(self.model.inputs, [self.model.outputs[0], self.model.get_layer(EMBEDDING_LAYER).output])
+
+    def predict(self, waveforms: np.ndarray):
+        from genretag.families import Prediction
+
+        probabilities, embedding = self._networks().predict(self.images(np.asarray(waveforms, np.float32)), batch_size=64, verbose=0)
+        return Prediction(probabilities=np.asarray(probabilities, np.float32), embedding=np.asarray(embedding, np.float32))
+
+    def to_onnx(self) -> onnx.ModelProto:
+        """tf2onnx of the network (``mel_image`` -> ``probabilities``, ``embedding``) behind the paper's image front end."""
+        import tensorflow as tf
+        import tf2onnx
+
+        from genretag.graph import compose, paper_image_frontend, rename_tensor
+
+        both = self._networks()
+        height, width = self.spec.image_size
+
+        @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name="mel_image")])
+        def serve(mel_image):
+            probabilities, embedding = both(mel_image, training=False)
+            return {OUTPUT_NAME: tf.identity(probabilities, name=OUTPUT_NAME), EMBEDDING_NAME: tf.identity(embedding, name=EMBEDDING_NAME)}
+
+        network, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=self.opset)
+        for output in list(network.graph.output):
+            for wanted in (OUTPUT_NAME, EMBEDDING_NAME):
+                if output.name != wanted and output.name.split(":")[0].endswith(wanted):
+                    rename_tensor(network.graph, output.name, wanted)
+        return compose(paper_image_frontend(self.spec), network)
+
+    def preprocessing(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {"frontend": "paper mel image", **asdict(self.spec)}
+
+    def describe(self) -> dict[str, Any]:
+        return {"family": self.name, **self.architecture(), "parameters": int(self.model.count_params()) if self.model else None,
+                "pretrained": None, "recipe": dict(self.recipe),
+                "image_size": list(self.spec.image_size)}
+
+    def save(self, directory: Path) -> None:
+        """``model.keras`` (atomic) and ``family.json`` (labels, recipe, image size)."""
+        from genretag.atomic import write_json
+        from genretag.train import save_model
+
+        directory.mkdir(parents=True, exist_ok=True)
+        save_model(self.model, directory / MODEL_FILE)
+        write_json(directory / STATE_FILE, {"labels": list(self.labels), "image_size": list(self.spec.image_size), "recipe": self.recipe})
+
+    def load(self, directory: Path) -> None:
+        """Read what :meth:`save` wrote; raises :class:`~genretag.errors.TrainingDataError` when unusable."""
+        import json
+
+        import keras
+
+        from genretag.errors import TrainingDataError
+
+        try:
+            state = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+            self.model = keras.models.load_model(directory / MODEL_FILE, compile=False)
+        except (OSError, ValueError, KeyError) as exc:
+            raise TrainingDataError(f"{directory}: cannot read the trained {self.name} model ({exc})") from exc
+        self.labels = tuple(state["labels"])
+        self.spec = PreprocessingSpec(image_size=tuple(state["image_size"]))

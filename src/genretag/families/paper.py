@@ -1,0 +1,33 @@
+"""Family ``paper-expN``: the paper's CNNs (Holst 2021, experiments 1-10) with a recipe that learns on little data.
+
+The architectures are :func:`genretag.models.build_model`'s, unchanged (their parameter counts
+are asserted by tests/model/test_models.py); only the training differs from the paper's fixed
+clips: random crops, SpecAugment masks, mixup, a cosine schedule, early stopping and class
+weights (:mod:`genretag.families.keras_images`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from genretag.families.keras_images import KerasImageFamily
+from genretag.models import architecture, build_model
+
+
+class Paper(KerasImageFamily):
+    """``paper-<experiment>``, e.g. ``paper-exp8``; an unknown experiment raises ConfigError."""
+
+    name: ClassVar[str] = "paper"
+
+    def __init__(self, *, experiment: str = "exp8", **options: Any) -> None:
+        architecture(experiment)
+        super().__init__(**options)
+        self.experiment = experiment
+        self.name = f"paper-{experiment}"  # the candidate id, per instance
+
+    def build_network(self, *, n_classes: int):
+        return build_model(self.experiment, input_shape=(*self.spec.image_size, 3), n_classes=n_classes)
+
+    def architecture(self) -> dict[str, Any]:
+        spec = architecture(self.experiment)
+        return {"architecture": f"{self.experiment}: {spec.description}", "paper_parameters": spec.paper_params}

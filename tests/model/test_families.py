@@ -1,0 +1,164 @@
+"""Model families (issue 11): each learns a learnable set, its ONNX graph matches its framework, musicnn's
+pretrained weights are verified and never replaced by random ones, and loud input stays finite."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from genretag.config import Params
+from genretag.errors import ConfigError
+from genretag.families import ClipSet, create, parse_candidate
+
+LABELS = ("low", "high", "noise")
+
+
+def learnable_clips(*, sample_rate: int, clip_samples: int, per_class: int, seed: int) -> ClipSet:
+    """Three classes anyone can hear apart: a low tone (150-250 Hz), a high tone (2-3 kHz), white noise.
+
+    Random frequency, level and phase per clip; 3 clips per track.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(clip_samples) / sample_rate
+    waveforms, labels, tracks = [], [], []
+    for label in range(3):
+        for clip in range(per_class):
+            level = rng.uniform(0.1, 0.5)
+            if label == 2:
+                wave = rng.normal(0, level / 2, clip_samples)
+            else:
+                freq = rng.uniform(150, 250) if label == 0 else rng.uniform(2000, 3000)
+                wave = level * np.sin(2 * np.pi * freq * t + rng.uniform(0, 2 * np.pi))
+            waveforms.append(wave)
+            labels.append(label)
+            tracks.append(f"{LABELS[label]}.{clip // 3:05d}")
+    ids = tuple(f"{track}.{i}" for i, track in enumerate(tracks))
+    return ClipSet(np.asarray(waveforms, np.float32), np.array(labels, np.int64), tuple(tracks), ids, sample_rate)
+
+
+def check_learns_and_exports(family, *, per_class: int = 9) -> None:
+    train = learnable_clips(sample_rate=family.sample_rate, clip_samples=family.clip_samples, per_class=per_class, seed=1)
+    test = learnable_clips(sample_rate=family.sample_rate, clip_samples=family.clip_samples, per_class=3, seed=2)
+    family.fit(train, test, labels=LABELS, seed=0, log=lambda message: None)
+    reference = family.predict(test.waveforms)
+    assert np.mean(reference.probabilities.argmax(1) == test.labels) == 1.0
+    session = ort.InferenceSession(family.to_onnx().SerializeToString(), providers=["CPUExecutionProvider"])
+    probabilities, embedding = session.run(["probabilities", "embedding"], {"waveform": test.waveforms})
+    assert probabilities.shape == (len(test), 3) and embedding.shape == reference.embedding.shape
+    np.testing.assert_array_equal(probabilities.argmax(1), reference.probabilities.argmax(1))
+    np.testing.assert_allclose(probabilities, reference.probabilities, atol=1e-3)
+
+
+def test_candidate_ids_are_validated():
+    assert parse_candidate("paper-exp8") == ("paper", "exp8")
+    assert parse_candidate("musicnn-msd") == ("musicnn-msd", None)
+    for bad in ("paper-exp99", "paper", "musicnn"):
+        with pytest.raises(ValueError, match="unknown candidate"):
+            parse_candidate(bad)
+    with pytest.raises(ConfigError, match="train.candidates"):
+        create("resnet")
+    with pytest.raises(ValueError, match="candidates"):
+        Params.model_validate({"train": {"candidates": ["mfcc-logreg", "paper-exp42"]}})
+
+
+def test_mfcc_logreg_learns_and_onnx_matches(tmp_path):
+    family = create("mfcc-logreg")
+    check_learns_and_exports(family)
+    family.save(tmp_path)
+    again = create("mfcc-logreg")
+    again.load(tmp_path)
+    clips = learnable_clips(sample_rate=family.sample_rate, clip_samples=family.clip_samples, per_class=1, seed=3)
+    np.testing.assert_array_equal(again.predict(clips.waveforms).probabilities, family.predict(clips.waveforms).probabilities)
+
+
+def test_compact_is_small_and_learns():
+    from genretag.families.compact import PARAMETER_LIMIT
+
+    family = create("compact", image_size=(32, 32), max_epochs=30, patience=30, batch_size=9)
+    assert family.build_network(n_classes=10).count_params() < PARAMETER_LIMIT
+    check_learns_and_exports(family)
+
+
+def test_paper_recipe_learns_with_the_paper_architecture():
+    from genretag.models import architecture
+
+    family = create("paper-exp1", image_size=(32, 32), max_epochs=12, patience=12, batch_size=9)
+    check_learns_and_exports(family)
+    assert family.describe()["paper_parameters"] == architecture("exp1").paper_params
+
+
+# --------------------------------------------------------------------------- musicnn
+
+
+@pytest.fixture(scope="module")
+def musicnn():
+    return create("musicnn-msd")
+
+
+def test_musicnn_weights_verified_by_hash(musicnn, tmp_path):
+    from genretag.families.musicnn_msd import CHECKPOINT_SHA256, PretrainedWeightsError, checkpoint_dir, verify_checkpoint
+
+    verify_checkpoint(checkpoint_dir())  # the installed wheel's files match the pinned digests
+    corrupted = tmp_path / "corrupted"
+    shutil.copytree(checkpoint_dir(), corrupted)
+    data = corrupted / ".data-00000-of-00001"
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    with pytest.raises(PretrainedWeightsError, match="SHA-256"):
+        create("musicnn-msd", checkpoint=corrupted)
+    missing = tmp_path / "missing"
+    shutil.copytree(checkpoint_dir(), missing)
+    (missing / ".index").unlink()
+    with pytest.raises(PretrainedWeightsError, match="cannot read"):
+        create("musicnn-msd", checkpoint=missing)
+    assert set(CHECKPOINT_SHA256) == {".data-00000-of-00001", ".index"}
+
+
+def test_musicnn_loud_input_gives_finite_features(musicnn):
+    from genretag import features
+
+    t = np.arange(musicnn.clip_samples) / musicnn.sample_rate
+    square = np.sign(np.sin(2 * np.pi * 110 * t)).astype(np.float32)  # full scale, clipped
+    loud = np.stack([square, np.clip(4 * np.random.default_rng(0).normal(size=len(t)), -1, 1).astype(np.float32)])
+    log_mel = features.musicnn_log_mel(loud)
+    mel_power = (10 ** log_mel - 1) / 10000
+    with np.errstate(over="ignore"):  # musicnn's own float16 path overflows on this input
+        assert np.isinf(np.float16(10000) * mel_power.astype(np.float16)).any()
+    embedding = musicnn.embed(loud)
+    assert embedding.shape == (2, 1506) and np.isfinite(embedding).all()
+
+
+def test_musicnn_learns_and_onnx_matches(musicnn):
+    check_learns_and_exports(musicnn, per_class=6)
+
+
+def test_candidate_stage_trains_tracks_and_exports_parity_gated(tmp_path, tiny_project, tracked):
+    """train_candidate + export_trained_candidate on WAVs and clips.csv: MLflow run, state, contract-v2 ONNX."""
+    import mlflow
+    import pandas as pd
+
+    from genretag.audio import to_pcm16, write_wav
+    from genretag.contract import read_contract
+    from genretag.train import candidate_dir, export_trained_candidate, train_candidate
+
+    params, paths = tiny_project(tmp_path, genres=LABELS, tracks_per_split={"train": 3, "validation": 1, "test": 1}, clips_per_track=3)
+    clips = pd.read_csv(paths.clips)
+    rate = params.audio.sample_rate
+    audio = learnable_clips(sample_rate=rate, clip_samples=int(3 * rate), per_class=15, seed=4)
+    for genre_index, genre in enumerate(LABELS):
+        waves = audio.waveforms[audio.labels == genre_index]
+        for number, track_id in enumerate(sorted(clips.loc[clips["genre"] == genre, "track_id"].unique())):
+            write_wav(paths.raw_dir / genre / f"{track_id}.wav", to_pcm16(waves[3 * number : 3 * number + 3].reshape(-1)), sample_rate=rate)
+
+    training = train_candidate(params, paths, "mfcc-logreg", log=lambda message: None)
+    assert training["n_train"] == 27 and training["validation_accuracy"] == 1.0
+    run = mlflow.get_run(training["mlflow_run_id"])
+    assert run.data.tags["genretag.candidate"] == "mfcc-logreg" and run.data.params["candidate"] == "mfcc-logreg"
+    result = export_trained_candidate(params, paths, "mfcc-logreg")
+    assert result.onnx_path == candidate_dir(paths, "mfcc-logreg") / "model.onnx" and result.parity.onnx_test_accuracy == 1.0
+    contract = read_contract(result.onnx_path)
+    assert (contract.contract_version, contract.family, contract.sample_rate, contract.labels) == (2, "mfcc-logreg", rate, LABELS)
