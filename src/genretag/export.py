@@ -613,6 +613,10 @@ def _check_v2_io(proto: onnx.ModelProto, *, clip_samples: int) -> None:
 # --------------------------------------------------------------------------- int8
 
 
+class NothingToQuantize(ExportError):
+    """The network holds no op that onnxruntime.quantization quantises (e.g. scikit-learn's ai.onnx.ml ops)."""
+
+
 @dataclass(frozen=True)
 class Int8Result:
     """An int8 export: where it went, its contract and how often its top-1 class is the float32 model's."""
@@ -652,7 +656,8 @@ def quantize_network(
     calibrated by running the float32 graph on ``calibration`` (float32 [n, S] waveforms, n >= 1)
     (onnxruntime.quantization.quantize_static). ``quant_format``: "qoperator" (QLinearConv,
     QLinearMatMul) or "qdq" (Quantize/DequantizeLinear pairs that onnxruntime fuses). Raises
-    ExportError when the graph has no network nodes, no calibration clip is given, or onnxruntime fails.
+    ExportError when the graph has no network nodes, no calibration clip is given, or onnxruntime
+    fails; :class:`NothingToQuantize` when none of the network's ops can be quantised.
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -674,7 +679,11 @@ def quantize_network(
             )
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises RuntimeError, ValueError, Fail...
             raise ExportError(f"onnxruntime could not quantise graph {proto.graph.name!r}: {exc}") from exc
-        return onnx.load(target)
+        quantised = onnx.load(target)
+    if not any(n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear") for n in quantised.graph.node):
+        ops = sorted({proto.graph.node[[n.name for n in proto.graph.node].index(name)].op_type for name in nodes})
+        raise NothingToQuantize(f"graph {proto.graph.name!r}: onnxruntime quantises none of its network's ops ({', '.join(ops)})")
+    return quantised
 
 
 def export_int8(

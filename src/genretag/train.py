@@ -568,12 +568,14 @@ def quantize_trained_candidate(params: Params, paths: Layout, candidate: str, fa
     """``export.quantize: int8``: quantise the exported ``models/candidates/<candidate>/model.onnx`` into
     ``models/candidates/<candidate>/int8/model.onnx`` (candidate ``<candidate>-int8``) with
     :func:`genretag.export.export_int8`, calibrated on up to ``export.calibration_clips`` training clips
-    (a seeded random choice) at the family's rate. ``none``: remove a stale int8 export. Returns the
-    :class:`~genretag.export.Int8Result` or None; raises ExportError (nothing written) as export_int8 does.
+    (a seeded random choice) at the family's rate. ``none``, or a network with nothing onnxruntime can
+    quantise (mfcc-logreg's scikit-learn ops; logged): no int8 export, a stale one removed. Returns
+    the :class:`~genretag.export.Int8Result` or None; raises ExportError (nothing written) as export_int8 does.
     """
+    import logging
     import shutil
 
-    from genretag.export import INT8_DIR, export_int8
+    from genretag.export import INT8_DIR, NothingToQuantize, export_int8
 
     folder = candidate_dir(paths, candidate) / INT8_DIR
     if params.export.quantize != "int8":
@@ -583,6 +585,11 @@ def quantize_trained_candidate(params: Params, paths: Layout, candidate: str, fa
     train_set = candidate_split(params, paths, family, "train")
     rng = np.random.default_rng(params.train.seed)
     chosen = np.sort(rng.choice(len(train_set), size=min(len(train_set), params.export.calibration_clips), replace=False))
-    return export_int8(candidate_dir(paths, candidate) / "model.onnx", calibration=train_set.waveforms[chosen],
-                       onnx_path=folder / "model.onnx", test=candidate_test_clips(params, paths, family),
-                       quant_format=params.export.quantize_format, min_agreement=params.export.int8_min_agreement)
+    try:
+        return export_int8(candidate_dir(paths, candidate) / "model.onnx", calibration=train_set.waveforms[chosen],
+                           onnx_path=folder / "model.onnx", test=candidate_test_clips(params, paths, family),
+                           quant_format=params.export.quantize_format, min_agreement=params.export.int8_min_agreement)
+    except NothingToQuantize as exc:
+        logging.getLogger(__name__).info("%s: no int8 model (%s)", candidate, exc)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
