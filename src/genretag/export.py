@@ -617,6 +617,10 @@ class NothingToQuantize(ExportError):
     """The network holds no op that onnxruntime.quantization quantises (e.g. scikit-learn's ai.onnx.ml ops)."""
 
 
+class Int8Refused(ExportError):
+    """The int8 graph's top-1 class parts from float32's on too many clips (``export.int8_min_agreement``)."""
+
+
 @dataclass(frozen=True)
 class Int8Result:
     """An int8 export: where it went, its contract and how often its top-1 class is the float32 model's."""
@@ -700,10 +704,10 @@ def export_int8(
 
     Contract: the float32 one with ``model_version`` + :data:`INT8_SUFFIX`, ``quantization`` int8
     and ``derived_from`` the float32 version. Checked before anything is written: contract-v2 IO
-    (same names and shapes), and top-1 agreement with the float32 graph on ``test`` and on
-    ``synthetic`` clips (default :func:`synthetic_clips`) of at least ``min_agreement`` each.
-    Accuracy is the registry gate's business, not this function's. Raises ExportError, writing
-    nothing, on any failure.
+    (same names and shapes), and top-1 agreement with the float32 graph on the ``test`` and
+    ``synthetic`` clips together (default :func:`synthetic_clips`) of at least ``min_agreement``
+    (else :class:`Int8Refused`). Accuracy is the registry gate's business, not this function's.
+    Raises ExportError, writing nothing, on any failure.
     """
     source = require_v2(read_contract(float32_path), source=str(float32_path))
     if source.quantization == INT8:
@@ -721,15 +725,18 @@ def export_int8(
     if synthetic is None:
         synthetic = synthetic_clips(sample_rate=contract.sample_rate, clip_samples=contract.clip_samples)
     float32, int8 = onnx_session(str(float32_path)), onnx_session(onnx_bytes)
-    agreement, gap = [], 0.0
+    same, gap = [], 0.0
     for clips in (test.waveforms, synthetic):
         reference, quantised = onnx_predict(float32, clips).probabilities, onnx_predict(int8, clips).probabilities
-        agreement.append(float(np.mean(reference.argmax(axis=1) == quantised.argmax(axis=1))) if len(clips) else 1.0)
+        same.append(reference.argmax(axis=1) == quantised.argmax(axis=1) if len(clips) else np.zeros(0, bool))
         gap = max(gap, float(np.abs(reference - quantised).max()) if len(clips) else 0.0)
-    if min(agreement) < min_agreement:
-        raise ExportError(
-            f"{float32_path}: int8 model agrees with float32 on top-1 for {100 * agreement[0]:.1f} % of test clips and "
-            f"{100 * agreement[1]:.1f} % of synthetic clips, below export.int8_min_agreement {100 * min_agreement:.1f} %. Nothing written."
+    agreement = [float(np.mean(s)) if len(s) else 1.0 for s in same]
+    pooled = float(np.mean(np.concatenate(same))) if sum(map(len, same)) else 1.0
+    if pooled < min_agreement:
+        raise Int8Refused(
+            f"{float32_path}: int8 model agrees with float32 on top-1 for {100 * pooled:.1f} % of the clips ({100 * agreement[0]:.1f} % "
+            f"of {len(same[0])} test, {100 * agreement[1]:.1f} % of {len(same[1])} synthetic), below export.int8_min_agreement "
+            f"{100 * min_agreement:.1f} %. Nothing written."
         )
     with atomic_open(onnx_path, "wb") as handle:
         handle.write(onnx_bytes)

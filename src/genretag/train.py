@@ -568,14 +568,16 @@ def quantize_trained_candidate(params: Params, paths: Layout, candidate: str, fa
     """``export.quantize: int8``: quantise the exported ``models/candidates/<candidate>/model.onnx`` into
     ``models/candidates/<candidate>/int8/model.onnx`` (candidate ``<candidate>-int8``) with
     :func:`genretag.export.export_int8`, calibrated on up to ``export.calibration_clips`` training clips
-    (a seeded random choice) at the family's rate. ``none``, or a network with nothing onnxruntime can
-    quantise (mfcc-logreg's scikit-learn ops; logged): no int8 export, a stale one removed. Returns
-    the :class:`~genretag.export.Int8Result` or None; raises ExportError (nothing written) as export_int8 does.
+    (a seeded random choice) at the family's rate. ``none``, a network with nothing onnxruntime can
+    quantise (mfcc-logreg's scikit-learn ops; logged) or an int8 graph refused for its agreement with
+    float32 (a warning naming the numbers): no int8 candidate, a stale one removed; the float32
+    candidate is not affected. Returns the :class:`~genretag.export.Int8Result` or None; other
+    ExportErrors (nothing written) are raised as export_int8 raises them.
     """
     import logging
     import shutil
 
-    from genretag.export import INT8_DIR, NothingToQuantize, export_int8
+    from genretag.export import INT8_DIR, Int8Refused, NothingToQuantize, export_int8
 
     folder = candidate_dir(paths, candidate) / INT8_DIR
     if params.export.quantize != "int8":
@@ -589,7 +591,8 @@ def quantize_trained_candidate(params: Params, paths: Layout, candidate: str, fa
         return export_int8(candidate_dir(paths, candidate) / "model.onnx", calibration=train_set.waveforms[chosen],
                            onnx_path=folder / "model.onnx", test=candidate_test_clips(params, paths, family),
                            quant_format=params.export.quantize_format, min_agreement=params.export.int8_min_agreement)
-    except NothingToQuantize as exc:
-        logging.getLogger(__name__).info("%s: no int8 model (%s)", candidate, exc)
+    except (NothingToQuantize, Int8Refused) as exc:
+        level = logging.INFO if isinstance(exc, NothingToQuantize) else logging.WARNING
+        logging.getLogger(__name__).log(level, "%s: no int8 candidate: %s", candidate, exc)
         shutil.rmtree(folder, ignore_errors=True)
         return None

@@ -18,7 +18,7 @@ from genretag.contract import EMBEDDING_NAME, INPUT_NAME, INT8, OUTPUT_NAME, Mod
 from genretag.demo import synthesize_track
 from genretag.errors import ExportError
 from genretag.evaluate import find_candidates
-from genretag.export import INT8_DIR, TestClips, export_int8, onnx_predict, onnx_session, synthetic_clips
+from genretag.export import INT8_DIR, Int8Refused, TestClips, export_int8, onnx_predict, onnx_session, synthetic_clips
 from genretag.spectrogram import PreprocessingSpec
 
 SPEC = PreprocessingSpec(image_size=(64, 64))
@@ -119,7 +119,20 @@ def test_int8_keeps_contract_v2_says_int8_and_agrees_with_float32(tmp_path: Path
     assert min(result.agreement_test, result.agreement_synthetic) >= MIN_AGREEMENT and result.calibration_clips == 12
 
 
-def test_a_graph_without_network_nodes_or_an_int8_source_is_refused_and_nothing_written(tmp_path: Path) -> None:
+def test_int8_below_the_agreement_rate_is_refused_and_nothing_written(tmp_path: Path) -> None:
+    calibration, checked = _clips()
+    tied = tmp_path / "tied.onnx"  # logits 1e-4 apart: every top-1 class is a near-tie that int8 steps can flip
+    model = graph.compose(graph.paper_image_frontend(SPEC), _cnn(logits_scale=1e-4))
+    onnx.save(write_contract(model, ModelContract(labels=LABELS, model_name="tied", model_version="tied-1", sample_rate=SPEC.sample_rate,
+                                                  clip_samples=SPEC.clip_samples)), str(tied))
+    test = TestClips(waveforms=checked, genres=("blues",) * len(checked), clip_ids=tuple(map(str, range(len(checked)))),
+                     sample_rate=SPEC.sample_rate)
+    with pytest.raises(Int8Refused, match="below export.int8_min_agreement 100.0 %. Nothing written"):
+        export_int8(tied, calibration=calibration, onnx_path=tmp_path / "int8.onnx", test=test, min_agreement=1.0)
+    assert not (tmp_path / "int8.onnx").exists()
+
+
+def test_a_graph_without_network_nodes_is_refused_and_nothing_written(tmp_path: Path) -> None:
     loose = tmp_path / "loose.onnx"
     onnx.save(tone_model(votes(PERFECT)), str(loose))  # not built with graph.compose: no network/ nodes
     calibration = np.zeros((2, 66150), np.float32)

@@ -23,6 +23,9 @@ HEAD_INPUT = "features"
 HEAD_OUTPUT = "probabilities"
 
 
+SCALE_FLOOR = 1e-3  # least feature scale of the head's StandardScaler, relative to the median scale (LinearHead.fit)
+
+
 @dataclass
 class LinearHead:
     """StandardScaler -> LogisticRegression (lbfgs, multinomial, L2 strength ``1/C``, balanced class weights).
@@ -41,18 +44,22 @@ class LinearHead:
         """Fit on float32 [n, D] features and int labels in [0, K); returns facts (iterations, classes seen).
 
         Class weights are ``balanced`` (inverse class frequency), so unbalanced genres do not tilt the head.
+        The scaler's scales are floored at :data:`SCALE_FLOOR` times their median: a feature that is
+        constant up to float rounding over the training clips (musicnn has ReLU units that are ~1e-13
+        on every clip) would otherwise be divided by ~1e-13, so that rounding, another BLAS or int8
+        steps (``export.quantize``) would decide the genre.
         Raises ValueError when ``labels`` holds fewer than two classes (scikit-learn cannot fit that).
         """
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        self.pipeline = make_pipeline(
-            StandardScaler(),
-            LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight="balanced", random_state=seed),
-        )
-        self.pipeline.fit(np.asarray(features, dtype=np.float64), np.asarray(labels, dtype=np.int64))
-        classifier = self.pipeline[-1]
+        features = np.asarray(features, dtype=np.float64)
+        scaler = StandardScaler().fit(features)
+        scaler.scale_ = np.maximum(scaler.scale_, SCALE_FLOOR * float(np.median(scaler.scale_)))
+        classifier = LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight="balanced", random_state=seed)
+        classifier.fit(scaler.transform(features), np.asarray(labels, dtype=np.int64))
+        self.pipeline = make_pipeline(scaler, classifier)
         return {"head": "StandardScaler+LogisticRegression", "head_C": self.C,
                 "head_iterations": int(np.max(classifier.n_iter_)), "classes_seen": len(classifier.classes_)}
 
