@@ -1,4 +1,5 @@
 # Two entry points for a fresh machine: `make demo` (the pipeline on the demo corpus) and `make test`.
+# `make image-test` / `make image-test-pipeline` build and run the container images with podman.
 # Both create .venv and install the locked dependencies first when missing or out of date.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
@@ -6,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.genretag-installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test bench lint clean-outputs
+.PHONY: demo test bench lint clean-outputs image-tools image-locks image-test image-test-pipeline
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,3 +31,24 @@ bench: $(STAMP)  ## spectrogram, training and scoring benchmarks (printed tables
 
 lint: $(STAMP)  ## Dockerfile lint
 	hadolint Dockerfile
+
+# --- container images (podman; see docs/operations.md, "Container images") ---
+TAGGER_IMAGE   ?= localhost/genretag-tagger:test
+PIPELINE_IMAGE ?= localhost/genretag-pipeline:test
+IMAGE_PACKAGES := podman runc mmdebstrap
+image-test image-test-pipeline: export CONTAINERS_CONF := $(abspath docker/containers.conf)
+
+image-tools:  ## podman, runc and mmdebstrap from Debian's apt when missing (CI: root; else sudo)
+	@dpkg -s $(IMAGE_PACKAGES) >/dev/null 2>&1 || { sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(IMAGE_PACKAGES); }
+
+image-locks: $(STAMP)  ## docker/requirements-{tagger,pipeline}.lock from requirements.lock (+ the CUDA wheels)
+	docker/compile-locks.sh
+
+image-test: $(STAMP) image-tools  ## build the tagger image (and the local base when missing) and run it
+	docker/build-image.sh tagger $(TAGGER_IMAGE)
+	GENRETAG_TAGGER_IMAGE=$(TAGGER_IMAGE) python -m pytest -m image tests/pipeline/test_images.py -k "not pipeline_image" -p no:cacheprovider
+
+image-test-pipeline: $(STAMP) image-tools  ## build the pipeline image and run `dvc repro` on the tiny demo in it
+	docker/build-image.sh pipeline $(PIPELINE_IMAGE)
+	GENRETAG_PIPELINE_IMAGE=$(PIPELINE_IMAGE) python -m pytest -m image tests/pipeline/test_images.py -k "pipeline_image" -p no:cacheprovider

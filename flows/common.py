@@ -63,7 +63,7 @@ def maybe_inject_fault(point: str, *, subject: str | Path = "") -> None:
 
 
 def stage_context() -> tuple[Params, Layout]:
-    """params.yaml and the file layout of the project the stage runs in."""
+    """The parameters (``--params``/$GENRETAG_PARAMS, else the project's params.yaml, else the
+    built-in defaults) and the file layout of the project the stage runs in."""
     watch_prefect_ephemeral_server()  # a SIGKILLed stage must not leave its temporary server running
-    paths = layout()
-    return load_params(paths.root / "params.yaml"), paths
+    return load_params(), layout()

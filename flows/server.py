@@ -1,13 +1,27 @@
-"""A Prefect server on a free loopback port for the length of a command (or a `with` block).
+"""The Prefect API that commands which orchestrate (`tag-catalog`, the stages, `dvc repro`) run against.
 
-Every DVC stage is a Prefect flow; without PREFECT_API_URL each one starts and stops its own
-temporary server (about 10 s apiece on 2 cores). `python -m flows.server dvc repro` runs the
-whole pipeline against one server instead, and leaves PREFECT_API_URL alone when it is set.
+Without ``PREFECT_API_URL`` Prefect starts a temporary server in every process (tens of seconds
+on 2 cores, for each command and each DVC stage). Instead:
+
+- ``PREFECT_API_URL`` set: that server, always.
+- otherwise: genretag's **local server** (SQLite under ``$PREFECT_HOME``, loopback port, no UI,
+  no scheduler, telemetry off). The first command that needs it starts it in the background; later
+  commands reuse it at once. It stops itself after ``GENRETAG_SERVER_IDLE_S`` seconds (default
+  1800) with no genretag command attached, or on ``genretag server stop``.
+
+A command attaches by holding a shared ``flock`` on ``<state dir>/users`` for its lifetime (the
+kernel drops it when the process ends, however it ends); the server's supervisor counts idle time
+only while it can take that lock exclusively.
+
+``python -m flows.server COMMAND...`` runs COMMAND (e.g. ``dvc repro``) with ``PREFECT_API_URL``
+pointing at that server, so every stage of the pipeline shares it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import signal
 import socket
@@ -17,10 +31,16 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import genretag  # noqa: F401  - offline environment for the server too
 
 STARTUP_TIMEOUT_S = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"))
+IDLE_ENV = "GENRETAG_SERVER_IDLE_S"
+DEFAULT_IDLE_S = 1800.0
+POLL_S = 2.0
+
+_attached: list[IO] = []  # the shared lock of this process on <state dir>/users, held until exit
 
 
 class ServerError(RuntimeError):
@@ -79,15 +99,124 @@ def _healthy(url: str) -> bool:
     return False
 
 
+# --- the persistent local server ---
+
+
+def state_dir() -> Path:
+    """``$PREFECT_HOME/genretag-server`` (Prefect's home defaults to ~/.prefect): state file, locks, log."""
+    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    return home / "genretag-server"
+
+
+def _read_state(folder: Path) -> dict | None:
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads((folder / "server.json").read_text(encoding="utf-8"))
+    return None
+
+
+def local_server_url() -> str | None:
+    """The URL of the running local server, or None when none answers."""
+    state = _read_state(state_dir())
+    return state["url"] if state and _healthy(state["url"]) else None
+
+
+def _attach(folder: Path) -> None:
+    """Hold a shared lock on ``users`` until this process exits: the server is in use."""
+    if not _attached:
+        handle = open(folder / "users", "a")  # noqa: SIM115 - held open on purpose until exit
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        _attached.append(handle)
+
+
+def ensure_local_server(*, log=None) -> str:
+    """The local server's API URL, after starting it in the background when none runs."""
+    folder = state_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    _attach(folder)
+    if url := local_server_url():
+        return url
+    with open(folder / "start.lock", "w") as lock:  # one starter at a time; the others wait, then reuse it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if url := local_server_url():
+            return url
+        if log:
+            log(f"starting genretag's local Prefect server (once; it stops after {idle_seconds():.0f} s unused; "
+                f"`genretag server stop` stops it now)")
+        with open(folder / "supervisor.log", "w") as out:
+            subprocess.Popen([sys.executable, "-m", "flows.server", "--serve"], stdout=out, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, start_new_session=True, cwd=Path(__file__).resolve().parents[1])
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not (url := local_server_url()):
+            if time.monotonic() > deadline:
+                raise ServerError(f"genretag's local Prefect server did not come up in {STARTUP_TIMEOUT_S:.0f} s "
+                                  f"(log: {folder / 'server.log'})")
+            time.sleep(0.5)
+        return url
+
+
+def use_api(*, log=None) -> str:
+    """Point this process (and its children) at $PREFECT_API_URL, else at the local server; return the URL."""
+    if url := os.environ.get("PREFECT_API_URL"):
+        return url
+    url = ensure_local_server(log=log)
+    os.environ["PREFECT_API_URL"] = url
+    return url
+
+
+def stop_local_server() -> bool:
+    """Stop the local server when one runs; True when one was stopped."""
+    state = _read_state(state_dir())
+    if not state:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(state["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _healthy(state["url"]):
+            time.sleep(0.2)
+        return True
+    return False
+
+
+def idle_seconds() -> float:
+    return float(os.environ.get(IDLE_ENV) or DEFAULT_IDLE_S)
+
+
+def _serve(folder: Path) -> None:
+    """Supervisor: run the server, publish its URL, stop after idle_seconds() without users."""
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    idle_limit = idle_seconds()
+    with prefect_server(home=folder.parent, scheduler=False, log_path=folder / "server.log") as url:
+        state = folder / "server.json"
+        state.write_text(json.dumps({"url": url, "pid": os.getpid(), "started": time.time()}), encoding="utf-8")
+        idle_since: float | None = None
+        try:
+            with open(folder / "users", "a") as users:
+                while not stopping:
+                    try:
+                        fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        idle_since = None  # a genretag command is attached
+                    else:
+                        fcntl.flock(users, fcntl.LOCK_UN)
+                        idle_since = idle_since or time.monotonic()
+                        if time.monotonic() - idle_since > idle_limit:
+                            break
+                    time.sleep(POLL_S)
+        finally:
+            state.unlink(missing_ok=True)
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--serve"]:
+        _serve(state_dir())
+        return 0
     if not argv:
         print("usage: python -m flows.server COMMAND [ARGS...]", file=sys.stderr)
         return 2
-    if os.environ.get("PREFECT_API_URL"):
-        return subprocess.call(argv)
-    with prefect_server() as url:
-        print(f"Prefect server for this run: {url}", file=sys.stderr, flush=True)
-        return subprocess.call(argv, env=dict(os.environ, PREFECT_API_URL=url))
+    url = use_api(log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"Prefect API for this run: {url}", file=sys.stderr, flush=True)
+    return subprocess.call(argv)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from genretag.catalog import (
     TrackSource,
     WriteOutcome,
     catalog_url,
+    check_database,
     error_row,
     hash_tracks,
     plan_tagging,
@@ -30,13 +31,15 @@ from genretag.catalog import (
     scan_source,
     write_results,
 )
-from genretag.config import Layout, Params
+from genretag.config import Params
+from genretag.drift import drift_warning, genre_psi, training_genre_counts
 from genretag.errors import ConfigError
 from genretag.paths import display
 from genretag.scoring import (
     ScoredTrack,
     ScoringModel,
     TrackWindows,
+    cuda_note,
     open_model,
     resolve_model,
     score_decoded,
@@ -115,6 +118,11 @@ def decode_on_dask(
     return [future.result() for future in futures]
 
 
+@task(name="check-catalog", **IO_RETRIES, **_PLAIN)
+def check_catalog_task(database_url: str) -> None:
+    check_database(database_url)
+
+
 @task(name="open-catalog", **IO_RETRIES, **_PLAIN)
 def open_catalog_task(database_url: str) -> Catalog:
     return Catalog(database_url, check_writable=True)
@@ -135,13 +143,26 @@ def tag_catalog_flow(
     score = params.score
     url = catalog_url(params, root=paths.root, override=database_url)
     windows = score.max_windows if max_windows is None else max_windows
-    catalog = open_catalog_task(url)  # an unreachable or read-only database fails before any heavy work
+    check_catalog_task(url)  # an unreachable or read-only database fails before any heavy work, creating nothing
+    scoring_model = load_model(
+        model or score.model, require_gpu=require_gpu,
+        registry_uri=tracking_uri(params, root=paths.root), model_name=params.registry.model_name,
+    )
+    if scoring_model.cuda_problem:
+        logger.log(*cuda_note(provider=scoring_model.provider, problem=scoring_model.cuda_problem))
+    logger.info("model %s %s (%s) runs on %s", scoring_model.model_name, scoring_model.model_version,
+                scoring_model.path, scoring_model.provider)
+    summary = TaggingSummary(display(source), redact(url), scoring_model.model_name, scoring_model.model_version, scoring_model.provider)
+    catalog = open_catalog_task(url)
     try:
-        summary = _load_and_tag(catalog, source=source, model=model, require_gpu=require_gpu, params=params,
-                                paths=paths, url=url, windows=windows)
+        _scan_and_tag(catalog, source=source, model=scoring_model, params=params, windows=windows, summary=summary)
+        summary.seconds = time.perf_counter() - started
+        summary.genre_psi = genre_psi(training_genre_counts(paths.tracks), summary.genre_counts)
+        if summary.genre_psi is not None and summary.genre_psi > score.drift_psi_warn:
+            logger.warning("%s", drift_warning(summary.genre_psi, limit=score.drift_psi_warn))
+        catalog.record_run(summary, run=f"prefect:{flow_run.id}")
     finally:
         catalog.close()
-    summary.seconds = time.perf_counter() - started
 
     logger.info("tagged %d, skipped %d, failed %d in %.1f s (%.2f tracks/s) on %s; %d files skipped (not audio), "
                 "%d skipped (macOS metadata)", summary.tagged, summary.skipped, summary.failed, summary.seconds,
@@ -150,21 +171,10 @@ def tag_catalog_flow(
     return {**summary.to_dict(), "flow_run_id": str(flow_run.id)}
 
 
-def _load_and_tag(catalog: Catalog, *, source: str, model: str | None, require_gpu: bool, params: Params, paths: Layout,
-                  url: str, windows: int) -> TaggingSummary:
-    """Load the model, list and hash the source, then tag (see _tag)."""
+def _scan_and_tag(catalog: Catalog, *, source: str, model: ScoringModel, params: Params, windows: int,
+                  summary: TaggingSummary) -> None:
+    """List and hash the source, then tag (see _tag)."""
     logger = get_run_logger()
-    score = params.score
-    scoring_model = load_model(
-        model or score.model, require_gpu=require_gpu,
-        registry_uri=tracking_uri(params, root=paths.root), model_name=params.registry.model_name,
-    )
-    if scoring_model.cuda_problem:
-        logger.warning("CUDA requested but not active: scoring on %s (%s)", scoring_model.provider, scoring_model.cuda_problem)
-    logger.info("model %s %s (%s) runs on %s", scoring_model.model_name, scoring_model.model_version,
-                scoring_model.path, scoring_model.provider)
-
-    summary = TaggingSummary(display(source), redact(url), scoring_model.model_name, scoring_model.model_version, scoring_model.provider)
     scan = list_tracks_task(str(source))
     summary.count_skipped(scan)
     tracks = scan.tracks
@@ -179,8 +189,7 @@ def _load_and_tag(catalog: Catalog, *, source: str, model: str | None, require_g
             good, bad = hash_tracks_task.with_options(retries=0)(chunk, strict=False)
         hashed += good
         unreadable += bad
-    _tag(catalog, hashed, unreadable, model=scoring_model, params=params, windows=windows, summary=summary)
-    return summary
+    _tag(catalog, hashed, unreadable, model=model, params=params, windows=windows, summary=summary)
 
 
 def _tag(catalog: Catalog, hashed: list[HashedTrack], unreadable: list[TrackFailure], *,

@@ -45,7 +45,7 @@ def _summary_markdown(outcome: ValidationOutcome, params: Params) -> str:
     ]
     if outcome.warnings:
         lines += ["", "### Warnings", *(f"- {warning}" for warning in outcome.warnings)]
-    lines += ["", "Details: `data/quarantine.csv`, Data Docs in `reports/validation/index.html`."]
+    lines += ["", "Details: `data/quarantine.csv`, the report in `reports/validation/summary.html` (GX Data Docs: `index.html`)."]
     return "\n".join(lines)
 
 

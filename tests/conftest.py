@@ -17,6 +17,8 @@ import soundfile as sf
 
 # Every process the tests start (dvc, flows) writes Prefect state here, never in ~/.prefect.
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="genretag-prefect-home-"))
+# genretag's local Prefect server (python -m flows.server ...) stops soon after the last test that used it.
+os.environ.setdefault("GENRETAG_SERVER_IDLE_S", "20")
 
 import genretag  # noqa: E402,F401  - offline environment before Prefect or MLflow load
 

@@ -131,7 +131,7 @@ def make_bad_files(folder: Path) -> dict[str, str]:
     write_audio(folder / "nan.wav", nan, subtype="FLOAT")
     return {
         "empty.wav": "empty file",
-        "text.wav": "cannot decode",
+        "text.wav": "not a decodable audio file",
         "truncated.wav": "too short",
         "silent.wav": "silent",
         "one_second.wav": "too short",

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ from sqlalchemy.engine import Engine
 from genretag.atomic import atomic_path, write_csv
 from genretag.audio import file_sha256, is_apple_metadata, is_audio_name, scan_folder
 from genretag.config import Params, resolve_sqlite_url
+from genretag.drift import genre_psi
 from genretag.errors import CatalogError, GenretagError, ScoringError
 from genretag.paths import absolute, display, exact_bytes
 
@@ -68,6 +70,27 @@ catalog_errors = sa.Table(
     sa.Column("model_version", sa.String(64), nullable=False),
     sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("sha256", "model_version", name="uq_catalog_errors_sha256_model_version"),
+)
+
+catalog_runs = sa.Table(  # one row per tagging run: what it did, with which model, where, how fast
+    "catalog_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("model_name", sa.String(256), nullable=False),
+    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("listed", sa.Integer, nullable=False),
+    sa.Column("tagged", sa.Integer, nullable=False),
+    sa.Column("skipped", sa.Integer, nullable=False),
+    sa.Column("duplicates", sa.Integer, nullable=False),
+    sa.Column("failed", sa.Integer, nullable=False),
+    sa.Column("windows_scored", sa.Integer, nullable=False),
+    sa.Column("seconds", sa.Float, nullable=False),
+    sa.Column("genre_counts", sa.Text, nullable=False),  # JSON {genre: tracks tagged with it in this run}
+    sa.Column("genre_psi", sa.Float, nullable=True),  # PSI of genre_counts against the training tracks' genres (genretag.drift)
+    sa.Column("run", sa.String(128), nullable=False),  # "prefect:<flow run id>" or "cli" (no Prefect)
 )
 
 _CONFLICT_KEY = ["sha256", "model_version"]
@@ -246,7 +269,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _add_missing_columns(engine: Engine) -> None:
-    """Add columns that a catalog created by an earlier genretag lacks (each has a server default for old rows)."""
+    """Add the columns a catalog made by an earlier genretag lacks: nullable ones empty, the others
+    filled by their server default for old rows (no existing value is touched).
+
+    Raises CatalogError for a missing column that is neither nullable nor has a default.
+    """
     inspector = sa.inspect(engine)
     for table in metadata.sorted_tables:
         present = {column["name"] for column in inspector.get_columns(table.name)}
@@ -255,12 +282,15 @@ def _add_missing_columns(engine: Engine) -> None:
             continue
         with engine.begin() as connection:
             for column in missing:
-                if column.server_default is None:
-                    raise ScoringError(f"catalog table {table.name} lacks column {column.name}, which has no default to fill old rows")
-                connection.execute(sa.text(
-                    f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column.type.compile(engine.dialect)} "
-                    f"NOT NULL DEFAULT {column.server_default.arg.text}"
-                ))
+                kind = column.type.compile(dialect=engine.dialect)
+                if column.nullable:
+                    connection.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+                elif column.server_default is not None:
+                    connection.execute(sa.text(
+                        f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind} NOT NULL DEFAULT {column.server_default.arg.text}'
+                    ))
+                else:
+                    raise CatalogError(f"catalog table {table.name} lacks column {column.name}, which has no default to fill old rows")
 
 
 @dataclass(frozen=True)
@@ -288,18 +318,6 @@ def _database_fault(url: str, exc: Exception) -> CatalogError:
     return CatalogError(f"catalog database {name}: {first}")
 
 
-def _add_missing_columns(engine: Engine) -> None:
-    """Add the nullable columns a catalog made by an older genretag lacks (no data is touched)."""
-    inspector = sa.inspect(engine)
-    with engine.begin() as connection:
-        for table in metadata.sorted_tables:
-            present = {column["name"] for column in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in present and column.nullable:
-                    kind = column.type.compile(dialect=engine.dialect)
-                    connection.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
-
-
 # What a refused row raises: the database's own errors, or the driver's when it cannot even send
 # a value (sqlite3 raises UnicodeEncodeError for a lone surrogate, unwrapped by SQLAlchemy).
 _ROW_ERRORS = (sa.exc.SQLAlchemyError, UnicodeError, ValueError, TypeError)
@@ -308,6 +326,34 @@ _ROW_ERRORS = (sa.exc.SQLAlchemyError, UnicodeError, ValueError, TypeError)
 def _transient(exc: BaseException) -> bool:
     """Whether a failed database write may succeed when retried (lost connection, lock)."""
     return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or bool(getattr(exc, "connection_invalidated", False))
+
+
+def check_database(url: str) -> None:
+    """Fail now, in one line, when the catalog database at ``url`` cannot be reached or written.
+
+    Creates nothing: a SQLite file that does not exist yet is checked by writing a scratch file
+    in the nearest existing folder on its path; any other database (or an existing SQLite
+    file) is opened and a row is written and rolled back (:meth:`Catalog.check_writable`).
+    Raises CatalogError naming the database (password redacted) and the reason.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise CatalogError(f"catalog database {url!r} is not a database URL (e.g. sqlite:///catalog.db)") from exc
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        target = Path(parsed.database)
+        if not target.exists():
+            folder = next(parent for parent in target.absolute().parents if parent.exists())
+            try:
+                with tempfile.TemporaryFile(dir=folder):
+                    pass
+            except OSError as exc:
+                raise CatalogError(
+                    f"catalog database {redact(url)} (file {target}): cannot create it, folder {folder} is not writable "
+                    f"({exc.strerror or exc})"
+                ) from exc
+            return
+    Catalog(url, check_writable=True).close()
 
 
 class Catalog:
@@ -461,16 +507,37 @@ class Catalog:
                     changed += 1
         return changed
 
-    def read(self, table: Literal["catalog_tags", "catalog_errors"] = "catalog_tags", *, model_version: str | None = None) -> pd.DataFrame:
+    def record_run(self, summary: TaggingSummary, *, run: str) -> None:
+        """Append the run's row to catalog_runs (``run``: "prefect:<flow run id>" or "cli")."""
+        with self.engine.begin() as connection:
+            connection.execute(sa.insert(catalog_runs).values(
+                finished_at=_now(), source=summary.source, model_name=summary.model_name,
+                model_version=summary.model_version, provider=summary.provider, listed=summary.listed,
+                tagged=summary.tagged, skipped=summary.skipped, duplicates=summary.duplicates, failed=summary.failed,
+                windows_scored=summary.windows_scored, seconds=round(summary.seconds, 3),
+                genre_counts=json.dumps(dict(sorted(summary.genre_counts.items()))), genre_psi=summary.genre_psi, run=run,
+            ))
+
+    def find(self, sha256: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(tag rows, error rows) of the file content whose SHA-256 is or starts with ``sha256``, newest first."""
+        found = []
+        with self.engine.connect() as connection:
+            for table, when in ((catalog_tags, catalog_tags.c.scored_at), (catalog_errors, catalog_errors.c.failed_at)):
+                query = sa.select(table).where(table.c.sha256.startswith(sha256.lower(), autoescape=True)).order_by(when.desc())
+                found.append([dict(row) for row in connection.execute(query).mappings()])
+        return found[0], found[1]
+
+    def read(self, table: Literal["catalog_tags", "catalog_errors", "catalog_runs"] = "catalog_tags", *,
+             model_version: str | None = None) -> pd.DataFrame:
         """A table as a DataFrame (ordered by id), times as UTC."""
-        source = catalog_tags if table == "catalog_tags" else catalog_errors
+        source = {"catalog_tags": catalog_tags, "catalog_errors": catalog_errors, "catalog_runs": catalog_runs}[table]
         query = sa.select(source).order_by(source.c.id)
         if model_version is not None:
             query = query.where(source.c.model_version == model_version)
         with self.engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
         frame = pd.DataFrame(rows, columns=[c.name for c in source.columns])
-        time_column = "scored_at" if table == "catalog_tags" else "failed_at"
+        time_column = {"catalog_tags": "scored_at", "catalog_errors": "failed_at", "catalog_runs": "finished_at"}[table]
         frame[time_column] = pd.to_datetime(frame[time_column], utc=True)
         return frame
 
@@ -542,6 +609,7 @@ class TaggingSummary:
     seconds: float = 0.0
     failures: list[dict[str, str]] = field(default_factory=list)
     genre_counts: Counter[str] = field(default_factory=Counter)
+    genre_psi: float | None = None  # drift of genre_counts from the training genres (None: no reference or nothing tagged)
 
     @property
     def files(self) -> int:
@@ -596,6 +664,7 @@ class TaggingSummary:
             "failed": self.failed,
             "failures": list(self.failures),
             "genre_counts": dict(sorted(self.genre_counts.items())),
+            "genre_psi": self.genre_psi,
             "windows_scored": self.windows_scored,
             "windows_silent": self.windows_silent,
             "seconds": round(self.seconds, 3),
@@ -621,6 +690,9 @@ class TaggingSummary:
             "| genre | tracks |",
             "| --- | ---: |",
             *(f"| {genre} | {count} |" for genre, count in self.genre_counts.most_common()),
+            "",
+            "Drift of these genres from the training tracks' (PSI): "
+            + ("not measured (no training reference, or nothing tagged)" if self.genre_psi is None else f"{self.genre_psi:.4f}"),
         ]
         if self.failures:
             lines += ["", "## Failed files", "", "| file | reason |", "| --- | --- |"]
@@ -686,11 +758,13 @@ def tag_catalog(
     workers: int = 0,
     silence_rms_dbfs: float = -60.0,
     before_read: Callable[[Path], None] | None = None,
+    reference_genres: Mapping[str, int] | None = None,
 ) -> TaggingSummary:
     """Tag every audio file of ``source`` with an open genretag.scoring.ScoringModel.
 
     The same steps as the tag-catalog flow, without Prefect: list, hash, skip what this
     model version already tagged, score in parallel, commit every ``commit_every`` tracks.
+    ``reference_genres`` (training genre -> tracks) sets the run's ``genre_psi`` drift measure.
     """
     from genretag.scoring import score_files
 
@@ -712,7 +786,9 @@ def tag_catalog(
         )
         for results in _chunks(stream, commit_every):
             summary.record(write_results(catalog, results, model=model))
-    summary.seconds = time.perf_counter() - started
+        summary.seconds = time.perf_counter() - started
+        summary.genre_psi = genre_psi(reference_genres or {}, summary.genre_counts)
+        catalog.record_run(summary, run="cli")
     return summary
 
 

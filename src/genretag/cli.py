@@ -1,14 +1,21 @@
-"""The `genretag` command line: one front door to the same functions the flows call."""
+"""The `genretag` command line: one front door to the same functions the flows call.
+
+Commands that orchestrate nothing (`predict`, `registry list|history|fetch`, `show`, `export-tags`)
+import only what they use (never Prefect or TensorFlow) and start no server. Commands that run
+Prefect flows (`tag-catalog`, the stages, `retrain`) use $PREFECT_API_URL, else genretag's local
+Prefect server (see flows.server), never a temporary server per command.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import typer
 
 import genretag  # noqa: F401  - offline environment first
-from genretag.config import layout, load_params
+from genretag.config import PARAMS_ENV, layout, load_params
 
 DEBUG_FLAG = "--debug"
 
@@ -50,6 +57,54 @@ registry_app = typer.Typer(no_args_is_help=True, help="The MLflow model registry
 experiments_app = typer.Typer(no_args_is_help=True, help="Run the paper's experiments and rebuild their table.")
 app.add_typer(registry_app, name="registry")
 app.add_typer(experiments_app, name="experiments")
+server_app = typer.Typer(no_args_is_help=True, help="genretag's local Prefect server (used when PREFECT_API_URL is not set).")
+app.add_typer(server_app, name="server")
+
+
+@app.callback()
+def options(
+    params: Path = typer.Option(
+        None, "--params", metavar="FILE",
+        help=f"Parameters file (default: ${PARAMS_ENV}, else params.yaml of the project above the working folder, "
+        "else the built-in defaults).",
+    ),
+) -> None:
+    """Tag a music catalog with genres."""
+    if params is not None:
+        os.environ[PARAMS_ENV] = str(params.resolve())  # flows and child processes read the same file
+
+
+def _orchestrate() -> None:
+    """Point Prefect at $PREFECT_API_URL or genretag's local server, before any flow runs."""
+    from flows.server import use_api
+
+    use_api(log=lambda line: typer.echo(line, err=True))
+
+
+@server_app.command("start")
+def server_start() -> None:
+    """Start the local Prefect server now (commands that need it start it anyway) and print its API URL."""
+    from flows.server import ensure_local_server, idle_seconds
+
+    typer.echo(f"{ensure_local_server()} (stops after {idle_seconds():.0f} s unused; export PREFECT_API_URL=... to see runs)")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """The local server's API URL, or that none runs; $PREFECT_API_URL wins over it when set."""
+    from flows.server import local_server_url
+
+    if os.environ.get("PREFECT_API_URL"):
+        typer.echo(f"PREFECT_API_URL is set: commands use {os.environ['PREFECT_API_URL']}")
+    typer.echo(f"local server: {local_server_url() or 'not running'}")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the local Prefect server."""
+    from flows.server import stop_local_server
+
+    typer.echo("stopped" if stop_local_server() else "no local server was running")
 
 
 @app.command("demo-corpus")
@@ -78,6 +133,7 @@ def demo_corpus(
 @app.command()
 def ingest() -> None:
     """Stage ingest: ingest.source -> data/raw/<genre>/<track>.wav + manifest (the DVC stage's flow)."""
+    _orchestrate()
     from flows.ingest import ingest_flow
 
     ingest_flow()
@@ -86,6 +142,7 @@ def ingest() -> None:
 @app.command()
 def validate() -> None:
     """Stage validate: GX suites over data/raw + manifest -> data/tracks.csv, data/quarantine.csv, reports/validation/."""
+    _orchestrate()
     from flows.validate import validate_flow
     from genretag.errors import ValidationFailed
 
@@ -95,13 +152,14 @@ def validate() -> None:
         _exit_with(exc, code=1)
     typer.echo(
         f"{summary['tracks_passed']} of {summary['tracks_in']} tracks passed, {summary['tracks_quarantined']} quarantined "
-        f"(data/quarantine.csv); report: reports/validation/index.html"
+        f"(data/quarantine.csv); report: reports/validation/summary.html"
     )
 
 
 @app.command()
 def split() -> None:
     """Stage split: data/tracks.csv -> data/clips.csv (3-s clips, train/validation/test)."""
+    _orchestrate()
     from flows.split import split_flow
 
     split_flow()
@@ -110,6 +168,7 @@ def split() -> None:
 @app.command()
 def spectrograms() -> None:
     """Stage spectrograms: data/clips.csv -> data/images/<split>/<genre>/<clip>.png (incremental)."""
+    _orchestrate()
     from flows.spectrograms import spectrograms_flow
 
     spectrograms_flow()
@@ -120,6 +179,7 @@ def spectrograms() -> None:
 @app.command("train")
 def train_command() -> None:
     """Stage train: data/images -> models/model.keras, training.json, metrics/train.json, plots (the DVC stage's flow)."""
+    _orchestrate()
     from flows.train import train_flow
 
     summary = train_flow()
@@ -132,6 +192,7 @@ def train_command() -> None:
 @app.command("evaluate")
 def evaluate_command() -> None:
     """Stage evaluate: models/model.keras on the test split -> metrics/eval.json, plots, reports/experiments.*."""
+    _orchestrate()
     from flows.evaluate import evaluate_flow
 
     metrics = evaluate_flow()
@@ -154,7 +215,7 @@ def experiments_run(
     paths = layout()
     overrides = {"max_epochs": max_epochs} if max_epochs else {}
     try:
-        rows = run_experiments(names, params=load_params(paths.root / "params.yaml"), paths=paths,
+        rows = run_experiments(names, params=load_params(), paths=paths,
                                log=typer.echo, **overrides)
     except GenretagError as exc:
         _exit_with(exc, code=1)
@@ -187,6 +248,7 @@ def experiments_table() -> None:
 @app.command("export")
 def export_command() -> None:
     """Stage export: models/model.keras -> models/model.onnx + MODEL_CARD.md (parity-checked; the DVC stage's flow)."""
+    _orchestrate()
     from flows.export import export_flow
 
     export_flow()
@@ -195,6 +257,7 @@ def export_command() -> None:
 @app.command("register")
 def register_command() -> None:
     """Stage register: every models/candidates/<id>/model.onnx -> registry versions, champion gate on test audio, models/registry.json."""
+    _orchestrate()
     from flows.register import register_flow
 
     register_flow()
@@ -202,22 +265,17 @@ def register_command() -> None:
 
 def _registry_call(function, /, **kwargs):
     """Run a genretag.registry function on this project; a GenretagError exits 1 with its message."""
-    from genretag.errors import GenretagError
+    from genretag.errors import GenretagError, RegistryError
+    from genretag.tracking import tracking_uri
 
     paths = layout()
     try:
-        return function(load_params(paths.root / "params.yaml"), root=paths.root, **kwargs)
+        params = load_params()
+        if store := _missing_store(tracking_uri(params, root=paths.root)):
+            raise RegistryError(f"no model registry at {store}: run inside a genretag project, or set MLFLOW_TRACKING_URI")
+        return function(params, root=paths.root, **kwargs)
     except GenretagError as exc:
         _exit_with(exc, code=1)
-
-
-def _who() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user name in some containers
-        return "unknown user"
 
 
 @registry_app.command("list")
@@ -240,12 +298,18 @@ def registry_list() -> None:
 
 @registry_app.command("history")
 def registry_history() -> None:
-    """Every change of champion (gate, promote, rollback) with its reason."""
+    """Every change of champion, oldest first: when, what (gate, promote, rollback), which version, who, why."""
     from genretag import registry
 
-    for entry in _registry_call(registry.champion_history):
-        previous = f"v{entry['from']}" if entry.get("from") else "-"
-        typer.echo(f"{entry['at']}  {entry['action']:<8} {previous:>5} -> v{entry['version']}: {entry['reason']}")
+    entries = _registry_call(registry.champion_history)
+    if not entries:
+        typer.echo("no champion changes recorded")
+        return
+    typer.echo(f"{'when (UTC)':<20} {'action':<9} {'champion':<13} {'by':<14} why")
+    for entry in entries:
+        change = f"v{entry['from'] or '-'} -> v{entry['version']}" if entry.get("from") else f"v{entry['version']}"
+        when = str(entry.get("at", "")).replace("T", " ")[:19]
+        typer.echo(f"{when:<20} {entry['action']:<9} {change:<13} {entry.get('by') or '-':<14} {entry['reason']}")
 
 
 @registry_app.command("promote")
@@ -256,7 +320,7 @@ def registry_promote(
     """Make VERSION the champion by hand, bypassing the accuracy gate; the reason is recorded."""
     from genretag import registry
 
-    change = _registry_call(registry.promote, version=version, reason=reason or f"manual promotion by {_who()}")
+    change = _registry_call(registry.promote, version=version, reason=reason or f"manual promotion by {registry.actor()}")
     typer.echo(f"champion: v{change.from_version or '-'} -> v{change.to_version} ({change.reason})")
 
 
@@ -267,7 +331,7 @@ def registry_rollback(
     """Give the champion alias back to the previous champion."""
     from genretag import registry
 
-    change = _registry_call(registry.rollback, reason=reason or f"manual rollback by {_who()}")
+    change = _registry_call(registry.rollback, reason=reason or f"manual rollback by {registry.actor()}")
     typer.echo(f"champion rolled back: v{change.from_version} -> v{change.to_version} ({change.reason})")
 
 
@@ -285,7 +349,52 @@ def registry_fetch(
 
 # --- catalog tagging commands ---
 
-_MODEL_HELP = "champion | challenger | a registry version number | a path to an .onnx file (default: params.yaml score.model)."
+_MODEL_HELP = ("A path to an .onnx file, or a registry reference: champion | challenger | a version number | "
+               "models:/NAME@ALIAS | models:/NAME/VERSION (default: score.model of the parameters).")
+REGISTRY_SCHEME = "models:/"
+
+
+def _model_path(model: str | None, *, params, root: Path) -> Path:
+    """``--model`` (else score.model) -> a local .onnx file.
+
+    A registry reference needs a registry: $MLFLOW_TRACKING_URI, or the project's SQLite store.
+    Without one this raises a one-line ConfigError instead of creating an empty store here.
+    """
+    from genretag.errors import ConfigError
+    from genretag.scoring import resolve_model
+    from genretag.tracking import tracking_uri
+
+    ref, name = model or params.score.model, params.registry.model_name
+    if ref.startswith(REGISTRY_SCHEME):
+        rest = ref[len(REGISTRY_SCHEME):]
+        name, _, ref = rest.partition("@") if "@" in rest else rest.partition("/")
+    uri = tracking_uri(params, root=root)
+    if Path(ref).suffix != ".onnx" and not Path(ref).is_file() and (store := _missing_store(uri)):
+        given = f"--model {model}" if model else f"no --model given (score.model is {ref!r})"
+        raise ConfigError(
+            f"{given}: no model registry at {store}; pass --model PATH.onnx, or set MLFLOW_TRACKING_URI "
+            f"for a registry reference such as {REGISTRY_SCHEME}{name}@champion"
+        )
+    return resolve_model(ref, tracking_uri=uri, model_name=name)
+
+
+def _existing_catalog(url: str) -> str:
+    """``url`` of a catalog to read; a SQLite file that does not exist raises a one-line ScoringError
+    (reading must not create an empty catalog wherever the command runs)."""
+    from genretag.errors import ScoringError
+
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:" and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise ScoringError(f"no catalog database at {url.removeprefix('sqlite:///')}: pass --database URL or set GENRETAG_CATALOG_URL")
+    return url
+
+
+def _missing_store(uri: str) -> Path | None:
+    """The project's default SQLite registry file when it does not exist (else None; a
+    $MLFLOW_TRACKING_URI that the user set is always used as given)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    store = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    return store if store is not None and not store.is_file() else None
 
 
 @app.command("tag-catalog")
@@ -296,16 +405,29 @@ def tag_catalog(
     require_gpu: bool = typer.Option(False, "--require-gpu", help="Fail at once unless onnxruntime really runs on CUDA."),
     max_windows: int = typer.Option(None, "--max-windows", min=0, help="3-s windows per track, evenly spaced; 0: all (default: params.yaml score.max_windows)."),
 ) -> None:
-    """Tag a catalog with genres into the catalog database (the tag-catalog flow); reruns skip what this model version tagged."""
-    from flows.tag_catalog import tag_catalog_flow
-    from genretag.catalog import Catalog, catalog_url
+    """Tag a catalog with genres into the catalog database; reruns skip what this model version tagged.
+
+    With $PREFECT_API_URL set (or score.dask_address, which decodes as Prefect tasks on Dask) this
+    runs the tag-catalog flow against that server (else genretag's local one); otherwise the same
+    steps run here as plain functions (genretag.catalog.tag_catalog), with no Prefect at all.
+    """
+    from genretag.catalog import catalog_url, check_database
     from genretag.errors import GenretagError
 
     try:
-        paths = layout()
+        params, root = load_params(), layout().root
         # Reachable and writable before the model loads and any file is read (and before Prefect starts).
-        Catalog(catalog_url(load_params(paths.root / "params.yaml"), root=paths.root, override=database), check_writable=True).close()
-        summary = tag_catalog_flow(source=source, model=model, database_url=database, require_gpu=require_gpu, max_windows=max_windows)
+        check_database(catalog_url(params, root=root, override=database))
+        model_file = _model_path(model, params=params, root=root)
+        if os.environ.get("PREFECT_API_URL") or params.score.dask_address:
+            _orchestrate()
+            from flows.tag_catalog import tag_catalog_flow
+
+            summary = tag_catalog_flow(source=source, model=str(model_file), database_url=database,
+                                       require_gpu=require_gpu, max_windows=max_windows)
+        else:
+            summary = _tag_here(source, model_file, params=params, root=root, database=database,
+                                require_gpu=require_gpu, max_windows=max_windows)
     except GenretagError as exc:
         _exit_with(exc, code=1)
     typer.echo(
@@ -316,6 +438,58 @@ def tag_catalog(
     )
     for failure in summary["failures"]:
         typer.echo(f"failed: {failure['path']}: {failure['reason']}", err=True)
+
+
+def _tag_here(source: str, model_file: Path, *, params, root: Path, database: str | None, require_gpu: bool,
+              max_windows: int | None) -> dict:
+    """The tagging steps in this process, without Prefect; the run's summary as the flow returns it."""
+    from genretag.catalog import catalog_url, tag_catalog as tag
+    from genretag.drift import drift_warning, training_genre_counts
+    from genretag.scoring import open_model
+
+    score = params.score
+    summary = tag(
+        source, model=open_model(model_file, require_gpu=require_gpu),
+        database_url=catalog_url(params, root=root, override=database),
+        max_windows=score.max_windows if max_windows is None else max_windows, batch_size=score.batch_size,
+        commit_every=score.commit_every, workers=score.workers, silence_rms_dbfs=params.validation.silence_rms_dbfs,
+        reference_genres=training_genre_counts(layout(root).tracks),
+    )
+    if summary.genre_psi is not None and summary.genre_psi > score.drift_psi_warn:
+        typer.echo(f"warning: {drift_warning(summary.genre_psi, limit=score.drift_psi_warn)}", err=True)
+    return summary.to_dict()
+
+
+@app.command()
+def show(
+    track: str = typer.Argument(..., help="An audio file (looked up by its content's SHA-256) or a SHA-256 (or its first 8+ hex digits)."),
+    database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else score.database_url)."),
+) -> None:
+    """What the catalog holds for one track: each model version's top-3 genres, or why it failed."""
+    import json
+
+    from genretag.audio import file_sha256
+    from genretag.catalog import Catalog, catalog_url
+    from genretag.errors import GenretagError
+
+    try:
+        sha = file_sha256(Path(track)) if Path(track).is_file() else track
+        if len(sha) < 8:
+            raise GenretagError(f"{track}: neither a file nor a SHA-256 of at least 8 hex digits")
+        with Catalog(_existing_catalog(catalog_url(load_params(), root=layout().root, override=database))) as catalog:
+            tags, errors = catalog.find(sha)
+    except GenretagError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if not tags and not errors:
+        typer.echo(f"{track}: not in the catalog (sha256 {sha[:12]})", err=True)
+        raise typer.Exit(1)
+    for row in tags:
+        top = "  ".join(f"{t['genre']} {t['probability']:.3f}" for t in json.loads(row["top3"]))
+        typer.echo(f"{row['path']} (sha256 {row['sha256'][:12]}) {row['model_name']} {row['model_version']} "
+                   f"on {row['provider']}, {row['scored_at']:%Y-%m-%d %H:%M}: {top}  ({row['windows_scored']} windows)")
+    for row in errors:
+        typer.echo(f"{row['path']} (sha256 {row['sha256'][:12]}) {row['model_version']}: failed: {row['reason']}")
 
 
 @app.command("export-tags")
@@ -333,7 +507,8 @@ def export_tags(
         raise typer.BadParameter(f"must be csv or parquet, not {fmt!r}", param_hint="--format")
     paths = layout()
     try:
-        rows = export(catalog_url(load_params(paths.root / "params.yaml"), root=paths.root, override=database), out=out, fmt=fmt, model_version=model_version)
+        rows = export(_existing_catalog(catalog_url(load_params(), root=paths.root, override=database)), out=out, fmt=fmt,
+                      model_version=model_version)
     except GenretagError as exc:
         _exit_with(exc, code=1)
     typer.echo(f"wrote {rows} tags to {out}")
@@ -347,15 +522,11 @@ def predict(
 ) -> None:
     """Print the top-3 genres of each file (contract-v2 models: windows at the model's rate); exit 1 when any file could not be scored."""
     from genretag.errors import GenretagError
-    from genretag.scoring import open_model, resolve_model, score_files
-    from genretag.tracking import tracking_uri
+    from genretag.scoring import open_model, score_files
 
-    paths = layout()
-    params = load_params(paths.root / "params.yaml")
     try:
-        scoring_model = open_model(resolve_model(
-            model or params.score.model, tracking_uri=tracking_uri(params, root=paths.root), model_name=params.registry.model_name
-        ))
+        params = load_params()
+        scoring_model = open_model(_model_path(model, params=params, root=layout().root))
     except GenretagError as exc:
         _exit_with(exc, code=2)
     typer.echo(f"{scoring_model.model_name} {scoring_model.model_version} on {scoring_model.provider}", err=True)
@@ -410,6 +581,7 @@ def retrain(
     lock_wait_s: float = typer.Option(600.0, help="How long to wait for DVC's lock held by another dvc process."),
 ) -> None:
     """Retrain now, as the weekly deployment does: pull, ingest, dvc repro (champion gate), push."""
+    _orchestrate()
     from flows.retrain import retrain_flow
 
     state = retrain_flow(

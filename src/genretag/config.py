@@ -161,6 +161,7 @@ class ScoreParams(_Section):
     database_url: str = "sqlite:///catalog.db"
     dask_address: str | None = None
     dask_chunk: int = Field(256, ge=1)
+    drift_psi_warn: float = Field(0.25, gt=0)  # warn when a run's predicted genres drift this far (PSI) from training
 
 
 class Params(_Section):
@@ -219,9 +220,26 @@ def worker_count(requested: int) -> int:
         return max(1, os.cpu_count() or 1)
 
 
+PARAMS_ENV = "GENRETAG_PARAMS"
+
+
+def params_file(explicit: str | Path | None = None) -> Path | None:
+    """Which parameters file applies: ``explicit`` (``--params``), else $GENRETAG_PARAMS, else the
+    project's params.yaml (see :func:`project_root`), else None: the built-in defaults of :class:`Params`."""
+    if explicit:
+        return Path(explicit)
+    if env := os.environ.get(PARAMS_ENV):
+        return Path(env)
+    found = project_root() / "params.yaml"
+    return found if found.is_file() else None
+
+
 def load_params(path: str | Path | None = None) -> Params:
-    """Read and check params.yaml; a wrong key or value raises ConfigError naming it."""
-    file = Path(path) if path else project_root() / "params.yaml"
+    """Read and check a parameters file (default: :func:`params_file`); with none, the built-in
+    defaults. A wrong key or value, or a named file that is missing, raises ConfigError naming it."""
+    file = Path(path) if path else params_file()
+    if file is None:
+        return Params()
     try:
         raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
     except FileNotFoundError as exc:

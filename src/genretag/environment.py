@@ -22,3 +22,14 @@ def quiet_telemetry() -> None:
     """Switch off analytics of DVC, Prefect, MLflow and GX unless the caller set them."""
     for name, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(name, value)
+
+
+def gpu_visible() -> bool:
+    """True when an NVIDIA GPU is visible to this process: a /dev/nvidia<N> device node exists and
+    $CUDA_VISIBLE_DEVICES does not hide every device ("" or "-1" hides them; see the CUDA docs)."""
+    from pathlib import Path
+
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if hidden is not None and hidden.strip() in ("", "-1"):
+        return False
+    return any(Path("/dev").glob("nvidia[0-9]*"))

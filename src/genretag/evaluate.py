@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,7 +28,7 @@ from genretag.atomic import write_csv, write_json, write_text
 from genretag.config import Layout, Params
 from genretag.contract import ModelContract
 from genretag.errors import ConfigError, TrainingDataError
-from genretag.export import INT8_DIR, INT8_SUFFIX, git_commit
+from genretag.export import DIRTY, INT8_DIR, INT8_SUFFIX, git_commit
 from genretag.gate import Outcome, TestSet, outcome_from_probabilities
 from genretag.models import EXPERIMENTS, architecture
 from genretag.train import (
@@ -365,11 +364,7 @@ def commit_label(root: Path) -> str:
     commit = git_commit(root)
     if commit == "unknown":
         return ""
-    try:
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return commit[:12] + ("+dirty" if dirty.stdout.strip() else "")
+    return commit[:12] + (DIRTY if commit.endswith(DIRTY) else "")
 
 
 def config_key(config: dict[str, Any]) -> str:
@@ -488,25 +483,26 @@ def experiments_markdown(frame: pd.DataFrame) -> str:
         "",
         "Generated from `reports/experiments.csv` by `genretag` after every evaluation: do not edit.",
         "One row per experiment and configuration; accuracies in %, losses are categorical cross-entropy.",
+        "Data: `ingest.source` of the run (`demo` rows come from the synthetic demo corpus, not music).",
         "Train and validation figures are at the best epoch (early stopping on validation loss).",
         "",
-        "| Experiment | Architecture | Split | Image | Parameters | Epochs (best) | Train acc | Val acc | Test acc "
+        "| Experiment | Data | Architecture | Split | Image | Parameters | Epochs (best) | Train acc | Val acc | Test acc "
         "| Track acc mean prob / vote | Macro F1 | Train loss | Val loss | Test loss | Train s | Commit |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     frame = frame.astype(object).where(frame.notna(), "")
     for _, r in frame.iterrows():
         params_count = f"{int(_float(r['params_count'])):,}" if _float(r["params_count"]) is not None else ""
         epochs = f"{_num(r['epochs_run'], 0)} ({_num(r['best_epoch'], 0)})" if _float(r["epochs_run"]) is not None else ""
         lines.append(
-            f"| {r['experiment']} | {r['description']} | {r['split_method']} | {r['image_size']} | {params_count} "
+            f"| {r['experiment']} | {r['data_source']} | {r['description']} | {r['split_method']} | {r['image_size']} | {params_count} "
             f"| {epochs} | {_pct(r['train_accuracy'])} | {_pct(r['validation_accuracy'])} | {_pct(r['test_accuracy'])} "
             f"| {_pct(r['track_accuracy_mean_prob'])} / {_pct(r['track_accuracy_vote'])} | {_num(r['macro_f1'])} "
             f"| {_num(r['train_loss'])} | {_num(r['validation_loss'])} | {_num(r['test_loss'])} "
             f"| {_num(r['train_seconds'], 0)} | {r['git_commit']} |"
         )
     if frame.empty:
-        lines.append("| (no experiments evaluated yet) |" + " |" * 15)
+        lines.append("| (no experiments evaluated yet) |" + " |" * 16)
     return "\n".join(lines) + "\n"
 
 

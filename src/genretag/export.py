@@ -259,16 +259,25 @@ def training_data_hash(paths: Layout) -> str:
     return "unknown"
 
 
+DIRTY = "+dirty"  # suffix of a commit whose work tree had local changes
+
+
 def git_commit(root: Path) -> str:
-    """``git rev-parse HEAD`` of ``root``; "unknown" outside git or before the first commit."""
+    """``git rev-parse HEAD`` of ``root``, with ``+dirty`` when tracked files differ from HEAD
+    (``git status --porcelain --untracked-files=no``); "unknown" outside git or before the first commit."""
     try:
         done = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=20, check=False
         )
+        if done.returncode != 0 or len(done.stdout.strip()) < 7:
+            return "unknown"
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True,
+            timeout=30, check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    commit = done.stdout.strip()
-    return commit if done.returncode == 0 and len(commit) >= 7 else "unknown"
+    return done.stdout.strip() + (DIRTY if status.stdout.strip() else "")
 
 
 def read_metrics(path: Path) -> dict[str, float]:
@@ -773,7 +782,8 @@ def export_model(
         onnx_path=onnx_path,
         test=test,
         tolerance=params.export.parity_tolerance,
-        card=lambda parity: render_model_card(params, contract, parity=parity, opset=params.export.opset, test=test),
+        card=lambda parity: render_model_card(params, contract, parity=parity, opset=params.export.opset, test=test,
+                                             counts=split_counts(paths.clips)),
         card_path=card_path or onnx_path.with_name(MODEL_CARD_NAME),
     )
     recorded = contract.test_metrics.get("test_accuracy")
@@ -792,14 +802,36 @@ _GTZAN_LIMITS = """\
   effects on evaluation"): exact and near duplicates (about 7 % of excerpts), repeated artists
   within a genre (a classifier can learn the artist, not the genre), mislabelled excerpts,
   recordings with distortion and clipping, and one unreadable file (jazz.00054) in common copies.
-  1,000 excerpts of 30 s, mostly 1990s-2000s Western radio: this is not a sample of any catalog.
+  GTZAN as a whole is 1,000 excerpts of 30 s, mostly 1990s-2000s Western radio: not a sample of any catalog.
 - **Leaky clip split in the paper**: the source paper cuts every track into 10 clips and splits
   the *clips* at random, so clips of the same track land in training and test. Its test accuracy
   measures recognising tracks already heard, not genres. genretag splits by track by default
   (`split.method: track`); `filtered` uses the artist-filtered split of Kereliuk et al. (2015)."""
 
 
-def _data_section(params: Params, test: TestClips) -> str:
+def split_counts(clips_csv: Path) -> dict[str, tuple[int, int]]:
+    """Split -> (tracks, clips) counted in data/clips.csv (columns ``split``, ``track_id``); {} when absent."""
+    if not clips_csv.is_file():
+        return {}
+    clips = read_table(clips_csv)
+    grouped = clips.groupby("split", sort=False)["track_id"]
+    return {str(split): (int(ids.nunique()), int(len(ids))) for split, ids in grouped}
+
+
+def _counts_line(params: Params, counts: Mapping[str, tuple[int, int]]) -> str:
+    """The real amount of data per split, e.g. "train 48 tracks / 472 clips; ..." (clips of 3 s)."""
+    if not counts:
+        return f"- Clips: at most {params.audio.clips_per_track} x {params.audio.clip_seconds:g} s per track (data/clips.csv not found)"
+    order = {"train": 0, "validation": 1, "test": 2}
+    parts = [f"{split} {tracks:,} tracks / {clips:,} clips" for split, (tracks, clips)
+             in sorted(counts.items(), key=lambda item: order.get(item[0], 3))]
+    total_tracks = sum(tracks for tracks, _ in counts.values())
+    total_clips = sum(clips for _, clips in counts.values())
+    return (f"- Data: {total_tracks:,} tracks cut into {total_clips:,} clips of {params.audio.clip_seconds:g} s "
+            f"(at most {params.audio.clips_per_track} per track): {'; '.join(parts)}")
+
+
+def _data_section(params: Params, test: TestClips, counts: Mapping[str, tuple[int, int]]) -> str:
     source = params.ingest.source
     split_note = {
         "track": "split by track (every clip of a track lands in one split)",
@@ -818,21 +850,22 @@ def _data_section(params: Params, test: TestClips) -> str:
             "(`ingest.source`; the README shows the paper's full configuration)."
         )
     elif source == "tfds":
-        corpus = "GTZAN (via TensorFlow Datasets `gtzan`): 100 excerpts of 30 s per genre, 22,050 Hz."
+        corpus = "GTZAN (via TensorFlow Datasets `gtzan`), 22,050 Hz excerpts of 30 s."
     else:
         corpus = f"A local folder in GTZAN layout (`ingest.source: {source}`), one sub-folder per genre."
     return (
         f"{corpus}\n\n"
-        f"- Clips: {params.audio.clips_per_track} x {params.audio.clip_seconds:g} s per track; {split_note}.\n"
+        f"{_counts_line(params, counts)}; {split_note}.\n"
         f"- Test split used for the metrics and the parity check: {len(test)} clips "
         f"(fingerprint `{test.fingerprint()}`).\n"
     )
 
 
 def render_model_card(
-    params: Params, contract: ModelContract, *, parity: ParityReport, opset: int, test: TestClips
+    params: Params, contract: ModelContract, *, parity: ParityReport, opset: int, test: TestClips,
+    counts: Mapping[str, tuple[int, int]] | None = None,
 ) -> str:
-    """The MODEL_CARD.md shipped with every exported model."""
+    """The MODEL_CARD.md shipped with every exported model; ``counts``: :func:`split_counts`."""
     spec = PreprocessingSpec.from_json(json.dumps(contract.preprocessing))
     demo = params.ingest.source == "demo"
     metrics_rows = "\n".join(
@@ -871,7 +904,7 @@ decisions about royalties, rights, artists or playlists without human review.
 
 ## Data
 
-{_data_section(params, test)}
+{_data_section(params, test, counts or {})}
 ## Metrics (test split)
 
 | metric | value |

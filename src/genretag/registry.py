@@ -58,7 +58,10 @@ CHALLENGER = "challenger"
 ARTIFACT_NAME = "onnx-model"
 RECORD_NAME = "registry.json"
 GATE_NAME = "GATE.md"
-REQUIREMENTS = ("onnxruntime-gpu", "onnx", "numpy")
+REQUIREMENTS = ("onnxruntime", "onnx", "numpy")
+# A consumer rebuilding the MLflow model's environment gets the CPU wheel, pinned to the release of
+# the GPU build that the tests ran (requirements.lock pins onnxruntime-gpu; both ship each release).
+LOCKED_AS = {"onnxruntime": "onnxruntime-gpu"}
 
 TAG_DECISION = "genretag.decision"  # champion | challenger | refused (the last gate that saw the version)
 TAG_REASON = "genretag.reason"
@@ -186,11 +189,21 @@ def _stack(tags: dict[str, str]) -> list[str]:
     return [str(v) for v in json.loads(tags.get(TAG_STACK) or "[]")]
 
 
+def actor() -> str:
+    """Who acts: the operating-system user of this process ("unknown user" where there is none)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return "unknown user"
+
+
 def _record_champion(client, name: str, *, version: str, action: str, reason: str, previous: str | None, stack: list[str] | None = None) -> None:
     """Append to the champion history; push ``version`` on the stack (or store ``stack`` as given)."""
     tags = _model_tags(client, name)
     history = json.loads(tags.get(TAG_HISTORY) or "[]")
-    history.append({"version": version, "action": action, "from": previous, "reason": reason, "at": _now()})
+    history.append({"version": version, "action": action, "from": previous, "reason": reason, "at": _now(), "by": actor()})
     if stack is None:
         stack = _stack(tags)
         if previous is not None and (not stack or stack[-1] != previous):
@@ -219,7 +232,7 @@ def download_onnx(name: str, version: str, into: Path) -> Path:
 
 
 def pip_requirements(root: Path) -> list[str]:
-    """onnxruntime-gpu, onnx and numpy pinned as in requirements.lock (installed versions without one)."""
+    """onnxruntime (CPU), onnx and numpy pinned as in requirements.lock (installed versions without one)."""
     pins: dict[str, str] = {}
     lock = root / "requirements.lock"
     if lock.is_file():
@@ -230,10 +243,11 @@ def pip_requirements(root: Path) -> list[str]:
                 pins[package.strip().lower()] = version.strip()
     requirements = []
     for package in REQUIREMENTS:
-        version = pins.get(package)
+        locked = LOCKED_AS.get(package, package)
+        version = pins.get(package) or pins.get(locked)
         if version is None:
             try:
-                version = metadata.version(package)
+                version = metadata.version(locked)
             except metadata.PackageNotFoundError:
                 requirements.append(package)
                 continue

@@ -190,9 +190,9 @@ def open_model(
                 + (f"; {preload_problem}" if preload_problem else "")
                 + ")"
             )
-        log.warning("CUDA requested but not active: scoring on %s (%s)", provider, problem)
         if require_gpu:
             raise ScoringError(f"{path}: GPU required but CUDA is not active: {problem}")
+        log.log(*cuda_note(provider=provider, problem=problem))
     max_batch = cuda_batch_limit(onnx.load(str(path))) if provider == CUDA else 0
     log.info("scoring %s (%s %s) on %s%s", path.name, contract.model_name, contract.model_version, provider,
              f", at most {max_batch} clips per run" if max_batch else "")
@@ -200,6 +200,16 @@ def open_model(
         path=path, session=session, contract=contract, requested=requested, provider=provider, cuda_problem=problem,
         max_batch=max_batch,
     )
+
+
+def cuda_note(*, provider: str, problem: str) -> tuple[int, str]:
+    """(logging level, message) for CUDA not running: INFO when no GPU is visible to this process
+    (the CPU was the only choice), WARNING when one is visible but CUDA cannot run on it."""
+    from genretag.environment import gpu_visible
+
+    if gpu_visible():
+        return logging.WARNING, f"a GPU is visible but CUDA cannot run: scoring on {provider} ({problem})"
+    return logging.INFO, f"no GPU visible: scoring on {provider}"
 
 
 def _check_io(session: ort.InferenceSession, *, path: Path, contract: ModelContract) -> None:

@@ -37,10 +37,11 @@ from great_expectations.data_context.types.base import (
 )
 
 from genretag import audio
-from genretag.atomic import replace_dir, write_csv, write_json
+from genretag.atomic import replace_dir, write_csv, write_json, write_text
 from genretag.config import Layout, Params
 from genretag.dataset import MANIFEST_COLUMNS, read_table  # the manifest contract lives with ingest
 from genretag.errors import ValidationFailed
+from genretag.reports import validation_summary_html
 
 NUMERIC_COLUMNS: tuple[str, ...] = ("original_sample_rate", "channels", "duration_s", "rms_dbfs", "peak", "nonfinite_samples")
 QUARANTINE_COLUMNS: tuple[str, ...] = ("source_path", "track_id", "genre", "reason")
@@ -50,6 +51,7 @@ AUDIO_SUITE = "genretag.audio"
 BALANCE_SUITE = "genretag.balance"
 REPORT_FOLDER = "validation"
 RESULT_FILE = "validation_result.json"
+SUMMARY_PAGE = "summary.html"  # static, offline-readable (genretag.reports), beside GX's Data Docs
 DOCS_SITE = "genretag"  # the Data Docs site (built into reports/validation)
 _SOURCE = "genretag"  # the GX pandas data source that every suite's frame goes through
 
@@ -160,6 +162,7 @@ class ValidationOutcome:
     warnings: list[str]  # dataset-level findings that do not quarantine (class balance)
     reason_counts: dict[str, int]  # check name -> rows quarantined for it
     context: Any = field(default=None, repr=False)  # the GX context that holds suites and results
+    parameters: dict[str, Any] = field(default_factory=dict)  # the suites' run-time parameters (_suite_parameters)
 
 
 # ---------------------------------------------------------------- GX plumbing
@@ -391,7 +394,7 @@ def validate_manifest(manifest: pd.DataFrame, *, root: Path, params: Params) -> 
     )
     return ValidationOutcome(
         passed=passed, quarantine=quarantine, summary=summary, results=results, warnings=warnings,
-        reason_counts=dict(reason_counts), context=context,
+        reason_counts=dict(reason_counts), context=context, parameters=parameters,
     )
 
 
@@ -425,7 +428,7 @@ def _gate_problem(outcome: ValidationOutcome, *, max_bad_fraction: float) -> str
     """Why the batch as a whole fails (None when it may go on)."""
     s = outcome.summary
     tracks_in, bad, fraction = int(s["tracks_in"]), int(s["tracks_quarantined"]), float(s["bad_fraction"])
-    where = "see data/quarantine.csv and reports/validation/index.html"
+    where = "see data/quarantine.csv and reports/validation/summary.html"
     top = ", ".join(f"{name} x{count}" for name, count in Counter(outcome.reason_counts).most_common(3))
     if tracks_in == 0:
         return f"validation failed: the manifest lists no tracks; {where}"
@@ -455,13 +458,17 @@ def result_document(outcome: ValidationOutcome) -> dict[str, Any]:
 
 
 def write_validation_outputs(outcome: ValidationOutcome, *, layout: Layout) -> None:
-    """Write tracks.csv, quarantine.csv, metrics/validation.json and reports/validation/ (GX Data Docs)."""
+    """Write tracks.csv, quarantine.csv, metrics/validation.json and reports/validation/: the result
+    JSON, an offline summary page (summary.html) and GX Data Docs (index.html)."""
     write_csv(layout.quarantine, outcome.quarantine)
     write_csv(layout.tracks, outcome.passed)
     write_json(layout.metrics_dir / "validation.json", outcome.summary)
 
     def build(folder: Path) -> None:
-        write_json(folder / RESULT_FILE, result_document(outcome))
+        document = result_document(outcome)
+        write_json(folder / RESULT_FILE, document)
+        write_text(folder / SUMMARY_PAGE, validation_summary_html(
+            document, parameters=outcome.parameters, title="genretag data validation"))
         if outcome.context is None:
             return
         outcome.context.variables.data_docs_sites = {

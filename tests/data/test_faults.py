@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from genretag.catalog import Catalog
+
 from tests.conftest import REPO_ROOT, tone, write_audio
 
 
@@ -69,11 +71,12 @@ def test_a_text_file_as_catalog_database(root: Path) -> None:
 def test_sqlite_in_a_folder_that_cannot_be_written(root: Path, tmp_path: Path) -> None:
     target = _unwritable_folder(tmp_path) / "catalog.db"
     result = _cli(root, "tag-catalog", "music", "--database", f"sqlite:///{target}", "--model", str(root / "missing.onnx"))
-    _one_error_line(result, f"(file {target})", "unable to open database file")
+    _one_error_line(result, f"(file {target})", "cannot create it, folder", "is not writable")
 
 
 def test_export_tags_into_a_folder_that_cannot_be_written(root: Path, tmp_path: Path) -> None:
     out = _unwritable_folder(tmp_path) / "tags.csv"
+    Catalog(f"sqlite:///{root / 'catalog.db'}").close()  # an existing, empty catalog: only the output folder is at fault
     result = _cli(root, "export-tags", "--out", str(out), "--database", f"sqlite:///{root / 'catalog.db'}")
     _one_error_line(result, f"cannot write {out}: ")
 

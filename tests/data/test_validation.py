@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +183,33 @@ def test_outputs_are_written(mixed):
     write_validation_outputs(outcome, layout=paths)  # a rerun replaces the report folder whole
     assert len(list((report / "validations").rglob("*.html"))) == 3
     assert not [p for p in paths.reports_dir.iterdir() if p.name.startswith(".")]
+
+
+def rendered_text(page: Path) -> str:
+    """The text a headless Chromium shows for ``page`` with every network name unresolvable (offline)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium here (Debian package `chromium`; .ci/run installs it)")
+    done = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--host-resolver-rules=MAP * ~NOTFOUND",
+         "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", done.stdout))
+
+
+def test_the_summary_page_reads_offline_in_a_real_browser(mixed):
+    root, _, _, outcome = mixed
+    paths = layout(root)
+    write_validation_outputs(outcome, layout=paths)
+    page = paths.reports_dir / "validation" / "summary.html"
+    assert "<script" not in page.read_text(encoding="utf-8")
+    text = rendered_text(page)
+    assert "Quarantined files (10)" in text
+    assert "blues.00002" in text and "duration 1.0 s below 3.0 s" in text
+    assert "Suite genretag.audio: " in text and "tracks_quarantined 10" in text
+    assert "min_value=3.0, max_value=35.0" in text  # the run's parameters, not placeholders
+    assert "$PARAMETER" not in text
 
 
 def test_class_imbalance_is_a_warning_not_a_quarantine(tmp_path):

@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from genretag.audio import decode
 from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, cuda_batch_limit, largest_activation, read_contract
+from genretag.environment import gpu_visible
 from genretag.errors import AudioError, ScoringError
-from genretag.scoring import CPU, CUDA, cut_windows, open_model, resolve_model, score_file, score_files
+from genretag.scoring import CPU, CUDA, cuda_note, cut_windows, open_model, resolve_model, score_file, score_files
 from genretag.spectrogram import window_starts
 
 
@@ -43,14 +44,16 @@ def _cuda_active(model) -> bool:
 
 
 def test_provider_is_read_back_from_the_session_and_a_missing_gpu_is_logged(onnx_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="genretag.scoring"):
+    with caplog.at_level(logging.INFO, logger="genretag.scoring"):
         model = open_model(onnx_path)
     assert model.provider == model.session.get_providers()[0]
     if _cuda_active(model):
         pytest.skip("CUDA is active on this machine")
     assert model.provider == CPU
     assert model.requested == ((CUDA, CPU) if CUDA in ort.get_available_providers() else (CPU,))
-    assert "CUDA requested but not active: scoring on CPUExecutionProvider" in caplog.text
+    level, note = cuda_note(provider=model.provider, problem=model.cuda_problem)
+    assert note in caplog.text and f"scoring on {CPU}" in note
+    assert level == (logging.WARNING if gpu_visible() else logging.INFO)  # a note, not a warning, where no GPU is visible
     assert model.cuda_problem
     assert open_model(onnx_path, prefer_gpu=False).cuda_problem == ""
 

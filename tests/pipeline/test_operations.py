@@ -280,12 +280,12 @@ if __name__ == "__main__":
 
 def test_tagging_runs_with_only_the_tagger_images_packages(retrained, workspace, tmp_path):
     """The champion from the registry tags the inbox while every package outside
-    docker/requirements-tagger.txt (TensorFlow, DVC, GX, Dask, full MLflow ...) is unimportable."""
+    docker/requirements-tagger.lock (TensorFlow, DVC, GX, Dask, full MLflow ...) is unimportable."""
     root = workspace["root"]
     script = tmp_path / "tagger_image.py"
     script.write_text(TAGGER_IMAGE)
     database = tmp_path / "tagger.db"
-    env = stage_env(root, retrained["url"], TAGGER_REQUIREMENTS=str(root / "docker" / "requirements-tagger.txt"))
+    env = stage_env(root, retrained["url"], TAGGER_REQUIREMENTS=str(root / "docker" / "requirements-tagger.lock"))
     result = subprocess.run(
         [sys.executable, str(script), "tag-catalog", str(workspace["inbox"]), "--database", f"sqlite:///{database}"],
         cwd=root, env=env, text=True, capture_output=True, timeout=600,

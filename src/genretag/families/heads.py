@@ -20,15 +20,16 @@ import onnx.helper
 from genretag.contract import EMBEDDING_NAME, OUTPUT_NAME
 
 HEAD_INPUT = "features"
+MIN_VARIANCE = 1e-6
+"""Features whose training variance is below this are dropped: a frozen extractor has channels that are
+constant up to float32 rounding (musicnn: standard deviations ~1e-12), and scaling them to unit variance
+would turn the ~1e-4 rounding gap between ONNX and TensorFlow into whole standard deviations."""
 HEAD_OUTPUT = "probabilities"
-
-
-SCALE_FLOOR = 1e-3  # least feature scale of the head's StandardScaler, relative to the median scale (LinearHead.fit)
 
 
 @dataclass
 class LinearHead:
-    """StandardScaler -> LogisticRegression (lbfgs, multinomial, L2 strength ``1/C``, balanced class weights).
+    """VarianceThreshold -> StandardScaler -> LogisticRegression (lbfgs, multinomial, L2 strength ``1/C``, balanced class weights).
 
     ``n_classes``: K, the number of labels; :meth:`predict_proba` always returns K columns.
     """
@@ -44,23 +45,21 @@ class LinearHead:
         """Fit on float32 [n, D] features and int labels in [0, K); returns facts (iterations, classes seen).
 
         Class weights are ``balanced`` (inverse class frequency), so unbalanced genres do not tilt the head.
-        The scaler's scales are floored at :data:`SCALE_FLOOR` times their median: a feature that is
-        constant up to float rounding over the training clips (musicnn has ReLU units that are ~1e-13
-        on every clip) would otherwise be divided by ~1e-13, so that rounding, another BLAS or int8
-        steps (``export.quantize``) would decide the genre.
         Raises ValueError when ``labels`` holds fewer than two classes (scikit-learn cannot fit that).
         """
+        from sklearn.feature_selection import VarianceThreshold
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        features = np.asarray(features, dtype=np.float64)
-        scaler = StandardScaler().fit(features)
-        scaler.scale_ = np.maximum(scaler.scale_, SCALE_FLOOR * float(np.median(scaler.scale_)))
-        classifier = LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight="balanced", random_state=seed)
-        classifier.fit(scaler.transform(features), np.asarray(labels, dtype=np.int64))
-        self.pipeline = make_pipeline(scaler, classifier)
-        return {"head": "StandardScaler+LogisticRegression", "head_C": self.C,
+        self.pipeline = make_pipeline(
+            VarianceThreshold(MIN_VARIANCE),
+            StandardScaler(),
+            LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight="balanced", random_state=seed),
+        )
+        self.pipeline.fit(np.asarray(features, dtype=np.float64), np.asarray(labels, dtype=np.int64))
+        classifier = self.pipeline[-1]
+        return {"head": "VarianceThreshold+StandardScaler+LogisticRegression", "features_kept": int(classifier.coef_.shape[1]), "head_C": self.C,
                 "head_iterations": int(np.max(classifier.n_iter_)), "classes_seen": len(classifier.classes_)}
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
@@ -201,7 +200,7 @@ class FeatureHeadFamily:
         if self.head.pipeline is None:
             return 0
         classifier = self.head.pipeline[-1]
-        return int(2 * self.embedding_size + classifier.coef_.size + classifier.intercept_.size)
+        return int(2 * classifier.coef_.shape[1] + classifier.coef_.size + classifier.intercept_.size)
 
     def save(self, directory: Path) -> None:
         """``head.joblib``: the fitted scikit-learn pipeline with the labels and embedding size (joblib)."""
