@@ -3,6 +3,7 @@
     python bench/accuracy.py --data ../shared/gtzan-sample                       # 20 splits of 70/30
     python bench/accuracy.py --data DIR --families musicnn-msd mfcc-logreg --splits 20
     python bench/accuracy.py --data DIR --families paper-exp8 --splits 3
+    python bench/accuracy.py --data DIR --families musicnn-msd paper-exp8 --splits 5 --int8
 
 Each split puts 30 % of every genre's tracks in the test set (whole tracks: no clip of a test
 track is trained on). Clips are the consecutive whole 3-s clips of each track, decoded and
@@ -11,6 +12,11 @@ the mean clip probability per track. Families whose only trained part is a head 
 embedding (musicnn-msd, mfcc-logreg) embed every clip once and refit the head per split, which
 is the same as refitting the family. Keras families train per split: on the split's training
 tracks minus one track per genre, which early stopping watches.
+
+With ``--int8``, every split's trained model is also exported (float32 ONNX) and quantised
+(:func:`genretag.export.quantize_network`, QOperator, calibrated on 64 of the split's training
+clips), and both graphs are scored on the split's test clips: the table adds their track
+accuracies and the mean paired change int8 - float32 (percentage points, ± sd over splits).
 
 Also printed: parameters, ONNX size of the family trained on every track, and CPU clips/s of
 that ONNX graph (onnxruntime CPU provider, batch 64, median of 5 runs after one warm-up).
@@ -81,7 +87,24 @@ def validation_tracks(train_tracks: set[str], tracks: np.ndarray, labels: np.nda
     return set(held.values())
 
 
-def cross_validate(candidate: str, clips: ClipSet, tracks: np.ndarray, *, labels: tuple[str, ...], splits: int, seed: int, epochs: int | None) -> dict:
+def int8_accuracies(family, clips: ClipSet, train: np.ndarray, test: np.ndarray, tracks: np.ndarray, *, seed: int) -> dict:
+    """Track accuracy of the family's float32 ONNX graph and of its int8 graph on the ``test`` clips (masks)."""
+    from genretag.export import onnx_predict, onnx_session, quantize_network
+
+    proto = family.to_onnx()
+    chosen = np.random.default_rng(seed).choice(np.flatnonzero(train), size=min(64, int(train.sum())), replace=False)
+    quantised = quantize_network(proto, calibration=clips.waveforms[np.sort(chosen)])
+    out = {}
+    for name, graph in (("onnx_float32", proto), ("int8", quantised)):
+        probabilities = onnx_predict(onnx_session(graph.SerializeToString()), clips.waveforms[test]).probabilities
+        out[f"{name}_clip_accuracy"], out[f"{name}_track_accuracy"] = accuracies(probabilities, clips.labels[test], tracks[test])
+    return out
+
+
+def cross_validate(
+    candidate: str, clips: ClipSet, tracks: np.ndarray, *, labels: tuple[str, ...], splits: int, seed: int, epochs: int | None,
+    int8: bool = False,
+) -> dict:
     options = {"max_epochs": epochs} if epochs and not candidate.startswith(("musicnn", "mfcc")) else {}
     family = create(candidate, **options)
     quiet = lambda message: None  # noqa: E731
@@ -93,6 +116,7 @@ def cross_validate(candidate: str, clips: ClipSet, tracks: np.ndarray, *, labels
         if frozen is not None:
             family.head.n_classes = len(labels)
             family.head.fit(frozen[~test], clips.labels[~test], seed=seed + number)
+            family.labels, family.embedding_size = labels, int(frozen.shape[1])
             probabilities = family.head.predict_proba(frozen[test])
         else:
             held = np.isin(tracks, list(validation_tracks(train_tracks, tracks, clips.labels)))
@@ -100,9 +124,16 @@ def cross_validate(candidate: str, clips: ClipSet, tracks: np.ndarray, *, labels
             family.fit(subset(clips, ~test & ~held), subset(clips, held), labels=labels, seed=seed + number, log=quiet)
             probabilities = family.predict(clips.waveforms[test]).probabilities
         clip, track = accuracies(probabilities, clips.labels[test], tracks[test])
-        results.append({"clip_accuracy": clip, "track_accuracy": track, "seconds": round(time.perf_counter() - started, 2)})
-        print(f"  {candidate} split {number + 1}/{splits}: clip {clip:.3f}, track {track:.3f}", flush=True)
-    return {"splits": results, **{f"{k}_{s}": float(f(np.array([r[k] for r in results]))) for k in ("clip_accuracy", "track_accuracy")
+        result = {"clip_accuracy": clip, "track_accuracy": track}
+        if int8:
+            result |= int8_accuracies(family, clips, ~test, test, tracks, seed=seed + number)
+            result["int8_track_change"] = result["int8_track_accuracy"] - result["onnx_float32_track_accuracy"]
+        results.append({**result, "seconds": round(time.perf_counter() - started, 2)})
+        extra = (f"; ONNX float32 track {result['onnx_float32_track_accuracy']:.3f}, int8 track {result['int8_track_accuracy']:.3f}"
+                 if int8 else "")
+        print(f"  {candidate} split {number + 1}/{splits}: clip {clip:.3f}, track {track:.3f}{extra}", flush=True)
+    keys = [k for k in results[0] if k != "seconds"]
+    return {"splits": results, **{f"{k}_{s}": float(f(np.array([r[k] for r in results]))) for k in keys
                                   for s, f in (("mean", np.mean), ("sd", lambda a: np.std(a, ddof=1) if len(a) > 1 else 0.0))}}
 
 
@@ -136,6 +167,8 @@ def main() -> None:
     parser.add_argument("--trained-splits", type=int, default=None, help="splits for Keras families (default: --splits)")
     parser.add_argument("--epochs", type=int, default=None, help="max epochs of Keras families (default: the family's)")
     parser.add_argument("--seed", type=int, default=2021)
+    parser.add_argument("--int8", action="store_true", help="also score each split's float32 ONNX and its int8 quantisation")
+    parser.add_argument("--no-onnx-facts", action="store_true", help="skip training on every track for parameters/size/clips/s")
     args = parser.parse_args()
 
     genres = list(load_params(project_root() / "params.yaml").genres)
@@ -148,10 +181,11 @@ def main() -> None:
         splits = args.trained_splits if keras_family and args.trained_splits else args.splits
         print(f"{candidate}: {len(np.unique(tracks))} tracks, {len(clips)} clips at {family.sample_rate} Hz, {splits} splits", flush=True)
         started = time.perf_counter()
-        result = cross_validate(candidate, clips, tracks, labels=labels, splits=splits, seed=args.seed, epochs=args.epochs)
+        result = cross_validate(candidate, clips, tracks, labels=labels, splits=splits, seed=args.seed, epochs=args.epochs, int8=args.int8)
+        facts = ({"parameters": 0, "onnx_bytes": 0, "cpu_clips_per_second": float("nan")} if args.no_onnx_facts
+                 else onnx_facts(candidate, clips, labels=labels, seed=args.seed, epochs=args.epochs))
         rows.append({"family": candidate, "n_splits": splits, "tracks": int(len(np.unique(tracks))), "clips": len(clips),
-                     **result, **onnx_facts(candidate, clips, labels=labels, seed=args.seed, epochs=args.epochs),
-                     "seconds": round(time.perf_counter() - started, 1)})
+                     **result, **facts, "seconds": round(time.perf_counter() - started, 1)})
 
     print("\n| family | splits | clip accuracy | track accuracy | parameters | ONNX MB | CPU clips/s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -159,6 +193,13 @@ def main() -> None:
         print(f"| {r['family']} | {r['n_splits']} | {100 * r['clip_accuracy_mean']:.1f} ± {100 * r['clip_accuracy_sd']:.1f} | "
               f"{100 * r['track_accuracy_mean']:.1f} ± {100 * r['track_accuracy_sd']:.1f} | {r['parameters']:,} | "
               f"{r['onnx_bytes'] / 1e6:.1f} | {r['cpu_clips_per_second']:.0f} |")
+    if args.int8:
+        print("\n| family | splits | ONNX float32 track accuracy | int8 track accuracy | int8 - float32 (points) |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for r in rows:
+            print(f"| {r['family']} | {r['n_splits']} | {100 * r['onnx_float32_track_accuracy_mean']:.1f} ± "
+                  f"{100 * r['onnx_float32_track_accuracy_sd']:.1f} | {100 * r['int8_track_accuracy_mean']:.1f} ± "
+                  f"{100 * r['int8_track_accuracy_sd']:.1f} | {100 * r['int8_track_change_mean']:+.1f} ± {100 * r['int8_track_change_sd']:.1f} |")
     out = project_root() / "bench" / "results" / f"accuracy-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"data": str(args.data), "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},

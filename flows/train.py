@@ -2,7 +2,8 @@
 
 Stage `candidate@<id>` (``python -m flows.train --candidate <id>``, one per params.yaml
 ``train.candidates``): trains that model family on the split's audio clips as its own MLflow run
-and exports it, parity-gated, to ``models/candidates/<id>/model.onnx``.
+and exports it, parity-gated, to ``models/candidates/<id>/model.onnx`` (with ``export.quantize: int8``
+also ``models/candidates/<id>/int8/model.onnx``, registered as candidate ``<id>-int8``).
 """
 
 import argparse
@@ -13,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.common import IO_RETRIES, maybe_inject_fault, stage_context
 from genretag.config import Layout, Params
-from genretag.train import export_trained_candidate, train, train_candidate
+from genretag.train import export_trained_candidate, quantize_trained_candidate, train, train_candidate
 
 
 @task(**IO_RETRIES)
@@ -45,6 +46,15 @@ def _markdown(summary: dict, title: str) -> str:
     return f"# {title}\n\n| metric | value |\n| --- | --- |\n{rows}\n"
 
 
+@task(cache_policy=NO_CACHE, persist_result=False)
+def quantize_candidate(params: Params, layout: Layout, candidate: str) -> dict:
+    result = quantize_trained_candidate(params, layout, candidate)
+    if result is None:
+        return {}
+    return {"int8_onnx": str(result.onnx_path), "int8_agreement_test": result.agreement_test,
+            "int8_agreement_synthetic": result.agreement_synthetic, "int8_max_abs_diff": result.max_abs_diff}
+
+
 @flow(name="train")
 def train_flow() -> dict:
     """Train params.yaml's `train.experiment` with early stopping; log the run to MLflow."""
@@ -65,7 +75,8 @@ def train_flow() -> dict:
 def candidate_flow(candidate: str) -> dict:
     """Train one candidate model family, then export it through the parity gate."""
     params, layout = stage_context()
-    summary = {**fit_candidate(params, layout, candidate), **export_candidate(params, layout, candidate)}
+    summary = {**fit_candidate(params, layout, candidate), **export_candidate(params, layout, candidate),
+               **quantize_candidate(params, layout, candidate)}
     get_run_logger().info("candidate %s: ONNX test accuracy %.3f, parity max |diff| %.3g (MLflow run %s)", candidate,
                           summary["onnx_test_accuracy"], summary["max_abs_diff_test"], summary["mlflow_run_id"])
     create_markdown_artifact(key=f"candidate-{candidate}", markdown=_markdown(summary, f"Candidate {candidate}"),

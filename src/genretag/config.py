@@ -138,6 +138,10 @@ class EvaluateParams(_Section):
 class ExportParams(_Section):
     opset: int = Field(17, ge=13, le=18)
     parity_tolerance: float = Field(1e-3, gt=0)  # issue 10: max |probability difference|, waveform in
+    quantize: Literal["none", "int8"] = "none"  # int8: also export each candidate statically quantised (<id>-int8)
+    quantize_format: Literal["qoperator", "qdq"] = "qoperator"  # onnxruntime.quantization's QuantFormat
+    calibration_clips: int = Field(256, ge=1)  # training clips the int8 ranges are calibrated on (at most)
+    int8_min_agreement: float = Field(0.9, gt=0, le=1)  # least top-1 agreement with float32 on test + synthetic clips
 
 
 class RegisterParams(_Section):

@@ -11,7 +11,9 @@ preprocessing inside the graph.
 - output ``embedding``: float32 ``[N, D]``, the model's clip representation (the paper's CNNs:
   the 128-unit dense layer), used by drift checks and similarity.
 - ``metadata_props``: the keys below (contract version, sample rate, clip samples, family,
-  labels, family-specific preprocessing description, name, version, lineage, test metrics).
+  labels, family-specific preprocessing description, name, version, lineage, test metrics), the
+  weights' number format (``float32``, or ``int8`` for a statically quantised network) and, for a
+  model derived from another one (int8 from float32), that model's version.
 
 A model whose metadata has no ``genretag.contract_version`` is a v1 model (input ``mel_image``
 [N, H, W, 3]): :func:`read_contract` reads it, and :func:`require_v2` refuses it with one line that
@@ -47,6 +49,11 @@ KEY_MODEL_VERSION = "genretag.model_version"
 KEY_DATA_HASH = "genretag.training_data_hash"
 KEY_GIT_COMMIT = "genretag.git_commit"
 KEY_METRICS = "genretag.test_metrics"
+KEY_QUANTIZATION = "genretag.quantization"
+KEY_DERIVED_FROM = "genretag.derived_from"
+
+FLOAT32 = "float32"
+INT8 = "int8"
 
 REEXPORT_HINT = "re-export it with contract v2: `dvc repro` (or `python -m flows.export`) in the project that trained it"
 
@@ -71,6 +78,8 @@ class ModelContract:
     git_commit: str = ""
     test_metrics: dict[str, float] = field(default_factory=dict)
     contract_version: int = CONTRACT_VERSION
+    quantization: str = FLOAT32  # FLOAT32 or INT8 (the network's weights and activations; the front end stays float32)
+    derived_from: str = ""  # model_version of the model this one was made from (the float32 source of an int8 model)
 
     @property
     def clip_seconds(self) -> float:
@@ -89,6 +98,8 @@ class ModelContract:
             KEY_DATA_HASH: self.training_data_hash,
             KEY_GIT_COMMIT: self.git_commit,
             KEY_METRICS: json.dumps(self.test_metrics, sort_keys=True),
+            KEY_QUANTIZATION: self.quantization,
+            KEY_DERIVED_FROM: self.derived_from,
         }
 
     @classmethod
@@ -119,6 +130,8 @@ class ModelContract:
             git_commit=metadata.get(KEY_GIT_COMMIT, ""),
             test_metrics=json.loads(metadata.get(KEY_METRICS) or "{}"),
             contract_version=version,
+            quantization=metadata.get(KEY_QUANTIZATION) or FLOAT32,
+            derived_from=metadata.get(KEY_DERIVED_FROM, ""),
         )
 
 

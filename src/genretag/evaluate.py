@@ -28,7 +28,7 @@ from genretag.atomic import write_csv, write_json, write_text
 from genretag.config import Layout, Params
 from genretag.contract import ModelContract
 from genretag.errors import ConfigError, TrainingDataError
-from genretag.export import DIRTY, git_commit
+from genretag.export import DIRTY, INT8_DIR, INT8_SUFFIX, git_commit
 from genretag.gate import Outcome, TestSet, outcome_from_probabilities
 from genretag.models import EXPERIMENTS, architecture
 from genretag.train import (
@@ -557,11 +557,14 @@ def candidates_dir(paths: Layout) -> Path:
 
 
 def find_candidates(paths: Layout) -> dict[str, Path]:
-    """Candidate id -> ``models/candidates/<id>/model.onnx``, sorted by id (empty when there is none)."""
+    """Candidate id -> ``models/candidates/<id>/model.onnx``, sorted by id (empty when there is none);
+    an int8 export beside it (``<id>/int8/model.onnx``, :func:`genretag.export.export_int8`) is candidate ``<id>-int8``."""
     folder = candidates_dir(paths)
     if not folder.is_dir():
         return {}
-    return {p.parent.name: p for p in sorted(folder.glob("*/model.onnx"))}
+    found = {p.parent.name: p for p in folder.glob("*/model.onnx")}
+    found |= {f"{p.parent.parent.name}{INT8_SUFFIX}": p for p in folder.glob(f"*/{INT8_DIR}/model.onnx")}
+    return dict(sorted(found.items()))
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ own ONNX graphs), so their outcomes are *paired*: the gate compares them track b
   ``max(1/K, majority share of the test tracks)`` (a constant answer reaches the majority share).
 - Floor: a model is servable only when it is significantly above chance at ``alpha`` and not
   significantly below the baseline family (``mfcc-logreg``, trained on the same split) at
-  ``alpha`` (one-sided exact McNemar).
+  ``alpha`` (one-sided exact McNemar). A model derived from another one (an int8 model from its
+  float32 source) must also not be significantly below that source at ``alpha`` (same test).
 - Promotion: the best servable challenger replaces the champion only when its track accuracy is
   significantly higher (one-sided exact McNemar at ``alpha / m`` for ``m`` challengers compared:
   Bonferroni, Dunn 1961, "Multiple comparisons among means", JASA 56) **and** higher by at least
@@ -30,7 +31,7 @@ Pure functions of numpy arrays; no file or network access.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -297,6 +298,16 @@ def _floor(
     return chance, p_chance, versus, True, f"above chance ({said}); not below {baseline} ({baseline_said})"
 
 
+def _not_below_source(evidence: Evidence, *, source: str, correct: np.ndarray, source_correct: np.ndarray, alpha: float) -> Evidence:
+    """The floor's extra rule for a derived model: not significantly below its source (one-sided exact McNemar)."""
+    versus = mcnemar_exact(correct_a=correct, correct_b=source_correct)
+    said = (f"its source {source} right where it was wrong on {versus.only_b} tracks, the reverse on {versus.only_a}: "
+            f"exact McNemar p={versus.p_less:.3g}")
+    if versus.p_less < alpha:
+        return replace(evidence, servable=False, floor=f"significantly below its source {source} ({said} < alpha {alpha:g})")
+    return replace(evidence, floor=f"{evidence.floor}; not below its source {source} ({said})")
+
+
 def _rank(evidence: Evidence) -> tuple[float, float, float]:
     m = evidence.metrics
     return (m["track_accuracy"].estimate, m["track_macro_f1"].estimate, m["clip_accuracy"].estimate)
@@ -313,6 +324,7 @@ def decide(
     min_improvement: float,
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    sources: Mapping[str, str] | None = None,
 ) -> Decision:
     """Decide which model serves. ``outcomes`` holds every candidate and the champion (when any).
 
@@ -320,6 +332,8 @@ def decide(
     then not compared with itself). ``champion``: the current champion's name, or None.
     ``baseline``: the floor's reference (a name in ``outcomes``), or None when absent.
     ``alpha`` in (0, 1); ``min_improvement``: least track-accuracy gain (fraction) to promote.
+    ``sources``: derived model -> the model it was made from (int8 -> float32); a derived model
+    significantly below its source fails the floor (a source absent from ``outcomes`` is skipped).
     Raises ValueError for a name missing from ``outcomes``.
     """
     named = [*candidates, *([champion] if champion else []), *([baseline] if baseline else [])]
@@ -335,6 +349,10 @@ def decide(
             baseline_correct=correct.get(baseline) if baseline else None, alpha=alpha,
         )
         evidence[name] = Evidence(name, test.n_tracks, test.n_clips, intervals[name], chance, p_chance, baseline, versus, servable, floor)
+    for name, source in (sources or {}).items():
+        if name in evidence and source in correct and evidence[name].servable:
+            evidence[name] = _not_below_source(evidence[name], source=source, correct=correct[name],
+                                               source_correct=correct[source], alpha=alpha)
 
     def verdict(action, chosen, rule, reason, comparisons=None) -> Decision:
         return Decision(action, chosen, champion, rule, reason, alpha, min_improvement, evidence, comparisons or {})

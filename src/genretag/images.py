@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 from genretag import audio
 from genretag.atomic import atomic_path, write_json
 from genretag.processes import die_with_parent
-from genretag.spectrogram import PreprocessingSpec, waveform_to_images
+from genretag.spectrogram import COLORMAPS, PreprocessingSpec, waveform_to_levels
 
 INDEX_NAME = "index.json"
 
@@ -38,31 +38,42 @@ def clip_key(*, content_sha256: str, clip_index: int, spec: PreprocessingSpec) -
     return hashlib.sha256(f"{content_sha256}|{clip_index}|{spec.to_json()}".encode()).hexdigest()[:20]
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    """An 8-bit RGB PNG (no row filter, zlib level 1): several times faster than Pillow's encoder."""
-    height, width, _ = image.shape
-    rows = np.concatenate([np.zeros((height, 1), dtype=np.uint8), image.reshape(height, width * 3)], axis=1)
+def png_bytes(levels: np.ndarray, *, palette: np.ndarray) -> bytes:
+    """An 8-bit indexed-colour PNG (colour type 3) of colour-map indices.
+
+    ``levels``: uint8 (height, width) indices into ``palette``, uint8 (256, 3) RGB. A reader that
+    converts to RGB (Pillow's ``convert("RGB")``, ``tf.io.decode_png(channels=3)``) gets exactly
+    ``palette[levels]``. One byte per pixel instead of three, no row filter, zlib level 1: about
+    half the encoding time of the RGB PNG and smaller files (PNG spec, ISO/IEC 15948, 11.2.3 PLTE).
+    """
+    height, width = levels.shape
+    rows = np.zeros((height, width + 1), dtype=np.uint8)  # filter byte 0 ("none") before each row
+    rows[:, 1:] = levels
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)) + chunk(b"IEND", b"")
+    header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"PLTE", palette.tobytes())
+            + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)) + chunk(b"IEND", b""))
 
 
-def write_png(path: Path, image: np.ndarray) -> None:
+def write_png(path: Path, levels: np.ndarray, *, palette: np.ndarray) -> None:
+    """Write :func:`png_bytes` atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_bytes(png_bytes(image))
+        tmp.write_bytes(png_bytes(levels, palette=palette))
 
 
 def render_track(job: TrackJob, *, spec: PreprocessingSpec, root: Path) -> list[str]:
-    """Render the requested clips of one track; returns the image paths written."""
+    """Render the requested clips of one track as indexed-colour PNGs (:func:`png_bytes`) whose RGB
+    pixels are :func:`genretag.spectrogram.waveform_to_images`'s; returns the image paths written."""
     waveform = audio.load_wav(root / job.wav_path, sample_rate=spec.sample_rate)
-    images = waveform_to_images(waveform, spec, max_windows=job.clips_per_track, evenly_spaced=False)
+    levels = waveform_to_levels(waveform, spec, max_windows=job.clips_per_track, evenly_spaced=False)
+    palette = COLORMAPS[spec.colormap]
     for clip_index, image_rel in job.images.items():
-        if clip_index >= len(images):
-            raise audio.AudioError(root / job.wav_path, f"has {len(images)} whole clips, clip {clip_index} was asked for")
-        write_png(root / image_rel, images[clip_index])
+        if clip_index >= len(levels):
+            raise audio.AudioError(root / job.wav_path, f"has {len(levels)} whole clips, clip {clip_index} was asked for")
+        write_png(root / image_rel, levels[clip_index], palette=palette)
     return list(job.images.values())
 
 

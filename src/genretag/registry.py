@@ -298,6 +298,8 @@ def _lineage_tags(params: Params, paths: Layout, candidate: str, onnx_path: Path
         "genretag.contract_version": str(contract.contract_version),
         "genretag.sample_rate": str(contract.sample_rate),
         "genretag.model_version": contract.model_version,
+        "genretag.quantization": contract.quantization,
+        "genretag.derived_from": contract.derived_from,
         "genretag.git_commit": contract.git_commit,
         "genretag.register_git_commit": git_commit(paths.root),
         "genretag.training_data_hash": contract.training_data_hash,
@@ -392,6 +394,14 @@ def _candidate_entry(client, params: Params, paths: Layout, candidate: str, onnx
     else:
         log.info("%s: %s is already v%s (same file): reused", candidate, onnx_path, version.version)
     return _Entry(candidate, str(version.version), contract, "")
+
+
+def derived_sources(entries: list[_Entry]) -> dict[str, str]:
+    """Derived model -> its source among ``entries``: the entry whose contract ``model_version`` is the
+    derived contract's ``derived_from`` (an int8 candidate -> its float32 candidate)."""
+    by_version = {e.contract.model_version: e.name for e in entries if e.contract}
+    return {e.name: by_version[e.contract.derived_from] for e in entries
+            if e.contract and e.contract.derived_from and by_version.get(e.contract.derived_from, e.name) != e.name}
 
 
 def _version_tags(client, name: str, version: str, *, evidence: Evidence | None, decision: Decision, verdict: str, problem: str) -> None:
@@ -519,6 +529,7 @@ def register_candidates(
     decision = decide(
         test=test.test_set(), outcomes=outcomes, candidates=[c for c in candidates if c in outcomes],
         champion=scored_champion, baseline=baseline, alpha=settings.alpha, min_improvement=settings.min_improvement,
+        sources=derived_sources(entries),
     ) if outcomes else None
     reason = decision.reason if decision else _refusal(failed)
     if champion_name and champion_name in failed:

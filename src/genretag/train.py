@@ -118,7 +118,7 @@ def read_clips(path: str | Path, *, genres: Sequence[str] | None = None) -> pd.D
 
 
 def check_images(frame: pd.DataFrame, *, root: Path, image_size: Sequence[int]) -> None:
-    """Every listed PNG exists, is RGB and has ``image_size`` (height, width); reads headers only."""
+    """Every listed PNG exists, is RGB (or indexed RGB) and has ``image_size`` (height, width); reads headers only."""
     from PIL import Image, UnidentifiedImageError
 
     expected = (int(image_size[0]), int(image_size[1]))
@@ -136,8 +136,8 @@ def check_images(frame: pd.DataFrame, *, root: Path, image_size: Sequence[int]) 
             continue
         if size != expected:
             problems.append(f"{path}: size {size[0]}x{size[1]}, expected {expected[0]}x{expected[1]}")
-        elif mode != "RGB":
-            problems.append(f"{path}: mode {mode}, expected RGB")
+        elif mode not in ("RGB", "P"):  # the spectrogram stage writes indexed colour (genretag.images.png_bytes)
+            problems.append(f"{path}: mode {mode}, expected RGB or an RGB palette")
     if problems:
         shown = "; ".join(problems[:10]) + (f"; ... {len(problems) - 10} more" if len(problems) > 10 else "")
         raise TrainingDataError(f"{len(problems)} of {len(frame)} images unusable (rerun the spectrograms stage): {shown}")
@@ -525,6 +525,15 @@ def train_candidate(params: Params, paths: Layout, candidate: str, *, log: Calla
     return training
 
 
+def candidate_test_clips(params: Params, paths: Layout, family):
+    """The test split's clips at the family's rate as :class:`genretag.export.TestClips` (the export checks' input)."""
+    from genretag.export import TestClips
+
+    test_set = candidate_split(params, paths, family, "test")
+    return TestClips(waveforms=test_set.waveforms, genres=tuple(params.genres[i] for i in test_set.labels),
+                     clip_ids=test_set.clip_ids, sample_rate=family.sample_rate)
+
+
 def load_candidate(params: Params, paths: Layout, candidate: str):
     """The trained family that :func:`train_candidate` saved."""
     from genretag.families import create
@@ -541,12 +550,10 @@ def export_trained_candidate(params: Params, paths: Layout, candidate: str, fami
     Raises ExportError (nothing written) when the graph does not match the family's own predict.
     """
     from genretag.contract import ModelContract
-    from genretag.export import TestClips, export_candidate, git_commit, training_data_hash
+    from genretag.export import export_candidate, git_commit, training_data_hash
 
     family = family or load_candidate(params, paths, candidate)
-    test_set = candidate_split(params, paths, family, "test")
-    test = TestClips(waveforms=test_set.waveforms, genres=tuple(params.genres[i] for i in test_set.labels),
-                     clip_ids=test_set.clip_ids, sample_rate=family.sample_rate)
+    test = candidate_test_clips(params, paths, family)
     training = read_training(candidate_dir(paths, candidate) / "training.json")
     contract = ModelContract(
         labels=tuple(params.genres), model_name=params.registry.model_name, model_version=f"{candidate}-{training.get('mlflow_run_id', '')[:12]}",
@@ -555,3 +562,37 @@ def export_trained_candidate(params: Params, paths: Layout, candidate: str, fami
     )
     return export_candidate(family, contract=contract, onnx_path=candidate_dir(paths, candidate) / "model.onnx", test=test,
                             tolerance=max(params.export.parity_tolerance, 1e-3))
+
+
+def quantize_trained_candidate(params: Params, paths: Layout, candidate: str, family=None):
+    """``export.quantize: int8``: quantise the exported ``models/candidates/<candidate>/model.onnx`` into
+    ``models/candidates/<candidate>/int8/model.onnx`` (candidate ``<candidate>-int8``) with
+    :func:`genretag.export.export_int8`, calibrated on up to ``export.calibration_clips`` training clips
+    (a seeded random choice) at the family's rate. ``none``, a network with nothing onnxruntime can
+    quantise (mfcc-logreg's scikit-learn ops; logged) or an int8 graph refused for its agreement with
+    float32 (a warning naming the numbers): no int8 candidate, a stale one removed; the float32
+    candidate is not affected. Returns the :class:`~genretag.export.Int8Result` or None; other
+    ExportErrors (nothing written) are raised as export_int8 raises them.
+    """
+    import logging
+    import shutil
+
+    from genretag.export import INT8_DIR, Int8Refused, NothingToQuantize, export_int8
+
+    folder = candidate_dir(paths, candidate) / INT8_DIR
+    if params.export.quantize != "int8":
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    family = family or load_candidate(params, paths, candidate)
+    train_set = candidate_split(params, paths, family, "train")
+    rng = np.random.default_rng(params.train.seed)
+    chosen = np.sort(rng.choice(len(train_set), size=min(len(train_set), params.export.calibration_clips), replace=False))
+    try:
+        return export_int8(candidate_dir(paths, candidate) / "model.onnx", calibration=train_set.waveforms[chosen],
+                           onnx_path=folder / "model.onnx", test=candidate_test_clips(params, paths, family),
+                           quant_format=params.export.quantize_format, min_agreement=params.export.int8_min_agreement)
+    except (NothingToQuantize, Int8Refused) as exc:
+        level = logging.INFO if isinstance(exc, NothingToQuantize) else logging.WARNING
+        logging.getLogger(__name__).log(level, "%s: no int8 candidate: %s", candidate, exc)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None

@@ -121,3 +121,17 @@ def test_a_champion_below_the_floor_is_replaced_or_unserved() -> None:
     assert replaced.action == "promote" and replaced.champion == "good" and replaced.rule == gate.RULE_CHAMPION_BELOW_FLOOR
     alone = _decide(test, {"dead": dead}, champion="dead")
     assert alone.action == "none" and alone.champion is None
+
+
+def test_a_derived_model_serves_only_when_not_significantly_below_its_source() -> None:
+    test = _test_set(40)
+    source = _outcome(test, np.ones(40, dtype=bool))
+    close = _outcome(test, np.arange(40) >= 2)  # 2 tracks behind its source: McNemar p = 0.25
+    far = _outcome(test, np.arange(40) >= 12)  # 70 %, above chance, but 12 tracks behind: p = 0.00024
+    decision = gate.decide(test=test, outcomes={"exp8": source, "exp8-int8": close, "bad-int8": far},
+                           candidates=["exp8", "exp8-int8", "bad-int8"], champion=None, baseline=None, alpha=0.05,
+                           min_improvement=0.0, n_resamples=200, sources={"exp8-int8": "exp8", "bad-int8": "exp8"})
+    assert decision.evidence["exp8-int8"].servable and "not below its source exp8" in decision.evidence["exp8-int8"].floor
+    assert not decision.evidence["bad-int8"].servable
+    assert "significantly below its source exp8" in decision.evidence["bad-int8"].floor
+    assert decision.champion == "exp8"

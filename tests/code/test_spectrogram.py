@@ -8,6 +8,7 @@ import pytest
 from genretag.spectrogram import (
     COLORMAPS,
     PreprocessingSpec,
+    mel_bands,
     mel_db,
     mel_filterbank,
     to_model_input,
@@ -23,6 +24,15 @@ def test_mel_filterbank_equals_librosa():
     ours = mel_filterbank(22050, 2048, 128, 0.0, 11025.0)
     theirs = librosa.filters.mel(sr=22050, n_fft=2048, n_mels=128)
     np.testing.assert_allclose(ours, theirs, atol=1e-7)
+
+
+def test_mel_bands_hold_every_nonzero_filter_weight():
+    dense = mel_filterbank(22050, 2048, 128, 0.0, 11025.0)
+    rebuilt = np.zeros_like(dense)
+    for first, stop, lo, hi, weights in mel_bands(22050, 2048, 128, 0.0, 11025.0):
+        rebuilt[first:stop, lo:hi] = weights.T
+    np.testing.assert_array_equal(rebuilt, dense)
+    assert sum(w.size for *_, w in mel_bands(22050, 2048, 128, 0.0, 11025.0)) < 0.1 * dense.size
 
 
 def test_mel_db_equals_librosa_per_clip():

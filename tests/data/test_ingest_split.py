@@ -6,11 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from PIL import Image
 
 from genretag.config import AudioParams, SplitParams, layout, preprocessing_spec, load_params
 from genretag.dataset import assign_splits, clips_for_tracks, discover_sources, ingest, make_clips, read_table
-from genretag import images
+from genretag import audio, images
 from genretag.errors import ConfigError
+from genretag.spectrogram import waveform_to_images
 from tests.conftest import REPO_ROOT, tone, write_audio
 
 GENRES = ("blues", "jazz", "rock")
@@ -157,6 +159,10 @@ def test_images_are_incremental_and_pruned(project, tmp_path):
     assert len(clips) == 18
     first = project.root / clips.iloc[0]["image"]
     assert first.is_file() and first.parent.parent.parent == project.images_dir
+    waveform = audio.load_wav(project.root / manifest.set_index("track_id").at[clips.iloc[0]["track_id"], "path"], sample_rate=spec.sample_rate)
+    expected = waveform_to_images(waveform, spec, max_windows=10, evenly_spaced=False)[int(clips.iloc[0]["clip_index"])]
+    with Image.open(first) as png:  # indexed colour; its RGB pixels are the reference images, byte for byte
+        assert png.mode == "P" and np.array_equal(np.asarray(png.convert("RGB")), expected)
     stamp = first.stat().st_mtime_ns
     assert run() == (0, 0)
     assert first.stat().st_mtime_ns == stamp

@@ -162,3 +162,9 @@ def test_candidate_stage_trains_tracks_and_exports_parity_gated(tmp_path, tiny_p
     assert result.onnx_path == candidate_dir(paths, "mfcc-logreg") / "model.onnx" and result.parity.onnx_test_accuracy == 1.0
     contract = read_contract(result.onnx_path)
     assert (contract.contract_version, contract.family, contract.sample_rate, contract.labels) == (2, "mfcc-logreg", rate, LABELS)
+    # export.quantize: int8 on a family whose network onnxruntime cannot quantise (scikit-learn ops): no int8 candidate
+    from genretag.train import quantize_trained_candidate
+
+    int8_params = params.model_copy(update={"export": params.export.model_copy(update={"quantize": "int8"})})
+    assert quantize_trained_candidate(int8_params, paths, "mfcc-logreg") is None
+    assert not (candidate_dir(paths, "mfcc-logreg") / "int8").exists()

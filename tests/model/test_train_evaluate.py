@@ -55,7 +55,7 @@ def test_dataset_reads_pngs_scaled_with_one_hot_labels_in_genre_order(tmp_path, 
     data = image_dataset(train_frame, root=paths.root, genres=params.genres, image_size=(32, 32), batch_size=4)
     images, labels = (np.concatenate(parts) for parts in zip(*[(x.numpy(), y.numpy()) for x, y in data], strict=True))
     assert images.shape == (len(train_frame), 32, 32, 3) and images.dtype == np.float32
-    expected = to_model_input(np.stack([np.asarray(Image.open(paths.root / p)) for p in train_frame["image"]]))
+    expected = to_model_input(np.stack([np.asarray(Image.open(paths.root / p).convert("RGB")) for p in train_frame["image"]]))
     np.testing.assert_array_equal(images, expected)
     assert labels.argmax(axis=1).tolist() == [params.genres.index(g) for g in train_frame["genre"]]
     np.testing.assert_array_equal(labels.sum(axis=1), 1.0)

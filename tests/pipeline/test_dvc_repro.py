@@ -26,7 +26,7 @@ def test_every_stage_writes_its_outputs(pipeline_project):
     assert len(clips) == 120 and set(clips["split"]) == {"train", "validation", "test"}
     assert (clips.groupby("track_id")["split"].nunique() == 1).all()
     image = Image.open(root / clips.iloc[0]["image"])
-    assert image.size == (64, 64) and image.mode == "RGB"
+    assert image.size == (64, 64) and image.mode == "P"  # indexed viridis (genretag.images.png_bytes)
     assert (root / "reports/validation/index.html").is_file()
     for out in ("models/model.keras", "models/model.onnx", "models/MODEL_CARD.md", "models/registry.json",
                 "metrics/train.json", "metrics/eval.json", "plots/history.csv", "plots/confusion_matrix.csv"):
@@ -70,7 +70,7 @@ def test_catalog_scoring_of_the_audio_equals_the_evaluate_stage(pipeline_project
     assert onnx_model.provider == "CPUExecutionProvider"
     manifest = pd.read_csv(root / "data/raw/manifest.csv").set_index("track_id")
     for track_id, track_clips in test.groupby("track_id"):
-        images = np.stack([np.asarray(Image.open(root / image)) for image in track_clips.sort_values("clip_index")["image"]])
+        images = np.stack([np.asarray(Image.open(root / image).convert("RGB")) for image in track_clips.sort_values("clip_index")["image"]])
         evaluate_mean = keras_model.predict(to_model_input(images), verbose=0).mean(axis=0)
         tagged = score_file(onnx_model, root / manifest.at[track_id, "path"], max_windows=10)
         assert tagged.windows_scored == len(images)
