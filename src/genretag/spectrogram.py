@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image
 
 # matplotlib's viridis, sampled at 256 levels, as RGB bytes (a test checks it against matplotlib).
 _VIRIDIS_HEX = (
