@@ -171,6 +171,18 @@ def candidate_split(params: Params, paths: Layout, family, split: str):
                       clip_seconds=params.audio.clip_seconds)
 
 
+def parity_clips(params: Params, paths: Layout, family):
+    """The test split as :class:`genretag.export.TestClips` at the family's rate: the parity gate's clips.
+
+    Raises TrainingDataError naming a WAV that is missing or too short (:func:`genretag.families.load_split`).
+    """
+    from genretag.export import TestClips
+
+    test = candidate_split(params, paths, family, "test")
+    return TestClips(waveforms=test.waveforms, genres=tuple(params.genres[i] for i in test.labels),
+                     clip_ids=test.clip_ids, sample_rate=family.sample_rate)
+
+
 def train_candidate(params: Params, paths: Layout, candidate: str, *, log: Callable[[str], None]) -> dict[str, Any]:
     """Train one candidate on the train split (validation for early stopping) as its own MLflow run.
 
@@ -227,12 +239,10 @@ def export_trained_candidate(params: Params, paths: Layout, candidate: str, fami
     Raises ExportError (nothing written) when the graph does not match the family's own predict.
     """
     from genretag.contract import ModelContract
-    from genretag.export import TestClips, export_candidate, git_commit, render_model_card, split_counts, training_data_hash
+    from genretag.export import export_candidate, git_commit, render_model_card, split_counts, training_data_hash
 
     family = family or load_candidate(params, paths, candidate)
-    test_set = candidate_split(params, paths, family, "test")
-    test = TestClips(waveforms=test_set.waveforms, genres=tuple(params.genres[i] for i in test_set.labels),
-                     clip_ids=test_set.clip_ids, sample_rate=family.sample_rate)
+    test = parity_clips(params, paths, family)
     training = read_training(candidate_dir(paths, candidate) / "training.json")
     contract = ModelContract(
         labels=tuple(params.genres), model_name=params.registry.model_name, model_version=f"{candidate}-{training.get('mlflow_run_id', '')[:12]}",

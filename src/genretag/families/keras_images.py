@@ -180,9 +180,8 @@ class KerasImageFamily:
         return compose(paper_image_frontend(self.spec), network_to_onnx(self.model, image_size=self.spec.image_size, opset=self.opset))
 
     def preprocessing(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return {"frontend": "paper mel image", **asdict(self.spec)}
+        """``frontend`` and the PreprocessingSpec fields as JSON values (what the contract stores and gives back)."""
+        return {"frontend": "paper mel image", **json.loads(self.spec.to_json())}
 
     def describe(self) -> dict[str, Any]:
         return {"family": self.name, **self.architecture(), "parameters": int(self.model.count_params()) if self.model else None,
