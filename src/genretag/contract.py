@@ -48,7 +48,7 @@ KEY_DATA_HASH = "genretag.training_data_hash"
 KEY_GIT_COMMIT = "genretag.git_commit"
 KEY_METRICS = "genretag.test_metrics"
 
-REEXPORT_HINT = "re-export it with contract v2: `dvc repro` (or `python -m flows.export`) in the project that trained it"
+REEXPORT_HINT = "re-export it with contract v2: `dvc repro` (stage candidate@<id>) in the project that trained it"
 
 
 @dataclass(frozen=True)

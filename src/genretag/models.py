@@ -72,7 +72,7 @@ def architecture(name: str) -> Architecture:
         return EXPERIMENTS[name]
     except KeyError:
         raise ConfigError(
-            f"train.experiment: unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}"
+            f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}"
         ) from None
 
 
