@@ -2,8 +2,11 @@
 
 Input of the network: the paper's colour mel image, float32 NHWC in [0, 1]
 (:func:`genretag.spectrogram.waveform_to_images` then ``to_model_input``; in the graph
-:func:`genretag.graph.paper_image_frontend`). The network's last hidden layer is named
-``embedding`` (:data:`genretag.models.EMBEDDING_LAYER`).
+:func:`genretag.graph.paper_image_frontend`). The contract's ``embedding`` output is the input of
+the network's last Dense layer: the 128-unit layer named ``embedding``
+(:data:`genretag.models.EMBEDDING_LAYER`; after dropout in `compact`, the same values at inference).
+This module holds the one Keras -> ONNX conversion (:func:`network_to_onnx`) and the one Keras
+reference forward pass (:func:`keras_predict`) of genretag: the parity gate compares the two.
 
 The training recipe, for little real data (each choice with its source):
 
