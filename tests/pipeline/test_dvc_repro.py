@@ -35,7 +35,7 @@ def test_every_stage_writes_its_outputs(pipeline_project):
         contract = read_contract(folder / "model.onnx")
         assert contract.contract_version == 2 and contract.family == candidate and contract.labels == ("blues", "classical", "metal", "reggae")
         training = json.loads((folder / "training.json").read_text())
-        assert training["candidate"] == candidate and training["mlflow_run_id"] in contract.model_version
+        assert training["candidate"] == candidate and contract.model_version == f"{candidate}-{training['mlflow_run_id'][:12]}"
         assert "Model card" in (folder / "MODEL_CARD.md").read_text()
         metrics = json.loads((root / "metrics/candidates" / f"{candidate}.json").read_text())
         assert metrics["n_test_clips"] == test_clips and 0.0 <= metrics["track_accuracy_mean_prob"] <= 1.0
