@@ -8,9 +8,9 @@
     python bench/score.py train [--steps 30]                                    # Keras fit timing (any backend)
 
 The paper CNN (``--experiment``, random weights: speed does not depend on them) is built with Keras,
-converted image-in by ``genretag.export.convert_to_onnx``, and joined to the in-graph front end
-``genretag.graph.paper_image_frontend`` by ``genretag.graph.compose`` (outputs ``probabilities`` and
-the 128-unit ``embedding``).
+converted image-in by ``genretag.families.keras_images.network_to_onnx``, and joined to the in-graph front end
+``genretag.graph.paper_image_frontend`` by ``genretag.graph.compose``; the bench's network has no
+embedding head, so its ``embedding`` output repeats the probabilities (timing only).
 
 Every mode prints a table and writes its numbers as JSON under bench/results/ (gitignored),
 or under $OUT when set (the device machine's output folder).
@@ -102,9 +102,9 @@ def build_keras(experiment: str, *, image_size: tuple[int, int], n_classes: int)
 def image_onnx(model, *, params):
     """Keras -> the image-in ONNX network (input ``mel_image`` [N, H, W, 3], output ``probabilities``)."""
     from genretag.config import preprocessing_spec
-    from genretag.export import convert_to_onnx
+    from genretag.families.keras_images import network_to_onnx
 
-    return convert_to_onnx(model, image_size=tuple(preprocessing_spec(params).image_size), opset=params.export.opset)
+    return network_to_onnx(model, image_size=tuple(preprocessing_spec(params).image_size), opset=params.export.opset)
 
 
 def waveform_onnx(network, *, params, version: str):

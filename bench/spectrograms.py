@@ -1,10 +1,10 @@
-"""Spectrogram stage vs the paper's method, on the same clips, in one run.
+"""The paper's mel images vs genretag's numpy reference, on the same clips, in one run.
 
 The paper's method: librosa mel spectrogram -> `librosa.display.specshow` -> matplotlib
 `savefig` at 432x288 px -> crop the white border -> PIL resize to 128x128 -> PNG.
-Ours: `genretag.spectrogram.waveform_to_images` + PNG writes on every core (the DVC stage's code).
-Besides wall-clock clips/s, each row gives clips per CPU-second (this process and its finished
-workers), which other load on a shared machine disturbs much less than wall-clock.
+Ours: `genretag.spectrogram.waveform_to_images` in memory, one process: what the paper-expN and
+compact families compute for every random crop at every epoch (and what their ONNX graphs
+compute at scoring time, checked by the parity gate). No PNG is written: nothing reads one.
 
     python bench/spectrograms.py [--tracks 60] [--paper-clips 100] [--size 128]
 """
@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 import genretag  # noqa: F401
-from genretag import audio, images
+from genretag import audio
 from genretag.demo import synthesize_corpus
-from genretag.spectrogram import PreprocessingSpec
+from genretag.spectrogram import PreprocessingSpec, waveform_to_images
 
 
 def paper_method(clip: np.ndarray, spec: PreprocessingSpec, out: Path) -> None:
@@ -56,7 +56,7 @@ def cpu_seconds() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tracks", type=int, default=60, help="30-s synthetic tracks (10 clips each) for our stage")
+    parser.add_argument("--tracks", type=int, default=60, help="30-s synthetic tracks (10 clips each) for ours")
     parser.add_argument("--paper-clips", type=int, default=100, help="clips rendered with the paper's (slow) method")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels (the paper: 128)")
     args = parser.parse_args()
@@ -71,11 +71,6 @@ def main() -> None:
         root = Path(tmp)
         genres = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
         files = synthesize_corpus(root / "audio", genres=genres, tracks_per_genre=max(1, args.tracks // 10), seed=7)
-        jobs = [
-            images.TrackJob(track_id=f.stem, wav_path=str(f.relative_to(root)), clips_per_track=10,
-                            images={i: f"ours/{f.stem}.{i}.png" for i in range(10)})
-            for f in files
-        ]
         n_paper_tracks = max(1, args.paper_clips // 10)
         rows = []
 
@@ -91,12 +86,11 @@ def main() -> None:
         rows.append(("paper (specshow + savefig + crop + resize)", 1, n_paper_tracks * 10, paper_seconds, paper_rate,
                      n_paper_tracks * 10 / paper_cpu))
 
-        for workers, subset in ((1, jobs[:n_paper_tracks]), (cores, jobs)):
+        for label, subset in (("same clips", files[:n_paper_tracks]), ("all clips", files)):
             start, cpu = time.perf_counter(), cpu_seconds()
-            written = images.render_all(subset, spec=spec, root=root, workers=workers)
-            seconds, used = time.perf_counter() - start, cpu_seconds() - cpu  # the pool's workers are joined
-            rows.append((f"genretag stage ({'same clips' if workers == 1 else 'all clips'})", workers, written, seconds,
-                         written / seconds, written / used))
+            rendered = sum(len(waveform_to_images(audio.load_wav(f, sample_rate=spec.sample_rate), spec)) for f in subset)
+            seconds, used = time.perf_counter() - start, cpu_seconds() - cpu
+            rows.append((f"genretag numpy reference ({label})", 1, rendered, seconds, rendered / seconds, rendered / used))
 
     print(f"\nmachine: {platform.node()} {platform.machine()}, {cores} cores; image {args.size}x{args.size}; synthetic demo audio")
     print(f"load average before/after: {load_before} / {os.getloadavg()[0]:.2f} (other work on the machine slows every row)")

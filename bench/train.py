@@ -7,7 +7,7 @@ Measures compiled train steps (forward + backward + Adam) on in-memory batches, 
 warm-up steps that trace and compile; data loading is not included. Seconds per epoch are
 extrapolated to ``--epoch-clips`` training clips (default 8,000: GTZAN's 80 % train split of
 1,000 tracks x 10 clips). Prints a table and writes JSON to bench/results/ (gitignored).
-Runs unchanged on a GPU (mixed precision and XLA from params.yaml train, or the flags).
+Runs unchanged on a GPU (mixed precision and XLA with the flags).
 """
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--epoch-clips", type=int, default=8000, help="training clips per epoch for seconds/epoch")
-    parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=params.train.mixed_precision)
-    parser.add_argument("--xla", action=argparse.BooleanOptionalAction, default=params.train.xla)
+    parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--xla", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--out", type=Path, default=project_root() / "bench" / "results")
     args = parser.parse_args()
 

@@ -45,8 +45,8 @@ _fault_counts: Counter[str] = Counter()
 def maybe_inject_fault(point: str, *, subject: str | Path = "") -> None:
     """Fail at ``point`` when $GENRETAG_FAULTS asks for it (tests and drills only).
 
-    ``GENRETAG_FAULTS="ingest.decode=2,train.fit=permanent"``: the first two calls at
-    ``ingest.decode`` in this process raise TransientFault; every call at ``train.fit``
+    ``GENRETAG_FAULTS="ingest.decode=2,train.candidate=permanent"``: the first two calls at
+    ``ingest.decode`` in this process raise TransientFault; every call at ``train.candidate``
     raises PermanentFault.
     """
     wanted = dict(

@@ -1,4 +1,4 @@
-"""Stage `evaluate`: every models/candidates/<id>/model.onnx on the test split's audio ->
+"""Stage `evaluate`: the models/candidates/<id>/model.onnx of every train.candidates id on the test split's audio ->
 metrics/candidates/<id>.json and plots/candidates/<id>/ (confusion matrix, t-SNE of the embedding)."""
 
 from prefect import flow, get_run_logger, task
@@ -16,7 +16,7 @@ HEADLINE = ("track_accuracy_mean_prob", "track_accuracy_vote", "test_accuracy", 
 @task(**IO_RETRIES, cache_policy=NO_CACHE, persist_result=False)
 def score_candidate(params: Params, layout: Layout, candidate: str, test: TestAudio, waveforms: dict) -> dict:
     """One candidate from audio through its ONNX graph; a model that cannot run is reported, the others go on."""
-    onnx_path = find_candidates(layout)[candidate]
+    onnx_path = find_candidates(layout, candidates=[candidate])[candidate]
     maybe_inject_fault("evaluate.predict", subject=onnx_path)
     try:
         return evaluate_candidate(candidate, onnx_path, test, metrics_path=layout.metrics_dir / "candidates" / f"{candidate}.json",
@@ -33,7 +33,7 @@ def evaluate_flow() -> dict:
     params, layout = stage_context()
     test = read_test_audio(layout, genres=params.genres)
     waveforms: dict = {}  # one decoding per sample rate, shared by the candidates (tasks run in this process)
-    results = {c: score_candidate(params, layout, c, test, waveforms) for c in find_candidates(layout)}
+    results = {c: score_candidate(params, layout, c, test, waveforms) for c in find_candidates(layout, candidates=params.train.candidates)}
     rows = "\n".join(
         f"| {c} | " + (" | ".join(f"{m[k]:.4f}" if isinstance(m.get(k), float) else str(m.get(k, "")) for k in HEADLINE)
                        if "error" not in m else f"not evaluated: {m['error']} |" + " |" * (len(HEADLINE) - 1)) + " |"

@@ -1,9 +1,7 @@
-"""Stage `train`: spectrogram PNGs of clips.csv -> models/model.keras, training.json, metrics, curves.
-
-Stage `candidate@<id>` (``python -m flows.train --candidate <id>``, one per params.yaml
+"""Stage `candidate@<id>` (``python -m flows.train --candidate <id>``, one per params.yaml
 ``train.candidates``): trains that model family on the split's audio clips as its own MLflow run
-and exports it, parity-gated, to ``models/candidates/<id>/model.onnx`` (with ``export.quantize: int8``
-also ``models/candidates/<id>/int8/model.onnx``, registered as candidate ``<id>-int8``).
+and exports it, parity-gated, to ``models/candidates/<id>/model.onnx`` with its MODEL_CARD.md (with
+``export.quantize: int8`` also ``models/candidates/<id>/int8/model.onnx``, registered as candidate ``<id>-int8``).
 """
 
 import argparse
@@ -12,16 +10,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import IO_RETRIES, maybe_inject_fault, stage_context
+from flows.common import maybe_inject_fault, stage_context
 from genretag.config import Layout, Params
-from genretag.train import export_trained_candidate, quantize_trained_candidate, train, train_candidate
-
-
-@task(**IO_RETRIES)
-def fit_model(params: Params, layout: Layout) -> dict:
-    maybe_inject_fault("train.fit", subject=params.train.experiment)
-    result = train(params, layout, log=get_run_logger().info)
-    return {**result.metrics, "experiment": result.experiment, "mlflow_run_id": result.run_id}
+from genretag.train import export_trained_candidate, quantize_trained_candidate, train_candidate
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -55,22 +46,6 @@ def quantize_candidate(params: Params, layout: Layout, candidate: str) -> dict:
             "int8_agreement_synthetic": result.agreement_synthetic, "int8_max_abs_diff": result.max_abs_diff}
 
 
-@flow(name="train")
-def train_flow() -> dict:
-    """Train params.yaml's `train.experiment` with early stopping; log the run to MLflow."""
-    params, layout = stage_context()
-    summary = fit_model(params, layout)
-    get_run_logger().info(
-        "trained %s: best epoch %s of %s, validation accuracy %.3f (MLflow run %s)",
-        summary["experiment"], summary["best_epoch"], summary["epochs"],
-        summary["validation_accuracy"], summary["mlflow_run_id"],
-    )
-    size = "x".join(str(v) for v in params.spectrogram.image_size)
-    create_markdown_artifact(key="train-metrics", markdown=_markdown(summary, f"Training: {params.train.experiment} on {size} images"),
-                             description=f"train.experiment = {params.train.experiment}")
-    return summary
-
-
 @flow(name="train-candidate")
 def candidate_flow(candidate: str) -> dict:
     """Train one candidate model family, then export it through the parity gate."""
@@ -86,6 +61,5 @@ def candidate_flow(candidate: str) -> dict:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--candidate", help="a train.candidates id; without it, the train stage")
-    args = parser.parse_args()
-    candidate_flow(args.candidate) if args.candidate else train_flow()
+    parser.add_argument("--candidate", required=True, help="a train.candidates id, e.g. paper-exp8")
+    candidate_flow(parser.parse_args().candidate)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
-from PIL import Image
 from tests.conftest import REPO_ROOT, tone, write_audio
 
 from genretag.config import Layout, Params, layout, load_params, preprocessing_spec
-from genretag.spectrogram import to_model_input, waveform_to_images
+from genretag.spectrogram import clips_to_images, to_model_input
 
 GENRES = ("blues", "jazz", "rock")
 FREQUENCIES = {"blues": 220.0, "jazz": 880.0, "rock": 3000.0}  # one tone per genre: learnable, not music
@@ -29,14 +27,6 @@ stages:
       md5: 0123456789abcdef0123456789abcdef.dir
       size: 1000
       nfiles: 10
-  spectrograms:
-    cmd: python -m flows.spectrograms
-    outs:
-    - path: data/images
-      hash: md5
-      md5: fedcba9876543210fedcba9876543210.dir
-      size: 2000
-      nfiles: 20
 """
 
 
@@ -53,8 +43,7 @@ def audio_project(
     with_dvc_lock: bool = True,
     **overrides: dict,
 ) -> tuple[Params, Layout]:
-    """params.yaml, WAVs with data/raw/manifest.csv, data/clips.csv and PNGs rendered by genretag.spectrogram from per-genre tones,
-    metrics/eval.json (and a dvc.lock) under ``root``."""
+    """params.yaml, WAVs of per-genre tones with data/raw/manifest.csv, data/clips.csv (and a dvc.lock) under ``root``."""
     tracks = tracks or {"train": 1, "test": 2}
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
     raw["genres"] = list(genres)
@@ -64,7 +53,6 @@ def audio_project(
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     params = load_params(root / "params.yaml")
-    spec = preprocessing_spec(params)
 
     rows, tracks_rows, seed = [], [], 0
     for genre in genres:
@@ -78,30 +66,35 @@ def audio_project(
                 wav = f"data/raw/{genre}/{track_id}.wav"
                 write_audio(root / wav, samples)
                 tracks_rows.append({"track_id": track_id, "genre": genre, "path": wav})
-                images = waveform_to_images(samples, spec)
-                for clip_index, image in enumerate(images):
-                    relative = f"data/images/{split}/{genre}/{track_id}.{clip_index}.png"
-                    (root / relative).parent.mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(image).save(root / relative)
+                for clip_index in range(clips_per_track):
                     rows.append({
                         "clip_id": f"{track_id}.{clip_index}", "track_id": track_id, "genre": genre, "split": split,
-                        "clip_index": clip_index, "start_s": 3.0 * clip_index, "image": relative,
+                        "clip_index": clip_index, "start_s": 3.0 * clip_index,
                     })
     pd.DataFrame(rows).to_csv(root / "data" / "clips.csv", index=False)
     pd.DataFrame(tracks_rows).to_csv(root / "data" / "raw" / "manifest.csv", index=False)
-    (root / "metrics").mkdir(exist_ok=True)
-    (root / "metrics" / "eval.json").write_text(json.dumps({"test_accuracy": 0.75, "macro_f1": 0.7, "n_test_clips": 12}))
     if with_dvc_lock:
         (root / "dvc.lock").write_text(DVC_LOCK)
     return params, layout(root)
 
 
-def load_test_inputs(paths: Layout) -> tuple[np.ndarray, np.ndarray]:
-    """(float32 model input, genre per clip) of the test split."""
-    clips = pd.read_csv(paths.clips)
-    test = clips[clips["split"] == "test"]
-    images = np.stack([np.asarray(Image.open(paths.root / p).convert("RGB")) for p in test["image"]])
-    return to_model_input(images), test["genre"].to_numpy()
+def keras_family(model, params: Params):
+    """A paper-image Keras family around a given Keras ``model`` (already trained or hand-made), labels = params.genres."""
+    from genretag.families.compact import Compact
+
+    family = Compact(spec=preprocessing_spec(params))
+    family.model = model
+    family.labels = tuple(params.genres)
+    return family
+
+
+def load_test_inputs(params: Params, paths: Layout) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 model input [n, H, W, 3], genre per clip) of the test split, through the numpy reference."""
+    from genretag.families.compact import Compact
+    from genretag.train import parity_clips
+
+    test = parity_clips(params, paths, Compact(spec=preprocessing_spec(params)))
+    return to_model_input(clips_to_images(test.waveforms, preprocessing_spec(params))), np.asarray(test.genres)
 
 
 def small_cnn(n_classes: int = len(GENRES), *, seed: int = 0, image_size: Sequence[int] = IMAGE_SIZE):
@@ -135,12 +128,12 @@ def constant_model(winner: int, n_classes: int = len(GENRES)):
     return linear_model(np.zeros((int(np.prod(IMAGE_SIZE)) * 3, n_classes)), bias)
 
 
-def centroid_model(paths: Layout, *, genres: Sequence[str] = GENRES, classes: Sequence[int] | None = None, scale: float = 0.05):
+def centroid_model(params: Params, paths: Layout, *, genres: Sequence[str] = GENRES, classes: Sequence[int] | None = None, scale: float = 0.05):
     """Nearest class mean of the project's test images as one Dense layer (perfect on tone images).
 
     ``classes``: only these classes get their centroid; the others can never win (a worse model).
     """
-    inputs, labels = load_test_inputs(paths)
+    inputs, labels = load_test_inputs(params, paths)
     flat = inputs.reshape(len(inputs), -1).astype(np.float64)
     centroids = np.stack([flat[labels == genre].mean(axis=0) for genre in genres])
     kernel = scale * centroids.T

@@ -54,7 +54,7 @@ def _exit_with(exc: Exception, *, code: int = 1):
 app = _FaultReportingTyper(no_args_is_help=True, add_completion=False,
                            help=f"Tag a music catalog with genres. {DEBUG_FLAG}: show tracebacks.")
 registry_app = typer.Typer(no_args_is_help=True, help="The MLflow model registry: list, promote, rollback, fetch.")
-experiments_app = typer.Typer(no_args_is_help=True, help="Run the paper's experiments and rebuild their table.")
+experiments_app = typer.Typer(no_args_is_help=True, help="The paper's experiments (train one with train.candidates: [paper-expN]).")
 app.add_typer(registry_app, name="registry")
 app.add_typer(experiments_app, name="experiments")
 server_app = typer.Typer(no_args_is_help=True, help="genretag's local Prefect server (used when PREFECT_API_URL is not set).")
@@ -127,7 +127,7 @@ def demo_corpus(
     typer.echo(f"wrote {len(files)} synthetic tracks under {out}")
 
 
-# --- pipeline stage commands (ingest, validate, split, spectrograms) ---
+# --- pipeline stage commands (ingest, validate, split) ---
 
 
 @app.command()
@@ -165,63 +165,35 @@ def split() -> None:
     split_flow()
 
 
-@app.command()
-def spectrograms() -> None:
-    """Stage spectrograms: data/clips.csv -> data/images/<split>/<genre>/<clip>.png (incremental)."""
-    _orchestrate()
-    from flows.spectrograms import spectrograms_flow
-
-    spectrograms_flow()
-
 # --- training and evaluation commands ---
 
 
 @app.command("train")
-def train_command() -> None:
-    """Stage train: data/images -> models/model.keras, training.json, metrics/train.json, plots (the DVC stage's flow)."""
+def train_command(
+    candidate: str = typer.Argument(..., help="A train.candidates id: musicnn-msd, mfcc-logreg, compact or paper-<experiment>."),
+) -> None:
+    """Stage candidate@<id>: train one model family on the split's audio (MLflow run), export it parity-gated
+    to models/candidates/<id>/model.onnx + MODEL_CARD.md (the DVC stage's flow)."""
     _orchestrate()
-    from flows.train import train_flow
+    from flows.train import candidate_flow
 
-    summary = train_flow()
-    typer.echo(
-        f"{summary['experiment']}: best epoch {summary['best_epoch']} of {summary['epochs']}, "
-        f"validation accuracy {summary['validation_accuracy']:.4f} (MLflow run {summary['mlflow_run_id']})"
-    )
+    summary = candidate_flow(candidate)
+    typer.echo(f"{candidate}: ONNX test clip accuracy {summary['onnx_test_accuracy']:.4f}, parity max |diff| "
+               f"{summary['max_abs_diff_test']:.3g} (MLflow run {summary['mlflow_run_id']}): {summary['onnx']}")
 
 
 @app.command("evaluate")
 def evaluate_command() -> None:
-    """Stage evaluate: models/model.keras on the test split -> metrics/eval.json, plots, reports/experiments.*."""
+    """Stage evaluate: every train.candidates model on the test split's audio -> metrics/candidates/<id>.json, plots."""
     _orchestrate()
     from flows.evaluate import evaluate_flow
 
-    metrics = evaluate_flow()
-    typer.echo(
-        f"{metrics['experiment']}: test accuracy {metrics['test_accuracy']:.4f}, track accuracy "
-        f"{metrics['track_accuracy_mean_prob']:.4f} (mean prob) / {metrics['track_accuracy_vote']:.4f} (vote)"
-    )
-
-
-@experiments_app.command("run")
-def experiments_run(
-    names: list[str] = typer.Argument(..., help="Experiments to train and evaluate, e.g. exp1 exp3 exp8 (see `genretag experiments list`)."),
-    max_epochs: int = typer.Option(None, "--max-epochs", min=1, help="Override train.max_epochs for these runs."),
-) -> None:
-    """Train + evaluate each experiment with params.yaml (train.experiment overridden); models go to
-    models/experiments/<name>/, never models/model.keras; rows go to reports/experiments.csv and .md."""
-    from genretag.errors import GenretagError
-    from genretag.evaluate import experiments_md, run_experiments
-
-    paths = layout()
-    overrides = {"max_epochs": max_epochs} if max_epochs else {}
-    try:
-        rows = run_experiments(names, params=load_params(), paths=paths,
-                               log=typer.echo, **overrides)
-    except GenretagError as exc:
-        _exit_with(exc, code=1)
-    for row in rows.itertuples():
-        typer.echo(f"{row.experiment}: test accuracy {row.test_accuracy:.4f} ({row.epochs_run} epochs, {row.train_seconds:.0f} s)")
-    typer.echo(f"table: {experiments_md(paths)}")
+    for candidate, metrics in evaluate_flow().items():
+        if "error" in metrics:
+            typer.echo(f"{candidate}: not evaluated: {metrics['error']}")
+        else:
+            typer.echo(f"{candidate}: track accuracy {metrics['track_accuracy_mean_prob']:.4f}, clip accuracy "
+                       f"{metrics['test_accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
 
 
 @experiments_app.command("list")
@@ -234,24 +206,7 @@ def experiments_list() -> None:
         typer.echo(f"{name:<6} {spec.paper_params:>12,}  {size:<8} {spec.description}")
 
 
-@experiments_app.command("table")
-def experiments_table() -> None:
-    """Rebuild reports/experiments.md from reports/experiments.csv."""
-    from genretag.evaluate import rebuild_experiments_markdown
-
-    typer.echo(f"wrote {rebuild_experiments_markdown(layout())}")
-
-
-# --- export and registry commands ---
-
-
-@app.command("export")
-def export_command() -> None:
-    """Stage export: models/model.keras -> models/model.onnx + MODEL_CARD.md (parity-checked; the DVC stage's flow)."""
-    _orchestrate()
-    from flows.export import export_flow
-
-    export_flow()
+# --- registry commands ---
 
 
 @app.command("register")

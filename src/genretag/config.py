@@ -77,8 +77,6 @@ class SpectrogramParams(_Section):
     top_db: float = Field(80.0, gt=0)
     colormap: Literal["viridis"] = "viridis"
     image_size: tuple[int, int] = (128, 128)
-    workers: int = Field(0, ge=0)
-    dask_address: str | None = None
 
     @field_validator("image_size")
     @classmethod
@@ -100,24 +98,11 @@ class SpectrogramParams(_Section):
 
 class TrainParams(_Section):
     candidates: tuple[str, ...] = ("musicnn-msd", "mfcc-logreg", "paper-exp8")  # model families that dvc repro trains
-    experiment: str = "exp8"
-
-    @field_validator("experiment")
-    @classmethod
-    def _known_experiment(cls, value: str) -> str:
-        from genretag.models import EXPERIMENTS  # numpy only; TensorFlow loads when a model is built
-
-        if value not in EXPERIMENTS:
-            raise ValueError(f"unknown experiment {value!r}; known: {', '.join(EXPERIMENTS)}")
-        return value
-
     batch_size: int = Field(64, ge=1)
     max_epochs: int = Field(12, ge=1)
     patience: int = Field(3, ge=0)
     learning_rate: float = Field(1e-3, gt=0)
     seed: int = 2021
-    mixed_precision: bool = False
-    xla: bool = False
 
     @field_validator("candidates")
     @classmethod
@@ -280,13 +265,7 @@ class Layout:
     @property
     def clips(self) -> Path: return self.root / "data" / "clips.csv"
     @property
-    def images_dir(self) -> Path: return self.root / "data" / "images"
-    @property
     def models_dir(self) -> Path: return self.root / "models"
-    @property
-    def keras_model(self) -> Path: return self.models_dir / "model.keras"
-    @property
-    def onnx_model(self) -> Path: return self.models_dir / "model.onnx"
     @property
     def metrics_dir(self) -> Path: return self.root / "metrics"
     @property

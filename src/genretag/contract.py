@@ -55,7 +55,7 @@ KEY_DERIVED_FROM = "genretag.derived_from"
 FLOAT32 = "float32"
 INT8 = "int8"
 
-REEXPORT_HINT = "re-export it with contract v2: `dvc repro` (or `python -m flows.export`) in the project that trained it"
+REEXPORT_HINT = "re-export it with contract v2: `dvc repro` (stage candidate@<id>) in the project that trained it"
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "original_sample_rate", "channels", "duration_s", "rms_dbfs", "peak", "nonfinite_samples", "error",
     "source_path_bytes",  # hex of the exact file name bytes when source_path (display form) is not faithful
 )
-CLIP_COLUMNS: tuple[str, ...] = ("clip_id", "track_id", "genre", "split", "clip_index", "start_s", "image")
+CLIP_COLUMNS: tuple[str, ...] = ("clip_id", "track_id", "genre", "split", "clip_index", "start_s")
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 GTZAN_STEM = re.compile(r"^(?P<genre>[a-z]+)\.(?P<number>\d{5})$")
 
@@ -350,15 +350,9 @@ def assign_splits(clips: pd.DataFrame, *, split_params: SplitParams) -> pd.DataF
     return result.dropna(subset=["split"]).reset_index(drop=True)
 
 
-def image_path(clip: pd.Series | dict, *, images_dir: Path, root: Path) -> str:
-    """``data/images/<split>/<genre>/<track>.<clip>.png`` (the paper's folder convention)."""
-    return _relative(images_dir / clip["split"] / clip["genre"] / f"{clip['clip_id']}.png", root)
-
-
 def make_clips(tracks: pd.DataFrame, *, params: Params, layout: Layout) -> pd.DataFrame:
-    """Clips of the validated tracks with their split and image path; writes data/clips.csv."""
+    """Clips of the validated tracks with their split; writes data/clips.csv (columns :data:`CLIP_COLUMNS`)."""
     clips = assign_splits(clips_for_tracks(tracks, audio_params=params.audio), split_params=params.split)
-    clips["image"] = [image_path(c, images_dir=layout.images_dir, root=layout.root) for c in clips.to_dict("records")]
     clips = clips[list(CLIP_COLUMNS)].sort_values(["split", "genre", "clip_id"], kind="stable").reset_index(drop=True)
     write_csv(layout.clips, clips)
     return clips

@@ -1,107 +1,30 @@
-"""Evaluation: clip- and track-level test metrics, per-genre scores, confusion matrix, t-SNE,
-and the experiments table (reports/experiments.csv -> reports/experiments.md).
+"""Evaluation: clip- and track-level test metrics, per-genre scores, confusion matrix, t-SNE.
 
-Contract-v2 candidates (``models/candidates/<id>/model.onnx``, any family) are evaluated from the
-test split's **audio**: each clip is cut from its track decoded at the model's own sample rate and
-fed as a waveform through the graph (:func:`score_on_audio`), so every family is measured by the
-same code on the same clips; the registry's gate uses the same function.
-
-``run_experiments`` trains and evaluates a list of the paper's experiments without touching
-the DVC pipeline's model: each run writes under ``models/experiments/<name>/``.
+Every candidate (``models/candidates/<id>/model.onnx``, any family) is evaluated from the test
+split's **audio**: each clip is cut from its track decoded at the model's own sample rate and fed
+as a waveform through the graph (:func:`score_on_audio`), so every family is measured by the same
+code on the same clips; the registry's gate uses the same function.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-import genretag  # noqa: F401  - offline/quiet environment before TensorFlow loads
-from genretag.atomic import write_csv, write_json, write_text
-from genretag.config import Layout, Params
+from genretag.atomic import write_csv, write_json
+from genretag.config import Layout
 from genretag.contract import ModelContract
-from genretag.errors import ConfigError, TrainingDataError
-from genretag.export import DIRTY, INT8_DIR, INT8_SUFFIX, git_commit
+from genretag.errors import TrainingDataError
+from genretag.export import INT8_DIR, INT8_SUFFIX
 from genretag.gate import Outcome, TestSet, outcome_from_probabilities
-from genretag.models import EXPERIMENTS, architecture
-from genretag.train import (
-    TrainOutputs,
-    check_images,
-    experiment_dir,
-    image_dataset,
-    read_clips,
-    read_training,
-    save_figure,
-    train,
-    with_experiment,
-)
+from genretag.train import candidate_dir, read_clips, save_figure
 
-PREDICT_BATCH = 128
 EPSILON = 1e-7  # Keras' clip for categorical cross-entropy
-
-EXPERIMENT_COLUMNS = [
-    "key", "experiment", "description", "split_method", "image_size", "data_source", "n_classes",
-    "params_count", "build_seconds", "train_seconds", "epochs_run", "best_epoch",
-    "train_loss", "train_accuracy", "validation_loss", "validation_accuracy",
-    "test_loss", "test_accuracy", "track_accuracy_mean_prob", "track_accuracy_vote", "macro_f1",
-    "n_train", "n_validation", "n_test_clips", "n_test_tracks",
-    "batch_size", "learning_rate", "seed", "mixed_precision", "xla",
-    "mlflow_run_id", "timestamp", "git_commit",
-]
-
-
-@dataclass(frozen=True)
-class EvalOutputs:
-    """Where one evaluation writes (the experiments table is always reports/experiments.*)."""
-
-    metrics: Path
-    confusion_csv: Path
-    confusion_png: Path
-    tsne_png: Path
-
-    @classmethod
-    def pipeline(cls, paths: Layout) -> EvalOutputs:
-        """The DVC evaluate stage's outs."""
-        return cls(
-            metrics=paths.metrics_dir / "eval.json",
-            confusion_csv=paths.plots_dir / "confusion_matrix.csv",
-            confusion_png=paths.plots_dir / "confusion_matrix.png",
-            tsne_png=paths.plots_dir / "tsne.png",
-        )
-
-    @classmethod
-    def experiment(cls, paths: Layout, name: str) -> EvalOutputs:
-        folder = experiment_dir(paths, name)
-        return cls(
-            metrics=folder / "eval.json",
-            confusion_csv=folder / "confusion_matrix.csv",
-            confusion_png=folder / "confusion_matrix.png",
-            tsne_png=folder / "tsne.png",
-        )
-
-
-def experiments_csv(paths: Layout) -> Path:
-    return paths.reports_dir / "experiments.csv"
-
-
-def experiments_md(paths: Layout) -> Path:
-    return paths.reports_dir / "experiments.md"
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    metrics: dict[str, float]
-    predictions: pd.DataFrame  # one row per test clip: clip_id, track_id, actual, predicted, p_<genre>...
-    tracks: pd.DataFrame  # one row per test track: track_id, actual, mean_prob, vote
-    row: dict[str, Any]
-
 
 # --------------------------------------------------------------------------- metrics
 
@@ -144,7 +67,10 @@ def classification_metrics(
     track_ids: Sequence[str],
     genres: Sequence[str],
 ) -> tuple[dict[str, float], pd.DataFrame]:
-    """The flat metrics of eval.json and the per-track predictions."""
+    """The flat metrics of metrics/candidates/<id>.json and the per-track predictions.
+
+    ``probabilities`` float [n_clips, K] in ``genres`` order, ``labels`` int [n_clips], ``track_ids`` n_clips strings.
+    """
     from sklearn.metrics import f1_score, precision_recall_fscore_support
 
     labels = np.asarray(labels)
@@ -243,328 +169,23 @@ def _genre_colours(count: int) -> list:
     return [palette(index % palette.N) for index in range(count)]
 
 
-# --------------------------------------------------------------------------- evaluation
-
-
-def load_model(path: str | Path):
-    """A trained ``.keras`` model (uncompiled: evaluation only predicts)."""
-    import keras
-
-    path = Path(path)
-    if not path.is_file():
-        raise TrainingDataError(f"{path}: no such model (run the train stage first)")
-    return keras.models.load_model(path, compile=False)
-
-
-def evaluate(
-    params: Params,
-    paths: Layout,
-    *,
-    model_path: str | Path | None = None,
-    training_path: str | Path | None = None,
-    outputs: EvalOutputs | None = None,
-    record: bool = True,
-    log: Callable[[str], None] | None = None,
-) -> EvalResult:
-    """Score the test split: write eval.json, the confusion matrix (CSV + PNG) and the t-SNE plot,
-    log them to the training's MLflow run, and (``record``) upsert its row of the experiments table.
-    """
-    from genretag.models import embed
-
-    say = log or (lambda message: None)
-    outputs = outputs or EvalOutputs.pipeline(paths)
-    model_path = Path(model_path or paths.keras_model)
-    training = read_training(training_path or model_path.parent / "training.json")
-    genres = list(params.genres)
-
-    model = load_model(model_path)
-    n_outputs = int(model.output_shape[-1])
-    if n_outputs != len(genres):
-        raise ConfigError(f"{model_path}: the model has {n_outputs} outputs but params list {len(genres)} genres")
-    image_size = tuple(int(v) for v in model.input_shape[1:3])
-
-    clips = read_clips(paths.clips, genres=genres)
-    test = clips[clips["split"] == "test"].reset_index(drop=True)
-    if test.empty:
-        raise TrainingDataError(f"{paths.clips}: no test clips to evaluate")
-    check_images(test, root=paths.root, image_size=image_size)
-    dataset = image_dataset(test, root=paths.root, genres=genres, image_size=image_size, batch_size=PREDICT_BATCH)
-    probabilities = np.asarray(model.predict(dataset, verbose=0), dtype=np.float64)
-    labels = np.array([genres.index(g) for g in test["genre"]])
-    metrics, tracks = classification_metrics(probabilities, labels, test["track_id"], genres)
-    tracks["actual"] = [genres[i] for i in tracks["actual"]]
-    tracks["mean_prob"] = [genres[i] for i in tracks["mean_prob"]]
-    tracks["vote"] = [genres[i] for i in tracks["vote"]]
-
-    predictions = pd.DataFrame({
-        "clip_id": test["clip_id"],
-        "track_id": test["track_id"],
-        "actual": test["genre"],
-        "predicted": [genres[i] for i in probabilities.argmax(axis=1)],
-    })
-    for index, genre in enumerate(genres):
-        predictions[f"p_{genre}"] = probabilities[:, index]
-
-    name = training.get("experiment") or model.name
-    write_json(outputs.metrics, metrics)
-    write_csv(outputs.confusion_csv, predictions[["actual", "predicted"]])
-    plot_confusion_matrix(predictions["actual"], predictions["predicted"], genres, outputs.confusion_png,
-                          title=f"{name}: confusion matrix ({len(test)} test clips)")
-    subset = test.head(params.evaluate.tsne_clips)
-    if len(subset) >= 3:
-        subset_data = image_dataset(subset, root=paths.root, genres=genres, image_size=image_size, batch_size=PREDICT_BATCH, cache=False)
-        embeddings = embed(model, subset_data.map(lambda images, labels: images))
-    else:
-        embeddings = np.zeros((len(subset), 128), dtype=np.float32)
-    plot_tsne(embeddings, subset["genre"], genres, outputs.tsne_png, seed=int(training.get("params", {}).get("seed", 0)))
-
-    row = experiment_row(params, training=training, metrics=metrics, model=model, root=paths.root)
-    run_id = _log_to_mlflow(params, paths, training=training, metrics=metrics, outputs=outputs, say=say)
-    row["mlflow_run_id"] = run_id
-    if record:
-        record_experiment(row, csv_path=experiments_csv(paths), md_path=experiments_md(paths))
-    say(
-        f"{name}: test accuracy {metrics['test_accuracy']:.3f} on {metrics['n_test_clips']} clips, "
-        f"track accuracy {metrics['track_accuracy_mean_prob']:.3f} (mean prob) / "
-        f"{metrics['track_accuracy_vote']:.3f} (vote), macro F1 {metrics['macro_f1']:.3f}"
-    )
-    return EvalResult(metrics=metrics, predictions=predictions, tracks=tracks, row=row)
-
-
-def _log_to_mlflow(params: Params, paths: Layout, *, training: dict, metrics: dict, outputs: EvalOutputs, say) -> str:
-    """Log to the training's run when the store has it; otherwise to a new run (said so)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from genretag.tracking import use_tracking
-
-    use_tracking(params, root=paths.root)
-    run_id = training.get("mlflow_run_id")
-    run = None
-    if run_id:
-        try:
-            run = mlflow.start_run(run_id=run_id)
-        except MlflowException as exc:
-            say(f"MLflow run {run_id} of training.json not found in this store ({exc}); logging to a new run")
-    if run is None:
-        name = training.get("experiment", "model")
-        run = mlflow.start_run(run_name=f"evaluate-{name}", tags={"genretag.stage": "evaluate"})
-    with run:
-        mlflow.log_metrics({key: float(value) for key, value in metrics.items()})
-        for artifact in (outputs.metrics, outputs.confusion_csv, outputs.confusion_png, outputs.tsne_png):
-            mlflow.log_artifact(str(artifact), artifact_path="evaluate")
-        return run.info.run_id
-
-
-# --------------------------------------------------------------------------- experiments table
-
-
-def commit_label(root: Path) -> str:
-    """HEAD's short hash (with ``+dirty`` for local changes), or "" outside a repository."""
-    commit = git_commit(root)
-    if commit == "unknown":
-        return ""
-    return commit[:12] + (DIRTY if commit.endswith(DIRTY) else "")
-
-
-def config_key(config: dict[str, Any]) -> str:
-    """A short stable hash of an experiment's configuration: the experiments table's row key."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def experiment_row(params: Params, *, training: dict, metrics: dict, model, root: Path) -> dict[str, Any]:
-    """One experiments.csv row: configuration (from training.json, else params), timings, metrics."""
-    train_params = {**params.train.model_dump(), **training.get("params", {})}
-    name = training.get("experiment") or train_params["experiment"]
-    image_size = training.get("image_size") or list(model.input_shape[1:3])
-    config = {
-        "experiment": name,
-        "train": train_params,
-        "image_size": list(image_size),
-        "genres": training.get("genres") or list(params.genres),
-        "split_method": training.get("split_method", params.split.method),
-        "data_source": training.get("data_source", params.ingest.source),
-    }
-    trained = training.get("metrics", {})
-    description = EXPERIMENTS[name].description if name in EXPERIMENTS else ""
-    return {
-        "key": config_key(config),
-        "experiment": name,
-        "description": description,
-        "split_method": config["split_method"],
-        "image_size": "x".join(str(v) for v in image_size),
-        "data_source": config["data_source"],
-        "n_classes": len(config["genres"]),
-        "params_count": int(model.count_params()),
-        "build_seconds": training.get("build_seconds"),
-        "train_seconds": training.get("train_seconds"),
-        "epochs_run": training.get("epochs_run"),
-        "best_epoch": training.get("best_epoch"),
-        "train_loss": trained.get("train_loss"),
-        "train_accuracy": trained.get("train_accuracy"),
-        "validation_loss": trained.get("validation_loss"),
-        "validation_accuracy": trained.get("validation_accuracy"),
-        "test_loss": metrics["test_loss"],
-        "test_accuracy": metrics["test_accuracy"],
-        "track_accuracy_mean_prob": metrics["track_accuracy_mean_prob"],
-        "track_accuracy_vote": metrics["track_accuracy_vote"],
-        "macro_f1": metrics["macro_f1"],
-        "n_train": training.get("n_train"),
-        "n_validation": training.get("n_validation"),
-        "n_test_clips": metrics["n_test_clips"],
-        "n_test_tracks": metrics["n_test_tracks"],
-        "batch_size": train_params["batch_size"],
-        "learning_rate": train_params["learning_rate"],
-        "seed": train_params["seed"],
-        "mixed_precision": train_params["mixed_precision"],
-        "xla": train_params["xla"],
-        "mlflow_run_id": training.get("mlflow_run_id", ""),
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git_commit": commit_label(root),
-    }
-
-
-def read_experiments(path: str | Path) -> pd.DataFrame:
-    """experiments.csv (empty table with the standard columns when absent)."""
-    path = Path(path)
-    if not path.is_file():
-        return pd.DataFrame(columns=EXPERIMENT_COLUMNS)
-    frame = pd.read_csv(path, dtype={"key": str, "git_commit": str, "mlflow_run_id": str}, keep_default_na=False, na_values=[""])
-    for column in ("key", "git_commit", "mlflow_run_id"):
-        if column in frame:
-            frame[column] = frame[column].fillna("")
-    return frame
-
-
-def _experiment_order(name: str) -> tuple[int, str]:
-    names = list(EXPERIMENTS)
-    return (names.index(name) if name in names else len(names), name)
-
-
-def record_experiment(row: dict[str, Any], *, csv_path: str | Path, md_path: str | Path) -> pd.DataFrame:
-    """Upsert ``row`` into experiments.csv by its ``key`` (same experiment + configuration:
-    replaced, never duplicated), then rebuild experiments.md from the whole table."""
-    frame = read_experiments(csv_path)
-    kept = frame[frame["key"].astype(str) != str(row["key"])] if len(frame) else frame
-    new = pd.DataFrame([row])
-    frame = new if kept.empty else pd.concat([kept, new], ignore_index=True)
-    extra = [column for column in frame.columns if column not in EXPERIMENT_COLUMNS]
-    frame = frame.reindex(columns=EXPERIMENT_COLUMNS + extra)
-    order = frame["experiment"].map(_experiment_order)
-    frame = frame.iloc[sorted(range(len(frame)), key=lambda i: (order.iloc[i], str(frame["timestamp"].iloc[i])))]
-    frame = frame.reset_index(drop=True)
-    write_csv(csv_path, frame)
-    write_text(md_path, experiments_markdown(frame))
-    return frame
-
-
-def _float(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if number != number else number
-
-
-def _pct(value: Any) -> str:
-    number = _float(value)
-    return "" if number is None else f"{100 * number:.1f}"
-
-
-def _num(value: Any, digits: int = 3) -> str:
-    number = _float(value)
-    return "" if number is None else f"{number:.{digits}f}"
-
-
-def experiments_markdown(frame: pd.DataFrame) -> str:
-    """The paper's results table, one line per experiment and configuration (accuracies in %)."""
-    lines = [
-        "# Experiments (Holst 2021, reproduced)",
-        "",
-        "Generated from `reports/experiments.csv` by `genretag` after every evaluation: do not edit.",
-        "One row per experiment and configuration; accuracies in %, losses are categorical cross-entropy.",
-        "Data: `ingest.source` of the run (`demo` rows come from the synthetic demo corpus, not music).",
-        "Train and validation figures are at the best epoch (early stopping on validation loss).",
-        "",
-        "| Experiment | Data | Architecture | Split | Image | Parameters | Epochs (best) | Train acc | Val acc | Test acc "
-        "| Track acc mean prob / vote | Macro F1 | Train loss | Val loss | Test loss | Train s | Commit |",
-        "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    frame = frame.astype(object).where(frame.notna(), "")
-    for _, r in frame.iterrows():
-        params_count = f"{int(_float(r['params_count'])):,}" if _float(r["params_count"]) is not None else ""
-        epochs = f"{_num(r['epochs_run'], 0)} ({_num(r['best_epoch'], 0)})" if _float(r["epochs_run"]) is not None else ""
-        lines.append(
-            f"| {r['experiment']} | {r['data_source']} | {r['description']} | {r['split_method']} | {r['image_size']} | {params_count} "
-            f"| {epochs} | {_pct(r['train_accuracy'])} | {_pct(r['validation_accuracy'])} | {_pct(r['test_accuracy'])} "
-            f"| {_pct(r['track_accuracy_mean_prob'])} / {_pct(r['track_accuracy_vote'])} | {_num(r['macro_f1'])} "
-            f"| {_num(r['train_loss'])} | {_num(r['validation_loss'])} | {_num(r['test_loss'])} "
-            f"| {_num(r['train_seconds'], 0)} | {r['git_commit']} |"
-        )
-    if frame.empty:
-        lines.append("| (no experiments evaluated yet) |" + " |" * 16)
-    return "\n".join(lines) + "\n"
-
-
-def rebuild_experiments_markdown(paths: Layout) -> Path:
-    """Regenerate reports/experiments.md from reports/experiments.csv."""
-    target = experiments_md(paths)
-    write_text(target, experiments_markdown(read_experiments(experiments_csv(paths))))
-    return target
-
-
-def run_experiments(
-    names: Sequence[str],
-    *,
-    params: Params,
-    paths: Layout,
-    log: Callable[[str], None] | None = None,
-    verbose: int = 0,
-    **train_overrides: Any,
-) -> pd.DataFrame:
-    """Train and evaluate each experiment (params.yaml with ``train.experiment`` overridden, plus
-    ``train_overrides``); outputs under ``models/experiments/<name>/``, rows in the experiments table.
-    All names are checked before anything trains."""
-    names = list(dict.fromkeys(names))
-    if not names:
-        raise ConfigError("no experiments given; valid: " + ", ".join(EXPERIMENTS))
-    for name in names:
-        architecture(name)
-    rows = []
-    for name in names:
-        configured = with_experiment(params, name, **train_overrides)
-        trained = train(configured, paths, outputs=TrainOutputs.experiment(paths, name), log=log, verbose=verbose)
-        result = evaluate(
-            configured, paths,
-            model_path=trained.model_path,
-            training_path=TrainOutputs.experiment(paths, name).training,
-            outputs=EvalOutputs.experiment(paths, name),
-            log=log,
-        )
-        rows.append(result.row)
-    return pd.DataFrame(rows, columns=EXPERIMENT_COLUMNS)
-
-
 # --------------------------------------------------------------------------- contract-v2 candidates on audio
 
-CANDIDATES_DIR = "candidates"
 ONNX_BATCH = 64  # clips per onnxruntime run: bounds memory of waveform-in graphs (issue 10: 32-64)
 
 
-def candidates_dir(paths: Layout) -> Path:
-    """``models/candidates``: one folder per candidate id (musicnn-msd, mfcc-logreg, paper-exp8, ...) holding model.onnx."""
-    return paths.models_dir / CANDIDATES_DIR
-
-
-def find_candidates(paths: Layout) -> dict[str, Path]:
-    """Candidate id -> ``models/candidates/<id>/model.onnx``, sorted by id (empty when there is none);
-    an int8 export beside it (``<id>/int8/model.onnx``, :func:`genretag.export.export_int8`) is candidate ``<id>-int8``."""
-    folder = candidates_dir(paths)
-    if not folder.is_dir():
-        return {}
-    found = {p.parent.name: p for p in folder.glob("*/model.onnx")}
-    found |= {f"{p.parent.parent.name}{INT8_SUFFIX}": p for p in folder.glob(f"*/{INT8_DIR}/model.onnx")}
-    return dict(sorted(found.items()))
+def find_candidates(paths: Layout, *, candidates: Sequence[str]) -> dict[str, Path]:
+    """Candidate id -> ``models/candidates/<id>/model.onnx`` for each of ``candidates`` (params
+    ``train.candidates``) whose model exists, sorted by id. A folder left by a candidate that was
+    dropped from params is ignored: DVC does not delete outputs of a stage that no longer exists.
+    An int8 export beside a candidate's model (``<id>/int8/model.onnx``, :func:`genretag.export.export_int8`)
+    is candidate ``<id>-int8``.
+    """
+    found = {}
+    for c in candidates:
+        found[c] = candidate_dir(paths, c) / "model.onnx"
+        found[f"{c}{INT8_SUFFIX}"] = candidate_dir(paths, c) / INT8_DIR / "model.onnx"
+    return {c: found[c] for c in sorted(found) if found[c].is_file()}
 
 
 @dataclass(frozen=True)

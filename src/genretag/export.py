@@ -8,11 +8,10 @@ ONNX file (and card) only when the top-1 class agrees on every clip (reference t
 :data:`TIE_GAP` excepted and counted) and max |probability difference| <= the tolerance;
 otherwise :class:`~genretag.errors.ExportError` and nothing is written.
 
-The paper's CNNs (:func:`export_model`, the DVC stage): the Keras model is wrapped in a
-``tf.function`` returning its probabilities and the input of its last Dense layer (the 128-unit
-``embedding``) and converted with ``tf2onnx.convert.from_function`` (``from_keras`` breaks on
-Keras 3), then composed behind :func:`genretag.graph.paper_image_frontend`. The reference is
-numpy + Pillow (:func:`genretag.spectrogram.clips_to_images`) -> Keras.
+Every family goes this one way (the DVC ``candidate@<id>`` stage calls it through
+:func:`genretag.train.export_trained_candidate`); how a family builds its graph is the family's
+business (e.g. :mod:`genretag.families.keras_images` for the paper's CNNs). This module imports
+no framework: the registry's helpers (sessions, provenance) load neither TensorFlow nor scikit-learn.
 
 int8 (any family, :func:`export_int8`): the exported float32 graph's network nodes (the
 ``network/`` part that :func:`genretag.graph.compose` names) are statically quantised with
@@ -20,11 +19,6 @@ int8 (any family, :func:`export_int8`): the exported float32 graph's network nod
 front end (STFT, mel, dB, image) and the final Softmax stay float32. The result is its own
 candidate with its own version (``<float32 version>-int8``, metadata ``genretag.quantization``
 int8, ``genretag.derived_from`` the float32 version); the registry gate decides whether it serves.
-
-"Model version" in the contract is ``weights-<12 hex>``: a SHA-256 of the trained weights
-(order, shapes and values), so identical weights give byte-identical files in any run.
-TensorFlow is imported lazily: the helpers the registry uses (test clips, sessions, accuracy)
-do not load it.
 """
 
 from __future__ import annotations
@@ -33,7 +27,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import re
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -45,15 +38,13 @@ import numpy as np
 import onnx
 import yaml
 
-from genretag import audio, graph
 from genretag.atomic import atomic_open
-from genretag.config import Layout, Params, preprocessing_spec
+from genretag.config import Layout, Params
 from genretag.contract import (
     EMBEDDING_NAME,
     INPUT_NAME,
     INT8,
     OUTPUT_NAME,
-    V1_INPUT_NAME,
     ModelContract,
     read_contract,
     require_v2,
@@ -63,7 +54,6 @@ from genretag.dataset import read_table
 from genretag.demo import synthesize_track
 from genretag.errors import ExportError
 from genretag.families import Prediction
-from genretag.spectrogram import PreprocessingSpec, clips_to_images, to_model_input
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +62,6 @@ MODEL_CARD_NAME = "MODEL_CARD.md"
 RANDOM_SEED = 2021
 DEFAULT_TOLERANCE = 1e-3  # issue 10: max |probability difference| of the ONNX graph vs the framework
 TIE_GAP = 1e-6  # reference top-two gap below which the top-1 class is a tie and not compared
-PAPER_FAMILY = "paper"
 NETWORK_PREFIX = "network/"  # genretag.graph.compose's prefix on the network's nodes
 INT8_SUFFIX = "-int8"  # model version (and candidate id) of the int8 model of a float32 one
 INT8_DIR = "int8"  # models/candidates/<id>/int8/model.onnx: inside the candidate's DVC output
@@ -170,50 +159,7 @@ def onnx_predict(session, waveforms: np.ndarray, *, batch_size: int = 64) -> Pre
     )
 
 
-def onnx_accuracy(model: str | Path | bytes, test: TestClips, *, labels: tuple[str, ...]) -> float:
-    """Clip accuracy of a contract-v2 ONNX model on ``test``; predictions map through the model's own ``labels``."""
-    if not len(test):
-        raise ExportError("no test clips to score the model on")
-    probabilities = onnx_predict(onnx_session(model), test.waveforms).probabilities
-    if probabilities.shape[1] != len(labels):
-        raise ExportError(f"model gives {probabilities.shape[1]} outputs but its contract names {len(labels)} labels")
-    predicted = np.asarray(labels)[probabilities.argmax(axis=1)]
-    return float(np.mean(predicted == np.asarray(test.genres)))
-
-
 # --------------------------------------------------------------------------- inputs and provenance
-
-
-def load_test_clips(paths: Layout, *, sample_rate: int, clip_samples: int) -> TestClips:
-    """The ``split == test`` rows of data/clips.csv as waveforms: clip ``clip_index`` of each track's
-    WAV (data/raw/manifest.csv), resampled to ``sample_rate``, ``clip_samples`` long, as the
-    spectrogram stage cuts them. Raises ExportError naming the file for a missing table or short audio."""
-    for table in (paths.clips, paths.manifest):
-        if not table.is_file():
-            raise ExportError(f"{table}: no such file (run the ingest and split stages)")
-    clips = read_table(paths.clips)
-    missing = {"clip_id", "track_id", "genre", "split", "clip_index"} - set(clips.columns)
-    if missing:
-        raise ExportError(f"{paths.clips}: lacks column(s) {', '.join(sorted(missing))}")
-    wav_paths = read_table(paths.manifest).set_index("track_id")["path"]
-    test = clips[clips["split"] == "test"]
-    waveforms = np.empty((len(test), clip_samples), dtype=np.float32)
-    track_ids = test["track_id"].to_numpy()
-    for track_id in dict.fromkeys(track_ids):
-        file = paths.root / str(wav_paths[track_id])
-        if not file.is_file():
-            raise ExportError(f"{file}: no such test track (data/raw/manifest.csv names it)")
-        try:
-            samples = audio.load_wav(file, sample_rate=sample_rate)
-        except (audio.AudioError, RuntimeError) as exc:  # soundfile's LibsndfileError is a RuntimeError
-            raise ExportError(f"{file}: cannot read test track ({exc})") from exc
-        for position in np.flatnonzero(track_ids == track_id):
-            clip_index = int(test["clip_index"].iloc[position])
-            start = clip_index * clip_samples
-            if start + clip_samples > len(samples):
-                raise ExportError(f"{file}: has no whole clip {clip_index} at {sample_rate} Hz")
-            waveforms[position] = samples[start : start + clip_samples]
-    return TestClips(waveforms=waveforms, genres=tuple(test["genre"]), clip_ids=tuple(test["clip_id"]), sample_rate=sample_rate)
 
 
 def synthetic_clips(*, sample_rate: int, clip_samples: int, seed: int = RANDOM_SEED) -> np.ndarray:
@@ -250,13 +196,16 @@ def dvc_lock_md5(root: Path, *, stage: str, out: str) -> str | None:
 
 
 def training_data_hash(paths: Layout) -> str:
-    """``dvc-md5:<md5>`` of data/images from dvc.lock (spectrograms stage), else ``sha256:<data/clips.csv>``."""
-    md5 = dvc_lock_md5(paths.root, stage="spectrograms", out="data/images")
+    """What a model was trained on: ``dvc-md5:<md5 of data/raw>`` (the ingest stage's output in dvc.lock)
+    and ``clips-sha256:<16 hex of data/clips.csv>`` (which clips, which split), joined by ``+``;
+    a part that is unknown is left out, "unknown" when both are."""
+    parts = []
+    md5 = dvc_lock_md5(paths.root, stage="ingest", out="data/raw")
     if md5:
-        return f"dvc-md5:{md5}"
+        parts.append(f"dvc-md5:{md5}")
     if paths.clips.is_file():
-        return f"sha256:{hashlib.sha256(paths.clips.read_bytes()).hexdigest()}"
-    return "unknown"
+        parts.append(f"clips-sha256:{hashlib.sha256(paths.clips.read_bytes()).hexdigest()[:16]}")
+    return "+".join(parts) or "unknown"
 
 
 DIRTY = "+dirty"  # suffix of a commit whose work tree had local changes
@@ -306,190 +255,6 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(value, list | tuple):
         return {key: json.dumps(list(value))}
     return {key: str(value)}
-
-
-def weights_version(model) -> str:
-    """``weights-<12 hex>``: SHA-256 over every weight's position, shape and float32 bytes.
-
-    Layer names are left out on purpose: Keras numbers them per process (``dense_3``), so the
-    same weights saved and loaded again would otherwise get another version.
-    """
-    digest = hashlib.sha256()
-    for index, variable in enumerate(model.weights):
-        value = np.ascontiguousarray(np.asarray(variable.numpy(), dtype=np.float32))
-        digest.update(f"{index}|{value.shape}|".encode())
-        digest.update(value.tobytes())
-    return f"weights-{digest.hexdigest()[:12]}"
-
-
-
-def build_contract(params: Params, paths: Layout, *, model_version: str) -> ModelContract:
-    """The paper family's contract: the configuration's PreprocessingSpec fields as its preprocessing."""
-    spec = preprocessing_spec(params)
-    return ModelContract(
-        labels=tuple(params.genres),
-        model_name=params.registry.model_name,
-        model_version=model_version,
-        sample_rate=spec.sample_rate,
-        clip_samples=spec.clip_samples,
-        family=PAPER_FAMILY,
-        preprocessing=json.loads(spec.to_json()),
-        training_data_hash=training_data_hash(paths),
-        git_commit=git_commit(paths.root),
-        test_metrics=read_metrics(paths.metrics_dir / "eval.json"),
-    )
-
-
-# --------------------------------------------------------------------------- the paper's Keras CNNs
-
-
-def load_keras_model(path: Path):
-    import keras
-
-    if not path.is_file():
-        raise ExportError(f"{path}: no such Keras model (run the train stage)")
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as exc:  # noqa: BLE001 - keras raises many types for a bad file
-        raise ExportError(f"{path}: cannot load Keras model ({exc})") from exc
-
-
-def _with_embedding(model):
-    """The same Keras model returning (probabilities, input of its last Dense layer = the embedding)."""
-    import keras
-
-    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-    if not dense:
-        raise ExportError(f"model {model.name!r} has no Dense layer: no embedding to expose")
-    return keras.Model(model.inputs, [model.outputs[0], dense[-1].input], name=f"{model.name}_with_embedding")
-
-
-def keras_predict(model, inputs: np.ndarray, *, batch_size: int = 64) -> Prediction:
-    """Keras's probabilities and embedding in true float32 on NHWC images in [0, 1]: TF32
-    (TensorFlow's default on Ampere and newer GPUs) is switched off for this process, or the
-    reference itself would be off by ~1e-3."""
-    import keras
-    import tensorflow as tf
-
-    tf.config.experimental.enable_tensor_float_32_execution(False)
-    both = _with_embedding(model)
-    parts = [both(inputs[start : start + batch_size], training=False) for start in range(0, len(inputs), batch_size)]
-    probabilities = [np.asarray(keras.ops.convert_to_numpy(p), dtype=np.float32) for p, _ in parts]
-    embedding = [np.asarray(keras.ops.convert_to_numpy(e), dtype=np.float32).reshape(len(p), -1) for p, e in zip(probabilities, (e for _, e in parts))]
-    return Prediction(probabilities=np.concatenate(probabilities), embedding=np.concatenate(embedding))
-
-
-def convert_to_onnx(model, *, image_size: tuple[int, int], opset: int) -> onnx.ModelProto:
-    """Keras model -> ONNX network: input ``mel_image`` [N,H,W,3], outputs ``probabilities`` and ``embedding``."""
-    import tensorflow as tf
-    import tf2onnx
-
-    if not 13 <= opset <= 18:
-        raise ExportError(f"export.opset {opset}: tf2onnx 1.17 converts opsets 13..18 only")
-    height, width = image_size
-    signature = [tf.TensorSpec([None, height, width, 3], tf.float32, name=V1_INPUT_NAME)]
-    both = _with_embedding(model)
-
-    @tf.function(input_signature=signature)
-    def serve(mel_image):
-        probabilities, embedding = both(mel_image, training=False)
-        flat = embedding if embedding.shape.rank == 2 else tf.reshape(embedding, [-1, int(np.prod(embedding.shape[1:]))])
-        return {OUTPUT_NAME: tf.cast(probabilities, tf.float32), EMBEDDING_NAME: tf.cast(flat, tf.float32)}
-
-    try:
-        proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
-    except Exception as exc:  # noqa: BLE001 - tf2onnx and TensorFlow raise anything
-        raise ExportError(f"tf2onnx could not convert model {getattr(model, 'name', '?')!r}: {exc}") from exc
-    return _stable_names(_normalise_io(proto))
-
-
-def paper_onnx(model, *, spec: PreprocessingSpec, opset: int) -> onnx.ModelProto:
-    """The paper's Keras CNN as a contract-v2 graph: :func:`genretag.graph.paper_image_frontend` + the network."""
-    if opset != graph.OPSET:
-        raise ExportError(f"export.opset {opset}: the waveform front end needs opset {graph.OPSET} (the STFT op)")
-    return graph.compose(graph.paper_image_frontend(spec), convert_to_onnx(model, image_size=spec.image_size, opset=opset))
-
-
-@dataclass(frozen=True)
-class PaperCNN:
-    """A trained paper CNN with its preprocessing, as an :class:`Exportable`."""
-
-    model: Any  # keras.Model: image in [0, 1] NHWC -> softmax
-    spec: PreprocessingSpec
-    opset: int = graph.OPSET
-
-    def to_onnx(self) -> onnx.ModelProto:
-        return paper_onnx(self.model, spec=self.spec, opset=self.opset)
-
-    def predict(self, waveforms: np.ndarray) -> Prediction:
-        """numpy + Pillow images (the training path's reference) -> Keras."""
-        parts = [
-            keras_predict(self.model, to_model_input(clips_to_images(waveforms[start : start + 64], self.spec)))
-            for start in range(0, len(waveforms), 64)
-        ]
-        return Prediction(
-            probabilities=np.concatenate([p.probabilities for p in parts]), embedding=np.concatenate([p.embedding for p in parts])
-        )
-
-
-def _stable_names(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Drop the process-wide counters tf2onnx and TensorFlow put into names (``Reshape_shape__19``,
-    ``__inference_serve_116``): the same model then gives a byte-identical file in any process."""
-    graph = proto.graph
-    if any(attribute.g.node or attribute.graphs for node in graph.node for attribute in node.attribute):
-        return proto  # control flow with subgraphs: leave names alone
-    graph.doc_string = ""
-
-    def renamer() -> Callable[[str], str]:
-        taken: dict[str, str] = {}
-        counts: dict[str, int] = {}
-
-        def rename(name: str) -> str:
-            if name not in taken:
-                base = re.sub(r"__\d+", "", name)
-                counts[base] = counts.get(base, 0) + 1
-                taken[name] = base if counts[base] == 1 else f"{base}__{counts[base]}"
-            return taken[name]
-
-        return rename
-
-    tensor, node_name = renamer(), renamer()
-    for value in (*graph.input, *graph.output):
-        tensor(value.name)  # reserved, unchanged
-    for initializer in graph.initializer:
-        initializer.name = tensor(initializer.name)
-    for node in graph.node:
-        node.name = node_name(node.name)
-        node.input[:] = [tensor(name) if name else name for name in node.input]
-        node.output[:] = [tensor(name) for name in node.output]
-    for value in graph.value_info:
-        value.name = tensor(value.name)
-    return proto
-
-
-def _normalise_io(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Input ``mel_image``, outputs ``probabilities`` then ``embedding``, batch dimension named ``N``."""
-    network = proto.graph
-    initializers = {init.name for init in network.initializer}
-    inputs = [value for value in network.input if value.name not in initializers]
-    outputs = {value.name: value for value in network.output}
-    if len(inputs) != 1 or set(outputs) != {OUTPUT_NAME, EMBEDDING_NAME}:
-        raise ExportError(
-            f"converted graph has inputs {[v.name for v in inputs]} and outputs {sorted(outputs)}; "
-            f"expected one input and outputs {OUTPUT_NAME}, {EMBEDDING_NAME}"
-        )
-    if inputs[0].name != V1_INPUT_NAME:
-        graph.rename_tensor(network, inputs[0].name, V1_INPUT_NAME)
-    ordered = [outputs[OUTPUT_NAME], outputs[EMBEDDING_NAME]]
-    del network.output[:]
-    network.output.extend(ordered)
-    for value in (inputs[0], *network.output):
-        for index, dim in enumerate(value.type.tensor_type.shape.dim):
-            if not dim.HasField("dim_value"):  # tf2onnx numbers unknown dimensions per process (unk__12)
-                dim.Clear()
-                if index == 0:
-                    dim.dim_param = BATCH_DIM
-    return proto
 
 
 # --------------------------------------------------------------------------- parity gate
@@ -755,46 +520,6 @@ def export_int8(
                       max_abs_diff=gap, calibration_clips=len(calibration))
 
 
-# --------------------------------------------------------------------------- the stage
-
-
-def export_model(
-    params: Params,
-    paths: Layout,
-    *,
-    keras_model=None,
-    onnx_path: Path | None = None,
-    card_path: Path | None = None,
-) -> ExportResult:
-    """Export models/model.keras (or ``keras_model``) to models/model.onnx + models/MODEL_CARD.md (contract v2).
-
-    Everything is checked in memory first; on any failure an ExportError is raised and no
-    file is written or replaced.
-    """
-    onnx_path = onnx_path or paths.onnx_model
-    model = keras_model if keras_model is not None else load_keras_model(paths.keras_model)
-    spec = preprocessing_spec(params)
-    test = load_test_clips(paths, sample_rate=spec.sample_rate, clip_samples=spec.clip_samples)
-    contract = build_contract(params, paths, model_version=weights_version(model))
-    result = export_candidate(
-        PaperCNN(model=model, spec=spec, opset=params.export.opset),
-        contract=contract,
-        onnx_path=onnx_path,
-        test=test,
-        tolerance=params.export.parity_tolerance,
-        card=lambda parity: render_model_card(params, contract, parity=parity, opset=params.export.opset, test=test,
-                                             counts=split_counts(paths.clips)),
-        card_path=card_path or onnx_path.with_name(MODEL_CARD_NAME),
-    )
-    recorded = contract.test_metrics.get("test_accuracy")
-    if recorded is not None and abs(recorded - result.parity.onnx_test_accuracy) > 0.01:
-        log.warning(
-            "metrics/eval.json says test_accuracy %.4f but the ONNX model scores %.4f on the %d test clips: "
-            "is eval.json stale?", recorded, result.parity.onnx_test_accuracy, result.parity.test_clips,
-        )
-    return result
-
-
 # --------------------------------------------------------------------------- model card
 
 _GTZAN_LIMITS = """\
@@ -862,17 +587,18 @@ def _data_section(params: Params, test: TestClips, counts: Mapping[str, tuple[in
 
 
 def render_model_card(
-    params: Params, contract: ModelContract, *, parity: ParityReport, opset: int, test: TestClips,
-    counts: Mapping[str, tuple[int, int]] | None = None,
+    params: Params, contract: ModelContract, *, parity: ParityReport, test: TestClips,
+    counts: Mapping[str, tuple[int, int]] | None = None, description: Mapping[str, Any] | None = None,
 ) -> str:
-    """The MODEL_CARD.md shipped with every exported model; ``counts``: :func:`split_counts`."""
-    spec = PreprocessingSpec.from_json(json.dumps(contract.preprocessing))
+    """The MODEL_CARD.md shipped beside every exported candidate: ``counts`` from :func:`split_counts`,
+    ``description`` the family's ``describe()`` (architecture, parameters, pretrained weights, recipe).
+    Test metrics on audio and the gate's decision are added by the evaluate and register stages
+    (metrics/candidates/<id>.json, models/GATE.md)."""
+    described = dict(description or {})
     demo = params.ingest.source == "demo"
-    metrics_rows = "\n".join(
-        f"| {key} | {int(value) if key.startswith('n_') and value.is_integer() else f'{value:.4f}'} |"
-        for key, value in sorted(contract.test_metrics.items())
-    )
-    metrics_rows = metrics_rows or "| (metrics/eval.json was empty or absent) | |"
+    architecture = described.get("architecture") or contract.family
+    parameters = described.get("parameters") or described.get("trained_parameters")
+    pretrained = described.get("pretrained")
     caveat = (
         "\n> These numbers come from the synthetic demo corpus and do not estimate accuracy on music.\n"
         if demo
@@ -887,15 +613,17 @@ def render_model_card(
 | | |
 | --- | --- |
 | model name | `{contract.model_name}` |
-| model version | `{contract.model_version}` (SHA-256 of the trained weights; the MLflow registry assigns its own version number at registration, see `genretag registry list`) |
-| architecture | `{params.train.experiment}` (Keras CNN), exported to ONNX opset {opset} with tf2onnx |
+| model version | `{contract.model_version}` (candidate id and its MLflow training run; the registry assigns its own version number at registration, see `genretag registry list`) |
+| family | `{contract.family}`: {architecture} |
+| parameters | {f"{parameters:,}" if isinstance(parameters, int) else "n/a"} |
+| pretrained weights | {pretrained or "none (trained from scratch on the data below)"} |
 | training data hash | `{contract.training_data_hash}` |
 | git commit | `{contract.git_commit}` |
 {"| **data** | **synthetic demo corpus - not real music** |" + chr(10) if demo else ""}
 ## Intended use
 
 Suggest one of {len(contract.labels)} genre tags ({", ".join(contract.labels)}) for tracks of a music
-catalog, to help editors search, browse and curate. A track is cut into {spec.clip_seconds:g}-s windows;
+catalog, to help editors search, browse and curate. A track is cut into {contract.clip_seconds:g}-s windows;
 the window probabilities are averaged. The tag is a suggestion for people to review.
 
 Not intended for: genres outside the label set (the model always answers with one of its labels;
@@ -907,12 +635,11 @@ decisions about royalties, rights, artists or playlists without human review.
 {_data_section(params, test, counts or {})}
 ## Metrics (test split)
 
-| metric | value |
-| --- | --- |
-{metrics_rows}
-| ONNX clip accuracy (re-computed at export) | {parity.onnx_test_accuracy:.4f} |
+ONNX clip accuracy at export: {parity.onnx_test_accuracy:.4f} on {parity.test_clips} test clips. The evaluate stage scores
+every candidate on the test tracks' audio (`metrics/candidates/<id>.json`: clip and track accuracy, macro-F1);
+the register stage's gate compares them with intervals and a paired test (`models/GATE.md`).
 {caveat}
-## ONNX parity with the reference (waveform in, numpy + Pillow images -> Keras)
+## ONNX parity with the family's own framework (waveform in)
 
 max |ONNX - reference| probability = {parity.max_abs_diff_test:.3g} on {parity.test_clips} test clips and
 {parity.max_abs_diff_synthetic:.3g} on {parity.synthetic_clips} synthetic clips (music, noise, silence, clipping,
@@ -923,8 +650,8 @@ compared); embedding max |diff| {parity.max_abs_diff_embedding:.3g}.
 
 - {"Trained on synthetic signals: it has never heard music. " if demo else ""}Genre is fuzzy and
   culturally defined; one label per track hides crossover music.
-- Sees {spec.clip_seconds:g}-s windows at {spec.sample_rate} Hz: no long-range structure, nothing above
-  {spec.upper_frequency:g} Hz. Other rates are resampled first.
+- Sees {contract.clip_seconds:g}-s windows at {contract.sample_rate} Hz: no long-range structure, nothing above
+  {contract.sample_rate / 2:g} Hz. Other rates are resampled first.
 - Probabilities are not calibrated; a high value is not a confidence guarantee.
 {_GTZAN_LIMITS}
 
@@ -933,15 +660,15 @@ compared); embedding max |diff| {parity.max_abs_diff_embedding:.3g}.
 - input `{INPUT_NAME}`: float32 [N, {contract.clip_samples}], mono, {contract.clip_seconds:g} s at
   {contract.sample_rate} Hz, full scale +-1, any batch size N. Resample other rates first (python-soxr).
 - output `{OUTPUT_NAME}`: float32 [N, {len(contract.labels)}], softmax probabilities in label order.
-- output `{EMBEDDING_NAME}`: float32 [N, D], the 128-unit dense layer before the classifier.
+- output `{EMBEDDING_NAME}`: float32 [N, D], the family's embedding (the representation its classifier reads).
 - labels (index: genre): {labels}
 - `metadata_props` (read with `genretag.contract.read_contract` or
   `session.get_modelmeta().custom_metadata_map`): `genretag.contract_version`, `genretag.sample_rate`,
   `genretag.clip_samples`, `genretag.family`, `genretag.labels`, `genretag.preprocessing`,
   `genretag.model_name`, `genretag.model_version`, `genretag.training_data_hash`,
   `genretag.git_commit`, `genretag.test_metrics`.
-- preprocessing, computed inside the graph (`genretag.graph.paper_image_frontend`; its reference
-  is `genretag/spectrogram.py`, which also renders the training images): nothing to re-implement.
+- preprocessing, computed inside the graph (`genretag.graph`; numpy references in `genretag/spectrogram.py`
+  and `genretag/features.py`, checked by the parity gate above): nothing to re-implement.
 
 ```json
 {preprocessing}

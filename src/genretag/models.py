@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 import genretag  # noqa: F401  - offline/quiet environment before TensorFlow loads
 from genretag.errors import ConfigError
 
@@ -74,7 +72,7 @@ def architecture(name: str) -> Architecture:
         return EXPERIMENTS[name]
     except KeyError:
         raise ConfigError(
-            f"train.experiment: unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}"
+            f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}"
         ) from None
 
 
@@ -136,22 +134,3 @@ def build_model(
         jit_compile=bool(jit_compile),
     )
     return model
-
-
-def embedding_model(model):
-    """A model from the same input to the 128-unit ``embedding`` layer's activations."""
-    import keras
-
-    try:
-        layer = model.get_layer(EMBEDDING_LAYER)
-    except ValueError:
-        raise ConfigError(f"model {model.name!r} has no layer named {EMBEDDING_LAYER!r}") from None
-    return keras.Model(model.inputs, layer.output, name=f"{model.name}_embedding")
-
-
-def embed(model, images, *, batch_size: int = 256) -> np.ndarray:
-    """Embedding-layer activations (n, 128) as float32 for images or a batched tf.data.Dataset."""
-    extractor = embedding_model(model)
-    if hasattr(images, "element_spec"):
-        return np.asarray(extractor.predict(images, verbose=0), dtype=np.float32)
-    return np.asarray(extractor.predict(images, batch_size=batch_size, verbose=0), dtype=np.float32)

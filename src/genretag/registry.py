@@ -45,11 +45,12 @@ from genretag.atomic import write_json, write_text
 from genretag.config import Layout, Params
 from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, read_contract, require_v2
 from genretag.errors import GenretagError, RegistryError
-from genretag.evaluate import find_candidates, read_test_audio, score_on_audio
+from genretag.evaluate import read_test_audio, score_on_audio
 from genretag.export import MODEL_CARD_NAME, dvc_lock_md5, git_commit, read_metrics
 from genretag.gate import Decision, Evidence, decide
 from genretag.handoff import client_sources, write_bundle
 from genretag.tracking import use_tracking
+from genretag.train import candidate_dir
 
 log = logging.getLogger(__name__)
 
@@ -488,11 +489,13 @@ def register_candidates(
 ) -> Registration:
     """Register every candidate, gate them with the champion on the test audio, move the aliases.
 
-    ``candidates``: id -> model.onnx (default: :func:`genretag.evaluate.find_candidates`).
+    ``candidates``: id -> model.onnx (default: ``models/candidates/<id>/model.onnx`` of every
+    params ``train.candidates`` id; one whose file is missing or unusable is a failed candidate).
     Writes models/registry.json and models/GATE.md. ``before_log`` runs before each model is
     logged (fault injection). Raises RegistryError when there is no candidate at all.
     """
-    candidates = dict(candidates if candidates is not None else find_candidates(paths))
+    candidates = dict(candidates if candidates is not None else
+                      {c: candidate_dir(paths, c) / "model.onnx" for c in params.train.candidates})
     if not candidates:
         raise RegistryError(f"{paths.models_dir / 'candidates'}: no candidate model.onnx to register (run the train stage first)")
     record_path = record_path or paths.models_dir / RECORD_NAME

@@ -16,7 +16,7 @@ from tests.conftest import REPO_ROOT
 def test_the_repository_params_load_and_give_the_preprocessing_contract():
     params = load_params(REPO_ROOT / "params.yaml")
     spec = preprocessing_spec(params)
-    assert params.train.experiment == "exp8" and len(params.genres) == 10
+    assert params.train.candidates == ("musicnn-msd", "mfcc-logreg", "paper-exp8") and len(params.genres) == 10
     assert (spec.sample_rate, spec.n_fft, spec.hop_length, spec.n_mels, spec.top_db) == (22050, 2048, 512, 128, 80.0)
     assert spec.image_size == tuple(params.spectrogram.image_size)
 

@@ -1,5 +1,5 @@
-"""Reports say true things: plots declared once, resolved GX parameters, real data counts, the
-data source of each experiment, a CPU runtime for MLflow consumers, dirty commits flagged."""
+"""Reports say true things: plots declared once, resolved GX parameters, real data counts,
+a CPU runtime for MLflow consumers, dirty commits flagged."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import yaml
 from tests.conftest import REPO_ROOT
 
 from genretag.config import Params
-from genretag.evaluate import EXPERIMENT_COLUMNS, experiments_markdown
 from genretag.export import DIRTY, _counts_line, git_commit, split_counts
 from genretag.registry import pip_requirements
 from genretag.reports import resolve_parameters
@@ -39,16 +38,17 @@ def test_each_plot_is_declared_once_and_dvc_draws_no_stray_panel(tmp_path):
     assert len(stage) == len(set(stage))
 
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    shutil.copy(REPO_ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
-    history = tmp_path / "plots" / "history.csv"
-    history.parent.mkdir()
-    history.write_text("epoch,loss,val_loss,accuracy,val_accuracy\n1,2.0,2.1,0.2,0.1\n2,1.5,1.9,0.4,0.3\n")
+    for name in ("dvc.yaml", "params.yaml"):  # params: the candidate stages are a foreach over train.candidates
+        shutil.copy(REPO_ROOT / name, tmp_path / name)
+    confusion = tmp_path / "plots" / "candidates" / "compact" / "confusion_matrix.csv"
+    confusion.parent.mkdir(parents=True)
+    confusion.write_text("actual,predicted\nblues,blues\njazz,blues\njazz,jazz\n")
     dvc = Path(shutil.which("dvc") or REPO_ROOT / ".venv/bin/dvc")
     subprocess.run([str(dvc), "init", "-q"], cwd=tmp_path, check=True)
     done = subprocess.run([str(dvc), "plots", "show", "--json"], cwd=tmp_path, capture_output=True, text=True, check=True)
     panels = json.loads(done.stdout)["data"]
-    assert {"loss", "accuracy"} <= set(panels)
-    assert "plots/history.csv" not in panels and not [name for name in panels if name.startswith("dvc.yaml::")]
+    assert [name for name in panels if name.endswith("compact/confusion_matrix.csv")]
+    assert not [name for name in panels if name.startswith("dvc.yaml::")]  # no stray panel of a stage declaration
 
 
 def test_gx_placeholders_are_replaced_by_the_run_parameters():
@@ -67,17 +67,6 @@ def test_the_model_card_counts_tracks_and_clips_of_each_split(tmp_path):
     line = _counts_line(Params(), counts)
     assert "3 tracks cut into 21 clips of 3 s" in line and "train 2 tracks / 17 clips; test 1 tracks / 4 clips" in line
     assert split_counts(tmp_path / "absent.csv") == {}
-
-
-def test_the_experiments_table_has_a_data_source_column():
-    row = dict.fromkeys(EXPERIMENT_COLUMNS, "") | {"experiment": "exp8", "data_source": "demo"}
-    other = row | {"experiment": "exp1", "data_source": "tfds"}
-    lines = experiments_markdown(pd.DataFrame([row, other], columns=EXPERIMENT_COLUMNS)).splitlines()
-    header = next(line for line in lines if line.startswith("| Experiment"))
-    assert header.split("|")[2].strip() == "Data"
-    body = [line for line in lines if line.startswith("| exp")]
-    assert [line.split("|")[2].strip() for line in body] == ["demo", "tfds"]
-    assert all(line.count("|") == header.count("|") for line in body)
 
 
 def test_mlflow_model_requirements_pin_the_cpu_runtime(tmp_path):

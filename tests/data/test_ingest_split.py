@@ -1,4 +1,4 @@
-"""Ingest (formats, layouts, bad files, incremental), clips and splits, incremental images."""
+"""Ingest (formats, layouts, bad files, incremental), clips and splits, and the clips read back from the WAVs."""
 
 from __future__ import annotations
 
@@ -6,13 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from PIL import Image
 
-from genretag.config import AudioParams, SplitParams, layout, preprocessing_spec, load_params
+from genretag.config import AudioParams, SplitParams, layout, load_params
 from genretag.dataset import assign_splits, clips_for_tracks, discover_sources, ingest, make_clips, read_table
-from genretag import audio, images
 from genretag.errors import ConfigError
-from genretag.spectrogram import waveform_to_images
 from tests.conftest import REPO_ROOT, tone, write_audio
 
 GENRES = ("blues", "jazz", "rock")
@@ -139,34 +136,29 @@ def test_filtered_split_uses_kereliuk_partition():
                                        audio_params=AudioParams()), split_params=SplitParams(method="filtered"))
 
 
-def test_images_are_incremental_and_pruned(project, tmp_path):
+def test_clips_csv_is_what_every_family_reads_back_from_the_wavs(project, tmp_path):
+    """make_clips writes clips.csv (no images); load_split cuts the same clips from the ingested WAVs, at any rate."""
+    from genretag.audio import load_wav
+    from genretag.dataset import CLIP_COLUMNS
+    from genretag.families import load_split
+
     src = tmp_path / "incoming"
     for genre in GENRES:
         for i in range(3):
             write_audio(src / genre / f"{genre}.{i:05d}.wav", tone(6.5, frequency=200 + 100 * i, seed=i))
     params = load_params(project.root / "params.yaml")
     manifest = ingest(discover_sources(src, genres=GENRES), layout=project, sample_rate=22050)
-    tracks = manifest.assign(duration_s=manifest["duration_s"].astype(float))
-    clips = make_clips(tracks, params=params, layout=project)
-    spec = preprocessing_spec(params)
-
-    def run() -> tuple[int, int]:
-        jobs, wanted = images.plan(clips, manifest, spec=spec, clips_per_track=10, images_dir=project.images_dir, root=project.root)
-        written = images.render_all(jobs, spec=spec, root=project.root, workers=2)
-        return written, images.finish(wanted, images_dir=project.images_dir, root=project.root)
-
-    assert run() == (len(clips), 0)  # 9 tracks x 2 whole clips
-    assert len(clips) == 18
-    first = project.root / clips.iloc[0]["image"]
-    assert first.is_file() and first.parent.parent.parent == project.images_dir
-    waveform = audio.load_wav(project.root / manifest.set_index("track_id").at[clips.iloc[0]["track_id"], "path"], sample_rate=spec.sample_rate)
-    expected = waveform_to_images(waveform, spec, max_windows=10, evenly_spaced=False)[int(clips.iloc[0]["clip_index"])]
-    with Image.open(first) as png:  # indexed colour; its RGB pixels are the reference images, byte for byte
-        assert png.mode == "P" and np.array_equal(np.asarray(png.convert("RGB")), expected)
-    stamp = first.stat().st_mtime_ns
-    assert run() == (0, 0)
-    assert first.stat().st_mtime_ns == stamp
-    clips = clips.iloc[2:]
-    assert run() == (0, 2)
-    spec = preprocessing_spec(params.model_copy(update={"spectrogram": params.spectrogram.model_copy(update={"top_db": 60.0})}))
-    assert run()[0] == len(clips)
+    clips = make_clips(manifest.assign(duration_s=manifest["duration_s"].astype(float)), params=params, layout=project)
+    assert len(clips) == 18  # 9 tracks x 2 whole clips
+    assert tuple(read_table(project.clips).columns) == CLIP_COLUMNS and "image" not in CLIP_COLUMNS
+    for split in ("train", "validation", "test"):
+        rows = clips[clips["split"] == split]
+        at_22k = load_split(clips, split=split, raw_dir=project.raw_dir, labels=GENRES, source_rate=22050, sample_rate=22050, clip_seconds=3.0)
+        assert sorted(at_22k.clip_ids) == sorted(rows["clip_id"]) and at_22k.waveforms.shape == (len(rows), 66150)
+        for clip_id, waveform in zip(at_22k.clip_ids, at_22k.waveforms):
+            row = rows.set_index("clip_id").loc[clip_id]
+            audio = load_wav(project.raw_dir / row["genre"] / f"{row['track_id']}.wav", sample_rate=22050)
+            start = int(round(float(row["start_s"]) * 22050))
+            np.testing.assert_array_equal(waveform, audio[start : start + 66150])
+        at_16k = load_split(clips, split=split, raw_dir=project.raw_dir, labels=GENRES, source_rate=22050, sample_rate=16000, clip_seconds=3.0)
+        assert at_16k.waveforms.shape == (len(rows), 48000) and at_16k.clip_ids == at_22k.clip_ids

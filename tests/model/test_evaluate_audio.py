@@ -26,9 +26,9 @@ def test_candidates_of_two_sample_rates_are_scored_on_the_same_clips(tmp_path) -
     assert np.array_equal(at_16k.outcome.track, truth)
     assert np.array_equal(at_22k.outcome.track, np.where(truth == 2, 0, truth))  # rock heard as blues
     assert at_16k.probabilities.shape == (6, 3) and at_16k.embedding.shape == (6, 4)
-    assert list(find_candidates(paths)) == ["mfcc-logreg", "musicnn-msd"]
+    assert list(find_candidates(paths, candidates=["musicnn-msd", "mfcc-logreg", "compact"])) == ["mfcc-logreg", "musicnn-msd"]
 
-    metrics = evaluate_candidate("musicnn-msd", find_candidates(paths)["musicnn-msd"], test,
+    metrics = evaluate_candidate("musicnn-msd", find_candidates(paths, candidates=["musicnn-msd"])["musicnn-msd"], test,
                                  metrics_path=paths.metrics_dir / "candidates" / "musicnn-msd.json",
                                  plots_dir=paths.plots_dir / "candidates" / "musicnn-msd", tsne_clips=250)
     assert metrics["track_accuracy_mean_prob"] == 1.0 and metrics["sample_rate"] == 16000

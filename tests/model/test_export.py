@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from tests.export_support import GENRES, audio_project, centroid_model, small_cnn
+from tests.export_support import GENRES, audio_project, centroid_model, keras_family, small_cnn
 
 from genretag import export
 from genretag.config import preprocessing_spec
-from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, read_contract
-from genretag.errors import ExportError
+from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, read_contract
+from genretag.errors import ExportError, TrainingDataError
+from genretag.families.compact import Compact
+from genretag.families.keras_images import network_to_onnx
 from genretag.spectrogram import clips_to_images, to_model_input
+from genretag.train import candidate_dir, export_trained_candidate, parity_clips
 
 
 @pytest.fixture(scope="module")
@@ -27,16 +29,22 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.glob(".*.tmp"))
 
 
+def _contract(params, family) -> ModelContract:
+    return ModelContract(labels=tuple(params.genres), model_name="genretag-cnn", model_version="test", sample_rate=family.sample_rate,
+                         clip_samples=family.clip_samples, family=family.name, preprocessing=family.preprocessing())
+
+
 def test_export_writes_a_parity_checked_v2_model_with_its_contract(project) -> None:
     params, paths = project
     model = small_cnn(seed=1)
-    paths.models_dir.mkdir(exist_ok=True)
-    model.save(paths.keras_model)
+    folder = candidate_dir(paths, "compact")
+    keras_family(model, params).save(folder)
 
-    result = export.export_model(params, paths)  # loads models/model.keras, like the DVC stage
+    result = export_trained_candidate(params, paths, "compact")  # loads the saved family, like the DVC stage
+    onnx_path = folder / "model.onnx"
 
-    assert result.onnx_path == paths.onnx_model and paths.onnx_model.is_file()
-    assert (paths.models_dir / "MODEL_CARD.md").is_file() and not _leftovers(paths.models_dir)
+    assert result.onnx_path == onnx_path and onnx_path.is_file()
+    assert (folder / "MODEL_CARD.md").is_file() and not _leftovers(folder)
     parity = result.parity
     print(f"\nparity: test {parity.max_abs_diff_test:.3g} on {parity.test_clips} clips, "
           f"synthetic {parity.max_abs_diff_synthetic:.3g} on {parity.synthetic_clips}")
@@ -44,7 +52,7 @@ def test_export_writes_a_parity_checked_v2_model_with_its_contract(project) -> N
     assert parity.max_abs_diff <= params.export.parity_tolerance == 1e-3 and parity.top1_mismatches == 0
 
     # Graph: input waveform [N, 66150] float32, outputs probabilities [N, K] and embedding [N, D], opset from params.
-    proto = onnx.load(str(paths.onnx_model))
+    proto = onnx.load(str(onnx_path))
     onnx.checker.check_model(proto)
     (graph_input,) = proto.graph.input
     assert graph_input.name == INPUT_NAME and graph_input.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
@@ -55,10 +63,10 @@ def test_export_writes_a_parity_checked_v2_model_with_its_contract(project) -> N
 
     # Independent check of the written file: waveform -> ONNX vs numpy + Pillow images -> Keras, any batch size.
     spec = preprocessing_spec(params)
-    test = export.load_test_clips(paths, sample_rate=spec.sample_rate, clip_samples=spec.clip_samples)
+    test = parity_clips(params, paths, Compact(spec=spec))
     images = to_model_input(clips_to_images(test.waveforms, spec))
     expected = np.asarray(model(images, training=False))
-    session = export.onnx_session(paths.onnx_model)
+    session = export.onnx_session(onnx_path)
     for batch in (0, 1, 5, len(test)):
         got, embedding = session.run([OUTPUT_NAME, EMBEDDING_NAME], {INPUT_NAME: test.waveforms[:batch]})
         assert got.shape == (batch, len(GENRES)) and embedding.shape == (batch, 4)  # small_cnn: 4 pooled filters
@@ -66,43 +74,42 @@ def test_export_writes_a_parity_checked_v2_model_with_its_contract(project) -> N
         assert (got.argmax(axis=1) == expected[:batch].argmax(axis=1)).all()
 
     # Contract round trip.
-    contract = read_contract(paths.onnx_model)
-    assert contract == result.contract and contract.contract_version == 2 and contract.family == "paper"
+    contract = read_contract(onnx_path)
+    assert contract == result.contract and contract.contract_version == 2 and contract.family == "compact"
     assert (contract.sample_rate, contract.clip_samples) == (22050, 66150)
     assert contract.labels == GENRES
-    assert contract.preprocessing == json.loads(spec.to_json())
+    assert contract.preprocessing == {"frontend": "paper mel image", **json.loads(spec.to_json())}
     assert contract.model_name == params.registry.model_name == "genretag-cnn"
-    assert contract.model_version == export.weights_version(model) and contract.model_version.startswith("weights-")
-    assert contract.training_data_hash == "dvc-md5:fedcba9876543210fedcba9876543210.dir"
+    assert contract.model_version == "compact-"  # no training.json: no MLflow run id
+    assert contract.training_data_hash.startswith("dvc-md5:0123456789abcdef0123456789abcdef.dir+clips-sha256:")
     assert contract.git_commit == "unknown"  # the tmp project is not a git repository
-    assert contract.test_metrics == {"test_accuracy": 0.75, "macro_f1": 0.7, "n_test_clips": 12.0}
     meta = session.get_modelmeta().custom_metadata_map
     assert json.loads(meta["genretag.labels"]) == list(GENRES) and meta["genretag.sample_rate"] == "22050"
 
-    card = (paths.models_dir / "MODEL_CARD.md").read_text()
+    card = (folder / "MODEL_CARD.md").read_text()
     for needle in ("SYNTHETIC DEMO CORPUS", "say nothing about accuracy on real music", "Intended use",
                    "GTZAN's known faults", "Leaky clip split", "`waveform`: float32 [N, 66150]", "22050 Hz",
                    "`probabilities`", "`embedding`", "contract_version", "import onnxruntime as ort", contract.model_version,
-                   f"{parity.max_abs_diff_test:.3g}", "| test_accuracy | 0.7500 |", "| n_test_clips | 12 |"):
+                   f"{parity.max_abs_diff_test:.3g}", "| family | `compact`: 4 x (conv 3x3", "3 tracks / 6 clips",
+                   f"ONNX clip accuracy at export: {parity.onnx_test_accuracy:.4f} on 12 test clips"):
         assert needle in card, needle
 
 
-def test_functional_model_from_genretag_models_exports_and_the_version_is_the_weights(project, tmp_path) -> None:
+def test_a_paper_network_exports_to_byte_identical_files(project, tmp_path) -> None:
     from genretag.models import build_model
 
     params, paths = project
-    model = build_model("exp1", input_shape=(32, 32, 3), n_classes=len(GENRES))
-    first = export.export_model(params, paths, keras_model=model, onnx_path=tmp_path / "a" / "model.onnx")
-    second = export.export_model(params, paths, keras_model=model, onnx_path=tmp_path / "b" / "model.onnx")
+    family = keras_family(build_model("exp1", input_shape=(32, 32, 3), n_classes=len(GENRES)), params)
+    test = parity_clips(params, paths, family)
+    first, second = (export.export_candidate(family, contract=_contract(params, family), onnx_path=tmp_path / name / "model.onnx",
+                                             test=test, card=lambda parity: "card") for name in ("a", "b"))
     assert first.parity.passed and first.parity.max_abs_diff <= params.export.parity_tolerance
     assert first.parity.max_abs_diff_embedding <= 1e-3  # the 128-unit dense layer
-    assert first.contract.model_version == second.contract.model_version
     assert (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()
-    assert (tmp_path / "a" / "MODEL_CARD.md").is_file()
+    assert (tmp_path / "a" / "MODEL_CARD.md").read_text() == "card"
 
 
-@dataclass(frozen=True)
-class ReversedColours(export.PaperCNN):
+class ReversedColours(Compact):
     """The paper CNN with its graph broken on purpose: the colour table upside down."""
 
     def to_onnx(self) -> onnx.ModelProto:
@@ -114,11 +121,10 @@ class ReversedColours(export.PaperCNN):
 
 def test_the_gate_passes_the_paper_graph_and_refuses_a_broken_one_writing_nothing(project, tmp_path) -> None:
     params, paths = project
-    spec = preprocessing_spec(params)
-    model = centroid_model(paths)
-    test = export.load_test_clips(paths, sample_rate=spec.sample_rate, clip_samples=spec.clip_samples)
-    contract = export.build_contract(params, paths, model_version="weights-test")
-    good = export.export_candidate(export.PaperCNN(model=model, spec=spec), contract=contract, onnx_path=tmp_path / "good.onnx", test=test)
+    good_family = keras_family(centroid_model(params, paths), params)
+    test = parity_clips(params, paths, good_family)
+    contract = _contract(params, good_family)
+    good = export.export_candidate(good_family, contract=contract, onnx_path=tmp_path / "good.onnx", test=test)
     assert good.parity.passed and good.parity.top1_mismatches == 0 and good.parity.max_abs_diff <= export.DEFAULT_TOLERANCE
     assert good.parity.onnx_test_accuracy == 1.0  # the tone clips are separable: the hand-made model is perfect
     assert good.card_path is None and sorted(p.name for p in tmp_path.iterdir()) == ["good.onnx"]
@@ -127,26 +133,25 @@ def test_the_gate_passes_the_paper_graph_and_refuses_a_broken_one_writing_nothin
     out.mkdir()
     (out / "model.onnx").write_bytes(b"previous model")
     with pytest.raises(ExportError, match=r"does not match the framework .*on 12 test clips.*Nothing written"):
-        export.export_candidate(
-            ReversedColours(model=model, spec=spec), contract=contract, onnx_path=out / "model.onnx", test=test, card=lambda _: "card"
-        )
+        broken = ReversedColours(spec=good_family.spec)
+        broken.model, broken.labels = good_family.model, good_family.labels
+        export.export_candidate(broken, contract=contract, onnx_path=out / "model.onnx", test=test, card=lambda _: "card")
     assert (out / "model.onnx").read_bytes() == b"previous model"
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx"]  # no card, no temporary file
 
 
 def test_a_graph_that_is_not_contract_v2_is_refused(project, tmp_path) -> None:
     params, paths = project
-    spec = preprocessing_spec(params)
 
-    @dataclass(frozen=True)
-    class ImageInput(export.PaperCNN):
+    class ImageInput(Compact):
         def to_onnx(self) -> onnx.ModelProto:
-            return export.convert_to_onnx(self.model, image_size=self.spec.image_size, opset=self.opset)
+            return network_to_onnx(self.model, image_size=self.spec.image_size, opset=self.opset)
 
-    test = export.load_test_clips(paths, sample_rate=spec.sample_rate, clip_samples=spec.clip_samples)
-    contract = export.build_contract(params, paths, model_version="weights-test")
+    family = ImageInput(spec=preprocessing_spec(params))
+    family.model = small_cnn()
     with pytest.raises(ExportError, match="contract v2 needs waveform"):
-        export.export_candidate(ImageInput(model=small_cnn(), spec=spec), contract=contract, onnx_path=tmp_path / "m.onnx", test=test)
+        export.export_candidate(family, contract=_contract(params, family), onnx_path=tmp_path / "m.onnx",
+                                test=parity_clips(params, paths, family))
     assert not list(tmp_path.iterdir())
 
 
@@ -155,7 +160,7 @@ def test_a_zero_tolerance_is_not_a_valid_setting(project) -> None:
     with pytest.raises(ValueError):
         params.export.model_validate({"opset": 17, "parity_tolerance": 0})
     with pytest.raises(ExportError, match="opsets 13..18"):
-        export.convert_to_onnx(small_cnn(), image_size=(32, 32), opset=19)
+        network_to_onnx(small_cnn(), image_size=(32, 32), opset=19)
 
 
 def test_a_model_without_softmax_is_refused(project, tmp_path) -> None:
@@ -164,15 +169,19 @@ def test_a_model_without_softmax_is_refused(project, tmp_path) -> None:
     params, paths = project
     rng = np.random.default_rng(0)
     logits_model = linear_model(rng.normal(size=(32 * 32 * 3, len(GENRES))), np.zeros(len(GENRES)), activation=None)
+    family = keras_family(logits_model, params)
     with pytest.raises(ExportError, match="softmax"):
-        export.export_model(params, paths, keras_model=logits_model, onnx_path=tmp_path / "model.onnx")
+        export.export_candidate(family, contract=_contract(params, family), onnx_path=tmp_path / "model.onnx",
+                                test=parity_clips(params, paths, family))
     assert not list(tmp_path.iterdir())
 
 
 def test_a_model_with_the_wrong_number_of_classes_is_refused(project, tmp_path) -> None:
     params, paths = project
+    family = keras_family(small_cnn(n_classes=4), params)
     with pytest.raises(ExportError, match=r"expected \(N, 3\)"):
-        export.export_model(params, paths, keras_model=small_cnn(n_classes=4), onnx_path=tmp_path / "model.onnx")
+        export.export_candidate(family, contract=_contract(params, family), onnx_path=tmp_path / "model.onnx",
+                                test=parity_clips(params, paths, family))
     assert not list(tmp_path.iterdir())
 
 
@@ -180,18 +189,19 @@ def test_a_missing_test_track_names_the_file(tmp_path) -> None:
     params, paths = audio_project(tmp_path / "p", tracks={"test": 1}, clips_per_track=1)
     wav = next((paths.raw_dir).rglob("*.wav"))
     wav.unlink()
-    with pytest.raises(ExportError, match=wav.name):
-        export.load_test_clips(paths, sample_rate=22050, clip_samples=66150)
+    with pytest.raises(TrainingDataError, match=wav.name):
+        parity_clips(params, paths, Compact(spec=preprocessing_spec(params)))
 
 
-def test_training_data_hash_comes_from_dvc_lock_else_from_clips_csv(tmp_path) -> None:
+def test_training_data_hash_names_the_ingested_audio_and_the_clips(tmp_path) -> None:
     import hashlib
 
     _, paths = audio_project(tmp_path / "p", tracks={"test": 1}, clips_per_track=1)
-    assert export.training_data_hash(paths) == "dvc-md5:fedcba9876543210fedcba9876543210.dir"
+    clips = "clips-sha256:" + hashlib.sha256(paths.clips.read_bytes()).hexdigest()[:16]
+    assert export.training_data_hash(paths) == "dvc-md5:0123456789abcdef0123456789abcdef.dir+" + clips
     assert export.dvc_lock_md5(paths.root, stage="ingest", out="data/raw") == "0123456789abcdef0123456789abcdef.dir"
     (paths.root / "dvc.lock").unlink()
-    assert export.training_data_hash(paths) == "sha256:" + hashlib.sha256(paths.clips.read_bytes()).hexdigest()
+    assert export.training_data_hash(paths) == clips
     assert export.dvc_lock_md5(paths.root, stage="ingest", out="data/raw") is None
 
 
@@ -201,6 +211,8 @@ def test_a_mixed_precision_model_exports_and_runs_on_onnxruntime_cpu(project, tm
 
     params, paths = project
     model = build_model("exp1", input_shape=(32, 32, 3), n_classes=len(GENRES), mixed_precision=True)
-    result = export.export_model(params, paths, keras_model=model, onnx_path=tmp_path / "model.onnx")
+    family = keras_family(model, params)
+    result = export.export_candidate(family, contract=_contract(params, family), onnx_path=tmp_path / "model.onnx",
+                                     test=parity_clips(params, paths, family))
     print(f"\nmixed precision parity: {result.parity.max_abs_diff:.3g}")
     assert result.parity.max_abs_diff <= 1e-3 and result.parity.top1_mismatches == 0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from genretag.errors import ConfigError
-from genretag.models import EMBEDDING_LAYER, EXPERIMENTS, architecture, build_model, embed, experiment_names
+from genretag.models import EMBEDDING_LAYER, EXPERIMENTS, architecture, build_model, experiment_names
 
 # Holst 2021: trainable parameters of each experiment at its input size.
 PAPER_PARAMS = {
@@ -74,9 +74,11 @@ def test_regularised_variants_add_l2_to_hidden_layers(plain, regularised):
 
 
 def test_embedding_activations():
+    from genretag.families.keras_images import keras_predict
+
     model = build_model("exp7", input_shape=(64, 64, 3), n_classes=3)
     images = np.random.default_rng(0).random((5, 64, 64, 3), dtype=np.float32)
-    activations = embed(model, images)
+    activations = keras_predict(model, images).embedding
     assert activations.shape == (5, 128) and activations.dtype == np.float32
     assert (activations >= 0).all()  # relu
 

@@ -144,9 +144,8 @@ def test_a_v1_or_unreadable_candidate_is_reported_and_the_others_still_go_throug
 
 def test_pip_requirements_are_pinned_from_requirements_lock() -> None:
     lock = {line.split("==")[0]: line.strip() for line in (REPO_ROOT / "requirements.lock").read_text().splitlines() if "==" in line}
-    # A CPU consumer rebuilding the environment gets the CPU wheel, at the version the GPU build is locked at.
-    cpu_onnxruntime = lock["onnxruntime-gpu"].replace("onnxruntime-gpu", "onnxruntime")
-    assert registry.pip_requirements(REPO_ROOT) == [cpu_onnxruntime, lock["onnx"], lock["numpy"]]
+    cpu_runtime = lock["onnxruntime-gpu"].replace("onnxruntime-gpu", "onnxruntime")  # a CPU consumer must not get the GPU wheel
+    assert registry.pip_requirements(REPO_ROOT) == [cpu_runtime, lock["onnx"], lock["numpy"]]
 
 
 def test_flattened_params_mask_passwords_in_urls(project) -> None:

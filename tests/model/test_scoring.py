@@ -67,11 +67,11 @@ def test_require_gpu_fails_at_once_with_the_reason(onnx_path: Path, model) -> No
 
 def test_the_gpu_batch_limit_follows_the_largest_activation() -> None:
     """cuDNN rejects tensors of 2^31 elements: on an H100 the paper's exp8 at 128x128 ran 1,023 clips and failed at 1,024."""
-    from genretag.export import convert_to_onnx
+    from genretag.families.keras_images import network_to_onnx
     from genretag.models import build_model
 
     exp8 = build_model("exp8", input_shape=(128, 128, 3), n_classes=10)
-    proto = convert_to_onnx(exp8, image_size=(128, 128), opset=17)
+    proto = network_to_onnx(exp8, image_size=(128, 128), opset=17)
     keras_largest = max(int(np.prod(layer.output.shape[1:])) for layer in exp8.layers)
 
     assert largest_activation(proto) == keras_largest == 128 * 128 * 128  # conv1's output per clip

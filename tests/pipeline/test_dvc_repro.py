@@ -1,4 +1,5 @@
-"""`dvc repro` end to end on a tiny demo corpus; reruns only what a change affects."""
+"""`dvc repro` end to end on a tiny demo corpus: every output written, nothing reruns unchanged,
+a parameter change reruns only the stages it affects."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from PIL import Image
 
-from tests.pipeline.conftest import repro, set_params, stages_run
+from tests.pipeline.conftest import TINY_CANDIDATES, repro, set_params, stages_run
 
 pytestmark = pytest.mark.slow
 
 
 def test_every_stage_writes_its_outputs(pipeline_project):
+    from genretag.contract import read_contract
+
     root = pipeline_project
     manifest = pd.read_csv(root / "data/raw/manifest.csv")
     assert len(manifest) == 12 and set(manifest["genre"]) == {"blues", "classical", "metal", "reggae"}
@@ -25,54 +27,71 @@ def test_every_stage_writes_its_outputs(pipeline_project):
     clips = pd.read_csv(root / "data/clips.csv")
     assert len(clips) == 120 and set(clips["split"]) == {"train", "validation", "test"}
     assert (clips.groupby("track_id")["split"].nunique() == 1).all()
-    image = Image.open(root / clips.iloc[0]["image"])
-    assert image.size == (64, 64) and image.mode == "P"  # indexed viridis (genretag.images.png_bytes)
-    assert (root / "reports/validation/index.html").is_file()
-    for out in ("models/model.keras", "models/model.onnx", "models/MODEL_CARD.md", "models/registry.json",
-                "metrics/train.json", "metrics/eval.json", "plots/history.csv", "plots/confusion_matrix.csv"):
-        assert (root / out).is_file(), out
+    assert (root / "reports/validation/index.html").is_file() and (root / "metrics/validation.json").is_file()
+    test_clips = int((clips["split"] == "test").sum())
+
+    for candidate in TINY_CANDIDATES:
+        folder = root / "models/candidates" / candidate
+        contract = read_contract(folder / "model.onnx")
+        assert contract.contract_version == 2 and contract.family == candidate and contract.labels == ("blues", "classical", "metal", "reggae")
+        training = json.loads((folder / "training.json").read_text())
+        assert training["candidate"] == candidate and contract.model_version == f"{candidate}-{training['mlflow_run_id'][:12]}"
+        assert "Model card" in (folder / "MODEL_CARD.md").read_text()
+        metrics = json.loads((root / "metrics/candidates" / f"{candidate}.json").read_text())
+        assert metrics["n_test_clips"] == test_clips and 0.0 <= metrics["track_accuracy_mean_prob"] <= 1.0
+        plots = root / "plots/candidates" / candidate
+        assert len(pd.read_csv(plots / "confusion_matrix.csv")) == test_clips
+        assert (plots / "confusion_matrix.png").read_bytes()[:4] == (plots / "tsne.png").read_bytes()[:4] == b"\x89PNG"
+    assert (root / "models/candidates/compact/training_curves.png").is_file()  # a family that learns by epochs
+
     registry = json.loads((root / "models/registry.json").read_text())
-    assert registry["alias"] == "champion"
-    assert "test_accuracy" in json.loads((root / "metrics/eval.json").read_text())
+    assert {row["model"] for row in registry["candidates"]} >= set(TINY_CANDIDATES)
+    assert registry["decision"] and registry["reason"]
+    assert registry["decision"] in (root / "models/GATE.md").read_text()
+    for stale in ("models/model.keras", "models/model.onnx", "data/images", "metrics/eval.json", "plots/history.csv"):
+        assert not (root / stale).exists(), stale  # the single-model stages are gone
 
 
 def test_nothing_reruns_when_nothing_changed(pipeline_project):
-    result = repro(pipeline_project)
-    assert stages_run(result.stdout) == set()
+    assert stages_run(repro(pipeline_project).stdout) == set()
 
 
 def test_a_param_change_reruns_only_the_stages_it_affects(pipeline_project):
     root = pipeline_project
     set_params(root, {"evaluate": {"tsne_clips": 30}})
-    first = stages_run(repro(root).stdout)
-    assert "evaluate" in first and not first & {"ingest", "validate", "split", "spectrograms", "train"}
+    assert stages_run(repro(root).stdout) == {"evaluate"}  # same metrics: the gate has nothing new to see
 
-    images = sorted((root / "data/images").rglob("*.png"))
-    set_params(root, {"spectrogram": {"top_db": 70.0}})
-    second = stages_run(repro(root).stdout)
-    assert {"spectrograms", "train", "evaluate"} <= second
-    assert not second & {"ingest", "validate", "split"}
-    assert sorted((root / "data/images").rglob("*.png")) == images  # same clips, re-rendered in place
+    onnx = {c: (root / "models/candidates" / c / "model.onnx").read_bytes() for c in TINY_CANDIDATES}
+    set_params(root, {"train": {"candidates": TINY_CANDIDATES[:1]}})  # drop a candidate: no model is retrained
+    assert stages_run(repro(root).stdout) == {"evaluate", "register"}
+    assert sorted(p.name for p in (root / "metrics/candidates").iterdir()) == [f"{TINY_CANDIDATES[0]}.json"]
+    gate = json.loads((root / "models/registry.json").read_text())
+    assert TINY_CANDIDATES[1] not in {row["model"] for row in gate["candidates"]}
+
+    set_params(root, {"train": {"candidates": TINY_CANDIDATES}})  # back: the kept model and its outputs come back unchanged
+    assert stages_run(repro(root).stdout) == {"evaluate", "register"}
+    assert {c: (root / "models/candidates" / c / "model.onnx").read_bytes() for c in TINY_CANDIDATES} == onnx
+
+    set_params(root, {"register": {"alpha": 0.01}})
+    assert stages_run(repro(root).stdout) == {"register"}
 
 
 def test_catalog_scoring_of_the_audio_equals_the_evaluate_stage(pipeline_project):
-    """The tagger (WAV -> ONNX) and the evaluate stage (PNG -> Keras) agree on every test track."""
-    import keras
-
+    """The tagger (WAV -> windows -> ONNX) and the evaluate stage (clips.csv windows -> ONNX) agree on every test track."""
+    from genretag.evaluate import read_test_audio, score_on_audio
+    from genretag.config import layout
     from genretag.scoring import open_model, score_file
-    from genretag.spectrogram import to_model_input
 
     root = pipeline_project
-    clips = pd.read_csv(root / "data/clips.csv")
-    test = clips[clips["split"] == "test"]
-    keras_model = keras.models.load_model(root / "models/model.keras")
-    onnx_model = open_model(root / "models/model.onnx")
-    assert onnx_model.provider == "CPUExecutionProvider"
-    manifest = pd.read_csv(root / "data/raw/manifest.csv").set_index("track_id")
-    for track_id, track_clips in test.groupby("track_id"):
-        images = np.stack([np.asarray(Image.open(root / image).convert("RGB")) for image in track_clips.sort_values("clip_index")["image"]])
-        evaluate_mean = keras_model.predict(to_model_input(images), verbose=0).mean(axis=0)
-        tagged = score_file(onnx_model, root / manifest.at[track_id, "path"], max_windows=10)
-        assert tagged.windows_scored == len(images)
-        np.testing.assert_allclose([tagged.probabilities[g] for g in onnx_model.labels], evaluate_mean, atol=1e-4)
-        assert tagged.label == onnx_model.labels[int(np.argmax(evaluate_mean))]
+    paths = layout(root)
+    test = read_test_audio(paths, genres=("blues", "classical", "metal", "reggae"))
+    for candidate in TINY_CANDIDATES:
+        onnx_path = root / "models/candidates" / candidate / "model.onnx"
+        scores = score_on_audio(onnx_path, test)
+        model = open_model(onnx_path)
+        assert model.provider == "CPUExecutionProvider"
+        for track_id, rows in test.clips.groupby("track_id", sort=False):
+            expected = scores.probabilities[rows.index].mean(axis=0)
+            tagged = score_file(model, rows["path"].iloc[0], max_windows=len(rows))
+            assert tagged.windows_scored == len(rows)
+            np.testing.assert_allclose([tagged.probabilities[g] for g in test.genres], expected, atol=1e-4)

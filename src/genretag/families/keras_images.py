@@ -2,8 +2,11 @@
 
 Input of the network: the paper's colour mel image, float32 NHWC in [0, 1]
 (:func:`genretag.spectrogram.waveform_to_images` then ``to_model_input``; in the graph
-:func:`genretag.graph.paper_image_frontend`). The network's last hidden layer is named
-``embedding`` (:data:`genretag.models.EMBEDDING_LAYER`).
+:func:`genretag.graph.paper_image_frontend`). The contract's ``embedding`` output is the input of
+the network's last Dense layer: the 128-unit layer named ``embedding``
+(:data:`genretag.models.EMBEDDING_LAYER`; after dropout in `compact`, the same values at inference).
+This module holds the one Keras -> ONNX conversion (:func:`network_to_onnx`) and the one Keras
+reference forward pass (:func:`keras_predict`) of genretag: the parity gate compares the two.
 
 The training recipe, for little real data (each choice with its source):
 
@@ -21,7 +24,9 @@ The training recipe, for little real data (each choice with its source):
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,12 +35,15 @@ from typing import Any, ClassVar
 import numpy as np
 import onnx
 
-from genretag.contract import EMBEDDING_NAME, OUTPUT_NAME
-from genretag.models import EMBEDDING_LAYER
+from genretag.contract import EMBEDDING_NAME, OUTPUT_NAME, V1_INPUT_NAME
+from genretag.errors import ExportError
+from genretag.families import Prediction
+from genretag.graph import OPSET, compose, paper_image_frontend, rename_tensor
 from genretag.spectrogram import PreprocessingSpec, db_to_image, mel_db, to_model_input
 
 MODEL_FILE = "model.keras"
 STATE_FILE = "family.json"
+BATCH_DIM = "N"  # the dynamic batch dimension of every graph (genretag.export checks it)
 
 
 class KerasImageFamily:
@@ -126,7 +134,7 @@ class KerasImageFamily:
 
         self.labels = tuple(labels)
         k = len(labels)
-        configure_runtime(seed=seed, xla=False)
+        configure_runtime(seed=seed)
         rng = np.random.default_rng(seed)
         self.model = self.build_network(n_classes=k)
         r = self.recipe
@@ -161,43 +169,22 @@ class KerasImageFamily:
                 "validation_loss": best_row.get("val_loss"), "validation_accuracy": best_row.get("val_accuracy"),
                 "train_loss": best_row["loss"], "params_count": int(self.model.count_params()), "history": history}
 
-    def _networks(self):
-        import keras
-
-        return keras.Model(self.model.inputs, [self.model.outputs[0], self.model.get_layer(EMBEDDING_LAYER).output])
-
     def predict(self, waveforms: np.ndarray):
-        from genretag.families import Prediction
-
-        probabilities, embedding = self._networks().predict(self.images(np.asarray(waveforms, np.float32)), batch_size=64, verbose=0)
-        return Prediction(probabilities=np.asarray(probabilities, np.float32), embedding=np.asarray(embedding, np.float32))
+        """numpy + Pillow images (:meth:`images`, the training path) -> Keras, in true float32."""
+        return keras_predict(self.model, self.images(np.asarray(waveforms, np.float32)))
 
     def to_onnx(self) -> onnx.ModelProto:
-        """tf2onnx of the network (``mel_image`` -> ``probabilities``, ``embedding``) behind the paper's image front end."""
-        import tensorflow as tf
-        import tf2onnx
+        """:func:`genretag.graph.paper_image_frontend` composed with :func:`network_to_onnx` of the trained network.
 
-        from genretag.graph import compose, paper_image_frontend, rename_tensor
-
-        both = self._networks()
-        height, width = self.spec.image_size
-
-        @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name="mel_image")])
-        def serve(mel_image):
-            probabilities, embedding = both(mel_image, training=False)
-            return {OUTPUT_NAME: tf.identity(probabilities, name=OUTPUT_NAME), EMBEDDING_NAME: tf.identity(embedding, name=EMBEDDING_NAME)}
-
-        network, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=self.opset)
-        for output in list(network.graph.output):
-            for wanted in (OUTPUT_NAME, EMBEDDING_NAME):
-                if output.name != wanted and output.name.split(":")[0].endswith(wanted):
-                    rename_tensor(network.graph, output.name, wanted)
-        return compose(paper_image_frontend(self.spec), network)
+        Raises ExportError when ``opset`` is not the front end's (the STFT op needs :data:`genretag.graph.OPSET`).
+        """
+        if self.opset != OPSET:
+            raise ExportError(f"export.opset {self.opset}: the waveform front end needs opset {OPSET} (the STFT op)")
+        return compose(paper_image_frontend(self.spec), network_to_onnx(self.model, image_size=self.spec.image_size, opset=self.opset))
 
     def preprocessing(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return {"frontend": "paper mel image", **asdict(self.spec)}
+        """``frontend`` and the PreprocessingSpec fields as JSON values (what the contract stores and gives back)."""
+        return {"frontend": "paper mel image", **json.loads(self.spec.to_json())}
 
     def describe(self) -> dict[str, Any]:
         return {"family": self.name, **self.architecture(), "parameters": int(self.model.count_params()) if self.model else None,
@@ -205,18 +192,16 @@ class KerasImageFamily:
                 "image_size": list(self.spec.image_size)}
 
     def save(self, directory: Path) -> None:
-        """``model.keras`` (atomic) and ``family.json`` (labels, recipe, image size)."""
+        """``model.keras`` (atomic) and ``family.json`` (labels, the whole PreprocessingSpec, recipe)."""
         from genretag.atomic import write_json
         from genretag.train import save_model
 
         directory.mkdir(parents=True, exist_ok=True)
         save_model(self.model, directory / MODEL_FILE)
-        write_json(directory / STATE_FILE, {"labels": list(self.labels), "image_size": list(self.spec.image_size), "recipe": self.recipe})
+        write_json(directory / STATE_FILE, {"labels": list(self.labels), "spec": json.loads(self.spec.to_json()), "recipe": self.recipe})
 
     def load(self, directory: Path) -> None:
         """Read what :meth:`save` wrote; raises :class:`~genretag.errors.TrainingDataError` when unusable."""
-        import json
-
         import keras
 
         from genretag.errors import TrainingDataError
@@ -227,4 +212,121 @@ class KerasImageFamily:
         except (OSError, ValueError, KeyError) as exc:
             raise TrainingDataError(f"{directory}: cannot read the trained {self.name} model ({exc})") from exc
         self.labels = tuple(state["labels"])
-        self.spec = PreprocessingSpec(image_size=tuple(state["image_size"]))
+        self.spec = PreprocessingSpec.from_json(json.dumps(state["spec"]))
+
+
+# --------------------------------------------------------------------------- Keras -> ONNX, Keras reference
+
+
+def _with_embedding(model):
+    """The same Keras model returning (probabilities, input of its last Dense layer = the embedding)."""
+    import keras
+
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    if not dense:
+        raise ExportError(f"model {model.name!r} has no Dense layer: no embedding to expose")
+    return keras.Model(model.inputs, [model.outputs[0], dense[-1].input], name=f"{model.name}_with_embedding")
+
+
+def keras_predict(model, inputs: np.ndarray, *, batch_size: int = 64) -> Prediction:
+    """Keras's probabilities and embedding in true float32 on NHWC images in [0, 1]: TF32
+    (TensorFlow's default on Ampere and newer GPUs) is switched off for this process, or the
+    reference itself would be off by ~1e-3."""
+    import keras
+    import tensorflow as tf
+
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    both = _with_embedding(model)
+    parts = [both(inputs[start : start + batch_size], training=False) for start in range(0, len(inputs), batch_size)]
+    probabilities = [np.asarray(keras.ops.convert_to_numpy(p), dtype=np.float32) for p, _ in parts]
+    embedding = [np.asarray(keras.ops.convert_to_numpy(e), dtype=np.float32).reshape(len(p), -1) for p, e in zip(probabilities, (e for _, e in parts))]
+    return Prediction(probabilities=np.concatenate(probabilities), embedding=np.concatenate(embedding))
+
+
+def network_to_onnx(model, *, image_size: tuple[int, int], opset: int) -> onnx.ModelProto:
+    """Keras network -> ONNX: input ``mel_image`` float32 [N, H, W, 3] in [0, 1], outputs ``probabilities``
+    [N, K] then ``embedding`` [N, D] (:func:`_with_embedding`), byte-stable names.
+
+    The model is wrapped in a ``tf.function`` and converted with ``tf2onnx.convert.from_function``
+    (``from_keras`` breaks on Keras 3). Raises ExportError for an opset tf2onnx 1.17 cannot write or a failed conversion.
+    """
+    import tensorflow as tf
+    import tf2onnx
+
+    if not 13 <= opset <= 18:
+        raise ExportError(f"export.opset {opset}: tf2onnx 1.17 converts opsets 13..18 only")
+    height, width = image_size
+    signature = [tf.TensorSpec([None, height, width, 3], tf.float32, name=V1_INPUT_NAME)]
+    both = _with_embedding(model)
+
+    @tf.function(input_signature=signature)
+    def serve(mel_image):
+        probabilities, embedding = both(mel_image, training=False)
+        flat = embedding if embedding.shape.rank == 2 else tf.reshape(embedding, [-1, int(np.prod(embedding.shape[1:]))])
+        return {OUTPUT_NAME: tf.cast(probabilities, tf.float32), EMBEDDING_NAME: tf.cast(flat, tf.float32)}
+
+    try:
+        proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
+    except Exception as exc:  # noqa: BLE001 - tf2onnx and TensorFlow raise anything
+        raise ExportError(f"tf2onnx could not convert model {getattr(model, 'name', '?')!r}: {exc}") from exc
+    return _stable_names(_normalise_io(proto))
+
+
+def _stable_names(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop the process-wide counters tf2onnx and TensorFlow put into names (``Reshape_shape__19``,
+    ``__inference_serve_116``): the same model then gives a byte-identical file in any process."""
+    graph = proto.graph
+    if any(attribute.g.node or attribute.graphs for node in graph.node for attribute in node.attribute):
+        return proto  # control flow with subgraphs: leave names alone
+    graph.doc_string = ""
+
+    def renamer() -> Callable[[str], str]:
+        taken: dict[str, str] = {}
+        counts: dict[str, int] = {}
+
+        def rename(name: str) -> str:
+            if name not in taken:
+                base = re.sub(r"__\d+", "", name)
+                counts[base] = counts.get(base, 0) + 1
+                taken[name] = base if counts[base] == 1 else f"{base}__{counts[base]}"
+            return taken[name]
+
+        return rename
+
+    tensor, node_name = renamer(), renamer()
+    for value in (*graph.input, *graph.output):
+        tensor(value.name)  # reserved, unchanged
+    for initializer in graph.initializer:
+        initializer.name = tensor(initializer.name)
+    for node in graph.node:
+        node.name = node_name(node.name)
+        node.input[:] = [tensor(name) if name else name for name in node.input]
+        node.output[:] = [tensor(name) for name in node.output]
+    for value in graph.value_info:
+        value.name = tensor(value.name)
+    return proto
+
+
+def _normalise_io(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Input ``mel_image``, outputs ``probabilities`` then ``embedding``, batch dimension named ``N``."""
+    network = proto.graph
+    initializers = {init.name for init in network.initializer}
+    inputs = [value for value in network.input if value.name not in initializers]
+    outputs = {value.name: value for value in network.output}
+    if len(inputs) != 1 or set(outputs) != {OUTPUT_NAME, EMBEDDING_NAME}:
+        raise ExportError(
+            f"converted graph has inputs {[v.name for v in inputs]} and outputs {sorted(outputs)}; "
+            f"expected one input and outputs {OUTPUT_NAME}, {EMBEDDING_NAME}"
+        )
+    if inputs[0].name != V1_INPUT_NAME:
+        rename_tensor(network, inputs[0].name, V1_INPUT_NAME)
+    ordered = [outputs[OUTPUT_NAME], outputs[EMBEDDING_NAME]]
+    del network.output[:]
+    network.output.extend(ordered)
+    for value in (inputs[0], *network.output):
+        for index, dim in enumerate(value.type.tensor_type.shape.dim):
+            if not dim.HasField("dim_value"):  # tf2onnx numbers unknown dimensions per process (unk__12)
+                dim.Clear()
+                if index == 0:
+                    dim.dim_param = BATCH_DIM
+    return proto
