@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -253,7 +254,7 @@ def ingest(
             rows[source.track_id] = reusable[key]
         if progress:
             progress(1)
-    with ProcessPoolExecutor(max_workers=worker_count(workers), initializer=die_with_parent) as pool:
+    with ProcessPoolExecutor(max_workers=worker_count(workers), initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(ingest_file, s, sha256=sha, root=root, raw_dir=raw_dir, sample_rate=sample_rate) for s, sha in todo]
         for future in futures:
             row = future.result()

@@ -20,14 +20,18 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 POLL_S = 0.5
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent: int | None = None) -> None:
     """Make this process receive SIGKILL when its parent dies (call first thing in a child).
 
-    Pool initialiser for ProcessPoolExecutor workers. Linux delivers the signal when the
-    parent *thread* that forked this process exits, so use it only for children whose
-    creator thread outlives them (pools used inside one ``with`` block, forkserver workers).
+    Pool initialiser for ProcessPoolExecutor workers: pass ``initargs=(os.getpid(),)`` so that a
+    worker whose parent was killed while the worker was still starting (re-parented before this
+    runs) exits at once instead of comparing against its new parent. Linux delivers the signal
+    when the parent *thread* that forked this process exits, so use it only for children whose
+    creator thread outlives them (pools used inside one ``with`` block, spawned workers).
     """
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
+    if os.getppid() != parent:  # already orphaned
+        os._exit(1)
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:

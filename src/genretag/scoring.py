@@ -14,6 +14,7 @@ import contextlib
 import io
 import logging
 import multiprocessing
+import os
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -391,15 +392,12 @@ class _InlineExecutor(Executor):
 
 
 def _process_pool(workers: int) -> ProcessPoolExecutor:
-    # forkserver: never fork a process that runs threads (Prefect, onnxruntime). The server
-    # (one per process, reused by later pools) imports the decoding code once, the
-    # resampler (soxr) and FFmpeg (PyAV) included, and forks warm workers from it.
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["__main__", "genretag.scoring", "genretag.audio", "soxr", "av"])
-    else:
-        context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=die_with_parent)  # no orphans after a SIGKILL
+    # spawn: never fork a process that runs threads (Prefect, onnxruntime), and every worker is a
+    # direct child of this process, so its parent-death signal (die_with_parent) fires when this
+    # process is SIGKILLed. (A forkserver's workers are the server's children and hold its "alive"
+    # pipe open, so the server and its workers outlive a killed parent.)
+    context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),))  # no orphans after a SIGKILL
 
 
 DecodedTrack = tuple[Hashable, str, "TrackWindows | None", str]
