@@ -506,6 +506,16 @@ def stats(waveform: np.ndarray, *, sample_rate: int) -> AudioStats:
     )
 
 
+
+def is_silent(window: np.ndarray, *, silence_rms_dbfs: float) -> bool:
+    """True for an all-zero window or one whose RMS (``genretag.audio.stats``) is below ``silence_rms_dbfs`` dBFS.
+
+    An all-zero window would become one flat image after "dB against its own max" (issue 12 item 4),
+    so it carries no genre and is never scored.
+    """
+    measured = stats(window, sample_rate=1)  # the rate only sets the duration, unused here
+    return measured.peak == 0.0 or measured.rms_dbfs < silence_rms_dbfs
+
 def to_pcm16(waveform: np.ndarray) -> np.ndarray:
     """Float samples -> 16-bit PCM; non-finite samples become silence, peaks are clipped."""
     clean = np.nan_to_num(waveform, nan=0.0, posinf=0.0, neginf=0.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -21,6 +22,8 @@ from genretag.config import AudioParams, Layout, Params, SplitParams, worker_cou
 from genretag.errors import AudioError, ConfigError
 from genretag.paths import absolute, display, exact_bytes
 from genretag.processes import die_with_parent
+
+log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "track_id", "genre", "path", "source_path", "sha256", "content_sha256",
@@ -351,9 +354,33 @@ def assign_splits(clips: pd.DataFrame, *, split_params: SplitParams) -> pd.DataF
     return result.dropna(subset=["split"]).reset_index(drop=True)
 
 
+def drop_silent_clips(clips: pd.DataFrame, tracks: pd.DataFrame, *, root: Path, sample_rate: int, clip_samples: int,
+                      silence_rms_dbfs: float) -> tuple[pd.DataFrame, int]:
+    """``clips`` without the silent ones (:func:`genretag.audio.is_silent`, the tagger's rule), and how many were dropped.
+
+    Each track's WAV (``tracks.path``, relative to ``root``) is read once; a silent clip would train
+    the model on one flat image that carries no genre.
+    """
+    paths = tracks.set_index("track_id")["path"]
+    keep = np.ones(len(clips), dtype=bool)
+    for track_id, rows in clips.groupby("track_id", sort=False):
+        waveform = audio.load_wav(root / paths[track_id], sample_rate=sample_rate)
+        for position, start_s in zip(rows.index, rows["start_s"]):
+            start = int(round(float(start_s) * sample_rate))
+            keep[clips.index.get_loc(position)] = not audio.is_silent(waveform[start:start + clip_samples], silence_rms_dbfs=silence_rms_dbfs)
+    return clips[keep].reset_index(drop=True), int((~keep).sum())
+
+
 def make_clips(tracks: pd.DataFrame, *, params: Params, layout: Layout) -> pd.DataFrame:
-    """Clips of the validated tracks with their split; writes data/clips.csv (columns :data:`CLIP_COLUMNS`)."""
-    clips = assign_splits(clips_for_tracks(tracks, audio_params=params.audio), split_params=params.split)
+    """Clips of the validated tracks with their split, silent clips dropped (counted in the log);
+    writes data/clips.csv (columns :data:`CLIP_COLUMNS`)."""
+    clips, silent = drop_silent_clips(
+        clips_for_tracks(tracks, audio_params=params.audio), tracks, root=layout.root, sample_rate=params.audio.sample_rate,
+        clip_samples=params.audio.clip_samples, silence_rms_dbfs=params.validation.silence_rms_dbfs,
+    )
+    if silent:
+        log.info("split: %d silent clip(s) dropped (RMS below %g dBFS or all zero)", silent, params.validation.silence_rms_dbfs)
+    clips = assign_splits(clips, split_params=params.split)
     clips = clips[list(CLIP_COLUMNS)].sort_values(["split", "genre", "clip_id"], kind="stable").reset_index(drop=True)
     write_csv(layout.clips, clips)
     return clips

@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from genretag.audio import decode_windows, stats
+from genretag.audio import decode_windows, is_silent
 from genretag.config import worker_count
 from genretag.contract import (
     EMBEDDING_NAME,
@@ -283,16 +283,6 @@ class TrackWindows:
 
     waveforms: np.ndarray
     silent: int = 0
-
-
-def is_silent(window: np.ndarray, *, silence_rms_dbfs: float) -> bool:
-    """True for an all-zero window or one whose RMS (``genretag.audio.stats``) is below ``silence_rms_dbfs`` dBFS.
-
-    An all-zero window would become one flat image after "dB against its own max" (issue 12 item 4),
-    so it carries no genre and is never scored.
-    """
-    measured = stats(window, sample_rate=1)  # the rate only sets the duration, unused here
-    return measured.peak == 0.0 or measured.rms_dbfs < silence_rms_dbfs
 
 
 def drop_silent(windows: np.ndarray, *, silence_rms_dbfs: float = -60.0) -> TrackWindows:

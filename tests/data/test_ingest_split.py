@@ -162,3 +162,18 @@ def test_clips_csv_is_what_every_family_reads_back_from_the_wavs(project, tmp_pa
             np.testing.assert_array_equal(waveform, audio[start : start + 66150])
         at_16k = load_split(clips, split=split, raw_dir=project.raw_dir, labels=GENRES, source_rate=22050, sample_rate=16000, clip_seconds=3.0)
         assert at_16k.waveforms.shape == (len(rows), 48000) and at_16k.clip_ids == at_22k.clip_ids
+
+
+def test_silent_training_clips_are_dropped_at_the_split_and_counted(tmp_path) -> None:
+    """The tagger's rule for training clips too: an all-zero or near-silent 3-s clip carries no genre."""
+    from genretag.dataset import drop_silent_clips
+
+    rate = 22050
+    waveform = np.concatenate([np.zeros(3 * rate), tone(6.0), np.full(3 * rate, 1e-5)]).astype(np.float32)  # silence, music, -100 dBFS hiss
+    write_audio(tmp_path / "data/raw/rock/rock.00000.wav", waveform)
+    tracks = pd.DataFrame({"track_id": ["rock.00000"], "genre": ["rock"], "path": ["data/raw/rock/rock.00000.wav"],
+                           "duration_s": [len(waveform) / rate]})
+    clips = clips_for_tracks(tracks, audio_params=AudioParams(sample_rate=rate, clip_seconds=3.0, clips_per_track=10))
+    assert len(clips) == 4
+    kept, dropped = drop_silent_clips(clips, tracks, root=tmp_path, sample_rate=rate, clip_samples=3 * rate, silence_rms_dbfs=-60.0)
+    assert dropped == 2 and list(kept["clip_index"]) == [1, 2]
