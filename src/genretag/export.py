@@ -330,6 +330,20 @@ def _check_probabilities(outputs: np.ndarray, *, n_classes: int) -> None:
         )
 
 
+def _sealed(proto: onnx.ModelProto, contract: ModelContract, *, what: str) -> bytes:
+    """``proto`` checked as contract v2, with ``contract`` in its metadata, through the ONNX checker, serialised.
+
+    Raises ExportError naming ``what`` model failed (e.g. "converted", "quantised").
+    """
+    _check_v2_io(proto, clip_samples=contract.clip_samples)
+    write_contract(proto, contract)
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"{what} ONNX model is invalid: {exc}") from exc
+    return proto.SerializeToString()
+
+
 def export_candidate(
     candidate: Exportable,
     *,
@@ -348,14 +362,7 @@ def export_candidate(
     [N, contract.clip_samples], outputs ``probabilities`` [N, K] and ``embedding``), fails the
     ONNX checker, or fails :func:`check_parity`.
     """
-    proto = candidate.to_onnx()
-    _check_v2_io(proto, clip_samples=contract.clip_samples)
-    write_contract(proto, contract)
-    try:
-        onnx.checker.check_model(proto)
-    except onnx.checker.ValidationError as exc:
-        raise ExportError(f"converted ONNX model is invalid: {exc}") from exc
-    onnx_bytes = proto.SerializeToString()
+    onnx_bytes = _sealed(candidate.to_onnx(), contract, what="converted")
     parity = check_parity(candidate, onnx_bytes, test=test, labels=contract.labels, tolerance=tolerance, synthetic=synthetic)
     card_path = (card_path or onnx_path.with_name(MODEL_CARD_NAME)) if card else None
     card_text = card(parity) if card else ""
@@ -489,13 +496,7 @@ def export_int8(
     proto = quantize_network(onnx.load(float32_path), calibration=calibration, quant_format=quant_format)
     contract = replace(source, model_version=f"{source.model_version}{INT8_SUFFIX}", quantization=INT8,
                        derived_from=source.model_version)
-    _check_v2_io(proto, clip_samples=contract.clip_samples)
-    write_contract(proto, contract)
-    try:
-        onnx.checker.check_model(proto)
-    except onnx.checker.ValidationError as exc:
-        raise ExportError(f"quantised ONNX model is invalid: {exc}") from exc
-    onnx_bytes = proto.SerializeToString()
+    onnx_bytes = _sealed(proto, contract, what="quantised")
     if synthetic is None:
         synthetic = synthetic_clips(sample_rate=contract.sample_rate, clip_samples=contract.clip_samples)
     float32, int8 = onnx_session(str(float32_path)), onnx_session(onnx_bytes)
