@@ -328,30 +328,6 @@ def clips_to_images(clips: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
     return db_to_image(mel_db(clips, spec), spec)
 
 
-def waveform_to_levels(
-    waveform: np.ndarray,
-    spec: PreprocessingSpec,
-    *,
-    max_windows: int = 0,
-    evenly_spaced: bool = True,
-) -> np.ndarray:
-    """Cut a mono waveform at ``spec.sample_rate`` into clips and render each as colour-map indices.
-
-    Returns uint8 (n_clips, height, width) (:func:`db_to_levels`); n_clips is 0 for audio shorter
-    than one clip. Raises ValueError for a waveform that is not 1-D.
-    """
-    waveform = np.asarray(waveform, dtype=np.float32)
-    if waveform.ndim != 1:
-        raise ValueError(f"waveform must be mono (1-D), got shape {waveform.shape}")
-    starts = window_starts(
-        len(waveform), clip_samples=spec.clip_samples, max_windows=max_windows, evenly_spaced=evenly_spaced
-    )
-    if len(starts) == 0:
-        return np.empty((0, *spec.image_size), dtype=np.uint8)
-    clips = np.stack([waveform[s : s + spec.clip_samples] for s in starts])
-    return db_to_levels(mel_db(clips, spec), spec)
-
-
 def waveform_to_images(
     waveform: np.ndarray,
     spec: PreprocessingSpec,
@@ -362,8 +338,17 @@ def waveform_to_images(
     """Cut a mono waveform at ``spec.sample_rate`` into clips and render each as an image.
 
     Returns uint8 (n_clips, height, width, 3); n_clips is 0 for audio shorter than one clip.
+    Raises ValueError for a waveform that is not 1-D.
     """
-    return levels_to_image(waveform_to_levels(waveform, spec, max_windows=max_windows, evenly_spaced=evenly_spaced), spec)
+    waveform = np.asarray(waveform, dtype=np.float32)
+    if waveform.ndim != 1:
+        raise ValueError(f"waveform must be mono (1-D), got shape {waveform.shape}")
+    starts = window_starts(
+        len(waveform), clip_samples=spec.clip_samples, max_windows=max_windows, evenly_spaced=evenly_spaced
+    )
+    if len(starts) == 0:
+        return np.empty((0, *spec.image_size, 3), dtype=np.uint8)
+    return clips_to_images(np.stack([waveform[s : s + spec.clip_samples] for s in starts]), spec)
 
 
 def to_model_input(images: np.ndarray) -> np.ndarray:
