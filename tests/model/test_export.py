@@ -91,8 +91,11 @@ def test_export_writes_a_parity_checked_v2_model_with_its_contract(project) -> N
                    "GTZAN's known faults", "Leaky clip split", "`waveform`: float32 [N, 66150]", "22050 Hz",
                    "`probabilities`", "`embedding`", "contract_version", "import onnxruntime as ort", contract.model_version,
                    f"{parity.max_abs_diff_test:.3g}", "| family | `compact`: 4 x (conv 3x3", "3 tracks / 6 clips",
-                   f"ONNX clip accuracy at export: {parity.onnx_test_accuracy:.4f} on 12 test clips"):
+                   f"ONNX clip accuracy at export: {parity.onnx_test_accuracy:.4f} on 12 test clips",
+                   "## Calibration", "Not calibrated (T = 1): the validation split holds 0 clip(s)",
+                   "Probabilities are not calibrated"):
         assert needle in card, needle
+    assert contract.calibration["method"] == "none" and result.calibration.temperature == 1.0  # this project has no validation split
 
 
 def test_a_paper_network_exports_to_byte_identical_files(project, tmp_path) -> None:
