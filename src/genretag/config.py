@@ -127,6 +127,7 @@ class ExportParams(_Section):
     quantize_format: Literal["qoperator", "qdq"] = "qoperator"  # onnxruntime.quantization's QuantFormat
     calibration_clips: int = Field(256, ge=1)  # training clips the int8 ranges are calibrated on (at most)
     int8_min_agreement: float = Field(0.9, gt=0, le=1)  # least top-1 agreement with float32 on test + synthetic clips
+    temperature_min_clips: int = Field(30, ge=1)  # validation clips needed to fit the calibration temperature; fewer: T = 1
 
 
 class RegisterParams(_Section):
