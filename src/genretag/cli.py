@@ -408,7 +408,7 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
         database_url=catalog_url(params, root=root, override=database),
         max_windows=score.max_windows if max_windows is None else max_windows, batch_size=score.batch_size,
         commit_every=score.commit_every, workers=score.workers, silence_rms_dbfs=params.validation.silence_rms_dbfs,
-        reference_genres=training_genre_counts(layout(root).tracks),
+        reference_genres=training_genre_counts(layout(root).tracks), review_below=score.review_below,
     )
     if summary.genre_psi is not None and summary.genre_psi > score.drift_psi_warn:
         typer.echo(f"warning: {drift_warning(summary.genre_psi, limit=score.drift_psi_warn)}", err=True)
