@@ -21,14 +21,12 @@ import pandas as pd
 from genretag.atomic import write_csv
 from genretag.audio import file_sha256
 from genretag.catalog import Catalog
+from genretag.dataset import FEEDBACK_COLUMNS, read_feedback
 from genretag.errors import GenretagError, ReviewError
 from genretag.paths import display
 
 REVIEW_COLUMNS: tuple[str, ...] = (
     "reason", "sha256", "path", "track_id", "genre", "confidence", "model_version", "corrected_genre",
-)
-FEEDBACK_COLUMNS: tuple[str, ...] = (
-    "sha256", "path", "genre", "review_file", "review_sha256", "reviewer", "model_version", "imported_at",
 )
 NEEDS_REVIEW, QC_SAMPLE = "needs_review", "qc_sample"
 
@@ -74,24 +72,6 @@ class ImportOutcome:
     unchanged: int = 0  # the same label was already there (a repeated import)
     blank: int = 0  # rows without a corrected_genre: no label
     problems: list[str] = field(default_factory=list)
-
-
-def read_feedback(path: str | Path) -> pd.DataFrame:
-    """The feedback source (columns :data:`FEEDBACK_COLUMNS`, all text); empty when the file does not exist.
-    Raises ReviewError naming the file when it is unreadable or lacks a column."""
-    path = Path(path)
-    if not path.is_file():
-        return pd.DataFrame(columns=list(FEEDBACK_COLUMNS))
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
-        raise ReviewError(f"{display(path)}: not a readable feedback CSV ({exc})") from exc
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame(columns=list(FEEDBACK_COLUMNS))
-    missing = [c for c in FEEDBACK_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ReviewError(f"{display(path)}: the feedback CSV lacks column(s) {', '.join(missing)}")
-    return frame[list(FEEDBACK_COLUMNS)]
 
 
 def _read_review(path: Path) -> pd.DataFrame:
