@@ -161,7 +161,7 @@ def import_review(
         }
     if outcome.added or outcome.relabelled:
         try:
-            write_csv(feedback, labels.sort_values("sha256").reset_index(drop=True)[list(FEEDBACK_COLUMNS)])
+            write_csv(feedback, labels.sort_index().reset_index(drop=True)[list(FEEDBACK_COLUMNS)])
         except OSError as exc:
             raise ReviewError(f"cannot write {display(feedback)}: {exc.strerror or exc}") from exc
     return outcome
