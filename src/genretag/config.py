@@ -27,6 +27,7 @@ class IngestParams(_Section):
     source: str = "demo"
     demo_tracks_per_genre: int = Field(6, ge=1)
     demo_seed: int = 2021
+    feedback: str = "data/feedback/labels.csv"  # reviewed catalog labels (genretag review import); "": none
 
 
 class AudioParams(_Section):
@@ -148,6 +149,7 @@ class ScoreParams(_Section):
     dask_address: str | None = None
     dask_chunk: int = Field(256, ge=1)
     drift_psi_warn: float = Field(0.25, gt=0)  # warn when a run's predicted genres drift this far (PSI) from training
+    review_below: float = Field(0.5, ge=0, le=1)  # tags with a lower confidence are flagged needs_review (0: none)
 
 
 class Params(_Section):
@@ -273,6 +275,10 @@ class Layout:
     def plots_dir(self) -> Path: return self.root / "plots"
     @property
     def reports_dir(self) -> Path: return self.root / "reports"
+
+    def feedback(self, params: Params) -> Path | None:
+        """The reviewed-labels file of ``ingest.feedback`` (relative: to the root), None when unset."""
+        return (self.root / params.ingest.feedback) if params.ingest.feedback else None
 
 
 def layout(root: Path | None = None) -> Layout:
