@@ -144,11 +144,16 @@ def calibrate(
     bins: int = ECE_BINS,
 ) -> Calibration:
     """Decide and fit: with at least ``min_clips`` validation clips, T from :func:`fit_temperature` on them;
-    otherwise T = 1 (method ``none``) with the reason. ECE before and after on validation and test
+    otherwise, or when every validation clip is right (no finite minimum), T = 1 (method ``none``) with the reason. ECE before and after on validation and test
     (a split without clips gets None). Shapes as :func:`fit_temperature`; raises as it does.
     """
     n = len(validation_labels)
-    if n >= max(min_clips, 1):
+    all_right = n > 0 and bool(np.all(np.argmax(validation_probabilities, axis=1) == np.asarray(validation_labels)))
+    if n >= max(min_clips, 1) and all_right:
+        temperature, method = 1.0, METHOD_NONE
+        reason = (f"every one of the {n} validation clips is right: the negative log-likelihood falls without bound "
+                  "as T -> 0, so there is no temperature to fit; probabilities left as the model gives them (T = 1)")
+    elif n >= max(min_clips, 1):
         temperature = fit_temperature(probabilities=validation_probabilities, labels=validation_labels)
         method = METHOD_TEMPERATURE
         reason = f"T fitted by minimising the negative log-likelihood on {n} validation clips"

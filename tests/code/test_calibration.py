@@ -94,3 +94,14 @@ def test_calibrate_fits_or_says_why_not() -> None:
     few = calibrate(validation_probabilities=probabilities[:10], validation_labels=labels[:10],
                     test_probabilities=probabilities[10:], test_labels=labels[10:], min_clips=30)
     assert few.method == METHOD_NONE and "holds 10 clip(s)" in few.reason and few.ece_before == few.ece_after
+
+
+def test_calibrate_keeps_t_one_when_every_validation_clip_is_right() -> None:
+    """All right: the NLL keeps falling as T -> 0, so nothing is fitted (the model is not sharpened to one-hot)."""
+    probabilities, labels = _sampled(200, sharpen=3.0, seed=5)
+    right = probabilities.argmax(axis=1)  # the model's own top-1 as the labels: every clip right
+    kept = calibrate(validation_probabilities=probabilities, validation_labels=right,
+                     test_probabilities=probabilities, test_labels=labels, min_clips=30)
+    assert (kept.method, kept.temperature, kept.fitted_on) == (METHOD_NONE, 1.0, 0)
+    assert "every one of the 200 validation clips is right" in kept.reason
+    assert fit_temperature(probabilities=probabilities, labels=right) < 0.2  # what fitting would have done
