@@ -44,6 +44,7 @@ from genretag.spectrogram import (
     hann_window,
     bilinear_resize_matrix,
     mel_bands,
+    mel_filterbank,
     vertical_pass_first,
 )
 
@@ -89,14 +90,39 @@ class _Builder:
 
 
 def _fft_split(n_fft: int) -> tuple[int, int]:
-    """``n_fft`` = P * Q for the two-step DFT: Q the power of two dividing ``n_fft`` nearest
-    sqrt(2 n_fft) (2048 -> 32 x 64, 512 -> 16 x 32), which minimises the MatMul work 2NQ + 4NP
-    (step 1 real, step 2 complex); an odd ``n_fft`` gives P = 1, a plain DFT."""
+    """``n_fft`` = P * Q for :func:`_mel_power`'s two-step DFT: P the power of two dividing
+    ``n_fft`` nearest sqrt(2 n_fft) (2048 -> 64 x 32, 512 -> 32 x 16), which balances the MatMul
+    work of step 1 (real, ~2 n_fft P per frame) and step 2 (complex, ~4 n_fft Q); odd: P = 1."""
     twos = n_fft & -n_fft  # largest power of two dividing n_fft
-    q = 1
-    while q * 2 <= twos and (q * 2) ** 2 <= 2 * n_fft:
-        q *= 2
-    return n_fft // q, q
+    p = 1
+    while p * 2 <= twos and (p * 2) ** 2 <= 2 * n_fft:
+        p *= 2
+    return p, n_fft // p
+
+
+def _frames(b: _Builder, signal: str, *, clip_samples: int, n_fft: int, hop_length: int, frames: int, pad_mode: str) -> str:
+    """[N, clip_samples] -> its first ``frames`` centred frames [N, frames, n_fft] at ``hop_length``,
+    padded by ``n_fft // 2`` each side (``pad_mode``). When the hop divides ``n_fft``, the padded
+    signal is cut into hops and a Gather picks whole hops (a Gather of samples copies one by one,
+    ~4x slower on onnxruntime 1.31); else a Gather of samples."""
+    pad = n_fft // 2
+    if n_fft % hop_length:
+        padded = b.op("Pad", signal, b.const("pads", np.array([0, pad, 0, pad], np.int64)), mode=pad_mode)
+        starts = np.arange(frames)[:, None] * hop_length + np.arange(n_fft)[None, :]
+        return b.op("Gather", padded, b.const("frame_samples", starts.astype(np.int64)), axis=1)
+    per_frame = n_fft // hop_length
+    blocks = frames - 1 + per_frame
+    right = blocks * hop_length - clip_samples - pad  # at most pad: the last frame ends there
+    padded = b.op("Pad", signal, b.const("pads", np.array([0, pad, 0, max(right, 0)], np.int64)), mode=pad_mode)
+    if right < 0:
+        padded = b.op(
+            "Slice", padded, b.const("blocks_start", np.array([0], np.int64)), b.const("blocks_end", np.array([blocks * hop_length], np.int64)),
+            b.const("blocks_axis", np.array([1], np.int64)),
+        )
+    by_block = b.op("Reshape", padded, b.const("block_shape", np.array([-1, blocks, hop_length], np.int64)))
+    which = np.arange(frames)[:, None] + np.arange(per_frame)[None, :]
+    picked = b.op("Gather", by_block, b.const("frame_blocks", which.astype(np.int64)), axis=1)  # [N, frames, per_frame, hop]
+    return b.op("Reshape", picked, b.const("frame_shape", np.array([-1, frames, n_fft], np.int64)))
 
 
 def _mel_power(
@@ -108,65 +134,60 @@ def _mel_power(
     (the numpy reference is :func:`genretag.spectrogram.mel_power`). ``frames`` keeps the first frames
     (None: all ``1 + clip_samples // hop_length``).
 
-    The one STFT block of every front end, written as two MatMuls (a Cooley-Tukey split
-    ``n = a + P b``, ``k = Q c + d``, :func:`_fft_split`) instead of ONNX's ``STFT`` op, which
-    onnxruntime 1.31 runs ~6x slower than numpy's whole image pipeline (profiled: 77 % of the
-    front end). Step 1, per ``a``: the real DFT over ``b`` of the frame gathered as [N, P, T, Q],
-    window folded in, only the Q/2 + 1 non-redundant ``d`` (real input: Z[Q - d] = conj Z[d]).
-    Step 2, per ``d``: the complex DFT over ``a`` with the twiddle e^(-2 pi i a k / n_fft) folded
-    in, only for the FFT bins some mel filter weights (the rest have weight 0). The mel filterbank
-    then runs band by band (:func:`genretag.spectrogram.mel_bands`, as numpy does), each band a
-    Gather of its bins' real and imaginary squares and a MatMul.
+    The one STFT block of every front end. Not ONNX's ``STFT`` op: onnxruntime 1.31 runs it ~6x
+    slower than numpy's whole image pipeline (profiled: 77 % of the front end). Instead a two-step
+    DFT as MatMuls (Cooley-Tukey, ``n = Q a + b``, :func:`_fft_split`): step 1, one matrix for all
+    frames, the real DFT over ``a`` of the windowed frame seen as [P, Q], only its P/2 + 1
+    non-redundant outputs ``c`` (real input: U[P - c] = conj U[c]); step 2, one matrix per ``c``,
+    the complex DFT over ``b`` with the twiddle e^(-2 pi i b k / n_fft) folded in, only for the FFT
+    bins ``k`` (k mod P = c or P - c) that some mel filter weights. Both transposes move whole rows.
+    One zero clip rides along and is cut off at the end: onnxruntime 1.31's MatMul fails to
+    broadcast over an empty batch.
     """
     if pad_mode not in ("constant", "reflect"):
         raise ValueError(f"pad_mode must be 'constant' or 'reflect', got {pad_mode!r}")
     all_frames = 1 + clip_samples // hop_length
     kept = min(frames, all_frames) if frames is not None else all_frames
-    pad = n_fft // 2
-    padded = b.op("Pad", INPUT_NAME, b.const("pads", np.array([0, pad, 0, pad], np.int64)), mode=pad_mode)
+    extended = b.op("Concat", INPUT_NAME, b.const("spare_clip", np.zeros((1, clip_samples), np.float32)), axis=0)  # [N + 1, S]
+    framed = _frames(b, extended, clip_samples=clip_samples, n_fft=n_fft, hop_length=hop_length, frames=kept, pad_mode=pad_mode)
     p, q = _fft_split(n_fft)
-    half = q // 2 + 1  # non-redundant d of a real DFT over Q samples
-    a, t, bb = np.ix_(np.arange(p), np.arange(kept), np.arange(q))
-    framed = b.op("Gather", padded, b.const("frame_samples", (t * hop_length + a + p * bb).astype(np.int64)), axis=1)  # [N, P, T, Q]
-    n = np.arange(p)[:, None] + p * np.arange(q)[None, :]  # sample of (a, b) in the frame
-    angle = 2.0 * np.pi * np.arange(q)[None, :, None] * np.arange(half)[None, None, :] / q  # (b, d)
-    windowed = hann_window(n_fft).astype(np.float64)[n][:, :, None]
-    step1 = np.concatenate([windowed * np.cos(angle), -windowed * np.sin(angle)], axis=2)  # [P, Q, 2 half]: (re, im) x d
-    spectra = b.op("MatMul", framed, b.const("dft_step1", step1.astype(np.float32)))  # [N, P, T, 2 half]
-    shaped = b.op("Reshape", spectra, b.const("step1_shape", np.array([-1, p, kept, 2, half], np.int64)))
-    by_d = b.op("Transpose", shaped, perm=[4, 0, 2, 3, 1])  # [half, N, T, 2, P]
-    flat = b.op("Reshape", by_d, b.const("step2_rows", np.array([half, -1, 2 * p], np.int64)))
+    half = p // 2 + 1
+    windowed = b.op("Mul", framed, b.const("window", hann_window(n_fft)))
+    grid = b.op("Reshape", windowed, b.const("frame_grid", np.array([-1, kept, p, q], np.int64)))  # [N + 1, T, P, Q]: n = Q a + b
+    angle = 2.0 * np.pi * np.outer(np.arange(half), np.arange(p)) / p  # (c, a)
+    step1 = np.stack([np.cos(angle), -np.sin(angle)], axis=1).reshape(2 * half, p)  # rows (c, re/im)
+    inner = b.op("MatMul", b.const("dft_step1", step1.astype(np.float32)), grid)  # [N + 1, T, 2 half, Q]: the largest tensor
+    rows = b.op("Reshape", inner, b.const("step1_rows", np.array([-1, half, 2 * q], np.int64)))
+    by_c = b.op("Transpose", rows, perm=[1, 0, 2])  # [half, (N + 1) T, 2 Q]: (re, im) x b per c
 
     bands = mel_bands(sample_rate, n_fft, n_mels, fmin, fmax)
-    needed = sorted({k for _, _, lo, hi, _ in bands for k in range(lo, max(hi, lo + 1))})
-    slots: list[list[tuple[int, float]]] = [[] for _ in range(half)]  # per d: (bin, sign of Z's imaginary part)
-    for k in needed:
-        r = k % q
-        slots[min(r, q - r)].append((k, 1.0 if r <= q // 2 else -1.0))
-    width = max(len(s) for s in slots)
-    step2 = np.zeros((half, 2 * p, 2 * width))  # (re, im) x a -> (re, im) x slot
-    theta_a = np.arange(p)
-    position: dict[int, tuple[int, int]] = {}
-    for d, entries in enumerate(slots):
+    slots: list[list[tuple[int, float]]] = [[] for _ in range(half)]  # per c: (bin, sign of U's imaginary part)
+    for k in sorted({k for _, _, lo, hi, _ in bands for k in range(lo, hi)}):
+        r = k % p
+        slots[min(r, p - r)].append((k, 1.0 if r <= p // 2 else -1.0))
+    width = max(1, max(len(s) for s in slots))
+    step2 = np.zeros((half, 2 * q, 2 * width))  # (re, im) x b -> (re, im) x slot
+    filters = np.zeros((half * width, n_mels), np.float32)  # slot -> mel
+    mel_weights = mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax)
+    for c, entries in enumerate(slots):
         for j, (k, sign) in enumerate(entries):
-            theta = 2.0 * np.pi * theta_a * k / n_fft
+            theta = 2.0 * np.pi * np.arange(q) * k / n_fft
             cos, sin = np.cos(theta), np.sin(theta)
-            step2[d, :p, j], step2[d, p:, j] = cos, sign * sin  # Re X = sum Zr cos + s Zi sin
-            step2[d, :p, width + j], step2[d, p:, width + j] = -sin, sign * cos  # Im X = sum s Zi cos - Zr sin
-            position[k] = (d, j)
-    bins = b.op("MatMul", flat, b.const("dft_step2", step2.astype(np.float32)))  # [half, N T, 2 width]
-    squares = b.op("Mul", bins, bins)
-    by_frame = b.op("Transpose", squares, perm=[1, 0, 2])  # [N T, half, 2 width]
-    rows = b.op("Reshape", by_frame, b.const("power_rows", np.array([-1, half * 2 * width], np.int64)))
-    mels = []
-    for index, (_, _, lo, hi, weights) in enumerate(bands):
-        if hi == lo:  # a band with no non-zero weight: one bin with weight 0
-            hi, weights = lo + 1, np.zeros((1, weights.shape[1]), np.float32)
-        columns = [position[k][0] * 2 * width + part * width + position[k][1] for part in (0, 1) for k in range(lo, hi)]
-        band = b.op("Gather", rows, b.const(f"band_{index}_slots", np.array(columns, np.int64)), axis=1)
-        mels.append(b.op("MatMul", band, b.const(f"band_{index}_filters", np.concatenate([weights, weights]))))
-    mel = b.op("Concat", *mels, axis=1) if len(mels) > 1 else mels[0]
-    return b.op("Reshape", mel, b.const("mel_shape", np.array([-1, kept, n_mels], np.int64)))
+            step2[c, :q, j], step2[c, q:, j] = cos, sign * sin  # Re X = sum Ur cos + s Ui sin
+            step2[c, :q, width + j], step2[c, q:, width + j] = -sin, sign * cos  # Im X = sum s Ui cos - Ur sin
+            filters[c * width + j] = mel_weights[:, k]
+    spectrum = b.op("MatMul", by_c, b.const("dft_step2", step2.astype(np.float32)))  # [half, (N + 1) T, 2 width]
+    squares = b.op("Mul", spectrum, spectrum)
+    last = b.const("slot_axis", np.array([2], np.int64))
+    real = b.op("Slice", squares, b.const("real_start", np.array([0], np.int64)), b.const("real_end", np.array([width], np.int64)), last)
+    imag = b.op("Slice", squares, b.const("imag_start", np.array([width], np.int64)), b.const("imag_end", np.array([2 * width], np.int64)), last)
+    power = b.op("Transpose", b.op("Add", real, imag), perm=[1, 0, 2])  # [(N + 1) T, half, width]
+    flat = b.op("Reshape", power, b.const("power_rows", np.array([-1, half * width], np.int64)))
+    mel = b.op("Reshape", b.op("MatMul", flat, b.const("mel_filters", filters)), b.const("mel_shape", np.array([-1, kept, n_mels], np.int64)))
+    return b.op(
+        "Slice", mel, b.const("clips_start", np.array([0], np.int64)), b.const("clips_end", np.array([-1], np.int64)),
+        b.const("clip_axis", np.array([0], np.int64)),
+    )  # [N, T, n_mels]: the spare clip cut off
 
 
 def _power_to_db(b: _Builder, mel: str, *, ref_max: bool, top_db: float | None) -> str:
