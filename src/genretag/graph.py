@@ -100,20 +100,25 @@ def _fft_split(n_fft: int) -> tuple[int, int]:
     return p, n_fft // p
 
 
-def _frames(b: _Builder, signal: str, *, clip_samples: int, n_fft: int, hop_length: int, frames: int, pad_mode: str) -> str:
-    """[N, clip_samples] -> its first ``frames`` centred frames [N, frames, n_fft] at ``hop_length``,
-    padded by ``n_fft // 2`` each side (``pad_mode``). When the hop divides ``n_fft``, the padded
-    signal is cut into hops and a Gather picks whole hops (a Gather of samples copies one by one,
-    ~4x slower on onnxruntime 1.31); else a Gather of samples."""
+def _frames(b: _Builder, *, clip_samples: int, n_fft: int, hop_length: int, frames: int, pad_mode: str) -> str:
+    """``waveform`` [N, clip_samples] -> the first ``frames`` centred frames [N + 1, frames, n_fft] at
+    ``hop_length``, padded by ``n_fft // 2`` each side (``pad_mode``), plus one spare clip of zeros
+    last (see :func:`_mel_power`). When the hop divides ``n_fft``, the padded signal is cut into
+    hops and a Gather picks whole hops (a Gather of samples copies one by one, ~4x slower on
+    onnxruntime 1.31); else a Gather of samples."""
     pad = n_fft // 2
+    signal = INPUT_NAME
+    if pad_mode != "constant":  # the spare clip by the time Pad where it pads with zeros
+        signal = b.op("Concat", INPUT_NAME, b.const("spare_clip", np.zeros((1, clip_samples), np.float32)), axis=0)
+    spare = 1 if pad_mode == "constant" else 0
     if n_fft % hop_length:
-        padded = b.op("Pad", signal, b.const("pads", np.array([0, pad, 0, pad], np.int64)), mode=pad_mode)
+        padded = b.op("Pad", signal, b.const("pads", np.array([0, pad, spare, pad], np.int64)), mode=pad_mode)
         starts = np.arange(frames)[:, None] * hop_length + np.arange(n_fft)[None, :]
         return b.op("Gather", padded, b.const("frame_samples", starts.astype(np.int64)), axis=1)
     per_frame = n_fft // hop_length
     blocks = frames - 1 + per_frame
     right = blocks * hop_length - clip_samples - pad  # at most pad: the last frame ends there
-    padded = b.op("Pad", signal, b.const("pads", np.array([0, pad, 0, max(right, 0)], np.int64)), mode=pad_mode)
+    padded = b.op("Pad", signal, b.const("pads", np.array([0, pad, spare, max(right, 0)], np.int64)), mode=pad_mode)
     if right < 0:
         padded = b.op(
             "Slice", padded, b.const("blocks_start", np.array([0], np.int64)), b.const("blocks_end", np.array([blocks * hop_length], np.int64)),
@@ -148,8 +153,7 @@ def _mel_power(
         raise ValueError(f"pad_mode must be 'constant' or 'reflect', got {pad_mode!r}")
     all_frames = 1 + clip_samples // hop_length
     kept = min(frames, all_frames) if frames is not None else all_frames
-    extended = b.op("Concat", INPUT_NAME, b.const("spare_clip", np.zeros((1, clip_samples), np.float32)), axis=0)  # [N + 1, S]
-    framed = _frames(b, extended, clip_samples=clip_samples, n_fft=n_fft, hop_length=hop_length, frames=kept, pad_mode=pad_mode)
+    framed = _frames(b, clip_samples=clip_samples, n_fft=n_fft, hop_length=hop_length, frames=kept, pad_mode=pad_mode)
     p, q = _fft_split(n_fft)
     half = p // 2 + 1
     windowed = b.op("Mul", framed, b.const("window", hann_window(n_fft)))
