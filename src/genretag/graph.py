@@ -170,22 +170,20 @@ def _mel_power(
         r = k % p
         slots[min(r, p - r)].append((k, 1.0 if r <= p // 2 else -1.0))
     width = max(1, max(len(s) for s in slots))
-    step2 = np.zeros((half, 2 * q, 2 * width))  # (re, im) x b -> (re, im) x slot
+    step2 = np.zeros((2, half, 2 * q, width))  # real, imaginary part: per c, (re, im) x b -> slot
     filters = np.zeros((half * width, n_mels), np.float32)  # slot -> mel
     mel_weights = mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax)
     for c, entries in enumerate(slots):
         for j, (k, sign) in enumerate(entries):
             theta = 2.0 * np.pi * np.arange(q) * k / n_fft
             cos, sin = np.cos(theta), np.sin(theta)
-            step2[c, :q, j], step2[c, q:, j] = cos, sign * sin  # Re X = sum Ur cos + s Ui sin
-            step2[c, :q, width + j], step2[c, q:, width + j] = -sin, sign * cos  # Im X = sum s Ui cos - Ur sin
+            step2[0, c, :q, j], step2[0, c, q:, j] = cos, sign * sin  # Re X = sum Ur cos + s Ui sin
+            step2[1, c, :q, j], step2[1, c, q:, j] = -sin, sign * cos  # Im X = sum s Ui cos - Ur sin
             filters[c * width + j] = mel_weights[:, k]
-    spectrum = b.op("MatMul", by_c, b.const("dft_step2", step2.astype(np.float32)))  # [half, (N + 1) T, 2 width]
+    spectrum = b.op("MatMul", by_c, b.const("dft_step2", step2.astype(np.float32)))  # [2, half, (N + 1) T, width]
     squares = b.op("Mul", spectrum, spectrum)
-    last = b.const("slot_axis", np.array([2], np.int64))
-    real = b.op("Slice", squares, b.const("real_start", np.array([0], np.int64)), b.const("real_end", np.array([width], np.int64)), last)
-    imag = b.op("Slice", squares, b.const("imag_start", np.array([width], np.int64)), b.const("imag_end", np.array([2 * width], np.int64)), last)
-    power = b.op("Transpose", b.op("Add", real, imag), perm=[1, 0, 2])  # [(N + 1) T, half, width]
+    summed = b.op("ReduceSum", squares, b.const("part_axis", np.array([0], np.int64)), keepdims=0)  # |X|^2 [half, (N + 1) T, width]
+    power = b.op("Transpose", summed, perm=[1, 0, 2])  # [(N + 1) T, half, width]
     flat = b.op("Reshape", power, b.const("power_rows", np.array([-1, half * width], np.int64)))
     mel = b.op("Reshape", b.op("MatMul", flat, b.const("mel_filters", filters)), b.const("mel_shape", np.array([-1, kept, n_mels], np.int64)))
     return b.op(
