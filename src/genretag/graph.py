@@ -181,9 +181,8 @@ def _mel_power(
             step2[0, c, :q, j], step2[0, c, q:, j] = cos, sign * sin  # Re X = sum Ur cos + s Ui sin
             step2[1, c, :q, j], step2[1, c, q:, j] = -sin, sign * cos  # Im X = sum s Ui cos - Ur sin
             filters[c * width + j] = mel_weights[:, k]
-    spectrum = b.op("MatMul", by_c, b.const("dft_step2", step2.astype(np.float32)))  # [2, half, (N + 1) T, width]
-    squares = b.op("Mul", spectrum, spectrum)
-    summed = b.op("ReduceSum", squares, b.const("part_axis", np.array([0], np.int64)), keepdims=0)  # |X|^2 [half, (N + 1) T, width]
+    real, imag = (b.op("MatMul", by_c, b.const(f"dft_step2_{part}", step2[i].astype(np.float32))) for i, part in enumerate(("re", "im")))
+    summed = b.op("Add", b.op("Mul", real, real), b.op("Mul", imag, imag))  # |X|^2 [half, (N + 1) T, width]
     power = b.op("Transpose", summed, perm=[1, 0, 2])  # [(N + 1) T, half, width]
     flat = b.op("Reshape", power, b.const("power_rows", np.array([-1, half * width], np.int64)))
     mel = b.op("Reshape", b.op("MatMul", flat, b.const("mel_filters", filters)), b.const("mel_shape", np.array([-1, kept, n_mels], np.int64)))
