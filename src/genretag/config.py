@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from genretag.errors import ConfigError
-from genretag.spectrogram import PreprocessingSpec
+
+if TYPE_CHECKING:  # scipy behind it: not on the path of commands that only read params
+    from genretag.spectrogram import PreprocessingSpec
 
 GTZAN_GENRES: tuple[str, ...] = (
     "blues", "classical", "country", "disco", "hiphop",
@@ -288,6 +290,8 @@ def resolve_sqlite_url(url: str, root: Path) -> str:
 
 def preprocessing_spec(params: Params) -> PreprocessingSpec:
     """The preprocessing contract of this configuration (travels inside every ONNX model)."""
+    from genretag.spectrogram import PreprocessingSpec
+
     s = params.spectrogram
     return PreprocessingSpec(
         sample_rate=params.audio.sample_rate,

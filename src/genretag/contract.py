@@ -26,11 +26,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import onnx
+from typing import TYPE_CHECKING, Any
 
 from genretag.errors import ExportError
+
+if TYPE_CHECKING:  # onnx is imported where a model is read: the registry listing never loads one
+    import onnx
 
 CONTRACT_VERSION = 2
 INPUT_NAME = "waveform"
@@ -140,6 +141,8 @@ def read_contract(onnx_path: str | Path) -> ModelContract:
 
     Raises :class:`~genretag.errors.ExportError` for a missing, unreadable or non-genretag file.
     """
+    import onnx
+
     path = Path(onnx_path)
     if not path.is_file():
         raise ExportError(f"{path}: no such ONNX file")
@@ -176,6 +179,8 @@ CUDNN_MAX_ELEMENTS = 2**31 - 1
 
 def largest_activation(model: onnx.ModelProto) -> int:
     """Elements per input clip of the model's largest tensor, by ONNX shape inference (0: unknown)."""
+    import onnx
+
     inferred = onnx.shape_inference.infer_shapes(model)
     largest = 0
     for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
