@@ -399,7 +399,7 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
               max_windows: int | None) -> dict:
     """The tagging steps in this process, without Prefect; the run's summary as the flow returns it."""
     from genretag.catalog import catalog_url, tag_catalog as tag
-    from genretag.drift import drift_warning, training_genre_counts
+    from genretag.drift import training_genre_counts
     from genretag.scoring import open_model
 
     score = params.score
@@ -408,10 +408,10 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
         database_url=catalog_url(params, root=root, override=database),
         max_windows=score.max_windows if max_windows is None else max_windows, batch_size=score.batch_size,
         commit_every=score.commit_every, workers=score.workers, silence_rms_dbfs=params.validation.silence_rms_dbfs,
-        reference_genres=training_genre_counts(layout(root).tracks),
+        reference_genres=training_genre_counts(layout(root).tracks), drift_limits=score,
     )
-    if summary.genre_psi is not None and summary.genre_psi > score.drift_psi_warn:
-        typer.echo(f"warning: {drift_warning(summary.genre_psi, limit=score.drift_psi_warn)}", err=True)
+    for line in summary.drift_warnings:
+        typer.echo(f"warning: {line}", err=True)
     return summary.to_dict()
 
 

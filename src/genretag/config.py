@@ -128,6 +128,7 @@ class ExportParams(_Section):
     quantize: Literal["none", "int8"] = "none"  # int8: also export each candidate statically quantised (<id>-int8)
     quantize_format: Literal["qoperator", "qdq"] = "qoperator"  # onnxruntime.quantization's QuantFormat
     calibration_clips: int = Field(256, ge=1)  # training clips the int8 ranges are calibrated on (at most)
+    drift_reference_clips: int = Field(1000, ge=2)  # training clips (at most) whose embeddings make the drift reference
     int8_min_agreement: float = Field(0.9, gt=0, le=1)  # least top-1 agreement with float32 on test + synthetic clips
 
 
@@ -149,6 +150,8 @@ class ScoreParams(_Section):
     dask_address: str | None = None
     dask_chunk: int = Field(256, ge=1)
     drift_psi_warn: float = Field(0.25, gt=0)  # warn when a run's predicted genres drift this far (PSI) from training
+    drift_embedding_warn: float = Field(0.5, gt=0)  # warn when the run's mean embedding is this far (mean |delta|/sd) from training
+    drift_loudness_warn_db: float = Field(6.0, gt=0)  # warn when the run's mean level differs this much (dB) from the training clips'
 
 
 class Params(_Section):

@@ -52,6 +52,7 @@ KEY_GIT_COMMIT = "genretag.git_commit"
 KEY_METRICS = "genretag.test_metrics"
 KEY_QUANTIZATION = "genretag.quantization"
 KEY_DERIVED_FROM = "genretag.derived_from"
+KEY_DRIFT_REFERENCE = "genretag.drift_reference"  # JSON, genretag.drift.build_reference (absent in older models)
 
 FLOAT32 = "float32"
 INT8 = "int8"
@@ -81,6 +82,7 @@ class ModelContract:
     contract_version: int = CONTRACT_VERSION
     quantization: str = FLOAT32  # FLOAT32 or INT8 (the network's weights and activations; the front end stays float32)
     derived_from: str = ""  # model_version of the model this one was made from (the float32 source of an int8 model)
+    drift_reference: dict[str, Any] = field(default_factory=dict)  # training statistics for drift ({}: none)
 
     @property
     def clip_seconds(self) -> float:
@@ -101,6 +103,7 @@ class ModelContract:
             KEY_METRICS: json.dumps(self.test_metrics, sort_keys=True),
             KEY_QUANTIZATION: self.quantization,
             KEY_DERIVED_FROM: self.derived_from,
+            **({KEY_DRIFT_REFERENCE: json.dumps(self.drift_reference, sort_keys=True)} if self.drift_reference else {}),
         }
 
     @classmethod
@@ -133,6 +136,7 @@ class ModelContract:
             contract_version=version,
             quantization=metadata.get(KEY_QUANTIZATION) or FLOAT32,
             derived_from=metadata.get(KEY_DERIVED_FROM, ""),
+            drift_reference=json.loads(metadata.get(KEY_DRIFT_REFERENCE) or "{}"),
         )
 
 

@@ -38,6 +38,7 @@ from genretag.contract import (
     read_contract,
     require_v2,
 )
+from genretag.drift import InputStats, window_loudness
 from genretag.errors import AudioError, GenretagError, RegistryError, ScoringError
 from genretag.families import Prediction
 from genretag.processes import die_with_parent
@@ -279,10 +280,12 @@ def summarize(window_probabilities: np.ndarray, labels: tuple[str, ...], *, wind
 
 @dataclass(frozen=True)
 class TrackWindows:
-    """The windows of one track that the model scores: float32 [n, S], and how many were silent."""
+    """The windows of one track that the model scores: float32 [n, S], how many were silent, and
+    the track's input statistics for drift (None when cut from a waveform, not decoded from a file)."""
 
     waveforms: np.ndarray
     silent: int = 0
+    audio: InputStats | None = None
 
 
 def drop_silent(windows: np.ndarray, *, silence_rms_dbfs: float = -60.0) -> TrackWindows:
@@ -328,7 +331,9 @@ def track_windows(
     windows = drop_silent(decoded.windows, silence_rms_dbfs=silence_rms_dbfs)
     if len(windows.waveforms) == 0:
         raise AudioError(path, f"silent: all {windows.silent} windows are all-zero or below {silence_rms_dbfs:.1f} dBFS RMS")
-    return windows
+    audio = InputStats(source_sample_rate=decoded.original_sample_rate, duration_s=round(decoded.duration_s, 3),
+                       loudness_dbfs=window_loudness(windows.waveforms))
+    return TrackWindows(waveforms=windows.waveforms, silent=windows.silent, audio=audio)
 
 
 def windows_or_reason(
@@ -370,6 +375,8 @@ class ScoredTrack:
     path: str
     score: TrackScore | None
     error: str = ""
+    audio: InputStats | None = None  # the track's input statistics (drift)
+    embedding_sum: np.ndarray | None = None  # float64 [D]: sum of the scored windows' embeddings (drift)
 
 
 class _InlineExecutor(Executor):
@@ -425,11 +432,12 @@ def score_decoded(model: ScoringModel, decoded: Iterable[DecodedTrack | None], *
 def _score_batch(model: ScoringModel, tracks: list[tuple[Hashable, str, TrackWindows]], *, batch_size: int) -> Iterator[ScoredTrack]:
     if not tracks:
         return
-    probabilities = model.predict(np.concatenate([w.waveforms for _, _, w in tracks]), batch_size=batch_size).probabilities
+    prediction = model.predict(np.concatenate([w.waveforms for _, _, w in tracks]), batch_size=batch_size)
     offset = 0
     for key, path, windows in tracks:
         count = len(windows.waveforms)
-        yield ScoredTrack(key, path, summarize(probabilities[offset : offset + count], model.labels, windows_silent=windows.silent))
+        yield ScoredTrack(key, path, summarize(prediction.probabilities[offset : offset + count], model.labels, windows_silent=windows.silent),
+                          audio=windows.audio, embedding_sum=prediction.embedding[offset : offset + count].sum(axis=0, dtype=np.float64))
         offset += count
 
 
