@@ -223,3 +223,34 @@ def drift_markdown(drift: Mapping[str, Any], warnings: Sequence[str]) -> str:
              "| measure | value |", "| --- | ---: |", *(f"| {key} | {value} |" for key, value in rows), ""]
     lines += [f"**Warning:** {line}" for line in warnings] or ["No drift measure past its limit."]
     return "\n".join(lines) + "\n"
+
+
+def training_reference(family: Any, *, waveforms: np.ndarray, tracks_csv: Path, max_clips: int, seed: int,
+                       batch_size: int = 64) -> dict[str, Any]:
+    """:func:`build_reference` for a trained model family (genretag.families.Family): its own
+    ``predict`` embeds up to ``max_clips`` training clips (float32 [n, S] at the family's rate,
+    a seeded random choice), whose RMS levels are measured too; genre counts, source sample rates
+    and durations come from the validated tracks (data/tracks.csv columns genre,
+    original_sample_rate, duration_s). {} (no reference; logged) when either side is empty.
+    """
+    import logging
+
+    from genretag.audio import stats
+    from genretag.dataset import read_table
+
+    if len(waveforms) < 2 or not tracks_csv.is_file():
+        logging.getLogger(__name__).info("no drift reference: %d training clips, %s %s", len(waveforms), tracks_csv,
+                                         "found" if tracks_csv.is_file() else "missing")
+        return {}
+    chosen = np.sort(np.random.default_rng(seed).choice(len(waveforms), size=min(len(waveforms), max_clips), replace=False))
+    clips = np.asarray(waveforms[chosen], dtype=np.float32)
+    embeddings = np.concatenate([family.predict(clips[start : start + batch_size]).embedding
+                                 for start in range(0, len(clips), batch_size)])
+    tracks = read_table(tracks_csv)
+    return build_reference(
+        embeddings=embeddings,
+        clip_loudness_dbfs=[stats(clip, sample_rate=1).rms_dbfs for clip in clips],
+        genre_counts=training_genre_counts(tracks_csv),
+        source_sample_rates=[int(float(v)) for v in tracks["original_sample_rate"]],
+        durations_s=[float(v) for v in tracks["duration_s"]],
+    )

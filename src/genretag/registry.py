@@ -78,6 +78,8 @@ TAG_REFUSAL = "genretag.gate.refusal"
 TAG_ONNX_SHA = "genretag.onnx_sha256"
 TAG_HISTORY = "genretag.champion_history"
 TAG_STACK = "genretag.champion_stack"
+TAG_SHADOW = "genretag.shadow_report"  # path (from the project root) of the version's shadow report
+SHADOW_DIR = "shadow"
 HISTORY_KEEP = 200
 TAG_LIMIT = 5000  # MLflow's longest tag value
 
@@ -677,6 +679,46 @@ def _read_client_registry(params: Params, root: Path, name: str) -> tuple[dict[s
     except _mlflow_error():
         return None
     return aliases, [(str(v.version), int(v.creation_timestamp), v.run_id, dict(v.tags)) for v in _all_versions(client, name)]
+
+
+def version_number(params: Params, *, root: Path, ref: str) -> str:
+    """The version number behind ``ref`` (a number, champion or challenger), read as :func:`list_versions` reads.
+
+    Raises RegistryError when no version has that number or alias.
+    """
+    for row in list_versions(params, root=root):
+        if str(ref) == row.version or str(ref) in row.aliases:
+            return row.version
+    raise RegistryError(f"registered model {params.registry.model_name!r} has no version or alias {ref!r}")
+
+
+def shadow_report_path(root: Path, version: str) -> Path:
+    """``models/shadow/v<version>.json`` (the markdown beside it, ``.md``): the version's shadow report.
+
+    Kept beside models/registry.json, never inside it: that file is the register stage's DVC
+    output, and changing it would make ``dvc repro`` register again. The version's MLflow tag
+    ``genretag.shadow_report`` names the file too.
+    """
+    from genretag.config import layout
+
+    return layout(root).models_dir / SHADOW_DIR / f"v{version}.json"
+
+
+def store_shadow_report(params: Params, *, root: Path, version: str, report: Mapping[str, Any], markdown: str) -> Path:
+    """Write version ``version``'s shadow report (JSON and markdown, each atomically) and tag the
+    version with its path relative to ``root``; returns the JSON path."""
+    path = shadow_report_path(root, version)
+    write_json(path, dict(report))
+    write_text(path.with_suffix(".md"), markdown)
+    client = _client(params, root)
+    client.set_model_version_tag(params.registry.model_name, str(version), TAG_SHADOW, path.relative_to(root).as_posix())
+    return path
+
+
+def read_shadow_report(root: Path, version: str) -> str | None:
+    """The markdown of version ``version``'s shadow report, or None when there is none."""
+    path = shadow_report_path(root, version).with_suffix(".md")
+    return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
 def champion_history(params: Params, *, root: Path) -> list[dict[str, Any]]:
