@@ -238,15 +238,15 @@ def training_reference(family: Any, *, waveforms: np.ndarray, tracks_csv: Path, 
     from genretag.audio import stats
     from genretag.dataset import read_table
 
-    if len(waveforms) < 2 or not tracks_csv.is_file():
-        logging.getLogger(__name__).info("no drift reference: %d training clips, %s %s", len(waveforms), tracks_csv,
-                                         "found" if tracks_csv.is_file() else "missing")
+    tracks = read_table(tracks_csv) if tracks_csv.is_file() else None
+    if len(waveforms) < 2 or tracks is None or not len(tracks) or not {"original_sample_rate", "duration_s"} <= set(tracks.columns):
+        logging.getLogger(__name__).info("no drift reference: %d training clips; %s %s", len(waveforms), tracks_csv,
+                                         "lacks tracks with original_sample_rate and duration_s" if tracks_csv.is_file() else "missing")
         return {}
     chosen = np.sort(np.random.default_rng(seed).choice(len(waveforms), size=min(len(waveforms), max_clips), replace=False))
     clips = np.asarray(waveforms[chosen], dtype=np.float32)
     embeddings = np.concatenate([family.predict(clips[start : start + batch_size]).embedding
                                  for start in range(0, len(clips), batch_size)])
-    tracks = read_table(tracks_csv)
     return build_reference(
         embeddings=embeddings,
         clip_loudness_dbfs=[stats(clip, sample_rate=1).rms_dbfs for clip in clips],
