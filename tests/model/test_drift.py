@@ -75,7 +75,7 @@ def test_embedding_shift_is_the_mean_standardised_difference() -> None:
     assert embedding_shift(reference, np.array([3.0, 12.0])) == 1.0  # (|3 - 1| / 1 + |12 - 12| / 2) / 2
 
 
-def _run(root: Path, model: Path, *, amplitude: float, name: str) -> tuple[dict, list[str], pd.Series]:
+def _run(root: Path, model: Path, *, amplitude: float, name: str) -> tuple[dict, list[str], pd.Series, str]:
     folder = root / name
     for i, (genre, frequency) in enumerate(TRAINING.items()):
         for j in range(2):
@@ -87,28 +87,30 @@ def _run(root: Path, model: Path, *, amplitude: float, name: str) -> tuple[dict,
         tags = catalog.read("catalog_tags")
     assert tags["source_sample_rate"].tolist() == [22050] * 6 and tags["duration_s"].tolist() == [4.0] * 6
     assert tags["loudness_dbfs"].notna().all()
-    return summary.drift, summary.drift_warnings, run
+    return summary.drift, summary.drift_warnings, run, summary.to_markdown()  # the markdown: the flow's Prefect artifact
 
 
 def test_matching_input_raises_no_warning_and_a_quieter_one_does(tmp_path) -> None:
     model = _model_with_reference(tmp_path)
-    drift, warnings, run = _run(tmp_path, model, amplitude=0.3, name="matching")
+    drift, warnings, run, report = _run(tmp_path, model, amplitude=0.3, name="matching")
     assert warnings == [] and drift["reference"] == "model"
     assert drift["genre_psi"] < 0.01 and drift["embedding_shift"] < 0.5 and abs(drift["loudness_shift_db"]) < 1.0
     assert run["embedding_shift"] == drift["embedding_shift"] and json.loads(run["drift"]) == drift
     assert json.loads(run["drift_warnings"]) == [] and run["loudness_dbfs"] == drift["loudness_dbfs"]
+    assert "No drift measure past its limit." in report
 
-    drift, warnings, run = _run(tmp_path, model, amplitude=0.003, name="quiet")  # 40 dB quieter: the noise floor shows
+    drift, warnings, run, report = _run(tmp_path, model, amplitude=0.003, name="quiet")  # 40 dB quieter: the noise floor shows
     assert drift["loudness_shift_db"] < -20 and drift["embedding_shift"] > 0.5
     assert any("score.drift_loudness_warn_db" in line for line in warnings)
     assert any("score.drift_embedding_warn" in line for line in warnings)
     assert json.loads(run["drift_warnings"]) == warnings
+    assert all(f"**Warning:** {line}" in report for line in warnings)
 
 
 def test_a_model_without_a_reference_reports_n_a(tmp_path) -> None:
     plain = tmp_path / "plain.onnx"
     onnx.save(tone_model(votes(PERFECT), name="old"), str(plain))
-    drift, warnings, run = _run(tmp_path, plain, amplitude=0.3, name="old")
+    drift, warnings, run, _ = _run(tmp_path, plain, amplitude=0.3, name="old")
     assert drift["reference"].startswith("n/a") and drift["embedding_shift"] is None and drift["loudness_shift_db"] is None
     assert drift["loudness_dbfs"] is not None and warnings == []
     assert pd.isna(run["embedding_shift"])
