@@ -59,6 +59,9 @@ catalog_tags = sa.Table(
     sa.Column("source_sample_rate", sa.Integer, nullable=True),  # Hz of the file before resampling
     sa.Column("duration_s", sa.Float, nullable=True),
     sa.Column("loudness_dbfs", sa.Float, nullable=True),  # RMS of the scored windows
+    # Added with the review loop (genretag.review): old rows are not flagged and have no timeline.
+    sa.Column("needs_review", sa.Boolean, nullable=False, server_default=sa.text("false")),  # confidence < score.review_below
+    sa.Column("window_probabilities", sa.Text, nullable=True),  # JSON, see window_timeline
     sa.UniqueConstraint("sha256", "model_version", name="uq_catalog_tags_sha256_model_version"),
 )
 
@@ -559,11 +562,27 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+WINDOW_DIGITS = 4  # probabilities in window_probabilities: 1e-4 resolves any share a reviewer reads
+
+
+def window_timeline(score: Any) -> str:
+    """The window_probabilities JSON of a genretag.scoring.TrackScore: ``{"labels": [K], "start_s": [n]
+    seconds, "probabilities": [n][K] rounded to WINDOW_DIGITS}``, one row per scored window (silent ones
+    were not scored: their starts are absent)."""
+    return json.dumps({
+        "labels": list(score.probabilities),
+        "start_s": list(score.window_starts_s),
+        "probabilities": [[round(p, WINDOW_DIGITS) for p in row] for row in score.window_probabilities],
+    }, separators=(",", ":"))
+
+
 def tag_row(
     track: HashedTrack, score: Any, *, model_name: str, model_version: str, provider: str, contract_version: int,
+    review_below: float,
     audio: InputStats | None = None,
 ) -> dict[str, Any]:
-    """A catalog_tags row for a genretag.scoring.TrackScore (and the track's input statistics)."""
+    """A catalog_tags row for a genretag.scoring.TrackScore and the track's input statistics; flagged
+    needs_review when its confidence is below ``review_below`` (params score.review_below)."""
     return {
         "source_sample_rate": audio.source_sample_rate if audio else None,
         "duration_s": audio.duration_s if audio else None,
@@ -578,6 +597,8 @@ def tag_row(
         "probabilities": json.dumps(score.probabilities),
         "windows_scored": score.windows_scored,
         "windows_silent": score.windows_silent,
+        "needs_review": score.confidence < review_below,
+        "window_probabilities": window_timeline(score),
         "model_name": model_name,
         "model_version": model_version,
         "provider": provider,
@@ -753,8 +774,9 @@ class WriteOutcome:
     embedding_sum: Any = None  # float64 [D] over their scored windows (None: nothing tagged)
 
 
-def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any) -> WriteOutcome:
-    """Write genretag.scoring.ScoredTrack results (their keys are HashedTracks) in one commit."""
+def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any, review_below: float) -> WriteOutcome:
+    """Write genretag.scoring.ScoredTrack results (their keys are HashedTracks) in one commit
+    (``review_below``: :func:`tag_row`)."""
     tags, errors, failures, audio, embedding_sums = [], [], [], [], []
     for result in results:
         track: HashedTrack = result.key
@@ -763,7 +785,8 @@ def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any) -> Wr
             errors.append(error_row(track.track_id, track.path, track.sha256, result.error, model_version=model.model_version))
         else:
             tags.append(tag_row(track, result.score, model_name=model.model_name, model_version=model.model_version,
-                                provider=model.provider, contract_version=model.contract_version, audio=result.audio))
+                                provider=model.provider, contract_version=model.contract_version, review_below=review_below,
+                                audio=result.audio))
             audio += [result.audio] if result.audio else []
             embedding_sums += [result.embedding_sum] if result.embedding_sum is not None else []
     counts = catalog.write(tags, errors)
@@ -802,6 +825,7 @@ def tag_catalog(
     before_read: Callable[[Path], None] | None = None,
     reference_genres: Mapping[str, int] | None = None,
     drift_limits: ScoreParams | None = None,
+    review_below: float = 0.5,
 ) -> TaggingSummary:
     """Tag every audio file of ``source`` with an open genretag.scoring.ScoringModel.
 
@@ -809,7 +833,8 @@ def tag_catalog(
     model version already tagged, score in parallel, commit every ``commit_every`` tracks.
     The run's drift is measured against the model's own drift reference (its contract);
     ``reference_genres`` (training genre -> tracks) stands in for the genre PSI of a model without
-    one; ``drift_limits`` (ScoreParams, default the built-in ones) sets the warnings' limits.
+    one; ``drift_limits`` (ScoreParams, default the built-in ones) sets the warnings' limits. Tags
+    below ``review_below`` confidence are flagged needs_review.
     """
     from genretag.scoring import score_files
 
@@ -830,7 +855,7 @@ def tag_catalog(
             workers=workers, silence_rms_dbfs=silence_rms_dbfs,
         )
         for results in _chunks(stream, commit_every):
-            summary.record(write_results(catalog, results, model=model))
+            summary.record(write_results(catalog, results, model=model, review_below=review_below))
         summary.seconds = time.perf_counter() - started
         summary.finish_drift(model.contract.drift_reference, score=drift_limits or ScoreParams(), fallback_genres=reference_genres)
         catalog.record_run(summary, run="cli")

@@ -29,6 +29,7 @@ class IngestParams(_Section):
     source: str = "demo"
     demo_tracks_per_genre: int = Field(6, ge=1)
     demo_seed: int = 2021
+    feedback: str = "data/feedback/labels.csv"  # reviewed catalog labels (genretag review import); "": none
 
 
 class AudioParams(_Section):
@@ -130,6 +131,7 @@ class ExportParams(_Section):
     calibration_clips: int = Field(256, ge=1)  # training clips the int8 ranges are calibrated on (at most)
     drift_reference_clips: int = Field(1000, ge=2)  # training clips (at most) whose embeddings make the drift reference
     int8_min_agreement: float = Field(0.9, gt=0, le=1)  # least top-1 agreement with float32 on test + synthetic clips
+    temperature_min_clips: int = Field(30, ge=1)  # validation clips needed to fit the calibration temperature; fewer: T = 1
 
 
 class RegisterParams(_Section):
@@ -152,6 +154,7 @@ class ScoreParams(_Section):
     drift_psi_warn: float = Field(0.25, gt=0)  # warn when a run's predicted genres drift this far (PSI) from training
     drift_embedding_warn: float = Field(0.5, gt=0)  # warn when the run's mean embedding is this far (mean |delta|/sd) from training
     drift_loudness_warn_db: float = Field(6.0, gt=0)  # warn when the run's mean level differs this much (dB) from the training clips'
+    review_below: float = Field(0.5, ge=0, le=1)  # tags with a lower confidence are flagged needs_review (0: none)
 
 
 class Params(_Section):
@@ -277,6 +280,10 @@ class Layout:
     def plots_dir(self) -> Path: return self.root / "plots"
     @property
     def reports_dir(self) -> Path: return self.root / "reports"
+
+    def feedback(self, params: Params) -> Path | None:
+        """The reviewed-labels file of ``ingest.feedback`` (relative: to the root), None when unset."""
+        return (self.root / params.ingest.feedback) if params.ingest.feedback else None
 
 
 def layout(root: Path | None = None) -> Layout:
