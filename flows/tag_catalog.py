@@ -32,7 +32,7 @@ from genretag.catalog import (
     write_results,
 )
 from genretag.config import Params, ScoreParams
-from genretag.drift import drift_warning, genre_psi, training_genre_counts
+from genretag.drift import training_genre_counts
 from genretag.errors import ConfigError
 from genretag.paths import display
 from genretag.scoring import (
@@ -157,9 +157,11 @@ def tag_catalog_flow(
     try:
         _scan_and_tag(catalog, source=source, model=scoring_model, params=params, windows=windows, summary=summary)
         summary.seconds = time.perf_counter() - started
-        summary.genre_psi = genre_psi(training_genre_counts(paths.tracks), summary.genre_counts)
-        if summary.genre_psi is not None and summary.genre_psi > score.drift_psi_warn:
-            logger.warning("%s", drift_warning(summary.genre_psi, limit=score.drift_psi_warn))
+        for line in summary.finish_drift(scoring_model.contract.drift_reference, score=score,
+                                         fallback_genres=training_genre_counts(paths.tracks)):
+            logger.warning("drift: %s", line)
+        logger.info("drift against the training data (%s): %s", summary.drift["reference"],
+                    {k: v for k, v in summary.drift.items() if k != "reference"})
         catalog.record_run(summary, run=f"prefect:{flow_run.id}")
     finally:
         catalog.close()

@@ -1,5 +1,7 @@
 """Atomic file writes: write to a temporary file beside the target, then rename over it."""
 
+from __future__ import annotations
+
 import contextlib
 import json
 import os
@@ -8,9 +10,10 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas costs about a second to import: only write_csv needs it
+    import pandas as pd
 
 
 @contextlib.contextmanager

@@ -26,8 +26,8 @@ from sqlalchemy.engine import Engine
 
 from genretag.atomic import atomic_path, write_csv
 from genretag.audio import file_sha256, is_apple_metadata, is_audio_name, scan_folder
-from genretag.config import Params, resolve_sqlite_url
-from genretag.drift import genre_psi
+from genretag.config import Params, ScoreParams, resolve_sqlite_url
+from genretag.drift import InputStats, drift_markdown, drift_warnings, run_drift
 from genretag.errors import CatalogError, GenretagError, ScoringError
 from genretag.paths import absolute, display, exact_bytes
 
@@ -55,6 +55,10 @@ catalog_tags = sa.Table(
     # Added with contract v2; the server defaults describe rows written before (v1 models, no window skipped).
     sa.Column("contract_version", sa.Integer, nullable=False, server_default=sa.text("1")),
     sa.Column("windows_silent", sa.Integer, nullable=False, server_default=sa.text("0")),  # skipped as silent
+    # Input audio statistics (genretag.drift.InputStats); empty for rows written before them.
+    sa.Column("source_sample_rate", sa.Integer, nullable=True),  # Hz of the file before resampling
+    sa.Column("duration_s", sa.Float, nullable=True),
+    sa.Column("loudness_dbfs", sa.Float, nullable=True),  # RMS of the scored windows
     # Added with the review loop (genretag.review): old rows are not flagged and have no timeline.
     sa.Column("needs_review", sa.Boolean, nullable=False, server_default=sa.text("false")),  # confidence < score.review_below
     sa.Column("window_probabilities", sa.Text, nullable=True),  # JSON, see window_timeline
@@ -93,6 +97,10 @@ catalog_runs = sa.Table(  # one row per tagging run: what it did, with which mod
     sa.Column("seconds", sa.Float, nullable=False),
     sa.Column("genre_counts", sa.Text, nullable=False),  # JSON {genre: tracks tagged with it in this run}
     sa.Column("genre_psi", sa.Float, nullable=True),  # PSI of genre_counts against the training tracks' genres (genretag.drift)
+    sa.Column("embedding_shift", sa.Float, nullable=True),  # genretag.drift.embedding_shift of the run's mean embedding
+    sa.Column("loudness_dbfs", sa.Float, nullable=True),  # mean level of the tagged tracks' scored windows
+    sa.Column("drift", sa.Text, nullable=True),  # JSON: every drift measure (genretag.drift.run_drift)
+    sa.Column("drift_warnings", sa.Text, nullable=True),  # JSON list of the warnings the run raised ([] none)
     sa.Column("run", sa.String(128), nullable=False),  # "prefect:<flow run id>" or "cli" (no Prefect)
 )
 
@@ -519,6 +527,8 @@ class Catalog:
                 tagged=summary.tagged, skipped=summary.skipped, duplicates=summary.duplicates, failed=summary.failed,
                 windows_scored=summary.windows_scored, seconds=round(summary.seconds, 3),
                 genre_counts=json.dumps(dict(sorted(summary.genre_counts.items()))), genre_psi=summary.genre_psi, run=run,
+                embedding_shift=summary.drift.get("embedding_shift"), loudness_dbfs=summary.drift.get("loudness_dbfs"),
+                drift=json.dumps(summary.drift), drift_warnings=json.dumps(summary.drift_warnings),
             ))
 
     def find(self, sha256: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -569,10 +579,14 @@ def window_timeline(score: Any) -> str:
 def tag_row(
     track: HashedTrack, score: Any, *, model_name: str, model_version: str, provider: str, contract_version: int,
     review_below: float,
+    audio: InputStats | None = None,
 ) -> dict[str, Any]:
-    """A catalog_tags row for a genretag.scoring.TrackScore; flagged needs_review when its confidence
-    is below ``review_below`` (params score.review_below)."""
+    """A catalog_tags row for a genretag.scoring.TrackScore and the track's input statistics; flagged
+    needs_review when its confidence is below ``review_below`` (params score.review_below)."""
     return {
+        "source_sample_rate": audio.source_sample_rate if audio else None,
+        "duration_s": audio.duration_s if audio else None,
+        "loudness_dbfs": audio.loudness_dbfs if audio else None,
         "track_id": display(track.track_id),
         "path": display(track.path),
         "path_bytes": exact_bytes(track.path),
@@ -631,6 +645,21 @@ class TaggingSummary:
     failures: list[dict[str, str]] = field(default_factory=list)
     genre_counts: Counter[str] = field(default_factory=Counter)
     genre_psi: float | None = None  # drift of genre_counts from the training genres (None: no reference or nothing tagged)
+    audio: list[InputStats] = field(default_factory=list)  # input statistics of the tracks tagged
+    embedding_sum: Any = None  # float64 [D]: sum of the tagged windows' embeddings (None: none yet)
+    drift: dict[str, Any] = field(default_factory=dict)  # genretag.drift.run_drift, set by finish_drift
+    drift_warnings: list[str] = field(default_factory=list)
+
+    def finish_drift(self, reference: Mapping[str, Any] | None, *, score: Any, fallback_genres: Mapping[str, int] | None = None) -> list[str]:
+        """Measure the run's drift against the model's training ``reference`` (its contract's
+        drift_reference; genre PSI falls back to ``fallback_genres``); return the warnings past
+        ``score`` (ScoreParams) drift_* limits, also kept on the summary."""
+        self.drift = run_drift(reference or None, audio=self.audio, embedding_sum=self.embedding_sum,
+                               embedding_windows=self.windows_scored, genre_counts=self.genre_counts, fallback_genres=fallback_genres)
+        self.genre_psi = self.drift["genre_psi"]
+        self.drift_warnings = drift_warnings(self.drift, psi_limit=score.drift_psi_warn, embedding_limit=score.drift_embedding_warn,
+                                             loudness_limit_db=score.drift_loudness_warn_db)
+        return self.drift_warnings
 
     @property
     def files(self) -> int:
@@ -652,6 +681,9 @@ class TaggingSummary:
         self.genre_counts.update(outcome.genres)
         self.windows_scored += outcome.windows_scored
         self.windows_silent += outcome.windows_silent
+        self.audio.extend(outcome.audio)
+        if outcome.embedding_sum is not None:
+            self.embedding_sum = outcome.embedding_sum if self.embedding_sum is None else self.embedding_sum + outcome.embedding_sum
         self.add_failures(outcome.failures)
         self.add_unstored(outcome.counts.unstored)
 
@@ -686,6 +718,8 @@ class TaggingSummary:
             "failures": list(self.failures),
             "genre_counts": dict(sorted(self.genre_counts.items())),
             "genre_psi": self.genre_psi,
+            "drift": dict(self.drift),
+            "drift_warnings": list(self.drift_warnings),
             "windows_scored": self.windows_scored,
             "windows_silent": self.windows_silent,
             "seconds": round(self.seconds, 3),
@@ -714,6 +748,8 @@ class TaggingSummary:
             "",
             "Drift of these genres from the training tracks' (PSI): "
             + ("not measured (no training reference, or nothing tagged)" if self.genre_psi is None else f"{self.genre_psi:.4f}"),
+            "",
+            drift_markdown(self.drift, self.drift_warnings).rstrip("\n"),
         ]
         if self.failures:
             lines += ["", "## Failed files", "", "| file | reason |", "| --- | --- |"]
@@ -734,12 +770,14 @@ class WriteOutcome:
     windows_scored: int
     windows_silent: int
     failures: tuple[TrackFailure, ...]
+    audio: tuple[InputStats, ...] = ()  # input statistics of the tracks tagged
+    embedding_sum: Any = None  # float64 [D] over their scored windows (None: nothing tagged)
 
 
 def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any, review_below: float) -> WriteOutcome:
     """Write genretag.scoring.ScoredTrack results (their keys are HashedTracks) in one commit
     (``review_below``: :func:`tag_row`)."""
-    tags, errors, failures = [], [], []
+    tags, errors, failures, audio, embedding_sums = [], [], [], [], []
     for result in results:
         track: HashedTrack = result.key
         if result.score is None:
@@ -747,7 +785,10 @@ def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any, revie
             errors.append(error_row(track.track_id, track.path, track.sha256, result.error, model_version=model.model_version))
         else:
             tags.append(tag_row(track, result.score, model_name=model.model_name, model_version=model.model_version,
-                                provider=model.provider, contract_version=model.contract_version, review_below=review_below))
+                                provider=model.provider, contract_version=model.contract_version, review_below=review_below,
+                                audio=result.audio))
+            audio += [result.audio] if result.audio else []
+            embedding_sums += [result.embedding_sum] if result.embedding_sum is not None else []
     counts = catalog.write(tags, errors)
     return WriteOutcome(
         counts=counts,
@@ -755,6 +796,8 @@ def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any, revie
         windows_scored=sum(row["windows_scored"] for row in tags),
         windows_silent=sum(row["windows_silent"] for row in tags),
         failures=tuple(failures),
+        audio=tuple(audio),
+        embedding_sum=sum(embedding_sums[1:], embedding_sums[0]) if embedding_sums else None,
     )
 
 
@@ -781,14 +824,17 @@ def tag_catalog(
     silence_rms_dbfs: float = -60.0,
     before_read: Callable[[Path], None] | None = None,
     reference_genres: Mapping[str, int] | None = None,
+    drift_limits: ScoreParams | None = None,
     review_below: float = 0.5,
 ) -> TaggingSummary:
     """Tag every audio file of ``source`` with an open genretag.scoring.ScoringModel.
 
     The same steps as the tag-catalog flow, without Prefect: list, hash, skip what this
     model version already tagged, score in parallel, commit every ``commit_every`` tracks.
-    ``reference_genres`` (training genre -> tracks) sets the run's ``genre_psi`` drift measure;
-    tags below ``review_below`` confidence are flagged needs_review.
+    The run's drift is measured against the model's own drift reference (its contract);
+    ``reference_genres`` (training genre -> tracks) stands in for the genre PSI of a model without
+    one; ``drift_limits`` (ScoreParams, default the built-in ones) sets the warnings' limits. Tags
+    below ``review_below`` confidence are flagged needs_review.
     """
     from genretag.scoring import score_files
 
@@ -811,7 +857,7 @@ def tag_catalog(
         for results in _chunks(stream, commit_every):
             summary.record(write_results(catalog, results, model=model, review_below=review_below))
         summary.seconds = time.perf_counter() - started
-        summary.genre_psi = genre_psi(reference_genres or {}, summary.genre_counts)
+        summary.finish_drift(model.contract.drift_reference, score=drift_limits or ScoreParams(), fallback_genres=reference_genres)
         catalog.record_run(summary, run="cli")
     return summary
 

@@ -274,9 +274,14 @@ def registry_promote(
     version: str = typer.Argument(..., help="Registry version number to make champion."),
     reason: str = typer.Option(None, "--reason", help="Why (recorded on the version and in the champion history)."),
 ) -> None:
-    """Make VERSION the champion by hand, bypassing the accuracy gate; the reason is recorded."""
+    """Make VERSION the champion by hand, bypassing the accuracy gate; the reason is recorded.
+    Its shadow report (`genretag shadow VERSION`) is printed first, or one line says there is none."""
     from genretag import registry
 
+    number = _registry_call(registry.version_number, ref=version)
+    report = registry.read_shadow_report(layout().root, number)
+    typer.echo(report.rstrip("\n") if report else
+               f"no shadow report for v{number}: run `genretag shadow {number} --sample 200` to compare it with the champion's tags first")
     change = _registry_call(registry.promote, version=version, reason=reason or f"manual promotion by {registry.actor()}")
     typer.echo(f"champion: v{change.from_version or '-'} -> v{change.to_version} ({change.reason})")
 
@@ -305,6 +310,51 @@ def registry_fetch(
 
 
 # --- catalog tagging commands ---
+
+
+@app.command()
+def shadow(
+    version: str = typer.Argument(..., help="Registry version (or challenger) to try on the catalog."),
+    sample: int = typer.Option(200, "--sample", min=1, help="Catalog tracks to score, stratified by the champion's genre."),
+    seed: int = typer.Option(2021, "--seed", help="Seed of the sample."),
+    database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else score.database_url)."),
+    max_windows: int = typer.Option(None, "--max-windows", min=0, help="3-s windows per track; 0: all (default: score.max_windows)."),
+) -> None:
+    """Score a sample of the champion's catalog tracks with VERSION and compare: agreement, old-to-new
+    confusion, confidence shift. The report is stored with the version (models/shadow/v<N>.json, .md)
+    and printed by `genretag registry promote`."""
+    from genretag import registry
+    from genretag.catalog import Catalog, catalog_url
+    from genretag.errors import GenretagError, RegistryError
+    from genretag.scoring import open_model
+    from genretag.shadow import ChampionTag, shadow_run
+
+    try:
+        params, root = load_params(), layout().root
+        rows = {row.version: row for row in _registry_call(registry.list_versions)}
+        number = _registry_call(registry.version_number, ref=version)
+        champion = next((row for row in rows.values() if registry.CHAMPION in row.aliases), None)
+        if champion is None:
+            raise RegistryError(f"registered model {params.registry.model_name!r} has no champion whose catalog tags to compare with")
+        if champion.version == number:
+            raise RegistryError(f"v{number} is the champion: shadow a challenger against it")
+        with Catalog(_existing_catalog(catalog_url(params, root=root, override=database))) as catalog:
+            frame = catalog.read("catalog_tags", model_version=champion.model_version)
+        tags = [ChampionTag(r.track_id, r.path, r.sha256, r.genre, float(r.confidence)) for r in frame.itertuples(index=False)]
+        if not tags:
+            raise RegistryError(f"the catalog holds no tags of the champion v{champion.version} ({champion.model_version}): "
+                                "run `genretag tag-catalog` with the champion first")
+        model = open_model(_model_path(number, params=params, root=root))
+        score = params.score
+        report = shadow_run(tags, model=model, registry_version=number, champion=champion.model_version, sample=sample, seed=seed,
+                            max_windows=score.max_windows if max_windows is None else max_windows, batch_size=score.batch_size,
+                            workers=score.workers, silence_rms_dbfs=params.validation.silence_rms_dbfs)
+        markdown = report.to_markdown()
+        path = registry.store_shadow_report(params, root=root, version=number, report=report.to_dict(), markdown=markdown)
+    except GenretagError as exc:
+        _exit_with(exc, code=1)
+    typer.echo(markdown.rstrip("\n"))
+    typer.echo(f"stored: {path} (and {path.with_suffix('.md').name})", err=True)
 
 _MODEL_HELP = ("A path to an .onnx file, or a registry reference: champion | challenger | a version number | "
                "models:/NAME@ALIAS | models:/NAME/VERSION (default: score.model of the parameters).")
@@ -401,7 +451,7 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
               max_windows: int | None) -> dict:
     """The tagging steps in this process, without Prefect; the run's summary as the flow returns it."""
     from genretag.catalog import catalog_url, tag_catalog as tag
-    from genretag.drift import drift_warning, training_genre_counts
+    from genretag.drift import training_genre_counts
     from genretag.scoring import open_model
 
     score = params.score
@@ -410,10 +460,10 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
         database_url=catalog_url(params, root=root, override=database),
         max_windows=score.max_windows if max_windows is None else max_windows, batch_size=score.batch_size,
         commit_every=score.commit_every, workers=score.workers, silence_rms_dbfs=params.validation.silence_rms_dbfs,
-        reference_genres=training_genre_counts(layout(root).tracks), review_below=score.review_below,
+        reference_genres=training_genre_counts(layout(root).tracks), review_below=score.review_below, drift_limits=score,
     )
-    if summary.genre_psi is not None and summary.genre_psi > score.drift_psi_warn:
-        typer.echo(f"warning: {drift_warning(summary.genre_psi, limit=score.drift_psi_warn)}", err=True)
+    for line in summary.drift_warnings:
+        typer.echo(f"warning: {line}", err=True)
     return summary.to_dict()
 
 

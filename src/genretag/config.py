@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from genretag.errors import ConfigError
-from genretag.spectrogram import PreprocessingSpec
+
+if TYPE_CHECKING:  # scipy behind it: not on the path of commands that only read params
+    from genretag.spectrogram import PreprocessingSpec
 
 GTZAN_GENRES: tuple[str, ...] = (
     "blues", "classical", "country", "disco", "hiphop",
@@ -127,6 +129,7 @@ class ExportParams(_Section):
     quantize: Literal["none", "int8"] = "none"  # int8: also export each candidate statically quantised (<id>-int8)
     quantize_format: Literal["qoperator", "qdq"] = "qoperator"  # onnxruntime.quantization's QuantFormat
     calibration_clips: int = Field(256, ge=1)  # training clips the int8 ranges are calibrated on (at most)
+    drift_reference_clips: int = Field(1000, ge=2)  # training clips (at most) whose embeddings make the drift reference
     int8_min_agreement: float = Field(0.9, gt=0, le=1)  # least top-1 agreement with float32 on test + synthetic clips
     temperature_min_clips: int = Field(30, ge=1)  # validation clips needed to fit the calibration temperature; fewer: T = 1
 
@@ -149,6 +152,8 @@ class ScoreParams(_Section):
     dask_address: str | None = None
     dask_chunk: int = Field(256, ge=1)
     drift_psi_warn: float = Field(0.25, gt=0)  # warn when a run's predicted genres drift this far (PSI) from training
+    drift_embedding_warn: float = Field(0.5, gt=0)  # warn when the run's mean embedding is this far (mean |delta|/sd) from training
+    drift_loudness_warn_db: float = Field(6.0, gt=0)  # warn when the run's mean level differs this much (dB) from the training clips'
     review_below: float = Field(0.5, ge=0, le=1)  # tags with a lower confidence are flagged needs_review (0: none)
 
 
@@ -295,6 +300,8 @@ def resolve_sqlite_url(url: str, root: Path) -> str:
 
 def preprocessing_spec(params: Params) -> PreprocessingSpec:
     """The preprocessing contract of this configuration (travels inside every ONNX model)."""
+    from genretag.spectrogram import PreprocessingSpec
+
     s = params.spectrogram
     return PreprocessingSpec(
         sample_rate=params.audio.sample_rate,

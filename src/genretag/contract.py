@@ -28,11 +28,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import onnx
+from typing import TYPE_CHECKING, Any
 
 from genretag.errors import ExportError
+
+if TYPE_CHECKING:  # onnx is imported where a model is read: the registry listing never loads one
+    import onnx
 
 CONTRACT_VERSION = 2
 INPUT_NAME = "waveform"
@@ -53,6 +54,7 @@ KEY_GIT_COMMIT = "genretag.git_commit"
 KEY_METRICS = "genretag.test_metrics"
 KEY_QUANTIZATION = "genretag.quantization"
 KEY_DERIVED_FROM = "genretag.derived_from"
+KEY_DRIFT_REFERENCE = "genretag.drift_reference"  # JSON, genretag.drift.build_reference (absent in older models)
 KEY_CALIBRATION = "genretag.calibration"
 
 FLOAT32 = "float32"
@@ -83,6 +85,7 @@ class ModelContract:
     contract_version: int = CONTRACT_VERSION
     quantization: str = FLOAT32  # FLOAT32 or INT8 (the network's weights and activations; the front end stays float32)
     derived_from: str = ""  # model_version of the model this one was made from (the float32 source of an int8 model)
+    drift_reference: dict[str, Any] = field(default_factory=dict)  # training statistics for drift ({}: none)
     calibration: dict[str, Any] = field(default_factory=dict)  # genretag.calibration.Calibration.as_dict(); {}: none recorded
 
     @property
@@ -105,6 +108,7 @@ class ModelContract:
             KEY_QUANTIZATION: self.quantization,
             KEY_DERIVED_FROM: self.derived_from,
             KEY_CALIBRATION: json.dumps(self.calibration, sort_keys=True),
+            **({KEY_DRIFT_REFERENCE: json.dumps(self.drift_reference, sort_keys=True)} if self.drift_reference else {}),
         }
 
     @classmethod
@@ -137,6 +141,7 @@ class ModelContract:
             contract_version=version,
             quantization=metadata.get(KEY_QUANTIZATION) or FLOAT32,
             derived_from=metadata.get(KEY_DERIVED_FROM, ""),
+            drift_reference=json.loads(metadata.get(KEY_DRIFT_REFERENCE) or "{}"),
             calibration=json.loads(metadata.get(KEY_CALIBRATION) or "{}"),
         )
 
@@ -146,6 +151,8 @@ def read_contract(onnx_path: str | Path) -> ModelContract:
 
     Raises :class:`~genretag.errors.ExportError` for a missing, unreadable or non-genretag file.
     """
+    import onnx
+
     path = Path(onnx_path)
     if not path.is_file():
         raise ExportError(f"{path}: no such ONNX file")
@@ -182,6 +189,8 @@ CUDNN_MAX_ELEMENTS = 2**31 - 1
 
 def largest_activation(model: onnx.ModelProto) -> int:
     """Elements per input clip of the model's largest tensor, by ONNX shape inference (0: unknown)."""
+    import onnx
+
     inferred = onnx.shape_inference.infer_shapes(model)
     largest = 0
     for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:

@@ -31,26 +31,27 @@ import hashlib
 import json
 import logging
 import re
+import sqlite3
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from genretag.atomic import write_json, write_text
 from genretag.config import Layout, Params
 from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, read_contract, require_v2
 from genretag.errors import GenretagError, RegistryError
-from genretag.evaluate import read_test_audio, score_on_audio
-from genretag.export import MODEL_CARD_NAME, dvc_lock_md5, git_commit, read_metrics
-from genretag.gate import Decision, Evidence, decide
-from genretag.handoff import client_sources, write_bundle
-from genretag.tracking import use_tracking
-from genretag.train import candidate_dir
+from genretag.tracking import tracking_uri, use_tracking
+
+if TYPE_CHECKING:
+    from genretag.gate import Decision, Evidence
+
+# Heavy modules (MLflow, pandas, scipy, onnxruntime through evaluate/export/gate/handoff/train) are
+# imported inside the functions that use them: `genretag registry list|history` must start in
+# about a second (issue 13: <= 3 s as a whole process on 2 cores).
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ TAG_REFUSAL = "genretag.gate.refusal"
 TAG_ONNX_SHA = "genretag.onnx_sha256"
 TAG_HISTORY = "genretag.champion_history"
 TAG_STACK = "genretag.champion_stack"
+TAG_SHADOW = "genretag.shadow_report"  # path (from the project root) of the version's shadow report
+SHADOW_DIR = "shadow"
 HISTORY_KEEP = 200
 TAG_LIMIT = 5000  # MLflow's longest tag value
 
@@ -293,6 +296,8 @@ def _training_run_id(client, onnx_path: Path) -> str | None:
 
 
 def _lineage_tags(params: Params, paths: Layout, candidate: str, onnx_path: Path, contract: ModelContract, *, onnx_sha: str) -> dict[str, str]:
+    from genretag.export import dvc_lock_md5, git_commit, read_metrics
+
     tags = {
         TAG_CANDIDATE: candidate,
         "genretag.family": contract.family,
@@ -319,9 +324,13 @@ def _log_version(client, params: Params, root: Path, onnx_path: Path, contract: 
     """Log the ONNX model into its training run (or a new run) and register it with ``tags``."""
     import mlflow
     import mlflow.onnx
+    import numpy as np
     import onnx
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
+
+    from genretag.export import MODEL_CARD_NAME
+    from genretag.handoff import client_sources
 
     name = params.registry.model_name
     signature = ModelSignature(
@@ -494,6 +503,10 @@ def register_candidates(
     Writes models/registry.json and models/GATE.md. ``before_log`` runs before each model is
     logged (fault injection). Raises RegistryError when there is no candidate at all.
     """
+    from genretag.evaluate import read_test_audio, score_on_audio
+    from genretag.gate import Decision, decide
+    from genretag.train import candidate_dir
+
     candidates = dict(candidates if candidates is not None else
                       {c: candidate_dir(paths, c) / "model.onnx" for c in params.train.candidates})
     if not candidates:
@@ -593,32 +606,119 @@ def _move_aliases(client, name: str, *, decision: Decision | None, entries: list
 
 
 def list_versions(params: Params, *, root: Path) -> list[VersionInfo]:
-    """Every version of the registered model, oldest first, with aliases and the gate's decision."""
-    client = _client(params, root)
+    """Every version of the registered model, oldest first, with aliases and the gate's decision.
+
+    A SQLite store (the default) is read directly with the standard library's sqlite3, read-only,
+    from MLflow's own tables (``model_versions``, ``model_version_tags``, ``registered_model_aliases``;
+    mlflow/store/model_registry/dbmodels/models.py): importing MLflow alone takes several seconds
+    here. Any other store (a tracking server) goes through MlflowClient.
+    """
     name = params.registry.model_name
-    try:
-        aliases = dict(client.get_registered_model(name).aliases)
-    except _mlflow_error():
+    uri = tracking_uri(params, root=root)
+    stored = _read_sqlite_registry(uri, name) if uri.startswith("sqlite:///") else _read_client_registry(params, root, name)
+    if stored is None:
         return []
+    aliases, versions = stored
     by_version: dict[str, list[str]] = {}
     for alias, version in aliases.items():
         by_version.setdefault(str(version), []).append(alias)
-    rows = []
-    for version in _all_versions(client, name):
-        accuracy = version.tags.get(TAG_ACCURACY)
-        rows.append(
-            VersionInfo(
-                version=str(version.version),
-                aliases=tuple(sorted(by_version.get(str(version.version), []))),
-                accuracy=float(accuracy) if accuracy else None,
-                created=datetime.fromtimestamp(version.creation_timestamp / 1000, UTC),
-                decision=version.tags.get(TAG_DECISION, "incomplete"),
-                reason=version.tags.get(TAG_REASON, ""),
-                model_version=version.tags.get("genretag.model_version", ""),
-                run_id=version.run_id or "",
-            )
+    return [
+        VersionInfo(
+            version=version,
+            aliases=tuple(sorted(by_version.get(version, []))),
+            accuracy=float(tags[TAG_ACCURACY]) if tags.get(TAG_ACCURACY) else None,
+            created=datetime.fromtimestamp(created_ms / 1000, UTC),
+            decision=tags.get(TAG_DECISION, "incomplete"),
+            reason=tags.get(TAG_REASON, ""),
+            model_version=tags.get("genretag.model_version", ""),
+            run_id=run_id or "",
         )
-    return rows
+        for version, created_ms, run_id, tags in sorted(versions, key=lambda row: int(row[0]))
+    ]
+
+
+_StoredVersion = tuple[str, int, str | None, dict[str, str]]  # version, created (ms since epoch), run id, tags
+
+
+def _read_sqlite_registry(uri: str, name: str) -> tuple[dict[str, str], list[_StoredVersion]] | None:
+    """(alias -> version, versions) of ``name`` in a SQLite MLflow store; None when the file, its
+    registry tables or the model do not exist. Versions MLflow deleted (stage ``Deleted_Internal``) are left out."""
+    path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    if not path.is_file():
+        return None
+    try:
+        connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            if connection.execute("SELECT 1 FROM registered_models WHERE name = ?", (name,)).fetchone() is None:
+                return None
+            aliases = dict(connection.execute("SELECT alias, version FROM registered_model_aliases WHERE name = ?", (name,)).fetchall())
+            tags: dict[str, dict[str, str]] = {}
+            for version, key, value in connection.execute("SELECT version, key, value FROM model_version_tags WHERE name = ?", (name,)):
+                tags.setdefault(str(version), {})[key] = value or ""
+            rows = connection.execute(
+                "SELECT version, creation_time, run_id FROM model_versions WHERE name = ? AND current_stage != 'Deleted_Internal'",
+                (name,),
+            ).fetchall()
+        finally:
+            connection.close()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None  # a tracking store in which nothing was ever registered
+        raise RegistryError(f"registry database {path}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise RegistryError(f"registry database {path}: {exc}") from exc
+    return ({alias: str(version) for alias, version in aliases.items()},
+            [(str(version), int(created or 0), run_id, tags.get(str(version), {})) for version, created, run_id in rows])
+
+
+def _read_client_registry(params: Params, root: Path, name: str) -> tuple[dict[str, str], list[_StoredVersion]] | None:
+    """The same as :func:`_read_sqlite_registry` through MlflowClient (a tracking server)."""
+    client = _client(params, root)
+    try:
+        aliases = {alias: str(version) for alias, version in client.get_registered_model(name).aliases.items()}
+    except _mlflow_error():
+        return None
+    return aliases, [(str(v.version), int(v.creation_timestamp), v.run_id, dict(v.tags)) for v in _all_versions(client, name)]
+
+
+def version_number(params: Params, *, root: Path, ref: str) -> str:
+    """The version number behind ``ref`` (a number, champion or challenger), read as :func:`list_versions` reads.
+
+    Raises RegistryError when no version has that number or alias.
+    """
+    for row in list_versions(params, root=root):
+        if str(ref) == row.version or str(ref) in row.aliases:
+            return row.version
+    raise RegistryError(f"registered model {params.registry.model_name!r} has no version or alias {ref!r}")
+
+
+def shadow_report_path(root: Path, version: str) -> Path:
+    """``models/shadow/v<version>.json`` (the markdown beside it, ``.md``): the version's shadow report.
+
+    Kept beside models/registry.json, never inside it: that file is the register stage's DVC
+    output, and changing it would make ``dvc repro`` register again. The version's MLflow tag
+    ``genretag.shadow_report`` names the file too.
+    """
+    from genretag.config import layout
+
+    return layout(root).models_dir / SHADOW_DIR / f"v{version}.json"
+
+
+def store_shadow_report(params: Params, *, root: Path, version: str, report: Mapping[str, Any], markdown: str) -> Path:
+    """Write version ``version``'s shadow report (JSON and markdown, each atomically) and tag the
+    version with its path relative to ``root``; returns the JSON path."""
+    path = shadow_report_path(root, version)
+    write_json(path, dict(report))
+    write_text(path.with_suffix(".md"), markdown)
+    client = _client(params, root)
+    client.set_model_version_tag(params.registry.model_name, str(version), TAG_SHADOW, path.relative_to(root).as_posix())
+    return path
+
+
+def read_shadow_report(root: Path, version: str) -> str | None:
+    """The markdown of version ``version``'s shadow report, or None when there is none."""
+    path = shadow_report_path(root, version).with_suffix(".md")
+    return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
 def champion_history(params: Params, *, root: Path) -> list[dict[str, Any]]:
@@ -679,6 +779,9 @@ def rollback(params: Params, *, root: Path, reason: str) -> ChampionChange:
 
 def fetch(params: Params, *, root: Path, ref: str, out: Path) -> Path:
     """Write the handoff bundle of ``ref`` (champion, challenger or a version number) into ``out``."""
+    from genretag.export import MODEL_CARD_NAME
+    from genretag.handoff import write_bundle
+
     client = _client(params, root)
     name = params.registry.model_name
     version = resolve_version(client, name, ref)

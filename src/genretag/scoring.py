@@ -11,6 +11,7 @@ waiting on one CPU core.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import multiprocessing
@@ -38,6 +39,7 @@ from genretag.contract import (
     read_contract,
     require_v2,
 )
+from genretag.drift import InputStats, window_loudness
 from genretag.errors import AudioError, GenretagError, RegistryError, ScoringError
 from genretag.families import Prediction
 from genretag.processes import die_with_parent
@@ -291,11 +293,14 @@ def summarize(
 
 @dataclass(frozen=True)
 class TrackWindows:
-    """The windows of one track that the model scores: float32 [n, S], and how many were silent."""
+    """The windows of one track that the model scores: float32 [n, S], how many were silent, where
+    the scored ones start, and the track's input statistics for drift (None when cut from a
+    waveform, not decoded from a file)."""
 
     waveforms: np.ndarray
     silent: int = 0
     starts: np.ndarray | None = None  # int64 [n]: each scored window's first sample in the track (None: unknown)
+    audio: InputStats | None = None
 
 
 def drop_silent(windows: np.ndarray, *, starts: np.ndarray | None = None, silence_rms_dbfs: float = -60.0) -> TrackWindows:
@@ -349,7 +354,9 @@ def track_windows(
     windows = drop_silent(decoded.windows, starts=decoded.starts, silence_rms_dbfs=silence_rms_dbfs)
     if len(windows.waveforms) == 0:
         raise AudioError(path, f"silent: all {windows.silent} windows are all-zero or below {silence_rms_dbfs:.1f} dBFS RMS")
-    return windows
+    audio = InputStats(source_sample_rate=decoded.original_sample_rate, duration_s=round(decoded.duration_s, 3),
+                       loudness_dbfs=window_loudness(windows.waveforms))
+    return dataclasses.replace(windows, audio=audio)
 
 
 def windows_or_reason(
@@ -392,6 +399,8 @@ class ScoredTrack:
     path: str
     score: TrackScore | None
     error: str = ""
+    audio: InputStats | None = None  # the track's input statistics (drift)
+    embedding_sum: np.ndarray | None = None  # float64 [D]: sum of the scored windows' embeddings (drift)
 
 
 class _InlineExecutor(Executor):
@@ -447,12 +456,13 @@ def score_decoded(model: ScoringModel, decoded: Iterable[DecodedTrack | None], *
 def _score_batch(model: ScoringModel, tracks: list[tuple[Hashable, str, TrackWindows]], *, batch_size: int) -> Iterator[ScoredTrack]:
     if not tracks:
         return
-    probabilities = model.predict(np.concatenate([w.waveforms for _, _, w in tracks]), batch_size=batch_size).probabilities
+    prediction = model.predict(np.concatenate([w.waveforms for _, _, w in tracks]), batch_size=batch_size)
     offset = 0
     for key, path, windows in tracks:
         count = len(windows.waveforms)
-        yield ScoredTrack(key, path, summarize(probabilities[offset : offset + count], model.labels, windows_silent=windows.silent,
-                                               window_starts_s=window_seconds(windows, sample_rate=model.sample_rate)))
+        yield ScoredTrack(key, path, summarize(prediction.probabilities[offset : offset + count], model.labels, windows_silent=windows.silent,
+                                               window_starts_s=window_seconds(windows, sample_rate=model.sample_rate)),
+                          audio=windows.audio, embedding_sum=prediction.embedding[offset : offset + count].sum(axis=0, dtype=np.float64))
         offset += count
 
 

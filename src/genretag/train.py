@@ -243,6 +243,7 @@ def export_trained_candidate(params: Params, paths: Layout, candidate: str, fami
     Raises ExportError (nothing written) when the graph does not match the family's own predict.
     """
     from genretag.contract import ModelContract
+    from genretag.drift import training_reference
     from genretag.export import export_candidate, git_commit, render_model_card, split_counts, training_data_hash
 
     family = family or load_candidate(params, paths, candidate)
@@ -252,6 +253,8 @@ def export_trained_candidate(params: Params, paths: Layout, candidate: str, fami
         labels=tuple(params.genres), model_name=params.registry.model_name, model_version=f"{candidate}-{training.get('mlflow_run_id', '')[:12]}",
         sample_rate=family.sample_rate, clip_samples=family.clip_samples, family=family.name,
         preprocessing=family.preprocessing(), training_data_hash=training_data_hash(paths), git_commit=git_commit(paths.root),
+        drift_reference=training_reference(family, waveforms=candidate_split(params, paths, family, "train").waveforms, tracks_csv=paths.tracks,
+                                           max_clips=params.export.drift_reference_clips, seed=params.train.seed),
     )
     counts = split_counts(paths.clips)
     result = export_candidate(

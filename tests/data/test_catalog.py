@@ -82,6 +82,11 @@ def test_flow_tags_a_folder_once_and_records_every_failure(
     by_id = tags.set_index("track_id")
     assert by_id.loc["long70", "windows_scored"] == 4  # params score.max_windows
     assert by_id.loc["b/flac44k", "windows_scored"] == 2
+    # input statistics per track, and the run's drift (this test model carries no training reference)
+    assert by_id.loc["b/flac44k", "source_sample_rate"] == 44100 and by_id.loc["long70", "duration_s"] == 70.0
+    assert by_id.loc["a/sine220", "source_sample_rate"] == 22050 and by_id["loudness_dbfs"].between(-40, 0).all()
+    assert first["drift"]["reference"].startswith("n/a") and first["drift"]["embedding_shift"] is None
+    assert first["drift"]["loudness_dbfs"] == pytest.approx(by_id["loudness_dbfs"].mean(), abs=1e-3)
     row = by_id.loc["a/sine880"]
     assert row["sha256"] == file_sha256(folder / "a" / "sine880.wav")
     top3 = json.loads(row["top3"])
@@ -201,6 +206,7 @@ def test_a_catalog_from_before_contract_v2_gets_the_new_columns(models: dict[str
         tags = catalog.read().set_index("track_id")
     assert tags.loc["old", "contract_version"] == 1 and tags.loc["old", "windows_silent"] == 0
     assert tags.loc["new", "contract_version"] == 2
+    assert pd.isna(tags.loc["old", "loudness_dbfs"]) and tags.loc["new", "source_sample_rate"] == 22050
 
 
 def test_a_v1_model_is_refused_with_one_line(models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pandas as pd
 import pytest
 from tests.export_support import GENRES, audio_project, centroid_model, keras_family, small_cnn
 
@@ -40,6 +41,8 @@ def test_export_writes_a_parity_checked_v2_model_with_its_contract(project) -> N
     folder = candidate_dir(paths, "compact")
     keras_family(model, params).save(folder)
 
+    manifest = pd.read_csv(paths.raw_dir / "manifest.csv").assign(original_sample_rate=44100, duration_s=6.0)
+    manifest.to_csv(paths.tracks, index=False)  # what validate writes: the drift reference's track statistics
     result = export_trained_candidate(params, paths, "compact")  # loads the saved family, like the DVC stage
     onnx_path = folder / "model.onnx"
 
@@ -78,6 +81,10 @@ def test_export_writes_a_parity_checked_v2_model_with_its_contract(project) -> N
     assert contract == result.contract and contract.contract_version == 2 and contract.family == "compact"
     assert (contract.sample_rate, contract.clip_samples) == (22050, 66150)
     assert contract.labels == GENRES
+    # The drift reference: the family's embedding over the train clips, their level, the tracks' statistics.
+    reference = contract.drift_reference
+    assert reference["clips"] == len(GENRES) * 2 and len(reference["embedding_mean"]) == len(reference["embedding_sd"]) == 4
+    assert reference["source_sample_rate"]["median"] == 44100 and reference["genre_counts"] == dict.fromkeys(sorted(GENRES), 3)
     assert contract.preprocessing == {"frontend": "paper mel image", **json.loads(spec.to_json())}
     assert contract.model_name == params.registry.model_name == "genretag-cnn"
     assert contract.model_version == "compact-"  # no training.json: no MLflow run id

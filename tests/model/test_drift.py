@@ -1,0 +1,116 @@
+"""Drift against the training data: the reference travels in the ONNX metadata, every tagging run
+measures input level, source rate, embedding shift and genre PSI against it (catalog_runs), and a
+shifted input (40 dB quieter) raises the warnings while matching input does not."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pandas as pd
+from tests.conftest import tone, write_audio
+from tests.gate_support import FEATURE_TONES, PERFECT, tone_model, votes
+
+from genretag.catalog import Catalog, tag_catalog
+from genretag.config import ScoreParams
+from genretag.contract import KEY_DRIFT_REFERENCE, ModelContract, read_contract, write_contract
+from genretag.drift import build_reference, embedding_shift, training_reference
+from genretag.scoring import open_model
+
+TRAINING = {"blues": 220.0, "jazz": 880.0, "rock": 3000.0}
+
+
+class _OnnxFamily:
+    """A family as training has it after fit: its predict is the exported graph's own forward pass."""
+
+    def __init__(self, path: Path) -> None:
+        self.model = open_model(path, prefer_gpu=False)
+
+    def predict(self, waveforms: np.ndarray):
+        return self.model.predict(waveforms)
+
+
+def _training_set(root: Path) -> tuple[np.ndarray, Path]:
+    """Training clips (3 s at 22,050 Hz, 4 per genre) and the tracks.csv they come from."""
+    clips = np.stack([tone(3.0, frequency=f, seed=10 * i + j)[:66150] for i, f in enumerate(TRAINING.values()) for j in range(4)])
+    tracks = root / "tracks.csv"
+    pd.DataFrame([{"track_id": f"{g}.{j}", "genre": g, "original_sample_rate": 22050, "duration_s": 30.0}
+                  for g in TRAINING for j in range(4)]).to_csv(tracks, index=False)
+    return clips, tracks
+
+
+def _model_with_reference(root: Path) -> Path:
+    """The PERFECT tone model exported with the drift reference of its training clips in its metadata."""
+    plain = root / "plain.onnx"
+    proto = tone_model(votes(PERFECT), name="drift")
+    onnx.save(proto, str(plain))
+    clips, tracks = _training_set(root)
+    reference = training_reference(_OnnxFamily(plain), waveforms=clips, tracks_csv=tracks, max_clips=1000, seed=0)
+    contract = dataclasses.replace(read_contract(plain), drift_reference=reference)
+    path = root / "model.onnx"
+    onnx.save(write_contract(proto, contract), str(path))
+    return path
+
+
+def test_the_reference_is_written_into_the_metadata_and_read_back(tmp_path) -> None:
+    path = _model_with_reference(tmp_path)
+    metadata = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    stored = json.loads(metadata[KEY_DRIFT_REFERENCE])
+    assert stored["clips"] == 12 and len(stored["embedding_mean"]) == len(FEATURE_TONES)
+    assert stored["genre_counts"] == {"blues": 4, "jazz": 4, "rock": 4}
+    assert stored["source_sample_rate"]["median"] == 22050
+    assert -15 < stored["loudness_dbfs"]["mean"] < -10  # a 0.3 sine: 20 log10(0.3 / sqrt 2) = -13.5 dBFS
+    assert read_contract(path).drift_reference == stored
+    # an older model (no key) reads as "no reference"
+    assert ModelContract.from_metadata({k: v for k, v in metadata.items() if k != KEY_DRIFT_REFERENCE}).drift_reference == {}
+
+
+def test_embedding_shift_is_the_mean_standardised_difference() -> None:
+    reference = build_reference(embeddings=np.array([[0.0, 10.0], [2.0, 14.0]]), clip_loudness_dbfs=[-20, -20],
+                                genre_counts={"a": 1}, source_sample_rates=[22050], durations_s=[30.0])
+    assert reference["embedding_sd"] == [1.0, 2.0]
+    assert embedding_shift(reference, np.array([3.0, 12.0])) == 1.0  # (|3 - 1| / 1 + |12 - 12| / 2) / 2
+
+
+def _run(root: Path, model: Path, *, amplitude: float, name: str) -> tuple[dict, list[str], pd.Series, str]:
+    folder = root / name
+    for i, (genre, frequency) in enumerate(TRAINING.items()):
+        for j in range(2):
+            write_audio(folder / f"{genre}{j}.wav", tone(4.0, frequency=frequency, amplitude=amplitude, seed=50 + 10 * i + j))
+    url = f"sqlite:///{root / (name + '.db')}"
+    summary = tag_catalog(folder, model=open_model(model, prefer_gpu=False), database_url=url, drift_limits=ScoreParams())
+    with Catalog(url) as catalog:
+        run = catalog.read("catalog_runs").iloc[-1]
+        tags = catalog.read("catalog_tags")
+    assert tags["source_sample_rate"].tolist() == [22050] * 6 and tags["duration_s"].tolist() == [4.0] * 6
+    assert tags["loudness_dbfs"].notna().all()
+    return summary.drift, summary.drift_warnings, run, summary.to_markdown()  # the markdown: the flow's Prefect artifact
+
+
+def test_matching_input_raises_no_warning_and_a_quieter_one_does(tmp_path) -> None:
+    model = _model_with_reference(tmp_path)
+    drift, warnings, run, report = _run(tmp_path, model, amplitude=0.3, name="matching")
+    assert warnings == [] and drift["reference"] == "model"
+    assert drift["genre_psi"] < 0.01 and drift["embedding_shift"] < 0.5 and abs(drift["loudness_shift_db"]) < 1.0
+    assert run["embedding_shift"] == drift["embedding_shift"] and json.loads(run["drift"]) == drift
+    assert json.loads(run["drift_warnings"]) == [] and run["loudness_dbfs"] == drift["loudness_dbfs"]
+    assert "No drift measure past its limit." in report
+
+    drift, warnings, run, report = _run(tmp_path, model, amplitude=0.003, name="quiet")  # 40 dB quieter: the noise floor shows
+    assert drift["loudness_shift_db"] < -20 and drift["embedding_shift"] > 0.5
+    assert any("score.drift_loudness_warn_db" in line for line in warnings)
+    assert any("score.drift_embedding_warn" in line for line in warnings)
+    assert json.loads(run["drift_warnings"]) == warnings
+    assert all(f"**Warning:** {line}" in report for line in warnings)
+
+
+def test_a_model_without_a_reference_reports_n_a(tmp_path) -> None:
+    plain = tmp_path / "plain.onnx"
+    onnx.save(tone_model(votes(PERFECT), name="old"), str(plain))
+    drift, warnings, run, _ = _run(tmp_path, plain, amplitude=0.3, name="old")
+    assert drift["reference"].startswith("n/a") and drift["embedding_shift"] is None and drift["loudness_shift_db"] is None
+    assert drift["loudness_dbfs"] is not None and warnings == []
+    assert pd.isna(run["embedding_shift"])
