@@ -31,7 +31,7 @@ class MfccLogReg(FeatureHeadFamily):
     sample_rate = SAMPLE_RATE
     clip_samples = int(SAMPLE_RATE * CLIP_SECONDS)
 
-    def __init__(self, *, C: float = 1.0, opset: int = 17, batch_size: int = 256, n_mfcc: int = features.N_MFCC) -> None:
+    def __init__(self, *, C: float | None = None, opset: int = 17, batch_size: int = 256, n_mfcc: int = features.N_MFCC) -> None:
         super().__init__(C=C, opset=opset, batch_size=batch_size)
         self.n_mfcc = n_mfcc
         self.embedding_size = 2 * n_mfcc
