@@ -149,7 +149,7 @@ def choose_C(features: np.ndarray, labels: np.ndarray, *, groups: np.ndarray, se
     scaled = make_pipeline(*_scaling()).fit_transform(features)
     splits = list(StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(scaled, labels, groups))
     search = LogisticRegressionCV(Cs=list(C_GRID), cv=splits, scoring="neg_log_loss", class_weight="balanced",
-                                  max_iter=2000, random_state=seed, use_legacy_attributes=False).fit(scaled, labels)
+                                  max_iter=2000, random_state=seed, l1_ratios=(0.0,), use_legacy_attributes=False).fit(scaled, labels)
     return float(search.C_), f"inner {folds}-fold cross-validation grouped by track, log loss"
 
 
