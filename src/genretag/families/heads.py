@@ -69,7 +69,7 @@ class LinearHead:
         if self.C is None:
             if groups is None:
                 raise ValueError("choosing the head's C needs the track of every training clip (groups)")
-            chosen, how = choose_C(features, labels, groups=np.asarray(groups), seed=seed)
+            chosen, how = choose_C(features, labels, groups=np.asarray(groups), seed=seed, max_iter=self.max_iter)
         else:
             chosen, how = self.C, "fixed"
         self.pipeline = make_pipeline(
@@ -122,20 +122,21 @@ class LinearHead:
 
 
 def _scaling() -> list:
+    """New VarianceThreshold(:data:`MIN_VARIANCE`) and StandardScaler steps: the head's feature scaling."""
     from sklearn.feature_selection import VarianceThreshold
     from sklearn.preprocessing import StandardScaler
 
     return [VarianceThreshold(MIN_VARIANCE), StandardScaler()]
 
 
-def choose_C(features: np.ndarray, labels: np.ndarray, *, groups: np.ndarray, seed: int) -> tuple[float, str]:
+def choose_C(features: np.ndarray, labels: np.ndarray, *, groups: np.ndarray, seed: int, max_iter: int = 2000) -> tuple[float, str]:
     """The head's C from :data:`C_GRID` by grouped inner cross-validation on the training clips only.
 
     ``features`` float [n, D], ``labels`` int [n], ``groups`` [n] track ids. Folds:
     scikit-learn's StratifiedGroupKFold (shuffled with ``seed``), ``min(INNER_FOLDS, fewest
     training tracks of a genre)`` of them; LogisticRegressionCV scores every C of the grid by
     multinomial log loss on the held-out tracks' clips, on features scaled once on all training
-    clips. Returns (C, how it was chosen); with fewer than 2 tracks in some genre there is no
+    clips; ``max_iter``: lbfgs iterations per fit. Returns (C, how it was chosen); with fewer than 2 tracks in some genre there is no
     inner split and the answer is (:data:`DEFAULT_C`, the reason).
     """
     from sklearn.linear_model import LogisticRegressionCV
@@ -149,7 +150,7 @@ def choose_C(features: np.ndarray, labels: np.ndarray, *, groups: np.ndarray, se
     scaled = make_pipeline(*_scaling()).fit_transform(features)
     splits = list(StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(scaled, labels, groups))
     search = LogisticRegressionCV(Cs=list(C_GRID), cv=splits, scoring="neg_log_loss", class_weight="balanced",
-                                  max_iter=2000, random_state=seed, l1_ratios=(0.0,), use_legacy_attributes=False).fit(scaled, labels)
+                                  max_iter=max_iter, random_state=seed, l1_ratios=(0.0,), use_legacy_attributes=False).fit(scaled, labels)
     return float(search.C_), f"inner {folds}-fold cross-validation grouped by track, log loss"
 
 
