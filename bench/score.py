@@ -1,6 +1,6 @@
 """Scoring benchmarks on contract v2: preprocessing in the graph vs numpy, tagging's three rates, GPU batch sizes, training.
 
-    python bench/score.py contract [--sizes 64 128] [--batch 64] [--batches 4]  # (a) numpy + image-in vs (b) waveform-in, CPU
+    python bench/score.py contract [--sizes 64 128] [--batch 64] [--batches 4] [--repeats 3]  # (a) numpy + image-in vs (b) waveform-in, CPU
     python bench/score.py [e2e] [--minutes 1 4 10 60] [--no-memory]  # cost vs length; decode/model/e2e tracks/s; peak RSS
     python bench/score.py e2e --tracks 120 [--seconds 30] | --folder DIR  # the three rates only, on other tracks
     python bench/score.py export-model --out bench/results/bench-model.onnx    # the paper CNN as a contract-v2 graph (TensorFlow)
@@ -137,9 +137,13 @@ def paper_models(params, *, experiment: str, work: Path, version: str) -> tuple[
 
 
 def cpu_session(path: Path):
+    """CPU-provider session with the settings both sides of the contract bench share (printed with it)."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # onnxruntime's default, stated
+    options.intra_op_num_threads = 0  # onnxruntime's default: one per physical core
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def bench_clips(params, *, count: int, work: Path) -> np.ndarray:
@@ -190,17 +194,22 @@ def run_contract(args: argparse.Namespace) -> int:
         def waveform_in(batch: np.ndarray, session=wave_session) -> np.ndarray:
             return session.run(["probabilities"], {"waveform": batch})[0]
 
-        a = clips_per_second(numpy_then_image, batches, repeats=args.repeats)
-        b = clips_per_second(waveform_in, batches, repeats=args.repeats)
+        # (a) and (b) take turns, round by round, so a change in the machine's load hits both; median of the rounds
+        rounds = [(clips_per_second(numpy_then_image, batches, repeats=1), clips_per_second(waveform_in, batches, repeats=1))
+                  for _ in range(args.repeats)]
+        a, b = (float(np.median([r[side] for r in rounds])) for side in (0, 1))
         agree = float(np.mean([(numpy_then_image(x).argmax(1) == waveform_in(x).argmax(1)).mean() for x in batches]))
         gap = float(max(np.abs(numpy_then_image(x) - waveform_in(x)).max() for x in batches))
         rows.append((f"{architecture} {size}x{size}", f"{a:.1f}", f"{b:.1f}", f"{b / a:.2f}x", f"{agree:.3f}", f"{gap:.1e}"))
         numbers[f"{size}x{size}"] = {"numpy_image_in_clips_per_second": a, "waveform_in_clips_per_second": b, "ratio": b / a,
+                                     "rounds": rounds,
                                      "top1_agreement": agree, "max_abs_diff": gap}
-    print(f"\nCPU provider, batch {args.batch}, {len(clips)} clips x {args.repeats} repeat(s), same clips for (a) and (b)")
+    load = os.getloadavg()
+    print(f"\nCPU provider, batch {args.batch}, {len(clips)} clips, median of {args.repeats} rounds of (a) then (b), same clips; "
+          f"both sessions ORT_ENABLE_ALL, default intra-op threads; load average {load[0]:.1f} (1 min)")
     print(table(rows, ("model", "(a) numpy + image-in clips/s", "(b) waveform-in clips/s", "(b)/(a)", "top-1 agree", "max |diff|")))
     path = save("contract", {"experiment": args.experiment, "batch": args.batch, "clips": len(clips), "repeats": args.repeats,
-                             "sizes": numbers})
+                             "load_average": list(load), "sizes": numbers})
     print(f"\nwrote {path}")
     return 0
 
@@ -575,7 +584,7 @@ def main() -> int:
     contract.add_argument("--sizes", type=int, nargs="+", default=[64, 128], help="square image sizes")
     contract.add_argument("--batch", type=int, default=64)
     contract.add_argument("--batches", type=int, default=4, help="batches of distinct clips")
-    contract.add_argument("--repeats", type=int, default=1)
+    contract.add_argument("--repeats", type=int, default=3, help="rounds, (a) and (b) taking turns; medians reported")
     contract.add_argument("--experiment", default="exp8")
     e2e = sub.add_parser("e2e", help="cost per track against length, decode-only/model-only/end-to-end tracks/s, peak RSS (the default)")
     for p in (parser, e2e):

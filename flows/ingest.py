@@ -6,12 +6,17 @@ from tqdm import tqdm
 
 from flows.common import IO_RETRIES, maybe_inject_fault, stage_context
 from genretag.config import Layout, Params
-from genretag.dataset import Discovery, SourceFile, discover, ingest, materialise_source
+from genretag.dataset import Discovery, SourceFile, discover, feedback_sources, ingest, materialise_source
 
 
 @task(**IO_RETRIES)
 def find_sources(params: Params, layout: Layout) -> Discovery:
     return discover(materialise_source(params, layout=layout), genres=params.genres)
+
+
+@task(**IO_RETRIES)
+def find_feedback(params: Params, layout: Layout) -> list[SourceFile]:
+    return feedback_sources(layout.feedback(params), genres=params.genres)
 
 
 @task(**IO_RETRIES)
@@ -42,6 +47,10 @@ def ingest_flow() -> dict:
                     skipped["not_audio"], skipped["apple_metadata"])
     if not sources:
         raise FileNotFoundError(f"ingest.source={params.ingest.source!r}: no audio files under <genre>/ folders")
+    reviewed = find_feedback(params, layout)
+    logger.info("%d reviewed catalog tracks from the feedback source %s (ingest.feedback)", len(reviewed),
+                params.ingest.feedback or "(none)")
+    sources = sources + reviewed
     summary = {**normalise_audio(sources, params, layout), "skipped": skipped}
     for bad in summary["undecodable"]:
         logger.warning("cannot decode %s: %s (validation will quarantine it)", bad["source_path"], bad["error"])

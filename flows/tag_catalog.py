@@ -31,7 +31,7 @@ from genretag.catalog import (
     scan_source,
     write_results,
 )
-from genretag.config import Params
+from genretag.config import Params, ScoreParams
 from genretag.drift import drift_warning, genre_psi, training_genre_counts
 from genretag.errors import ConfigError
 from genretag.paths import display
@@ -88,8 +88,8 @@ def score_task(stream: Iterator[ScoredTrack], count: int) -> list[ScoredTrack]:
 
 
 @task(name="write-tags", **IO_RETRIES, **_PLAIN)
-def write_task(catalog: Catalog, results: list[ScoredTrack], model: ScoringModel) -> WriteOutcome:
-    return write_results(catalog, results, model=model)
+def write_task(catalog: Catalog, results: list[ScoredTrack], model: ScoringModel, review_below: float) -> WriteOutcome:
+    return write_results(catalog, results, model=model, review_below=review_below)
 
 
 @task(name="write-read-failures", **IO_RETRIES, **_PLAIN)
@@ -212,7 +212,7 @@ def _tag(catalog: Catalog, hashed: list[HashedTrack], unreadable: list[TrackFail
             model, ((t, t.path) for t in plan.todo), max_windows=windows, batch_size=score.batch_size,
             workers=score.workers, silence_rms_dbfs=silence,
         )
-        _write_as_scored(catalog, stream, model=model, commit_every=score.commit_every, summary=summary)
+        _write_as_scored(catalog, stream, model=model, score=score, summary=summary)
         return
 
     try:
@@ -233,15 +233,15 @@ def _tag(catalog: Catalog, hashed: list[HashedTrack], unreadable: list[TrackFail
             model, ((t, str(t.path), found, reason) for t, (found, reason) in zip(chunk, decoded, strict=True)),
             batch_size=score.batch_size,
         )
-        _write_as_scored(catalog, stream, model=model, commit_every=score.commit_every, summary=summary)
+        _write_as_scored(catalog, stream, model=model, score=score, summary=summary)
 
 
-def _write_as_scored(catalog: Catalog, stream: Iterator[ScoredTrack], *, model: ScoringModel, commit_every: int,
+def _write_as_scored(catalog: Catalog, stream: Iterator[ScoredTrack], *, model: ScoringModel, score: ScoreParams,
                      summary: TaggingSummary) -> None:
-    """Write the stream's results ``commit_every`` at a time; close it (and its workers) in any case."""
+    """Write the stream's results ``score.commit_every`` at a time; close it (and its workers) in any case."""
     try:
-        while results := score_task(stream, commit_every):
-            summary.record(write_task(catalog, results, model))
+        while results := score_task(stream, score.commit_every):
+            summary.record(write_task(catalog, results, model, score.review_below))
     finally:
         stream.close()
 

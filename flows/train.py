@@ -1,6 +1,7 @@
 """Stage `candidate@<id>` (``python -m flows.train --candidate <id>``, one per params.yaml
 ``train.candidates``): trains that model family on the split's audio clips as its own MLflow run
-and exports it, parity-gated, to ``models/candidates/<id>/model.onnx`` with its MODEL_CARD.md (with
+and exports it, parity-gated and temperature-scaled on the validation split, to ``models/candidates/<id>/model.onnx``
+with its MODEL_CARD.md (with
 ``export.quantize: int8`` also ``models/candidates/<id>/int8/model.onnx``, registered as candidate ``<id>-int8``).
 """
 
@@ -24,9 +25,11 @@ def fit_candidate(params: Params, layout: Layout, candidate: str) -> dict:
 @task(cache_policy=NO_CACHE, persist_result=False)
 def export_candidate(params: Params, layout: Layout, candidate: str) -> dict:
     result = export_trained_candidate(params, layout, candidate)
-    p = result.parity
+    p, c = result.parity, result.calibration
+    get_run_logger().info("%s calibration: %s (T = %.4g): %s", candidate, c.method, c.temperature, c.reason)
     return {"onnx": str(result.onnx_path), "max_abs_diff_test": p.max_abs_diff_test,
-            "max_abs_diff_synthetic": p.max_abs_diff_synthetic, "onnx_test_accuracy": p.onnx_test_accuracy}
+            "max_abs_diff_synthetic": p.max_abs_diff_synthetic, "onnx_test_accuracy": p.onnx_test_accuracy,
+            "calibration": c.method, **c.metrics()}
 
 
 def _markdown(summary: dict, title: str) -> str:

@@ -55,6 +55,9 @@ catalog_tags = sa.Table(
     # Added with contract v2; the server defaults describe rows written before (v1 models, no window skipped).
     sa.Column("contract_version", sa.Integer, nullable=False, server_default=sa.text("1")),
     sa.Column("windows_silent", sa.Integer, nullable=False, server_default=sa.text("0")),  # skipped as silent
+    # Added with the review loop (genretag.review): old rows are not flagged and have no timeline.
+    sa.Column("needs_review", sa.Boolean, nullable=False, server_default=sa.text("false")),  # confidence < score.review_below
+    sa.Column("window_probabilities", sa.Text, nullable=True),  # JSON, see window_timeline
     sa.UniqueConstraint("sha256", "model_version", name="uq_catalog_tags_sha256_model_version"),
 )
 
@@ -549,10 +552,26 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+WINDOW_DIGITS = 4  # probabilities in window_probabilities: 1e-4 resolves any share a reviewer reads
+
+
+def window_timeline(score: Any) -> str:
+    """The window_probabilities JSON of a genretag.scoring.TrackScore: ``{"labels": [K], "start_s": [n]
+    seconds, "probabilities": [n][K] rounded to WINDOW_DIGITS}``, one row per scored window (silent ones
+    were not scored: their starts are absent)."""
+    return json.dumps({
+        "labels": list(score.probabilities),
+        "start_s": list(score.window_starts_s),
+        "probabilities": [[round(p, WINDOW_DIGITS) for p in row] for row in score.window_probabilities],
+    }, separators=(",", ":"))
+
+
 def tag_row(
-    track: HashedTrack, score: Any, *, model_name: str, model_version: str, provider: str, contract_version: int
+    track: HashedTrack, score: Any, *, model_name: str, model_version: str, provider: str, contract_version: int,
+    review_below: float,
 ) -> dict[str, Any]:
-    """A catalog_tags row for a genretag.scoring.TrackScore."""
+    """A catalog_tags row for a genretag.scoring.TrackScore; flagged needs_review when its confidence
+    is below ``review_below`` (params score.review_below)."""
     return {
         "track_id": display(track.track_id),
         "path": display(track.path),
@@ -564,6 +583,8 @@ def tag_row(
         "probabilities": json.dumps(score.probabilities),
         "windows_scored": score.windows_scored,
         "windows_silent": score.windows_silent,
+        "needs_review": score.confidence < review_below,
+        "window_probabilities": window_timeline(score),
         "model_name": model_name,
         "model_version": model_version,
         "provider": provider,
@@ -715,8 +736,9 @@ class WriteOutcome:
     failures: tuple[TrackFailure, ...]
 
 
-def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any) -> WriteOutcome:
-    """Write genretag.scoring.ScoredTrack results (their keys are HashedTracks) in one commit."""
+def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any, review_below: float) -> WriteOutcome:
+    """Write genretag.scoring.ScoredTrack results (their keys are HashedTracks) in one commit
+    (``review_below``: :func:`tag_row`)."""
     tags, errors, failures = [], [], []
     for result in results:
         track: HashedTrack = result.key
@@ -725,7 +747,7 @@ def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any) -> Wr
             errors.append(error_row(track.track_id, track.path, track.sha256, result.error, model_version=model.model_version))
         else:
             tags.append(tag_row(track, result.score, model_name=model.model_name, model_version=model.model_version,
-                                provider=model.provider, contract_version=model.contract_version))
+                                provider=model.provider, contract_version=model.contract_version, review_below=review_below))
     counts = catalog.write(tags, errors)
     return WriteOutcome(
         counts=counts,
@@ -759,12 +781,14 @@ def tag_catalog(
     silence_rms_dbfs: float = -60.0,
     before_read: Callable[[Path], None] | None = None,
     reference_genres: Mapping[str, int] | None = None,
+    review_below: float = 0.5,
 ) -> TaggingSummary:
     """Tag every audio file of ``source`` with an open genretag.scoring.ScoringModel.
 
     The same steps as the tag-catalog flow, without Prefect: list, hash, skip what this
     model version already tagged, score in parallel, commit every ``commit_every`` tracks.
-    ``reference_genres`` (training genre -> tracks) sets the run's ``genre_psi`` drift measure.
+    ``reference_genres`` (training genre -> tracks) sets the run's ``genre_psi`` drift measure;
+    tags below ``review_below`` confidence are flagged needs_review.
     """
     from genretag.scoring import score_files
 
@@ -785,7 +809,7 @@ def tag_catalog(
             workers=workers, silence_rms_dbfs=silence_rms_dbfs,
         )
         for results in _chunks(stream, commit_every):
-            summary.record(write_results(catalog, results, model=model))
+            summary.record(write_results(catalog, results, model=model, review_below=review_below))
         summary.seconds = time.perf_counter() - started
         summary.genre_psi = genre_psi(reference_genres or {}, summary.genre_counts)
         catalog.record_run(summary, run="cli")

@@ -1,6 +1,6 @@
 """The `genretag` command line: one front door to the same functions the flows call.
 
-Commands that orchestrate nothing (`predict`, `registry list|history|fetch`, `show`, `export-tags`)
+Commands that orchestrate nothing (`predict`, `registry list|history|fetch`, `show`, `export-tags`, `review`)
 import only what they use (never Prefect or TensorFlow) and start no server. Commands that run
 Prefect flows (`tag-catalog`, the stages, `retrain`) use $PREFECT_API_URL, else genretag's local
 Prefect server (see flows.server), never a temporary server per command.
@@ -57,6 +57,8 @@ registry_app = typer.Typer(no_args_is_help=True, help="The MLflow model registry
 experiments_app = typer.Typer(no_args_is_help=True, help="The paper's experiments (train one with train.candidates: [paper-expN]).")
 app.add_typer(registry_app, name="registry")
 app.add_typer(experiments_app, name="experiments")
+review_app = typer.Typer(no_args_is_help=True, help="The review loop: export low-confidence tags, import corrected genres as training labels.")
+app.add_typer(review_app, name="review")
 server_app = typer.Typer(no_args_is_help=True, help="genretag's local Prefect server (used when PREFECT_API_URL is not set).")
 app.add_typer(server_app, name="server")
 
@@ -408,7 +410,7 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
         database_url=catalog_url(params, root=root, override=database),
         max_windows=score.max_windows if max_windows is None else max_windows, batch_size=score.batch_size,
         commit_every=score.commit_every, workers=score.workers, silence_rms_dbfs=params.validation.silence_rms_dbfs,
-        reference_genres=training_genre_counts(layout(root).tracks),
+        reference_genres=training_genre_counts(layout(root).tracks), review_below=score.review_below,
     )
     if summary.genre_psi is not None and summary.genre_psi > score.drift_psi_warn:
         typer.echo(f"warning: {drift_warning(summary.genre_psi, limit=score.drift_psi_warn)}", err=True)
@@ -420,12 +422,14 @@ def show(
     track: str = typer.Argument(..., help="An audio file (looked up by its content's SHA-256) or a SHA-256 (or its first 8+ hex digits)."),
     database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else score.database_url)."),
 ) -> None:
-    """What the catalog holds for one track: each model version's top-3 genres, or why it failed."""
+    """What the catalog holds for one track: each model version's top-3 genres and its genre timeline
+    (one line per scored window: start, most probable genre, runner-up), or why it failed."""
     import json
 
     from genretag.audio import file_sha256
     from genretag.catalog import Catalog, catalog_url
     from genretag.errors import GenretagError
+    from genretag.review import timeline_lines
 
     try:
         sha = file_sha256(Path(track)) if Path(track).is_file() else track
@@ -441,8 +445,11 @@ def show(
         raise typer.Exit(1)
     for row in tags:
         top = "  ".join(f"{t['genre']} {t['probability']:.3f}" for t in json.loads(row["top3"]))
+        flag = ", needs review" if row["needs_review"] else ""
         typer.echo(f"{row['path']} (sha256 {row['sha256'][:12]}) {row['model_name']} {row['model_version']} "
-                   f"on {row['provider']}, {row['scored_at']:%Y-%m-%d %H:%M}: {top}  ({row['windows_scored']} windows)")
+                   f"on {row['provider']}, {row['scored_at']:%Y-%m-%d %H:%M}: {top}  ({row['windows_scored']} windows{flag})")
+        for line in timeline_lines(row["window_probabilities"]):
+            typer.echo(line)
     for row in errors:
         typer.echo(f"{row['path']} (sha256 {row['sha256'][:12]}) {row['model_version']}: failed: {row['reason']}")
 
@@ -467,6 +474,57 @@ def export_tags(
     except GenretagError as exc:
         _exit_with(exc, code=1)
     typer.echo(f"wrote {rows} tags to {out}")
+
+
+@review_app.command("export")
+def review_export(
+    out: Path = typer.Option(..., "--out", help="CSV to write (atomically)."),
+    sample: int = typer.Option(0, "--sample", min=0, help="Unflagged tags to add at random for quality control."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the quality-control sample."),
+    database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else score.database_url)."),
+) -> None:
+    """Write the tags flagged needs_review (confidence below score.review_below) and a random sample of the
+    others (reason: needs_review | qc_sample) with an empty corrected_genre column for the reviewer."""
+    from genretag.catalog import catalog_url
+    from genretag.errors import GenretagError
+    from genretag.review import NEEDS_REVIEW, export_review
+
+    try:
+        url = _existing_catalog(catalog_url(load_params(), root=layout().root, override=database))
+        sheet = export_review(url, out=out, sample=sample, seed=seed)
+    except GenretagError as exc:
+        _exit_with(exc, code=1)
+    flagged = int((sheet["reason"] == NEEDS_REVIEW).sum())
+    typer.echo(f"wrote {len(sheet)} rows to {out}: {flagged} needing review, {len(sheet) - flagged} quality-control sample")
+
+
+@review_app.command("import")
+def review_import(
+    review_file: Path = typer.Argument(..., help="A review CSV from `genretag review export`, corrected_genre filled in."),
+    reviewer: str = typer.Option("", "--reviewer", help="Who reviewed (recorded with each label)."),
+    database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else score.database_url)."),
+) -> None:
+    """Add the corrected genres to the feedback source (ingest.feedback) that the next retrain ingests.
+    Bad rows get one line each and exit status 1; the good rows still go in. A blank corrected_genre is no label."""
+    from genretag.catalog import catalog_url
+    from genretag.errors import ConfigError, GenretagError
+    from genretag.review import import_review
+
+    try:
+        params, paths = load_params(), layout()
+        feedback = paths.feedback(params)
+        if feedback is None:
+            raise ConfigError("ingest.feedback is empty: set it to the feedback CSV (e.g. data/feedback/labels.csv)")
+        url = _existing_catalog(catalog_url(params, root=paths.root, override=database))
+        outcome = import_review(review_file, database_url=url, genres=params.genres, feedback=feedback, reviewer=reviewer)
+    except GenretagError as exc:
+        _exit_with(exc, code=1)
+    for problem in outcome.problems:
+        typer.echo(f"error: {problem}", err=True)
+    typer.echo(f"{feedback}: {outcome.added} labels added, {outcome.relabelled} relabelled, {outcome.unchanged} already there; "
+               f"{outcome.blank} rows without corrected_genre (no label), {len(outcome.problems)} rejected")
+    if outcome.problems:
+        raise typer.Exit(1)
 
 
 @app.command()

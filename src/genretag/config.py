@@ -27,6 +27,7 @@ class IngestParams(_Section):
     source: str = "demo"
     demo_tracks_per_genre: int = Field(6, ge=1)
     demo_seed: int = 2021
+    feedback: str = "data/feedback/labels.csv"  # reviewed catalog labels (genretag review import); "": none
 
 
 class AudioParams(_Section):
@@ -127,6 +128,7 @@ class ExportParams(_Section):
     quantize_format: Literal["qoperator", "qdq"] = "qoperator"  # onnxruntime.quantization's QuantFormat
     calibration_clips: int = Field(256, ge=1)  # training clips the int8 ranges are calibrated on (at most)
     int8_min_agreement: float = Field(0.9, gt=0, le=1)  # least top-1 agreement with float32 on test + synthetic clips
+    temperature_min_clips: int = Field(30, ge=1)  # validation clips needed to fit the calibration temperature; fewer: T = 1
 
 
 class RegisterParams(_Section):
@@ -147,6 +149,7 @@ class ScoreParams(_Section):
     dask_address: str | None = None
     dask_chunk: int = Field(256, ge=1)
     drift_psi_warn: float = Field(0.25, gt=0)  # warn when a run's predicted genres drift this far (PSI) from training
+    review_below: float = Field(0.5, ge=0, le=1)  # tags with a lower confidence are flagged needs_review (0: none)
 
 
 class Params(_Section):
@@ -272,6 +275,10 @@ class Layout:
     def plots_dir(self) -> Path: return self.root / "plots"
     @property
     def reports_dir(self) -> Path: return self.root / "reports"
+
+    def feedback(self, params: Params) -> Path | None:
+        """The reviewed-labels file of ``ingest.feedback`` (relative: to the root), None when unset."""
+        return (self.root / params.ingest.feedback) if params.ingest.feedback else None
 
 
 def layout(root: Path | None = None) -> Layout:

@@ -7,13 +7,15 @@ preprocessing inside the graph.
 - input ``waveform``: float32 ``[N, S]``, mono, ``S = clip_samples`` samples (3 s) at the
   contract's ``sample_rate`` (Hz). The rate belongs to the model: 22,050 Hz for the paper's CNNs,
   16,000 Hz for musicnn.
-- output ``probabilities``: float32 ``[N, K]``, softmax, labels in metadata order.
+- output ``probabilities``: float32 ``[N, K]``, softmax (temperature-scaled when ``genretag.calibration``
+  says so), labels in metadata order.
 - output ``embedding``: float32 ``[N, D]``, the model's clip representation (the paper's CNNs:
   the 128-unit dense layer), used by drift checks and similarity.
 - ``metadata_props``: the keys below (contract version, sample rate, clip samples, family,
   labels, family-specific preprocessing description, name, version, lineage, test metrics), the
-  weights' number format (``float32``, or ``int8`` for a statically quantised network) and, for a
-  model derived from another one (int8 from float32), that model's version.
+  weights' number format (``float32``, or ``int8`` for a statically quantised network), for a
+  model derived from another one (int8 from float32), that model's version, and how its
+  probabilities were calibrated (``genretag.calibration``: method, temperature, ECE before/after).
 
 A model whose metadata has no ``genretag.contract_version`` is a v1 model (input ``mel_image``
 [N, H, W, 3]): :func:`read_contract` reads it, and :func:`require_v2` refuses it with one line that
@@ -51,6 +53,7 @@ KEY_GIT_COMMIT = "genretag.git_commit"
 KEY_METRICS = "genretag.test_metrics"
 KEY_QUANTIZATION = "genretag.quantization"
 KEY_DERIVED_FROM = "genretag.derived_from"
+KEY_CALIBRATION = "genretag.calibration"
 
 FLOAT32 = "float32"
 INT8 = "int8"
@@ -80,6 +83,7 @@ class ModelContract:
     contract_version: int = CONTRACT_VERSION
     quantization: str = FLOAT32  # FLOAT32 or INT8 (the network's weights and activations; the front end stays float32)
     derived_from: str = ""  # model_version of the model this one was made from (the float32 source of an int8 model)
+    calibration: dict[str, Any] = field(default_factory=dict)  # genretag.calibration.Calibration.as_dict(); {}: none recorded
 
     @property
     def clip_seconds(self) -> float:
@@ -100,6 +104,7 @@ class ModelContract:
             KEY_METRICS: json.dumps(self.test_metrics, sort_keys=True),
             KEY_QUANTIZATION: self.quantization,
             KEY_DERIVED_FROM: self.derived_from,
+            KEY_CALIBRATION: json.dumps(self.calibration, sort_keys=True),
         }
 
     @classmethod
@@ -132,6 +137,7 @@ class ModelContract:
             contract_version=version,
             quantization=metadata.get(KEY_QUANTIZATION) or FLOAT32,
             derived_from=metadata.get(KEY_DERIVED_FROM, ""),
+            calibration=json.loads(metadata.get(KEY_CALIBRATION) or "{}"),
         )
 
 

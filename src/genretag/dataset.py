@@ -19,7 +19,7 @@ import soundfile as sf
 from genretag import audio
 from genretag.atomic import write_csv, write_json
 from genretag.config import AudioParams, Layout, Params, SplitParams, worker_count
-from genretag.errors import AudioError, ConfigError
+from genretag.errors import AudioError, ConfigError, ReviewError
 from genretag.paths import absolute, display, exact_bytes
 from genretag.processes import die_with_parent
 
@@ -29,8 +29,13 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "track_id", "genre", "path", "source_path", "sha256", "content_sha256",
     "original_sample_rate", "channels", "duration_s", "rms_dbfs", "peak", "nonfinite_samples", "error",
     "source_path_bytes",  # hex of the exact file name bytes when source_path (display form) is not faithful
+    "provenance",  # where the track and its label came from: "corpus", or "review:..." (feedback_sources)
 )
-CLIP_COLUMNS: tuple[str, ...] = ("clip_id", "track_id", "genre", "split", "clip_index", "start_s")
+CLIP_COLUMNS: tuple[str, ...] = ("clip_id", "track_id", "genre", "split", "clip_index", "start_s", "provenance")
+CORPUS = "corpus"
+FEEDBACK_COLUMNS: tuple[str, ...] = (  # the feedback source (ingest.feedback), written by genretag.review
+    "sha256", "path", "genre", "review_file", "review_sha256", "reviewer", "model_version", "imported_at",
+)
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 GTZAN_STEM = re.compile(r"^(?P<genre>[a-z]+)\.(?P<number>\d{5})$")
 
@@ -42,6 +47,8 @@ class SourceFile:
     path: Path
     genre: str
     track_id: str
+    provenance: str = CORPUS
+    sha256: str = ""  # the content a reviewed label was given to ("" for the corpus): other bytes are refused
 
 
 @dataclass(frozen=True)
@@ -163,6 +170,44 @@ def _tfds_gtzan(params: Params, *, layout: Layout) -> Path:
     return folder
 
 
+def read_feedback(path: str | Path) -> pd.DataFrame:
+    """The feedback source (columns :data:`FEEDBACK_COLUMNS`, all text); empty when the file does not exist.
+    Raises ReviewError naming the file when it is unreadable or lacks a column."""
+    path = Path(path)
+    if not path.is_file():
+        return pd.DataFrame(columns=list(FEEDBACK_COLUMNS))
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise ReviewError(f"{display(path)}: not a readable feedback CSV ({exc})") from exc
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=list(FEEDBACK_COLUMNS))
+    missing = [c for c in FEEDBACK_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ReviewError(f"{display(path)}: the feedback CSV lacks column(s) {', '.join(missing)}")
+    return frame[list(FEEDBACK_COLUMNS)]
+
+
+def feedback_sources(feedback: str | Path | None, *, genres: Sequence[str]) -> list[SourceFile]:
+    """The reviewed catalog tracks of the feedback CSV (genretag.review.FEEDBACK_COLUMNS) as labelled sources.
+
+    track_id ``<genre>.review-<first 12 hex of sha256>``; provenance ``review:<review file>@<its sha256,
+    12 hex>;reviewer=...;model_version=<the model whose tag was reviewed>;imported_at=...``. Labels whose
+    genre is not in ``genres`` are left out (params.genres changed since). None or a missing file: no sources.
+    Raises ReviewError when the file is unreadable or lacks a column.
+    """
+    if feedback is None or not Path(feedback).is_file():
+        return []
+    return [
+        SourceFile(
+            path=absolute(row.path), genre=row.genre, track_id=f"{row.genre}.review-{row.sha256[:12]}", sha256=row.sha256,
+            provenance=(f"review:{row.review_file}@{row.review_sha256[:12]};reviewer={row.reviewer or '-'};"
+                        f"model_version={row.model_version};imported_at={row.imported_at}"),
+        )
+        for row in read_feedback(feedback).itertuples(index=False) if row.genre in genres
+    ]
+
+
 # ---------------------------------------------------------------- ingest
 
 
@@ -184,7 +229,7 @@ def _row(source: SourceFile, *, root: Path, **values: object) -> dict[str, objec
     row: dict[str, object] = {column: "" for column in MANIFEST_COLUMNS}
     exact = exact_bytes(_below(source.path, root))
     row.update(track_id=source.track_id, genre=source.genre, source_path=_relative(source.path, root),
-               source_path_bytes=exact.hex() if exact else "", **values)
+               source_path_bytes=exact.hex() if exact else "", provenance=source.provenance, **values)
     return row
 
 
@@ -237,7 +282,8 @@ def ingest(
     """Normalise ``sources`` into data/raw and write data/raw/manifest.csv; return the manifest.
 
     Incremental: a source file whose bytes are unchanged since the last manifest is not decoded
-    again. WAVs in data/raw that no longer come from any source are removed.
+    again. WAVs in data/raw that no longer come from any source are removed. A reviewed source
+    (``SourceFile.sha256`` set) whose bytes changed gets a row with ``error`` set (quarantined).
     """
     root, raw_dir = layout.root, layout.raw_dir
     previous = read_table(layout.manifest) if layout.manifest.is_file() else pd.DataFrame(columns=MANIFEST_COLUMNS)
@@ -251,10 +297,14 @@ def ingest(
             rows[source.track_id] = _row(source, root=root, error=f"cannot read: {exc}")
         else:
             key = (_relative(source.path, root), sha256)
-            if key not in reusable or reusable[key]["track_id"] != source.track_id:
+            if source.sha256 and sha256 != source.sha256:
+                rows[source.track_id] = _row(source, root=root, sha256=sha256,
+                                             error=f"changed since it was reviewed (sha256 {sha256[:12]}, not {source.sha256[:12]})")
+            elif key not in reusable or reusable[key]["track_id"] != source.track_id:
                 todo.append((source, sha256))
                 continue
-            rows[source.track_id] = reusable[key]
+            else:
+                rows[source.track_id] = reusable[key] | {"provenance": source.provenance}
         if progress:
             progress(1)
     with ProcessPoolExecutor(max_workers=worker_count(workers), initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
@@ -380,6 +430,7 @@ def make_clips(tracks: pd.DataFrame, *, params: Params, layout: Layout) -> pd.Da
     )
     if silent:
         log.info("split: %d silent clip(s) dropped (RMS below %g dBFS or all zero)", silent, params.validation.silence_rms_dbfs)
+    clips["provenance"] = clips["track_id"].map(tracks.set_index("track_id")["provenance"])
     clips = assign_splits(clips, split_params=params.split)
     clips = clips[list(CLIP_COLUMNS)].sort_values(["split", "genre", "clip_id"], kind="stable").reset_index(drop=True)
     write_csv(layout.clips, clips)

@@ -42,3 +42,7 @@ class ScoringError(GenretagError):
 
 class CatalogError(GenretagError):
     """The catalog database cannot be reached, opened or written (its URL is named, password redacted)."""
+
+
+class ReviewError(GenretagError):
+    """A review file cannot be read or written as a whole (its rows' own problems are reported one line each)."""

@@ -324,15 +324,39 @@ def score_on_audio(onnx_path: str | Path, test: TestAudio, *, waveforms: Mapping
     return AudioScores(contract, probabilities, embedding, outcome_from_probabilities(probabilities, test=test.test_set()))
 
 
+def calibration_metrics(probabilities: np.ndarray, labels: np.ndarray, contract: ModelContract) -> dict[str, float]:
+    """Calibration facts of metrics/candidates/<id>.json: ``temperature`` (1 when the model records none),
+    ``ece_before``/``ece_after`` on the validation clips from the ``genretag.calibration`` record (when it has
+    them), and ``test_ece_after`` (the graph's own, calibrated ``probabilities`` float [n, K] against integer
+    ``labels`` [n]) and ``test_ece_before`` (the same with the temperature undone:
+    ``temperature_scaled(p, 1 / T)``), both over :data:`~genretag.calibration.ECE_BINS` bins."""
+    from genretag.calibration import ECE_BINS, expected_calibration_error, temperature_scaled
+
+    record = contract.calibration
+    temperature = float(record.get("temperature", 1.0))
+    bins = int(record.get("bins", ECE_BINS))
+    uncalibrated = temperature_scaled(probabilities=probabilities, temperature=1.0 / temperature)
+    facts = {"temperature": temperature,
+             "ece_before": record.get("ece_before"), "ece_after": record.get("ece_after"),
+             "test_ece_before": expected_calibration_error(probabilities=uncalibrated, labels=labels, bins=bins),
+             "test_ece_after": expected_calibration_error(probabilities=probabilities, labels=labels, bins=bins)}
+    return {key: float(value) for key, value in facts.items() if value is not None}
+
+
 def evaluate_candidate(
     candidate: str, onnx_path: Path, test: TestAudio, *, metrics_path: Path, plots_dir: Path, tsne_clips: int,
     waveforms: Mapping[tuple[int, int], np.ndarray] | None = None,
 ) -> dict[str, float]:
-    """Score one candidate on the test audio; write its metrics JSON, confusion matrix (CSV + PNG) and t-SNE."""
+    """Score one candidate on the test audio; write its metrics JSON, confusion matrix (CSV + PNG) and t-SNE.
+
+    The metrics include :func:`calibration_metrics`: the graph's probabilities are already calibrated, so
+    nothing is applied here; the uncalibrated ECE is measured by undoing the recorded temperature.
+    """
     scores = score_on_audio(onnx_path, test, waveforms=waveforms)
     labels = test.test_set().clip_truth
     metrics, _ = classification_metrics(scores.probabilities, labels, test.clips["track_id"], test.genres)
     metrics["sample_rate"] = scores.contract.sample_rate
+    metrics.update(calibration_metrics(scores.probabilities, labels, scores.contract))
     write_json(metrics_path, metrics)
     predicted = [test.genres[i] for i in scores.outcome.clip]
     write_csv(plots_dir / "confusion_matrix.csv", pd.DataFrame({"actual": test.clips["genre"], "predicted": predicted}))

@@ -19,6 +19,14 @@ int8 (any family, :func:`export_int8`): the exported float32 graph's network nod
 front end (STFT, mel, dB, image) and the final Softmax stay float32. The result is its own
 candidate with its own version (``<float32 version>-int8``, metadata ``genretag.quantization``
 int8, ``genretag.derived_from`` the float32 version); the registry gate decides whether it serves.
+
+Calibration (any family, :func:`calibrate_sealed`, inside :func:`export_candidate` once parity has
+passed): a temperature ``T`` fitted on the validation clips' ONNX probabilities
+(:mod:`genretag.calibration`, Guo et al. 2017) is appended to the graph as nodes named
+``calibration/...``, so that ``probabilities`` = Softmax(Log(Max(p, floor)) / T); the embedding and the
+top-1 class do not change, and the record (T, clips, ECE before/after) goes into ``genretag.calibration``.
+The int8 model is quantised from that calibrated graph (its ``calibration/`` nodes stay float32), so it
+carries the same T.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ import onnx
 import yaml
 
 from genretag.atomic import atomic_open
+from genretag.calibration import ECE_BINS, PROBABILITY_FLOOR, Calibration, calibrate, temperature_scaled
 from genretag.config import Layout, Params
 from genretag.contract import (
     EMBEDDING_NAME,
@@ -67,12 +76,16 @@ INT8_SUFFIX = "-int8"  # model version (and candidate id) of the int8 model of a
 INT8_DIR = "int8"  # models/candidates/<id>/int8/model.onnx: inside the candidate's DVC output
 QUANT_FORMATS = ("qoperator", "qdq")
 NOT_QUANTIZED = ("Softmax",)  # the probabilities keep float resolution (a uint8 softmax steps by 1/255)
+CALIBRATION_PREFIX = "calibration/"  # names of the nodes and initializers that temperature scaling appends
+CALIBRATION_TOLERANCE = 1e-5  # max |calibrated graph - numpy temperature_scaled| checked before writing (float32 ops)
+DEFAULT_TEMPERATURE_MIN_CLIPS = 30  # params export.temperature_min_clips
 SYNTHETIC_KINDS: tuple[str, ...] = ("music-rock", "music-jazz", "music-classical", "noise", "silence", "clipping", "quiet-music")
 
 
 @dataclass(frozen=True)
 class TestClips:
-    """The test split's clips as waveforms at one sample rate."""
+    """One split's labelled clips as waveforms at one sample rate (the test split for parity, the
+    validation split for calibration)."""
 
     __test__ = False  # not a pytest test class, whatever its name
 
@@ -121,6 +134,7 @@ class ExportResult:
     card_path: Path | None
     contract: ModelContract
     parity: ParityReport
+    calibration: Calibration
 
 
 class Exportable(Protocol):
@@ -352,20 +366,25 @@ def export_candidate(
     test: TestClips,
     tolerance: float = DEFAULT_TOLERANCE,
     synthetic: np.ndarray | None = None,
-    card: Callable[[ParityReport], str] | None = None,
+    validation: TestClips | None = None,
+    temperature_min_clips: int = DEFAULT_TEMPERATURE_MIN_CLIPS,
+    card: Callable[[ParityReport, Calibration], str] | None = None,
     card_path: Path | None = None,
 ) -> ExportResult:
-    """Convert ``candidate``, stamp ``contract``, gate on parity, then write ``onnx_path`` (and the
-    ``card`` text at ``card_path``, default MODEL_CARD.md beside it) atomically.
+    """Convert ``candidate``, stamp ``contract``, gate on parity, calibrate on the ``validation`` clips
+    (:func:`calibrate_sealed`; None: no clips, T = 1), then write ``onnx_path`` (and the ``card`` text
+    at ``card_path``, default MODEL_CARD.md beside it) atomically.
 
     Raises ExportError, writing nothing, when the graph is not contract v2 (input ``waveform``
     [N, contract.clip_samples], outputs ``probabilities`` [N, K] and ``embedding``), fails the
-    ONNX checker, or fails :func:`check_parity`.
+    ONNX checker, fails :func:`check_parity`, or its calibrated output parts from numpy's.
     """
     onnx_bytes = _sealed(candidate.to_onnx(), contract, what="converted")
     parity = check_parity(candidate, onnx_bytes, test=test, labels=contract.labels, tolerance=tolerance, synthetic=synthetic)
+    onnx_bytes, contract, calibration = calibrate_sealed(onnx_bytes, contract, validation=validation, test=test,
+                                                         min_clips=temperature_min_clips)
     card_path = (card_path or onnx_path.with_name(MODEL_CARD_NAME)) if card else None
-    card_text = card(parity) if card else ""
+    card_text = card(parity, calibration) if card else ""
     with atomic_open(onnx_path, "wb") as onnx_file, (
         atomic_open(card_path, "w", encoding="utf-8") if card_path else contextlib.nullcontext()
     ) as card_file:
@@ -376,7 +395,86 @@ def export_candidate(
         "exported %s (%s) to %s: parity max |diff| %.3g test / %.3g synthetic",
         contract.model_name, contract.model_version, onnx_path, parity.max_abs_diff_test, parity.max_abs_diff_synthetic,
     )
-    return ExportResult(onnx_path=onnx_path, card_path=card_path, contract=contract, parity=parity)
+    return ExportResult(onnx_path=onnx_path, card_path=card_path, contract=contract, parity=parity, calibration=calibration)
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def append_temperature(proto: onnx.ModelProto, *, temperature: float) -> onnx.ModelProto:
+    """A copy of contract-v2 ``proto`` whose ``probabilities`` output is
+    Softmax(Log(Max(p, PROBABILITY_FLOOR)) / ``temperature``, axis 1), p the graph's own float32 [N, K]
+    probabilities (renamed ``calibration/uncalibrated``): :func:`genretag.calibration.temperature_scaled`
+    in the graph. Nodes and initializers are named :data:`CALIBRATION_PREFIX` ...; the ``embedding``
+    output is untouched. Raises ExportError when no node produces ``probabilities``.
+    """
+    scaled = onnx.ModelProto()
+    scaled.CopyFrom(proto)
+    graph, raw = scaled.graph, f"{CALIBRATION_PREFIX}uncalibrated"
+    if not any(OUTPUT_NAME in node.output for node in graph.node):
+        raise ExportError(f"graph {graph.name!r}: no node produces {OUTPUT_NAME!r}, nothing to calibrate")
+    for node in graph.node:
+        for names in (node.input, node.output):
+            for index, name in enumerate(names):
+                if name == OUTPUT_NAME:
+                    names[index] = raw
+    for info in graph.value_info:
+        if info.name == OUTPUT_NAME:
+            info.name = raw
+    floor, divisor = f"{CALIBRATION_PREFIX}floor", f"{CALIBRATION_PREFIX}temperature"
+    graph.initializer.extend([
+        onnx.numpy_helper.from_array(np.array(PROBABILITY_FLOOR, dtype=np.float32), floor),
+        onnx.numpy_helper.from_array(np.array(temperature, dtype=np.float32), divisor),
+    ])
+    floored, logs, divided = (f"{CALIBRATION_PREFIX}{what}" for what in ("floored", "log", "scaled"))
+    graph.node.extend([
+        onnx.helper.make_node("Max", [raw, floor], [floored], name=floored),
+        onnx.helper.make_node("Log", [floored], [logs], name=logs),
+        onnx.helper.make_node("Div", [logs, divisor], [divided], name=divided),
+        onnx.helper.make_node("Softmax", [divided], [OUTPUT_NAME], name=f"{CALIBRATION_PREFIX}softmax", axis=1),
+    ])
+    return scaled
+
+
+def _clip_probabilities(session, clips: TestClips | None, labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The graph's probabilities float32 [n, K] on ``clips`` and their label indices int64 [n] (n = 0 for None)."""
+    if clips is None or not len(clips):
+        return np.zeros((0, len(labels)), np.float32), np.zeros(0, np.int64)
+    truth = np.array([labels.index(genre) for genre in clips.genres], dtype=np.int64)
+    return onnx_predict(session, clips.waveforms).probabilities, truth
+
+
+def calibrate_sealed(
+    onnx_bytes: bytes, contract: ModelContract, *, validation: TestClips | None, test: TestClips,
+    min_clips: int = DEFAULT_TEMPERATURE_MIN_CLIPS, bins: int = ECE_BINS,
+) -> tuple[bytes, ModelContract, Calibration]:
+    """Temperature scaling of a sealed, parity-checked contract-v2 graph: T fitted on its probabilities on
+    ``validation`` (:func:`genretag.calibration.calibrate`; fewer than ``min_clips`` clips: T = 1 and no
+    nodes), appended by :func:`append_temperature`, the record in ``genretag.calibration``, resealed.
+
+    Returns the new bytes, contract and :class:`~genretag.calibration.Calibration`. Checked on the
+    ``test`` clips before returning: the calibrated output equals numpy's ``temperature_scaled`` within
+    :data:`CALIBRATION_TOLERANCE` with the same top-1 class, else ExportError.
+    """
+    session = onnx_session(onnx_bytes)
+    (validation_p, validation_y), (test_p, test_y) = (_clip_probabilities(session, clips, contract.labels) for clips in (validation, test))
+    calibration = calibrate(validation_probabilities=validation_p, validation_labels=validation_y, test_probabilities=test_p,
+                            test_labels=test_y, min_clips=min_clips, bins=bins)
+    proto = onnx.load_from_string(onnx_bytes)
+    if calibration.applied:
+        proto = append_temperature(proto, temperature=calibration.temperature)
+    contract = replace(contract, calibration=calibration.as_dict())
+    sealed = _sealed(proto, contract, what="calibrated")
+    if calibration.applied and len(test):
+        got = onnx_predict(onnx_session(sealed), test.waveforms).probabilities
+        gap = float(np.abs(got - temperature_scaled(probabilities=test_p, temperature=calibration.temperature)).max())
+        top_two = np.sort(test_p, axis=1)[:, -2:]
+        moved = (got.argmax(axis=1) != test_p.argmax(axis=1)) & ((top_two[:, 1] - top_two[:, 0]) >= TIE_GAP)
+        if gap > CALIBRATION_TOLERANCE or moved.any():
+            raise ExportError(f"calibrated graph (T = {calibration.temperature:.4g}) parts from numpy's temperature scaling "
+                              f"by {gap:.3g} (tolerance {CALIBRATION_TOLERANCE:g}) or changes a top-1 class. Nothing written.")
+    log.info("calibration of %s: %s, T = %.4g; %s", contract.model_version, calibration.method, calibration.temperature, calibration.reason)
+    return sealed, contract, calibration
 
 
 def _check_v2_io(proto: onnx.ModelProto, *, clip_samples: int) -> None:
@@ -587,12 +685,35 @@ def _data_section(params: Params, test: TestClips, counts: Mapping[str, tuple[in
     )
 
 
+def _ece(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _calibration_section(calibration: Calibration | None) -> str:
+    """The card's "Calibration" section: method, T, and the ECE before and after on validation and test."""
+    if calibration is None:
+        return "## Calibration\n\nNot calibrated: `probabilities` are the model's own softmax.\n"
+    how = (f"Temperature scaling (Guo et al. 2017, \"On Calibration of Modern Neural Networks\", ICML): the graph's\n"
+           f"`probabilities` are Softmax(Log(p) / T) with **T = {calibration.temperature:.4g}**, fitted on "
+           f"{calibration.fitted_on} validation clips by minimising the negative log-likelihood. T > 1 softens\n"
+           "over-confident probabilities, T < 1 sharpens; the top-1 class and the embedding do not change."
+           if calibration.applied else
+           f"Not calibrated (T = 1): {calibration.reason}.")
+    return (f"## Calibration\n\n{how}\n\n"
+            f"Expected calibration error ({calibration.bins} equal-width confidence bins; 0 is perfect):\n\n"
+            "| split | ECE before | ECE after |\n| --- | --- | --- |\n"
+            f"| validation | {_ece(calibration.ece_before)} | {_ece(calibration.ece_after)} |\n"
+            f"| test | {_ece(calibration.test_ece_before)} | {_ece(calibration.test_ece_after)} |\n")
+
+
 def render_model_card(
     params: Params, contract: ModelContract, *, parity: ParityReport, test: TestClips,
     counts: Mapping[str, tuple[int, int]] | None = None, description: Mapping[str, Any] | None = None,
+    calibration: Calibration | None = None,
 ) -> str:
     """The MODEL_CARD.md shipped beside every exported candidate: ``counts`` from :func:`split_counts`,
-    ``description`` the family's ``describe()`` (architecture, parameters, pretrained weights, recipe).
+    ``description`` the family's ``describe()`` (architecture, parameters, pretrained weights, recipe),
+    ``calibration`` what :func:`calibrate_sealed` did (None: not calibrated).
     Test metrics on audio and the gate's decision are added by the evaluate and register stages
     (metrics/candidates/<id>.json, models/GATE.md)."""
     described = dict(description or {})
@@ -608,6 +729,10 @@ def render_model_card(
         )
     )
     labels = ", ".join(f"{index}: {label}" for index, label in enumerate(contract.labels))
+    calibrated = calibration is not None and calibration.applied
+    confidence = ("Probabilities are temperature-scaled on the validation split (Calibration, above): on data like it, "
+                  "clips given 0.8 are right about 80 % of the time; on other music that is not a guarantee."
+                  if calibrated else "Probabilities are not calibrated; a high value is not a confidence guarantee.")
     preprocessing = json.dumps(contract.preprocessing, indent=2, sort_keys=True)
     return f"""# Model card: {contract.model_name}
 
@@ -647,27 +772,28 @@ max |ONNX - reference| probability = {parity.max_abs_diff_test:.3g} on {parity.t
 quiet music; tolerance {parity.tolerance:g}); top-1 class identical on every clip ({parity.near_ties} exact tie(s) not
 compared); embedding max |diff| {parity.max_abs_diff_embedding:.3g}.
 
+{_calibration_section(calibration)}
 ## Limitations
 
 - {"Trained on synthetic signals: it has never heard music. " if demo else ""}Genre is fuzzy and
   culturally defined; one label per track hides crossover music.
 - Sees {contract.clip_seconds:g}-s windows at {contract.sample_rate} Hz: no long-range structure, nothing above
   {contract.sample_rate / 2:g} Hz. Other rates are resampled first.
-- Probabilities are not calibrated; a high value is not a confidence guarantee.
+- {confidence}
 {_GTZAN_LIMITS}
 
 ## ONNX contract (v{contract.contract_version}: audio in, genres out)
 
 - input `{INPUT_NAME}`: float32 [N, {contract.clip_samples}], mono, {contract.clip_seconds:g} s at
   {contract.sample_rate} Hz, full scale +-1, any batch size N. Resample other rates first (python-soxr).
-- output `{OUTPUT_NAME}`: float32 [N, {len(contract.labels)}], softmax probabilities in label order.
+- output `{OUTPUT_NAME}`: float32 [N, {len(contract.labels)}], softmax probabilities in label order{f", temperature-scaled (T = {calibration.temperature:.4g})" if calibrated else ""}.
 - output `{EMBEDDING_NAME}`: float32 [N, D], the family's embedding (the representation its classifier reads).
 - labels (index: genre): {labels}
 - `metadata_props` (read with `genretag.contract.read_contract` or
   `session.get_modelmeta().custom_metadata_map`): `genretag.contract_version`, `genretag.sample_rate`,
   `genretag.clip_samples`, `genretag.family`, `genretag.labels`, `genretag.preprocessing`,
   `genretag.model_name`, `genretag.model_version`, `genretag.training_data_hash`,
-  `genretag.git_commit`, `genretag.test_metrics`.
+  `genretag.git_commit`, `genretag.test_metrics`, `genretag.calibration`.
 - preprocessing, computed inside the graph (`genretag.graph`; numpy references in `genretag/spectrogram.py`
   and `genretag/features.py`, checked by the parity gate above): nothing to re-implement.
 

@@ -259,13 +259,23 @@ class TrackScore:
     probabilities: dict[str, float]
     windows_scored: int  # windows that went into the model (silent ones do not)
     windows_silent: int = 0  # windows skipped as silent
+    window_starts_s: tuple[float, ...] = ()  # start (s) of each scored window in the track; () when not known
+    window_probabilities: tuple[tuple[float, ...], ...] = ()  # per scored window, in ``probabilities``' label order
 
 
-def summarize(window_probabilities: np.ndarray, labels: tuple[str, ...], *, windows_silent: int = 0) -> TrackScore:
-    """Average the windows' probabilities [n, K]; label = the most probable genre. ValueError when n = 0."""
+def summarize(
+    window_probabilities: np.ndarray, labels: tuple[str, ...], *, windows_silent: int = 0,
+    window_starts_s: tuple[float, ...] = (),
+) -> TrackScore:
+    """Average the windows' probabilities float [n, K]; label = the most probable genre. The
+    per-window rows are kept (the track's genre timeline), with ``window_starts_s`` (n seconds, or
+    () when unknown). ValueError when n = 0 or the starts do not match the windows."""
     if len(window_probabilities) == 0:
         raise ValueError("no windows to summarize")
-    mean = np.asarray(window_probabilities, dtype=np.float64).mean(axis=0)
+    if window_starts_s and len(window_starts_s) != len(window_probabilities):
+        raise ValueError(f"{len(window_starts_s)} window starts for {len(window_probabilities)} windows")
+    windows = np.asarray(window_probabilities, dtype=np.float64)
+    mean = windows.mean(axis=0)
     order = np.argsort(-mean, kind="stable")
     return TrackScore(
         label=labels[order[0]],
@@ -274,6 +284,8 @@ def summarize(window_probabilities: np.ndarray, labels: tuple[str, ...], *, wind
         probabilities={label: float(p) for label, p in zip(labels, mean, strict=True)},
         windows_scored=len(window_probabilities),
         windows_silent=windows_silent,
+        window_starts_s=tuple(float(s) for s in window_starts_s),
+        window_probabilities=tuple(tuple(float(p) for p in row) for row in windows),
     )
 
 
@@ -283,13 +295,22 @@ class TrackWindows:
 
     waveforms: np.ndarray
     silent: int = 0
+    starts: np.ndarray | None = None  # int64 [n]: each scored window's first sample in the track (None: unknown)
 
 
-def drop_silent(windows: np.ndarray, *, silence_rms_dbfs: float = -60.0) -> TrackWindows:
-    """Windows float32 [n, S] without the silent ones (:func:`is_silent`), which are counted."""
-    kept = [window for window in windows if not is_silent(window, silence_rms_dbfs=silence_rms_dbfs)]
+def drop_silent(windows: np.ndarray, *, starts: np.ndarray | None = None, silence_rms_dbfs: float = -60.0) -> TrackWindows:
+    """Windows float32 [n, S] without the silent ones (:func:`is_silent`), which are counted;
+    ``starts`` (int64 [n] first samples) keeps those of the windows kept."""
+    keep = [not is_silent(window, silence_rms_dbfs=silence_rms_dbfs) for window in windows]
+    kept = [window for window, wanted in zip(windows, keep, strict=True) if wanted]
     stacked = np.stack(kept) if kept else np.empty((0, windows.shape[1]), dtype=np.float32)
-    return TrackWindows(waveforms=stacked, silent=len(windows) - len(kept))
+    kept_starts = None if starts is None else np.asarray(starts, dtype=np.int64)[np.asarray(keep, dtype=bool)]
+    return TrackWindows(waveforms=stacked, silent=len(windows) - len(kept), starts=kept_starts)
+
+
+def window_seconds(windows: TrackWindows, *, sample_rate: int) -> tuple[float, ...]:
+    """The scored windows' starts in seconds (``starts`` / ``sample_rate`` Hz, 3 decimals); () when unknown."""
+    return () if windows.starts is None else tuple(round(int(s) / sample_rate, 3) for s in windows.starts)
 
 
 def cut_windows(waveform: np.ndarray, *, clip_samples: int, max_windows: int = 0, silence_rms_dbfs: float = -60.0) -> TrackWindows:
@@ -302,7 +323,7 @@ def cut_windows(waveform: np.ndarray, *, clip_samples: int, max_windows: int = 0
     waveform = np.asarray(waveform, dtype=np.float32)
     starts = window_starts(len(waveform), clip_samples=clip_samples, max_windows=max_windows, evenly_spaced=True)
     windows = np.stack([waveform[start : start + clip_samples] for start in starts]) if len(starts) else np.empty((0, clip_samples), np.float32)
-    return drop_silent(windows, silence_rms_dbfs=silence_rms_dbfs)
+    return drop_silent(windows, starts=starts, silence_rms_dbfs=silence_rms_dbfs)
 
 
 def track_windows(
@@ -325,7 +346,7 @@ def track_windows(
         raise AudioError(path, f"{decoded.nonfinite_samples} non-finite samples (NaN or infinity)")
     if decoded.track_samples < clip_samples:
         raise AudioError(path, f"too short: {decoded.duration_s:.2f} s is less than one {clip_samples / sample_rate:g}-s window")
-    windows = drop_silent(decoded.windows, silence_rms_dbfs=silence_rms_dbfs)
+    windows = drop_silent(decoded.windows, starts=decoded.starts, silence_rms_dbfs=silence_rms_dbfs)
     if len(windows.waveforms) == 0:
         raise AudioError(path, f"silent: all {windows.silent} windows are all-zero or below {silence_rms_dbfs:.1f} dBFS RMS")
     return windows
@@ -359,7 +380,8 @@ def score_file(
         silence_rms_dbfs=silence_rms_dbfs,
     )
     probabilities = model.predict(windows.waveforms, batch_size=batch_size).probabilities
-    return summarize(probabilities, model.labels, windows_silent=windows.silent)
+    return summarize(probabilities, model.labels, windows_silent=windows.silent,
+                     window_starts_s=window_seconds(windows, sample_rate=model.sample_rate))
 
 
 @dataclass(frozen=True)
@@ -429,7 +451,8 @@ def _score_batch(model: ScoringModel, tracks: list[tuple[Hashable, str, TrackWin
     offset = 0
     for key, path, windows in tracks:
         count = len(windows.waveforms)
-        yield ScoredTrack(key, path, summarize(probabilities[offset : offset + count], model.labels, windows_silent=windows.silent))
+        yield ScoredTrack(key, path, summarize(probabilities[offset : offset + count], model.labels, windows_silent=windows.silent,
+                                               window_starts_s=window_seconds(windows, sample_rate=model.sample_rate)))
         offset += count
 
 

@@ -172,16 +172,17 @@ def candidate_split(params: Params, paths: Layout, family, split: str):
                       clip_seconds=params.audio.clip_seconds)
 
 
-def parity_clips(params: Params, paths: Layout, family):
-    """The test split as :class:`genretag.export.TestClips` at the family's rate: the parity gate's clips.
+def parity_clips(params: Params, paths: Layout, family, split: str = "test"):
+    """The ``split`` clips as :class:`genretag.export.TestClips` at the family's rate: the test split is the
+    parity gate's clips, the validation split the calibration's.
 
     Raises TrainingDataError naming a WAV that is missing or too short (:func:`genretag.families.load_split`).
     """
     from genretag.export import TestClips
 
-    test = candidate_split(params, paths, family, "test")
-    return TestClips(waveforms=test.waveforms, genres=tuple(params.genres[i] for i in test.labels),
-                     clip_ids=test.clip_ids, sample_rate=family.sample_rate)
+    clips = candidate_split(params, paths, family, split)
+    return TestClips(waveforms=clips.waveforms, genres=tuple(params.genres[i] for i in clips.labels),
+                     clip_ids=clips.clip_ids, sample_rate=family.sample_rate)
 
 
 def train_candidate(params: Params, paths: Layout, candidate: str, *, log: Callable[[str], None]) -> dict[str, Any]:
@@ -235,7 +236,9 @@ def load_candidate(params: Params, paths: Layout, candidate: str):
 
 def export_trained_candidate(params: Params, paths: Layout, candidate: str, family=None):
     """Export a trained candidate to ``models/candidates/<candidate>/model.onnx`` (+ MODEL_CARD.md) through the
-    generic parity-gated :func:`genretag.export.export_candidate` on the test split's clips at the family's rate.
+    generic parity-gated :func:`genretag.export.export_candidate` on the test split's clips at the family's rate,
+    temperature-scaled on the validation split's clips (``export.temperature_min_clips``); the calibration's
+    numbers go to the candidate's MLflow training run (:func:`log_calibration`).
 
     Raises ExportError (nothing written) when the graph does not match the family's own predict.
     """
@@ -251,10 +254,37 @@ def export_trained_candidate(params: Params, paths: Layout, candidate: str, fami
         preprocessing=family.preprocessing(), training_data_hash=training_data_hash(paths), git_commit=git_commit(paths.root),
     )
     counts = split_counts(paths.clips)
-    return export_candidate(family, contract=contract, onnx_path=candidate_dir(paths, candidate) / "model.onnx", test=test,
-                            tolerance=max(params.export.parity_tolerance, 1e-3),
-                            card=lambda parity: render_model_card(params, contract, parity=parity, test=test, counts=counts,
-                                                                  description=family.describe()))
+    result = export_candidate(
+        family, contract=contract, onnx_path=candidate_dir(paths, candidate) / "model.onnx", test=test,
+        tolerance=max(params.export.parity_tolerance, 1e-3), validation=parity_clips(params, paths, family, "validation"),
+        temperature_min_clips=params.export.temperature_min_clips,
+        card=lambda parity, calibration: render_model_card(params, contract, parity=parity, test=test, counts=counts,
+                                                           description=family.describe(), calibration=calibration))
+    log_calibration(params, paths, training.get("mlflow_run_id"), result.calibration)
+    return result
+
+
+def log_calibration(params: Params, paths: Layout, run_id: str | None, calibration) -> None:
+    """Log a :class:`~genretag.calibration.Calibration`'s numbers (temperature, calibration_clips, ece_before/after
+    on validation, test_ece_before/after) and its method as metrics and a tag of the MLflow run ``run_id``
+    (the candidate's training run); nothing without a run id (a family exported without training.json) or
+    when that run is not in this tracking store (logged as a warning: the ONNX metadata keeps the record)."""
+    import logging
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from genretag.tracking import use_tracking
+
+    if not run_id:
+        return
+    use_tracking(params, root=paths.root)
+    try:
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_metrics(calibration.metrics())
+            mlflow.set_tag("genretag.calibration", calibration.method)
+    except MlflowException as exc:
+        logging.getLogger(__name__).warning("calibration not logged to MLflow run %s: %s", run_id, exc)
 
 
 def quantize_trained_candidate(params: Params, paths: Layout, candidate: str, family=None):

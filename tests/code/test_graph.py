@@ -133,5 +133,5 @@ def test_compose_refuses_a_network_without_an_embedding() -> None:
 
 def test_cuda_batch_limit_sees_through_the_front_end() -> None:
     composed = graph.compose(graph.paper_image_frontend(SPEC), toy_network(height=128, width=128))
-    stft_elements = 130 * 1025 * 2  # the largest tensor per clip: the STFT's output
-    assert cuda_batch_limit(composed) == (2**31 - 1) // stft_elements
+    step1_elements = 130 * 66 * 32  # the largest tensor per clip: the DFT's step 1, 130 frames x 33 complex x 32
+    assert cuda_batch_limit(composed) == (2**31 - 1) // step1_elements

@@ -76,7 +76,7 @@ def _tag(track: HashedTrack, seconds: float) -> dict:
     from genretag.scoring import TrackScore
 
     score = TrackScore("blues", 1.0, (("blues", 1.0),), {"blues": 1.0}, max(1, int(seconds // 3)))
-    return tag_row(track, score, model_name="decode-only", model_version=VERSION, provider="none", contract_version=2)
+    return tag_row(track, score, model_name="decode-only", model_version=VERSION, provider="none", contract_version=2, review_below=0.5)
 
 
 def test_every_file_is_accounted_for_and_a_rerun_adds_nothing(tmp_path: Path) -> None:

@@ -91,8 +91,11 @@ def test_export_writes_a_parity_checked_v2_model_with_its_contract(project) -> N
                    "GTZAN's known faults", "Leaky clip split", "`waveform`: float32 [N, 66150]", "22050 Hz",
                    "`probabilities`", "`embedding`", "contract_version", "import onnxruntime as ort", contract.model_version,
                    f"{parity.max_abs_diff_test:.3g}", "| family | `compact`: 4 x (conv 3x3", "3 tracks / 6 clips",
-                   f"ONNX clip accuracy at export: {parity.onnx_test_accuracy:.4f} on 12 test clips"):
+                   f"ONNX clip accuracy at export: {parity.onnx_test_accuracy:.4f} on 12 test clips",
+                   "## Calibration", "Not calibrated (T = 1): the validation split holds 0 clip(s)",
+                   "Probabilities are not calibrated"):
         assert needle in card, needle
+    assert contract.calibration["method"] == "none" and result.calibration.temperature == 1.0  # this project has no validation split
 
 
 def test_a_paper_network_exports_to_byte_identical_files(project, tmp_path) -> None:
@@ -102,7 +105,7 @@ def test_a_paper_network_exports_to_byte_identical_files(project, tmp_path) -> N
     family = keras_family(build_model("exp1", input_shape=(32, 32, 3), n_classes=len(GENRES)), params)
     test = parity_clips(params, paths, family)
     first, second = (export.export_candidate(family, contract=_contract(params, family), onnx_path=tmp_path / name / "model.onnx",
-                                             test=test, card=lambda parity: "card") for name in ("a", "b"))
+                                             test=test, card=lambda *_: "card") for name in ("a", "b"))
     assert first.parity.passed and first.parity.max_abs_diff <= params.export.parity_tolerance
     assert first.parity.max_abs_diff_embedding <= 1e-3  # the 128-unit dense layer
     assert (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()
@@ -135,7 +138,7 @@ def test_the_gate_passes_the_paper_graph_and_refuses_a_broken_one_writing_nothin
     with pytest.raises(ExportError, match=r"does not match the framework .*on 12 test clips.*Nothing written"):
         broken = ReversedColours(spec=good_family.spec)
         broken.model, broken.labels = good_family.model, good_family.labels
-        export.export_candidate(broken, contract=contract, onnx_path=out / "model.onnx", test=test, card=lambda _: "card")
+        export.export_candidate(broken, contract=contract, onnx_path=out / "model.onnx", test=test, card=lambda *_: "card")
     assert (out / "model.onnx").read_bytes() == b"previous model"
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx"]  # no card, no temporary file
 

@@ -180,6 +180,11 @@ def test_candidate_stage_trains_tracks_and_exports_parity_gated(tmp_path, tiny_p
     assert result.onnx_path == candidate_dir(paths, "mfcc-logreg") / "model.onnx" and result.parity.onnx_test_accuracy == 1.0
     contract = read_contract(result.onnx_path)
     assert (contract.contract_version, contract.family, contract.sample_rate, contract.labels) == (2, "mfcc-logreg", rate, LABELS)
+    # 9 validation clips < export.temperature_min_clips: T = 1, said in the record and logged to the training run
+    assert contract.calibration["method"] == "none" and "holds 9 clip(s)" in contract.calibration["reason"]
+    logged = mlflow.get_run(training["mlflow_run_id"])
+    assert logged.data.metrics["temperature"] == 1.0 and logged.data.tags["genretag.calibration"] == "none"
+    assert logged.data.metrics["test_ece_before"] == pytest.approx(result.calibration.test_ece_before)
     # export.quantize: int8 on a family whose network onnxruntime cannot quantise (scikit-learn ops): no int8 candidate
     from genretag.train import quantize_trained_candidate
 

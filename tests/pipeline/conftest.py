@@ -40,7 +40,8 @@ def set_params(root: Path, updates: dict) -> None:
 def tracked_files() -> list[str]:
     out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO_ROOT, text=True,
                          capture_output=True, check=True).stdout
-    return [line for line in out.splitlines() if line and not line.startswith(("data/", "models/", "metrics/", "plots/", "reports/"))]
+    outputs = ("data/", "models/", "metrics/", "plots/", "reports/")  # data/feedback/ is a source (review labels), not an output
+    return [line for line in out.splitlines() if line and (line.startswith("data/feedback/") or not line.startswith(outputs))]
 
 
 def project_env(root: Path) -> dict[str, str]:

@@ -176,10 +176,10 @@ class KerasImageFamily:
     def to_onnx(self) -> onnx.ModelProto:
         """:func:`genretag.graph.paper_image_frontend` composed with :func:`network_to_onnx` of the trained network.
 
-        Raises ExportError when ``opset`` is not the front end's (the STFT op needs :data:`genretag.graph.OPSET`).
+        Raises ExportError when ``opset`` is not the front end's (:data:`genretag.graph.OPSET`: one opset per composed graph).
         """
         if self.opset != OPSET:
-            raise ExportError(f"export.opset {self.opset}: the waveform front end needs opset {OPSET} (the STFT op)")
+            raise ExportError(f"export.opset {self.opset}: the waveform front end is built at opset {OPSET}; the network must match it")
         return compose(paper_image_frontend(self.spec), network_to_onnx(self.model, image_size=self.spec.image_size, opset=self.opset))
 
     def preprocessing(self) -> dict[str, Any]:

@@ -1,0 +1,179 @@
+"""Calibration of clip probabilities: temperature scaling and the expected calibration error (ECE).
+
+Temperature scaling (Guo, Pleiss, Sun and Weinberger 2017, "On Calibration of Modern Neural
+Networks", ICML, section 4.2) divides a classifier's logits by one scalar ``T > 0`` fitted on held-out
+data by minimising the negative log-likelihood: ``softmax(z / T)``. ``T > 1`` softens an
+over-confident model, ``T < 1`` sharpens an under-confident one; the top-1 class never changes.
+Every genretag family ends in a softmax, so the logits are recovered up to a per-clip constant as
+``log p`` (which softmax ignores): ``softmax(log p / T) == softmax(z / T)``. Probabilities are
+floored at :data:`PROBABILITY_FLOOR` before the log, here and in the exported graph alike.
+
+The expected calibration error (Guo et al. 2017, equation 3; Naeini et al. 2015) sorts clips into
+equal-width bins of top-1 confidence and averages ``|accuracy - confidence|`` over the bins,
+weighted by their share of the clips.
+
+Pure numpy + scipy: no ONNX here (:mod:`genretag.export` appends the scaling to the graph).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
+
+from genretag.errors import GenretagError
+
+PROBABILITY_FLOOR = 1e-12  # float32-representable; log(1e-12) = -27.6, far below any real logit gap
+TEMPERATURE_BOUNDS = (0.05, 20.0)  # search range of T; a fit at a bound says the validation set is degenerate
+ECE_BINS = 15  # Guo et al. 2017 use 15 equal-width bins
+METHOD_TEMPERATURE = "temperature"  # T fitted on the validation split
+METHOD_NONE = "none"  # T = 1: too few validation clips to fit it (the reason says why)
+
+
+class CalibrationError(GenretagError):
+    """Probabilities or labels that cannot be calibrated (shape, range, empty set)."""
+
+
+def _checked(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels)
+    if probabilities.ndim != 2 or labels.shape != (probabilities.shape[0],):
+        raise CalibrationError(f"probabilities of shape {probabilities.shape} and labels of shape {labels.shape}: expected [n, K] and [n]")
+    if not len(labels):
+        raise CalibrationError("no clips: calibration needs at least one labelled clip")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= probabilities.shape[1]:
+        raise CalibrationError(f"labels must be integer class indices in [0, {probabilities.shape[1]})")
+    if not np.isfinite(probabilities).all() or probabilities.min() < 0:
+        raise CalibrationError("probabilities must be finite and >= 0")
+    return probabilities, labels
+
+
+def temperature_scaled(*, probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """``softmax(log(max(p, PROBABILITY_FLOOR)) / temperature)`` per row: float64 [n, K] from [n, K].
+
+    ``temperature_scaled(p, 1 / T)`` undoes ``temperature_scaled(p, T)`` (for entries above the floor).
+    Raises CalibrationError for a temperature that is not finite and > 0.
+    """
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise CalibrationError(f"temperature {temperature!r}: must be finite and > 0")
+    logs = np.log(np.maximum(np.asarray(probabilities, dtype=np.float64), PROBABILITY_FLOOR))
+    return np.exp(log_softmax(logs / temperature, axis=1))
+
+
+def fit_temperature(*, probabilities: np.ndarray, labels: np.ndarray, bounds: tuple[float, float] = TEMPERATURE_BOUNDS) -> float:
+    """The temperature ``T`` in ``bounds`` that minimises the mean negative log-likelihood of integer
+    ``labels`` [n] under ``softmax(log p / T)`` (Guo et al. 2017, section 4.2).
+
+    ``probabilities``: float [n, K] rows of a softmax (any float dtype; computed in float64). A bounded
+    scalar search on ``log T`` (``scipy.optimize.minimize_scalar``, method "bounded"), so that
+    halving and doubling ``T`` are equal steps. Raises CalibrationError for mismatched shapes, no
+    clips, labels outside [0, K) or probabilities that are negative or not finite.
+    """
+    probabilities, labels = _checked(probabilities, labels)
+    logs = np.log(np.maximum(probabilities, PROBABILITY_FLOOR))
+    rows = np.arange(len(labels))
+
+    def nll(log_t: float) -> float:
+        return float(-np.mean(log_softmax(logs / np.exp(log_t), axis=1)[rows, labels]))
+
+    found = minimize_scalar(nll, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded", options={"xatol": 1e-6})
+    return float(np.exp(found.x))
+
+
+def expected_calibration_error(*, probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE in [0, 1]: ``sum_m |B_m| / n * |accuracy(B_m) - confidence(B_m)|`` over ``bins`` equal-width
+    bins of top-1 confidence, bin m holding confidences in ``((m - 1) / bins, m / bins]`` (Guo et al.
+    2017, equation 3). ``probabilities`` float [n, K], ``labels`` int [n].
+
+    Raises CalibrationError for ``bins < 1`` and as :func:`fit_temperature` for bad inputs.
+    """
+    if bins < 1:
+        raise CalibrationError(f"bins {bins}: must be >= 1")
+    probabilities, labels = _checked(probabilities, labels)
+    confidence = probabilities.max(axis=1)
+    correct = (probabilities.argmax(axis=1) == labels).astype(np.float64)
+    index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    count = np.bincount(index, minlength=bins)
+    gap = np.abs(np.bincount(index, weights=correct, minlength=bins) - np.bincount(index, weights=confidence, minlength=bins))
+    return float(gap.sum() / count.sum())
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How a model's probabilities were calibrated: the ``genretag.calibration`` metadata record.
+
+    ``temperature`` divides ``log p`` (1.0 with method ``none``); ``fitted_on`` counts the validation
+    clips; ``ece_before``/``ece_after`` on those clips and ``test_ece_before``/``test_ece_after`` on the
+    test clips (None where there were none); ``reason`` says why the method was chosen.
+    """
+
+    method: str
+    temperature: float
+    fitted_on: int
+    reason: str
+    ece_before: float | None = None
+    ece_after: float | None = None
+    test_ece_before: float | None = None
+    test_ece_after: float | None = None
+    bins: int = ECE_BINS
+
+    @property
+    def applied(self) -> bool:
+        return self.method == METHOD_TEMPERATURE
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def metrics(self) -> dict[str, float]:
+        """The numeric facts for MLflow and the metrics file: temperature, clip count and the ECEs that exist."""
+        facts = {"temperature": self.temperature, "calibration_clips": float(self.fitted_on), "ece_before": self.ece_before,
+                 "ece_after": self.ece_after, "test_ece_before": self.test_ece_before, "test_ece_after": self.test_ece_after}
+        return {key: float(value) for key, value in facts.items() if value is not None}
+
+
+def calibrate(
+    *,
+    validation_probabilities: np.ndarray,
+    validation_labels: np.ndarray,
+    test_probabilities: np.ndarray,
+    test_labels: np.ndarray,
+    min_clips: int,
+    bins: int = ECE_BINS,
+) -> Calibration:
+    """Decide and fit: with at least ``min_clips`` validation clips, T from :func:`fit_temperature` on them;
+    otherwise, or when every validation clip is right (no finite minimum), T = 1 (method ``none``) with the reason. ECE before and after on validation and test
+    (a split without clips gets None). Shapes as :func:`fit_temperature`; raises as it does.
+    """
+    n = len(validation_labels)
+    all_right = n > 0 and bool(np.all(np.argmax(validation_probabilities, axis=1) == np.asarray(validation_labels)))
+    if n >= max(min_clips, 1) and all_right:
+        temperature, method = 1.0, METHOD_NONE
+        reason = (f"every one of the {n} validation clips is right: the negative log-likelihood falls without bound "
+                  "as T -> 0, so there is no temperature to fit; probabilities left as the model gives them (T = 1)")
+    elif n >= max(min_clips, 1):
+        temperature = fit_temperature(probabilities=validation_probabilities, labels=validation_labels)
+        method = METHOD_TEMPERATURE
+        reason = f"T fitted by minimising the negative log-likelihood on {n} validation clips"
+        if np.isclose(temperature, TEMPERATURE_BOUNDS, rtol=1e-3).any():
+            reason += f" (at the bound of {TEMPERATURE_BOUNDS}: the validation clips are degenerate, e.g. all right and sure)"
+    else:
+        temperature, method = 1.0, METHOD_NONE
+        reason = (f"the validation split holds {n} clip(s), fewer than export.temperature_min_clips {min_clips}: "
+                  "probabilities left as the model gives them (T = 1)")
+
+    def ece(probabilities: np.ndarray, labels: np.ndarray, scale: float) -> float | None:
+        if not len(labels):
+            return None
+        scaled = temperature_scaled(probabilities=probabilities, temperature=scale)
+        return expected_calibration_error(probabilities=scaled, labels=labels, bins=bins)
+
+    return Calibration(
+        method=method, temperature=temperature, fitted_on=n if method == METHOD_TEMPERATURE else 0, reason=reason,
+        ece_before=ece(validation_probabilities, validation_labels, 1.0),
+        ece_after=ece(validation_probabilities, validation_labels, temperature),
+        test_ece_before=ece(test_probabilities, test_labels, 1.0),
+        test_ece_after=ece(test_probabilities, test_labels, temperature), bins=bins,
+    )
