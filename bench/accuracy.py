@@ -10,7 +10,9 @@ track is trained on). Clips are the consecutive whole 3-s clips of each track, d
 resampled (soxr) to the family's rate. Clip accuracy: top-1 per clip; track accuracy: top-1 of
 the mean clip probability per track. Families whose only trained part is a head over a frozen
 embedding (musicnn-msd, mfcc-logreg) embed every clip once and refit the head per split, which
-is the same as refitting the family. Keras families train per split: on the split's training
+is the same as refitting the family (the head's C is chosen per split by inner cross-validation on
+that split's training tracks only; each split's C is recorded). Embeddings are cached under
+bench/results/embeddings/ by a hash of the clips and the front end. Keras families train per split: on the split's training
 tracks minus one track per genre, which early stopping watches.
 
 With ``--int8``, every split's trained model is also exported (float32 ONNX) and quantised
@@ -36,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 import genretag  # noqa: F401  - quiet environment before TensorFlow loads
+from genretag.atomic import atomic_open
 from genretag.audio import decode
 from genretag.config import load_params, project_root
 from genretag.dataset import discover_sources
@@ -79,6 +82,26 @@ def accuracies(probabilities: np.ndarray, labels: np.ndarray, tracks: np.ndarray
     return clip, float(np.mean(hits))
 
 
+def cached_embedding(family: FeatureHeadFamily, clips: ClipSet) -> np.ndarray:
+    """``family.embed(clips.waveforms)``, cached under bench/results/embeddings/ by a hash of the clips and the front end.
+
+    The key is SHA-256 of the float32 waveforms plus the family's name, preprocessing and frozen-part
+    description, so a changed corpus, resampler or front end never reuses a stale embedding.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(np.ascontiguousarray(clips.waveforms, dtype=np.float32).tobytes())
+    digest.update(json.dumps([family.name, family.preprocessing(), family.describe_frozen()], sort_keys=True, default=str).encode())
+    path = project_root() / "bench" / "results" / "embeddings" / f"{family.name}-{digest.hexdigest()[:24]}.npy"
+    if path.exists():
+        return np.load(path)
+    embedding = family.embed(clips.waveforms)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "wb") as handle:
+        np.save(handle, embedding)
+    return embedding
+
+
 def validation_tracks(train_tracks: set[str], tracks: np.ndarray, labels: np.ndarray) -> set[str]:
     """One training track per genre held out for early stopping (the first in sorted order)."""
     held: dict[int, str] = {}
@@ -108,23 +131,25 @@ def cross_validate(
     options = {"max_epochs": epochs} if epochs and not candidate.startswith(("musicnn", "mfcc")) else {}
     family = create(candidate, **options)
     quiet = lambda message: None  # noqa: E731
-    frozen = family.embed(clips.waveforms) if isinstance(family, FeatureHeadFamily) else None
+    frozen = cached_embedding(family, clips) if isinstance(family, FeatureHeadFamily) else None
     results = []
     for number, (train_tracks, test_tracks) in enumerate(track_splits(tracks, clips.labels, splits=splits, test_size=0.3, seed=seed)):
         started = time.perf_counter()
         test = np.isin(tracks, list(test_tracks))
         if frozen is not None:
             family.head.n_classes = len(labels)
-            family.head.fit(frozen[~test], clips.labels[~test], seed=seed + number)
+            facts = family.head.fit(frozen[~test], clips.labels[~test], seed=seed + number, groups=tracks[~test])
             family.labels, family.embedding_size = labels, int(frozen.shape[1])
             probabilities = family.head.predict_proba(frozen[test])
+            chosen = {"head_C": facts["head_C"]}
         else:
             held = np.isin(tracks, list(validation_tracks(train_tracks, tracks, clips.labels)))
             family = create(candidate, **options)
             family.fit(subset(clips, ~test & ~held), subset(clips, held), labels=labels, seed=seed + number, log=quiet)
             probabilities = family.predict(clips.waveforms[test]).probabilities
+            chosen = {}
         clip, track = accuracies(probabilities, clips.labels[test], tracks[test])
-        result = {"clip_accuracy": clip, "track_accuracy": track}
+        result = {"clip_accuracy": clip, "track_accuracy": track, **chosen}
         if int8:
             result |= int8_accuracies(family, clips, ~test, test, tracks, seed=seed + number)
             result["int8_track_change"] = result["int8_track_accuracy"] - result["onnx_float32_track_accuracy"]

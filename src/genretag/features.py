@@ -15,6 +15,7 @@ from genretag.spectrogram import mel_power, power_to_db
 
 N_MFCC = 20  # librosa.feature.mfcc's default
 MFCC_TOP_DB = 80.0  # librosa.feature.mfcc calls power_to_db(S) with its default top_db
+MFCC_STATISTICS = 3  # mean, std and delta std per coefficient (:func:`mfcc_stats`)
 
 # musicnn 0.1.0 (Pons & Serra), musicnn/configuration.py and extractor.batch_data
 MUSICNN_SAMPLE_RATE = 16000
@@ -60,12 +61,18 @@ def mfcc(
 def mfcc_stats(
     clips: np.ndarray, *, sample_rate: int, n_mfcc: int = N_MFCC, n_fft: int = 2048, hop_length: int = 512, n_mels: int = 128
 ) -> np.ndarray:
-    """Per-clip MFCC mean then standard deviation (population) over frames: float32 (n_clips, 2 n_mfcc).
+    """Per-clip MFCC statistics over frames: float32 (n_clips, 3 n_mfcc) = mean, standard deviation, delta standard deviation.
 
-    The classic MFCC baseline's clip vector; :func:`genretag.graph.mfcc_stats_frontend` computes the same.
+    Mean and (population) standard deviation of each coefficient are the classic MFCC baseline's
+    clip vector (Tzanetakis & Cook 2002); the third block is the standard deviation of the
+    frame-to-frame difference ``c[t + 1] - c[t]`` (a first-order delta), which adds how fast the
+    timbre moves, the role delta MFCCs play in genre baselines. (librosa.feature.delta's 9-frame
+    Savitzky-Golay filter is not used: its edge rule has no plain ONNX form.)
+    :func:`genretag.graph.mfcc_stats_frontend` computes the same.
     """
     coefficients = mfcc(clips, sample_rate=sample_rate, n_mfcc=n_mfcc, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels)
-    return np.concatenate([coefficients.mean(axis=2), coefficients.std(axis=2)], axis=1).astype(np.float32)
+    delta = np.diff(coefficients, axis=2)
+    return np.concatenate([coefficients.mean(axis=2), coefficients.std(axis=2), delta.std(axis=2)], axis=1).astype(np.float32)
 
 
 def musicnn_log_mel(clips: np.ndarray) -> np.ndarray:

@@ -14,8 +14,8 @@ Public names (stable; the model families call them):
 - :func:`log_mel_frontend` ``(*, sample_rate, clip_samples, n_fft, hop_length, n_mels, ...)`` ->
   output ``log_mel`` float32 ``[N, frames, n_mels]`` (frames = ``1 + S // hop_length``).
 - :func:`mfcc_stats_frontend` ``(*, sample_rate, clip_samples, n_mfcc, ...)`` -> output
-  ``features`` float32 ``[N, 2 * n_mfcc]``: per-clip mean then standard deviation of the MFCCs
-  over frames (:func:`genretag.features.mfcc_stats`).
+  ``features`` float32 ``[N, 3 * n_mfcc]``: per-clip mean, standard deviation and standard
+  deviation of the frame-to-frame difference of the MFCCs (:func:`genretag.features.mfcc_stats`).
 - :func:`musicnn_log_mel_frontend` ``()`` -> output ``log_mel`` float32 ``[N, 187, 96]`` at
   16 kHz (:func:`genretag.features.musicnn_log_mel`).
 - :func:`compose` ``(frontend, network, *, network_input=None)`` -> the contract-v2 graph
@@ -306,7 +306,7 @@ def paper_image_frontend(spec: PreprocessingSpec) -> onnx.ModelProto:
 def mfcc_stats_frontend(
     *, sample_rate: int, clip_samples: int, n_mfcc: int = features.N_MFCC, n_fft: int = 2048, hop_length: int = 512, n_mels: int = 128
 ) -> onnx.ModelProto:
-    """``waveform`` [N, clip_samples] -> ``features`` float32 [N, 2 * n_mfcc]: MFCC mean then std over frames.
+    """``waveform`` [N, clip_samples] -> ``features`` float32 [N, 3 * n_mfcc]: MFCC mean, std and delta std over frames.
 
     librosa.feature.mfcc's defaults (power_to_db ref 1.0, top_db 80, DCT-II ortho on the mel
     axis); the numpy reference is :func:`genretag.features.mfcc_stats`.
@@ -318,11 +318,22 @@ def mfcc_stats_frontend(
     )
     db = _power_to_db(b, mel, ref_max=False, top_db=features.MFCC_TOP_DB)
     mfcc = b.op("MatMul", db, b.const("dct_t", np.ascontiguousarray(features.dct_ii_ortho(n_mels, n_mfcc).T)))  # [N, T, K]
-    mean = b.op("ReduceMean", mfcc, axes=[1], keepdims=1)
-    centred = b.op("Sub", mfcc, mean)
+    frame_axis = b.const("frame_axis", np.array([1], np.int64))
+    later = b.op("Slice", mfcc, b.const("delta_later_start", np.array([1], np.int64)), b.const("delta_later_end", np.array([2**62], np.int64)), frame_axis)
+    earlier = b.op("Slice", mfcc, b.const("delta_earlier_start", np.array([0], np.int64)), b.const("delta_earlier_end", np.array([-1], np.int64)), frame_axis)
+    mean, std = _mean_and_std_over_frames(b, mfcc, frame_axis=frame_axis)
+    _, delta_std = _mean_and_std_over_frames(b, b.op("Sub", later, earlier), frame_axis=frame_axis)
+    b.op("Concat", mean, std, delta_std, axis=1, output=FEATURES_NAME)
+    return b.model(name="mfcc_stats", clip_samples=clip_samples, output=FEATURES_NAME,
+                   output_shape=[BATCH_DIM, features.MFCC_STATISTICS * n_mfcc])
+
+
+def _mean_and_std_over_frames(b: _Builder, x: str, *, frame_axis: str) -> tuple[str, str]:
+    """[N, T, K] -> (mean, population standard deviation) over T, each [N, K]; ``frame_axis``: the constant [1]."""
+    mean = b.op("ReduceMean", x, axes=[1], keepdims=1)
+    centred = b.op("Sub", x, mean)
     std = b.op("Sqrt", b.op("ReduceMean", b.op("Mul", centred, centred), axes=[1], keepdims=0))
-    b.op("Concat", b.op("Squeeze", mean, b.const("frame_axis", np.array([1], np.int64))), std, axis=1, output=FEATURES_NAME)
-    return b.model(name="mfcc_stats", clip_samples=clip_samples, output=FEATURES_NAME, output_shape=[BATCH_DIM, 2 * n_mfcc])
+    return b.op("Squeeze", mean, frame_axis), std
 
 
 def musicnn_log_mel_frontend() -> onnx.ModelProto:

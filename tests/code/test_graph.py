@@ -81,7 +81,7 @@ def test_images_are_todays_pillow_images(clips_22k) -> None:
 def test_mfcc_stats_frontend_matches_numpy(clips_22k) -> None:
     (stats,) = run(graph.mfcc_stats_frontend(sample_rate=22050, clip_samples=SPEC.clip_samples), clips_22k)
     expected = features.mfcc_stats(clips_22k, sample_rate=22050)
-    assert stats.shape == (len(KINDS), 2 * features.N_MFCC)
+    assert stats.shape == (len(KINDS), 3 * features.N_MFCC)
     np.testing.assert_allclose(stats, expected, atol=5e-3, rtol=1e-4)
 
 

@@ -64,6 +64,24 @@ def test_candidate_ids_are_validated():
         Params.model_validate({"train": {"candidates": ["mfcc-logreg", "paper-exp42"]}})
 
 
+def test_linear_head_chooses_C_on_training_tracks_only():
+    from genretag.families.heads import C_GRID, DEFAULT_C, LinearHead, choose_C
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 12)
+    tracks = np.array([f"{label}.{i // 4}" for i, label in enumerate(labels)])  # 3 tracks of 4 clips per class
+    features = rng.normal(size=(36, 8)) + labels[:, None] * 0.8
+    chosen, how = choose_C(features, labels, groups=tracks, seed=0)
+    assert chosen in C_GRID and how.startswith("inner 3-fold")
+    facts = LinearHead(n_classes=3).fit(features, labels, seed=0, groups=tracks)
+    assert (facts["head_C"], facts["head_C_choice"]) == (chosen, how)
+    one_track = np.where(labels == 2, "2.0", tracks)  # a genre with one training track: no inner split
+    assert choose_C(features, labels, groups=one_track, seed=0)[0] == DEFAULT_C
+    assert LinearHead(n_classes=3, C=0.5).fit(features, labels, seed=0)["head_C_choice"] == "fixed"
+    with pytest.raises(ValueError, match="groups"):
+        LinearHead(n_classes=3).fit(features, labels, seed=0)
+
+
 def test_mfcc_logreg_learns_and_onnx_matches(tmp_path):
     family = create("mfcc-logreg")
     check_learns_and_exports(family)

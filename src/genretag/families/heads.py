@@ -27,40 +27,65 @@ would turn the ~1e-4 rounding gap between ONNX and TensorFlow into whole standar
 HEAD_OUTPUT = "probabilities"
 
 
+C_GRID: tuple[float, ...] = tuple(float(c) for c in np.logspace(-4, 1, 11))
+"""Inverse L2 strengths the head chooses from (1e-4 to 10, half-decade steps)."""
+INNER_FOLDS = 5
+"""Folds of the inner cross-validation that chooses ``C`` (fewer when a genre has fewer training tracks)."""
+DEFAULT_C = 1.0
+"""scikit-learn's default, used when there are too few training tracks per genre for an inner cross-validation."""
+
+
 @dataclass
 class LinearHead:
     """VarianceThreshold -> StandardScaler -> LogisticRegression (lbfgs, multinomial, L2 strength ``1/C``, balanced class weights).
 
     ``n_classes``: K, the number of labels; :meth:`predict_proba` always returns K columns.
+    ``C``: the inverse L2 strength; None chooses it in :meth:`fit` from :data:`C_GRID` by an inner
+    cross-validation over the training clips grouped by track (so the clips of one track never sit
+    on both sides of an inner split), scored by multinomial log loss (a proper scoring rule: the
+    track decision averages clip probabilities, so their calibration matters, and log loss does
+    not tie the way accuracy does on a few dozen tracks).
     """
 
     n_classes: int
-    C: float = 1.0
+    C: float | None = None
     max_iter: int = 2000
 
     def __post_init__(self) -> None:
         self.pipeline = None
 
-    def fit(self, features: np.ndarray, labels: np.ndarray, *, seed: int) -> dict[str, Any]:
-        """Fit on float32 [n, D] features and int labels in [0, K); returns facts (iterations, classes seen).
+    def fit(self, features: np.ndarray, labels: np.ndarray, *, seed: int, groups: np.ndarray | None = None) -> dict[str, Any]:
+        """Fit on float32 [n, D] features and int labels in [0, K); returns facts (chosen C and how, iterations, classes seen).
 
-        Class weights are ``balanced`` (inverse class frequency), so unbalanced genres do not tilt the head.
-        Raises ValueError when ``labels`` holds fewer than two classes (scikit-learn cannot fit that).
+        ``groups``: [n] track id of each clip, needed when ``C`` is None (inner cross-validation,
+        :func:`choose_C`). Class weights are ``balanced`` (inverse class frequency), so unbalanced
+        genres do not tilt the head. Raises ValueError when ``labels`` holds fewer than two classes
+        (scikit-learn cannot fit that) or when ``C`` is None and ``groups`` is missing.
         """
-        from sklearn.feature_selection import VarianceThreshold
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
 
+        features, labels = np.asarray(features, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+        if self.C is None:
+            if groups is None:
+                raise ValueError("choosing the head's C needs the track of every training clip (groups)")
+            chosen, how = choose_C(features, labels, groups=np.asarray(groups), seed=seed, max_iter=self.max_iter)
+        else:
+            chosen, how = self.C, "fixed"
         self.pipeline = make_pipeline(
-            VarianceThreshold(MIN_VARIANCE),
-            StandardScaler(),
-            LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight="balanced", random_state=seed),
+            *_scaling(),
+            LogisticRegression(C=chosen, max_iter=self.max_iter, class_weight="balanced", random_state=seed),
         )
-        self.pipeline.fit(np.asarray(features, dtype=np.float64), np.asarray(labels, dtype=np.int64))
+        self.pipeline.fit(features, labels)
         classifier = self.pipeline[-1]
-        return {"head": "VarianceThreshold+StandardScaler+LogisticRegression", "features_kept": int(classifier.coef_.shape[1]), "head_C": self.C,
+        return {"head": "VarianceThreshold+StandardScaler+LogisticRegression", "features_kept": int(classifier.coef_.shape[1]),
+                "head_C": float(chosen), "head_C_choice": how,
                 "head_iterations": int(np.max(classifier.n_iter_)), "classes_seen": len(classifier.classes_)}
+
+    @property
+    def fitted_C(self) -> float | None:
+        """The C of the fitted classifier (None before :meth:`fit`)."""
+        return None if self.pipeline is None else float(self.pipeline[-1].C)
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """float32 [n, K] probabilities; columns of classes absent from training stay 0."""
@@ -94,6 +119,39 @@ class LinearHead:
         del model.graph.output[:]
         model.graph.output.extend(keep)
         return model
+
+
+def _scaling() -> list:
+    """New VarianceThreshold(:data:`MIN_VARIANCE`) and StandardScaler steps: the head's feature scaling."""
+    from sklearn.feature_selection import VarianceThreshold
+    from sklearn.preprocessing import StandardScaler
+
+    return [VarianceThreshold(MIN_VARIANCE), StandardScaler()]
+
+
+def choose_C(features: np.ndarray, labels: np.ndarray, *, groups: np.ndarray, seed: int, max_iter: int = 2000) -> tuple[float, str]:
+    """The head's C from :data:`C_GRID` by grouped inner cross-validation on the training clips only.
+
+    ``features`` float [n, D], ``labels`` int [n], ``groups`` [n] track ids. Folds:
+    scikit-learn's StratifiedGroupKFold (shuffled with ``seed``), ``min(INNER_FOLDS, fewest
+    training tracks of a genre)`` of them; LogisticRegressionCV scores every C of the grid by
+    multinomial log loss on the held-out tracks' clips, on features scaled once on all training
+    clips; ``max_iter``: lbfgs iterations per fit. Returns (C, how it was chosen); with fewer than 2 tracks in some genre there is no
+    inner split and the answer is (:data:`DEFAULT_C`, the reason).
+    """
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.pipeline import make_pipeline
+
+    tracks_per_class = [len(np.unique(groups[labels == k])) for k in np.unique(labels)]
+    folds = min(INNER_FOLDS, min(tracks_per_class))
+    if folds < 2:
+        return DEFAULT_C, f"default {DEFAULT_C} (a genre has fewer than 2 training tracks: no inner cross-validation)"
+    scaled = make_pipeline(*_scaling()).fit_transform(features)
+    splits = list(StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(scaled, labels, groups))
+    search = LogisticRegressionCV(Cs=list(C_GRID), cv=splits, scoring="neg_log_loss", class_weight="balanced",
+                                  max_iter=max_iter, random_state=seed, l1_ratios=(0.0,), use_legacy_attributes=False).fit(scaled, labels)
+    return float(search.C_), f"inner {folds}-fold cross-validation grouped by track, log loss"
 
 
 def attach_head(network: onnx.ModelProto, head: onnx.ModelProto) -> onnx.ModelProto:
@@ -140,7 +198,8 @@ class FeatureHeadFamily:
     clip_samples: int
     HEAD_FILE: ClassVar[str] = "head.joblib"
 
-    def __init__(self, *, C: float = 1.0, opset: int = 17, batch_size: int = 64) -> None:
+    def __init__(self, *, C: float | None = None, opset: int = 17, batch_size: int = 64) -> None:
+        """``C``: the head's inverse L2 strength; None (the default) chooses it per fit by grouped inner cross-validation."""
         self.head = LinearHead(n_classes=0, C=C)
         self.labels: tuple[str, ...] = ()
         self.opset = opset
@@ -165,17 +224,17 @@ class FeatureHeadFamily:
 
     # -- the Family protocol
     def fit(self, train, validation, *, labels: tuple[str, ...], seed: int, log: Callable[[str], None]) -> dict[str, Any]:
-        """Embed the train clips once, fit the head; report train and validation clip accuracy."""
+        """Embed the train clips once, fit the head (C chosen on the train tracks unless fixed); report train and validation clip accuracy."""
         self.labels = tuple(labels)
         self.head = LinearHead(n_classes=len(labels), C=self.head.C)
         features = self.embed(train.waveforms)
         self.embedding_size = int(features.shape[1])
-        facts = self.head.fit(features, train.labels, seed=seed)
+        facts = self.head.fit(features, train.labels, seed=seed, groups=np.asarray(train.track_ids))
         facts["train_accuracy"] = float(np.mean(self.head.predict_proba(features).argmax(1) == train.labels))
         if len(validation):
             predicted = self.predict(validation.waveforms).probabilities.argmax(1)
             facts["validation_accuracy"] = float(np.mean(predicted == validation.labels))
-        log(f"{self.name}: head fitted on {len(train)} clips ({self.embedding_size}-d embedding), "
+        log(f"{self.name}: head fitted on {len(train)} clips ({self.embedding_size}-d embedding), C {facts['head_C']:g} ({facts['head_C_choice']}), "
             f"train accuracy {facts['train_accuracy']:.3f}, validation {facts.get('validation_accuracy', float('nan')):.3f}")
         return facts
 
@@ -193,7 +252,7 @@ class FeatureHeadFamily:
 
     def describe(self) -> dict[str, Any]:
         return {**self.describe_frozen(), "head": "StandardScaler + LogisticRegression (scikit-learn, balanced class weights)",
-                "head_C": self.head.C, "trained_parameters": self.trained_parameters()}
+                "head_C": self.head.fitted_C, "trained_parameters": self.trained_parameters()}
 
     def trained_parameters(self) -> int:
         """Scaler means/scales plus the classifier's weights and biases (0 before :meth:`fit`)."""
@@ -210,7 +269,7 @@ class FeatureHeadFamily:
 
         directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(directory / self.HEAD_FILE) as tmp:
-            joblib.dump({"pipeline": self.head.pipeline, "labels": list(self.labels), "C": self.head.C,
+            joblib.dump({"pipeline": self.head.pipeline, "labels": list(self.labels), "C": self.head.fitted_C,
                          "embedding_size": self.embedding_size}, tmp)
 
     def load(self, directory: Path) -> None:

@@ -1,11 +1,12 @@
 """Family ``mfcc-logreg``: MFCC statistics per clip + logistic regression, the baseline every family must beat.
 
 Per 3-s clip at 22,050 Hz: 20 MFCCs (librosa.feature.mfcc's defaults: 2048-point STFT, hop 512,
-128 Slaney mel bands, dB floored 80 dB under the clip's max, orthonormal DCT-II), their mean and
-standard deviation over frames (:func:`genretag.features.mfcc_stats`; in the graph
-:func:`genretag.graph.mfcc_stats_frontend`) -> the 40-d **embedding** -> StandardScaler +
-multinomial LogisticRegression. The classic baseline of Tzanetakis & Cook (2002), in its common
-MFCC-statistics form.
+128 Slaney mel bands, dB floored 80 dB under the clip's max, orthonormal DCT-II), their mean,
+standard deviation and the standard deviation of their frame-to-frame difference (a first-order
+delta) over frames (:func:`genretag.features.mfcc_stats`; in the graph
+:func:`genretag.graph.mfcc_stats_frontend`) -> the 60-d **embedding** -> StandardScaler +
+multinomial LogisticRegression (C chosen by inner cross-validation on the training tracks). The
+classic baseline of Tzanetakis & Cook (2002), in its common MFCC-statistics form.
 """
 
 from __future__ import annotations
@@ -25,19 +26,19 @@ CLIP_SECONDS = 3.0
 
 
 class MfccLogReg(FeatureHeadFamily):
-    """``mfcc-logreg``: [n, 66150] waveforms at 22,050 Hz -> 40 MFCC statistics -> linear head."""
+    """``mfcc-logreg``: [n, 66150] waveforms at 22,050 Hz -> 60 MFCC statistics -> linear head."""
 
     name: ClassVar[str] = "mfcc-logreg"
     sample_rate = SAMPLE_RATE
     clip_samples = int(SAMPLE_RATE * CLIP_SECONDS)
 
-    def __init__(self, *, C: float = 1.0, opset: int = 17, batch_size: int = 256, n_mfcc: int = features.N_MFCC) -> None:
+    def __init__(self, *, C: float | None = None, opset: int = 17, batch_size: int = 256, n_mfcc: int = features.N_MFCC) -> None:
         super().__init__(C=C, opset=opset, batch_size=batch_size)
         self.n_mfcc = n_mfcc
-        self.embedding_size = 2 * n_mfcc
+        self.embedding_size = features.MFCC_STATISTICS * n_mfcc
 
     def embed(self, waveforms: np.ndarray) -> np.ndarray:
-        """float32 [n, S] -> MFCC mean then std, float32 [n, 2 n_mfcc] (numpy reference, in batches)."""
+        """float32 [n, S] -> MFCC mean, std, delta std, float32 [n, 3 n_mfcc] (numpy reference, in batches)."""
         waveforms = np.asarray(waveforms, dtype=np.float32)
         parts = [
             features.mfcc_stats(waveforms[i : i + self.batch_size], sample_rate=self.sample_rate, n_mfcc=self.n_mfcc)
@@ -51,7 +52,7 @@ class MfccLogReg(FeatureHeadFamily):
         return mfcc_stats_frontend(sample_rate=self.sample_rate, clip_samples=self.clip_samples, n_mfcc=self.n_mfcc)
 
     def embedding_network(self) -> onnx.ModelProto:
-        """The MFCC statistics are the embedding: ``features`` [N, 2 n_mfcc] -> Identity -> ``embedding``."""
+        """The MFCC statistics are the embedding: ``features`` [N, 3 n_mfcc] -> Identity -> ``embedding``."""
         from genretag.graph import IR_VERSION
 
         graph = helper.make_graph(
@@ -65,8 +66,8 @@ class MfccLogReg(FeatureHeadFamily):
 
     def preprocessing(self) -> dict[str, Any]:
         return {"frontend": "MFCC statistics", "sample_rate": self.sample_rate, "n_mfcc": self.n_mfcc, "n_fft": 2048,
-                "hop_length": 512, "n_mels": 128, "top_db": features.MFCC_TOP_DB, "embedding": "MFCC mean then std over frames"}
+                "hop_length": 512, "n_mels": 128, "top_db": features.MFCC_TOP_DB, "embedding": "MFCC mean, std and delta (frame difference) std over frames"}
 
     def describe_frozen(self) -> dict[str, Any]:
-        return {"family": self.name, "architecture": f"{self.n_mfcc} MFCC mean/std statistics + logistic regression",
+        return {"family": self.name, "architecture": f"{self.n_mfcc} MFCC mean/std/delta-std statistics + logistic regression",
                 "pretrained": None, "embedding_size": self.embedding_size}

@@ -178,7 +178,7 @@ class MusicnnMSD(FeatureHeadFamily):
     sample_rate = features.MUSICNN_SAMPLE_RATE
     clip_samples = features.MUSICNN_CLIP_SAMPLES
 
-    def __init__(self, *, C: float = 1.0, opset: int = 17, batch_size: int = 64, checkpoint: Path | None = None) -> None:
+    def __init__(self, *, C: float | None = None, opset: int = 17, batch_size: int = 64, checkpoint: Path | None = None) -> None:
         import tensorflow as tf
 
         super().__init__(C=C, opset=opset, batch_size=batch_size)
