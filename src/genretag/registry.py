@@ -342,7 +342,7 @@ def _log_version(client, params: Params, root: Path, onnx_path: Path, contract: 
     )
     run_id = _training_run_id(client, onnx_path)
     resumed = run_id is not None
-    run = mlflow.start_run(run_id=run_id) if resumed else mlflow.start_run(run_name=f"register-{tags[TAG_CANDIDATE]}")
+    mlflow.start_run(run_id=run_id, run_name=None if resumed else f"register-{tags[TAG_CANDIDATE]}")  # run_id None: a new run
     status = "FAILED"
     try:
         if not resumed:
