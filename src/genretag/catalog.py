@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -574,6 +575,23 @@ def window_timeline(score: Any) -> str:
         "start_s": list(score.window_starts_s),
         "probabilities": [[round(p, WINDOW_DIGITS) for p in row] for row in score.window_probabilities],
     }, separators=(",", ":"))
+
+
+def timeline_lines(window_probabilities: str | None) -> list[str]:
+    """A track's genre timeline from its catalog window_probabilities JSON (:func:`window_timeline`):
+    one line per scored window, ``m:ss  genre  probability`` of its most probable genre, then the runner-up.
+    Empty for rows tagged before timelines were stored (NULL)."""
+    if not window_probabilities:
+        return []
+    timeline = json.loads(window_probabilities)
+    labels = timeline["labels"]
+    width = max(len(label) for label in labels)
+    lines = []
+    for start, row in zip(timeline["start_s"], timeline["probabilities"], strict=True):
+        first, second = np.argsort(-np.asarray(row), kind="stable")[:2]
+        minutes, seconds = divmod(int(start), 60)
+        lines.append(f"{minutes:>3}:{seconds:02d}  {labels[first]:<{width}}  {row[first]:.2f}   ({labels[second]} {row[second]:.2f})")
+    return lines
 
 
 def tag_row(

@@ -477,9 +477,8 @@ def show(
     import json
 
     from genretag.audio import file_sha256
-    from genretag.catalog import Catalog, catalog_url
+    from genretag.catalog import Catalog, catalog_url, timeline_lines
     from genretag.errors import GenretagError
-    from genretag.review import timeline_lines
 
     try:
         sha = file_sha256(Path(track)) if Path(track).is_file() else track

@@ -165,22 +165,3 @@ def import_review(
         except OSError as exc:
             raise ReviewError(f"cannot write {display(feedback)}: {exc.strerror or exc}") from exc
     return outcome
-
-
-def timeline_lines(window_probabilities: str | None) -> list[str]:
-    """A track's genre timeline from its catalog window_probabilities JSON (genretag.catalog.window_timeline):
-    one line per scored window, ``m:ss  genre  probability`` of its most probable genre, then the runner-up.
-    Empty for rows tagged before timelines were stored (NULL)."""
-    if not window_probabilities:
-        return []
-    import json
-
-    timeline = json.loads(window_probabilities)
-    labels = timeline["labels"]
-    width = max(len(label) for label in labels)
-    lines = []
-    for start, row in zip(timeline["start_s"], timeline["probabilities"], strict=True):
-        first, second = np.argsort(-np.asarray(row), kind="stable")[:2]
-        minutes, seconds = divmod(int(start), 60)
-        lines.append(f"{minutes:>3}:{seconds:02d}  {labels[first]:<{width}}  {row[first]:.2f}   ({labels[second]} {row[second]:.2f})")
-    return lines
