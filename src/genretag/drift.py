@@ -161,7 +161,6 @@ def run_drift(
     embedding_windows: int,
     genre_counts: Mapping[str, int],
     fallback_genres: Mapping[str, int] | None = None,
-    no_reference: str = "",
 ) -> dict[str, Any]:
     """A tagging run's drift from the training data (JSON-ready; None values where not measured).
 
@@ -175,7 +174,7 @@ def run_drift(
     genres = dict(reference.get("genre_counts", {})) if reference else dict(fallback_genres or {})
     drift: dict[str, Any] = {
         "tracks": len(audio),
-        "reference": "model" if reference else (no_reference or "n/a: the model carries no drift reference"),
+        "reference": "model" if reference else "n/a: the model carries no drift reference",
         "genre_psi": genre_psi(genres, genre_counts),
         "embedding_shift": None, "loudness_dbfs": None, "loudness_shift_db": None,
         "source_sample_rate_median": None, "duration_s_median": None, "below_model_rate": None,
