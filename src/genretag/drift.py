@@ -19,6 +19,7 @@ large shift (the default ``score.drift_psi_warn``).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 EPSILON = 1e-4  # floor for an empty category's proportion (keeps ln finite)
 
@@ -68,8 +71,12 @@ def training_genre_counts(tracks_csv: Path) -> dict[str, int]:
         return {}
     from genretag.dataset import read_table
 
-    counts = read_table(tracks_csv)["genre"].value_counts()
-    return {str(genre): int(count) for genre, count in counts.items()}
+    return _genre_counts(read_table(tracks_csv))
+
+
+def _genre_counts(tracks: Any) -> dict[str, int]:
+    """Genre -> rows of a tracks table (a pandas DataFrame with column ``genre``)."""
+    return {str(genre): int(count) for genre, count in tracks["genre"].value_counts().items()}
 
 
 # --- the training reference (stored in the model's ONNX metadata) and a run's drift against it -----------
@@ -232,15 +239,13 @@ def training_reference(family: Any, *, waveforms: np.ndarray, tracks_csv: Path, 
     and durations come from the validated tracks (data/tracks.csv columns genre,
     original_sample_rate, duration_s). {} (no reference; logged) when either side is empty.
     """
-    import logging
-
     from genretag.audio import stats
     from genretag.dataset import read_table
 
     tracks = read_table(tracks_csv) if tracks_csv.is_file() else None
     if len(waveforms) < 2 or tracks is None or not len(tracks) or not {"original_sample_rate", "duration_s"} <= set(tracks.columns):
-        logging.getLogger(__name__).info("no drift reference: %d training clips; %s %s", len(waveforms), tracks_csv,
-                                         "lacks tracks with original_sample_rate and duration_s" if tracks_csv.is_file() else "missing")
+        log.info("no drift reference: %d training clips; %s %s", len(waveforms), tracks_csv,
+                 "lacks tracks with original_sample_rate and duration_s" if tracks_csv.is_file() else "missing")
         return {}
     chosen = np.sort(np.random.default_rng(seed).choice(len(waveforms), size=min(len(waveforms), max_clips), replace=False))
     clips = np.asarray(waveforms[chosen], dtype=np.float32)
@@ -249,7 +254,7 @@ def training_reference(family: Any, *, waveforms: np.ndarray, tracks_csv: Path, 
     return build_reference(
         embeddings=embeddings,
         clip_loudness_dbfs=[stats(clip, sample_rate=1).rms_dbfs for clip in clips],
-        genre_counts=training_genre_counts(tracks_csv),
+        genre_counts=_genre_counts(tracks),
         source_sample_rates=[int(float(v)) for v in tracks["original_sample_rate"]],
         durations_s=[float(v) for v in tracks["duration_s"]],
     )
