@@ -48,7 +48,7 @@ import yaml
 
 from genretag.atomic import atomic_open
 from genretag.calibration import ECE_BINS, PROBABILITY_FLOOR, Calibration, calibrate, temperature_scaled
-from genretag.config import Layout, Params
+from genretag.config import ExportParams, Layout, Params
 from genretag.contract import (
     EMBEDDING_NAME,
     INPUT_NAME,
@@ -78,7 +78,7 @@ QUANT_FORMATS = ("qoperator", "qdq")
 NOT_QUANTIZED = ("Softmax",)  # the probabilities keep float resolution (a uint8 softmax steps by 1/255)
 CALIBRATION_PREFIX = "calibration/"  # names of the nodes and initializers that temperature scaling appends
 CALIBRATION_TOLERANCE = 1e-5  # max |calibrated graph - numpy temperature_scaled| checked before writing (float32 ops)
-DEFAULT_TEMPERATURE_MIN_CLIPS = 30  # params export.temperature_min_clips
+DEFAULT_TEMPERATURE_MIN_CLIPS = ExportParams().temperature_min_clips  # the built-in default of params export.temperature_min_clips
 SYNTHETIC_KINDS: tuple[str, ...] = ("music-rock", "music-jazz", "music-classical", "noise", "silence", "clipping", "quiet-music")
 
 
