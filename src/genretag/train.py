@@ -11,12 +11,13 @@ and seed give the same model (TensorFlow op determinism, seeded numpy).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,11 @@ from genretag.atomic import atomic_path, write_json
 from genretag.config import Layout, Params, preprocessing_spec
 from genretag.dataset import SPLITS
 from genretag.errors import TrainingDataError
+
+if TYPE_CHECKING:
+    from genretag.calibration import Calibration
+
+logger = logging.getLogger(__name__)
 
 REQUIRED_CLIP_COLUMNS = ("clip_id", "track_id", "genre", "split", "start_s")
 CURVES_NAME = "training_curves.png"
@@ -267,27 +273,26 @@ def export_trained_candidate(params: Params, paths: Layout, candidate: str, fami
     return result
 
 
-def log_calibration(params: Params, paths: Layout, run_id: str | None, calibration) -> None:
+def log_calibration(params: Params, paths: Layout, run_id: str | None, calibration: Calibration) -> None:
     """Log a :class:`~genretag.calibration.Calibration`'s numbers (temperature, calibration_clips, ece_before/after
     on validation, test_ece_before/after) and its method as metrics and a tag of the MLflow run ``run_id``
     (the candidate's training run); nothing without a run id (a family exported without training.json) or
     when that run is not in this tracking store (logged as a warning: the ONNX metadata keeps the record)."""
-    import logging
-
+    if not run_id:
+        return
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from genretag.contract import KEY_CALIBRATION
     from genretag.tracking import use_tracking
 
-    if not run_id:
-        return
     use_tracking(params, root=paths.root)
     try:
         with mlflow.start_run(run_id=run_id):
             mlflow.log_metrics(calibration.metrics())
-            mlflow.set_tag("genretag.calibration", calibration.method)
+            mlflow.set_tag(KEY_CALIBRATION, calibration.method)
     except MlflowException as exc:
-        logging.getLogger(__name__).warning("calibration not logged to MLflow run %s: %s", run_id, exc)
+        logger.warning("calibration not logged to MLflow run %s: %s", run_id, exc)
 
 
 def quantize_trained_candidate(params: Params, paths: Layout, candidate: str, family=None):
@@ -300,7 +305,6 @@ def quantize_trained_candidate(params: Params, paths: Layout, candidate: str, fa
     candidate is not affected. Returns the :class:`~genretag.export.Int8Result` or None; other
     ExportErrors (nothing written) are raised as export_int8 raises them.
     """
-    import logging
     import shutil
 
     from genretag.export import INT8_DIR, Int8Refused, NothingToQuantize, export_int8
@@ -319,6 +323,6 @@ def quantize_trained_candidate(params: Params, paths: Layout, candidate: str, fa
                            quant_format=params.export.quantize_format, min_agreement=params.export.int8_min_agreement)
     except (NothingToQuantize, Int8Refused) as exc:
         level = logging.INFO if isinstance(exc, NothingToQuantize) else logging.WARNING
-        logging.getLogger(__name__).log(level, "%s: no int8 candidate: %s", candidate, exc)
+        logger.log(level, "%s: no int8 candidate: %s", candidate, exc)
         shutil.rmtree(folder, ignore_errors=True)
         return None
