@@ -131,6 +131,13 @@ def _frames(b: _Builder, *, clip_samples: int, n_fft: int, hop_length: int, fram
     return b.op("Reshape", picked, b.const("frame_shape", np.array([-1, frames, n_fft], np.int64)))
 
 
+def _kept_frames(*, clip_samples: int, hop_length: int, frames: int | None) -> int:
+    """Frames a front end keeps: the first ``frames``, at most all ``1 + clip_samples // hop_length``
+    centred frames (None: all)."""
+    all_frames = 1 + clip_samples // hop_length
+    return all_frames if frames is None else min(frames, all_frames)
+
+
 def _mel_power(
     b: _Builder, *, sample_rate: int, n_fft: int, hop_length: int, n_mels: int, fmin: float, fmax: float, pad_mode: str,
     clip_samples: int, frames: int | None = None,
@@ -153,8 +160,7 @@ def _mel_power(
     """
     if pad_mode not in ("constant", "reflect"):
         raise ValueError(f"pad_mode must be 'constant' or 'reflect', got {pad_mode!r}")
-    all_frames = 1 + clip_samples // hop_length
-    kept = min(frames, all_frames) if frames is not None else all_frames
+    kept = _kept_frames(clip_samples=clip_samples, hop_length=hop_length, frames=frames)
     framed = _frames(b, clip_samples=clip_samples, n_fft=n_fft, hop_length=hop_length, frames=kept, pad_mode=pad_mode)
     p, q = _fft_split(n_fft)
     half = p // 2 + 1
@@ -246,7 +252,6 @@ def log_mel_frontend(
         b, sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, fmin=fmin,
         fmax=float(fmax) if fmax is not None else sample_rate / 2.0, pad_mode=pad_mode, clip_samples=clip_samples, frames=frames,
     )
-    all_frames = 1 + clip_samples // hop_length
     if scale == "db":
         b.op("Identity", _power_to_db(b, mel, ref_max=ref_max, top_db=top_db), output=LOG_MEL_NAME)
     elif scale == "log10_1p10000":
@@ -254,7 +259,7 @@ def log_mel_frontend(
         b.op("Mul", b.op("Log", scaled), b.const("log10_per_neper", np.float32(1.0 / math.log(10.0))), output=LOG_MEL_NAME)
     else:
         raise ValueError(f"scale must be 'db' or 'log10_1p10000', got {scale!r}")
-    kept = min(frames, all_frames) if frames is not None else all_frames
+    kept = _kept_frames(clip_samples=clip_samples, hop_length=hop_length, frames=frames)
     return b.model(name="log_mel", clip_samples=clip_samples, output=LOG_MEL_NAME, output_shape=[BATCH_DIM, kept, n_mels])
 
 
