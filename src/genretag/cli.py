@@ -331,9 +331,9 @@ def shadow(
 
     try:
         params, root = load_params(), layout().root
-        rows = {row.version: row for row in _registry_call(registry.list_versions)}
-        number = _registry_call(registry.version_number, ref=version)
-        champion = next((row for row in rows.values() if registry.CHAMPION in row.aliases), None)
+        rows = _registry_call(registry.list_versions)
+        number = _registry_call(registry.version_number, ref=version, versions=rows)
+        champion = next((row for row in rows if registry.CHAMPION in row.aliases), None)
         if champion is None:
             raise RegistryError(f"registered model {params.registry.model_name!r} has no champion whose catalog tags to compare with")
         if champion.version == number:

@@ -33,7 +33,7 @@ import logging
 import re
 import sqlite3
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -681,12 +681,13 @@ def _read_client_registry(params: Params, root: Path, name: str) -> tuple[dict[s
     return aliases, [(str(v.version), int(v.creation_timestamp), v.run_id, dict(v.tags)) for v in _all_versions(client, name)]
 
 
-def version_number(params: Params, *, root: Path, ref: str) -> str:
-    """The version number behind ``ref`` (a number, champion or challenger), read as :func:`list_versions` reads.
+def version_number(params: Params, *, root: Path, ref: str, versions: Sequence[VersionInfo] | None = None) -> str:
+    """The version number behind ``ref`` (a number, champion or challenger), read as :func:`list_versions` reads
+    (``versions``: its result when the caller already has it; None reads it).
 
     Raises RegistryError when no version has that number or alias.
     """
-    for row in list_versions(params, root=root):
+    for row in list_versions(params, root=root) if versions is None else versions:
         if str(ref) == row.version or str(ref) in row.aliases:
             return row.version
     raise RegistryError(f"registered model {params.registry.model_name!r} has no version or alias {ref!r}")
