@@ -10,7 +10,7 @@ agrees with the tag writes the predicted genre there.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,9 +87,8 @@ def _read_review(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _row_problem(row: pd.Series, *, genres: Sequence[str], catalog: pd.DataFrame) -> str:
-    """Why a filled-in review row cannot become a label ("" when it can)."""
-    genre, sha = row["corrected_genre"].strip(), row["sha256"].strip().lower()
+def _row_problem(row: Mapping[str, str], *, genre: str, sha: str, genres: Sequence[str], catalog: pd.DataFrame) -> str:
+    """Why a filled-in review row (its stripped ``genre`` and lower-case ``sha``) cannot become a label ("" when it can)."""
     if genre not in genres:
         return f"corrected_genre {genre!r} is not one of params.genres ({', '.join(genres)})"
     if not sha:
@@ -134,12 +133,11 @@ def import_review(
     imported_at = datetime.now(UTC).isoformat(timespec="seconds")
     seen: dict[str, str] = {}
     for number, row in enumerate(sheet.to_dict("records"), start=2):  # line 1 is the header
-        row = pd.Series(row)
         genre, sha = row["corrected_genre"].strip(), row["sha256"].strip().lower()
         if not genre:
             outcome.blank += 1
             continue
-        problem = _row_problem(row, genres=genres, catalog=tags)
+        problem = _row_problem(row, genre=genre, sha=sha, genres=genres, catalog=tags)
         if not problem and seen.get(sha, genre) != genre:
             problem = f"sha256 {sha[:12]} is labelled {seen[sha]!r} on an earlier row"
         if problem:
