@@ -122,9 +122,11 @@ class Calibration:
 
     @property
     def applied(self) -> bool:
+        """Whether T was fitted (method ``temperature``): only then does the exported graph carry the scaling."""
         return self.method == METHOD_TEMPERATURE
 
     def as_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready fields (the ``genretag.calibration`` ONNX metadata, ModelContract.calibration)."""
         return asdict(self)
 
     def metrics(self) -> dict[str, float]:
@@ -148,12 +150,13 @@ def calibrate(
     (a split without clips gets None). Shapes as :func:`fit_temperature`; raises as it does.
     """
     n = len(validation_labels)
+    enough = n >= max(min_clips, 1)
     all_right = n > 0 and bool(np.all(np.argmax(validation_probabilities, axis=1) == np.asarray(validation_labels)))
-    if n >= max(min_clips, 1) and all_right:
+    if enough and all_right:
         temperature, method = 1.0, METHOD_NONE
         reason = (f"every one of the {n} validation clips is right: the negative log-likelihood falls without bound "
                   "as T -> 0, so there is no temperature to fit; probabilities left as the model gives them (T = 1)")
-    elif n >= max(min_clips, 1):
+    elif enough:
         temperature = fit_temperature(probabilities=validation_probabilities, labels=validation_labels)
         method = METHOD_TEMPERATURE
         reason = f"T fitted by minimising the negative log-likelihood on {n} validation clips"

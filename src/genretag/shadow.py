@@ -104,9 +104,13 @@ class ShadowReport:
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready fields (models/shadow/v<N>.json, genretag.registry.store_shadow_report)."""
         return asdict(self)
 
     def to_markdown(self, *, max_failures: int = 20) -> str:
+        """The report as markdown (models/shadow/v<N>.md, printed by ``genretag registry promote``): the
+        counts, agreement overall and per champion genre, the old-to-new confusion, and the first
+        ``max_failures`` files not scored (the rest are counted; the JSON lists them all)."""
         def fraction(value: float | None) -> str:
             return "n/a" if value is None else f"{100 * value:.1f} %"
 
