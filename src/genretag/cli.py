@@ -279,7 +279,7 @@ def registry_promote(
     from genretag import registry
 
     number = _registry_call(registry.version_number, ref=version)
-    report = registry.read_shadow_report(layout().root, number)
+    report = registry.read_shadow_report(layout().root, version=number)
     typer.echo(report.rstrip("\n") if report else
                f"no shadow report for v{number}: run `genretag shadow {number} --sample 200` to compare it with the champion's tags first")
     change = _registry_call(registry.promote, version=version, reason=reason or f"manual promotion by {registry.actor()}")

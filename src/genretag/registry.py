@@ -693,7 +693,7 @@ def version_number(params: Params, *, root: Path, ref: str, versions: Sequence[V
     raise RegistryError(f"registered model {params.registry.model_name!r} has no version or alias {ref!r}")
 
 
-def shadow_report_path(root: Path, version: str) -> Path:
+def shadow_report_path(root: Path, *, version: str) -> Path:
     """``models/shadow/v<version>.json`` (the markdown beside it, ``.md``): the version's shadow report.
 
     Kept beside models/registry.json, never inside it: that file is the register stage's DVC
@@ -708,7 +708,7 @@ def shadow_report_path(root: Path, version: str) -> Path:
 def store_shadow_report(params: Params, *, root: Path, version: str, report: Mapping[str, Any], markdown: str) -> Path:
     """Write version ``version``'s shadow report (JSON and markdown, each atomically) and tag the
     version with its path relative to ``root``; returns the JSON path."""
-    path = shadow_report_path(root, version)
+    path = shadow_report_path(root, version=version)
     write_json(path, dict(report))
     write_text(path.with_suffix(".md"), markdown)
     client = _client(params, root)
@@ -716,9 +716,9 @@ def store_shadow_report(params: Params, *, root: Path, version: str, report: Map
     return path
 
 
-def read_shadow_report(root: Path, version: str) -> str | None:
+def read_shadow_report(root: Path, *, version: str) -> str | None:
     """The markdown of version ``version``'s shadow report, or None when there is none."""
-    path = shadow_report_path(root, version).with_suffix(".md")
+    path = shadow_report_path(root, version=version).with_suffix(".md")
     return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
