@@ -673,7 +673,8 @@ class TaggingSummary:
         drift_reference; genre PSI falls back to ``fallback_genres``); return the warnings past
         ``score`` (ScoreParams) drift_* limits, also kept on the summary."""
         self.drift = run_drift(reference or None, audio=self.audio, embedding_sum=self.embedding_sum,
-                               embedding_windows=self.windows_scored, genre_counts=self.genre_counts, fallback_genres=fallback_genres)
+                               embedding_windows=self.windows_scored, genre_counts=self.genre_counts, fallback_genres=fallback_genres,
+                               min_tracks=score.drift_min_tracks)
         self.genre_psi = self.drift["genre_psi"]
         self.drift_warnings = drift_warnings(self.drift, psi_limit=score.drift_psi_warn, embedding_limit=score.drift_embedding_warn,
                                              loudness_limit_db=score.drift_loudness_warn_db)

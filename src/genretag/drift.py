@@ -14,7 +14,11 @@ PSI, the population stability index (Siddiqi 2006, *Credit Risk Scorecards*, ch.
 over categories i, with ``e`` the reference proportions (the training tracks' genres) and ``a``
 the observed ones (the genres a run predicted). Empty categories are floored at ``EPSILON`` so that
 the logarithm stays finite. Customary reading: < 0.1 stable, 0.1-0.25 moderate shift, > 0.25 a
-large shift (the default ``score.drift_psi_warn``).
+large shift (the default ``score.drift_psi_warn``). With no shift at all, N x PSI of N observed
+tracks is asymptotically chi-square with K - 1 degrees of freedom (Yurdakul 2018), so its mean
+sampling noise is about (K - 1) / N: 0.09 for 10 genres and 100 tracks, but 2.25 for 4 tracks. A
+run that tagged fewer than ``score.drift_min_tracks`` tracks therefore records every measure and
+warns on none.
 """
 
 from __future__ import annotations
@@ -168,6 +172,7 @@ def run_drift(
     embedding_windows: int,
     genre_counts: Mapping[str, int],
     fallback_genres: Mapping[str, int] | None = None,
+    min_tracks: int = 1,
 ) -> dict[str, Any]:
     """A tagging run's drift from the training data (JSON-ready; None values where not measured).
 
@@ -176,11 +181,13 @@ def run_drift(
     embedding), ``loudness_dbfs`` / ``loudness_shift_db`` (mean of the tracks' levels, and minus
     the training clips' mean), ``source_sample_rate_median``, ``duration_s_median``,
     ``below_model_rate`` (tracks whose source rate is under the training median: their top band
-    is empty), ``tracks``, and ``reference`` ("model" or the reason there is none).
+    is empty), ``tracks``, ``reference`` ("model" or the reason there is none), and ``min_tracks``
+    (score.drift_min_tracks: fewer ``tracks`` than this and :func:`drift_warnings` warns on nothing).
     """
     genres = dict(reference.get("genre_counts", {})) if reference else dict(fallback_genres or {})
     drift: dict[str, Any] = {
         "tracks": len(audio),
+        "min_tracks": min_tracks,
         "reference": "model" if reference else "n/a: the model carries no drift reference",
         "genre_psi": genre_psi(genres, genre_counts),
         "embedding_shift": None, "loudness_dbfs": None, "loudness_shift_db": None,
@@ -205,8 +212,11 @@ def run_drift(
 
 def drift_warnings(drift: Mapping[str, Any], *, psi_limit: float, embedding_limit: float, loudness_limit_db: float) -> list[str]:
     """One line per drift measure past its limit (params score.drift_psi_warn, drift_embedding_warn,
-    drift_loudness_warn_db); [] when none is (or none was measured)."""
-    warnings = []
+    drift_loudness_warn_db); [] when none is, none was measured, or the run tagged fewer than its
+    ``min_tracks`` tracks (:func:`too_few_tracks`)."""
+    warnings: list[str] = []
+    if too_few_tracks(drift):
+        return warnings
     if drift.get("genre_psi") is not None and drift["genre_psi"] > psi_limit:
         warnings.append(drift_warning(drift["genre_psi"], limit=psi_limit))
     if drift.get("embedding_shift") is not None and drift["embedding_shift"] > embedding_limit:
@@ -218,6 +228,15 @@ def drift_warnings(drift: Mapping[str, Any], *, psi_limit: float, embedding_limi
     return warnings
 
 
+def too_few_tracks(drift: Mapping[str, Any]) -> str | None:
+    """Why a run's drift is recorded but not warned on (fewer tracks than its ``min_tracks``), else None."""
+    tracks, needed = drift.get("tracks", 0), drift.get("min_tracks", 1)
+    if tracks >= needed:
+        return None
+    return (f"{tracks} track(s) tagged, fewer than score.drift_min_tracks {needed}: drift is recorded, not warned on "
+            "(too few tracks for the measures to tell a shift from sampling noise)")
+
+
 def drift_markdown(drift: Mapping[str, Any], warnings: Sequence[str]) -> str:
     """The drift section of a run's report (markdown)."""
     def show(value: Any) -> str:
@@ -227,7 +246,7 @@ def drift_markdown(drift: Mapping[str, Any], warnings: Sequence[str]) -> str:
                                                     "source_sample_rate_median", "below_model_rate", "duration_s_median")]
     lines = ["## Drift against the training data", "", f"Reference: {drift.get('reference')}; {drift.get('tracks', 0)} tracks scored.", "",
              "| measure | value |", "| --- | ---: |", *(f"| {key} | {value} |" for key, value in rows), ""]
-    lines += [f"**Warning:** {line}" for line in warnings] or ["No drift measure past its limit."]
+    lines += [f"**Warning:** {line}" for line in warnings] or [too_few_tracks(drift) or "No drift measure past its limit."]
     return "\n".join(lines) + "\n"
 
 

@@ -69,7 +69,7 @@ def test_a_run_inside_a_project_measures_genre_drift_against_the_training_tracks
     make_good_files(folder)
     project = tmp_path / "project"
     (project / "data").mkdir(parents=True)
-    (project / "params.yaml").write_text("score:\n  drift_psi_warn: 0.0001\n")
+    (project / "params.yaml").write_text("score:\n  drift_psi_warn: 0.0001\n  drift_min_tracks: 1\n")
     (project / "data" / "tracks.csv").write_text("track_id,genre\nb1,blues\nb2,blues\nj1,jazz\n")
     url = f"sqlite:///{tmp_path / 'catalog.db'}"
 

@@ -75,13 +75,13 @@ def test_embedding_shift_is_the_mean_standardised_difference() -> None:
     assert embedding_shift(reference, np.array([3.0, 12.0])) == 1.0  # (|3 - 1| / 1 + |12 - 12| / 2) / 2
 
 
-def _run(root: Path, model: Path, *, amplitude: float, name: str) -> tuple[dict, list[str], pd.Series, str]:
+def _run(root: Path, model: Path, *, amplitude: float, name: str, min_tracks: int = 1) -> tuple[dict, list[str], pd.Series, str]:
     folder = root / name
     for i, (genre, frequency) in enumerate(TRAINING.items()):
         for j in range(2):
             write_audio(folder / f"{genre}{j}.wav", tone(4.0, frequency=frequency, amplitude=amplitude, seed=50 + 10 * i + j))
     url = f"sqlite:///{root / (name + '.db')}"
-    summary = tag_catalog(folder, model=open_model(model, prefer_gpu=False), database_url=url, drift_limits=ScoreParams())
+    summary = tag_catalog(folder, model=open_model(model, prefer_gpu=False), database_url=url, drift_limits=ScoreParams(drift_min_tracks=min_tracks))
     with Catalog(url) as catalog:
         run = catalog.read("catalog_runs").iloc[-1]
         tags = catalog.read("catalog_tags")
@@ -105,6 +105,11 @@ def test_matching_input_raises_no_warning_and_a_quieter_one_does(tmp_path) -> No
     assert any("score.drift_embedding_warn" in line for line in warnings)
     assert json.loads(run["drift_warnings"]) == warnings
     assert all(f"**Warning:** {line}" in report for line in warnings)
+
+    drift, warnings, run, report = _run(tmp_path, model, amplitude=0.003, name="quiet-few", min_tracks=7)  # 6 tracks < 7
+    assert drift["loudness_shift_db"] < -20 and drift["embedding_shift"] > 0.5  # measured and recorded all the same
+    assert warnings == [] and json.loads(run["drift_warnings"]) == [] and json.loads(run["drift"]) == drift
+    assert "6 track(s) tagged, fewer than score.drift_min_tracks 7: drift is recorded, not warned on" in report
 
 
 def test_a_model_without_a_reference_reports_n_a(tmp_path) -> None:
