@@ -25,7 +25,7 @@ from packaging.utils import canonicalize_name
 
 from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, write_contract
 from tests.conftest import REPO_ROOT, tone, write_audio
-from tests.pipeline.conftest import stages_run
+from tests.pipeline.conftest import TINY_CANDIDATES, stages_run
 from tests.pipeline.test_dockerfile import lock_pins
 
 IMAGE_USER = "10001"  # the Dockerfile's `genretag` user
@@ -177,7 +177,9 @@ def test_pipeline_image_runs_dvc_repro_on_the_tiny_demo(pipeline, make_project):
     root = shared_with_the_image(make_project("image-pipeline"))
     result = run_in(pipeline, "python", "-m", "flows.server", "dvc", "repro", volume=root, mount="/workspace", timeout=3600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-6000:]
-    stages = set(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])
+    declared = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]  # a foreach stage runs once per candidate
+    stages = {f"{name}@{item}" if "foreach" in stage else name
+              for name, stage in declared.items() for item in (TINY_CANDIDATES if "foreach" in stage else [None])}
     assert stages_run(result.stdout) == stages, result.stdout[-4000:]
     assert set(yaml.safe_load((root / "dvc.lock").read_text())["stages"]) == stages  # written by the image's user
     user = run_in(pipeline, "id", "-u")
