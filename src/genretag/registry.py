@@ -44,7 +44,7 @@ from genretag.atomic import write_json, write_text
 from genretag.config import Layout, Params
 from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, read_contract, require_v2
 from genretag.errors import GenretagError, RegistryError
-from genretag.tracking import tracking_uri, use_tracking
+from genretag.tracking import point_mlflow, tracking_uri, use_tracking
 
 if TYPE_CHECKING:
     from genretag.gate import Decision, Evidence
@@ -820,8 +820,7 @@ def fetch_onnx(ref: str, *, tracking_uri: str | None = None, model_name: str | N
 
     name = model_name or RegisterParams().model_name
     if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
+        point_mlflow(tracking_uri)
     uri = mlflow.get_tracking_uri()
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     version = resolve_version(client, name, ref)

@@ -48,6 +48,26 @@ def check_sqlite_store(uri: str) -> None:
         raise RegistryError(f"registry database {path} is corrupt: {'; '.join(problems[:3])}")
 
 
+def point_mlflow(uri: str) -> None:
+    """Point this process's MLflow client (tracking and registry) at ``uri``, and at nothing else.
+
+    ``mlflow.set_tracking_uri`` / ``set_registry_uri`` also export MLFLOW_TRACKING_URI /
+    MLFLOW_REGISTRY_URI (MLflow 3), and :func:`tracking_uri` reads MLFLOW_TRACKING_URI as the
+    operator's tracking server: left exported, the first store a process touched would win over
+    every later project's. Both variables are put back as they were.
+    """
+    import mlflow
+
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def use_tracking(params: Params, *, root: Path) -> str:
     """Point MLflow at the project's store and experiment; return the experiment id.
 
@@ -57,8 +77,7 @@ def use_tracking(params: Params, *, root: Path) -> str:
     import mlflow
 
     uri = tracking_uri(params, root=root)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    point_mlflow(uri)
     experiment = mlflow.get_experiment_by_name(EXPERIMENT_NAME)
     if experiment is not None:
         mlflow.set_experiment(EXPERIMENT_NAME)

@@ -173,3 +173,20 @@ def test_the_cli_lists_promotes_and_rolls_back(project, monkeypatch) -> None:
     assert lines[2].split()[:3] == ["2", "champion", "1.0000"]
     rolled = runner.invoke(app, ["registry", "rollback", "--reason", "drill"])
     assert rolled.exit_code == 0 and "v2 -> v1 (drill)" in rolled.output
+
+
+def test_one_process_serves_two_projects_each_from_its_own_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, which tracking_uri() reads as the operator's
+    server: pointing MLflow at the first project must not capture every later project."""
+    import os
+
+    from genretag.tracking import use_tracking
+
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    use_tracking(Params(), root=first)
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
+    assert str(second) in tracking_uri(Params(), root=second) and str(first) not in tracking_uri(Params(), root=second)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")  # an operator's server still wins, and stays
+    assert tracking_uri(Params(), root=second) == "http://mlflow.internal:5000"

@@ -283,10 +283,11 @@ def test_champion_and_version_numbers_resolve_through_the_mlflow_registry(onnx_p
     import onnx
     from mlflow import MlflowClient
 
+    from genretag.tracking import point_mlflow
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("GENRETAG_MODEL_CACHE", str(tmp_path / "cache"))
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    point_mlflow(uri)  # not mlflow.set_tracking_uri: that exports MLFLOW_TRACKING_URI to every later test
     experiment = mlflow.create_experiment("scoring-test", artifact_location=(tmp_path / "artifacts").as_uri())
     with mlflow.start_run(experiment_id=experiment):
         mlflow.onnx.log_model(onnx.load(str(onnx_path)), name="onnx-model", registered_model_name="genretag-cnn",
