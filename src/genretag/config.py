@@ -193,10 +193,17 @@ class Params(_Section):
         return self
 
 
+PARAMS_ENV = "GENRETAG_PARAMS"
+
+
 def project_root() -> Path:
-    """The repository root: $GENRETAG_ROOT, else the nearest folder above cwd holding params.yaml."""
+    """The project root: $GENRETAG_ROOT, else the folder of $GENRETAG_PARAMS (what ``--params FILE``
+    sets: relative paths in a parameters file, such as ``sqlite:///catalog.db``, are relative to its
+    folder, wherever the command runs), else the nearest folder above cwd holding params.yaml, else cwd."""
     if env := os.environ.get("GENRETAG_ROOT"):
         return Path(env).resolve()
+    if params := os.environ.get(PARAMS_ENV):
+        return Path(params).expanduser().resolve().parent
     here = Path.cwd().resolve()
     for folder in (here, *here.parents):
         if (folder / "params.yaml").is_file():
@@ -212,9 +219,6 @@ def worker_count(requested: int) -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
-
-
-PARAMS_ENV = "GENRETAG_PARAMS"
 
 
 def params_file(explicit: str | Path | None = None) -> Path | None:

@@ -108,3 +108,18 @@ def test_the_cuda_note_is_info_without_a_visible_gpu(monkeypatch):
         pytest.skip("no /dev/nvidia* device here: the warning case needs a visible GPU")
     level, message = cuda_note(provider="CPUExecutionProvider", problem="no CUDA")
     assert level == logging.WARNING and "a GPU is visible but CUDA cannot run" in message
+
+
+def test_relative_paths_in_a_params_file_are_its_folders_wherever_the_command_runs(tmp_path):
+    """`--params proj/params.yaml` from another folder reads proj's catalog (sqlite:///catalog.db is proj/catalog.db)."""
+    from genretag.catalog import Catalog
+
+    project, elsewhere = tmp_path / "proj", tmp_path / "elsewhere"
+    project.mkdir(), elsewhere.mkdir()
+    (project / "params.yaml").write_text(yaml.safe_dump({"score": {"database_url": "sqlite:///catalog.db"}}))
+    Catalog(f"sqlite:///{project / 'catalog.db'}").close()  # an empty catalog, in the project only
+    for how in ({"args": ("--params", "../proj/params.yaml")}, {"env": {PARAMS_ENV: str(project / "params.yaml")}}):
+        code, heavy, lines = cli(*how.get("args", ()), "review", "export", "--out", "review.csv", cwd=elsewhere, **how.get("env", {}))
+        assert code == 0, lines
+        assert (elsewhere / "review.csv").is_file() and not (elsewhere / "catalog.db").exists()
+        assert "prefect" not in heavy
