@@ -326,6 +326,7 @@ def shadow(
     from genretag import registry
     from genretag.catalog import Catalog, catalog_url
     from genretag.errors import GenretagError, RegistryError
+    from genretag.paths import stored
     from genretag.scoring import open_model
     from genretag.shadow import ChampionTag, shadow_run
 
@@ -340,7 +341,8 @@ def shadow(
             raise RegistryError(f"v{number} is the champion: shadow a challenger against it")
         with Catalog(_existing_catalog(catalog_url(params, root=root, override=database))) as catalog:
             frame = catalog.read("catalog_tags", model_version=champion.model_version)
-        tags = [ChampionTag(r.track_id, r.path, r.sha256, r.genre, float(r.confidence)) for r in frame.itertuples(index=False)]
+        tags = [ChampionTag(r.track_id, os.fspath(stored(r.path, r.path_bytes)), r.sha256, r.genre, float(r.confidence))
+                for r in frame.itertuples(index=False)]
         if not tags:
             raise RegistryError(f"the catalog holds no tags of the champion v{champion.version} ({champion.model_version}): "
                                 "run `genretag tag-catalog` with the champion first")

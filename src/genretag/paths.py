@@ -24,6 +24,12 @@ def display(name: str | os.PathLike[str]) -> str:
     return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
+def stored(path: str, path_bytes: bytes | None) -> Path:
+    """The file a stored row names: its exact bytes when the row kept them (a name that is not
+    UTF-8), else its display text (:func:`display`)."""
+    return Path(os.fsdecode(bytes(path_bytes))) if path_bytes else Path(path)
+
+
 def exact_bytes(name: str | os.PathLike[str]) -> bytes | None:
     """The path's bytes when :func:`display` is not faithful to them (not UTF-8), else None."""
     raw = os.fsencode(name)

@@ -23,7 +23,7 @@ from genretag.audio import file_sha256
 from genretag.catalog import Catalog
 from genretag.dataset import FEEDBACK_COLUMNS, read_feedback
 from genretag.errors import GenretagError, ReviewError
-from genretag.paths import display
+from genretag.paths import absolute, display, stored
 
 REVIEW_COLUMNS: tuple[str, ...] = (
     "reason", "sha256", "path", "track_id", "genre", "confidence", "model_version", "corrected_genre",
@@ -87,6 +87,15 @@ def _read_review(path: Path) -> pd.DataFrame:
     return frame
 
 
+def reviewed_file(row: Mapping[str, str], *, catalog: pd.DataFrame, sha: str) -> Path:
+    """The file a review row is about: the catalog's (by its exact bytes, genretag.paths.stored) when
+    the row's ``path`` is blank or is the catalog's display text, else the path the reviewer wrote."""
+    written, known = row["path"].strip(), catalog.at[sha, "path"]
+    if not written or written == known:
+        return absolute(stored(known, catalog.at[sha, "path_bytes"]))
+    return absolute(written)
+
+
 def _row_problem(row: Mapping[str, str], *, genre: str, sha: str, genres: Sequence[str], catalog: pd.DataFrame) -> str:
     """Why a filled-in review row (its stripped ``genre`` and lower-case ``sha``) cannot become a label ("" when it can)."""
     if genre not in genres:
@@ -95,7 +104,7 @@ def _row_problem(row: Mapping[str, str], *, genre: str, sha: str, genres: Sequen
         return "no sha256"
     if sha not in catalog.index:
         return f"sha256 {sha[:12]} is not in the catalog"
-    path = Path(row["path"].strip() or catalog.at[sha, "path"])
+    path = reviewed_file(row, catalog=catalog, sha=sha)
     try:
         found = file_sha256(path)
     except (OSError, GenretagError) as exc:
@@ -153,7 +162,7 @@ def import_review(
             outcome.added += 1
         version = row.get("model_version", "").strip() or str(tags.at[sha, "model_version"])
         labels.loc[sha] = {
-            "sha256": sha, "path": display(Path(row["path"].strip() or tags.at[sha, "path"]).absolute()), "genre": genre,
+            "sha256": sha, "path": display(reviewed_file(row, catalog=tags, sha=sha)), "genre": genre,
             "review_file": review_path.name, "review_sha256": review_sha, "reviewer": reviewer,
             "model_version": version, "imported_at": imported_at,
         }

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from genretag.paths import display
+
 
 @dataclass(frozen=True)
 class ChampionTag:
@@ -176,13 +178,13 @@ def shadow_run(
             present.append(tag)
         else:
             report.missing += 1
-            report.failures.append({"path": tag.path, "reason": "missing: no such file"})
+            report.failures.append({"path": display(tag.path), "reason": "missing: no such file"})
     pairs: list[tuple[ChampionTag, str, float]] = []
     for result in score_files(model, ((tag, tag.path) for tag in present), max_windows=max_windows, batch_size=batch_size,
                               workers=workers, silence_rms_dbfs=silence_rms_dbfs, parallel=len(present) > 4):
         if result.score is None:
             report.errors += 1
-            report.failures.append({"path": result.path, "reason": result.error})
+            report.failures.append({"path": display(result.path), "reason": result.error})
         else:
             pairs.append((result.key, result.score.label, result.score.confidence))
     report.scored = len(pairs)

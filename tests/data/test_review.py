@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +175,20 @@ def test_ingest_refuses_a_reviewed_file_whose_bytes_changed(tagged, tmp_path: Pa
     manifest = ingest(feedback_sources(feedback, genres=LABELS), layout=project, sample_rate=22050, workers=1).set_index("genre")
     assert manifest.at["jazz", "error"] == "" and manifest.at["jazz", "provenance"].startswith("review:r.csv@")
     assert manifest.at["rock", "error"].startswith("changed since it was reviewed") and manifest.at["rock", "path"] == ""
+
+
+def test_a_file_whose_name_is_not_utf8_goes_through_review_export_and_import(tmp_path: Path) -> None:
+    """The sheet holds the display name (\\xNN); import opens the catalog's exact bytes (genretag.paths.stored)."""
+    folder = tmp_path / "music"
+    odd = Path(os.fsdecode(os.fsencode(str(folder)) + b"/caf\xe9 song.wav"))  # Latin-1 bytes: not UTF-8
+    os.rename(write_audio(folder / "plain.wav", tone(4.0, frequency=220.0, seed=9)), odd)  # libsndfile cannot open the odd name
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    with Catalog(url) as catalog:
+        catalog.write([_row(odd, [[0.3, 0.3, 0.4]], (0.0,))], [])
+    export_review(url, out=tmp_path / "review.csv", sample=0, seed=0)
+    sheet = read_table(tmp_path / "review.csv")
+    assert sheet["path"].iloc[0].endswith("caf\\xe9 song.wav")  # valid UTF-8 text in the CSV
+    sheet.loc[0, "corrected_genre"] = "blues"
+    sheet.to_csv(tmp_path / "review.csv", index=False)
+    outcome = import_review(tmp_path / "review.csv", database_url=url, genres=list(LABELS), feedback=tmp_path / "labels.csv")
+    assert (outcome.added, outcome.problems) == (1, [])
