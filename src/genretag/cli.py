@@ -274,11 +274,13 @@ def registry_promote(
     version: str = typer.Argument(..., help="Registry version number to make champion."),
     reason: str = typer.Option(None, "--reason", help="Why (recorded on the version and in the champion history)."),
 ) -> None:
-    """Make VERSION the champion by hand, bypassing the accuracy gate; the reason is recorded.
-    Its shadow report (`genretag shadow VERSION`) is printed first, or one line says there is none."""
+    """Make VERSION the champion by hand, outside the gate's promotion rule (never past its floor: a
+    version that failed it is refused); the reason is recorded. Its shadow report (`genretag shadow
+    VERSION`) is printed first, or one line says there is none."""
     from genretag import registry
 
     number = _registry_call(registry.version_number, ref=version)
+    _registry_call(registry.check_promotable, version=number)  # refused before any report is shown
     report = registry.read_shadow_report(layout().root, version=number)
     typer.echo(report.rstrip("\n") if report else
                f"no shadow report for v{number}: run `genretag shadow {number} --sample 200` to compare it with the champion's tags first")

@@ -727,18 +727,31 @@ def champion_history(params: Params, *, root: Path) -> list[dict[str, Any]]:
     return json.loads(_model_tags(client, params.registry.model_name).get(TAG_HISTORY) or "[]")
 
 
-def promote(params: Params, *, root: Path, version: str, reason: str) -> ChampionChange:
-    """Make ``version`` the champion by hand; the reason is recorded on the version and in the history."""
-    client = _client(params, root)
-    name = params.registry.model_name
+def _promotion(client, name: str, version: str):
+    """(the version to promote, the current champion or None); RegistryError when it cannot be promoted:
+    it failed the gate's floor (never served, not even by hand) or it is the champion already."""
     target = resolve_version(client, name, str(version))
     if target.tags.get(TAG_SERVABLE) == "false":
         raise RegistryError(f"{name} v{target.version} failed the gate's floor and is never served: {target.tags.get(TAG_FLOOR, '')}")
     current = _alias_version(client, name, CHAMPION)
+    if current is not None and str(current.version) == str(target.version):
+        raise RegistryError(f"{name} v{target.version} is already the champion")
+    return target, current
+
+
+def check_promotable(params: Params, *, root: Path, version: str) -> None:
+    """Raise RegistryError (one line) when :func:`promote` would refuse ``version``; else nothing."""
+    _promotion(_client(params, root), params.registry.model_name, version)
+
+
+def promote(params: Params, *, root: Path, version: str, reason: str) -> ChampionChange:
+    """Make ``version`` the champion by hand, outside the gate's promotion rule but never past its floor
+    (:func:`check_promotable`); the reason is recorded on the version and in the history."""
+    client = _client(params, root)
+    name = params.registry.model_name
+    target, current = _promotion(client, name, version)
     previous = str(current.version) if current is not None else None
     change = ChampionChange("promote", previous, str(target.version), reason, _now())
-    if previous == change.to_version:
-        raise RegistryError(f"{name} v{previous} is already the champion")
     client.set_registered_model_alias(name, CHAMPION, change.to_version)
     challenger = _alias_version(client, name, CHALLENGER)
     if challenger is not None and str(challenger.version) == change.to_version:

@@ -114,3 +114,5 @@ def test_the_cli_stores_the_report_counts_missing_files_and_promote_prints_it(sh
     back = runner.invoke(app, ["registry", "promote", "2", "--reason", "back"])
     assert back.exit_code == 0, back.output
     assert back.output.splitlines()[0] == "no shadow report for v2: run `genretag shadow 2 --sample 200` to compare it with the champion's tags first"
+    again = runner.invoke(app, ["registry", "promote", "2"])  # the champion already: refused before any report
+    assert again.exit_code == 1 and again.output.splitlines() == ["error: shadow-test v2 is already the champion"], again.output
