@@ -9,6 +9,7 @@ Prefect server (see flows.server), never a temporary server per command.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -486,8 +487,8 @@ def show(
 
     try:
         sha = file_sha256(Path(track)) if Path(track).is_file() else track
-        if len(sha) < 8:
-            raise GenretagError(f"{track}: neither a file nor a SHA-256 of at least 8 hex digits")
+        if not re.fullmatch(r"[0-9a-fA-F]{8,64}", sha):
+            raise GenretagError(f"{track}: no such file, and not a SHA-256 (8 to 64 hex digits)")
         with Catalog(_existing_catalog(catalog_url(load_params(), root=layout().root, override=database))) as catalog:
             tags, errors = catalog.find(sha)
     except GenretagError as exc:

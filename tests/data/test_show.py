@@ -44,6 +44,8 @@ def test_show_prints_each_model_versions_top3_or_its_failure(tmp_path, monkeypat
     missing = runner.invoke(app, ["show", "0" * 64, "--database", url])
     assert missing.exit_code == 1 and "not in the catalog" in missing.output
     assert runner.invoke(app, ["show", "abc", "--database", url]).exit_code == 1
+    gone = runner.invoke(app, ["show", str(tmp_path / "gone.wav"), "--database", url])  # a path, not a sha256 prefix
+    assert gone.exit_code == 1 and gone.output == f"error: {tmp_path / 'gone.wav'}: no such file, and not a SHA-256 (8 to 64 hex digits)\n"
     for command in (["show", sha], ["export-tags", "--out", "tags.csv"]):  # no catalog here: one line, nothing created
         nowhere = runner.invoke(app, command)
         assert nowhere.exit_code == 1 and nowhere.output.startswith(f"error: no catalog database at {tmp_path / 'catalog.db'}")
