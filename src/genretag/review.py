@@ -125,8 +125,9 @@ def import_review(
     """Merge the corrected rows of ``review_file`` into the ``feedback`` CSV (atomically).
 
     Each row with a ``corrected_genre`` must name one of ``genres``, a sha256 the catalog holds, and
-    a file (``path``, else the catalog's) that still hashes to it; a row that does not gets one line
-    in ``ImportOutcome.problems`` and the good rows still go in. A label is keyed by sha256: the same
+    a file (``path``, else the catalog's) that still hashes to it; genres match without regard to case
+    or surrounding spaces. A row that does not, or whose sha256 the sheet labels two ways (every row of
+    that sha256 is then refused), gets one line in ``ImportOutcome.problems`` and the good rows still go in. A label is keyed by sha256: the same
     label again changes nothing (importing twice adds no row), another label replaces it (the newest
     review wins). Provenance per label: the review file and its SHA-256, ``reviewer``, the model
     version whose tag was reviewed, the import time (UTC, ISO 8601).
@@ -140,19 +141,23 @@ def import_review(
     labels = read_feedback(feedback).set_index("sha256", drop=False)
     outcome = ImportOutcome()
     imported_at = datetime.now(UTC).isoformat(timespec="seconds")
-    seen: dict[str, str] = {}
-    for number, row in enumerate(sheet.to_dict("records"), start=2):  # line 1 is the header
-        genre, sha = row["corrected_genre"].strip(), row["sha256"].strip().lower()
+    canonical = {genre.lower(): genre for genre in genres}  # "Rock " is rock
+    rows = [(number, row, row["sha256"].strip().lower(), canonical.get(row["corrected_genre"].strip().lower(), row["corrected_genre"].strip()))
+            for number, row in enumerate(sheet.to_dict("records"), start=2)]  # line 1 is the header
+    labels_of: dict[str, set[str]] = {}
+    for _, _, sha, genre in rows:
+        if genre:
+            labels_of.setdefault(sha, set()).add(genre)
+    for number, row, sha, genre in rows:
         if not genre:
             outcome.blank += 1
             continue
         problem = _row_problem(row, genre=genre, sha=sha, genres=genres, catalog=tags)
-        if not problem and seen.get(sha, genre) != genre:
-            problem = f"sha256 {sha[:12]} is labelled {seen[sha]!r} on an earlier row"
+        if not problem and len(labels_of[sha]) > 1:  # the sheet disagrees with itself: no row of that sha wins
+            problem = f"sha256 {sha[:12]} has conflicting labels in this sheet ({', '.join(sorted(labels_of[sha]))})"
         if problem:
             outcome.problems.append(f"{display(review_path)} line {number}: {problem}")
             continue
-        seen[sha] = genre
         if sha in labels.index and labels.at[sha, "genre"] == genre:
             outcome.unchanged += 1
             continue

@@ -192,3 +192,18 @@ def test_a_file_whose_name_is_not_utf8_goes_through_review_export_and_import(tmp
     sheet.to_csv(tmp_path / "review.csv", index=False)
     outcome = import_review(tmp_path / "review.csv", database_url=url, genres=list(LABELS), feedback=tmp_path / "labels.csv")
     assert (outcome.added, outcome.problems) == (1, [])
+
+
+def test_genres_match_without_case_and_a_sheet_that_labels_a_file_two_ways_imports_neither(tagged, tmp_path: Path) -> None:
+    url, files = tagged
+    low1, low2 = file_sha256(files["low1"]), file_sha256(files["low2"])
+    pd.DataFrame([
+        {"sha256": low1, "path": "", "corrected_genre": " Jazz "},   # case and spaces: jazz
+        {"sha256": low2, "path": "", "corrected_genre": "Rock "},    # two ways for low2: neither row goes in,
+        {"sha256": low2, "path": "", "corrected_genre": "blues"},    # valid or not
+    ]).to_csv(tmp_path / "review.csv", index=False)
+    outcome = import_review(tmp_path / "review.csv", database_url=url, genres=list(LABELS), feedback=tmp_path / "labels.csv")
+    assert outcome.added == 1 and len(outcome.problems) == 2
+    assert all(f"sha256 {low2[:12]} has conflicting labels in this sheet (blues, rock)" in line for line in outcome.problems)
+    labels = read_table(tmp_path / "labels.csv")
+    assert list(zip(labels["sha256"], labels["genre"])) == [(low1, "jazz")]
