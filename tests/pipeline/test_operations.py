@@ -78,12 +78,24 @@ def task_runs(flow_run: UUID, url: str) -> dict[str, int]:
     return {run.name: run.run_count for run in runs}
 
 
-def flow_logs(flow_run: UUID, url: str) -> str:
+def flow_logs(flow_run: UUID, url: str, *, expect: tuple[str, ...] = (), timeout: float = 60.0) -> str:
+    """Every log line of ``flow_run`` in time order (all pages of the API's 200-row limit). Runs ship their
+    logs in the background, after the run's state may already read final: wait up to ``timeout`` s for
+    every ``expect`` line to arrive (then return what there is, for the caller's assertions)."""
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
 
-    with api(url), client() as c:
-        logs = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run])), limit=200)
-    return "\n".join(log.message for log in logs)
+    deadline = time.monotonic() + timeout
+    while True:
+        messages: list[str] = []
+        with api(url), client() as c:
+            while page := c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run])),
+                                      limit=200, offset=len(messages), sort=LogSort.TIMESTAMP_ASC):
+                messages += [log.message for log in page]
+        text = "\n".join(messages)
+        if all(line in text for line in expect) or time.monotonic() > deadline:
+            return text
+        time.sleep(2)
 
 
 def wait_for(flow_run: UUID, *, timeout: float):
@@ -203,7 +215,7 @@ def test_both_deployments_are_registered_with_their_schedules(served, workspace)
 def test_retrain_deployment_runs_the_pipeline_and_registers_a_model(retrained, workspace, monkeypatch):
     first = retrained["first"]
     assert first.state.is_completed() and first.state.name == "Completed", first.state
-    logs = flow_logs(first.id, retrained["url"])
+    logs = flow_logs(first.id, retrained["url"], expect=("pushed to DVC remote 'storage'",))
     for stage in STAGES:
         assert f"dvc: Running stage '{stage}'" in logs, stage
     assert "is not reachable" in logs and "skipping dvc pull" in logs  # the new remote was still empty
