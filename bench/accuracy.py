@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 
 import genretag  # noqa: F401  - quiet environment before TensorFlow loads
-from genretag.atomic import atomic_open
-from genretag.audio import decode
-from genretag.config import load_params, project_root
-from genretag.dataset import discover_sources
+from genretag.core.atomic import atomic_open
+from genretag.audio.decoding import decode
+from genretag.core.config import load_params, project_root
+from genretag.data.dataset import discover_sources
 from genretag.families import ClipSet, clip_windows, create
 from genretag.families.heads import FeatureHeadFamily
 
@@ -112,7 +112,7 @@ def validation_tracks(train_tracks: set[str], tracks: np.ndarray, labels: np.nda
 
 def int8_accuracies(family, clips: ClipSet, train: np.ndarray, test: np.ndarray, tracks: np.ndarray, *, seed: int) -> dict:
     """Track accuracy of the family's float32 ONNX graph and of its int8 graph on the ``test`` clips (masks)."""
-    from genretag.export import onnx_predict, onnx_session, quantize_network
+    from genretag.training.export import onnx_predict, onnx_session, quantize_network
 
     proto = family.to_onnx()
     chosen = np.random.default_rng(seed).choice(np.flatnonzero(train), size=min(64, int(train.sum())), replace=False)

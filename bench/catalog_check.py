@@ -18,10 +18,10 @@ import numpy as np
 import onnx
 
 import genretag  # noqa: F401  - offline/quiet environment first
-from genretag.audio import AUDIO_EXTENSIONS, decode
-from genretag.contract import ModelContract, write_contract
+from genretag.audio.decoding import AUDIO_EXTENSIONS, decode
+from genretag.onnx.contract import ModelContract, write_contract
 from genretag.families import ClipSet, create
-from genretag.scoring import open_model, score_file
+from genretag.tagging.scoring import open_model, score_file
 
 GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
 

@@ -32,7 +32,7 @@ import numpy as np
 import soundfile as sf
 
 import genretag  # noqa: F401  - offline environment
-from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, write_contract
+from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, write_contract
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_RATE = 22050

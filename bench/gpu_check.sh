@@ -105,7 +105,7 @@ say "end-to-end catalog tagging: $TRACKS synthetic 30-s 44.1 kHz stereo FLAC tra
 
 say "Keras training ($KERAS_BACKEND backend)"
 for model in $MODELS; do
-    size=$("$PY" -c 'import sys; from genretag.contract import read_contract; print(*read_contract(sys.argv[1]).preprocessing.image_size)' "$model")
+    size=$("$PY" -c 'import sys; from genretag.onnx.contract import read_contract; print(*read_contract(sys.argv[1]).preprocessing.image_size)' "$model")
     train_args=(train --steps "$TRAIN_STEPS" --batch-size "$TRAIN_BATCH" --image-size $size)
     if [ "$DRY_RUN" != 1 ]; then train_args+=(--require-gpu); fi
     "$PY" bench/score.py "${train_args[@]}" || { echo "FAIL: Keras training did not run on the GPU" >&2; status=4; }

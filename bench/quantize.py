@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 import genretag  # noqa: F401  - quiet environment before TensorFlow loads
-from genretag.demo import synthesize_track
-from genretag.export import onnx_predict, onnx_session, quantize_network
+from genretag.data.demo import synthesize_track
+from genretag.training.export import onnx_predict, onnx_session, quantize_network
 from genretag.families import ClipSet, create
 
 GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")

@@ -61,7 +61,7 @@ def save(kind: str, payload: dict) -> Path:
     folder = Path(os.environ["OUT"]) if os.environ.get("OUT") else RESULTS
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = folder / f"score-{kind}-{stamp}.json"
-    from genretag.atomic import write_json
+    from genretag.core.atomic import write_json
 
     write_json(path, {"kind": kind, "at": stamp, "machine": machine(), **payload})
     return path
@@ -85,7 +85,7 @@ def with_image_size(params, image_size: list[int] | None):
 def build_keras(experiment: str, *, image_size: tuple[int, int], n_classes: int):
     """genretag.models' experiment when available, else a tiny CNN."""
     try:
-        from genretag.models import build_model
+        from genretag.families.paper_models import build_model
     except ImportError:
         import keras
 
@@ -101,7 +101,7 @@ def build_keras(experiment: str, *, image_size: tuple[int, int], n_classes: int)
 
 def image_onnx(model, *, params):
     """Keras -> the image-in ONNX network (input ``mel_image`` [N, H, W, 3], output ``probabilities``)."""
-    from genretag.config import preprocessing_spec
+    from genretag.core.config import preprocessing_spec
     from genretag.families.keras_images import network_to_onnx
 
     return network_to_onnx(model, image_size=tuple(preprocessing_spec(params).image_size), opset=params.export.opset)
@@ -109,9 +109,9 @@ def image_onnx(model, *, params):
 
 def waveform_onnx(network, *, params, version: str):
     """The image-in network behind the in-graph paper front end: a contract-v2 graph with its contract."""
-    from genretag.config import preprocessing_spec
-    from genretag.contract import ModelContract, write_contract
-    from genretag.graph import compose, paper_image_frontend
+    from genretag.core.config import preprocessing_spec
+    from genretag.onnx.contract import ModelContract, write_contract
+    from genretag.onnx.graph import compose, paper_image_frontend
 
     spec = preprocessing_spec(params)
     proto = compose(paper_image_frontend(spec), network)
@@ -148,7 +148,7 @@ def cpu_session(path: Path):
 
 def bench_clips(params, *, count: int, work: Path) -> np.ndarray:
     """``count`` 3-s windows float32 [count, S] of synthetic tracks, decoded and cut as the tagger does."""
-    from genretag.scoring import track_windows
+    from genretag.tagging.scoring import track_windows
 
     rate, clip = params.audio.sample_rate, params.audio.clip_samples
     files = [write_track(work / "clips" / f"synth.{i:05d}.wav", seconds=30.0, seed=2021 + i, sample_rate=rate, channels=1)
@@ -173,8 +173,8 @@ def clips_per_second(run, batches: list[np.ndarray], *, repeats: int) -> float:
 
 def run_contract(args: argparse.Namespace) -> int:
     """Issue 10: clips/s of (a) numpy preprocessing + image-in ONNX and (b) waveform-in ONNX, CPU, same clips, same batches."""
-    from genretag.config import load_params, preprocessing_spec
-    from genretag.spectrogram import db_to_image, mel_db, to_model_input
+    from genretag.core.config import load_params, preprocessing_spec
+    from genretag.dsp.spectrogram import db_to_image, mel_db, to_model_input
 
     base = load_params(ROOT / "params.yaml")
     work = Path(tempfile.mkdtemp(prefix="genretag-bench-contract-"))
@@ -256,7 +256,7 @@ def write_track(path: Path, *, seconds: float, seed: int, sample_rate: int = CAT
 
 def catalog_files(cache: Path, *, minutes: list[float], formats: list[str], sample: Path | None) -> list[Path]:
     """The bench's catalog: one file per format and length (made once, kept in ``cache``), then ``sample``'s audio."""
-    from genretag.audio import scan_folder
+    from genretag.audio.decoding import scan_folder
 
     files = []
     for index, (length, fmt) in enumerate((m, f) for m in minutes for f in formats):
@@ -272,8 +272,8 @@ def catalog_files(cache: Path, *, minutes: list[float], formats: list[str], samp
 def seconds_per_track(paths: list[Path], *, sample_rate: int, clip_samples: int, max_windows: int, whole: bool) -> dict:
     """One process, one file at a time: decode seconds (best of two; one run for ``whole``) and frames read, windows
     only or whole file then cut."""
-    from genretag.audio import decode, decode_windows
-    from genretag.scoring import cut_windows
+    from genretag.audio.decoding import decode, decode_windows
+    from genretag.tagging.scoring import cut_windows
 
     out = {}
     for path in paths:
@@ -322,8 +322,8 @@ def cost_table(files: list[Path], *, minutes: list[float], formats: list[str], m
 def three_rates(files: list[Path], *, model, windows: int, batch_size: int, workers: int, silence: float, commit_every: int,
                 work: Path) -> dict:
     """Decode-only, model-only and end-to-end tracks/s on the same files."""
-    from genretag.catalog import tag_catalog
-    from genretag.scoring import decode_files
+    from genretag.tagging.catalog import tag_catalog
+    from genretag.tagging.scoring import decode_files
 
     def decode_all(paths: list[Path]) -> list:
         return [w for _, _, w, _ in decode_files(((p, p) for p in paths), sample_rate=model.sample_rate,
@@ -427,8 +427,8 @@ def memory_runs(*, model_path: Path, cache: Path, work: Path, hours: float, trac
 
 def run_e2e(args: argparse.Namespace) -> int:
     """Issue 14: cost per track against length; decode-only, model-only and end-to-end tracks/s on the same files; peak RSS."""
-    from genretag.config import load_params, worker_count
-    from genretag.scoring import open_model
+    from genretag.core.config import load_params, worker_count
+    from genretag.tagging.scoring import open_model
 
     params = with_image_size(load_params(ROOT / "params.yaml"), args.image_size)
     work = Path(tempfile.mkdtemp(prefix="genretag-bench-"))
@@ -474,7 +474,7 @@ def run_e2e(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from genretag.config import load_params
+    from genretag.core.config import load_params
 
     params = with_image_size(load_params(ROOT / "params.yaml"), args.image_size)
     out = Path(args.out)
@@ -489,8 +489,8 @@ def run_gpu(args: argparse.Namespace) -> int:
 
     Exit 3 unless CUDA really runs (``--allow-cpu``: dry run on a CPU machine).
     """
-    from genretag.errors import ScoringError
-    from genretag.scoring import CUDA, open_model
+    from genretag.core.errors import ScoringError
+    from genretag.tagging.scoring import CUDA, open_model
 
     try:
         model = open_model(args.model, require_gpu=not args.allow_cpu)
@@ -523,7 +523,7 @@ def run_train(args: argparse.Namespace) -> int:
     """Seconds per step of a short Keras fit of the configured experiment on random images (last epoch)."""
     import keras
 
-    from genretag.config import load_params
+    from genretag.core.config import load_params
 
     params = with_image_size(load_params(ROOT / "params.yaml"), args.image_size)
     image_size = tuple(params.spectrogram.image_size)

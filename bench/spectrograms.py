@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 import genretag  # noqa: F401
-from genretag import audio
-from genretag.demo import synthesize_corpus
-from genretag.spectrogram import PreprocessingSpec, waveform_to_images
+from genretag.audio import decoding as audio
+from genretag.data.demo import synthesize_corpus
+from genretag.dsp.spectrogram import PreprocessingSpec, waveform_to_images
 
 
 def paper_method(clip: np.ndarray, spec: PreprocessingSpec, out: Path) -> None:

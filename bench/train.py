@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 import genretag  # noqa: F401  - quiet environment before TensorFlow loads
-from genretag.config import load_params, project_root
-from genretag.models import build_model
+from genretag.core.config import load_params, project_root
+from genretag.families.paper_models import build_model
 
 
 def bench_experiment(name: str, *, image_size: tuple[int, int], batch_size: int, warmup: int, steps: int,
@@ -119,7 +119,7 @@ def main() -> None:
     target = args.out / f"train-{stamp}.json"
     payload = {"created": stamp, "machine": machine, "mixed_precision": args.mixed_precision, "xla": args.xla,
                "results": results}
-    from genretag.atomic import write_json
+    from genretag.core.atomic import write_json
 
     write_json(target, payload)
     print(f"\nwrote {target}")

@@ -10,9 +10,9 @@ from prefect import Task
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
-from genretag.config import Layout, Params, layout, load_params
-from genretag.errors import GenretagError
-from genretag.processes import watch_prefect_ephemeral_server
+from genretag.core.config import Layout, Params, layout, load_params
+from genretag.core.errors import GenretagError
+from genretag.core.processes import watch_prefect_ephemeral_server
 
 FAULTS_ENV = "GENRETAG_FAULTS"
 

@@ -24,7 +24,7 @@ from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
-from genretag.config import project_root
+from genretag.core.config import project_root
 
 RETRAIN_CRON = "0 3 * * 1"        # weekly, Monday 03:00
 TAG_CATALOG_CRON = "0 * * * *"    # hourly, on the hour

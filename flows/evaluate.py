@@ -6,9 +6,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import IO_RETRIES, maybe_inject_fault, stage_context
-from genretag.config import Layout, Params
-from genretag.errors import GenretagError
-from genretag.evaluate import TestAudio, evaluate_candidate, find_candidates, read_test_audio
+from genretag.core.config import Layout, Params
+from genretag.core.errors import GenretagError
+from genretag.evaluation.evaluate import TestAudio, evaluate_candidate, find_candidates, read_test_audio
 
 HEADLINE = ("track_accuracy_mean_prob", "track_accuracy_vote", "test_accuracy", "macro_f1", "test_loss", "sample_rate")
 

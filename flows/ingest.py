@@ -5,8 +5,8 @@ from prefect.artifacts import create_markdown_artifact
 from tqdm import tqdm
 
 from flows.common import IO_RETRIES, maybe_inject_fault, stage_context
-from genretag.config import Layout, Params
-from genretag.dataset import Discovery, SourceFile, discover, feedback_sources, ingest, materialise_source
+from genretag.core.config import Layout, Params
+from genretag.data.dataset import Discovery, SourceFile, discover, feedback_sources, ingest, materialise_source
 
 
 @task(**IO_RETRIES)

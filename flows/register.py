@@ -8,8 +8,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import IO_RETRIES, maybe_inject_fault, stage_context
-from genretag.config import Layout, Params
-from genretag.registry import register_candidates
+from genretag.core.config import Layout, Params
+from genretag.registry.mlflow_registry import register_candidates
 
 
 def _log_model_fault() -> None:

@@ -38,7 +38,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 
-from genretag.config import project_root
+from genretag.core.config import project_root
 
 LOCK_NAME = "genretag-retrain.lock"
 DVC_LOCK_MESSAGE = "Unable to acquire lock"  # dvc.lock.FAILED_TO_LOCK_MESSAGE

@@ -4,8 +4,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from flows.common import IO_RETRIES, stage_context
-from genretag.config import Layout, Params
-from genretag.dataset import make_clips, read_table
+from genretag.core.config import Layout, Params
+from genretag.data.dataset import make_clips, read_table
 
 
 @task(**IO_RETRIES)

@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.common import IO_RETRIES, maybe_inject_fault, stage_context
-from genretag.catalog import (
+from genretag.tagging.catalog import (
     Catalog,
     HashedTrack,
     TaggingPlan,
@@ -31,11 +31,11 @@ from genretag.catalog import (
     scan_source,
     write_results,
 )
-from genretag.config import Params, ScoreParams
-from genretag.drift import training_genre_counts
-from genretag.errors import ConfigError
-from genretag.paths import display
-from genretag.scoring import (
+from genretag.core.config import Params, ScoreParams
+from genretag.evaluation.drift import training_genre_counts
+from genretag.core.errors import ConfigError
+from genretag.core.paths import display
+from genretag.tagging.scoring import (
     ScoredTrack,
     ScoringModel,
     TrackWindows,
@@ -46,7 +46,7 @@ from genretag.scoring import (
     score_files,
     windows_or_reason,
 )
-from genretag.tracking import tracking_uri
+from genretag.core.tracking import tracking_uri
 
 HASH_CHUNK = 256  # files per hashing task: a transient failure re-reads at most this many
 _PLAIN = {"cache_policy": NO_CACHE, "persist_result": False}

@@ -12,8 +12,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import maybe_inject_fault, stage_context
-from genretag.config import Layout, Params
-from genretag.train import export_trained_candidate, quantize_trained_candidate, train_candidate
+from genretag.core.config import Layout, Params
+from genretag.training.train import export_trained_candidate, quantize_trained_candidate, train_candidate
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)

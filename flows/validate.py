@@ -6,8 +6,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import IO_RETRIES, maybe_inject_fault, stage_context
-from genretag.config import Layout, Params
-from genretag.validation import (
+from genretag.core.config import Layout, Params
+from genretag.data.validation import (
     ValidationOutcome,
     check_bad_fraction,
     read_manifest,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from genretag.demo import synthesize_track
+from genretag.data.demo import synthesize_track
 
 KINDS = ("music-rock", "music-jazz", "noise", "silence", "clipping")
 

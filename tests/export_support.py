@@ -10,8 +10,8 @@ import pandas as pd
 import yaml
 from tests.conftest import REPO_ROOT, tone, write_audio
 
-from genretag.config import Layout, Params, layout, load_params, preprocessing_spec
-from genretag.spectrogram import clips_to_images, to_model_input
+from genretag.core.config import Layout, Params, layout, load_params, preprocessing_spec
+from genretag.dsp.spectrogram import clips_to_images, to_model_input
 
 GENRES = ("blues", "jazz", "rock")
 FREQUENCIES = {"blues": 220.0, "jazz": 880.0, "rock": 3000.0}  # one tone per genre: learnable, not music
@@ -91,7 +91,7 @@ def keras_family(model, params: Params):
 def load_test_inputs(params: Params, paths: Layout) -> tuple[np.ndarray, np.ndarray]:
     """(float32 model input [n, H, W, 3], genre per clip) of the test split, through the numpy reference."""
     from genretag.families.compact import Compact
-    from genretag.train import parity_clips
+    from genretag.training.train import parity_clips
 
     test = parity_clips(params, paths, Compact(spec=preprocessing_spec(params)))
     return to_model_input(clips_to_images(test.waveforms, preprocessing_spec(params))), np.asarray(test.genres)

@@ -14,8 +14,8 @@ import yaml
 from onnx import TensorProto, helper, numpy_helper
 from tests.conftest import REPO_ROOT, tone, write_audio
 
-from genretag.config import Layout, Params, layout, load_params
-from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, write_contract
+from genretag.core.config import Layout, Params, layout, load_params
+from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, write_contract
 
 GENRES = ("blues", "jazz", "rock")
 # Rock tracks alternate between two tones, so that a model can know one rock tone and not the other.

@@ -9,8 +9,8 @@ import numpy as np
 import yaml
 from tests.conftest import REPO_ROOT, tone, write_audio
 
-from genretag.config import load_params
-from genretag.contract import ModelContract, write_contract
+from genretag.core.config import load_params
+from genretag.onnx.contract import ModelContract, write_contract
 
 MODEL_NAME = "genretag-cnn"
 

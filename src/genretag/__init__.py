@@ -1,6 +1,6 @@
 """genretag: tag a music catalog with genres from mel-spectrogram images."""
 
-from genretag.environment import quiet_telemetry
+from genretag.core.environment import quiet_telemetry
 
 quiet_telemetry()
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from genretag.calibration import (
+from genretag.evaluation.calibration import (
     METHOD_NONE,
     METHOD_TEMPERATURE,
     CalibrationError,

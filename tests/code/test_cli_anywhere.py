@@ -15,14 +15,14 @@ import yaml
 from bench.cli import tiny_model, tone_file
 from tests.conftest import REPO_ROOT
 
-from genretag.config import PARAMS_ENV, Params, load_params, params_file
-from genretag.environment import gpu_visible
-from genretag.scoring import cuda_note
+from genretag.core.config import PARAMS_ENV, Params, load_params, params_file
+from genretag.core.environment import gpu_visible
+from genretag.tagging.scoring import cuda_note
 
 # Runs the CLI in a fresh interpreter and reports which heavy packages it imported.
 PROBE = """
 import json, sys
-from genretag.cli import app
+from genretag.cli.app import app
 try:
     app(sys.argv[1:])
 except SystemExit as exit:
@@ -112,7 +112,7 @@ def test_the_cuda_note_is_info_without_a_visible_gpu(monkeypatch):
 
 def test_relative_paths_in_a_params_file_are_its_folders_wherever_the_command_runs(tmp_path):
     """`--params proj/params.yaml` from another folder reads proj's catalog (sqlite:///catalog.db is proj/catalog.db)."""
-    from genretag.catalog import Catalog
+    from genretag.tagging.catalog import Catalog
 
     project, elsewhere = tmp_path / "proj", tmp_path / "elsewhere"
     project.mkdir(), elsewhere.mkdir()

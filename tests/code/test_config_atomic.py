@@ -7,9 +7,9 @@ import os
 import pandas as pd
 import pytest
 
-from genretag.atomic import atomic_open, write_csv, write_json
-from genretag.config import load_params, preprocessing_spec, resolve_sqlite_url, worker_count
-from genretag.errors import ConfigError
+from genretag.core.atomic import atomic_open, write_csv, write_json
+from genretag.core.config import load_params, preprocessing_spec, resolve_sqlite_url, worker_count
+from genretag.core.errors import ConfigError
 from tests.conftest import REPO_ROOT
 
 

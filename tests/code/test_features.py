@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.fft
 
-from genretag import features
+from genretag.dsp import features
 from tests.clips_support import KINDS, real_looking_clips
 
 

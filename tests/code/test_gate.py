@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from genretag import gate
+from genretag.evaluation import gate
 
 
 def _test_set(n_tracks: int, *, n_classes: int = 4, clips_per_track: int = 3) -> gate.TestSet:

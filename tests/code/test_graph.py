@@ -9,10 +9,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from genretag import features, graph
-from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, cuda_batch_limit
-from genretag.errors import ExportError
-from genretag.spectrogram import COLORMAPS, PreprocessingSpec, db_to_image, mel_db, resize_unit, to_model_input
+from genretag.dsp import features
+from genretag.onnx import graph
+from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, cuda_batch_limit
+from genretag.core.errors import ExportError
+from genretag.dsp.spectrogram import COLORMAPS, PreprocessingSpec, db_to_image, mel_db, resize_unit, to_model_input
 from tests.clips_support import KINDS, real_looking_clips
 
 SPEC = PreprocessingSpec(image_size=(128, 128))

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from genretag.config import load_params
-from genretag.errors import ConfigError
+from genretag.core.config import load_params
+from genretag.core.errors import ConfigError
 from tests.conftest import REPO_ROOT
 
 CASES = [

@@ -14,10 +14,10 @@ import pytest
 import yaml
 from tests.conftest import REPO_ROOT
 
-from genretag.config import Params
-from genretag.export import DIRTY, _counts_line, git_commit, split_counts
-from genretag.registry import pip_requirements
-from genretag.reports import resolve_parameters
+from genretag.core.config import Params
+from genretag.training.export import DIRTY, _counts_line, git_commit, split_counts
+from genretag.registry.mlflow_registry import pip_requirements
+from genretag.data.reports import resolve_parameters
 
 
 def _declared_plots(dvc_yaml: dict) -> tuple[list[str], list[str]]:
@@ -93,7 +93,7 @@ def test_git_commit_flags_a_dirty_work_tree(tmp_path):
 
 
 def test_psi_is_zero_for_the_same_genres_and_grows_with_the_shift():
-    from genretag.drift import genre_psi, psi
+    from genretag.evaluation.drift import genre_psi, psi
 
     training = {"blues": 100, "jazz": 100, "rock": 100}
     assert genre_psi(training, {"blues": 10, "jazz": 10, "rock": 10}) == 0.0

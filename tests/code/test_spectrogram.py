@@ -5,7 +5,7 @@ import matplotlib
 import numpy as np
 import pytest
 
-from genretag.spectrogram import (
+from genretag.dsp.spectrogram import (
     COLORMAPS,
     PreprocessingSpec,
     mel_bands,

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from genretag.config import layout, load_params
-from genretag.dataset import discover_sources, ingest
-from genretag.errors import ValidationFailed
-from genretag.validation import run_validation
+from genretag.core.config import layout, load_params
+from genretag.data.dataset import discover_sources, ingest
+from genretag.core.errors import ValidationFailed
+from genretag.data.validation import run_validation
 from tests.conftest import REPO_ROOT, tone, write_audio
 
 GENRES = ("blues", "jazz", "rock")

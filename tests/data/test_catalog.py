@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 
 import flows.common
 from flows.tag_catalog import tag_catalog_flow
-from genretag.audio import file_sha256
-from genretag.catalog import Catalog, export_tags, list_tracks, tag_catalog
-from genretag.errors import ScoringError
-from genretag.scoring import CPU, CUDA, open_model
+from genretag.audio.decoding import file_sha256
+from genretag.tagging.catalog import Catalog, export_tags, list_tracks, tag_catalog
+from genretag.core.errors import ScoringError
+from genretag.tagging.scoring import CPU, CUDA, open_model
 from tests.conftest import tone, write_audio
 from tests.tagging_support import make_bad_files, make_good_files, make_onnx_model, make_root
 
@@ -147,7 +147,7 @@ def test_csv_source_and_export(root: Path, models: dict[str, Path], tmp_path: Pa
     assert list(exported["track_id"]) == ["T1", "T2"]
     assert {"sha256", "genre", "confidence", "top3", "probabilities", "windows_scored", "model_version", "provider", "scored_at"} <= set(exported.columns)
 
-    from genretag.cli import app
+    from genretag.cli.app import app
 
     result = CliRunner().invoke(app, ["export-tags", "--format", "parquet", "--out", str(tmp_path / "tags.parquet"), "--database", url])
     assert result.exit_code == 0, result.output
@@ -211,7 +211,7 @@ def test_a_catalog_from_before_contract_v2_gets_the_new_columns(models: dict[str
 
 def test_a_v1_model_is_refused_with_one_line(models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`genretag predict` and `tag-catalog` with an image-contract model: one error line, nothing scored or written."""
-    from genretag.cli import app
+    from genretag.cli.app import app
 
     monkeypatch.setenv("GENRETAG_ROOT", str(make_root(tmp_path / "root", workers=1)))
     old = make_onnx_model(tmp_path / "v1.onnx", version="0", contract_version=1)
@@ -236,7 +236,7 @@ def test_require_gpu_fails_cleanly_without_a_gpu(prefect_api: None, root: Path, 
         tag_catalog_flow(str(folder), model=str(models["1"]), database_url=url, require_gpu=True)
     assert not (tmp_path / "catalog.db").exists()  # failed before touching anything
 
-    from genretag.cli import app
+    from genretag.cli.app import app
 
     result = CliRunner().invoke(app, ["tag-catalog", str(folder), "--model", str(models["1"]), "--database", url, "--require-gpu"])
     assert result.exit_code == 1

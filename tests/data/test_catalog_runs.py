@@ -13,11 +13,11 @@ from bench.cli import tiny_model
 from tests.conftest import REPO_ROOT
 from tests.tagging_support import make_good_files
 
-from genretag.catalog import Catalog
+from genretag.tagging.catalog import Catalog
 
 PROBE = """
 import json, sys
-from genretag.cli import app
+from genretag.cli.app import app
 try:
     app(sys.argv[1:])
 except SystemExit as exit:

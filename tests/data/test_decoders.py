@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from genretag import audio
-from genretag.errors import AudioError
+from genretag.audio import decoding as audio
+from genretag.core.errors import AudioError
 from tests.audio_files import PYAV_FORMATS, encode_with_pyav, float_wav_with_short_peak_chunk, sine, wav_with_zero_sizes
 
 

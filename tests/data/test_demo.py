@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from genretag.audio import load_wav, to_pcm16
-from genretag.config import GTZAN_GENRES
-from genretag.demo import GENRE_RECIPES, parse_progression, synthesize_corpus, synthesize_track, track_path
-from genretag.errors import ConfigError
+from genretag.audio.decoding import load_wav, to_pcm16
+from genretag.core.config import GTZAN_GENRES
+from genretag.data.demo import GENRE_RECIPES, parse_progression, synthesize_corpus, synthesize_track, track_path
+from genretag.core.errors import ConfigError
 
 SAMPLE_RATE = 22050
 SEED = 2021  # params.yaml ingest.demo_seed

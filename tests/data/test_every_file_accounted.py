@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from genretag import audio
-from genretag.catalog import Catalog, HashedTrack, error_row, hash_tracks, plan_tagging, scan_source
-from genretag.dataset import discover, ingest
-from genretag.config import layout
-from genretag.errors import AudioError
+from genretag.audio import decoding as audio
+from genretag.tagging.catalog import Catalog, HashedTrack, error_row, hash_tracks, plan_tagging, scan_source
+from genretag.data.dataset import discover, ingest
+from genretag.core.config import layout
+from genretag.core.errors import AudioError
 from tests.audio_files import PYAV_FORMATS, encode_with_pyav, float_wav_with_short_peak_chunk, wav_with_zero_sizes
 from tests.conftest import REPO_ROOT, tone, write_audio
 
@@ -72,8 +72,8 @@ def _run(folder: Path, url: str) -> dict[str, int]:
 
 
 def _tag(track: HashedTrack, seconds: float) -> dict:
-    from genretag.catalog import tag_row
-    from genretag.scoring import TrackScore
+    from genretag.tagging.catalog import tag_row
+    from genretag.tagging.scoring import TrackScore
 
     score = TrackScore("blues", 1.0, (("blues", 1.0),), {"blues": 1.0}, max(1, int(seconds // 3)))
     return tag_row(track, score, model_name="decode-only", model_version=VERSION, provider="none", contract_version=2, review_below=0.5)

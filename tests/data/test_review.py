@@ -12,13 +12,13 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from genretag.audio import file_sha256
-from genretag.catalog import Catalog, HashedTrack, tag_row, timeline_lines
-from genretag.cli import app
-from genretag.dataset import FEEDBACK_COLUMNS, feedback_sources, ingest, read_table
-from genretag.config import layout
-from genretag.review import export_review, import_review, review_rows
-from genretag.scoring import cut_windows, summarize
+from genretag.audio.decoding import file_sha256
+from genretag.tagging.catalog import Catalog, HashedTrack, tag_row, timeline_lines
+from genretag.cli.app import app
+from genretag.data.dataset import FEEDBACK_COLUMNS, feedback_sources, ingest, read_table
+from genretag.core.config import layout
+from genretag.tagging.review import export_review, import_review, review_rows
+from genretag.tagging.scoring import cut_windows, summarize
 from tests.conftest import tone, write_audio
 
 LABELS = ("blues", "jazz", "rock")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from genretag import audio
-from genretag.errors import AudioError
-from genretag.spectrogram import window_starts
+from genretag.audio import decoding as audio
+from genretag.core.errors import AudioError
+from genretag.dsp.spectrogram import window_starts
 from tests.audio_files import encode_with_pyav, long_track, music_like, write_soundfile
 
 # A range resampled alone (with RESAMPLER_MARGIN_FRAMES each side) vs the whole file resampled once:

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 from typer.testing import CliRunner
 
-from genretag.audio import file_sha256
-from genretag.catalog import Catalog
-from genretag.cli import app
+from genretag.audio.decoding import file_sha256
+from genretag.tagging.catalog import Catalog
+from genretag.cli.app import app
 
 
 def test_show_prints_each_model_versions_top3_or_its_failure(tmp_path, monkeypatch):

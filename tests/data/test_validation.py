@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from genretag import audio
-from genretag.config import layout, load_params
-from genretag.errors import ValidationFailed
-from genretag.validation import (
+from genretag.audio import decoding as audio
+from genretag.core.config import layout, load_params
+from genretag.core.errors import ValidationFailed
+from genretag.data.validation import (
     AUDIO_SUITE,
     MANIFEST_COLUMNS,
     QUARANTINE_COLUMNS,
@@ -281,7 +281,7 @@ def test_the_prefect_flow_validates_a_project(tmp_path, monkeypatch, prefect_api
 def test_the_cli_stops_with_the_reason_when_too_much_is_bad(tmp_path, monkeypatch, prefect_api):
     from typer.testing import CliRunner
 
-    from genretag.cli import app
+    from genretag.cli.app import app
 
     root = make_project(tmp_path, max_bad_fraction=0.2)
     m = Manifest(root)

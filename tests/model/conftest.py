@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from genretag.config import Layout, Params, layout, load_params
+from genretag.core.config import Layout, Params, layout, load_params
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_GENRES = ("blues", "jazz", "rock")

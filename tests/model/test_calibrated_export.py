@@ -14,11 +14,11 @@ from onnx import numpy_helper
 from tests.export_support import GENRES, audio_project
 from tests.tagging_support import make_onnx_model
 
-from genretag import export
-from genretag.calibration import METHOD_NONE, METHOD_TEMPERATURE, expected_calibration_error, temperature_scaled
-from genretag.contract import ModelContract, read_contract
+from genretag.training import export
+from genretag.evaluation.calibration import METHOD_NONE, METHOD_TEMPERATURE, expected_calibration_error, temperature_scaled
+from genretag.onnx.contract import ModelContract, read_contract
 from genretag.families import Prediction
-from genretag.train import parity_clips
+from genretag.training.train import parity_clips
 
 SEED = 2  # this graph gets 2 of the 3 tones right with confidence ~0.6 (its own T would be ~0.54)
 SHARPEN = 4.0  # logits x 4: the same top-1 classes, confidence ~1: over-confident, T ~ 2

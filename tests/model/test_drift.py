@@ -14,11 +14,11 @@ import pandas as pd
 from tests.conftest import tone, write_audio
 from tests.gate_support import FEATURE_TONES, PERFECT, tone_model, votes
 
-from genretag.catalog import Catalog, tag_catalog
-from genretag.config import ScoreParams
-from genretag.contract import KEY_DRIFT_REFERENCE, ModelContract, read_contract, write_contract
-from genretag.drift import build_reference, embedding_shift, training_reference
-from genretag.scoring import open_model
+from genretag.tagging.catalog import Catalog, tag_catalog
+from genretag.core.config import ScoreParams
+from genretag.onnx.contract import KEY_DRIFT_REFERENCE, ModelContract, read_contract, write_contract
+from genretag.evaluation.drift import build_reference, embedding_shift, training_reference
+from genretag.tagging.scoring import open_model
 
 TRAINING = {"blues": 220.0, "jazz": 880.0, "rock": 3000.0}
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from tests.gate_support import GENRES, MEDIOCRE, PERFECT, save_candidate, tone_model, tone_project, votes
 
-from genretag.errors import ExportError
-from genretag.evaluate import clip_waveforms, evaluate_candidate, find_candidates, read_test_audio, score_on_audio
+from genretag.core.errors import ExportError
+from genretag.evaluation.evaluate import clip_waveforms, evaluate_candidate, find_candidates, read_test_audio, score_on_audio
 
 
 def test_candidates_of_two_sample_rates_are_scored_on_the_same_clips(tmp_path) -> None:

@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 from tests.export_support import GENRES, audio_project, centroid_model, keras_family, small_cnn
 
-from genretag import export
-from genretag.config import preprocessing_spec
-from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, read_contract
-from genretag.errors import ExportError, TrainingDataError
+from genretag.training import export
+from genretag.core.config import preprocessing_spec
+from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, read_contract
+from genretag.core.errors import ExportError, TrainingDataError
 from genretag.families.compact import Compact
 from genretag.families.keras_images import network_to_onnx
-from genretag.spectrogram import clips_to_images, to_model_input
-from genretag.train import candidate_dir, export_trained_candidate, parity_clips
+from genretag.dsp.spectrogram import clips_to_images, to_model_input
+from genretag.training.train import candidate_dir, export_trained_candidate, parity_clips
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_export_writes_a_parity_checked_v2_model_with_its_contract(project) -> N
 
 
 def test_a_paper_network_exports_to_byte_identical_files(project, tmp_path) -> None:
-    from genretag.models import build_model
+    from genretag.families.paper_models import build_model
 
     params, paths = project
     family = keras_family(build_model("exp1", input_shape=(32, 32, 3), n_classes=len(GENRES)), params)
@@ -217,7 +217,7 @@ def test_training_data_hash_names_the_ingested_audio_and_the_clips(tmp_path) -> 
 
 def test_a_mixed_precision_model_exports_and_runs_on_onnxruntime_cpu(project, tmp_path) -> None:
     """float16 compute survives conversion behind the waveform front end within the default tolerance (1e-3)."""
-    from genretag.models import build_model
+    from genretag.families.paper_models import build_model
 
     params, paths = project
     model = build_model("exp1", input_shape=(32, 32, 3), n_classes=len(GENRES), mixed_precision=True)

@@ -9,8 +9,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from genretag.config import Params
-from genretag.errors import ConfigError
+from genretag.core.config import Params
+from genretag.core.errors import ConfigError
 from genretag.families import ClipSet, create, parse_candidate
 
 LABELS = ("low", "high", "noise")
@@ -101,7 +101,7 @@ def test_compact_is_small_and_learns():
 
 
 def test_paper_recipe_learns_with_the_paper_architecture():
-    from genretag.models import architecture
+    from genretag.families.paper_models import architecture
 
     family = create("paper-exp1", image_size=(32, 32), max_epochs=12, patience=12, batch_size=9)
     check_learns_and_exports(family)
@@ -137,7 +137,7 @@ def test_musicnn_weights_verified_by_hash(musicnn, tmp_path):
 
 
 def test_musicnn_loud_input_gives_finite_features(musicnn):
-    from genretag import features
+    from genretag.dsp import features
 
     t = np.arange(musicnn.clip_samples) / musicnn.sample_rate
     square = np.sign(np.sin(2 * np.pi * 110 * t)).astype(np.float32)  # full scale, clipped
@@ -159,9 +159,9 @@ def test_candidate_stage_trains_tracks_and_exports_parity_gated(tmp_path, tiny_p
     import mlflow
     import pandas as pd
 
-    from genretag.audio import to_pcm16, write_wav
-    from genretag.contract import read_contract
-    from genretag.train import candidate_dir, export_trained_candidate, train_candidate
+    from genretag.audio.decoding import to_pcm16, write_wav
+    from genretag.onnx.contract import read_contract
+    from genretag.training.train import candidate_dir, export_trained_candidate, train_candidate
 
     params, paths = tiny_project(tmp_path, genres=LABELS, tracks_per_split={"train": 3, "validation": 1, "test": 1}, clips_per_track=3)
     clips = pd.read_csv(paths.clips)
@@ -186,7 +186,7 @@ def test_candidate_stage_trains_tracks_and_exports_parity_gated(tmp_path, tiny_p
     assert logged.data.metrics["temperature"] == 1.0 and logged.data.tags["genretag.calibration"] == "none"
     assert logged.data.metrics["test_ece_before"] == pytest.approx(result.calibration.test_ece_before)
     # export.quantize: int8 on a family whose network onnxruntime cannot quantise (scikit-learn ops): no int8 candidate
-    from genretag.train import quantize_trained_candidate
+    from genretag.training.train import quantize_trained_candidate
 
     int8_params = params.model_copy(update={"export": params.export.model_copy(update={"quantize": "int8"})})
     assert quantize_trained_candidate(int8_params, paths, "mfcc-logreg") is None

@@ -19,9 +19,9 @@ from tests.conftest import tone, write_audio
 from tests.tagging_support import make_onnx_model, make_root
 from typer.testing import CliRunner
 
-from genretag.errors import ExportError
+from genretag.core.errors import ExportError
 from genretag.handoff import BUNDLE_FILES, CLIENT_FILES, client_sources, write_bundle
-from genretag.scoring import open_model, score_files
+from genretag.tagging.scoring import open_model, score_files
 
 FORBIDDEN = ("tensorflow", "keras", "librosa", "genretag", "mlflow", "tf2onnx", "PIL", "scipy")
 MAX_WINDOWS = 4
@@ -131,7 +131,7 @@ def test_the_python_client_alone_equals_genretag_predict(bundle: Path, music: di
         for genre, probability in ours[path].probabilities.items():
             assert client["probabilities"][genre] == pytest.approx(probability, abs=1e-6), path.name
 
-    from genretag.cli import app
+    from genretag.cli.app import app
 
     monkeypatch.setenv("GENRETAG_ROOT", str(make_root(tmp_path / "root", max_windows=MAX_WINDOWS, workers=1)))
     predicted = CliRunner().invoke(app, ["predict", *map(str, files), "--model", str(bundle / "model.onnx")])

@@ -13,13 +13,14 @@ from onnx import TensorProto, helper, numpy_helper
 from tests.clips_support import real_looking_clips
 from tests.gate_support import FEATURE_TONES, GENRES, PERFECT, tone, tone_model, tone_project, track_tone, votes
 
-from genretag import graph, registry
-from genretag.contract import EMBEDDING_NAME, INPUT_NAME, INT8, OUTPUT_NAME, ModelContract, read_contract, write_contract
-from genretag.demo import synthesize_track
-from genretag.errors import ExportError
-from genretag.evaluate import find_candidates
-from genretag.export import INT8_DIR, Int8Refused, TestClips, export_int8, onnx_predict, onnx_session, synthetic_clips
-from genretag.spectrogram import PreprocessingSpec
+from genretag.onnx import graph
+from genretag.registry import mlflow_registry as registry
+from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, INT8, OUTPUT_NAME, ModelContract, read_contract, write_contract
+from genretag.data.demo import synthesize_track
+from genretag.core.errors import ExportError
+from genretag.evaluation.evaluate import find_candidates
+from genretag.training.export import INT8_DIR, Int8Refused, TestClips, export_int8, onnx_predict, onnx_session, synthetic_clips
+from genretag.dsp.spectrogram import PreprocessingSpec
 
 SPEC = PreprocessingSpec(image_size=(64, 64))
 LABELS = ("blues", "jazz", "metal", "rock")

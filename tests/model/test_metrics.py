@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from genretag.evaluate import classification_metrics, cross_entropy, plot_tsne, track_predictions, tsne_perplexity
+from genretag.evaluation.evaluate import classification_metrics, cross_entropy, plot_tsne, track_predictions, tsne_perplexity
 
 
 def test_track_vote_and_mean_probability_can_disagree():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from genretag.errors import ConfigError
-from genretag.models import EMBEDDING_LAYER, EXPERIMENTS, architecture, build_model, experiment_names
+from genretag.core.errors import ConfigError
+from genretag.families.paper_models import EMBEDDING_LAYER, EXPERIMENTS, architecture, build_model, experiment_names
 
 # Holst 2021: trainable parameters of each experiment at its input size.
 PAPER_PARAMS = {

@@ -12,11 +12,11 @@ import pytest
 from tests.gate_support import MEDIOCRE, PARTIAL, PERFECT, save_candidate, tone_model, tone_project, votes
 from typer.testing import CliRunner
 
-from genretag import registry
-from genretag.config import Layout, Params
-from genretag.errors import RegistryError
-from genretag.scoring import resolve_model
-from genretag.tracking import tracking_uri
+from genretag.registry import mlflow_registry as registry
+from genretag.core.config import Layout, Params
+from genretag.core.errors import RegistryError
+from genretag.tagging.scoring import resolve_model
+from genretag.core.tracking import tracking_uri
 from tests.conftest import REPO_ROOT
 
 
@@ -157,7 +157,7 @@ def test_flattened_params_mask_passwords_in_urls(project) -> None:
 
 
 def test_the_cli_lists_promotes_and_rolls_back(project, monkeypatch) -> None:
-    from genretag.cli import app
+    from genretag.cli.app import app
 
     base, paths = project
     params = base  # the CLI reads params.yaml: model name gate-test
@@ -180,7 +180,7 @@ def test_one_process_serves_two_projects_each_from_its_own_store(tmp_path: Path,
     server: pointing MLflow at the first project must not capture every later project."""
     import os
 
-    from genretag.tracking import use_tracking
+    from genretag.core.tracking import use_tracking
 
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     first, second = tmp_path / "first", tmp_path / "second"

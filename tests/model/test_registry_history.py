@@ -7,9 +7,9 @@ import getpass
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from genretag import registry
-from genretag.cli import app
-from genretag.config import Params
+from genretag.registry import mlflow_registry as registry
+from genretag.cli.app import app
+from genretag.core.config import Params
 
 
 def test_history_lists_every_champion_change_with_who_when_and_why(tmp_path, monkeypatch):

@@ -13,12 +13,12 @@ from tests.conftest import tone, write_audio
 from tests.tagging_support import make_bad_files, make_good_files, make_onnx_model, make_root
 from typer.testing import CliRunner
 
-from genretag.audio import decode
-from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, cuda_batch_limit, largest_activation, read_contract
-from genretag.environment import gpu_visible
-from genretag.errors import AudioError, ScoringError
-from genretag.scoring import CPU, CUDA, cuda_note, cut_windows, open_model, resolve_model, score_decoded, score_file, score_files
-from genretag.spectrogram import window_starts
+from genretag.audio.decoding import decode
+from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, cuda_batch_limit, largest_activation, read_contract
+from genretag.core.environment import gpu_visible
+from genretag.core.errors import AudioError, ScoringError
+from genretag.tagging.scoring import CPU, CUDA, cuda_note, cut_windows, open_model, resolve_model, score_decoded, score_file, score_files
+from genretag.dsp.spectrogram import window_starts
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_require_gpu_fails_at_once_with_the_reason(onnx_path: Path, model) -> No
 def test_the_gpu_batch_limit_follows_the_largest_activation() -> None:
     """cuDNN rejects tensors of 2^31 elements: on an H100 the paper's exp8 at 128x128 ran 1,023 clips and failed at 1,024."""
     from genretag.families.keras_images import network_to_onnx
-    from genretag.models import build_model
+    from genretag.families.paper_models import build_model
 
     exp8 = build_model("exp8", input_shape=(128, 128, 3), n_classes=10)
     proto = network_to_onnx(exp8, image_size=(128, 128), opset=17)
@@ -260,7 +260,7 @@ def test_a_file_that_is_not_a_model_is_a_scoring_error(tmp_path: Path) -> None:
 
 
 def test_cli_predict_prints_top3_and_names_the_unreadable_file(onnx_path: Path, audio: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from genretag.cli import app
+    from genretag.cli.app import app
 
     monkeypatch.setenv("GENRETAG_ROOT", str(make_root(tmp_path / "root", workers=1)))
     good = write_audio(tmp_path / "song.wav", tone(4.0, frequency=500.0))
@@ -283,7 +283,7 @@ def test_champion_and_version_numbers_resolve_through_the_mlflow_registry(onnx_p
     import onnx
     from mlflow import MlflowClient
 
-    from genretag.tracking import point_mlflow
+    from genretag.core.tracking import point_mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("GENRETAG_MODEL_CACHE", str(tmp_path / "cache"))
@@ -298,7 +298,7 @@ def test_champion_and_version_numbers_resolve_through_the_mlflow_registry(onnx_p
     assert read_contract(champion) == read_contract(onnx_path)
     assert resolve_model("1", tracking_uri=uri, model_name="genretag-cnn") == champion
     assert open_model(champion, prefer_gpu=False).model_version == "7"
-    from genretag.errors import RegistryError
+    from genretag.core.errors import RegistryError
 
     with pytest.raises(RegistryError, match="challenger"):
         resolve_model("challenger", tracking_uri=uri, model_name="genretag-cnn")

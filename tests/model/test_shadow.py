@@ -12,12 +12,12 @@ from tests.conftest import tone, write_audio
 from tests.gate_support import MEDIOCRE, PERFECT, save_candidate, tone_model, tone_project, votes
 from typer.testing import CliRunner
 
-from genretag import registry
-from genretag.catalog import Catalog, tag_catalog
-from genretag.config import Layout, Params
-from genretag.scoring import open_model, resolve_model, score_file
-from genretag.shadow import ChampionTag, allocate, shadow_run, stratified_sample
-from genretag.tracking import tracking_uri
+from genretag.registry import mlflow_registry as registry
+from genretag.tagging.catalog import Catalog, tag_catalog
+from genretag.core.config import Layout, Params
+from genretag.tagging.scoring import open_model, resolve_model, score_file
+from genretag.tagging.shadow import ChampionTag, allocate, shadow_run, stratified_sample
+from genretag.core.tracking import tracking_uri
 
 # catalog file -> tone (Hz): the champion tags 4 blues, 2 jazz, 6 rock
 CATALOG = {**{f"b{i}": 220.0 for i in range(4)}, **{f"j{i}": 880.0 for i in range(2)},
@@ -83,7 +83,7 @@ def test_shadow_numbers_match_a_hand_count_from_the_rows(shadowed) -> None:
 
 
 def test_the_cli_stores_the_report_counts_missing_files_and_promote_prints_it(shadowed, monkeypatch) -> None:
-    from genretag.cli import app
+    from genretag.cli.app import app
 
     params, paths, url = shadowed
     monkeypatch.setenv("GENRETAG_ROOT", str(paths.root))

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_every_stage_writes_its_outputs(pipeline_project):
-    from genretag.contract import read_contract
+    from genretag.onnx.contract import read_contract
 
     root = pipeline_project
     manifest = pd.read_csv(root / "data/raw/manifest.csv")
@@ -78,9 +78,9 @@ def test_a_param_change_reruns_only_the_stages_it_affects(pipeline_project):
 
 def test_catalog_scoring_of_the_audio_equals_the_evaluate_stage(pipeline_project):
     """The tagger (WAV -> windows -> ONNX) and the evaluate stage (clips.csv windows -> ONNX) agree on every test track."""
-    from genretag.evaluate import read_test_audio, score_on_audio
-    from genretag.config import layout
-    from genretag.scoring import open_model, score_file
+    from genretag.evaluation.evaluate import read_test_audio, score_on_audio
+    from genretag.core.config import layout
+    from genretag.tagging.scoring import open_model, score_file
 
     root = pipeline_project
     paths = layout(root)

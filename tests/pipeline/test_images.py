@@ -23,7 +23,7 @@ import yaml
 from onnx import TensorProto, helper, numpy_helper
 from packaging.utils import canonicalize_name
 
-from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, write_contract
+from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, write_contract
 from tests.conftest import REPO_ROOT, tone, write_audio
 from tests.pipeline.conftest import TINY_CANDIDATES, stages_run
 from tests.pipeline.test_dockerfile import lock_pins

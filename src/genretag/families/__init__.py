@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import pandas as pd
 
-from genretag.errors import ConfigError
+from genretag.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def parse_candidate(candidate: str) -> tuple[str, str | None]:
 
     Raises ValueError naming the valid ids for an unknown family or experiment (imports no framework).
     """
-    from genretag.models import EXPERIMENTS
+    from genretag.families.paper_models import EXPERIMENTS
 
     if candidate.startswith(PAPER_PREFIX) and candidate[len(PAPER_PREFIX):] in EXPERIMENTS:
         return "paper", candidate[len(PAPER_PREFIX):]
@@ -144,8 +144,8 @@ def load_split(
     """
     import soxr
 
-    from genretag.audio import load_wav
-    from genretag.errors import AudioError, TrainingDataError
+    from genretag.audio.decoding import load_wav
+    from genretag.core.errors import AudioError, TrainingDataError
 
     clip_samples = int(round(clip_seconds * sample_rate))
     lookup = {label: index for index, label in enumerate(labels)}

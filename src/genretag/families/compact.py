@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from genretag.families.keras_images import KerasImageFamily
-from genretag.models import EMBEDDING_LAYER, HIDDEN_UNITS
+from genretag.families.paper_models import EMBEDDING_LAYER, HIDDEN_UNITS
 
 FILTERS = (32, 48, 64, 96)
 PARAMETER_LIMIT = 300_000

@@ -17,7 +17,7 @@ import onnx
 import onnx.compose
 import onnx.helper
 
-from genretag.contract import EMBEDDING_NAME, OUTPUT_NAME
+from genretag.onnx.contract import EMBEDDING_NAME, OUTPUT_NAME
 
 HEAD_INPUT = "features"
 MIN_VARIANCE = 1e-6
@@ -161,7 +161,7 @@ def attach_head(network: onnx.ModelProto, head: onnx.ModelProto) -> onnx.ModelPr
     (contract v2 names); head tensors are prefixed ``head/``. Both models must share an IR version
     (the head is set to the network's).
     """
-    from genretag.graph import rename_tensor
+    from genretag.onnx.graph import rename_tensor
 
     network, head = (onnx.ModelProto.FromString(m.SerializeToString()) for m in (network, head))
     head.ir_version = network.ir_version
@@ -245,7 +245,7 @@ class FeatureHeadFamily:
         return Prediction(probabilities=self.head.predict_proba(embedding), embedding=embedding)
 
     def to_onnx(self) -> onnx.ModelProto:
-        from genretag.graph import compose
+        from genretag.onnx.graph import compose
 
         network = attach_head(self.embedding_network(), self.head.to_onnx(n_features=self.embedding_size, opset=self.opset))
         return compose(self.frontend(), network)
@@ -265,7 +265,7 @@ class FeatureHeadFamily:
         """``head.joblib``: the fitted scikit-learn pipeline with the labels and embedding size (joblib)."""
         import joblib
 
-        from genretag.atomic import atomic_path
+        from genretag.core.atomic import atomic_path
 
         directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(directory / self.HEAD_FILE) as tmp:
@@ -276,7 +276,7 @@ class FeatureHeadFamily:
         """Read what :meth:`save` wrote; raises :class:`~genretag.errors.TrainingDataError` when unusable."""
         import joblib
 
-        from genretag.errors import TrainingDataError
+        from genretag.core.errors import TrainingDataError
 
         path = directory / self.HEAD_FILE
         try:

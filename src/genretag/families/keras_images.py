@@ -35,11 +35,11 @@ from typing import Any, ClassVar
 import numpy as np
 import onnx
 
-from genretag.contract import EMBEDDING_NAME, OUTPUT_NAME, V1_INPUT_NAME
-from genretag.errors import ExportError
+from genretag.onnx.contract import EMBEDDING_NAME, OUTPUT_NAME, V1_INPUT_NAME
+from genretag.core.errors import ExportError
 from genretag.families import Prediction
-from genretag.graph import OPSET, compose, paper_image_frontend, rename_tensor
-from genretag.spectrogram import PreprocessingSpec, db_to_image, mel_db, to_model_input
+from genretag.onnx.graph import OPSET, compose, paper_image_frontend, rename_tensor
+from genretag.dsp.spectrogram import PreprocessingSpec, db_to_image, mel_db, to_model_input
 
 MODEL_FILE = "model.keras"
 STATE_FILE = "family.json"
@@ -130,7 +130,7 @@ class KerasImageFamily:
         """Train with the recipe; early stopping on ``validation`` loss (on training loss when it is empty)."""
         import keras
 
-        from genretag.train import configure_runtime
+        from genretag.training.train import configure_runtime
 
         self.labels = tuple(labels)
         k = len(labels)
@@ -193,8 +193,8 @@ class KerasImageFamily:
 
     def save(self, directory: Path) -> None:
         """``model.keras`` (atomic) and ``family.json`` (labels, the whole PreprocessingSpec, recipe)."""
-        from genretag.atomic import write_json
-        from genretag.train import save_model
+        from genretag.core.atomic import write_json
+        from genretag.training.train import save_model
 
         directory.mkdir(parents=True, exist_ok=True)
         save_model(self.model, directory / MODEL_FILE)
@@ -204,7 +204,7 @@ class KerasImageFamily:
         """Read what :meth:`save` wrote; raises :class:`~genretag.errors.TrainingDataError` when unusable."""
         import keras
 
-        from genretag.errors import TrainingDataError
+        from genretag.core.errors import TrainingDataError
 
         try:
             state = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))

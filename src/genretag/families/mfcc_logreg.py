@@ -17,8 +17,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from genretag import features
-from genretag.contract import EMBEDDING_NAME
+from genretag.dsp import features
+from genretag.onnx.contract import EMBEDDING_NAME
 from genretag.families.heads import FeatureHeadFamily
 
 SAMPLE_RATE = 22_050
@@ -47,13 +47,13 @@ class MfccLogReg(FeatureHeadFamily):
         return np.concatenate(parts) if parts else np.zeros((0, self.embedding_size), np.float32)
 
     def frontend(self) -> onnx.ModelProto:
-        from genretag.graph import mfcc_stats_frontend
+        from genretag.onnx.graph import mfcc_stats_frontend
 
         return mfcc_stats_frontend(sample_rate=self.sample_rate, clip_samples=self.clip_samples, n_mfcc=self.n_mfcc)
 
     def embedding_network(self) -> onnx.ModelProto:
         """The MFCC statistics are the embedding: ``features`` [N, 3 n_mfcc] -> Identity -> ``embedding``."""
-        from genretag.graph import IR_VERSION
+        from genretag.onnx.graph import IR_VERSION
 
         graph = helper.make_graph(
             [helper.make_node("Identity", ["features"], [EMBEDDING_NAME])], "mfcc_embedding",

@@ -33,9 +33,9 @@ from typing import Any, ClassVar
 import numpy as np
 import onnx
 
-from genretag import features
-from genretag.contract import EMBEDDING_NAME
-from genretag.errors import GenretagError
+from genretag.dsp import features
+from genretag.onnx.contract import EMBEDDING_NAME
+from genretag.core.errors import GenretagError
 from genretag.families.heads import FeatureHeadFamily
 
 N_MELS = features.MUSICNN_N_MELS
@@ -198,7 +198,7 @@ class MusicnnMSD(FeatureHeadFamily):
         return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, EMBEDDING_SIZE), np.float32)
 
     def frontend(self) -> onnx.ModelProto:
-        from genretag.graph import musicnn_log_mel_frontend
+        from genretag.onnx.graph import musicnn_log_mel_frontend
 
         return musicnn_log_mel_frontend()
 
@@ -207,7 +207,7 @@ class MusicnnMSD(FeatureHeadFamily):
         import tensorflow as tf
         import tf2onnx
 
-        from genretag.graph import rename_tensor
+        from genretag.onnx.graph import rename_tensor
 
         signature = [tf.TensorSpec([None, None, N_MELS], tf.float32, name="log_mel")]
         model, _ = tf2onnx.convert.from_function(tf.function(self._forward), input_signature=signature, opset=self.opset)

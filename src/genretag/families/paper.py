@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from genretag.families.keras_images import KerasImageFamily
-from genretag.models import architecture, build_model
+from genretag.families.paper_models import architecture, build_model
 
 
 class Paper(KerasImageFamily):

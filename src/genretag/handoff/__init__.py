@@ -23,8 +23,8 @@ from pathlib import Path
 
 import onnx
 
-from genretag.atomic import atomic_path, write_json, write_text
-from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, cuda_batch_limit, read_contract, require_v2
+from genretag.core.atomic import atomic_path, write_json, write_text
+from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, cuda_batch_limit, read_contract, require_v2
 
 PYTHON_CLIENT = "genretag_reference.py"
 NODE_CLIENT = "genretag_reference.mjs"

@@ -37,8 +37,8 @@ import numpy as np
 from scipy import fft as sp_fft
 from scipy import signal
 
-from genretag.audio import to_pcm16, write_wav
-from genretag.errors import ConfigError
+from genretag.audio.decoding import to_pcm16, write_wav
+from genretag.core.errors import ConfigError
 
 #: Bump when the synthesis changes, so that cached corpora can tell they are stale.
 CORPUS_VERSION = 1

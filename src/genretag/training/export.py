@@ -46,10 +46,10 @@ import numpy as np
 import onnx
 import yaml
 
-from genretag.atomic import atomic_open
-from genretag.calibration import ECE_BINS, PROBABILITY_FLOOR, Calibration, calibrate, temperature_scaled
-from genretag.config import ExportParams, Layout, Params
-from genretag.contract import (
+from genretag.core.atomic import atomic_open
+from genretag.evaluation.calibration import ECE_BINS, PROBABILITY_FLOOR, Calibration, calibrate, temperature_scaled
+from genretag.core.config import ExportParams, Layout, Params
+from genretag.onnx.contract import (
     EMBEDDING_NAME,
     INPUT_NAME,
     INT8,
@@ -59,9 +59,9 @@ from genretag.contract import (
     require_v2,
     write_contract,
 )
-from genretag.dataset import read_table
-from genretag.demo import synthesize_track
-from genretag.errors import ExportError
+from genretag.data.dataset import read_table
+from genretag.data.demo import synthesize_track
+from genretag.core.errors import ExportError
 from genretag.families import Prediction
 
 log = logging.getLogger(__name__)
@@ -794,8 +794,8 @@ compared); embedding max |diff| {parity.max_abs_diff_embedding:.3g}.
   `genretag.clip_samples`, `genretag.family`, `genretag.labels`, `genretag.preprocessing`,
   `genretag.model_name`, `genretag.model_version`, `genretag.training_data_hash`,
   `genretag.git_commit`, `genretag.test_metrics`, `genretag.calibration`.
-- preprocessing, computed inside the graph (`genretag.graph`; numpy references in `genretag/spectrogram.py`
-  and `genretag/features.py`, checked by the parity gate above): nothing to re-implement.
+- preprocessing, computed inside the graph (`genretag.graph`; numpy references in `genretag/dsp/spectrogram.py`
+  and `genretag/dsp/features.py`, checked by the parity gate above): nothing to re-implement.
 
 ```json
 {preprocessing}

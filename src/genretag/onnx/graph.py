@@ -37,10 +37,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from genretag import features
-from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME
-from genretag.errors import ExportError
-from genretag.spectrogram import (
+from genretag.dsp import features
+from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME
+from genretag.core.errors import ExportError
+from genretag.dsp.spectrogram import (
     COLORMAPS,
     PreprocessingSpec,
     hann_window,

@@ -28,9 +28,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from genretag.audio import decode_windows, is_silent
-from genretag.config import worker_count
-from genretag.contract import (
+from genretag.audio.decoding import decode_windows, is_silent
+from genretag.core.config import worker_count
+from genretag.onnx.contract import (
     EMBEDDING_NAME,
     INPUT_NAME,
     OUTPUT_NAME,
@@ -39,11 +39,11 @@ from genretag.contract import (
     read_contract,
     require_v2,
 )
-from genretag.drift import InputStats, window_loudness
-from genretag.errors import AudioError, GenretagError, RegistryError, ScoringError
+from genretag.evaluation.drift import InputStats, window_loudness
+from genretag.core.errors import AudioError, GenretagError, RegistryError, ScoringError
 from genretag.families import Prediction
-from genretag.processes import die_with_parent
-from genretag.spectrogram import window_starts
+from genretag.core.processes import die_with_parent
+from genretag.dsp.spectrogram import window_starts
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def open_model(
 def cuda_note(*, provider: str, problem: str) -> tuple[int, str]:
     """(logging level, message) for CUDA not running: INFO when no GPU is visible to this process
     (the CPU was the only choice), WARNING when one is visible but CUDA cannot run on it."""
-    from genretag.environment import gpu_visible
+    from genretag.core.environment import gpu_visible
 
     if gpu_visible():
         return logging.WARNING, f"a GPU is visible but CUDA cannot run: scoring on {provider} ({problem})"
@@ -243,7 +243,7 @@ def resolve_model(model: str, *, tracking_uri: str | None = None, model_name: st
             raise ScoringError(f"{candidate}: no such ONNX file")
         return candidate.resolve()
     try:
-        from genretag import registry
+        from genretag.registry import mlflow_registry as registry
     except ImportError as exc:
         raise RegistryError(
             f"model {model!r}: the model registry (genretag.registry) is not available; pass a path to an .onnx file"

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from genretag.errors import ExportError
+from genretag.core.errors import ExportError
 
 if TYPE_CHECKING:  # onnx is imported where a model is read: the registry listing never loads one
     import onnx

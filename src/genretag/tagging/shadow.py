@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from genretag.paths import display
+from genretag.core.paths import display
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ def shadow_run(
     ``champion`` is the champion's model_version the tags come from. Files missing on disk are
     not decoded; both they and unscorable files are counted in the report with their reason.
     """
-    from genretag.scoring import score_files
+    from genretag.tagging.scoring import score_files
 
     chosen = stratified_sample(tags, n=sample, seed=seed)
     report = ShadowReport(registry_version=str(registry_version), challenger=model.model_version, champion=champion,

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from genretag.errors import ConfigError
+from genretag.core.errors import ConfigError
 
 if TYPE_CHECKING:  # scipy behind it: not on the path of commands that only read params
-    from genretag.spectrogram import PreprocessingSpec
+    from genretag.dsp.spectrogram import PreprocessingSpec
 
 GTZAN_GENRES: tuple[str, ...] = (
     "blues", "classical", "country", "disco", "hiphop",
@@ -305,7 +305,7 @@ def resolve_sqlite_url(url: str, root: Path) -> str:
 
 def preprocessing_spec(params: Params) -> PreprocessingSpec:
     """The preprocessing contract of this configuration (travels inside every ONNX model)."""
-    from genretag.spectrogram import PreprocessingSpec
+    from genretag.dsp.spectrogram import PreprocessingSpec
 
     s = params.spectrogram
     return PreprocessingSpec(

@@ -40,14 +40,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from genretag.atomic import write_json, write_text
-from genretag.config import Layout, Params
-from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, read_contract, require_v2
-from genretag.errors import GenretagError, RegistryError
-from genretag.tracking import point_mlflow, tracking_uri, use_tracking
+from genretag.core.atomic import write_json, write_text
+from genretag.core.config import Layout, Params
+from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, read_contract, require_v2
+from genretag.core.errors import GenretagError, RegistryError
+from genretag.core.tracking import point_mlflow, tracking_uri, use_tracking
 
 if TYPE_CHECKING:
-    from genretag.gate import Decision, Evidence
+    from genretag.evaluation.gate import Decision, Evidence
 
 # Heavy modules (MLflow, pandas, scipy, onnxruntime through evaluate/export/gate/handoff/train) are
 # imported inside the functions that use them: `genretag registry list|history` must start in
@@ -296,7 +296,7 @@ def _training_run_id(client, onnx_path: Path) -> str | None:
 
 
 def _lineage_tags(params: Params, paths: Layout, candidate: str, onnx_path: Path, contract: ModelContract, *, onnx_sha: str) -> dict[str, str]:
-    from genretag.export import dvc_lock_md5, git_commit, read_metrics
+    from genretag.training.export import dvc_lock_md5, git_commit, read_metrics
 
     tags = {
         TAG_CANDIDATE: candidate,
@@ -329,7 +329,7 @@ def _log_version(client, params: Params, root: Path, onnx_path: Path, contract: 
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
-    from genretag.export import MODEL_CARD_NAME
+    from genretag.training.export import MODEL_CARD_NAME
     from genretag.handoff import client_sources
 
     name = params.registry.model_name
@@ -503,9 +503,9 @@ def register_candidates(
     Writes models/registry.json and models/GATE.md. ``before_log`` runs before each model is
     logged (fault injection). Raises RegistryError when there is no candidate at all.
     """
-    from genretag.evaluate import read_test_audio, score_on_audio
-    from genretag.gate import Decision, decide
-    from genretag.train import candidate_dir
+    from genretag.evaluation.evaluate import read_test_audio, score_on_audio
+    from genretag.evaluation.gate import Decision, decide
+    from genretag.training.train import candidate_dir
 
     candidates = dict(candidates if candidates is not None else
                       {c: candidate_dir(paths, c) / "model.onnx" for c in params.train.candidates})
@@ -700,7 +700,7 @@ def shadow_report_path(root: Path, *, version: str) -> Path:
     output, and changing it would make ``dvc repro`` register again. The version's MLflow tag
     ``genretag.shadow_report`` names the file too.
     """
-    from genretag.config import layout
+    from genretag.core.config import layout
 
     return layout(root).models_dir / SHADOW_DIR / f"v{version}.json"
 
@@ -793,7 +793,7 @@ def rollback(params: Params, *, root: Path, reason: str) -> ChampionChange:
 
 def fetch(params: Params, *, root: Path, ref: str, out: Path) -> Path:
     """Write the handoff bundle of ``ref`` (champion, challenger or a version number) into ``out``."""
-    from genretag.export import MODEL_CARD_NAME
+    from genretag.training.export import MODEL_CARD_NAME
     from genretag.handoff import write_bundle
 
     client = _client(params, root)
@@ -828,8 +828,8 @@ def fetch_onnx(ref: str, *, tracking_uri: str | None = None, model_name: str | N
     import mlflow
     from mlflow import MlflowClient
 
-    from genretag.atomic import atomic_path
-    from genretag.config import RegisterParams
+    from genretag.core.atomic import atomic_path
+    from genretag.core.config import RegisterParams
 
     name = model_name or RegisterParams().model_name
     if tracking_uri:

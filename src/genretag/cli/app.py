@@ -16,7 +16,7 @@ from pathlib import Path
 import typer
 
 import genretag  # noqa: F401  - offline environment first
-from genretag.config import PARAMS_ENV, layout, load_params
+from genretag.core.config import PARAMS_ENV, layout, load_params
 
 DEBUG_FLAG = "--debug"
 
@@ -35,7 +35,7 @@ class _FaultReportingTyper(typer.Typer):
         except Exception as exc:
             if debug:
                 raise
-            from genretag.faults import describe_fault
+            from genretag.core.faults import describe_fault
 
             typer.echo(f"error: {describe_fault(exc)} (rerun with {DEBUG_FLAG} for the traceback)", err=True)
             sys.exit(1)
@@ -117,7 +117,7 @@ def demo_corpus(
     seed: int = typer.Option(None, help="Random seed (default: params.yaml ingest.demo_seed)."),
 ) -> None:
     """Synthesise the deterministic demo corpus (not real music) in GTZAN's layout."""
-    from genretag.demo import synthesize_corpus
+    from genretag.data.demo import synthesize_corpus
 
     params = load_params()
     files = synthesize_corpus(
@@ -147,7 +147,7 @@ def validate() -> None:
     """Stage validate: GX suites over data/raw + manifest -> data/tracks.csv, data/quarantine.csv, reports/validation/."""
     _orchestrate()
     from flows.validate import validate_flow
-    from genretag.errors import ValidationFailed
+    from genretag.core.errors import ValidationFailed
 
     try:
         summary = validate_flow()
@@ -202,7 +202,7 @@ def evaluate_command() -> None:
 @experiments_app.command("list")
 def experiments_list() -> None:
     """The paper's experiments with their parameter counts at the paper's input size."""
-    from genretag.models import EXPERIMENTS
+    from genretag.families.paper_models import EXPERIMENTS
 
     for name, spec in EXPERIMENTS.items():
         size = "x".join(str(v) for v in spec.input_shape[:2])
@@ -223,8 +223,8 @@ def register_command() -> None:
 
 def _registry_call(function, /, **kwargs):
     """Run a genretag.registry function on this project; a GenretagError exits 1 with its message."""
-    from genretag.errors import GenretagError, RegistryError
-    from genretag.tracking import tracking_uri
+    from genretag.core.errors import GenretagError, RegistryError
+    from genretag.core.tracking import tracking_uri
 
     paths = layout()
     try:
@@ -239,7 +239,7 @@ def _registry_call(function, /, **kwargs):
 @registry_app.command("list")
 def registry_list() -> None:
     """Versions with aliases, test accuracy (re-scored at registration), created time and the gate's decision."""
-    from genretag import registry
+    from genretag.registry import mlflow_registry as registry
 
     rows = _registry_call(registry.list_versions)
     if not rows:
@@ -257,7 +257,7 @@ def registry_list() -> None:
 @registry_app.command("history")
 def registry_history() -> None:
     """Every change of champion, oldest first: when, what (gate, promote, rollback), which version, who, why."""
-    from genretag import registry
+    from genretag.registry import mlflow_registry as registry
 
     entries = _registry_call(registry.champion_history)
     if not entries:
@@ -278,7 +278,7 @@ def registry_promote(
     """Make VERSION the champion by hand, outside the gate's promotion rule (never past its floor: a
     version that failed it is refused); the reason is recorded. Its shadow report (`genretag shadow
     VERSION`) is printed first, or one line says there is none."""
-    from genretag import registry
+    from genretag.registry import mlflow_registry as registry
 
     number = _registry_call(registry.version_number, ref=version)
     _registry_call(registry.check_promotable, version=number)  # refused before any report is shown
@@ -294,7 +294,7 @@ def registry_rollback(
     reason: str = typer.Option(None, "--reason", help="Why (recorded on both versions and in the champion history)."),
 ) -> None:
     """Give the champion alias back to the previous champion."""
-    from genretag import registry
+    from genretag.registry import mlflow_registry as registry
 
     change = _registry_call(registry.rollback, reason=reason or f"manual rollback by {registry.actor()}")
     typer.echo(f"champion rolled back: v{change.from_version} -> v{change.to_version} ({change.reason})")
@@ -306,7 +306,7 @@ def registry_fetch(
     out: Path = typer.Option(..., "--out", help="Folder for model.onnx, labels.json, scoring.json and the Python and Node.js reference clients."),
 ) -> None:
     """Write a self-contained handoff bundle (needs only a decoder, a resampler and onnxruntime)."""
-    from genretag import registry
+    from genretag.registry import mlflow_registry as registry
 
     folder = _registry_call(registry.fetch, ref=ref, out=out)
     typer.echo(f"wrote {ref} to {folder}: python {folder / 'genretag_reference.py'} track.wav")
@@ -326,12 +326,12 @@ def shadow(
     """Score a sample of the champion's catalog tracks with VERSION and compare: agreement, old-to-new
     confusion, confidence shift. The report is stored with the version (models/shadow/v<N>.json, .md)
     and printed by `genretag registry promote`."""
-    from genretag import registry
-    from genretag.catalog import Catalog, catalog_url
-    from genretag.errors import GenretagError, RegistryError
-    from genretag.paths import stored
-    from genretag.scoring import open_model
-    from genretag.shadow import ChampionTag, shadow_run
+    from genretag.registry import mlflow_registry as registry
+    from genretag.tagging.catalog import Catalog, catalog_url
+    from genretag.core.errors import GenretagError, RegistryError
+    from genretag.core.paths import stored
+    from genretag.tagging.scoring import open_model
+    from genretag.tagging.shadow import ChampionTag, shadow_run
 
     try:
         params, root = load_params(), layout().root
@@ -372,9 +372,9 @@ def _model_path(model: str | None, *, params, root: Path) -> Path:
     A registry reference needs a registry: $MLFLOW_TRACKING_URI, or the project's SQLite store.
     Without one this raises a one-line ConfigError instead of creating an empty store here.
     """
-    from genretag.errors import ConfigError
-    from genretag.scoring import resolve_model
-    from genretag.tracking import tracking_uri
+    from genretag.core.errors import ConfigError
+    from genretag.tagging.scoring import resolve_model
+    from genretag.core.tracking import tracking_uri
 
     ref, name = model or params.score.model, params.registry.model_name
     if ref.startswith(REGISTRY_SCHEME):
@@ -393,7 +393,7 @@ def _model_path(model: str | None, *, params, root: Path) -> Path:
 def _existing_catalog(url: str) -> str:
     """``url`` of a catalog to read; a SQLite file that does not exist raises a one-line ScoringError
     (reading must not create an empty catalog wherever the command runs)."""
-    from genretag.errors import ScoringError
+    from genretag.core.errors import ScoringError
 
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:" and not Path(url.removeprefix("sqlite:///")).is_file():
         raise ScoringError(f"no catalog database at {url.removeprefix('sqlite:///')}: pass --database URL or set GENRETAG_CATALOG_URL")
@@ -423,8 +423,8 @@ def tag_catalog(
     runs the tag-catalog flow against that server (else genretag's local one); otherwise the same
     steps run here as plain functions (genretag.catalog.tag_catalog), with no Prefect at all.
     """
-    from genretag.catalog import catalog_url, check_database
-    from genretag.errors import GenretagError
+    from genretag.tagging.catalog import catalog_url, check_database
+    from genretag.core.errors import GenretagError
 
     try:
         params, root = load_params(), layout().root
@@ -455,9 +455,9 @@ def tag_catalog(
 def _tag_here(source: str, model_file: Path, *, params, root: Path, database: str | None, require_gpu: bool,
               max_windows: int | None) -> dict:
     """The tagging steps in this process, without Prefect; the run's summary as the flow returns it."""
-    from genretag.catalog import catalog_url, tag_catalog as tag
-    from genretag.drift import training_genre_counts
-    from genretag.scoring import open_model
+    from genretag.tagging.catalog import catalog_url, tag_catalog as tag
+    from genretag.evaluation.drift import training_genre_counts
+    from genretag.tagging.scoring import open_model
 
     score = params.score
     summary = tag(
@@ -481,9 +481,9 @@ def show(
     (one line per scored window: start, most probable genre, runner-up), or why it failed."""
     import json
 
-    from genretag.audio import file_sha256
-    from genretag.catalog import Catalog, catalog_url, timeline_lines
-    from genretag.errors import GenretagError
+    from genretag.audio.decoding import file_sha256
+    from genretag.tagging.catalog import Catalog, catalog_url, timeline_lines
+    from genretag.core.errors import GenretagError
 
     try:
         sha = file_sha256(Path(track)) if Path(track).is_file() else track
@@ -516,8 +516,8 @@ def export_tags(
     model_version: str = typer.Option(None, "--model-version", help="Only this model version's tags (default: all)."),
 ) -> None:
     """Export the catalog_tags table to CSV or Parquet."""
-    from genretag.catalog import catalog_url, export_tags as export
-    from genretag.errors import GenretagError
+    from genretag.tagging.catalog import catalog_url, export_tags as export
+    from genretag.core.errors import GenretagError
 
     if fmt not in ("csv", "parquet"):
         raise typer.BadParameter(f"must be csv or parquet, not {fmt!r}", param_hint="--format")
@@ -539,9 +539,9 @@ def review_export(
 ) -> None:
     """Write the tags flagged needs_review (confidence below score.review_below) and a random sample of the
     others (reason: needs_review | qc_sample) with an empty corrected_genre column for the reviewer."""
-    from genretag.catalog import catalog_url
-    from genretag.errors import GenretagError
-    from genretag.review import NEEDS_REVIEW, export_review
+    from genretag.tagging.catalog import catalog_url
+    from genretag.core.errors import GenretagError
+    from genretag.tagging.review import NEEDS_REVIEW, export_review
 
     try:
         url = _existing_catalog(catalog_url(load_params(), root=layout().root, override=database))
@@ -560,9 +560,9 @@ def review_import(
 ) -> None:
     """Add the corrected genres to the feedback source (ingest.feedback) that the next retrain ingests.
     Bad rows get one line each and exit status 1; the good rows still go in. A blank corrected_genre is no label."""
-    from genretag.catalog import catalog_url
-    from genretag.errors import ConfigError, GenretagError
-    from genretag.review import import_review
+    from genretag.tagging.catalog import catalog_url
+    from genretag.core.errors import ConfigError, GenretagError
+    from genretag.tagging.review import import_review
 
     try:
         params, paths = load_params(), layout()
@@ -588,8 +588,8 @@ def predict(
     max_windows: int = typer.Option(None, "--max-windows", min=0, help="3-s windows per track; 0: all (default: params.yaml score.max_windows)."),
 ) -> None:
     """Print the top-3 genres of each file (contract-v2 models: windows at the model's rate); exit 1 when any file could not be scored."""
-    from genretag.errors import GenretagError
-    from genretag.scoring import open_model, score_files
+    from genretag.core.errors import GenretagError
+    from genretag.tagging.scoring import open_model, score_files
 
     try:
         params = load_params()

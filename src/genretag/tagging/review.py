@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genretag.atomic import write_csv
-from genretag.audio import file_sha256
-from genretag.catalog import Catalog
-from genretag.dataset import FEEDBACK_COLUMNS, read_feedback
-from genretag.errors import GenretagError, ReviewError
-from genretag.paths import absolute, display, stored
+from genretag.core.atomic import write_csv
+from genretag.audio.decoding import file_sha256
+from genretag.tagging.catalog import Catalog
+from genretag.data.dataset import FEEDBACK_COLUMNS, read_feedback
+from genretag.core.errors import GenretagError, ReviewError
+from genretag.core.paths import absolute, display, stored
 
 REVIEW_COLUMNS: tuple[str, ...] = (
     "reason", "sha256", "path", "track_id", "genre", "confidence", "model_version", "corrected_genre",

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genretag.atomic import write_csv, write_json
-from genretag.config import Layout
-from genretag.contract import ModelContract
-from genretag.errors import TrainingDataError
-from genretag.export import INT8_DIR, INT8_SUFFIX
-from genretag.gate import Outcome, TestSet, outcome_from_probabilities
-from genretag.train import candidate_dir, read_clips, save_figure
+from genretag.core.atomic import write_csv, write_json
+from genretag.core.config import Layout
+from genretag.onnx.contract import ModelContract
+from genretag.core.errors import TrainingDataError
+from genretag.training.export import INT8_DIR, INT8_SUFFIX
+from genretag.evaluation.gate import Outcome, TestSet, outcome_from_probabilities
+from genretag.training.train import candidate_dir, read_clips, save_figure
 
 EPSILON = 1e-7  # Keras' clip for categorical cross-entropy
 
@@ -226,7 +226,7 @@ def read_test_audio(paths: Layout, *, genres: Sequence[str]) -> TestAudio:
 
     Raises TrainingDataError naming the file when there is no test clip or a test track has no WAV.
     """
-    from genretag.dataset import read_table
+    from genretag.data.dataset import read_table
 
     clips = read_clips(paths.clips, genres=genres)
     test = clips[clips["split"] == "test"].reset_index(drop=True)
@@ -256,7 +256,7 @@ def clip_waveforms(test: TestAudio, *, sample_rate: int, clip_samples: int) -> n
 
     Raises AudioError naming a WAV that cannot be decoded.
     """
-    from genretag.audio import decode
+    from genretag.audio.decoding import decode
 
     out = np.zeros((len(test), clip_samples), dtype=np.float32)
     for path, rows in test.clips.groupby("path", sort=False).groups.items():
@@ -276,8 +276,8 @@ def onnx_predict(onnx_path: str | Path, waveforms: np.ndarray, *, batch_size: in
     """
     import onnxruntime as ort
 
-    from genretag.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME
-    from genretag.errors import ExportError
+    from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME
+    from genretag.core.errors import ExportError
 
     try:
         session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -308,8 +308,8 @@ def score_on_audio(onnx_path: str | Path, test: TestAudio, *, waveforms: Mapping
     one rate share one decoding. Raises ExportError for a v1 (image-input) model or labels that
     are not the test genres, AudioError for an undecodable WAV.
     """
-    from genretag.contract import read_contract, require_v2
-    from genretag.errors import ExportError
+    from genretag.onnx.contract import read_contract, require_v2
+    from genretag.core.errors import ExportError
 
     contract = require_v2(read_contract(onnx_path), source=str(onnx_path))
     if sorted(contract.labels) != sorted(test.genres):
@@ -330,7 +330,7 @@ def calibration_metrics(probabilities: np.ndarray, labels: np.ndarray, contract:
     them), and ``test_ece_after`` (the graph's own, calibrated ``probabilities`` float [n, K] against integer
     ``labels`` [n]) and ``test_ece_before`` (the same with the temperature undone:
     ``temperature_scaled(p, 1 / T)``), both over :data:`~genretag.calibration.ECE_BINS` bins."""
-    from genretag.calibration import ECE_BINS, expected_calibration_error, temperature_scaled
+    from genretag.evaluation.calibration import ECE_BINS, expected_calibration_error, temperature_scaled
 
     record = contract.calibration
     temperature = float(record.get("temperature", 1.0))

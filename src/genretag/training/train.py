@@ -23,13 +23,13 @@ import numpy as np
 import pandas as pd
 
 import genretag  # noqa: F401  - offline/quiet environment before TensorFlow loads
-from genretag.atomic import atomic_path, write_json
-from genretag.config import Layout, Params, preprocessing_spec
-from genretag.dataset import SPLITS
-from genretag.errors import TrainingDataError
+from genretag.core.atomic import atomic_path, write_json
+from genretag.core.config import Layout, Params, preprocessing_spec
+from genretag.data.dataset import SPLITS
+from genretag.core.errors import TrainingDataError
 
 if TYPE_CHECKING:
-    from genretag.calibration import Calibration
+    from genretag.evaluation.calibration import Calibration
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def parity_clips(params: Params, paths: Layout, family, split: str = "test"):
 
     Raises TrainingDataError naming a WAV that is missing or too short (:func:`genretag.families.load_split`).
     """
-    from genretag.export import TestClips
+    from genretag.training.export import TestClips
 
     clips = candidate_split(params, paths, family, split)
     return TestClips(waveforms=clips.waveforms, genres=tuple(params.genres[i] for i in clips.labels),
@@ -201,7 +201,7 @@ def train_candidate(params: Params, paths: Layout, candidate: str, *, log: Calla
     import mlflow
 
     from genretag.families import create
-    from genretag.tracking import use_tracking
+    from genretag.core.tracking import use_tracking
 
     family = create(candidate, **family_options(params, candidate))
     train_set = candidate_split(params, paths, family, "train")
@@ -248,9 +248,9 @@ def export_trained_candidate(params: Params, paths: Layout, candidate: str, fami
 
     Raises ExportError (nothing written) when the graph does not match the family's own predict.
     """
-    from genretag.contract import ModelContract
-    from genretag.drift import training_reference
-    from genretag.export import export_candidate, git_commit, render_model_card, split_counts, training_data_hash
+    from genretag.onnx.contract import ModelContract
+    from genretag.evaluation.drift import training_reference
+    from genretag.training.export import export_candidate, git_commit, render_model_card, split_counts, training_data_hash
 
     family = family or load_candidate(params, paths, candidate)
     test = parity_clips(params, paths, family)
@@ -283,8 +283,8 @@ def log_calibration(params: Params, paths: Layout, run_id: str | None, calibrati
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from genretag.contract import KEY_CALIBRATION
-    from genretag.tracking import use_tracking
+    from genretag.onnx.contract import KEY_CALIBRATION
+    from genretag.core.tracking import use_tracking
 
     use_tracking(params, root=paths.root)
     try:
@@ -307,7 +307,7 @@ def quantize_trained_candidate(params: Params, paths: Layout, candidate: str, fa
     """
     import shutil
 
-    from genretag.export import INT8_DIR, Int8Refused, NothingToQuantize, export_int8
+    from genretag.training.export import INT8_DIR, Int8Refused, NothingToQuantize, export_int8
 
     folder = candidate_dir(paths, candidate) / INT8_DIR
     if params.export.quantize != "int8":

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import genretag  # noqa: F401  - offline/quiet environment before TensorFlow loads
-from genretag.errors import ConfigError
+from genretag.core.errors import ConfigError
 
 EMBEDDING_LAYER = "embedding"
 HIDDEN_UNITS = 128

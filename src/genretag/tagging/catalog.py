@@ -25,12 +25,12 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from genretag.atomic import atomic_path, write_csv
-from genretag.audio import file_sha256, is_apple_metadata, is_audio_name, scan_folder
-from genretag.config import Params, ScoreParams, resolve_sqlite_url
-from genretag.drift import InputStats, drift_markdown, drift_warnings, run_drift
-from genretag.errors import CatalogError, GenretagError, ScoringError
-from genretag.paths import absolute, display, exact_bytes
+from genretag.core.atomic import atomic_path, write_csv
+from genretag.audio.decoding import file_sha256, is_apple_metadata, is_audio_name, scan_folder
+from genretag.core.config import Params, ScoreParams, resolve_sqlite_url
+from genretag.evaluation.drift import InputStats, drift_markdown, drift_warnings, run_drift
+from genretag.core.errors import CatalogError, GenretagError, ScoringError
+from genretag.core.paths import absolute, display, exact_bytes
 
 CATALOG_URL_ENV = "GENRETAG_CATALOG_URL"
 
@@ -855,7 +855,7 @@ def tag_catalog(
     one; ``drift_limits`` (ScoreParams, default the built-in ones) sets the warnings' limits. Tags
     below ``review_below`` confidence are flagged needs_review.
     """
-    from genretag.scoring import score_files
+    from genretag.tagging.scoring import score_files
 
     started = time.perf_counter()
     summary = TaggingSummary(display(source), redact(database_url), model.model_name, model.model_version, model.provider)

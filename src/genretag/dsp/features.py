@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from genretag.spectrogram import mel_power, power_to_db
+from genretag.dsp.spectrogram import mel_power, power_to_db
 
 N_MFCC = 20  # librosa.feature.mfcc's default
 MFCC_TOP_DB = 80.0  # librosa.feature.mfcc calls power_to_db(S) with its default top_db

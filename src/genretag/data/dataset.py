@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from genretag import audio
-from genretag.atomic import write_csv, write_json
-from genretag.config import AudioParams, Layout, Params, SplitParams, worker_count
-from genretag.errors import AudioError, ConfigError, ReviewError
-from genretag.paths import absolute, display, exact_bytes
-from genretag.processes import die_with_parent
+from genretag.audio import decoding as audio
+from genretag.core.atomic import write_csv, write_json
+from genretag.core.config import AudioParams, Layout, Params, SplitParams, worker_count
+from genretag.core.errors import AudioError, ConfigError, ReviewError
+from genretag.core.paths import absolute, display, exact_bytes
+from genretag.core.processes import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def materialise_source(params: Params, *, layout: Layout) -> Path:
 
 def _demo_corpus(params: Params, *, layout: Layout) -> Path:
     """Synthesise the demo corpus once per (synthesis version, size, seed, rate) under data/demo-corpus."""
-    from genretag.demo import CORPUS_VERSION, synthesize_corpus
+    from genretag.data.demo import CORPUS_VERSION, synthesize_corpus
 
     folder = layout.root / "data" / "demo-corpus"
     recipe = {

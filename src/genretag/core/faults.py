@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from genretag.errors import GenretagError
+from genretag.core.errors import GenretagError
 
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]+):[^@\s]+@", re.IGNORECASE)
 

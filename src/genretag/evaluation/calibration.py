@@ -24,7 +24,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
-from genretag.errors import GenretagError
+from genretag.core.errors import GenretagError
 
 PROBABILITY_FLOOR = 1e-12  # float32-representable; log(1e-12) = -27.6, far below any real logit gap
 TEMPERATURE_BOUNDS = (0.05, 20.0)  # search range of T; a fit at a bound says the validation set is degenerate

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from genretag.atomic import atomic_path
-from genretag.errors import AudioError
-from genretag.spectrogram import window_starts
+from genretag.core.atomic import atomic_path
+from genretag.core.errors import AudioError
+from genretag.dsp.spectrogram import window_starts
 
 # One list for every reader of audio (tagging, ingest): what soundfile (libsndfile 1.2) and
 # PyAV's bundled FFmpeg decode. Matched case-insensitively; anything else is "not audio".

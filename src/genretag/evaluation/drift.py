@@ -73,7 +73,7 @@ def training_genre_counts(tracks_csv: Path) -> dict[str, int]:
     """Genre -> validated training tracks, from data/tracks.csv (column ``genre``); {} when absent."""
     if not tracks_csv.is_file():
         return {}
-    from genretag.dataset import read_table
+    from genretag.data.dataset import read_table
 
     return _genre_counts(read_table(tracks_csv))
 
@@ -104,7 +104,7 @@ class InputStats:
 
 def window_loudness(windows: np.ndarray) -> float:
     """RMS level in dBFS of windows float32 [n, S] taken together (genretag.audio.stats: 20 log10 RMS, floor 1e-10)."""
-    from genretag.audio import stats
+    from genretag.audio.decoding import stats
 
     return round(stats(np.asarray(windows, dtype=np.float32).ravel(), sample_rate=1).rms_dbfs, 3)
 
@@ -258,8 +258,8 @@ def training_reference(family: Any, *, waveforms: np.ndarray, tracks_csv: Path, 
     and durations come from the validated tracks (data/tracks.csv columns genre,
     original_sample_rate, duration_s). {} (no reference; logged) when either side is empty.
     """
-    from genretag.audio import stats
-    from genretag.dataset import read_table
+    from genretag.audio.decoding import stats
+    from genretag.data.dataset import read_table
 
     tracks = read_table(tracks_csv) if tracks_csv.is_file() else None
     if len(waveforms) < 2 or tracks is None or not len(tracks) or not {"original_sample_rate", "duration_s"} <= set(tracks.columns):

@@ -36,12 +36,12 @@ from great_expectations.data_context.types.base import (
     ProgressBarsConfig,
 )
 
-from genretag import audio
-from genretag.atomic import replace_dir, write_csv, write_json, write_text
-from genretag.config import Layout, Params
-from genretag.dataset import MANIFEST_COLUMNS, read_table  # the manifest contract lives with ingest
-from genretag.errors import ValidationFailed
-from genretag.reports import validation_summary_html
+from genretag.audio import decoding as audio
+from genretag.core.atomic import replace_dir, write_csv, write_json, write_text
+from genretag.core.config import Layout, Params
+from genretag.data.dataset import MANIFEST_COLUMNS, read_table  # the manifest contract lives with ingest
+from genretag.core.errors import ValidationFailed
+from genretag.data.reports import validation_summary_html
 
 NUMERIC_COLUMNS: tuple[str, ...] = ("original_sample_rate", "channels", "duration_s", "rms_dbfs", "peak", "nonfinite_samples")
 QUARANTINE_COLUMNS: tuple[str, ...] = ("source_path", "track_id", "genre", "reason")

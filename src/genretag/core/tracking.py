@@ -6,8 +6,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-from genretag.config import Params, resolve_sqlite_url
-from genretag.errors import RegistryError
+from genretag.core.config import Params, resolve_sqlite_url
+from genretag.core.errors import RegistryError
 
 EXPERIMENT_NAME = "genretag"
 
