@@ -112,14 +112,15 @@ def validation_tracks(train_tracks: set[str], tracks: np.ndarray, labels: np.nda
 
 def int8_accuracies(family, clips: ClipSet, train: np.ndarray, test: np.ndarray, tracks: np.ndarray, *, seed: int) -> dict:
     """Track accuracy of the family's float32 ONNX graph and of its int8 graph on the ``test`` clips (masks)."""
-    from genretag.training.export import onnx_predict, onnx_session, quantize_network
+    from genretag.onnx.session import cpu_session, predict_waveforms
+    from genretag.training.export import quantize_network
 
     proto = family.to_onnx()
     chosen = np.random.default_rng(seed).choice(np.flatnonzero(train), size=min(64, int(train.sum())), replace=False)
     quantised = quantize_network(proto, calibration=clips.waveforms[np.sort(chosen)])
     out = {}
     for name, graph in (("onnx_float32", proto), ("int8", quantised)):
-        probabilities = onnx_predict(onnx_session(graph.SerializeToString()), clips.waveforms[test]).probabilities
+        probabilities = predict_waveforms(cpu_session(graph.SerializeToString()), clips.waveforms[test]).probabilities
         out[f"{name}_clip_accuracy"], out[f"{name}_track_accuracy"] = accuracies(probabilities, clips.labels[test], tracks[test])
     return out
 

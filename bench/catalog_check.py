@@ -21,7 +21,8 @@ import genretag  # noqa: F401  - offline/quiet environment first
 from genretag.audio.decoding import AUDIO_EXTENSIONS, decode
 from genretag.onnx.contract import ModelContract, write_contract
 from genretag.families import ClipSet, create
-from genretag.tagging.scoring import open_model, score_file
+from genretag.onnx.session import open_model
+from genretag.tagging.scoring import score_file
 
 GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
 

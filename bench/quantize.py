@@ -25,7 +25,8 @@ import numpy as np
 
 import genretag  # noqa: F401  - quiet environment before TensorFlow loads
 from genretag.data.demo import synthesize_track
-from genretag.training.export import onnx_predict, onnx_session, quantize_network
+from genretag.onnx.session import cpu_session, predict_waveforms
+from genretag.training.export import quantize_network
 from genretag.families import ClipSet, create
 
 GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
@@ -72,13 +73,13 @@ def main() -> None:
             started = time.perf_counter()
             graphs[f"int8 {fmt}"] = quantize_network(proto, calibration=calibration, quant_format=fmt)
             print(f"{candidate}: quantised ({fmt}) in {time.perf_counter() - started:.1f} s", flush=True)
-        sessions = {name: onnx_session(g.SerializeToString()) for name, g in graphs.items()}
-        outputs = {name: onnx_predict(s, clips[:64]) for name, s in sessions.items()}  # warm-up
+        sessions = {name: cpu_session(g.SerializeToString()) for name, g in graphs.items()}
+        outputs = {name: predict_waveforms(s, clips[:64]) for name, s in sessions.items()}  # warm-up
         seconds: dict[str, list[float]] = {name: [] for name in sessions}
         for _ in range(args.repeats):
             for name, session in sessions.items():
                 started = time.perf_counter()
-                outputs[name] = onnx_predict(session, clips, batch_size=64)
+                outputs[name] = predict_waveforms(session, clips, batch_size=64)
                 seconds[name].append(time.perf_counter() - started)
         base = args.clips / float(np.median(seconds["float32"]))
         for name, graph in graphs.items():

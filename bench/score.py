@@ -428,7 +428,7 @@ def memory_runs(*, model_path: Path, cache: Path, work: Path, hours: float, trac
 def run_e2e(args: argparse.Namespace) -> int:
     """Issue 14: cost per track against length; decode-only, model-only and end-to-end tracks/s on the same files; peak RSS."""
     from genretag.core.config import load_params, worker_count
-    from genretag.tagging.scoring import open_model
+    from genretag.onnx.session import open_model
 
     params = with_image_size(load_params(ROOT / "params.yaml"), args.image_size)
     work = Path(tempfile.mkdtemp(prefix="genretag-bench-"))
@@ -490,7 +490,7 @@ def run_gpu(args: argparse.Namespace) -> int:
     Exit 3 unless CUDA really runs (``--allow-cpu``: dry run on a CPU machine).
     """
     from genretag.core.errors import ScoringError
-    from genretag.tagging.scoring import CUDA, open_model
+    from genretag.onnx.session import CUDA, open_model
 
     try:
         model = open_model(args.model, require_gpu=not args.allow_cpu)

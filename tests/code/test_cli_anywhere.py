@@ -17,7 +17,7 @@ from tests.conftest import REPO_ROOT
 
 from genretag.core.config import PARAMS_ENV, Params, load_params, params_file
 from genretag.core.environment import gpu_visible
-from genretag.tagging.scoring import cuda_note
+from genretag.onnx.session import cuda_note
 
 # Runs the CLI in a fresh interpreter and reports which heavy packages it imported.
 PROBE = """

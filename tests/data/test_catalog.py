@@ -22,7 +22,7 @@ from flows.tag_catalog import tag_catalog_flow
 from genretag.audio.decoding import file_sha256
 from genretag.tagging.catalog import Catalog, export_tags, list_tracks, tag_catalog
 from genretag.core.errors import ScoringError
-from genretag.tagging.scoring import CPU, CUDA, open_model
+from genretag.onnx.session import CPU, CUDA, open_model
 from tests.conftest import tone, write_audio
 from tests.tagging_support import make_bad_files, make_good_files, make_onnx_model, make_root
 

@@ -17,7 +17,8 @@ from tests.tagging_support import make_onnx_model
 from genretag.training import export
 from genretag.evaluation.calibration import METHOD_NONE, METHOD_TEMPERATURE, expected_calibration_error, temperature_scaled
 from genretag.onnx.contract import ModelContract, read_contract
-from genretag.families import Prediction
+from genretag.onnx.contract import Prediction
+from genretag.onnx.session import cpu_session, predict_waveforms
 from genretag.training.train import parity_clips
 
 SEED = 2  # this graph gets 2 of the 3 tones right with confidence ~0.6 (its own T would be ~0.54)
@@ -47,7 +48,7 @@ class Overconfident:
         return copy
 
     def predict(self, waveforms: np.ndarray) -> Prediction:
-        return export.onnx_predict(export.onnx_session(self.proto.SerializeToString()), waveforms)
+        return predict_waveforms(cpu_session(self.proto.SerializeToString()), waveforms)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def test_an_over_confident_model_gets_t_above_one_in_its_graph(exported) -> None
     assert 1.5 < calibration.temperature < 5
 
     raw = family.predict(test.waveforms)
-    got = export.onnx_predict(export.onnx_session(result.onnx_path), test.waveforms)
+    got = predict_waveforms(cpu_session(result.onnx_path), test.waveforms)
     expected = temperature_scaled(probabilities=raw.probabilities, temperature=calibration.temperature)
     np.testing.assert_allclose(got.probabilities, expected, atol=1e-6, rtol=0)
     assert (got.probabilities.argmax(axis=1) == raw.probabilities.argmax(axis=1)).all()
@@ -94,7 +95,7 @@ def test_the_record_is_in_the_metadata_and_the_card(exported) -> None:
     contract = read_contract(result.onnx_path)
     assert contract == result.contract and contract.calibration == calibration.as_dict()
     assert contract.calibration["temperature"] == pytest.approx(calibration.temperature) and contract.calibration["fitted_on"] == 36
-    meta = export.onnx_session(result.onnx_path).get_modelmeta().custom_metadata_map
+    meta = cpu_session(result.onnx_path).get_modelmeta().custom_metadata_map
     assert json.loads(meta["genretag.calibration"])["ece_before"] == pytest.approx(calibration.ece_before)
 
     card = result.card_path.read_text()
@@ -132,5 +133,5 @@ def test_too_few_validation_clips_leave_t_at_one_with_the_reason(exported, tmp_p
         assert f"holds {count} clip(s), fewer than export.temperature_min_clips 40" in result.calibration.reason
         assert read_contract(result.onnx_path).calibration["method"] == METHOD_NONE
         assert not [n for n in onnx.load(result.onnx_path).graph.node if n.name.startswith(export.CALIBRATION_PREFIX)]
-        np.testing.assert_array_equal(export.onnx_predict(export.onnx_session(result.onnx_path), test.waveforms).probabilities,
+        np.testing.assert_array_equal(predict_waveforms(cpu_session(result.onnx_path), test.waveforms).probabilities,
                                       family.predict(test.waveforms).probabilities)

@@ -18,7 +18,7 @@ from genretag.tagging.catalog import Catalog, tag_catalog
 from genretag.core.config import ScoreParams
 from genretag.onnx.contract import KEY_DRIFT_REFERENCE, ModelContract, read_contract, write_contract
 from genretag.evaluation.drift import build_reference, embedding_shift, training_reference
-from genretag.tagging.scoring import open_model
+from genretag.onnx.session import open_model
 
 TRAINING = {"blues": 220.0, "jazz": 880.0, "rock": 3000.0}
 

@@ -14,6 +14,7 @@ from tests.export_support import GENRES, audio_project, centroid_model, keras_fa
 from genretag.training import export
 from genretag.core.config import preprocessing_spec
 from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, read_contract
+from genretag.onnx.session import cpu_session
 from genretag.core.errors import ExportError, TrainingDataError
 from genretag.families.compact import Compact
 from genretag.families.keras_images import network_to_onnx
@@ -69,7 +70,7 @@ def test_export_writes_a_parity_checked_v2_model_with_its_contract(project) -> N
     test = parity_clips(params, paths, Compact(spec=spec))
     images = to_model_input(clips_to_images(test.waveforms, spec))
     expected = np.asarray(model(images, training=False))
-    session = export.onnx_session(onnx_path)
+    session = cpu_session(onnx_path)
     for batch in (0, 1, 5, len(test)):
         got, embedding = session.run([OUTPUT_NAME, EMBEDDING_NAME], {INPUT_NAME: test.waveforms[:batch]})
         assert got.shape == (batch, len(GENRES)) and embedding.shape == (batch, 4)  # small_cnn: 4 pooled filters

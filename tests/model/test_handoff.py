@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 
 from genretag.core.errors import ExportError
 from genretag.handoff import BUNDLE_FILES, CLIENT_FILES, client_sources, write_bundle
-from genretag.tagging.scoring import open_model, score_files
+from genretag.onnx.session import open_model
+from genretag.tagging.scoring import score_files
 
 FORBIDDEN = ("tensorflow", "keras", "librosa", "genretag", "mlflow", "tf2onnx", "PIL", "scipy")
 MAX_WINDOWS = 4

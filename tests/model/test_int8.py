@@ -19,7 +19,8 @@ from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, INT8, OUTPUT_NAME
 from genretag.data.demo import synthesize_track
 from genretag.core.errors import ExportError
 from genretag.evaluation.evaluate import find_candidates
-from genretag.training.export import INT8_DIR, Int8Refused, TestClips, export_int8, onnx_predict, onnx_session, synthetic_clips
+from genretag.training.export import INT8_DIR, Int8Refused, TestClips, export_int8, synthetic_clips
+from genretag.onnx.session import cpu_session, predict_waveforms
 from genretag.dsp.spectrogram import PreprocessingSpec
 
 SPEC = PreprocessingSpec(image_size=(64, 64))
@@ -69,7 +70,7 @@ def _cnn(*, logits_scale: float = 1.0, bias: np.ndarray | None = None) -> onnx.M
 def _float32_cnn(path: Path, clips: np.ndarray) -> Path:
     """A contract-v2 paper-image CNN whose logits are centred on ``clips`` and spread ~10 apart, so the top-1 class is decisive."""
     probe = graph.compose(graph.paper_image_frontend(SPEC), _cnn())
-    embedding = onnx_predict(onnx_session(probe.SerializeToString()), clips).embedding
+    embedding = predict_waveforms(cpu_session(probe.SerializeToString()), clips).embedding
     spread = float((embedding - embedding.mean(0)).std()) or 1.0
     dense = np.asarray(numpy_helper.to_array(next(i for i in _cnn().graph.initializer if i.name == "dense")))
     scale = 10.0 / spread
@@ -111,9 +112,9 @@ def test_int8_keeps_contract_v2_says_int8_and_agrees_with_float32(tmp_path: Path
     front = sorted((n.op_type, list(n.input), list(n.output)) for n in float32.graph.node if n.name.startswith("frontend/"))
     assert sorted((n.op_type, list(n.input), list(n.output)) for n in int8.graph.node if n.name.startswith("frontend/")) == front
 
-    reference = onnx_predict(onnx_session(str(source)), checked).probabilities
+    reference = predict_waveforms(cpu_session(str(source)), checked).probabilities
     for batch in (1, 7):  # the batch dimension stays dynamic
-        quantised = onnx_predict(onnx_session(str(result.onnx_path)), checked, batch_size=batch).probabilities
+        quantised = predict_waveforms(cpu_session(str(result.onnx_path)), checked, batch_size=batch).probabilities
         agreement = np.mean(quantised.argmax(1) == reference.argmax(1))
         assert agreement >= MIN_AGREEMENT, f"top-1 agreement {agreement:.3f} at batch {batch}"
         np.testing.assert_allclose(quantised.sum(1), 1.0, atol=1e-5)

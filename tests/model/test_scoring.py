@@ -17,7 +17,8 @@ from genretag.audio.decoding import decode
 from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, cuda_batch_limit, largest_activation, read_contract
 from genretag.core.environment import gpu_visible
 from genretag.core.errors import AudioError, ScoringError
-from genretag.tagging.scoring import CPU, CUDA, cuda_note, cut_windows, open_model, resolve_model, score_decoded, score_file, score_files
+from genretag.onnx.session import CPU, CUDA, cuda_note, open_model
+from genretag.tagging.scoring import cut_windows, resolve_model, score_decoded, score_file, score_files
 from genretag.dsp.spectrogram import window_starts
 
 
@@ -44,7 +45,7 @@ def _cuda_active(model) -> bool:
 
 
 def test_provider_is_read_back_from_the_session_and_a_missing_gpu_is_logged(onnx_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="genretag.scoring"):
+    with caplog.at_level(logging.INFO, logger="genretag.onnx.session"):
         model = open_model(onnx_path)
     assert model.provider == model.session.get_providers()[0]
     if _cuda_active(model):

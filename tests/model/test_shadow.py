@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from genretag.registry import mlflow_registry as registry
 from genretag.tagging.catalog import Catalog, tag_catalog
 from genretag.core.config import Layout, Params
-from genretag.tagging.scoring import open_model, resolve_model, score_file
+from genretag.onnx.session import open_model
+from genretag.tagging.scoring import resolve_model, score_file
 from genretag.tagging.shadow import ChampionTag, allocate, shadow_run, stratified_sample
 from genretag.core.tracking import tracking_uri
 

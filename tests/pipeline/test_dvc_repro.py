@@ -80,7 +80,8 @@ def test_catalog_scoring_of_the_audio_equals_the_evaluate_stage(pipeline_project
     """The tagger (WAV -> windows -> ONNX) and the evaluate stage (clips.csv windows -> ONNX) agree on every test track."""
     from genretag.evaluation.evaluate import read_test_audio, score_on_audio
     from genretag.core.config import layout
-    from genretag.tagging.scoring import open_model, score_file
+    from genretag.onnx.session import open_model
+    from genretag.tagging.scoring import score_file
 
     root = pipeline_project
     paths = layout(root)

@@ -13,7 +13,7 @@ from genretag.tagging.catalog import tag_catalog
 from genretag.core.config import layout, load_params
 from genretag.data.dataset import read_table
 from genretag.tagging.review import export_review, import_review
-from genretag.tagging.scoring import open_model
+from genretag.onnx.session import open_model
 from tests.conftest import tone, write_audio
 from tests.pipeline.conftest import TINY_PARAMS, run, stages_run
 from tests.tagging_support import make_onnx_model

@@ -330,7 +330,7 @@ def shadow(
     from genretag.tagging.catalog import Catalog, catalog_url
     from genretag.core.errors import GenretagError, RegistryError
     from genretag.core.paths import stored
-    from genretag.tagging.scoring import open_model
+    from genretag.onnx.session import open_model
     from genretag.tagging.shadow import ChampionTag, shadow_run
 
     try:
@@ -457,7 +457,7 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
     """The tagging steps in this process, without Prefect; the run's summary as the flow returns it."""
     from genretag.tagging.catalog import catalog_url, tag_catalog as tag
     from genretag.evaluation.drift import training_genre_counts
-    from genretag.tagging.scoring import open_model
+    from genretag.onnx.session import open_model
 
     score = params.score
     summary = tag(
@@ -589,7 +589,8 @@ def predict(
 ) -> None:
     """Print the top-3 genres of each file (contract-v2 models: windows at the model's rate); exit 1 when any file could not be scored."""
     from genretag.core.errors import GenretagError
-    from genretag.tagging.scoring import open_model, score_files
+    from genretag.onnx.session import open_model
+    from genretag.tagging.scoring import score_files
 
     try:
         params = load_params()

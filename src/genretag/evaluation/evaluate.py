@@ -271,23 +271,16 @@ def clip_waveforms(test: TestAudio, *, sample_rate: int, clip_samples: int) -> n
 def onnx_predict(onnx_path: str | Path, waveforms: np.ndarray, *, batch_size: int = ONNX_BATCH) -> tuple[np.ndarray, np.ndarray]:
     """A contract-v2 graph on float32 [n, S] waveforms, CPU: (probabilities [n, K], embedding [n, D]).
 
-    Integration point: once ``genretag.scoring.ScoringModel.predict(waveforms)`` is on main, this is
-    that call. Raises ExportError naming the file when onnxruntime cannot load or run it.
+    Raises ExportError naming the file when onnxruntime cannot load or run it.
     """
-    import onnxruntime as ort
-
-    from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME
     from genretag.core.errors import ExportError
+    from genretag.onnx.session import cpu_session, predict_waveforms
 
     try:
-        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        runs = [session.run([OUTPUT_NAME, EMBEDDING_NAME], {INPUT_NAME: waveforms[i : i + batch_size]})
-                for i in range(0, len(waveforms), batch_size)]
+        prediction = predict_waveforms(cpu_session(onnx_path), waveforms, batch_size=batch_size)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
         raise ExportError(f"{onnx_path}: onnxruntime cannot run it on waveforms ({str(exc).splitlines()[0]})") from exc
-    if not runs:
-        return np.zeros((0, 0), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate([r[0] for r in runs]), np.concatenate([r[1] for r in runs])
+    return prediction.probabilities, prediction.embedding
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import onnx
 import pandas as pd
 
 from genretag.core.errors import ConfigError
+from genretag.onnx.contract import Prediction
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,6 @@ class ClipSet:
 
     def __len__(self) -> int:
         return len(self.clip_ids)
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """``probabilities`` float32 [n, K] (softmax, label order) and ``embedding`` float32 [n, D]."""
-
-    probabilities: np.ndarray
-    embedding: np.ndarray
 
 
 class Family(Protocol):

@@ -239,7 +239,7 @@ class FeatureHeadFamily:
         return facts
 
     def predict(self, waveforms: np.ndarray):
-        from genretag.families import Prediction
+        from genretag.onnx.contract import Prediction
 
         embedding = self.embed(waveforms)
         return Prediction(probabilities=self.head.predict_proba(embedding), embedding=embedding)

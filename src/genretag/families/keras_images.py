@@ -37,7 +37,7 @@ import onnx
 
 from genretag.onnx.contract import EMBEDDING_NAME, OUTPUT_NAME, V1_INPUT_NAME
 from genretag.core.errors import ExportError
-from genretag.families import Prediction
+from genretag.onnx.contract import Prediction
 from genretag.onnx.graph import OPSET, compose, paper_image_frontend, rename_tensor
 from genretag.dsp.spectrogram import PreprocessingSpec, db_to_image, mel_db, to_model_input
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from genretag.core.errors import ExportError
 
 if TYPE_CHECKING:  # onnx is imported where a model is read: the registry listing never loads one
+    import numpy as np
     import onnx
 
 CONTRACT_VERSION = 2
@@ -208,3 +209,11 @@ def cuda_batch_limit(model: onnx.ModelProto) -> int:
     """
     largest = largest_activation(model)
     return max(1, CUDNN_MAX_ELEMENTS // largest) if largest else 0
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """``probabilities`` float32 [n, K] (softmax, label order) and ``embedding`` float32 [n, D]."""
+
+    probabilities: np.ndarray
+    embedding: np.ndarray

@@ -846,7 +846,7 @@ def tag_catalog(
     drift_limits: ScoreParams | None = None,
     review_below: float = 0.5,
 ) -> TaggingSummary:
-    """Tag every audio file of ``source`` with an open genretag.scoring.ScoringModel.
+    """Tag every audio file of ``source`` with an open genretag.onnx.session.ScoringModel.
 
     The same steps as the tag-catalog flow, without Prefect: list, hash, skip what this
     model version already tagged, score in parallel, commit every ``commit_every`` tracks.

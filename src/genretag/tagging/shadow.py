@@ -162,7 +162,7 @@ def shadow_run(
     silence_rms_dbfs: float = -60.0,
 ) -> ShadowReport:
     """Score a stratified ``sample`` of the champion's ``tags`` with ``model`` (an open
-    genretag.scoring.ScoringModel, the challenger) and compare (see the module docstring).
+    genretag.onnx.session.ScoringModel, the challenger) and compare (see the module docstring).
 
     ``champion`` is the champion's model_version the tags come from. Files missing on disk are
     not decoded; both they and unscorable files are counted in the report with their reason.

@@ -62,7 +62,8 @@ from genretag.onnx.contract import (
 from genretag.data.dataset import read_table
 from genretag.data.demo import synthesize_track
 from genretag.core.errors import ExportError
-from genretag.families import Prediction
+from genretag.onnx.contract import Prediction
+from genretag.onnx.session import cpu_session, predict_waveforms
 
 log = logging.getLogger(__name__)
 
@@ -148,29 +149,6 @@ class Exportable(Protocol):
 
 
 # --------------------------------------------------------------------------- onnxruntime
-
-
-def onnx_session(model: str | Path | bytes):
-    """An onnxruntime session on the CPU (device selection belongs to ``genretag.scoring``)."""
-    import onnxruntime as ort
-
-    source = model if isinstance(model, bytes) else str(model)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
-
-
-def onnx_predict(session, waveforms: np.ndarray, *, batch_size: int = 64) -> Prediction:
-    """Run a contract-v2 ``session`` on float32 [n, S] waveforms in batches of ``batch_size``."""
-    waveforms = np.asarray(waveforms, dtype=np.float32)
-    parts = [
-        session.run([OUTPUT_NAME, EMBEDDING_NAME], {INPUT_NAME: np.ascontiguousarray(waveforms[start : start + batch_size])})
-        for start in range(0, len(waveforms), batch_size)
-    ] or [session.run([OUTPUT_NAME, EMBEDDING_NAME], {INPUT_NAME: waveforms})]
-    return Prediction(
-        probabilities=np.concatenate([p for p, _ in parts]).astype(np.float32),
-        embedding=np.concatenate([e for _, e in parts]).astype(np.float32),
-    )
 
 
 # --------------------------------------------------------------------------- inputs and provenance
@@ -289,11 +267,11 @@ def check_parity(
         raise ExportError("the test split holds no clips: nothing to check the ONNX export against")
     if synthetic is None:
         synthetic = synthetic_clips(sample_rate=test.sample_rate, clip_samples=test.waveforms.shape[1])
-    session = onnx_session(onnx_bytes)
+    session = cpu_session(onnx_bytes)
     reference_test, reference_synthetic = candidate.predict(test.waveforms), candidate.predict(synthetic)
     _check_probabilities(reference_test.probabilities, n_classes=len(labels))
     # Odd batch sizes on purpose: the batch dimension must really be dynamic.
-    onnx_test, onnx_synthetic = onnx_predict(session, test.waveforms, batch_size=37), onnx_predict(session, synthetic, batch_size=5)
+    onnx_test, onnx_synthetic = predict_waveforms(session, test.waveforms, batch_size=37), predict_waveforms(session, synthetic, batch_size=5)
 
     mismatches = ties = 0
     for reference, candidate_out in ((reference_test, onnx_test), (reference_synthetic, onnx_synthetic)):
@@ -441,7 +419,7 @@ def _clip_probabilities(session, clips: TestClips | None, labels: tuple[str, ...
     if clips is None or not len(clips):
         return np.zeros((0, len(labels)), np.float32), np.zeros(0, np.int64)
     truth = np.array([labels.index(genre) for genre in clips.genres], dtype=np.int64)
-    return onnx_predict(session, clips.waveforms).probabilities, truth
+    return predict_waveforms(session, clips.waveforms).probabilities, truth
 
 
 def calibrate_sealed(
@@ -456,7 +434,7 @@ def calibrate_sealed(
     ``test`` clips before returning: the calibrated output equals numpy's ``temperature_scaled`` within
     :data:`CALIBRATION_TOLERANCE` with the same top-1 class, else ExportError.
     """
-    session = onnx_session(onnx_bytes)
+    session = cpu_session(onnx_bytes)
     (validation_p, validation_y), (test_p, test_y) = (_clip_probabilities(session, clips, contract.labels) for clips in (validation, test))
     calibration = calibrate(validation_probabilities=validation_p, validation_labels=validation_y, test_probabilities=test_p,
                             test_labels=test_y, min_clips=min_clips, bins=bins)
@@ -466,7 +444,7 @@ def calibrate_sealed(
     contract = replace(contract, calibration=calibration.as_dict())
     sealed = _sealed(proto, contract, what="calibrated")
     if calibration.applied and len(test):
-        got = onnx_predict(onnx_session(sealed), test.waveforms).probabilities
+        got = predict_waveforms(cpu_session(sealed), test.waveforms).probabilities
         gap = float(np.abs(got - temperature_scaled(probabilities=test_p, temperature=calibration.temperature)).max())
         top_two = np.sort(test_p, axis=1)[:, -2:]
         moved = (got.argmax(axis=1) != test_p.argmax(axis=1)) & ((top_two[:, 1] - top_two[:, 0]) >= TIE_GAP)
@@ -597,10 +575,10 @@ def export_int8(
     onnx_bytes = _sealed(proto, contract, what="quantised")
     if synthetic is None:
         synthetic = synthetic_clips(sample_rate=contract.sample_rate, clip_samples=contract.clip_samples)
-    float32, int8 = onnx_session(str(float32_path)), onnx_session(onnx_bytes)
+    float32, int8 = cpu_session(str(float32_path)), cpu_session(onnx_bytes)
     same, gap = [], 0.0
     for clips in (test.waveforms, synthetic):
-        reference, quantised = onnx_predict(float32, clips).probabilities, onnx_predict(int8, clips).probabilities
+        reference, quantised = predict_waveforms(float32, clips).probabilities, predict_waveforms(int8, clips).probabilities
         same.append(reference.argmax(axis=1) == quantised.argmax(axis=1) if len(clips) else np.zeros(0, bool))
         gap = max(gap, float(np.abs(reference - quantised).max()) if len(clips) else 0.0)
     agreement = [float(np.mean(s)) if len(s) else 1.0 for s in same]
