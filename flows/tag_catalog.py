@@ -35,12 +35,10 @@ from genretag.core.config import Params, ScoreParams
 from genretag.evaluation.drift import training_genre_counts
 from genretag.core.errors import ConfigError
 from genretag.core.paths import display
+from genretag.onnx.session import ScoringModel, cuda_note, open_model
 from genretag.tagging.scoring import (
     ScoredTrack,
-    ScoringModel,
     TrackWindows,
-    cuda_note,
-    open_model,
     resolve_model,
     score_decoded,
     score_files,
