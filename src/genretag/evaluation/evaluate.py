@@ -252,19 +252,18 @@ def read_test_audio(paths: Layout, *, genres: Sequence[str]) -> TestAudio:
 
 def clip_waveforms(test: TestAudio, *, sample_rate: int, clip_samples: int) -> np.ndarray:
     """float32 [n_clips, clip_samples]: each test clip cut from its track decoded at ``sample_rate`` Hz
-    (:func:`genretag.audio.decode`), window starting at ``start_s``; a window past the end is zero-padded.
+    (:func:`genretag.audio.decoding.decode`) by :func:`genretag.audio.clips.cut_clips` from ``start_s``.
 
-    Raises AudioError naming a WAV that cannot be decoded.
+    Raises AudioError naming a WAV that cannot be decoded or is too short for its clips (the policy of
+    :mod:`genretag.audio.clips`).
     """
+    from genretag.audio.clips import cut_clips, start_samples
     from genretag.audio.decoding import decode
 
     out = np.zeros((len(test), clip_samples), dtype=np.float32)
-    for path, rows in test.clips.groupby("path", sort=False).groups.items():
-        waveform = decode(path, sample_rate=sample_rate).waveform
-        for row in rows:
-            start = int(round(float(test.clips.at[row, "start_s"]) * sample_rate))
-            window = waveform[start : start + clip_samples]
-            out[row, : len(window)] = window
+    for path, rows in test.clips.groupby("path", sort=False).indices.items():
+        starts = start_samples(test.clips["start_s"].to_numpy()[rows], sample_rate=sample_rate)
+        out[rows] = cut_clips(decode(path, sample_rate=sample_rate).waveform, starts=starts, clip_samples=clip_samples, source=path)
     return out
 
 

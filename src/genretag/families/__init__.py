@@ -130,14 +130,14 @@ def load_split(
 
     ``clips``: clips.csv rows (``clip_id``, ``track_id``, ``genre``, ``split``, ``start_s``);
     the WAVs are ``raw_dir/<genre>/<track_id>.wav``, mono at ``source_rate`` Hz (the ingest stage's
-    output). Each track is resampled once with soxr (``HQ``, as :func:`genretag.audio.decode`) and
-    its clips cut at ``start_s`` over ``round(clip_seconds * sample_rate)`` samples, as consumers cut
-    windows at the model's rate. Raises :class:`~genretag.errors.TrainingDataError` naming a WAV
-    that is missing or too short for its clips.
+    output). Each track is read and resampled once (:func:`genretag.audio.decoding.resample`, soxr HQ,
+    as :func:`genretag.audio.decoding.decode` for evaluation) and its clips cut by
+    :func:`genretag.audio.clips.cut_clips` at ``start_s`` over ``round(clip_seconds * sample_rate)``
+    samples. Raises :class:`~genretag.core.errors.TrainingDataError` naming a WAV that is missing,
+    unreadable or too short for its clips.
     """
-    import soxr
-
-    from genretag.audio.decoding import load_wav
+    from genretag.audio.clips import cut_clips, start_samples
+    from genretag.audio.decoding import load_wav, resample
     from genretag.core.errors import AudioError, TrainingDataError
 
     clip_samples = int(round(clip_seconds * sample_rate))
@@ -147,20 +147,15 @@ def load_split(
     for (genre, track_id), track in rows.groupby(["genre", "track_id"], sort=False):
         path = raw_dir / genre / f"{track_id}.wav"
         try:
-            audio = load_wav(path, sample_rate=source_rate)
+            audio = resample(load_wav(path, sample_rate=source_rate), orig_sr=source_rate, target_sr=sample_rate)
+            starts = start_samples(track["start_s"].astype(float), sample_rate=sample_rate)
+            waveforms.append(cut_clips(audio, starts=starts, clip_samples=clip_samples, source=path))
         except (AudioError, OSError, RuntimeError) as exc:
-            raise TrainingDataError(f"{path}: cannot read the clip audio ({exc}); rerun the ingest stage") from exc
-        if source_rate != sample_rate:
-            audio = soxr.resample(audio, source_rate, sample_rate, quality="HQ").astype(np.float32)
-        for start_s in track["start_s"].astype(float):
-            start = int(round(start_s * sample_rate))
-            clip = audio[start : start + clip_samples]
-            if len(clip) < clip_samples - 1:
-                raise TrainingDataError(f"{path}: {len(audio)} samples, too short for its clip at {start_s} s")
-            waveforms.append(np.pad(clip, (0, clip_samples - len(clip))))  # resampling may lose the last sample
+            reason = exc.reason if isinstance(exc, AudioError) else str(exc)
+            raise TrainingDataError(f"{path}: cannot cut its clips ({reason}); rerun the ingest stage") from exc
     ordered = pd.concat([t for _, t in rows.groupby(["genre", "track_id"], sort=False)]) if len(rows) else rows
     return ClipSet(
-        waveforms=np.stack(waveforms) if waveforms else np.zeros((0, clip_samples), np.float32),
+        waveforms=np.concatenate(waveforms) if waveforms else np.zeros((0, clip_samples), np.float32),
         labels=np.array([lookup[g] for g in ordered["genre"]], dtype=np.int64),
         track_ids=tuple(ordered["track_id"]),
         clip_ids=tuple(ordered["clip_id"]),

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from genretag.audio.clips import cut_clips
 from genretag.audio.decoding import decode_windows, is_silent
 from genretag.core.config import worker_count
 from genretag.evaluation.drift import InputStats, window_loudness
@@ -122,11 +123,12 @@ def cut_windows(waveform: np.ndarray, *, clip_samples: int, max_windows: int = 0
 
     The windows are ``genretag.spectrogram.window_starts`` with ``evenly_spaced=True`` (at most
     ``max_windows``, spread over the track; 0: all); silent ones (:func:`is_silent`) are then
-    skipped and counted, so a track may score fewer than ``max_windows``.
+    skipped and counted, so a track may score fewer than ``max_windows``. The windows are cut by
+    :func:`genretag.audio.clips.cut_clips` (every start lies a whole window inside the track).
     """
     waveform = np.asarray(waveform, dtype=np.float32)
     starts = window_starts(len(waveform), clip_samples=clip_samples, max_windows=max_windows, evenly_spaced=True)
-    windows = np.stack([waveform[start : start + clip_samples] for start in starts]) if len(starts) else np.empty((0, clip_samples), np.float32)
+    windows = cut_clips(waveform, starts=starts, clip_samples=clip_samples, source="waveform")
     return drop_silent(windows, starts=starts, silence_rms_dbfs=silence_rms_dbfs)
 
 
