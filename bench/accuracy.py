@@ -113,7 +113,7 @@ def validation_tracks(train_tracks: set[str], tracks: np.ndarray, labels: np.nda
 def int8_accuracies(family, clips: ClipSet, train: np.ndarray, test: np.ndarray, tracks: np.ndarray, *, seed: int) -> dict:
     """Track accuracy of the family's float32 ONNX graph and of its int8 graph on the ``test`` clips (masks)."""
     from genretag.onnx.session import cpu_session, predict_waveforms
-    from genretag.training.export import quantize_network
+    from genretag.training.int8 import quantize_network
 
     proto = family.to_onnx()
     chosen = np.random.default_rng(seed).choice(np.flatnonzero(train), size=min(64, int(train.sum())), replace=False)

@@ -26,7 +26,7 @@ import numpy as np
 import genretag  # noqa: F401  - quiet environment before TensorFlow loads
 from genretag.data.demo import synthesize_track
 from genretag.onnx.session import cpu_session, predict_waveforms
-from genretag.training.export import quantize_network
+from genretag.training.int8 import quantize_network
 from genretag.families import ClipSet, create
 
 GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")

@@ -13,20 +13,32 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.common import maybe_inject_fault, stage_context
 from genretag.core.config import Layout, Params
-from genretag.training.train import export_trained_candidate, quantize_trained_candidate, train_candidate
+from genretag.training.train import (
+    Candidate,
+    export_trained_candidate,
+    prepare_candidate,
+    quantize_trained_candidate,
+    train_candidate,
+)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def fit_candidate(params: Params, layout: Layout, candidate: str) -> dict:
-    maybe_inject_fault("train.candidate", subject=candidate)
-    return train_candidate(params, layout, candidate, log=get_run_logger().info)
+def prepare(params: Params, layout: Layout, candidate: str) -> Candidate:
+    """The family built once and every split decoded once: the other tasks share them."""
+    return prepare_candidate(params, layout, candidate)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def export_candidate(params: Params, layout: Layout, candidate: str) -> dict:
-    result = export_trained_candidate(params, layout, candidate)
+def fit_candidate(params: Params, layout: Layout, stage: Candidate) -> dict:
+    maybe_inject_fault("train.candidate", subject=stage.name)
+    return train_candidate(params, layout, stage, log=get_run_logger().info)
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def export_candidate(params: Params, layout: Layout, stage: Candidate) -> dict:
+    result = export_trained_candidate(params, layout, stage)
     p, c = result.parity, result.calibration
-    get_run_logger().info("%s calibration: %s (T = %.4g): %s", candidate, c.method, c.temperature, c.reason)
+    get_run_logger().info("%s calibration: %s (T = %.4g): %s", stage.name, c.method, c.temperature, c.reason)
     return {"onnx": str(result.onnx_path), "max_abs_diff_test": p.max_abs_diff_test,
             "max_abs_diff_synthetic": p.max_abs_diff_synthetic, "onnx_test_accuracy": p.onnx_test_accuracy,
             "calibration": c.method, **c.metrics()}
@@ -41,8 +53,8 @@ def _markdown(summary: dict, title: str) -> str:
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def quantize_candidate(params: Params, layout: Layout, candidate: str) -> dict:
-    result = quantize_trained_candidate(params, layout, candidate)
+def quantize_candidate(params: Params, layout: Layout, stage: Candidate) -> dict:
+    result = quantize_trained_candidate(params, layout, stage)
     if result is None:
         return {}
     return {"int8_onnx": str(result.onnx_path), "int8_agreement_test": result.agreement_test,
@@ -51,10 +63,12 @@ def quantize_candidate(params: Params, layout: Layout, candidate: str) -> dict:
 
 @flow(name="train-candidate")
 def candidate_flow(candidate: str) -> dict:
-    """Train one candidate model family, then export it through the parity gate."""
+    """Train one candidate model family, then export it through the parity gate (one family object, fitted
+    once; every split decoded once)."""
     params, layout = stage_context()
-    summary = {**fit_candidate(params, layout, candidate), **export_candidate(params, layout, candidate),
-               **quantize_candidate(params, layout, candidate)}
+    stage = prepare(params, layout, candidate)
+    summary = {**fit_candidate(params, layout, stage), **export_candidate(params, layout, stage),
+               **quantize_candidate(params, layout, stage)}
     get_run_logger().info("candidate %s: ONNX test accuracy %.3f, parity max |diff| %.3g (MLflow run %s)", candidate,
                           summary["onnx_test_accuracy"], summary["max_abs_diff_test"], summary["mlflow_run_id"])
     create_markdown_artifact(key=f"candidate-{candidate}", markdown=_markdown(summary, f"Candidate {candidate}"),

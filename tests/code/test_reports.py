@@ -15,7 +15,8 @@ import yaml
 from tests.conftest import REPO_ROOT
 
 from genretag.core.config import Params
-from genretag.training.export import DIRTY, _counts_line, git_commit, split_counts
+from genretag.training.card import _counts_line, split_counts
+from genretag.training.provenance import DIRTY, git_commit
 from genretag.registry.mlflow_registry import pip_requirements
 from genretag.data.reports import resolve_parameters
 

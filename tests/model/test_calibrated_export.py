@@ -1,4 +1,4 @@
-"""Temperature scaling in the export path (genretag.export.calibrate_sealed via export_candidate), on real
+"""Temperature scaling in the export path (genretag.training.temperature.calibrate_sealed via export_candidate), on real
 onnxruntime: T fitted on the validation clips, the graph's output equals numpy's softmax(log p / T), top-1 and
 embedding unchanged, the record in the metadata and the model card, the int8 derivative carrying the same T."""
 
@@ -15,6 +15,9 @@ from tests.export_support import GENRES, audio_project
 from tests.tagging_support import make_onnx_model
 
 from genretag.training import export
+from genretag.training.card import render_model_card
+from genretag.training.int8 import NETWORK_PREFIX, export_int8
+from genretag.training.temperature import CALIBRATION_PREFIX
 from genretag.evaluation.calibration import METHOD_NONE, METHOD_TEMPERATURE, expected_calibration_error, temperature_scaled
 from genretag.onnx.contract import ModelContract, read_contract
 from genretag.onnx.contract import Prediction
@@ -39,7 +42,7 @@ class Overconfident:
             if initializer.name == "w2":
                 initializer.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(initializer) * SHARPEN, "w2"))
         for index, node in enumerate(proto.graph.node):
-            node.name = f"{export.NETWORK_PREFIX}{index}"
+            node.name = f"{NETWORK_PREFIX}{index}"
         self.proto = proto
 
     def to_onnx(self) -> onnx.ModelProto:
@@ -61,7 +64,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
     test, validation = parity_clips(params, paths, family), parity_clips(params, paths, family, "validation")
     result = export.export_candidate(
         family, contract=contract, onnx_path=root / "out" / "model.onnx", test=test, validation=validation, temperature_min_clips=30,
-        card=lambda parity, calibration: export.render_model_card(params, contract, parity=parity, test=test, calibration=calibration))
+        card=lambda parity, calibration: render_model_card(params, contract, parity=parity, test=test, calibration=calibration))
     return params, paths, family, test, validation, result
 
 
@@ -85,7 +88,7 @@ def test_an_over_confident_model_gets_t_above_one_in_its_graph(exported) -> None
     assert gap_after < gap_before / 2  # measured: 0.284 -> 0.117
     assert calibration.test_ece_after == pytest.approx(expected_calibration_error(probabilities=got.probabilities, labels=truth), abs=1e-6)
 
-    nodes = [n for n in onnx.load(result.onnx_path).graph.node if n.name.startswith(export.CALIBRATION_PREFIX)]
+    nodes = [n for n in onnx.load(result.onnx_path).graph.node if n.name.startswith(CALIBRATION_PREFIX)]
     assert [n.op_type for n in nodes] == ["Max", "Log", "Div", "Softmax"]
 
 
@@ -110,14 +113,14 @@ def test_the_record_is_in_the_metadata_and_the_card(exported) -> None:
 def test_the_int8_derivative_carries_the_same_temperature(exported) -> None:
     params, paths, family, test, _, result = exported
     train = parity_clips(params, paths, family, "train")
-    int8 = export.export_int8(result.onnx_path, calibration=train.waveforms, onnx_path=result.onnx_path.parent / "int8" / "model.onnx",
+    int8 = export_int8(result.onnx_path, calibration=train.waveforms, onnx_path=result.onnx_path.parent / "int8" / "model.onnx",
                               test=test, min_agreement=0.5)
     contract = read_contract(int8.onnx_path)
     assert contract.quantization == "int8" and contract.calibration == result.contract.calibration
     proto = onnx.load(int8.onnx_path)
-    kept = {n.name: n.op_type for n in proto.graph.node if n.name.startswith(export.CALIBRATION_PREFIX)}
+    kept = {n.name: n.op_type for n in proto.graph.node if n.name.startswith(CALIBRATION_PREFIX)}
     assert sorted(kept.values()) == ["Div", "Log", "Max", "Softmax"]  # not quantised: float32 scaling
-    temperature = next(numpy_helper.to_array(i) for i in proto.graph.initializer if i.name == f"{export.CALIBRATION_PREFIX}temperature")
+    temperature = next(numpy_helper.to_array(i) for i in proto.graph.initializer if i.name == f"{CALIBRATION_PREFIX}temperature")
     assert float(temperature) == pytest.approx(result.calibration.temperature, rel=1e-6)
     assert any(n.op_type.startswith("QLinear") or n.op_type == "QuantizeLinear" for n in proto.graph.node)
 
@@ -132,6 +135,6 @@ def test_too_few_validation_clips_leave_t_at_one_with_the_reason(exported, tmp_p
         assert (result.calibration.method, result.calibration.temperature) == (METHOD_NONE, 1.0)
         assert f"holds {count} clip(s), fewer than export.temperature_min_clips 40" in result.calibration.reason
         assert read_contract(result.onnx_path).calibration["method"] == METHOD_NONE
-        assert not [n for n in onnx.load(result.onnx_path).graph.node if n.name.startswith(export.CALIBRATION_PREFIX)]
+        assert not [n for n in onnx.load(result.onnx_path).graph.node if n.name.startswith(CALIBRATION_PREFIX)]
         np.testing.assert_array_equal(predict_waveforms(cpu_session(result.onnx_path), test.waveforms).probabilities,
                                       family.predict(test.waveforms).probabilities)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from tests.export_support import GENRES, audio_project, centroid_model, keras_family, small_cnn
 
-from genretag.training import export
+from genretag.training import export, parity, provenance
 from genretag.core.config import preprocessing_spec
 from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, read_contract
 from genretag.onnx.session import cpu_session
@@ -19,7 +19,7 @@ from genretag.core.errors import ExportError, TrainingDataError
 from genretag.families.compact import Compact
 from genretag.families.keras_images import network_to_onnx
 from genretag.dsp.spectrogram import clips_to_images, to_model_input
-from genretag.training.train import candidate_dir, export_trained_candidate, parity_clips
+from genretag.training.train import candidate_dir, export_trained_candidate, load_candidate, parity_clips
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_export_writes_a_parity_checked_v2_model_with_its_contract(project) -> N
 
     manifest = pd.read_csv(paths.raw_dir / "manifest.csv").assign(original_sample_rate=44100, duration_s=6.0)
     manifest.to_csv(paths.tracks, index=False)  # what validate writes: the drift reference's track statistics
-    result = export_trained_candidate(params, paths, "compact")  # loads the saved family, like the DVC stage
+    result = export_trained_candidate(params, paths, load_candidate(params, paths, "compact"))  # a family trained earlier
     onnx_path = folder / "model.onnx"
 
     assert result.onnx_path == onnx_path and onnx_path.is_file()
@@ -52,7 +52,7 @@ def test_export_writes_a_parity_checked_v2_model_with_its_contract(project) -> N
     parity = result.parity
     print(f"\nparity: test {parity.max_abs_diff_test:.3g} on {parity.test_clips} clips, "
           f"synthetic {parity.max_abs_diff_synthetic:.3g} on {parity.synthetic_clips}")
-    assert parity.test_clips == 12 and parity.synthetic_clips == len(export.SYNTHETIC_KINDS)
+    assert parity.test_clips == 12 and parity.synthetic_clips == len(parity.SYNTHETIC_KINDS)
     assert parity.max_abs_diff <= params.export.parity_tolerance == 1e-3 and parity.top1_mismatches == 0
 
     # Graph: input waveform [N, 66150] float32, outputs probabilities [N, K] and embedding [N, D], opset from params.
@@ -136,7 +136,7 @@ def test_the_gate_passes_the_paper_graph_and_refuses_a_broken_one_writing_nothin
     test = parity_clips(params, paths, good_family)
     contract = _contract(params, good_family)
     good = export.export_candidate(good_family, contract=contract, onnx_path=tmp_path / "good.onnx", test=test)
-    assert good.parity.passed and good.parity.top1_mismatches == 0 and good.parity.max_abs_diff <= export.DEFAULT_TOLERANCE
+    assert good.parity.passed and good.parity.top1_mismatches == 0 and good.parity.max_abs_diff <= parity.DEFAULT_TOLERANCE
     assert good.parity.onnx_test_accuracy == 1.0  # the tone clips are separable: the hand-made model is perfect
     assert good.card_path is None and sorted(p.name for p in tmp_path.iterdir()) == ["good.onnx"]
 
@@ -209,11 +209,11 @@ def test_training_data_hash_names_the_ingested_audio_and_the_clips(tmp_path) -> 
 
     _, paths = audio_project(tmp_path / "p", tracks={"test": 1}, clips_per_track=1)
     clips = "clips-sha256:" + hashlib.sha256(paths.clips.read_bytes()).hexdigest()[:16]
-    assert export.training_data_hash(paths) == "dvc-md5:0123456789abcdef0123456789abcdef.dir+" + clips
-    assert export.dvc_lock_md5(paths.root, stage="ingest", out="data/raw") == "0123456789abcdef0123456789abcdef.dir"
+    assert provenance.training_data_hash(paths) == "dvc-md5:0123456789abcdef0123456789abcdef.dir+" + clips
+    assert provenance.dvc_lock_md5(paths.root, stage="ingest", out="data/raw") == "0123456789abcdef0123456789abcdef.dir"
     (paths.root / "dvc.lock").unlink()
-    assert export.training_data_hash(paths) == clips
-    assert export.dvc_lock_md5(paths.root, stage="ingest", out="data/raw") is None
+    assert provenance.training_data_hash(paths) == clips
+    assert provenance.dvc_lock_md5(paths.root, stage="ingest", out="data/raw") is None
 
 
 def test_a_mixed_precision_model_exports_and_runs_on_onnxruntime_cpu(project, tmp_path) -> None:

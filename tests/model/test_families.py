@@ -154,14 +154,16 @@ def test_musicnn_learns_and_onnx_matches(musicnn):
     check_learns_and_exports(musicnn, per_class=6)
 
 
-def test_candidate_stage_trains_tracks_and_exports_parity_gated(tmp_path, tiny_project, tracked):
-    """train_candidate + export_trained_candidate on WAVs and clips.csv: MLflow run, state, contract-v2 ONNX."""
+def test_candidate_stage_trains_tracks_and_exports_parity_gated(tmp_path, tiny_project, tracked, monkeypatch):
+    """prepare_candidate + train_candidate + export_trained_candidate + quantize_trained_candidate on WAVs and
+    clips.csv: MLflow run, state, contract-v2 ONNX; one family object fitted once, every WAV read once."""
     import mlflow
     import pandas as pd
 
     from genretag.audio.decoding import to_pcm16, write_wav
     from genretag.onnx.contract import read_contract
-    from genretag.training.train import candidate_dir, export_trained_candidate, train_candidate
+    from genretag.core.errors import ExportError
+    from genretag.training.train import candidate_dir, export_trained_candidate, prepare_candidate, train_candidate
 
     params, paths = tiny_project(tmp_path, genres=LABELS, tracks_per_split={"train": 3, "validation": 1, "test": 1}, clips_per_track=3)
     clips = pd.read_csv(paths.clips)
@@ -172,11 +174,22 @@ def test_candidate_stage_trains_tracks_and_exports_parity_gated(tmp_path, tiny_p
         for number, track_id in enumerate(sorted(clips.loc[clips["genre"] == genre, "track_id"].unique())):
             write_wav(paths.raw_dir / genre / f"{track_id}.wav", to_pcm16(waves[3 * number : 3 * number + 3].reshape(-1)), sample_rate=rate)
 
-    training = train_candidate(params, paths, "mfcc-logreg", log=lambda message: None)
+    from genretag.audio import decoding
+    from genretag.families.mfcc_logreg import MfccLogReg
+
+    reads, built, fits = [], [], []
+    real_read, real_init, real_fit = decoding.load_wav, MfccLogReg.__init__, MfccLogReg.fit
+    monkeypatch.setattr(decoding, "load_wav", lambda path, **kw: reads.append(path) or real_read(path, **kw))
+    monkeypatch.setattr(MfccLogReg, "__init__", lambda self, **kw: built.append(self) or real_init(self, **kw))
+    monkeypatch.setattr(MfccLogReg, "fit", lambda self, *a, **kw: fits.append(self) or real_fit(self, *a, **kw))
+    monkeypatch.setattr(MfccLogReg, "load", lambda self, directory: pytest.fail(f"the stage reloaded {directory}"))
+
+    stage = prepare_candidate(params, paths, "mfcc-logreg")
+    training = train_candidate(params, paths, stage, log=lambda message: None)
     assert training["n_train"] == 27 and training["validation_accuracy"] == 1.0
     run = mlflow.get_run(training["mlflow_run_id"])
     assert run.data.tags["genretag.candidate"] == "mfcc-logreg" and run.data.params["candidate"] == "mfcc-logreg"
-    result = export_trained_candidate(params, paths, "mfcc-logreg")
+    result = export_trained_candidate(params, paths, stage)
     assert result.onnx_path == candidate_dir(paths, "mfcc-logreg") / "model.onnx" and result.parity.onnx_test_accuracy == 1.0
     contract = read_contract(result.onnx_path)
     assert (contract.contract_version, contract.family, contract.sample_rate, contract.labels) == (2, "mfcc-logreg", rate, LABELS)
@@ -189,5 +202,13 @@ def test_candidate_stage_trains_tracks_and_exports_parity_gated(tmp_path, tiny_p
     from genretag.training.train import quantize_trained_candidate
 
     int8_params = params.model_copy(update={"export": params.export.model_copy(update={"quantize": "int8"})})
-    assert quantize_trained_candidate(int8_params, paths, "mfcc-logreg") is None
+    assert quantize_trained_candidate(int8_params, paths, stage) is None
     assert not (candidate_dir(paths, "mfcc-logreg") / "int8").exists()
+    # Fit once, decode once: one family object, fitted once, and each of the 15 WAVs read once for all three steps.
+    assert built == fits == [stage.family] and sorted(reads) == sorted(set(reads)) and len(reads) == clips["track_id"].nunique() == 15
+
+    # The configured parity tolerance is honoured, however strict (it used to be raised to at least 1e-3).
+    strict = params.model_copy(update={"export": params.export.model_copy(update={"parity_tolerance": 1e-15})})
+    with pytest.raises(ExportError, match=r"ONNX export does not match the framework \(tolerance 1e-15\): max \|diff\|") as refused:
+        export_trained_candidate(strict, paths, stage)
+    assert "\n" not in str(refused.value) and read_contract(result.onnx_path) == contract  # nothing written

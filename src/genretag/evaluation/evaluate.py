@@ -20,7 +20,7 @@ from genretag.core.atomic import write_csv, write_json
 from genretag.core.config import Layout
 from genretag.onnx.contract import ModelContract
 from genretag.core.errors import TrainingDataError
-from genretag.training.export import INT8_DIR, INT8_SUFFIX
+from genretag.training.int8 import INT8_DIR, INT8_SUFFIX
 from genretag.evaluation.gate import Outcome, TestSet, outcome_from_probabilities
 from genretag.training.train import candidate_dir, read_clips, save_figure
 

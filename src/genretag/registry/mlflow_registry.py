@@ -296,7 +296,7 @@ def _training_run_id(client, onnx_path: Path) -> str | None:
 
 
 def _lineage_tags(params: Params, paths: Layout, candidate: str, onnx_path: Path, contract: ModelContract, *, onnx_sha: str) -> dict[str, str]:
-    from genretag.training.export import dvc_lock_md5, git_commit, read_metrics
+    from genretag.training.provenance import dvc_lock_md5, git_commit, read_metrics
 
     tags = {
         TAG_CANDIDATE: candidate,
@@ -329,7 +329,7 @@ def _log_version(client, params: Params, root: Path, onnx_path: Path, contract: 
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
-    from genretag.training.export import MODEL_CARD_NAME
+    from genretag.training.card import MODEL_CARD_NAME
     from genretag.handoff import client_sources
 
     name = params.registry.model_name
@@ -793,7 +793,7 @@ def rollback(params: Params, *, root: Path, reason: str) -> ChampionChange:
 
 def fetch(params: Params, *, root: Path, ref: str, out: Path) -> Path:
     """Write the handoff bundle of ``ref`` (champion, challenger or a version number) into ``out``."""
-    from genretag.training.export import MODEL_CARD_NAME
+    from genretag.training.card import MODEL_CARD_NAME
     from genretag.handoff import write_bundle
 
     client = _client(params, root)

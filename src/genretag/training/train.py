@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,8 +26,15 @@ import pandas as pd
 import genretag  # noqa: F401  - offline/quiet environment before TensorFlow loads
 from genretag.core.atomic import atomic_path, write_json
 from genretag.core.config import Layout, Params, preprocessing_spec
-from genretag.data.dataset import SPLITS
 from genretag.core.errors import TrainingDataError
+from genretag.data.dataset import SPLITS
+from genretag.families import ClipSet, Family, create, load_split, parse_candidate
+from genretag.onnx.contract import ModelContract
+from genretag.training.card import render_model_card, split_counts
+from genretag.training.export import ExportResult, export_candidate
+from genretag.training.int8 import INT8_DIR, Int8Refused, Int8Result, NothingToQuantize, export_int8
+from genretag.training.parity import TestClips
+from genretag.training.provenance import git_commit, training_data_hash
 
 if TYPE_CHECKING:
     from genretag.evaluation.calibration import Calibration
@@ -159,8 +167,6 @@ def candidate_dir(paths: Layout, candidate: str) -> Path:
 def family_options(params: Params, candidate: str) -> dict[str, Any]:
     """Constructor options of a candidate from params.yaml: the Keras image families (paper-expN, compact)
     take the spectrogram section (their in-graph front end) and the train.* recipe knobs; every family the opset."""
-    from genretag.families import parse_candidate
-
     family, _ = parse_candidate(candidate)
     if family in ("paper", "compact"):
         s = params.train
@@ -169,43 +175,87 @@ def family_options(params: Params, candidate: str) -> dict[str, Any]:
     return {"opset": params.export.opset}
 
 
-def candidate_split(params: Params, paths: Layout, family, split: str):
-    """The ``split`` clips of data/clips.csv as a ClipSet at the family's sample rate."""
-    from genretag.families import load_split
+@dataclass(frozen=True)
+class DecodedSplits:
+    """The train, validation and test clips of data/clips.csv, each decoded once at one family's sample rate
+    (:func:`genretag.families.load_split`): float32 [n, S] waveforms with integer labels into params.genres."""
 
-    return load_split(read_clips(paths.clips, genres=params.genres), split=split, raw_dir=paths.raw_dir,
-                      labels=params.genres, source_rate=params.audio.sample_rate, sample_rate=family.sample_rate,
-                      clip_seconds=params.audio.clip_seconds)
+    train: ClipSet
+    validation: ClipSet
+    test: ClipSet
+
+    def clips(self, split: str, *, labels: Sequence[str]) -> TestClips:
+        """Split ``split`` as :class:`~genretag.training.parity.TestClips` (genre names): the test split is the
+        parity gate's clips, the validation split the calibration's."""
+        return TestClips.from_clip_set(getattr(self, split), labels=labels)
 
 
-def parity_clips(params: Params, paths: Layout, family, split: str = "test"):
-    """The ``split`` clips as :class:`genretag.export.TestClips` at the family's rate: the test split is the
-    parity gate's clips, the validation split the calibration's.
+def _decode(params: Params, paths: Layout, clips: pd.DataFrame, *, split: str, sample_rate: int) -> ClipSet:
+    """The ``split`` rows of ``clips`` (clips.csv) cut from data/raw's WAVs at ``sample_rate`` Hz."""
+    return load_split(clips, split=split, raw_dir=paths.raw_dir, labels=params.genres, source_rate=params.audio.sample_rate,
+                      sample_rate=sample_rate, clip_seconds=params.audio.clip_seconds)
+
+
+def decode_splits(params: Params, paths: Layout, *, sample_rate: int) -> DecodedSplits:
+    """Every split of data/clips.csv decoded at ``sample_rate`` Hz (data/clips.csv read once, each track once).
+
+    Raises TrainingDataError naming clips.csv or a WAV that is missing, unreadable or too short for its clips.
+    """
+    clips = read_clips(paths.clips, genres=params.genres)
+    decoded = {split: _decode(params, paths, clips, split=split, sample_rate=sample_rate) for split in ("train", "validation", "test")}
+    logger.info("decoded %s at %d Hz", ", ".join(f"{len(c)} {split}" for split, c in decoded.items()), sample_rate)
+    return DecodedSplits(**decoded)
+
+
+def parity_clips(params: Params, paths: Layout, family: Family, split: str = "test") -> TestClips:
+    """The ``split`` clips decoded at ``family``'s rate as :class:`~genretag.training.parity.TestClips`
+    (one split on its own; a candidate stage decodes every split once with :func:`decode_splits`).
 
     Raises TrainingDataError naming a WAV that is missing or too short (:func:`genretag.families.load_split`).
     """
-    from genretag.training.export import TestClips
-
-    clips = candidate_split(params, paths, family, split)
-    return TestClips(waveforms=clips.waveforms, genres=tuple(params.genres[i] for i in clips.labels),
-                     clip_ids=clips.clip_ids, sample_rate=family.sample_rate)
+    clips = _decode(params, paths, read_clips(paths.clips, genres=params.genres), split=split, sample_rate=family.sample_rate)
+    return TestClips.from_clip_set(clips, labels=params.genres)
 
 
-def train_candidate(params: Params, paths: Layout, candidate: str, *, log: Callable[[str], None]) -> dict[str, Any]:
-    """Train one candidate on the train split (validation for early stopping) as its own MLflow run.
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate stage's working set: the family object, built once (fitted in place by
+    :func:`train_candidate`, then exported, calibrated and quantised as it is), and its splits decoded once."""
 
-    Writes ``models/candidates/<candidate>/`` (the family's state and ``training.json``); returns
-    the training facts with ``mlflow_run_id``. Raises TrainingDataError for an empty split and the
-    family's errors (e.g. ``PretrainedWeightsError``) as they come.
+    name: str  # the train.candidates id, e.g. "mfcc-logreg"
+    family: Family
+    splits: DecodedSplits
+
+
+def prepare_candidate(params: Params, paths: Layout, candidate: str) -> Candidate:
+    """A new, untrained family for ``candidate`` (:func:`genretag.families.create` with :func:`family_options`)
+    and every split decoded at its rate. Raises ConfigError for an unknown id, TrainingDataError as
+    :func:`decode_splits`, and the family's own errors (e.g. ``PretrainedWeightsError``) as they come."""
+    family = create(candidate, **family_options(params, candidate))
+    return Candidate(name=candidate, family=family, splits=decode_splits(params, paths, sample_rate=family.sample_rate))
+
+
+def load_candidate(params: Params, paths: Layout, candidate: str) -> Candidate:
+    """:func:`prepare_candidate` with the trained state that :func:`train_candidate` saved loaded into the family
+    (to export a candidate trained by an earlier run). Raises as ``prepare_candidate`` and the family's ``load``."""
+    prepared = prepare_candidate(params, paths, candidate)
+    prepared.family.load(candidate_dir(paths, candidate))
+    return prepared
+
+
+def train_candidate(params: Params, paths: Layout, stage: Candidate, *, log: Callable[[str], None]) -> dict[str, Any]:
+    """Fit ``stage.family`` on the decoded train split (validation for early stopping) as its own MLflow run.
+
+    Writes ``models/candidates/<id>/`` (the family's state and ``training.json``); returns the training
+    facts with ``mlflow_run_id``. The family is fitted in place: hand the same ``stage`` to
+    :func:`export_trained_candidate` and :func:`quantize_trained_candidate`. Raises TrainingDataError
+    for an empty train split and the family's errors as they come.
     """
     import mlflow
 
-    from genretag.families import create
     from genretag.core.tracking import use_tracking
 
-    family = create(candidate, **family_options(params, candidate))
-    train_set = candidate_split(params, paths, family, "train")
-    validation_set = candidate_split(params, paths, family, "validation")
+    candidate, family, train_set, validation_set = stage.name, stage.family, stage.splits.train, stage.splits.validation
     if not len(train_set):
         raise TrainingDataError(f"{paths.clips}: no train clips for candidate {candidate}")
     folder = candidate_dir(paths, candidate)
@@ -231,41 +281,31 @@ def train_candidate(params: Params, paths: Layout, candidate: str, *, log: Calla
     return training
 
 
-def load_candidate(params: Params, paths: Layout, candidate: str):
-    """The trained family that :func:`train_candidate` saved."""
-    from genretag.families import create
-
-    family = create(candidate, **family_options(params, candidate))
-    family.load(candidate_dir(paths, candidate))
-    return family
-
-
-def export_trained_candidate(params: Params, paths: Layout, candidate: str, family=None):
-    """Export a trained candidate to ``models/candidates/<candidate>/model.onnx`` (+ MODEL_CARD.md) through the
-    generic parity-gated :func:`genretag.export.export_candidate` on the test split's clips at the family's rate,
-    temperature-scaled on the validation split's clips (``export.temperature_min_clips``); the calibration's
-    numbers go to the candidate's MLflow training run (:func:`log_calibration`).
+def export_trained_candidate(params: Params, paths: Layout, stage: Candidate) -> ExportResult:
+    """Export the trained ``stage.family`` to ``models/candidates/<id>/model.onnx`` (+ MODEL_CARD.md) through the
+    generic parity-gated :func:`genretag.training.export.export_candidate` on the decoded test split, within
+    ``export.parity_tolerance`` (max |probability difference|, as configured), temperature-scaled on the decoded
+    validation split (``export.temperature_min_clips``); the drift reference from the decoded train split; the
+    calibration's numbers go to the candidate's MLflow training run (:func:`log_calibration`).
 
     Raises ExportError (nothing written) when the graph does not match the family's own predict.
     """
-    from genretag.onnx.contract import ModelContract
     from genretag.evaluation.drift import training_reference
-    from genretag.training.export import export_candidate, git_commit, render_model_card, split_counts, training_data_hash
 
-    family = family or load_candidate(params, paths, candidate)
-    test = parity_clips(params, paths, family)
+    candidate, family, labels = stage.name, stage.family, tuple(params.genres)
+    test = stage.splits.clips("test", labels=labels)
     training = read_training(candidate_dir(paths, candidate) / "training.json")
     contract = ModelContract(
-        labels=tuple(params.genres), model_name=params.registry.model_name, model_version=f"{candidate}-{training.get('mlflow_run_id', '')[:12]}",
+        labels=labels, model_name=params.registry.model_name, model_version=f"{candidate}-{training.get('mlflow_run_id', '')[:12]}",
         sample_rate=family.sample_rate, clip_samples=family.clip_samples, family=family.name,
         preprocessing=family.preprocessing(), training_data_hash=training_data_hash(paths), git_commit=git_commit(paths.root),
-        drift_reference=training_reference(family, waveforms=candidate_split(params, paths, family, "train").waveforms, tracks_csv=paths.tracks,
+        drift_reference=training_reference(family, waveforms=stage.splits.train.waveforms, tracks_csv=paths.tracks,
                                            max_clips=params.export.drift_reference_clips, seed=params.train.seed),
     )
     counts = split_counts(paths.clips)
     result = export_candidate(
         family, contract=contract, onnx_path=candidate_dir(paths, candidate) / "model.onnx", test=test,
-        tolerance=max(params.export.parity_tolerance, 1e-3), validation=parity_clips(params, paths, family, "validation"),
+        tolerance=params.export.parity_tolerance, validation=stage.splits.clips("validation", labels=labels),
         temperature_min_clips=params.export.temperature_min_clips,
         card=lambda parity, calibration: render_model_card(params, contract, parity=parity, test=test, counts=counts,
                                                            description=family.describe(), calibration=calibration))
@@ -295,34 +335,31 @@ def log_calibration(params: Params, paths: Layout, run_id: str | None, calibrati
         logger.warning("calibration not logged to MLflow run %s: %s", run_id, exc)
 
 
-def quantize_trained_candidate(params: Params, paths: Layout, candidate: str, family=None):
-    """``export.quantize: int8``: quantise the exported ``models/candidates/<candidate>/model.onnx`` into
-    ``models/candidates/<candidate>/int8/model.onnx`` (candidate ``<candidate>-int8``) with
-    :func:`genretag.export.export_int8`, calibrated on up to ``export.calibration_clips`` training clips
-    (a seeded random choice) at the family's rate. ``none``, a network with nothing onnxruntime can
-    quantise (mfcc-logreg's scikit-learn ops; logged) or an int8 graph refused for its agreement with
-    float32 (a warning naming the numbers): no int8 candidate, a stale one removed; the float32
-    candidate is not affected. Returns the :class:`~genretag.export.Int8Result` or None; other
+def quantize_trained_candidate(params: Params, paths: Layout, stage: Candidate) -> Int8Result | None:
+    """``export.quantize: int8``: quantise the exported ``models/candidates/<id>/model.onnx`` into
+    ``models/candidates/<id>/int8/model.onnx`` (candidate ``<id>-int8``) with
+    :func:`genretag.training.int8.export_int8`, calibrated on up to ``export.calibration_clips`` clips of the
+    decoded train split (a seeded random choice), checked on the decoded test split. ``none``, a network with
+    nothing onnxruntime can quantise (mfcc-logreg's scikit-learn ops; logged) or an int8 graph refused for its
+    agreement with float32 (a warning naming the numbers): no int8 candidate, a stale one removed; the float32
+    candidate is not affected. Returns the :class:`~genretag.training.int8.Int8Result` or None; other
     ExportErrors (nothing written) are raised as export_int8 raises them.
     """
     import shutil
 
-    from genretag.training.export import INT8_DIR, Int8Refused, NothingToQuantize, export_int8
-
-    folder = candidate_dir(paths, candidate) / INT8_DIR
+    folder = candidate_dir(paths, stage.name) / INT8_DIR
     if params.export.quantize != "int8":
         shutil.rmtree(folder, ignore_errors=True)
         return None
-    family = family or load_candidate(params, paths, candidate)
-    train_set = candidate_split(params, paths, family, "train")
+    train_set = stage.splits.train
     rng = np.random.default_rng(params.train.seed)
     chosen = np.sort(rng.choice(len(train_set), size=min(len(train_set), params.export.calibration_clips), replace=False))
     try:
-        return export_int8(candidate_dir(paths, candidate) / "model.onnx", calibration=train_set.waveforms[chosen],
-                           onnx_path=folder / "model.onnx", test=parity_clips(params, paths, family),
+        return export_int8(candidate_dir(paths, stage.name) / "model.onnx", calibration=train_set.waveforms[chosen],
+                           onnx_path=folder / "model.onnx", test=stage.splits.clips("test", labels=params.genres),
                            quant_format=params.export.quantize_format, min_agreement=params.export.int8_min_agreement)
     except (NothingToQuantize, Int8Refused) as exc:
         level = logging.INFO if isinstance(exc, NothingToQuantize) else logging.WARNING
-        logger.log(level, "%s: no int8 candidate: %s", candidate, exc)
+        logger.log(level, "%s: no int8 candidate: %s", stage.name, exc)
         shutil.rmtree(folder, ignore_errors=True)
         return None

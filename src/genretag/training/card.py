@@ -1,0 +1,222 @@
+"""The MODEL_CARD.md shipped beside every exported candidate: intended use, data (with the demo corpus's
+warning), metrics, parity, calibration, limitations, the ONNX contract and how to call it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from genretag.core.config import Params
+from genretag.data.dataset import read_table
+from genretag.evaluation.calibration import Calibration
+from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract
+from genretag.training.parity import ParityReport, TestClips
+
+MODEL_CARD_NAME = "MODEL_CARD.md"
+
+_GTZAN_LIMITS = """\
+- **GTZAN's known faults** (Sturm 2013, "The GTZAN dataset: its contents, its faults, their
+  effects on evaluation"): exact and near duplicates (about 7 % of excerpts), repeated artists
+  within a genre (a classifier can learn the artist, not the genre), mislabelled excerpts,
+  recordings with distortion and clipping, and one unreadable file (jazz.00054) in common copies.
+  GTZAN as a whole is 1,000 excerpts of 30 s, mostly 1990s-2000s Western radio: not a sample of any catalog.
+- **Leaky clip split in the paper**: the source paper cuts every track into 10 clips and splits
+  the *clips* at random, so clips of the same track land in training and test. Its test accuracy
+  measures recognising tracks already heard, not genres. genretag splits by track by default
+  (`split.method: track`); `filtered` uses the artist-filtered split of Kereliuk et al. (2015)."""
+
+
+def split_counts(clips_csv: Path) -> dict[str, tuple[int, int]]:
+    """Split -> (tracks, clips) counted in data/clips.csv (columns ``split``, ``track_id``); {} when absent."""
+    if not clips_csv.is_file():
+        return {}
+    clips = read_table(clips_csv)
+    grouped = clips.groupby("split", sort=False)["track_id"]
+    return {str(split): (int(ids.nunique()), int(len(ids))) for split, ids in grouped}
+
+
+def _counts_line(params: Params, counts: Mapping[str, tuple[int, int]]) -> str:
+    """The real amount of data per split, e.g. "train 48 tracks / 472 clips; ..." (clips of 3 s)."""
+    if not counts:
+        return f"- Clips: at most {params.audio.clips_per_track} x {params.audio.clip_seconds:g} s per track (data/clips.csv not found)"
+    order = {"train": 0, "validation": 1, "test": 2}
+    parts = [f"{split} {tracks:,} tracks / {clips:,} clips" for split, (tracks, clips)
+             in sorted(counts.items(), key=lambda item: order.get(item[0], 3))]
+    total_tracks = sum(tracks for tracks, _ in counts.values())
+    total_clips = sum(clips for _, clips in counts.values())
+    return (f"- Data: {total_tracks:,} tracks cut into {total_clips:,} clips of {params.audio.clip_seconds:g} s "
+            f"(at most {params.audio.clips_per_track} per track): {'; '.join(parts)}")
+
+
+def _data_section(params: Params, test: TestClips, counts: Mapping[str, tuple[int, int]]) -> str:
+    source = params.ingest.source
+    split_note = {
+        "track": "split by track (every clip of a track lands in one split)",
+        "clip": "**split by clip, as in the paper: LEAKY** - clips of one track are in training and test, "
+        "so the test metrics below are optimistic",
+        "filtered": "artist-filtered split (Kereliuk et al. 2015)",
+    }[params.split.method]
+    if source == "demo":
+        corpus = (
+            "**SYNTHETIC DEMO CORPUS - not music.** The training data were synthesised by `genretag.demo` "
+            f"({params.ingest.demo_tracks_per_genre} tracks per genre, seed {params.ingest.demo_seed}): each "
+            "\"genre\" is a hand-written synthesis recipe (drums, bass, chords, melody, timbre), so that the "
+            "pipeline can run end to end anywhere. A model that learns them has learnt the recipes. The metrics "
+            "below measure how well it separates these synthetic recipes. **They say nothing about accuracy on "
+            "real music; do not use this model to tag a real catalog.** Retrain on real data first "
+            "(`ingest.source`; the README shows the paper's full configuration)."
+        )
+    elif source == "tfds":
+        corpus = "GTZAN (via TensorFlow Datasets `gtzan`), 22,050 Hz excerpts of 30 s."
+    else:
+        corpus = f"A local folder in GTZAN layout (`ingest.source: {source}`), one sub-folder per genre."
+    return (
+        f"{corpus}\n\n"
+        f"{_counts_line(params, counts)}; {split_note}.\n"
+        f"- Test split used for the metrics and the parity check: {len(test)} clips "
+        f"(fingerprint `{test.fingerprint()}`).\n"
+    )
+
+
+def _ece(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _calibration_section(calibration: Calibration | None) -> str:
+    """The card's "Calibration" section: method, T, and the ECE before and after on validation and test."""
+    if calibration is None:
+        return "## Calibration\n\nNot calibrated: `probabilities` are the model's own softmax.\n"
+    how = (f"Temperature scaling (Guo et al. 2017, \"On Calibration of Modern Neural Networks\", ICML): the graph's\n"
+           f"`probabilities` are Softmax(Log(p) / T) with **T = {calibration.temperature:.4g}**, fitted on "
+           f"{calibration.fitted_on} validation clips by minimising the negative log-likelihood. T > 1 softens\n"
+           "over-confident probabilities, T < 1 sharpens; the top-1 class and the embedding do not change."
+           if calibration.applied else
+           f"Not calibrated (T = 1): {calibration.reason}.")
+    return (f"## Calibration\n\n{how}\n\n"
+            f"Expected calibration error ({calibration.bins} equal-width confidence bins; 0 is perfect):\n\n"
+            "| split | ECE before | ECE after |\n| --- | --- | --- |\n"
+            f"| validation | {_ece(calibration.ece_before)} | {_ece(calibration.ece_after)} |\n"
+            f"| test | {_ece(calibration.test_ece_before)} | {_ece(calibration.test_ece_after)} |\n")
+
+
+def render_model_card(
+    params: Params, contract: ModelContract, *, parity: ParityReport, test: TestClips,
+    counts: Mapping[str, tuple[int, int]] | None = None, description: Mapping[str, Any] | None = None,
+    calibration: Calibration | None = None,
+) -> str:
+    """The MODEL_CARD.md shipped beside every exported candidate: ``counts`` from :func:`split_counts`,
+    ``description`` the family's ``describe()`` (architecture, parameters, pretrained weights, recipe),
+    ``calibration`` what :func:`calibrate_sealed` did (None: not calibrated).
+    Test metrics on audio and the gate's decision are added by the evaluate and register stages
+    (metrics/candidates/<id>.json, models/GATE.md)."""
+    described = dict(description or {})
+    demo = params.ingest.source == "demo"
+    architecture = described.get("architecture") or contract.family
+    parameters = described.get("parameters") or described.get("trained_parameters")
+    pretrained = described.get("pretrained")
+    caveat = (
+        "\n> These numbers come from the synthetic demo corpus and do not estimate accuracy on music.\n"
+        if demo
+        else (
+            "\n> Clip split (leaky): these numbers are optimistic.\n" if params.split.method == "clip" else ""
+        )
+    )
+    labels = ", ".join(f"{index}: {label}" for index, label in enumerate(contract.labels))
+    calibrated = calibration is not None and calibration.applied
+    confidence = ("Probabilities are temperature-scaled on the validation split (Calibration, above): on data like it, "
+                  "clips given 0.8 are right about 80 % of the time; on other music that is not a guarantee."
+                  if calibrated else "Probabilities are not calibrated; a high value is not a confidence guarantee.")
+    preprocessing = json.dumps(contract.preprocessing, indent=2, sort_keys=True)
+    return f"""# Model card: {contract.model_name}
+
+| | |
+| --- | --- |
+| model name | `{contract.model_name}` |
+| model version | `{contract.model_version}` (candidate id and its MLflow training run; the registry assigns its own version number at registration, see `genretag registry list`) |
+| family | `{contract.family}`: {architecture} |
+| parameters | {f"{parameters:,}" if isinstance(parameters, int) else "n/a"} |
+| pretrained weights | {pretrained or "none (trained from scratch on the data below)"} |
+| training data hash | `{contract.training_data_hash}` |
+| git commit | `{contract.git_commit}` |
+{"| **data** | **synthetic demo corpus - not real music** |" + chr(10) if demo else ""}
+## Intended use
+
+Suggest one of {len(contract.labels)} genre tags ({", ".join(contract.labels)}) for tracks of a music
+catalog, to help editors search, browse and curate. A track is cut into {contract.clip_seconds:g}-s windows;
+the window probabilities are averaged. The tag is a suggestion for people to review.
+
+Not intended for: genres outside the label set (the model always answers with one of its labels;
+there is no "other" class), non-Western or regional styles, speech, sound effects or mixed content,
+decisions about royalties, rights, artists or playlists without human review.
+
+## Data
+
+{_data_section(params, test, counts or {})}
+## Metrics (test split)
+
+ONNX clip accuracy at export: {parity.onnx_test_accuracy:.4f} on {parity.test_clips} test clips. The evaluate stage scores
+every candidate on the test tracks' audio (`metrics/candidates/<id>.json`: clip and track accuracy, macro-F1);
+the register stage's gate compares them with intervals and a paired test (`models/GATE.md`).
+{caveat}
+## ONNX parity with the family's own framework (waveform in)
+
+max |ONNX - reference| probability = {parity.max_abs_diff_test:.3g} on {parity.test_clips} test clips and
+{parity.max_abs_diff_synthetic:.3g} on {parity.synthetic_clips} synthetic clips (music, noise, silence, clipping,
+quiet music; tolerance {parity.tolerance:g}); top-1 class identical on every clip ({parity.near_ties} exact tie(s) not
+compared); embedding max |diff| {parity.max_abs_diff_embedding:.3g}.
+
+{_calibration_section(calibration)}
+## Limitations
+
+- {"Trained on synthetic signals: it has never heard music. " if demo else ""}Genre is fuzzy and
+  culturally defined; one label per track hides crossover music.
+- Sees {contract.clip_seconds:g}-s windows at {contract.sample_rate} Hz: no long-range structure, nothing above
+  {contract.sample_rate / 2:g} Hz. Other rates are resampled first.
+- {confidence}
+{_GTZAN_LIMITS}
+
+## ONNX contract (v{contract.contract_version}: audio in, genres out)
+
+- input `{INPUT_NAME}`: float32 [N, {contract.clip_samples}], mono, {contract.clip_seconds:g} s at
+  {contract.sample_rate} Hz, full scale +-1, any batch size N. Resample other rates first (python-soxr).
+- output `{OUTPUT_NAME}`: float32 [N, {len(contract.labels)}], softmax probabilities in label order{f", temperature-scaled (T = {calibration.temperature:.4g})" if calibrated else ""}.
+- output `{EMBEDDING_NAME}`: float32 [N, D], the family's embedding (the representation its classifier reads).
+- labels (index: genre): {labels}
+- `metadata_props` (read with `genretag.contract.read_contract` or
+  `session.get_modelmeta().custom_metadata_map`): `genretag.contract_version`, `genretag.sample_rate`,
+  `genretag.clip_samples`, `genretag.family`, `genretag.labels`, `genretag.preprocessing`,
+  `genretag.model_name`, `genretag.model_version`, `genretag.training_data_hash`,
+  `genretag.git_commit`, `genretag.test_metrics`, `genretag.calibration`.
+- preprocessing, computed inside the graph (`genretag.graph`; numpy references in `genretag/dsp/spectrogram.py`
+  and `genretag/dsp/features.py`, checked by the parity gate above): nothing to re-implement.
+
+```json
+{preprocessing}
+```
+
+## How to call it
+
+`genretag registry fetch champion --out DIR` writes the handoff bundle (`model.onnx`,
+`labels.json`, a reference client). In code, with only a decoder, a resampler and onnxruntime:
+
+```python
+import json
+import numpy as np
+import onnxruntime as ort
+import soundfile as sf
+
+session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
+meta = session.get_modelmeta().custom_metadata_map
+labels = json.loads(meta["genretag.labels"])
+rate, size = int(meta["genretag.sample_rate"]), int(meta["genretag.clip_samples"])
+
+samples, file_rate = sf.read("track.wav", dtype="float32", always_2d=True)
+mono = samples.mean(axis=1)  # must be at `rate` Hz: resample with python-soxr otherwise
+clips = mono[: len(mono) // size * size].reshape(-1, size)  # whole {contract.clip_seconds:g}-s windows
+probabilities = session.run(["{OUTPUT_NAME}"], {{"{INPUT_NAME}": clips}})[0].mean(axis=0)
+for index in np.argsort(probabilities)[::-1][:3]:
+    print(labels[index], round(float(probabilities[index]), 3))
+```
+"""
