@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from tests.export_support import GENRES, audio_project, centroid_model, keras_family, small_cnn
 
-from genretag.training import export, parity, provenance
+from genretag.training import export, provenance
+from genretag.training.parity import DEFAULT_TOLERANCE, SYNTHETIC_KINDS
 from genretag.core.config import preprocessing_spec
 from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, read_contract
 from genretag.onnx.session import cpu_session
@@ -52,7 +53,7 @@ def test_export_writes_a_parity_checked_v2_model_with_its_contract(project) -> N
     parity = result.parity
     print(f"\nparity: test {parity.max_abs_diff_test:.3g} on {parity.test_clips} clips, "
           f"synthetic {parity.max_abs_diff_synthetic:.3g} on {parity.synthetic_clips}")
-    assert parity.test_clips == 12 and parity.synthetic_clips == len(parity.SYNTHETIC_KINDS)
+    assert parity.test_clips == 12 and parity.synthetic_clips == len(SYNTHETIC_KINDS)
     assert parity.max_abs_diff <= params.export.parity_tolerance == 1e-3 and parity.top1_mismatches == 0
 
     # Graph: input waveform [N, 66150] float32, outputs probabilities [N, K] and embedding [N, D], opset from params.
@@ -136,7 +137,7 @@ def test_the_gate_passes_the_paper_graph_and_refuses_a_broken_one_writing_nothin
     test = parity_clips(params, paths, good_family)
     contract = _contract(params, good_family)
     good = export.export_candidate(good_family, contract=contract, onnx_path=tmp_path / "good.onnx", test=test)
-    assert good.parity.passed and good.parity.top1_mismatches == 0 and good.parity.max_abs_diff <= parity.DEFAULT_TOLERANCE
+    assert good.parity.passed and good.parity.top1_mismatches == 0 and good.parity.max_abs_diff <= DEFAULT_TOLERANCE
     assert good.parity.onnx_test_accuracy == 1.0  # the tone clips are separable: the hand-made model is perfect
     assert good.card_path is None and sorted(p.name for p in tmp_path.iterdir()) == ["good.onnx"]
 
