@@ -212,3 +212,34 @@ def test_candidate_stage_trains_tracks_and_exports_parity_gated(tmp_path, tiny_p
     with pytest.raises(ExportError, match=r"ONNX export does not match the framework \(tolerance 1e-15\): max \|diff\|") as refused:
         export_trained_candidate(strict, paths, stage)
     assert "\n" not in str(refused.value) and read_contract(result.onnx_path) == contract  # nothing written
+
+
+@pytest.mark.slow
+def test_the_candidate_flow_builds_fits_and_reads_once(tmp_path, tiny_project, tracked, monkeypatch, prefect_api):
+    """flows.train.candidate_flow (a real Prefect run): one family object fitted once, each WAV read once."""
+    import pandas as pd
+
+    from flows.train import candidate_flow
+    from genretag.audio import decoding
+    from genretag.audio.decoding import to_pcm16, write_wav
+    from genretag.families.mfcc_logreg import MfccLogReg
+
+    params, paths = tiny_project(tmp_path, genres=LABELS, tracks_per_split={"train": 3, "validation": 1, "test": 1}, clips_per_track=3)
+    clips, rate = pd.read_csv(paths.clips), params.audio.sample_rate
+    audio = learnable_clips(sample_rate=rate, clip_samples=int(3 * rate), per_class=15, seed=4)
+    for genre_index, genre in enumerate(LABELS):
+        waves = audio.waveforms[audio.labels == genre_index]
+        for number, track_id in enumerate(sorted(clips.loc[clips["genre"] == genre, "track_id"].unique())):
+            write_wav(paths.raw_dir / genre / f"{track_id}.wav", to_pcm16(waves[3 * number : 3 * number + 3].reshape(-1)), sample_rate=rate)
+    monkeypatch.setenv("GENRETAG_ROOT", str(paths.root))
+    reads, built, fits = [], [], []
+    real_read, real_init, real_fit = decoding.load_wav, MfccLogReg.__init__, MfccLogReg.fit
+    monkeypatch.setattr(decoding, "load_wav", lambda path, **kw: reads.append(path) or real_read(path, **kw))
+    monkeypatch.setattr(MfccLogReg, "__init__", lambda self, **kw: built.append(self) or real_init(self, **kw))
+    monkeypatch.setattr(MfccLogReg, "fit", lambda self, *a, **kw: fits.append(self) or real_fit(self, *a, **kw))
+    monkeypatch.setattr(MfccLogReg, "load", lambda self, directory: pytest.fail(f"the stage reloaded {directory}"))
+
+    summary = candidate_flow("mfcc-logreg")
+    assert summary["onnx_test_accuracy"] == 1.0 and (paths.models_dir / "candidates" / "mfcc-logreg" / "model.onnx").is_file()
+    assert len(built) == 1 and fits == built
+    assert sorted(reads) == sorted(set(reads)) and len(reads) == clips["track_id"].nunique() == 15
