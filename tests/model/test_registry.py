@@ -31,8 +31,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Layout]:
     return tone_project(tmp_path_factory.mktemp("gate-project"))
 
 
-def _named(params: Params, name: str) -> Params:
-    return params.model_copy(update={"registry": params.registry.model_copy(update={"model_name": name})})
+def _named(params: Params, name: str, **register: object) -> Params:
+    return params.model_copy(update={"registry": params.registry.model_copy(update={"model_name": name, **register})})
 
 
 def _only(paths: Layout, **models) -> dict[str, Path]:
@@ -47,14 +47,14 @@ def _champion(params: Params, paths: Layout) -> str | None:
 
 def test_a_constant_or_random_first_model_is_never_served_and_tagging_refuses_in_one_line(project) -> None:
     base, paths = project
-    params = _named(base, "below-floor")
+    params = _named(base, "below-floor", baseline=None)  # null: the floor checks chance only
     constant = tone_model(np.zeros((4, 3)), bias=[5.0, 0.0, 0.0], name="constant")
     random_weights = tone_model(np.random.default_rng(7).normal(size=(4, 3)) * 0.01, name="random")
     outcome = registry.register_candidates(params, paths, candidates=_only(paths, paper_exp8=constant, compact=random_weights))
     assert outcome.decision == "none" and outcome.champion_version is None and outcome.rule == "floor"
     assert "paper-exp8: not significantly above chance" in outcome.reason
     assert {row["model"]: row["servable"] for row in outcome.candidates} == {"compact": False, "paper-exp8": False}
-    assert "(no mfcc-logreg baseline among the candidates" in outcome.reason
+    assert "(register.baseline is null: the floor checked chance only)" in outcome.reason
     record = json.loads((paths.models_dir / "registry.json").read_text())
     assert record["champion_version"] is None and record["candidates"][1]["chance_p"] > 0.05
     assert "| paper-exp8 |" in (paths.models_dir / "GATE.md").read_text()
@@ -104,6 +104,51 @@ def test_gate_first_champion_non_significant_gain_then_another_family_at_16k(pro
     assert registry.promote(params, root=paths.root, version="3", reason="drill over").to_version == "3"
     history = registry.champion_history(params, root=paths.root)
     assert [(h["action"], h["version"]) for h in history] == [("gate", "1"), ("gate", "3"), ("rollback", "1"), ("promote", "3")]
+
+
+def test_a_baseline_that_names_no_candidate_or_cannot_be_scored_refuses_in_one_line_and_moves_nothing(project) -> None:
+    base, paths = project
+    params = _named(base, "baseline-refusal")
+    first = registry.register_candidates(params, paths, candidates=_only(paths, mfcc_logreg=tone_model(votes(MEDIOCRE), name="mfcc")))
+    assert first.champion_version == "1"
+    better = {"musicnn-msd": save_candidate(paths, "musicnn-msd", tone_model(votes(PERFECT), sample_rate=16000, name="musicnn"))}
+
+    typo = _named(base, "baseline-refusal", baseline="mfcc-logreg-typo")  # model_copy skips the params check, as a stale caller would
+    with pytest.raises(RegistryError) as refused:
+        registry.register_candidates(typo, paths, candidates={**better, **_only(paths, mfcc_logreg=tone_model(votes(MEDIOCRE), name="mfcc"))})
+    message = str(refused.value)
+    assert "\n" not in message and "gate refused" in message and "baseline 'mfcc-logreg-typo' is not among the candidates" in message
+    assert message in (paths.models_dir / "GATE.md").read_text()
+    assert json.loads((paths.models_dir / "registry.json").read_text())["decision"] == "refused"
+
+    broken = paths.models_dir / "candidates" / "mfcc-logreg" / "model.onnx"
+    broken.write_bytes(b"not onnx")
+    with pytest.raises(RegistryError, match=r"gate refused: baseline 'mfcc-logreg' cannot be scored \(.*not a readable ONNX model"):
+        registry.register_candidates(params, paths, candidates={**better, "mfcc-logreg": broken})
+    assert _champion(params, paths) == "1" and len(registry.list_versions(params, root=paths.root)) == 1  # nothing moved, nothing added
+    assert [h["version"] for h in registry.champion_history(params, root=paths.root)] == ["1"]
+
+
+def test_register_reads_the_scores_evaluate_stored_and_trusts_them_only_for_the_same_file(tmp_path: Path) -> None:
+    from genretag.evaluation.evaluate import evaluate_candidate, read_test_audio
+    from genretag.evaluation.test_scores import scores_path
+
+    params, paths = tone_project(tmp_path / "stored", model_name="stored-scores")
+    candidates = _only(paths, mfcc_logreg=tone_model(votes(MEDIOCRE), name="mfcc"),
+                       musicnn_msd=tone_model(votes(PERFECT), sample_rate=16000, name="musicnn"))
+    test = read_test_audio(paths, genres=params.genres)
+    for candidate, onnx_path in candidates.items():
+        evaluate_candidate(candidate, onnx_path, test, metrics_path=paths.metrics_dir / "candidates" / f"{candidate}.json",
+                           plots_dir=tmp_path / "plots" / candidate, tsne_clips=0, scores_path=scores_path(paths, candidate=candidate))
+    for wav in paths.raw_dir.rglob("*.wav"):
+        wav.unlink()  # register must not decode: the candidates' scores are stored
+    outcome = registry.register_candidates(params, paths, candidates=candidates)
+    assert (outcome.champion, outcome.champion_version) == ("musicnn-msd", "2")
+    assert {row["model"]: row["track_accuracy"]["estimate"] for row in outcome.candidates} == pytest.approx({"mfcc-logreg": 2 / 3, "musicnn-msd": 1.0})
+
+    save_candidate(paths, "mfcc-logreg", tone_model(votes(PARTIAL), name="mfcc"))  # another file: its stored scores are not its own
+    with pytest.raises(RegistryError, match=r"gate refused: baseline 'mfcc-logreg' cannot be scored \(.*\.wav"):
+        registry.register_candidates(params, paths, candidates=candidates)
 
 
 def test_an_interrupted_registration_resumes_without_duplicates(project) -> None:
