@@ -16,7 +16,7 @@ from tests.conftest import REPO_ROOT
 
 from genretag.core.config import Params
 from genretag.training.export import DIRTY, _counts_line, git_commit, split_counts
-from genretag.registry.mlflow_registry import pip_requirements
+from genretag.registry.lineage import pip_requirements
 from genretag.data.reports import resolve_parameters
 
 
