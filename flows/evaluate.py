@@ -1,5 +1,6 @@
 """Stage `evaluate`: the models/candidates/<id>/model.onnx of every train.candidates id on the test split's audio ->
-metrics/candidates/<id>.json and plots/candidates/<id>/ (confusion matrix, t-SNE of the embedding)."""
+metrics/candidates/<id>.json, plots/candidates/<id>/ (confusion matrix, t-SNE of the embedding) and
+data/scores/<id>.npz (the test clips' probabilities, which the register stage reads instead of scoring again)."""
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -9,6 +10,7 @@ from flows.common import IO_RETRIES, maybe_inject_fault, stage_context
 from genretag.core.config import Layout, Params
 from genretag.core.errors import GenretagError
 from genretag.evaluation.evaluate import TestAudio, evaluate_candidate, find_candidates, read_test_audio
+from genretag.evaluation.test_scores import scores_path
 
 HEADLINE = ("track_accuracy_mean_prob", "track_accuracy_vote", "test_accuracy", "macro_f1", "test_loss", "sample_rate")
 
@@ -21,7 +23,7 @@ def score_candidate(params: Params, layout: Layout, candidate: str, test: TestAu
     try:
         return evaluate_candidate(candidate, onnx_path, test, metrics_path=layout.metrics_dir / "candidates" / f"{candidate}.json",
                                   plots_dir=layout.plots_dir / "candidates" / candidate, tsne_clips=params.evaluate.tsne_clips,
-                                  waveforms=waveforms)
+                                  waveforms=waveforms, scores_path=scores_path(layout, candidate=candidate))
     except GenretagError as exc:
         get_run_logger().error("%s: not evaluated: %s", candidate, exc)
         return {"error": str(exc)}

@@ -1,6 +1,9 @@
 """Stage `register`: every models/candidates/<id>/model.onnx -> a registry version; the champion gate
-on the test audio; models/registry.json and models/GATE.md."""
+on the test audio (the candidates' probabilities from the evaluate stage's data/scores); models/registry.json
+and models/GATE.md. When the gate refuses (register.baseline names no candidate or cannot be scored) the
+stage exits 1 with the gate's one line."""
 
+import sys
 from dataclasses import asdict
 
 from prefect import flow, get_run_logger, task
@@ -9,7 +12,8 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.common import IO_RETRIES, maybe_inject_fault, stage_context
 from genretag.core.config import Layout, Params
-from genretag.registry.mlflow_registry import register_candidates
+from genretag.core.errors import GenretagError
+from genretag.registry.register import register_candidates
 
 
 def _log_model_fault() -> None:
@@ -34,5 +38,15 @@ def register_flow() -> dict:
     return outcome
 
 
+def main() -> int:
+    """``python -m flows.register`` (the DVC stage): 0, or 1 after one ``error: ...`` line on stderr."""
+    try:
+        register_flow()
+    except GenretagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    register_flow()
+    sys.exit(main())

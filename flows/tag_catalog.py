@@ -39,12 +39,12 @@ from genretag.onnx.session import ScoringModel, cuda_note, open_model
 from genretag.tagging.scoring import (
     ScoredTrack,
     TrackWindows,
-    resolve_model,
     score_decoded,
     score_files,
     windows_or_reason,
 )
 from genretag.core.tracking import tracking_uri
+from genretag.registry.fetch import resolve_model
 
 HASH_CHUNK = 256  # files per hashing task: a transient failure re-reads at most this many
 _PLAIN = {"cache_policy": NO_CACHE, "persist_result": False}

@@ -19,6 +19,8 @@ CASES = [
     ({"validate": {"min_duration_s": 50}}, r"validate\.min_duration_s \(50\) must be below validate\.max_duration_s \(35\)"),
     ({"train": {"candidates": ["paper-exp99"]}}, r"train\.candidates = \['paper-exp99'\]: unknown candidate 'paper-exp99'; valid: musicnn-msd, "),
     ({"audio": {"sample_rate": 1}}, r"audio\.sample_rate = 1: Input should be greater than or equal to 4000"),
+    ({"register": {"baseline": "mfcc-logreg-typo"}},
+     r"register\.baseline \('mfcc-logreg-typo'\) is not one of train\.candidates \(musicnn-msd, mfcc-logreg, paper-exp8\); null: chance only"),
 ]
 
 
@@ -42,3 +44,8 @@ def test_a_bad_value_is_refused_when_loaded(tmp_path: Path, override: dict, mess
 def test_the_repository_params_are_valid() -> None:
     params = load_params(REPO_ROOT / "params.yaml")
     assert params.spectrogram.hop_length <= params.spectrogram.n_fft
+
+
+def test_a_null_baseline_means_the_floor_checks_chance_only(tmp_path: Path) -> None:
+    params = load_params(_params_with(tmp_path, {"register": {"baseline": None}}))
+    assert params.registry.baseline is None

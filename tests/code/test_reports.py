@@ -17,7 +17,7 @@ from tests.conftest import REPO_ROOT
 from genretag.core.config import Params
 from genretag.training.card import _counts_line, split_counts
 from genretag.training.provenance import DIRTY, git_commit
-from genretag.registry.mlflow_registry import pip_requirements
+from genretag.registry.lineage import pip_requirements
 from genretag.data.reports import resolve_parameters
 
 

@@ -14,7 +14,8 @@ from tests.clips_support import real_looking_clips
 from tests.gate_support import FEATURE_TONES, GENRES, PERFECT, tone, tone_model, tone_project, track_tone, votes
 
 from genretag.onnx import graph
-from genretag.registry import mlflow_registry as registry
+from genretag.registry.listing import list_versions
+from genretag.registry.register import register_candidates
 from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, INT8, OUTPUT_NAME, ModelContract, read_contract, write_contract
 from genretag.data.demo import synthesize_track
 from genretag.core.errors import ExportError
@@ -175,7 +176,7 @@ def _tone_head(weights: np.ndarray) -> onnx.ModelProto:
 
 
 def test_the_gate_registers_the_int8_model_as_its_own_candidate_and_version(tmp_path: Path) -> None:
-    params, paths = tone_project(tmp_path / "project")
+    params, paths = tone_project(tmp_path / "project", baseline=None)  # no mfcc-logreg here: the floor checks chance only
     model = graph.compose(_tone_frontend(), _tone_head(votes(PERFECT)))
     write_contract(model, ModelContract(labels=GENRES, model_name="tones", model_version="tones-0001", sample_rate=22050,
                                         clip_samples=66150, family="test-tones", preprocessing={"tones": list(FEATURE_TONES)}))
@@ -190,10 +191,10 @@ def test_the_gate_registers_the_int8_model_as_its_own_candidate_and_version(tmp_
 
     found = find_candidates(paths, candidates=["tones"])
     assert found == {"tones": float32_path, "tones-int8": float32_path.parent / INT8_DIR / "model.onnx"}
-    registration = registry.register_candidates(params, paths, candidates=found)
+    registration = register_candidates(params, paths, candidates=found)
     rows = {row["model"]: row for row in registration.candidates}
     assert set(rows) == {"tones", "tones-int8"} and rows["tones"]["version"] != rows["tones-int8"]["version"]
     assert rows["tones-int8"]["servable"] and "not below its source tones" in rows["tones-int8"]["floor"]
-    versions = {v.version: v for v in registry.list_versions(params, root=paths.root)}
+    versions = {v.version: v for v in list_versions(params, root=paths.root)}
     assert versions[rows["tones-int8"]["version"]].model_version == "tones-0001-int8"
     assert registration.champion in ("tones", "tones-int8")

@@ -12,10 +12,14 @@ import pytest
 from tests.gate_support import MEDIOCRE, PARTIAL, PERFECT, save_candidate, tone_model, tone_project, votes
 from typer.testing import CliRunner
 
-from genretag.registry import mlflow_registry as registry
+from genretag.registry.champion import champion_history, promote, rollback
+from genretag.registry.client import open_client
+from genretag.registry.lineage import flatten_params, pip_requirements
+from genretag.registry.listing import list_versions
+from genretag.registry.register import register_candidates
 from genretag.core.config import Layout, Params
 from genretag.core.errors import RegistryError
-from genretag.tagging.scoring import resolve_model
+from genretag.registry.fetch import resolve_model
 from genretag.core.tracking import tracking_uri
 from tests.conftest import REPO_ROOT
 
@@ -31,8 +35,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Layout]:
     return tone_project(tmp_path_factory.mktemp("gate-project"))
 
 
-def _named(params: Params, name: str) -> Params:
-    return params.model_copy(update={"registry": params.registry.model_copy(update={"model_name": name})})
+def _named(params: Params, name: str, **register: object) -> Params:
+    return params.model_copy(update={"registry": params.registry.model_copy(update={"model_name": name, **register})})
 
 
 def _only(paths: Layout, **models) -> dict[str, Path]:
@@ -41,20 +45,20 @@ def _only(paths: Layout, **models) -> dict[str, Path]:
 
 
 def _champion(params: Params, paths: Layout) -> str | None:
-    rows = registry.list_versions(params, root=paths.root)
+    rows = list_versions(params, root=paths.root)
     return next((row.version for row in rows if "champion" in row.aliases), None)
 
 
 def test_a_constant_or_random_first_model_is_never_served_and_tagging_refuses_in_one_line(project) -> None:
     base, paths = project
-    params = _named(base, "below-floor")
+    params = _named(base, "below-floor", baseline=None)  # null: the floor checks chance only
     constant = tone_model(np.zeros((4, 3)), bias=[5.0, 0.0, 0.0], name="constant")
     random_weights = tone_model(np.random.default_rng(7).normal(size=(4, 3)) * 0.01, name="random")
-    outcome = registry.register_candidates(params, paths, candidates=_only(paths, paper_exp8=constant, compact=random_weights))
+    outcome = register_candidates(params, paths, candidates=_only(paths, paper_exp8=constant, compact=random_weights))
     assert outcome.decision == "none" and outcome.champion_version is None and outcome.rule == "floor"
     assert "paper-exp8: not significantly above chance" in outcome.reason
     assert {row["model"]: row["servable"] for row in outcome.candidates} == {"compact": False, "paper-exp8": False}
-    assert "(no mfcc-logreg baseline among the candidates" in outcome.reason
+    assert "(register.baseline is null: the floor checked chance only)" in outcome.reason
     record = json.loads((paths.models_dir / "registry.json").read_text())
     assert record["champion_version"] is None and record["candidates"][1]["chance_p"] > 0.05
     assert "| paper-exp8 |" in (paths.models_dir / "GATE.md").read_text()
@@ -65,25 +69,25 @@ def test_a_constant_or_random_first_model_is_never_served_and_tagging_refuses_in
     assert "\n" not in message and "serves no champion" in message
     assert "paper-exp8: not significantly above chance (track accuracy 0.333 on 18 tracks" in message and "compact:" in message
     with pytest.raises(RegistryError, match="failed the gate's floor"):
-        registry.promote(params, root=paths.root, version="1", reason="by hand")
+        promote(params, root=paths.root, version="1", reason="by hand")
 
 
 def test_gate_first_champion_non_significant_gain_then_another_family_at_16k(project) -> None:
     base, paths = project
     params = _named(base, "lifecycle")
-    first = registry.register_candidates(params, paths, candidates=_only(paths, mfcc_logreg=tone_model(votes(MEDIOCRE), name="mfcc")))
+    first = register_candidates(params, paths, candidates=_only(paths, mfcc_logreg=tone_model(votes(MEDIOCRE), name="mfcc")))
     assert (first.decision, first.rule, first.champion_version) == ("promote", "first-champion", "1")
 
     # PARTIAL (15/18) vs the champion (12/18): 3 discordant tracks, exact McNemar p = 1/8: not significant.
-    kept = registry.register_candidates(params, paths, candidates=_only(
+    kept = register_candidates(params, paths, candidates=_only(
         paths, mfcc_logreg=tone_model(votes(MEDIOCRE), name="mfcc"), paper_exp8=tone_model(votes(PARTIAL), name="exp8")))
     assert (kept.decision, kept.rule, kept.champion_version) == ("keep", "not-significant", "1")
     assert "p=0.125" in kept.reason and _champion(params, paths) == "1"
-    rows = {row.version: row for row in registry.list_versions(params, root=paths.root)}
+    rows = {row.version: row for row in list_versions(params, root=paths.root)}
     assert rows["2"].decision == "challenger" and "challenger" in rows["2"].aliases
 
     # Another family at 16 kHz, 18/18: 6 discordant tracks, p = 2^-6 < 0.05/2 (Bonferroni over two challengers).
-    promoted = registry.register_candidates(params, paths, candidates=_only(
+    promoted = register_candidates(params, paths, candidates=_only(
         paths, mfcc_logreg=tone_model(votes(MEDIOCRE), name="mfcc"), paper_exp8=tone_model(votes(PARTIAL), name="exp8"),
         musicnn_msd=tone_model(votes(PERFECT), sample_rate=16000, family="musicnn", name="musicnn")))
     assert (promoted.decision, promoted.rule, promoted.champion, promoted.champion_version) == (
@@ -92,18 +96,63 @@ def test_gate_first_champion_non_significant_gain_then_another_family_at_16k(pro
     table = {row["model"]: row for row in promoted.candidates}
     assert table["musicnn-msd"]["sample_rate"] == 16000 and table["musicnn-msd"]["track_accuracy"]["estimate"] == 1.0
     assert table["musicnn-msd"]["mcnemar"]["only_a"] == 6 and table["musicnn-msd"]["gain"]["low"] > 0
-    assert len(registry.list_versions(params, root=paths.root)) == 3  # the same files were never registered twice
-    client = registry._client(params, paths.root)
+    assert len(list_versions(params, root=paths.root)) == 3  # the same files were never registered twice
+    client = open_client(params, root=paths.root)
     version = client.get_model_version("lifecycle", "3")
     assert version.tags["genretag.decision"] == "champion" and version.tags["genretag.gate.servable"] == "true"
     assert json.loads(version.tags["genretag.gate.evidence"])["metrics"]["track_accuracy"]["estimate"] == 1.0
     assert client.get_registered_model("lifecycle").tags["genretag.gate.rule"] == "significant-improvement"
 
-    back = registry.rollback(params, root=paths.root, reason="drill")
+    back = rollback(params, root=paths.root, reason="drill")
     assert (back.from_version, back.to_version) == ("3", "1")
-    assert registry.promote(params, root=paths.root, version="3", reason="drill over").to_version == "3"
-    history = registry.champion_history(params, root=paths.root)
+    assert promote(params, root=paths.root, version="3", reason="drill over").to_version == "3"
+    history = champion_history(params, root=paths.root)
     assert [(h["action"], h["version"]) for h in history] == [("gate", "1"), ("gate", "3"), ("rollback", "1"), ("promote", "3")]
+
+
+def test_a_baseline_that_names_no_candidate_or_cannot_be_scored_refuses_in_one_line_and_moves_nothing(project) -> None:
+    base, paths = project
+    params = _named(base, "baseline-refusal")
+    first = register_candidates(params, paths, candidates=_only(paths, mfcc_logreg=tone_model(votes(MEDIOCRE), name="mfcc")))
+    assert first.champion_version == "1"
+    better = {"musicnn-msd": save_candidate(paths, "musicnn-msd", tone_model(votes(PERFECT), sample_rate=16000, name="musicnn"))}
+
+    typo = _named(base, "baseline-refusal", baseline="mfcc-logreg-typo")  # model_copy skips the params check, as a stale caller would
+    with pytest.raises(RegistryError) as refused:
+        register_candidates(typo, paths, candidates={**better, **_only(paths, mfcc_logreg=tone_model(votes(MEDIOCRE), name="mfcc"))})
+    message = str(refused.value)
+    assert "\n" not in message and "gate refused" in message and "baseline 'mfcc-logreg-typo' is not among the candidates" in message
+    assert message in (paths.models_dir / "GATE.md").read_text()
+    assert json.loads((paths.models_dir / "registry.json").read_text())["decision"] == "refused"
+
+    broken = paths.models_dir / "candidates" / "mfcc-logreg" / "model.onnx"
+    broken.write_bytes(b"not onnx")
+    with pytest.raises(RegistryError, match=r"gate refused: baseline 'mfcc-logreg' cannot be scored \(.*not a readable ONNX model"):
+        register_candidates(params, paths, candidates={**better, "mfcc-logreg": broken})
+    assert _champion(params, paths) == "1" and len(list_versions(params, root=paths.root)) == 1  # nothing moved, nothing added
+    assert [h["version"] for h in champion_history(params, root=paths.root)] == ["1"]
+
+
+def test_register_reads_the_scores_evaluate_stored_and_trusts_them_only_for_the_same_file(tmp_path: Path) -> None:
+    from genretag.evaluation.evaluate import evaluate_candidate, read_test_audio
+    from genretag.evaluation.test_scores import scores_path
+
+    params, paths = tone_project(tmp_path / "stored", model_name="stored-scores")
+    candidates = _only(paths, mfcc_logreg=tone_model(votes(MEDIOCRE), name="mfcc"),
+                       musicnn_msd=tone_model(votes(PERFECT), sample_rate=16000, name="musicnn"))
+    test = read_test_audio(paths, genres=params.genres)
+    for candidate, onnx_path in candidates.items():
+        evaluate_candidate(candidate, onnx_path, test, metrics_path=paths.metrics_dir / "candidates" / f"{candidate}.json",
+                           plots_dir=tmp_path / "plots" / candidate, tsne_clips=0, scores_path=scores_path(paths, candidate=candidate))
+    for wav in paths.raw_dir.rglob("*.wav"):
+        wav.unlink()  # register must not decode: the candidates' scores are stored
+    outcome = register_candidates(params, paths, candidates=candidates)
+    assert (outcome.champion, outcome.champion_version) == ("musicnn-msd", "2")
+    assert {row["model"]: row["track_accuracy"]["estimate"] for row in outcome.candidates} == pytest.approx({"mfcc-logreg": 2 / 3, "musicnn-msd": 1.0})
+
+    save_candidate(paths, "mfcc-logreg", tone_model(votes(PARTIAL), name="mfcc"))  # another file: its stored scores are not its own
+    with pytest.raises(RegistryError, match=r"gate refused: baseline 'mfcc-logreg' cannot be scored \(.*\.wav"):
+        register_candidates(params, paths, candidates=candidates)
 
 
 def test_an_interrupted_registration_resumes_without_duplicates(project) -> None:
@@ -119,14 +168,14 @@ def test_an_interrupted_registration_resumes_without_duplicates(project) -> None
             raise OSError("tracking server went away")
 
     with pytest.raises(OSError):
-        registry.register_candidates(params, paths, candidates=candidates, before_log=fail_on_second_log)
-    assert [row.decision for row in registry.list_versions(params, root=paths.root)] == ["incomplete"]
-    done = registry.register_candidates(params, paths, candidates=candidates)
+        register_candidates(params, paths, candidates=candidates, before_log=fail_on_second_log)
+    assert [row.decision for row in list_versions(params, root=paths.root)] == ["incomplete"]
+    done = register_candidates(params, paths, candidates=candidates)
     assert done.champion == "musicnn-msd" and done.champion_version == "2"
-    again = registry.register_candidates(params, paths, candidates=candidates)
+    again = register_candidates(params, paths, candidates=candidates)
     assert (again.decision, again.champion_version) == ("keep", "2")
-    assert len(registry.list_versions(params, root=paths.root)) == 2
-    assert [h["version"] for h in registry.champion_history(params, root=paths.root)] == ["2"]
+    assert len(list_versions(params, root=paths.root)) == 2
+    assert [h["version"] for h in champion_history(params, root=paths.root)] == ["2"]
 
 
 def test_a_v1_or_unreadable_candidate_is_reported_and_the_others_still_go_through(project) -> None:
@@ -136,7 +185,7 @@ def test_a_v1_or_unreadable_candidate_is_reported_and_the_others_still_go_throug
     broken.parent.mkdir(parents=True, exist_ok=True)
     broken.write_bytes(b"not onnx")
     candidates = {"broken": broken, **_only(paths, mfcc_logreg=tone_model(votes(PERFECT), name="mfcc"))}
-    outcome = registry.register_candidates(params, paths, candidates=candidates)
+    outcome = register_candidates(params, paths, candidates=candidates)
     assert outcome.champion == "mfcc-logreg"
     row = next(r for r in outcome.candidates if r["model"] == "broken")
     assert row["version"] is None and not row["servable"] and "not a readable ONNX model" in row["floor"]
@@ -145,13 +194,13 @@ def test_a_v1_or_unreadable_candidate_is_reported_and_the_others_still_go_throug
 def test_pip_requirements_are_pinned_from_requirements_lock() -> None:
     lock = {line.split("==")[0]: line.strip() for line in (REPO_ROOT / "requirements.lock").read_text().splitlines() if "==" in line}
     cpu_runtime = lock["onnxruntime-gpu"].replace("onnxruntime-gpu", "onnxruntime")  # a CPU consumer must not get the GPU wheel
-    assert registry.pip_requirements(REPO_ROOT) == [cpu_runtime, lock["onnx"], lock["numpy"]]
+    assert pip_requirements(REPO_ROOT) == [cpu_runtime, lock["onnx"], lock["numpy"]]
 
 
 def test_flattened_params_mask_passwords_in_urls(project) -> None:
     params, _ = project
     secret = params.model_copy(update={"score": params.score.model_copy(update={"database_url": "postgresql://tagger:s3cret@db/catalog"})})
-    flat = registry.flatten_params(secret)
+    flat = flatten_params(secret)
     assert flat["score.database_url"] == "postgresql://tagger:***@db/catalog"
     assert flat["genres"] == '["blues", "jazz", "rock"]' and flat["register.alpha"] == "0.05"
 
@@ -161,8 +210,8 @@ def test_the_cli_lists_promotes_and_rolls_back(project, monkeypatch) -> None:
 
     base, paths = project
     params = base  # the CLI reads params.yaml: model name gate-test
-    registry.register_candidates(params, paths, candidates=_only(paths, mfcc_logreg=tone_model(votes(MEDIOCRE), name="mfcc")))
-    registry.register_candidates(params, paths, candidates=_only(
+    register_candidates(params, paths, candidates=_only(paths, mfcc_logreg=tone_model(votes(MEDIOCRE), name="mfcc")))
+    register_candidates(params, paths, candidates=_only(
         paths, mfcc_logreg=tone_model(votes(MEDIOCRE), name="mfcc"), musicnn_msd=tone_model(votes(PERFECT), sample_rate=16000, name="m")))
     monkeypatch.setenv("GENRETAG_ROOT", str(paths.root))
     runner = CliRunner()

@@ -7,7 +7,7 @@ import getpass
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from genretag.registry import mlflow_registry as registry
+from genretag.registry.champion import promote, rollback
 from genretag.cli.app import app
 from genretag.core.config import Params
 
@@ -23,9 +23,9 @@ def test_history_lists_every_champion_change_with_who_when_and_why(tmp_path, mon
     for _ in range(2):
         client.create_model_version(name, source=str(tmp_path))
 
-    registry.promote(params, root=tmp_path, version="1", reason="first champion")
-    registry.promote(params, root=tmp_path, version="2", reason="better on the review set")
-    registry.rollback(params, root=tmp_path, reason="complaints about jazz")
+    promote(params, root=tmp_path, version="1", reason="first champion")
+    promote(params, root=tmp_path, version="2", reason="better on the review set")
+    rollback(params, root=tmp_path, reason="complaints about jazz")
 
     result = CliRunner().invoke(app, ["registry", "history"])
     assert result.exit_code == 0, result.output

@@ -18,7 +18,8 @@ from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, cuda
 from genretag.core.environment import gpu_visible
 from genretag.core.errors import AudioError, ScoringError
 from genretag.onnx.session import CPU, CUDA, cuda_note, open_model
-from genretag.tagging.scoring import cut_windows, resolve_model, score_decoded, score_file, score_files
+from genretag.registry.fetch import resolve_model
+from genretag.tagging.scoring import cut_windows, score_decoded, score_file, score_files
 from genretag.dsp.spectrogram import window_starts
 
 

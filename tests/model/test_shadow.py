@@ -12,11 +12,13 @@ from tests.conftest import tone, write_audio
 from tests.gate_support import MEDIOCRE, PERFECT, save_candidate, tone_model, tone_project, votes
 from typer.testing import CliRunner
 
-from genretag.registry import mlflow_registry as registry
+from genretag.registry.client import TAG_SHADOW
+from genretag.registry.register import register_candidates
 from genretag.tagging.catalog import Catalog, tag_catalog
 from genretag.core.config import Layout, Params
 from genretag.onnx.session import open_model
-from genretag.tagging.scoring import resolve_model, score_file
+from genretag.registry.fetch import resolve_model
+from genretag.tagging.scoring import score_file
 from genretag.tagging.shadow import ChampionTag, allocate, shadow_run, stratified_sample
 from genretag.core.tracking import tracking_uri
 
@@ -36,7 +38,7 @@ def shadowed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Layout, 
     params, paths = tone_project(tmp_path_factory.mktemp("shadow-project"), model_name="shadow-test")
     candidates = {"mfcc-logreg": save_candidate(paths, "mfcc-logreg", tone_model(votes(MEDIOCRE), name="mediocre")),
                   "musicnn-msd": save_candidate(paths, "musicnn-msd", tone_model(votes(PERFECT), name="perfect"))}
-    outcome = registry.register_candidates(params, paths, candidates=candidates)
+    outcome = register_candidates(params, paths, candidates=candidates)
     assert outcome.champion_version == "2"
     for number, (name, frequency) in enumerate(CATALOG.items()):
         write_audio(paths.root / "catalog" / f"{name}.wav", tone(4.0, frequency=frequency, seed=100 + number))
@@ -107,7 +109,7 @@ def test_the_cli_stores_the_report_counts_missing_files_and_promote_prints_it(sh
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri(params, root=paths.root))
-    assert client.get_model_version("shadow-test", "1").tags[registry.TAG_SHADOW] == "models/shadow/v1.json"
+    assert client.get_model_version("shadow-test", "1").tags[TAG_SHADOW] == "models/shadow/v1.json"
 
     promoted = runner.invoke(app, ["registry", "promote", "1", "--reason", "shadow looked fine"])
     assert promoted.exit_code == 0, promoted.output

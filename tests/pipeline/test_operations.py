@@ -224,7 +224,7 @@ def test_retrain_deployment_runs_the_pipeline_and_registers_a_model(retrained, w
     root = workspace["root"]
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     from genretag.core.config import load_params
-    from genretag.registry.mlflow_registry import list_versions
+    from genretag.registry.listing import list_versions
 
     versions = list_versions(load_params(root / "params.yaml"), root=root)
     assert len(versions) == len(TINY_CANDIDATES)  # every candidate is registered; the gate decides which one serves

@@ -138,7 +138,10 @@ class RegisterParams(_Section):
     model_name: str = "genretag-cnn"
     alpha: float = Field(0.05, gt=0, lt=1)  # significance level of the champion gate (genretag.gate)
     min_improvement: float = Field(0.005, ge=0, le=1)  # least track-accuracy gain (fraction) to promote
-    baseline: str = "mfcc-logreg"  # candidate id of the floor every served model must not fall below
+    # Candidate id of the floor every served model must not fall below; one of train.candidates (checked
+    # when params load). null: no baseline, the floor checks chance only. A baseline that is listed but
+    # cannot be read or scored makes the gate refuse (genretag.registry.register), never pass on chance.
+    baseline: str | None = "mfcc-logreg"
     tracking_uri: str = "sqlite:///mlflow.db"
 
 
@@ -190,6 +193,14 @@ class Params(_Section):
         if self.audio.clip_samples < self.spectrogram.n_fft:
             raise ValueError(f"audio.clip_seconds ({self.audio.clip_seconds:g}) holds {self.audio.clip_samples} samples, "
                              f"fewer than spectrogram.n_fft ({self.spectrogram.n_fft})")
+        return self
+
+    @model_validator(mode="after")
+    def _baseline_is_a_candidate(self) -> Params:
+        baseline = self.registry.baseline
+        if baseline is not None and baseline not in self.train.candidates:
+            raise ValueError(f"register.baseline ({baseline!r}) is not one of train.candidates "
+                             f"({', '.join(self.train.candidates)}); null: chance only")
         return self
 
 

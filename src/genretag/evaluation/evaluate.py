@@ -3,7 +3,8 @@
 Every candidate (``models/candidates/<id>/model.onnx``, any family) is evaluated from the test
 split's **audio**: each clip is cut from its track decoded at the model's own sample rate and fed
 as a waveform through the graph (:func:`score_on_audio`), so every family is measured by the same
-code on the same clips; the registry's gate uses the same function.
+code on the same clips. Each candidate's clip probabilities are stored (data/scores/<id>.npz,
+:mod:`genretag.evaluation.test_scores`) so that the registry's gate reads them instead of decoding again.
 """
 
 from __future__ import annotations
@@ -337,9 +338,11 @@ def calibration_metrics(probabilities: np.ndarray, labels: np.ndarray, contract:
 
 def evaluate_candidate(
     candidate: str, onnx_path: Path, test: TestAudio, *, metrics_path: Path, plots_dir: Path, tsne_clips: int,
-    waveforms: Mapping[tuple[int, int], np.ndarray] | None = None,
+    waveforms: Mapping[tuple[int, int], np.ndarray] | None = None, scores_path: Path | None = None,
 ) -> dict[str, float]:
-    """Score one candidate on the test audio; write its metrics JSON, confusion matrix (CSV + PNG) and t-SNE.
+    """Score one candidate on the test audio; write its metrics JSON, confusion matrix (CSV + PNG) and t-SNE,
+    and (``scores_path`` given) its clip probabilities for the register stage
+    (:func:`genretag.evaluation.test_scores.write_test_scores`, keyed by the file's SHA-256).
 
     The metrics include :func:`calibration_metrics`: the graph's probabilities are already calibrated, so
     nothing is applied here; the uncalibrated ECE is measured by undoing the recorded temperature.
@@ -350,6 +353,12 @@ def evaluate_candidate(
     metrics["sample_rate"] = scores.contract.sample_rate
     metrics.update(calibration_metrics(scores.probabilities, labels, scores.contract))
     write_json(metrics_path, metrics)
+    if scores_path is not None:
+        from genretag.audio.decoding import file_sha256
+        from genretag.evaluation.test_scores import write_test_scores
+
+        write_test_scores(scores_path, probabilities=scores.probabilities, clip_ids=test.clips["clip_id"], genres=test.genres,
+                          fingerprint=test.fingerprint(), onnx_sha256=file_sha256(onnx_path))
     predicted = [test.genres[i] for i in scores.outcome.clip]
     write_csv(plots_dir / "confusion_matrix.csv", pd.DataFrame({"actual": test.clips["genre"], "predicted": predicted}))
     plot_confusion_matrix(test.clips["genre"], predicted, test.genres, plots_dir / "confusion_matrix.png",

@@ -28,28 +28,12 @@ from genretag.audio.clips import cut_clips
 from genretag.audio.decoding import decode_windows, is_silent
 from genretag.core.config import worker_count
 from genretag.evaluation.drift import InputStats, window_loudness
-from genretag.core.errors import AudioError, RegistryError, ScoringError
+from genretag.core.errors import AudioError, ScoringError
 from genretag.onnx.session import ScoringModel
 from genretag.core.processes import die_with_parent
 from genretag.dsp.spectrogram import window_starts
 
 log = logging.getLogger(__name__)
-
-def resolve_model(model: str, *, tracking_uri: str | None = None, model_name: str | None = None) -> Path:
-    """``champion`` / ``challenger`` / a registry version number / a path -> a local .onnx file."""
-    candidate = Path(model).expanduser()
-    if candidate.suffix == ".onnx" or candidate.is_file():
-        if not candidate.is_file():
-            raise ScoringError(f"{candidate}: no such ONNX file")
-        return candidate.resolve()
-    try:
-        from genretag.registry import mlflow_registry as registry
-    except ImportError as exc:
-        raise RegistryError(
-            f"model {model!r}: the model registry (genretag.registry) is not available; pass a path to an .onnx file"
-        ) from exc
-    return Path(registry.fetch_onnx(model, tracking_uri=tracking_uri, model_name=model_name))
-
 
 @dataclass(frozen=True)
 class TrackScore:

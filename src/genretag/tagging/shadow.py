@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from genretag.core.config import Params
+from genretag.core.errors import RegistryError
 from genretag.core.paths import display
 
 
@@ -209,3 +211,46 @@ def compare(report: ShadowReport, pairs: Sequence[tuple[ChampionTag, str, float]
     shifts = [confidence - old.confidence for old, _, confidence in pairs]
     report.confidence_shift_mean = round(statistics.fmean(shifts), 6)
     report.confidence_shift_median = round(statistics.median(shifts), 6)
+
+
+def shadow_version(params: Params, *, root: Path, version: str, database_url: str, sample: int, seed: int,
+                   max_windows: int | None) -> tuple[ShadowReport, Path]:
+    """Shadow registry version ``version`` (a number or an alias) against the champion on the catalog at
+    ``database_url``: read the champion's catalog_tags, score a stratified ``sample`` with the version
+    (:func:`shadow_run`; ``max_windows`` None: ``score.max_windows``), store the report with the version
+    (:func:`genretag.registry.shadow_reports.store_shadow_report`). Returns (report, its JSON path).
+
+    Raises RegistryError when there is no champion, ``version`` is the champion, or the catalog holds no
+    tag of the champion; CatalogError when the catalog cannot be read.
+    """
+    import os
+
+    from genretag.core.paths import stored
+    from genretag.onnx.session import open_model
+    from genretag.registry.client import CHAMPION
+    from genretag.registry.fetch import resolve_project_model
+    from genretag.registry.listing import list_versions, version_number
+    from genretag.registry.shadow_reports import store_shadow_report
+    from genretag.tagging.catalog import Catalog
+
+    rows = list_versions(params, root=root)
+    number = version_number(params, root=root, ref=version, versions=rows)
+    champion = next((row for row in rows if CHAMPION in row.aliases), None)
+    if champion is None:
+        raise RegistryError(f"registered model {params.registry.model_name!r} has no champion whose catalog tags to compare with")
+    if champion.version == number:
+        raise RegistryError(f"v{number} is the champion: shadow a challenger against it")
+    with Catalog(database_url) as catalog:
+        frame = catalog.read("catalog_tags", model_version=champion.model_version)
+    tags = [ChampionTag(r.track_id, os.fspath(stored(r.path, r.path_bytes)), r.sha256, r.genre, float(r.confidence))
+            for r in frame.itertuples(index=False)]
+    if not tags:
+        raise RegistryError(f"the catalog holds no tags of the champion v{champion.version} ({champion.model_version}): "
+                            "run `genretag tag-catalog` with the champion first")
+    model = open_model(resolve_project_model(number, params=params, root=root))
+    score = params.score
+    report = shadow_run(tags, model=model, registry_version=number, champion=champion.model_version, sample=sample, seed=seed,
+                        max_windows=score.max_windows if max_windows is None else max_windows, batch_size=score.batch_size,
+                        workers=score.workers, silence_rms_dbfs=params.validation.silence_rms_dbfs)
+    path = store_shadow_report(params, root=root, version=number, report=report.to_dict(), markdown=report.to_markdown())
+    return report, path

@@ -1,0 +1,188 @@
+"""The catalog's commands: tag-catalog, show, export-tags, review export|import."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import typer
+
+from genretag.cli.app import MODEL_HELP, app, existing_catalog, exit_with, orchestrate
+from genretag.core.config import layout, load_params
+
+review_app = typer.Typer(no_args_is_help=True, help="The review loop: export low-confidence tags, import corrected genres as training labels.")
+app.add_typer(review_app, name="review")
+
+
+@app.command("tag-catalog")
+def tag_catalog(
+    source: str = typer.Argument(..., help="A folder (scanned recursively for audio files) or a CSV with columns track_id,path."),
+    model: str = typer.Option(None, "--model", help=MODEL_HELP),
+    database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else params.yaml score.database_url)."),
+    require_gpu: bool = typer.Option(False, "--require-gpu", help="Fail at once unless onnxruntime really runs on CUDA."),
+    max_windows: int = typer.Option(None, "--max-windows", min=0, help="3-s windows per track, evenly spaced; 0: all (default: params.yaml score.max_windows)."),
+) -> None:
+    """Tag a catalog with genres into the catalog database; reruns skip what this model version tagged.
+
+    With $PREFECT_API_URL set (or score.dask_address, which decodes as Prefect tasks on Dask) this
+    runs the tag-catalog flow against that server (else genretag's local one); otherwise the same
+    steps run here as plain functions (genretag.catalog.tag_catalog), with no Prefect at all.
+    """
+    from genretag.core.errors import GenretagError
+    from genretag.registry.fetch import resolve_project_model
+    from genretag.tagging.catalog import catalog_url, check_database
+
+    try:
+        params, root = load_params(), layout().root
+        # Reachable and writable before the model loads and any file is read (and before Prefect starts).
+        check_database(catalog_url(params, root=root, override=database))
+        model_file = resolve_project_model(model, params=params, root=root)
+        if os.environ.get("PREFECT_API_URL") or params.score.dask_address:
+            orchestrate()
+            from flows.tag_catalog import tag_catalog_flow
+
+            summary = tag_catalog_flow(source=source, model=str(model_file), database_url=database,
+                                       require_gpu=require_gpu, max_windows=max_windows)
+        else:
+            summary = _tag_here(source, model_file, params=params, root=root, database=database,
+                                require_gpu=require_gpu, max_windows=max_windows)
+    except GenretagError as exc:
+        exit_with(exc, code=1)
+    typer.echo(
+        f"{summary['model_name']} {summary['model_version']} on {summary['provider']}: {summary['tagged']} tagged, "
+        f"{summary['skipped']} already tagged, {summary['duplicates']} duplicate content, {summary['failed']} failed "
+        f"({summary['tracks_per_second']:.2f} tracks/s) -> {summary['database']}; of {summary['files']} files, "
+        f"{summary['not_audio']} skipped (not audio), {summary['apple_metadata']} skipped (macOS metadata)"
+    )
+    for failure in summary["failures"]:
+        typer.echo(f"failed: {failure['path']}: {failure['reason']}", err=True)
+
+
+def _tag_here(source: str, model_file: Path, *, params, root: Path, database: str | None, require_gpu: bool,
+              max_windows: int | None) -> dict:
+    """The tagging steps in this process, without Prefect; the run's summary as the flow returns it."""
+    from genretag.tagging.catalog import catalog_url, tag_catalog as tag
+    from genretag.evaluation.drift import training_genre_counts
+    from genretag.onnx.session import open_model
+
+    score = params.score
+    summary = tag(
+        source, model=open_model(model_file, require_gpu=require_gpu),
+        database_url=catalog_url(params, root=root, override=database),
+        max_windows=score.max_windows if max_windows is None else max_windows, batch_size=score.batch_size,
+        commit_every=score.commit_every, workers=score.workers, silence_rms_dbfs=params.validation.silence_rms_dbfs,
+        reference_genres=training_genre_counts(layout(root).tracks), review_below=score.review_below, drift_limits=score,
+    )
+    for line in summary.drift_warnings:
+        typer.echo(f"warning: {line}", err=True)
+    return summary.to_dict()
+
+
+@app.command()
+def show(
+    track: str = typer.Argument(..., help="An audio file (looked up by its content's SHA-256) or a SHA-256 (or its first 8+ hex digits)."),
+    database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else score.database_url)."),
+) -> None:
+    """What the catalog holds for one track: each model version's top-3 genres and its genre timeline
+    (one line per scored window: start, most probable genre, runner-up), or why it failed."""
+    import json
+
+    from genretag.audio.decoding import file_sha256
+    from genretag.tagging.catalog import Catalog, catalog_url, timeline_lines
+    from genretag.core.errors import GenretagError
+
+    try:
+        sha = file_sha256(Path(track)) if Path(track).is_file() else track
+        if not re.fullmatch(r"[0-9a-fA-F]{8,64}", sha):
+            raise GenretagError(f"{track}: no such file, and not a SHA-256 (8 to 64 hex digits)")
+        with Catalog(existing_catalog(catalog_url(load_params(), root=layout().root, override=database))) as catalog:
+            tags, errors = catalog.find(sha)
+    except GenretagError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if not tags and not errors:
+        typer.echo(f"{track}: not in the catalog (sha256 {sha[:12]})", err=True)
+        raise typer.Exit(1)
+    for row in tags:
+        top = "  ".join(f"{t['genre']} {t['probability']:.3f}" for t in json.loads(row["top3"]))
+        flag = ", needs review" if row["needs_review"] else ""
+        typer.echo(f"{row['path']} (sha256 {row['sha256'][:12]}) {row['model_name']} {row['model_version']} "
+                   f"on {row['provider']}, {row['scored_at']:%Y-%m-%d %H:%M}: {top}  ({row['windows_scored']} windows{flag})")
+        for line in timeline_lines(row["window_probabilities"]):
+            typer.echo(line)
+    for row in errors:
+        typer.echo(f"{row['path']} (sha256 {row['sha256'][:12]}) {row['model_version']}: failed: {row['reason']}")
+
+
+@app.command("export-tags")
+def export_tags(
+    fmt: str = typer.Option("csv", "--format", help="csv or parquet."),
+    out: Path = typer.Option(..., "--out", help="File to write (atomically)."),
+    database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else params.yaml score.database_url)."),
+    model_version: str = typer.Option(None, "--model-version", help="Only this model version's tags (default: all)."),
+) -> None:
+    """Export the catalog_tags table to CSV or Parquet."""
+    from genretag.tagging.catalog import catalog_url, export_tags as export
+    from genretag.core.errors import GenretagError
+
+    if fmt not in ("csv", "parquet"):
+        raise typer.BadParameter(f"must be csv or parquet, not {fmt!r}", param_hint="--format")
+    paths = layout()
+    try:
+        rows = export(existing_catalog(catalog_url(load_params(), root=paths.root, override=database)), out=out, fmt=fmt,
+                      model_version=model_version)
+    except GenretagError as exc:
+        exit_with(exc, code=1)
+    typer.echo(f"wrote {rows} tags to {out}")
+
+
+@review_app.command("export")
+def review_export(
+    out: Path = typer.Option(..., "--out", help="CSV to write (atomically)."),
+    sample: int = typer.Option(0, "--sample", min=0, help="Unflagged tags to add at random for quality control."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the quality-control sample."),
+    database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else score.database_url)."),
+) -> None:
+    """Write the tags flagged needs_review (confidence below score.review_below) and a random sample of the
+    others (reason: needs_review | qc_sample) with an empty corrected_genre column for the reviewer."""
+    from genretag.tagging.catalog import catalog_url
+    from genretag.core.errors import GenretagError
+    from genretag.tagging.review import NEEDS_REVIEW, export_review
+
+    try:
+        url = existing_catalog(catalog_url(load_params(), root=layout().root, override=database))
+        sheet = export_review(url, out=out, sample=sample, seed=seed)
+    except GenretagError as exc:
+        exit_with(exc, code=1)
+    flagged = int((sheet["reason"] == NEEDS_REVIEW).sum())
+    typer.echo(f"wrote {len(sheet)} rows to {out}: {flagged} needing review, {len(sheet) - flagged} quality-control sample")
+
+
+@review_app.command("import")
+def review_import(
+    review_file: Path = typer.Argument(..., help="A review CSV from `genretag review export`, corrected_genre filled in."),
+    reviewer: str = typer.Option("", "--reviewer", help="Who reviewed (recorded with each label)."),
+    database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else score.database_url)."),
+) -> None:
+    """Add the corrected genres to the feedback source (ingest.feedback) that the next retrain ingests.
+    Bad rows get one line each and exit status 1; the good rows still go in. A blank corrected_genre is no label."""
+    from genretag.tagging.catalog import catalog_url
+    from genretag.core.errors import ConfigError, GenretagError
+    from genretag.tagging.review import import_review
+
+    try:
+        params, paths = load_params(), layout()
+        feedback = paths.feedback(params)
+        if feedback is None:
+            raise ConfigError("ingest.feedback is empty: set it to the feedback CSV (e.g. data/feedback/labels.csv)")
+        url = existing_catalog(catalog_url(params, root=paths.root, override=database))
+        outcome = import_review(review_file, database_url=url, genres=params.genres, feedback=feedback, reviewer=reviewer)
+    except GenretagError as exc:
+        exit_with(exc, code=1)
+    for problem in outcome.problems:
+        typer.echo(f"error: {problem}", err=True)
+    typer.echo(f"{feedback}: {outcome.added} labels added, {outcome.relabelled} relabelled, {outcome.unchanged} already there; "
+               f"{outcome.blank} rows without corrected_genre (no label), {len(outcome.problems)} rejected")
+    if outcome.problems:
+        raise typer.Exit(1)

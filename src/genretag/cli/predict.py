@@ -1,0 +1,52 @@
+"""`genretag predict`: the top-3 genres of audio files, printed; no catalog, no Prefect, no TensorFlow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from genretag.cli.app import MODEL_HELP, app, exit_with
+from genretag.core.config import layout, load_params
+
+
+@app.command()
+def predict(
+    files: list[Path] = typer.Argument(..., help="Audio files (any format, rate, channels, length)."),
+    model: str = typer.Option(None, "--model", help=MODEL_HELP),
+    max_windows: int = typer.Option(None, "--max-windows", min=0, help="3-s windows per track; 0: all (default: params.yaml score.max_windows)."),
+) -> None:
+    """Print the top-3 genres of each file (contract-v2 models: windows at the model's rate); exit 1 when any file could not be scored."""
+    from genretag.core.errors import GenretagError
+    from genretag.onnx.session import open_model
+    from genretag.registry.fetch import resolve_project_model
+    from genretag.tagging.scoring import score_files
+
+    try:
+        params = load_params()
+        scoring_model = open_model(resolve_project_model(model, params=params, root=layout().root))
+    except GenretagError as exc:
+        exit_with(exc, code=2)
+    typer.echo(f"{scoring_model.model_name} {scoring_model.model_version} on {scoring_model.provider}", err=True)
+    results = {
+        result.key: result
+        for result in score_files(
+            scoring_model, list(enumerate(files)),
+            max_windows=params.score.max_windows if max_windows is None else max_windows,
+            batch_size=params.score.batch_size, workers=params.score.workers,
+            silence_rms_dbfs=params.validation.silence_rms_dbfs, parallel=len(files) > 4,
+        )
+    }
+    failed = 0
+    for index in range(len(files)):
+        result = results[index]
+        if result.score is None:
+            failed += 1
+            typer.echo(f"error: {result.path}: {result.error}", err=True)
+            continue
+        top = "  ".join(f"{genre} {probability:.3f}" for genre, probability in result.score.top3)
+        silent = f", {result.score.windows_silent} silent skipped" if result.score.windows_silent else ""
+        typer.echo(f"{result.path}  {top}  ({result.score.windows_scored} windows{silent})")
+    if failed:
+        typer.echo(f"{failed} of {len(files)} files could not be scored", err=True)
+        raise typer.Exit(1)

@@ -1,0 +1,178 @@
+"""One candidate file -> one registry version, with its lineage (data, code, params, metrics) as tags.
+
+A file already registered (same SHA-256, tag ``genretag.onnx_sha256``) is reused, so an interrupted
+registration resumes without duplicates. The model is logged into its training run when that run is
+in this tracking store (``training.json``'s ``mlflow_run_id``), else into a new run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from genretag.core.config import Layout, Params
+from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract
+from genretag.registry.client import TAG_CANDIDATE, TAG_LIMIT, TAG_ONNX_SHA, all_versions, mlflow_error
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_NAME = "onnx-model"
+REQUIREMENTS = ("onnxruntime", "onnx", "numpy")
+# A consumer rebuilding the MLflow model's environment gets the CPU wheel, pinned to the release of
+# the GPU build that the tests ran (requirements.lock pins onnxruntime-gpu; both ship each release).
+LOCKED_AS = {"onnxruntime": "onnxruntime-gpu"}
+
+_URL_PASSWORD = re.compile(r"(//[^:/@\s]+):[^@/\s]+@")
+
+
+def pip_requirements(root: Path) -> list[str]:
+    """onnxruntime (CPU), onnx and numpy pinned as in ``root``/requirements.lock (installed versions without one)."""
+    pins: dict[str, str] = {}
+    lock = root / "requirements.lock"
+    if lock.is_file():
+        for line in lock.read_text(encoding="utf-8").splitlines():
+            spec = line.split("#", 1)[0].strip()
+            if "==" in spec:
+                package, version = spec.split("==", 1)
+                pins[package.strip().lower()] = version.strip()
+    requirements = []
+    for package in REQUIREMENTS:
+        locked = LOCKED_AS.get(package, package)
+        version = pins.get(package) or pins.get(locked)
+        if version is None:
+            try:
+                version = metadata.version(locked)
+            except metadata.PackageNotFoundError:
+                requirements.append(package)
+                continue
+        requirements.append(f"{package}=={version}")
+    return requirements
+
+
+def flatten_params(params: Params) -> dict[str, str]:
+    """params.yaml as ``section.key -> text`` (lists as JSON, passwords in URLs masked)."""
+    out: dict[str, str] = {}
+
+    def walk(value: Any, prefix: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{prefix}{key}.")
+        else:
+            text = json.dumps(value) if isinstance(value, list | tuple) or value is None else str(value)
+            out[prefix[:-1]] = _URL_PASSWORD.sub(r"\1:***@", text)
+
+    walk(params.model_dump(mode="json", by_alias=True), "")
+    return out
+
+
+def register_file(client: Any, params: Params, paths: Layout, *, candidate: str, onnx_path: Path, contract: ModelContract,
+                  onnx_sha: str, before_log: Callable[[], None] | None) -> Any:
+    """The ModelVersion holding ``onnx_path`` (SHA-256 ``onnx_sha``): the newest one already registered
+    with this very file, else a new one logged with its lineage tags. ``before_log`` runs before the
+    model is logged (fault injection)."""
+    name = params.registry.model_name
+    for version in reversed(all_versions(client, name=name)):
+        if version.tags.get(TAG_ONNX_SHA) == onnx_sha:
+            log.info("%s: %s is already v%s (same file): reused", candidate, onnx_path, version.version)
+            return version
+    tags = _lineage_tags(params, paths, candidate=candidate, contract=contract, onnx_sha=onnx_sha)
+    return _log_version(client, params, paths.root, onnx_path=onnx_path, contract=contract, tags=tags, before_log=before_log)
+
+
+def _training_run_id(client: Any, onnx_path: Path) -> str | None:
+    """``training.json``'s mlflow_run_id beside the candidate's ONNX file, when that run exists in this store."""
+    record = onnx_path.parent / "training.json"
+    try:
+        run_id = json.loads(record.read_text(encoding="utf-8")).get("mlflow_run_id")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    if not run_id:
+        return None
+    try:
+        run = client.get_run(str(run_id))
+    except mlflow_error():
+        log.info("training run %s is not in this tracking store: logging into a new run", run_id)
+        return None
+    return run.info.run_id if run.info.lifecycle_stage == "active" else None
+
+
+def _lineage_tags(params: Params, paths: Layout, *, candidate: str, contract: ModelContract, onnx_sha: str) -> dict[str, str]:
+    from genretag.training.provenance import dvc_lock_md5, git_commit, read_metrics
+
+    tags = {
+        TAG_CANDIDATE: candidate,
+        "genretag.family": contract.family,
+        "genretag.contract_version": str(contract.contract_version),
+        "genretag.sample_rate": str(contract.sample_rate),
+        "genretag.model_version": contract.model_version,
+        "genretag.quantization": contract.quantization,
+        "genretag.derived_from": contract.derived_from,
+        "genretag.git_commit": contract.git_commit,
+        "genretag.register_git_commit": git_commit(paths.root),
+        "genretag.training_data_hash": contract.training_data_hash,
+        "genretag.dvc.data_raw_md5": dvc_lock_md5(paths.root, stage="ingest", out="data/raw") or "unknown",
+        "genretag.labels": json.dumps(list(contract.labels)),
+        "genretag.preprocessing": json.dumps(contract.preprocessing, sort_keys=True),
+        TAG_ONNX_SHA: onnx_sha,
+    }
+    tags.update({f"params.{key}": value for key, value in flatten_params(params).items()})
+    metrics = {**contract.test_metrics, **read_metrics(paths.metrics_dir / "candidates" / f"{candidate}.json")}
+    tags.update({f"metrics.{key}": f"{value:.6g}" for key, value in metrics.items()})
+    return tags
+
+
+def _log_version(client: Any, params: Params, root: Path, *, onnx_path: Path, contract: ModelContract, tags: dict[str, str],
+                 before_log: Callable[[], None] | None) -> Any:
+    """Log the ONNX model into its training run (or a new run) and register it with ``tags``."""
+    import mlflow
+    import mlflow.onnx
+    import numpy as np
+    import onnx
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    from genretag.handoff import client_sources
+    from genretag.training.card import MODEL_CARD_NAME
+
+    name = params.registry.model_name
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, contract.clip_samples), INPUT_NAME)]),
+        outputs=Schema([
+            TensorSpec(np.dtype(np.float32), (-1, len(contract.labels)), OUTPUT_NAME),
+            TensorSpec(np.dtype(np.float32), (-1, -1), EMBEDDING_NAME),
+        ]),
+    )
+    run_id = _training_run_id(client, onnx_path)
+    resumed = run_id is not None
+    mlflow.start_run(run_id=run_id, run_name=None if resumed else f"register-{tags[TAG_CANDIDATE]}")  # run_id None: a new run
+    status = "FAILED"
+    try:
+        if not resumed:
+            mlflow.log_params(flatten_params(params))
+        mlflow.set_tags({key: value for key, value in tags.items() if key.startswith("genretag.") and len(value) < TAG_LIMIT})
+        extra = list(client_sources().values())
+        card = onnx_path.with_name(MODEL_CARD_NAME)
+        if card.is_file():
+            extra.append(card)
+        if before_log is not None:
+            before_log()
+        info = mlflow.onnx.log_model(
+            onnx.load(str(onnx_path)),
+            name=ARTIFACT_NAME,
+            signature=signature,
+            pip_requirements=pip_requirements(root),
+            onnx_execution_providers=["CPUExecutionProvider"],
+            save_as_external_data=False,
+            extra_files=[str(file) for file in extra],
+        )
+        version = mlflow.register_model(info.model_uri, name, tags=tags)
+        status = "FINISHED"
+    finally:
+        # A resumed training run stays FINISHED: a failed registration does not fail training.
+        mlflow.end_run(status="FINISHED" if resumed else status)
+    return version

@@ -1,0 +1,119 @@
+"""Reading the registry fast: every version with its aliases and the gate's decision.
+
+A SQLite store (the default) is read directly with the standard library's sqlite3, read-only, from
+MLflow's own tables (``registered_models``, ``model_versions``, ``model_version_tags``,
+``registered_model_aliases``; mlflow/store/model_registry/dbmodels/models.py): importing MLflow alone
+takes several seconds here, and ``genretag registry list`` must start in about a second (issue 13).
+This module imports no MLflow, pandas, SciPy or onnx; any other store (a tracking server) goes
+through MlflowClient (:mod:`genretag.registry.client`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from genretag.core.config import Params
+from genretag.core.errors import RegistryError
+from genretag.core.tracking import tracking_uri
+from genretag.registry.client import TAG_ACCURACY, TAG_DECISION, TAG_REASON, all_versions, mlflow_error, open_client
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One registered version as ``genretag registry list`` shows it (``accuracy``: the gate's track accuracy, 0..1)."""
+
+    version: str
+    aliases: tuple[str, ...]
+    accuracy: float | None
+    created: datetime
+    decision: str
+    reason: str
+    model_version: str
+    run_id: str
+
+
+_StoredVersion = tuple[str, int, str | None, dict[str, str]]  # version, created (ms since epoch), run id, tags
+
+
+def list_versions(params: Params, *, root: Path) -> list[VersionInfo]:
+    """Every version of the registered model, oldest first, with aliases and the gate's decision
+    ("incomplete" for a version no gate finished with). Raises RegistryError for an unreadable store."""
+    name = params.registry.model_name
+    uri = tracking_uri(params, root=root)
+    stored = _read_sqlite_registry(uri, name=name) if uri.startswith("sqlite:///") else _read_client_registry(params, root=root, name=name)
+    if stored is None:
+        return []
+    aliases, versions = stored
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
+    return [
+        VersionInfo(
+            version=version,
+            aliases=tuple(sorted(by_version.get(version, []))),
+            accuracy=float(tags[TAG_ACCURACY]) if tags.get(TAG_ACCURACY) else None,
+            created=datetime.fromtimestamp(created_ms / 1000, UTC),
+            decision=tags.get(TAG_DECISION, "incomplete"),
+            reason=tags.get(TAG_REASON, ""),
+            model_version=tags.get("genretag.model_version", ""),
+            run_id=run_id or "",
+        )
+        for version, created_ms, run_id, tags in sorted(versions, key=lambda row: int(row[0]))
+    ]
+
+
+def version_number(params: Params, *, root: Path, ref: str, versions: Sequence[VersionInfo] | None = None) -> str:
+    """The version number behind ``ref`` (a number, champion or challenger), read as :func:`list_versions` reads
+    (``versions``: its result when the caller already has it; None reads it).
+
+    Raises RegistryError when no version has that number or alias.
+    """
+    for row in list_versions(params, root=root) if versions is None else versions:
+        if str(ref) == row.version or str(ref) in row.aliases:
+            return row.version
+    raise RegistryError(f"registered model {params.registry.model_name!r} has no version or alias {ref!r}")
+
+
+def _read_sqlite_registry(uri: str, *, name: str) -> tuple[dict[str, str], list[_StoredVersion]] | None:
+    """(alias -> version, versions) of ``name`` in a SQLite MLflow store; None when the file, its
+    registry tables or the model do not exist. Versions MLflow deleted (stage ``Deleted_Internal``) are left out."""
+    path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    if not path.is_file():
+        return None
+    try:
+        connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            if connection.execute("SELECT 1 FROM registered_models WHERE name = ?", (name,)).fetchone() is None:
+                return None
+            aliases = dict(connection.execute("SELECT alias, version FROM registered_model_aliases WHERE name = ?", (name,)).fetchall())
+            tags: dict[str, dict[str, str]] = {}
+            for version, key, value in connection.execute("SELECT version, key, value FROM model_version_tags WHERE name = ?", (name,)):
+                tags.setdefault(str(version), {})[key] = value or ""
+            rows = connection.execute(
+                "SELECT version, creation_time, run_id FROM model_versions WHERE name = ? AND current_stage != 'Deleted_Internal'",
+                (name,),
+            ).fetchall()
+        finally:
+            connection.close()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None  # a tracking store in which nothing was ever registered
+        raise RegistryError(f"registry database {path}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise RegistryError(f"registry database {path}: {exc}") from exc
+    return ({alias: str(version) for alias, version in aliases.items()},
+            [(str(version), int(created or 0), run_id, tags.get(str(version), {})) for version, created, run_id in rows])
+
+
+def _read_client_registry(params: Params, *, root: Path, name: str) -> tuple[dict[str, str], list[_StoredVersion]] | None:
+    """The same as :func:`_read_sqlite_registry` through MlflowClient (a tracking server)."""
+    client = open_client(params, root=root)
+    try:
+        aliases = {alias: str(version) for alias, version in client.get_registered_model(name).aliases.items()}
+    except mlflow_error():
+        return None
+    return aliases, [(str(v.version), int(v.creation_timestamp), v.run_id, dict(v.tags)) for v in all_versions(client, name=name)]
