@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -24,7 +23,7 @@ import pandas as pd
 
 import genretag  # noqa: F401  - offline/quiet environment before TensorFlow loads
 from genretag.core.atomic import atomic_path, write_json
-from genretag.core.config import Layout, Params, preprocessing_spec
+from genretag.core.config import Layout, Params
 from genretag.data.dataset import SPLITS
 from genretag.core.errors import TrainingDataError
 
@@ -69,29 +68,6 @@ def read_clips(path: str | Path, *, genres: Sequence[str] | None = None) -> pd.D
 # --------------------------------------------------------------------------- runtime
 
 
-def configure_runtime(*, seed: int) -> None:
-    """Fresh Keras state, every seed set (Python, numpy, TensorFlow), TensorFlow op determinism on."""
-    import keras
-    import tensorflow as tf
-
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(int(seed))
-    tf.config.experimental.enable_op_determinism()
-
-
-def save_model(model, path: str | Path) -> Path:
-    """Save a Keras model atomically (Keras insists on a ``.keras`` suffix, so stage it beside)."""
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        staged = tmp.with_name(tmp.name + ".keras")
-        try:
-            model.save(staged)
-            os.replace(staged, tmp)
-        finally:
-            staged.unlink(missing_ok=True)
-    return target
-
-
 def save_figure(figure, path: str | Path, *, dpi: int = 120) -> Path:
     """Write a matplotlib Figure as PNG, atomically."""
     target = Path(path)
@@ -124,9 +100,15 @@ def plot_training_curves(history: pd.DataFrame, path: str | Path, *, title: str 
         figure.suptitle(title)
     return save_figure(figure, path)
 
-def _flat_params(params: Params) -> dict[str, Any]:
+def _flat_params(params: Params, family) -> dict[str, Any]:
+    """The MLflow params of a candidate's run: train.* (but the candidate list), the family's own section
+    ``families.<name>`` with its defaults filled in, and the data's facts."""
+    from genretag.families import family_options
+
+    options = family_options(type(family), params.families).model_dump()
     return {
         **{f"train.{key}": value for key, value in params.train.model_dump().items() if key != "candidates"},
+        **{f"families.{type(family).name}.{key}": value for key, value in options.items()},
         "genres": ",".join(params.genres),
         "image_size": "x".join(str(v) for v in params.spectrogram.image_size),
         "split_method": params.split.method,
@@ -154,19 +136,6 @@ CANDIDATES_DIR = "candidates"
 def candidate_dir(paths: Layout, candidate: str) -> Path:
     """``models/candidates/<candidate>/``: the family's trained state, training.json, model.onnx, card."""
     return paths.models_dir / CANDIDATES_DIR / candidate
-
-
-def family_options(params: Params, candidate: str) -> dict[str, Any]:
-    """Constructor options of a candidate from params.yaml: the Keras image families (paper-expN, compact)
-    take the spectrogram section (their in-graph front end) and the train.* recipe knobs; every family the opset."""
-    from genretag.families import parse_candidate
-
-    family, _ = parse_candidate(candidate)
-    if family in ("paper", "compact"):
-        s = params.train
-        return {"spec": preprocessing_spec(params), "max_epochs": s.max_epochs, "patience": s.patience,
-                "batch_size": s.batch_size, "learning_rate": s.learning_rate, "opset": params.export.opset}
-    return {"opset": params.export.opset}
 
 
 def candidate_split(params: Params, paths: Layout, family, split: str):
@@ -200,10 +169,10 @@ def train_candidate(params: Params, paths: Layout, candidate: str, *, log: Calla
     """
     import mlflow
 
-    from genretag.families import create
     from genretag.core.tracking import use_tracking
+    from genretag.families import from_params
 
-    family = create(candidate, **family_options(params, candidate))
+    family = from_params(candidate, params)
     train_set = candidate_split(params, paths, family, "train")
     validation_set = candidate_split(params, paths, family, "validation")
     if not len(train_set):
@@ -212,7 +181,7 @@ def train_candidate(params: Params, paths: Layout, candidate: str, *, log: Calla
     use_tracking(params, root=paths.root)
     with mlflow.start_run(run_name=candidate, tags={"genretag.stage": "train", "genretag.candidate": candidate,
                                                     "genretag.family": family.name}) as run:
-        mlflow.log_params({**_flat_params(params), "candidate": candidate, "n_train": len(train_set),
+        mlflow.log_params({**_flat_params(params, family), "candidate": candidate, "n_train": len(train_set),
                            "n_validation": len(validation_set), "sample_rate": family.sample_rate})
         started = time.perf_counter()
         facts = family.fit(train_set, validation_set, labels=tuple(params.genres), seed=params.train.seed, log=log)
@@ -233,9 +202,9 @@ def train_candidate(params: Params, paths: Layout, candidate: str, *, log: Calla
 
 def load_candidate(params: Params, paths: Layout, candidate: str):
     """The trained family that :func:`train_candidate` saved."""
-    from genretag.families import create
+    from genretag.families import from_params
 
-    family = create(candidate, **family_options(params, candidate))
+    family = from_params(candidate, params)
     family.load(candidate_dir(paths, candidate))
     return family
 
