@@ -8,7 +8,7 @@ ONNX file (and card) only when the top-1 class agrees on every clip (reference t
 :data:`TIE_GAP` excepted and counted) and max |probability difference| <= the tolerance;
 otherwise :class:`~genretag.errors.ExportError` and nothing is written.
 
-Every family goes this one way (the DVC ``candidate@<id>`` stage calls it through
+Every family goes this one way (the DVC ``candidate-<id>`` stage calls it through
 :func:`genretag.train.export_trained_candidate`); how a family builds its graph is the family's
 business (e.g. :mod:`genretag.families.keras_images` for the paper's CNNs). This module imports
 no framework: the registry's helpers (sessions, provenance) load neither TensorFlow nor scikit-learn.
