@@ -1,4 +1,4 @@
-"""Stage `candidate@<id>` (``python -m flows.train --candidate <id>``, one per params.yaml
+"""Stage `candidate-<id>` (``python -m flows.train --candidate <id>``, one per params.yaml
 ``train.candidates``): trains that model family on the split's audio clips as its own MLflow run
 and exports it, parity-gated and temperature-scaled on the validation split, to ``models/candidates/<id>/model.onnx``
 with its MODEL_CARD.md (with

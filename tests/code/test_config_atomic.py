@@ -22,7 +22,7 @@ def test_the_repository_params_load_and_give_the_preprocessing_contract():
 
 
 @pytest.mark.parametrize(("text", "named"), [
-    ("train:\n  batch_size: 0\n", "train.batch_size"),
+    ("families:\n  compact:\n    batch_size: 0\n", "families.compact.batch_size"),
     ("split:\n  method: random\n", "split.method"),
     ("split:\n  fractions: [0.5, 0.5, 0.5]\n", "split.fractions"),
     ("trian:\n  batch_size: 64\n", "trian"),

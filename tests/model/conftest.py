@@ -28,7 +28,9 @@ def make_project(
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
     raw["genres"] = list(genres)
     raw["spectrogram"]["image_size"] = [32, 32]
-    raw["train"].update({"batch_size": 8, "max_epochs": 3, "patience": 3, "seed": 2021, **train})
+    raw["train"].update({"seed": 2021, **train})
+    for keras_family in ("paper", "compact"):
+        raw["families"][keras_family].update({"batch_size": 8, "max_epochs": 3, "patience": 3})
     raw["evaluate"]["tsne_clips"] = 250
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")

@@ -53,8 +53,11 @@ def check_learns_and_exports(family, *, per_class: int = 9) -> None:
 
 
 def test_candidate_ids_are_validated():
-    assert parse_candidate("paper-exp8") == ("paper", "exp8")
-    assert parse_candidate("musicnn-msd") == ("musicnn-msd", None)
+    from genretag.families.musicnn_msd import MusicnnMSD
+    from genretag.families.paper import Paper
+
+    assert parse_candidate("paper-exp8") == (Paper, "exp8")
+    assert parse_candidate("musicnn-msd") == (MusicnnMSD, None)
     for bad in ("paper-exp99", "paper", "musicnn"):
         with pytest.raises(ValueError, match="unknown candidate"):
             parse_candidate(bad)

@@ -20,14 +20,16 @@ TINY_PARAMS = {
     "genres": ["blues", "classical", "metal", "reggae"],
     "ingest": {"demo_tracks_per_genre": 3},
     "spectrogram": {"image_size": [32, 32]},
-    "train": {"candidates": TINY_CANDIDATES, "max_epochs": 2, "batch_size": 32},
+    "train": {"candidates": TINY_CANDIDATES},
+    "families": {"compact": {"max_epochs": 2, "batch_size": 32}},
     "evaluate": {"tsne_clips": 40},
 }
-STAGES = {"ingest", "validate", "split", *(f"candidate@{c}" for c in TINY_CANDIDATES), "evaluate", "register"}
+STAGES = {"ingest", "validate", "split", *(f"candidate-{c}" for c in TINY_CANDIDATES), "evaluate", "register"}
 
 
 def set_params(root: Path, updates: dict) -> None:
-    """Merge ``updates`` (nested dicts) into root/params.yaml."""
+    """Merge ``updates`` (nested dicts) into root/params.yaml, then write dvc.yaml's candidate stages for it
+    (``python -m genretag.training.stages``: the stages follow train.candidates)."""
     params = yaml.safe_load((root / "params.yaml").read_text())
     for section, value in updates.items():
         if isinstance(value, dict):
@@ -35,6 +37,7 @@ def set_params(root: Path, updates: dict) -> None:
         else:
             params[section] = value
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(root, sys.executable, "-m", "genretag.training.stages", "--root", str(root))
 
 
 def tracked_files() -> list[str]:
@@ -65,7 +68,7 @@ def repro(root: Path) -> subprocess.CompletedProcess:
 
 
 def stages_run(repro_output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([\w@-]+)'", repro_output))
+    return set(re.findall(r"Running stage '([\w@.-]+)'", repro_output))
 
 
 @pytest.fixture(scope="session")

@@ -72,7 +72,7 @@ def split() -> None:
 def train_command(
     candidate: str = typer.Argument(..., help="A train.candidates id: musicnn-msd, mfcc-logreg, compact or paper-<experiment>."),
 ) -> None:
-    """Stage candidate@<id>: train one model family on the split's audio (MLflow run), export it parity-gated
+    """Stage candidate-<id>: train one model family on the split's audio (MLflow run), export it parity-gated
     to models/candidates/<id>/model.onnx + MODEL_CARD.md (the DVC stage's flow)."""
     orchestrate()
     from flows.train import candidate_flow

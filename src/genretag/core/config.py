@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -101,22 +101,22 @@ class SpectrogramParams(_Section):
 
 class TrainParams(_Section):
     candidates: tuple[str, ...] = ("musicnn-msd", "mfcc-logreg", "paper-exp8")  # model families that dvc repro trains
-    batch_size: int = Field(64, ge=1)
-    max_epochs: int = Field(12, ge=1)
-    patience: int = Field(3, ge=0)
-    learning_rate: float = Field(1e-3, gt=0)
+    family_modules: tuple[str, ...] = ()  # modules outside genretag.families that register families (e.g. tests.toy_family)
     seed: int = 2021
 
-    @field_validator("candidates")
-    @classmethod
-    def _known_candidates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    @model_validator(mode="after")
+    def _known_candidates(self) -> TrainParams:
         from genretag.families import parse_candidate  # imports no framework
 
+        value = self.candidates
         if not value or len(set(value)) != len(value):
-            raise ValueError(f"candidates must be a non-empty list without repeats, got {list(value)}")
+            raise ValueError(f"train.candidates = {list(value)}: must be a non-empty list without repeats")
         for candidate in value:
-            parse_candidate(candidate)  # ValueError naming the valid ids
-        return value
+            try:
+                parse_candidate(candidate, modules=self.family_modules)
+            except ValueError as exc:
+                raise ValueError(f"train.candidates = {list(value)}: {exc}") from None
+        return self
 
 
 class EvaluateParams(_Section):
@@ -169,6 +169,7 @@ class Params(_Section):
     split: SplitParams = SplitParams()
     spectrogram: SpectrogramParams = SpectrogramParams()
     train: TrainParams = TrainParams()
+    families: dict[str, dict[str, Any]] = {}  # families.<name>: each family's own section (its options model)
     evaluate: EvaluateParams = EvaluateParams()
     export: ExportParams = ExportParams()
     registry: RegisterParams = Field(RegisterParams(), alias="register")
@@ -180,6 +181,17 @@ class Params(_Section):
     def _distinct_genres(self) -> Params:
         if len(set(self.genres)) != len(self.genres) or not self.genres:
             raise ValueError(f"genres must be a non-empty list of distinct names, got {list(self.genres)}")
+        return self
+
+    @model_validator(mode="after")
+    def _family_sections(self) -> Params:
+        from genretag.families import family_options, registry
+
+        known = registry(self.train.family_modules)
+        for name in self.families:
+            if name not in known:
+                raise ValueError(f"families.{name}: no such family; registered: {', '.join(known)}")
+            family_options(known[name], self.families)  # ValueError naming families.<name>.<key>
         return self
 
     @model_validator(mode="after")

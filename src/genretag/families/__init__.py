@@ -4,8 +4,11 @@ One interface for all families, one module per family (``genretag.families.<modu
 trains on the clips of a split, predicts with its own framework (the parity reference), and
 exports a contract-v2 ONNX graph (waveform in; probabilities and embedding out; see
 :mod:`genretag.contract`). The gate, the tagger and the handoff only ever see that graph, so they
-never branch on the family. Adding a family touches one new module and one line in
-:data:`FAMILIES`.
+never branch on the family. Adding a family is one module: a class decorated with
+:func:`register_family` in this package, in a module named by params.yaml ``train.family_modules``, or
+behind an entry point of the :data:`FAMILY_ENTRY_POINTS` group. Its DVC stage (``candidate-<id>``,
+written by :mod:`genretag.training.stages`) depends on that module, the modules it imports and its own
+params section, so editing one family retrains only that family.
 """
 
 from __future__ import annotations
@@ -44,9 +47,16 @@ class ClipSet:
 class Family(Protocol):
     """What every model family provides (see the module docstring)."""
 
-    name: ClassVar[str]
+    name: ClassVar[str]  # the candidate id, or its prefix when the family has variants
+    options: ClassVar[type]  # pydantic model of params.yaml ``families.<name>``
+    dvc_params: ClassVar[tuple[str, ...]]  # other params keys its candidates read (their DVC stages depend on them)
+    variants: ClassVar[tuple[str, ...]]  # candidate ``<name>-<variant>``; empty: the candidate is ``<name>``
     sample_rate: int  # Hz, the rate of the contract's ``waveform`` input
     clip_samples: int  # S
+
+    @classmethod
+    def from_params(cls, options: Any, *, params: Any, variant: str | None) -> Family:
+        """A new family from its validated ``options`` and the :class:`~genretag.core.config.Params` keys in ``dvc_params``."""
 
     def fit(self, train: ClipSet, validation: ClipSet, *, labels: tuple[str, ...], seed: int, log: Callable[[str], None]) -> dict[str, Any]:
         """Train on ``train`` (``validation`` for early stopping/calibration); returns training facts for MLflow."""
@@ -70,48 +80,117 @@ class Family(Protocol):
         """Read the trained state that :meth:`save` wrote (raises a GenretagError when unusable)."""
 
 
-FAMILIES: Mapping[str, str] = {
-    "musicnn-msd": "genretag.families.musicnn_msd:MusicnnMSD",
-    "mfcc-logreg": "genretag.families.mfcc_logreg:MfccLogReg",
-    "compact": "genretag.families.compact:Compact",
-    "paper": "genretag.families.paper:Paper",
-}
-"""Family name -> ``module:class`` (imported on demand: TensorFlow loads only for families that need it)."""
+FAMILY_ENTRY_POINTS = "genretag.families"
+"""Entry-point group of families that live in other distributions (each entry point names a module)."""
 
-PAPER_PREFIX = "paper-"
+_REGISTRY: dict[str, type] = {}
 
 
-def parse_candidate(candidate: str) -> tuple[str, str | None]:
-    """Candidate id -> (family name, paper experiment or None): ``paper-exp8`` -> ("paper", "exp8").
+def register_family(cls: type) -> type:
+    """Class decorator: make ``cls`` the family ``cls.name`` (one module is one capability).
 
-    Raises ValueError naming the valid ids for an unknown family or experiment (imports no framework).
+    A family class declares, besides the :class:`Family` methods: ``name`` (the candidate id, or its
+    prefix when it has ``variants``), ``options`` (the pydantic model of its params.yaml section
+    ``families.<name>``), ``dvc_params`` (the other params keys its candidates read, which their DVC
+    stages depend on), ``variants`` (valid suffixes: candidate ``<name>-<variant>``; empty: none) and
+    ``from_params(options, *, params, variant)``. Registering two different classes under one name
+    raises :class:`~genretag.core.errors.ConfigError`.
     """
-    from genretag.families.paper_models import EXPERIMENTS
-
-    if candidate.startswith(PAPER_PREFIX) and candidate[len(PAPER_PREFIX):] in EXPERIMENTS:
-        return "paper", candidate[len(PAPER_PREFIX):]
-    if candidate in FAMILIES and candidate != "paper":
-        return candidate, None
-    raise ValueError(
-        f"unknown candidate {candidate!r}; valid: {', '.join(k for k in FAMILIES if k != 'paper')}, "
-        f"{PAPER_PREFIX}<experiment> ({', '.join(EXPERIMENTS)})"
-    )
+    for attribute in ("name", "options", "dvc_params", "variants", "from_params"):
+        if not hasattr(cls, attribute):
+            raise ConfigError(f"{cls.__module__}.{cls.__qualname__}: a family must declare {attribute!r}")
+    known = _REGISTRY.get(cls.name)
+    if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ConfigError(f"{cls.__module__}: family {cls.name!r} is already registered by {known.__module__}")
+    _REGISTRY[cls.name] = cls
+    return cls
 
 
-def create(candidate: str, **options: Any) -> Family:
-    """A new, untrained family for candidate id ``candidate`` (see :func:`parse_candidate`).
-
-    ``options`` go to the family's constructor. Raises :class:`~genretag.errors.ConfigError` for an unknown id.
-    """
+def _import(module: str, *, origin: str) -> None:
     import importlib
 
     try:
-        family, experiment = parse_candidate(candidate)
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(f"{origin}: cannot import family module {module!r} ({exc})") from exc
+
+
+def registry(modules: Sequence[str] = ()) -> Mapping[str, type]:
+    """Every registered family class by name: the modules of this package, the modules named by the
+    :data:`FAMILY_ENTRY_POINTS` entry points, and ``modules`` (``train.family_modules``, e.g.
+    ``tests.toy_family``), each imported once. Family modules import no framework at import time.
+
+    Raises :class:`~genretag.core.errors.ConfigError` naming a module that cannot be imported.
+    """
+    import importlib.metadata
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        _import(f"{__name__}.{info.name}", origin="genretag.families")
+    for entry in importlib.metadata.entry_points(group=FAMILY_ENTRY_POINTS):
+        _import(entry.value.partition(":")[0], origin=f"entry point {FAMILY_ENTRY_POINTS}:{entry.name}")
+    for module in modules:
+        _import(module, origin="train.family_modules")
+    return dict(_REGISTRY)
+
+
+def candidate_ids(family: type) -> tuple[str, ...]:
+    """The candidate ids of a family class: its name, or ``<name>-<variant>`` per variant."""
+    return tuple(f"{family.name}-{v}" for v in family.variants) if family.variants else (family.name,)
+
+
+def parse_candidate(candidate: str, *, modules: Sequence[str] = ()) -> tuple[type, str | None]:
+    """Candidate id -> (family class, variant or None): ``paper-exp8`` -> (Paper, "exp8").
+
+    ``modules``: ``train.family_modules``. Raises ValueError naming the valid ids for an unknown id.
+    """
+    families = registry(modules)
+    for family in families.values():
+        if candidate in candidate_ids(family):
+            return family, (candidate[len(family.name) + 1:] if family.variants else None)
+    valid = ", ".join(f"{f.name}-<{'|'.join(f.variants)}>" if f.variants else f.name for f in families.values())
+    raise ValueError(f"unknown candidate {candidate!r}; valid: {valid}")
+
+
+def family_options(family: type, sections: Mapping[str, Any]) -> Any:
+    """The family's options: its ``options`` model validated from params.yaml's ``families.<name>`` section.
+
+    ``sections``: the whole ``families`` mapping. Raises ValueError naming ``families.<name>.<key>``.
+    """
+    from pydantic import ValidationError
+
+    try:
+        return family.options.model_validate(sections.get(family.name) or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"families.{family.name}.{'.'.join(map(str, e['loc']))} = {e.get('input')!r}: {e['msg']}"
+                             for e in exc.errors())
+        raise ValueError(problems) from None
+
+
+def create(candidate: str, *, modules: Sequence[str] = (), **options: Any) -> Family:
+    """A new, untrained family for candidate id ``candidate`` (see :func:`parse_candidate`), built with
+    the constructor ``options`` directly (tests, benchmarks; the pipeline uses :func:`from_params`).
+
+    Raises :class:`~genretag.core.errors.ConfigError` for an unknown id.
+    """
+    try:
+        family, variant = parse_candidate(candidate, modules=modules)
     except ValueError as exc:
         raise ConfigError(f"train.candidates: {exc}") from None
-    module, _, name = FAMILIES[family].partition(":")
-    factory = getattr(importlib.import_module(module), name)
-    return factory(experiment=experiment, **options) if experiment else factory(**options)
+    return family(variant=variant, **options) if variant else family(**options)
+
+
+def from_params(candidate: str, params: Any) -> Family:
+    """A new, untrained family for ``candidate`` as params.yaml configures it: its ``families.<name>``
+    section (its ``options`` model) and the keys it declares in ``dvc_params``.
+
+    ``params``: a :class:`~genretag.core.config.Params`. Raises ConfigError for an unknown id.
+    """
+    try:
+        family, variant = parse_candidate(candidate, modules=params.train.family_modules)
+    except ValueError as exc:
+        raise ConfigError(f"train.candidates: {exc}") from None
+    return family.from_params(family_options(family, params.families), params=params, variant=variant)
 
 
 def clip_windows(waveform: np.ndarray, *, clip_samples: int) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from genretag.families import register_family
 from genretag.families.keras_images import KerasImageFamily
 from genretag.families.paper_models import EMBEDDING_LAYER, HIDDEN_UNITS
 
@@ -18,6 +19,7 @@ FILTERS = (32, 48, 64, 96)
 PARAMETER_LIMIT = 300_000
 
 
+@register_family
 class Compact(KerasImageFamily):
     """``compact``: see the module docstring."""
 

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import onnx.compose
 import onnx.helper
+from pydantic import BaseModel, ConfigDict, Field
 
 from genretag.onnx.contract import EMBEDDING_NAME, OUTPUT_NAME
 
@@ -184,6 +185,16 @@ def attach_head(network: onnx.ModelProto, head: onnx.ModelProto) -> onnx.ModelPr
     return merged
 
 
+class HeadOptions(BaseModel):
+    """A feature-head family's params.yaml section ``families.<name>``: ``C`` the head's inverse L2 strength
+    (null: chosen per fit by grouped inner cross-validation, :func:`choose_C`), ``batch_size`` clips per embedding batch."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    C: float | None = Field(None, gt=0)
+    batch_size: int = Field(64, ge=1)
+
+
 class FeatureHeadFamily:
     """A family whose only trained part is a :class:`LinearHead` over a fixed per-clip embedding.
 
@@ -194,9 +205,17 @@ class FeatureHeadFamily:
     """
 
     name: ClassVar[str]
+    options: ClassVar[type[HeadOptions]] = HeadOptions
+    dvc_params: ClassVar[tuple[str, ...]] = ()  # the embedding's rate and clip length are the family's own
+    variants: ClassVar[tuple[str, ...]] = ()
     sample_rate: int
     clip_samples: int
     HEAD_FILE: ClassVar[str] = "head.joblib"
+
+    @classmethod
+    def from_params(cls, options: HeadOptions, *, params, variant: str | None = None) -> FeatureHeadFamily:
+        """The family with ``options`` (its section) and ``export.opset`` of ``params`` (:class:`~genretag.core.config.Params`)."""
+        return cls(opset=params.export.opset, **options.model_dump())
 
     def __init__(self, *, C: float | None = None, opset: int = 17, batch_size: int = 64) -> None:
         """``C``: the head's inverse L2 strength; None (the default) chooses it per fit by grouped inner cross-validation."""

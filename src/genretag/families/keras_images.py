@@ -34,14 +34,60 @@ from typing import Any, ClassVar
 
 import numpy as np
 import onnx
+from pydantic import BaseModel, ConfigDict, Field
 
-from genretag.onnx.contract import EMBEDDING_NAME, OUTPUT_NAME, V1_INPUT_NAME
+from genretag.core.atomic import atomic_path
 from genretag.core.errors import ExportError
-from genretag.onnx.contract import Prediction
+from genretag.onnx.contract import EMBEDDING_NAME, OUTPUT_NAME, V1_INPUT_NAME, Prediction
 from genretag.onnx.graph import OPSET, compose, paper_image_frontend, rename_tensor
 from genretag.dsp.spectrogram import PreprocessingSpec, db_to_image, mel_db, to_model_input
 
 MODEL_FILE = "model.keras"
+KERAS_DVC_PARAMS = ("spectrogram", "audio.sample_rate", "audio.clip_seconds")
+"""The params keys a Keras image family reads besides its own section: the mel image of its front end."""
+
+
+class KerasRecipe(BaseModel):
+    """A Keras image family's params.yaml section ``families.<name>``: the recipe of the module docstring.
+
+    ``batch_size`` clips per step, ``max_epochs``/``patience`` epochs, ``learning_rate`` Adam's peak rate,
+    ``mixup`` the Beta parameter, ``time_mask``/``freq_mask`` fractions of the image width/height.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_size: int = Field(64, ge=1)
+    max_epochs: int = Field(12, ge=1)
+    patience: int = Field(3, ge=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    mixup: float = Field(0.2, ge=0)
+    time_mask: float = Field(0.15, ge=0, lt=1)
+    freq_mask: float = Field(0.15, ge=0, lt=1)
+
+
+def configure_runtime(*, seed: int) -> None:
+    """Fresh Keras state, every seed set (Python, numpy, TensorFlow), TensorFlow op determinism on."""
+    import keras
+    import tensorflow as tf
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(int(seed))
+    tf.config.experimental.enable_op_determinism()
+
+
+def save_model(model, path: Path) -> Path:
+    """Save a Keras model atomically (Keras insists on a ``.keras`` suffix, so stage it beside)."""
+    import os
+
+    with atomic_path(path) as tmp:
+        staged = tmp.with_name(tmp.name + ".keras")
+        try:
+            model.save(staged)
+            os.replace(staged, tmp)
+        finally:
+            staged.unlink(missing_ok=True)
+    return path
+
 STATE_FILE = "family.json"
 BATCH_DIM = "N"  # the dynamic batch dimension of every graph (genretag.export checks it)
 
@@ -53,6 +99,18 @@ class KerasImageFamily:
     """
 
     name: ClassVar[str]
+    options: ClassVar[type[KerasRecipe]] = KerasRecipe
+    dvc_params: ClassVar[tuple[str, ...]] = KERAS_DVC_PARAMS
+    variants: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_params(cls, options: KerasRecipe, *, params, variant: str | None = None) -> KerasImageFamily:
+        """The family with ``options`` (its section), the mel image of ``params`` (a
+        :class:`~genretag.core.config.Params`: spectrogram, audio) and ``export.opset``."""
+        from genretag.core.config import preprocessing_spec
+
+        extra = {"variant": variant} if variant else {}
+        return cls(spec=preprocessing_spec(params), opset=params.export.opset, **options.model_dump(), **extra)
 
     def __init__(
         self,
@@ -130,8 +188,6 @@ class KerasImageFamily:
         """Train with the recipe; early stopping on ``validation`` loss (on training loss when it is empty)."""
         import keras
 
-        from genretag.training.train import configure_runtime
-
         self.labels = tuple(labels)
         k = len(labels)
         configure_runtime(seed=seed)
@@ -194,7 +250,6 @@ class KerasImageFamily:
     def save(self, directory: Path) -> None:
         """``model.keras`` (atomic) and ``family.json`` (labels, the whole PreprocessingSpec, recipe)."""
         from genretag.core.atomic import write_json
-        from genretag.training.train import save_model
 
         directory.mkdir(parents=True, exist_ok=True)
         save_model(self.model, directory / MODEL_FILE)

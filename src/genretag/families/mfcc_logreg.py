@@ -17,18 +17,30 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from pydantic import Field
+
 from genretag.dsp import features
+from genretag.families import register_family
+from genretag.families.heads import FeatureHeadFamily, HeadOptions
 from genretag.onnx.contract import EMBEDDING_NAME
-from genretag.families.heads import FeatureHeadFamily
 
 SAMPLE_RATE = 22_050
 CLIP_SECONDS = 3.0
 
 
+class MfccOptions(HeadOptions):
+    """params.yaml ``families.mfcc-logreg``: :class:`~genretag.families.heads.HeadOptions` and ``n_mfcc`` coefficients."""
+
+    batch_size: int = Field(256, ge=1)
+    n_mfcc: int = Field(features.N_MFCC, ge=1, le=128)
+
+
+@register_family
 class MfccLogReg(FeatureHeadFamily):
     """``mfcc-logreg``: [n, 66150] waveforms at 22,050 Hz -> 60 MFCC statistics -> linear head."""
 
     name: ClassVar[str] = "mfcc-logreg"
+    options: ClassVar[type[MfccOptions]] = MfccOptions
     sample_rate = SAMPLE_RATE
     clip_samples = int(SAMPLE_RATE * CLIP_SECONDS)
 

@@ -36,6 +36,7 @@ import onnx
 from genretag.dsp import features
 from genretag.onnx.contract import EMBEDDING_NAME
 from genretag.core.errors import GenretagError
+from genretag.families import register_family
 from genretag.families.heads import FeatureHeadFamily
 
 N_MELS = features.MUSICNN_N_MELS
@@ -167,6 +168,7 @@ def embedding_network(weights: Mapping[str, np.ndarray]) -> Callable:
     return forward
 
 
+@register_family
 class MusicnnMSD(FeatureHeadFamily):
     """``musicnn-msd``: frozen MSD musicnn embedding (1,506-d) + a trained linear head, at 16 kHz.
 

@@ -10,20 +10,23 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from genretag.families import register_family
 from genretag.families.keras_images import KerasImageFamily
-from genretag.families.paper_models import architecture, build_model
+from genretag.families.paper_models import EXPERIMENTS, architecture, build_model
 
 
+@register_family
 class Paper(KerasImageFamily):
     """``paper-<experiment>``, e.g. ``paper-exp8``; an unknown experiment raises ConfigError."""
 
     name: ClassVar[str] = "paper"
+    variants: ClassVar[tuple[str, ...]] = tuple(EXPERIMENTS)
 
-    def __init__(self, *, experiment: str = "exp8", **options: Any) -> None:
-        architecture(experiment)
+    def __init__(self, *, variant: str = "exp8", **options: Any) -> None:
+        architecture(variant)
         super().__init__(**options)
-        self.experiment = experiment
-        self.name = f"paper-{experiment}"  # the candidate id, per instance
+        self.experiment = variant
+        self.name = f"paper-{variant}"  # the candidate id, per instance
 
     def build_network(self, *, n_classes: int):
         return build_model(self.experiment, input_shape=(*self.spec.image_size, 3), n_classes=n_classes)

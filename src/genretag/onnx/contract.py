@@ -61,7 +61,7 @@ KEY_CALIBRATION = "genretag.calibration"
 FLOAT32 = "float32"
 INT8 = "int8"
 
-REEXPORT_HINT = "re-export it with contract v2: `dvc repro` (stage candidate@<id>) in the project that trained it"
+REEXPORT_HINT = "re-export it with contract v2: `dvc repro` (stage candidate-<id>) in the project that trained it"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ out), gated on parity with the framework's own forward pass (:mod:`genretag.trai
 temperature-scaled on the validation clips (:mod:`genretag.training.temperature`), with its contract in
 the metadata and its model card (:mod:`genretag.training.card`) beside it.
 
-Every family goes this one way (the DVC ``candidate@<id>`` stage calls it through
+Every family goes this one way (the DVC ``candidate-<id>`` stage calls it through
 :func:`genretag.training.train.export_trained_candidate`); how a family builds its graph is the family's
 business. This module imports no framework.
 """

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,10 +24,10 @@ import pandas as pd
 
 import genretag  # noqa: F401  - offline/quiet environment before TensorFlow loads
 from genretag.core.atomic import atomic_path, write_json
-from genretag.core.config import Layout, Params, preprocessing_spec
+from genretag.core.config import Layout, Params
 from genretag.core.errors import TrainingDataError
 from genretag.data.dataset import SPLITS
-from genretag.families import ClipSet, Family, create, load_split, parse_candidate
+from genretag.families import ClipSet, Family, from_params, load_split
 from genretag.onnx.contract import ModelContract
 from genretag.training.card import render_model_card, split_counts
 from genretag.training.export import ExportResult, export_candidate
@@ -77,29 +76,6 @@ def read_clips(path: str | Path, *, genres: Sequence[str] | None = None) -> pd.D
 # --------------------------------------------------------------------------- runtime
 
 
-def configure_runtime(*, seed: int) -> None:
-    """Fresh Keras state, every seed set (Python, numpy, TensorFlow), TensorFlow op determinism on."""
-    import keras
-    import tensorflow as tf
-
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(int(seed))
-    tf.config.experimental.enable_op_determinism()
-
-
-def save_model(model, path: str | Path) -> Path:
-    """Save a Keras model atomically (Keras insists on a ``.keras`` suffix, so stage it beside)."""
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        staged = tmp.with_name(tmp.name + ".keras")
-        try:
-            model.save(staged)
-            os.replace(staged, tmp)
-        finally:
-            staged.unlink(missing_ok=True)
-    return target
-
-
 def save_figure(figure, path: str | Path, *, dpi: int = 120) -> Path:
     """Write a matplotlib Figure as PNG, atomically."""
     target = Path(path)
@@ -132,9 +108,15 @@ def plot_training_curves(history: pd.DataFrame, path: str | Path, *, title: str 
         figure.suptitle(title)
     return save_figure(figure, path)
 
-def _flat_params(params: Params) -> dict[str, Any]:
+def _flat_params(params: Params, family) -> dict[str, Any]:
+    """The MLflow params of a candidate's run: train.* (but the candidate list), the family's own section
+    ``families.<name>`` with its defaults filled in, and the data's facts."""
+    from genretag.families import family_options
+
+    options = family_options(type(family), params.families).model_dump()
     return {
         **{f"train.{key}": value for key, value in params.train.model_dump().items() if key != "candidates"},
+        **{f"families.{type(family).name}.{key}": value for key, value in options.items()},
         "genres": ",".join(params.genres),
         "image_size": "x".join(str(v) for v in params.spectrogram.image_size),
         "split_method": params.split.method,
@@ -162,17 +144,6 @@ CANDIDATES_DIR = "candidates"
 def candidate_dir(paths: Layout, candidate: str) -> Path:
     """``models/candidates/<candidate>/``: the family's trained state, training.json, model.onnx, card."""
     return paths.models_dir / CANDIDATES_DIR / candidate
-
-
-def family_options(params: Params, candidate: str) -> dict[str, Any]:
-    """Constructor options of a candidate from params.yaml: the Keras image families (paper-expN, compact)
-    take the spectrogram section (their in-graph front end) and the train.* recipe knobs; every family the opset."""
-    family, _ = parse_candidate(candidate)
-    if family in ("paper", "compact"):
-        s = params.train
-        return {"spec": preprocessing_spec(params), "max_epochs": s.max_epochs, "patience": s.patience,
-                "batch_size": s.batch_size, "learning_rate": s.learning_rate, "opset": params.export.opset}
-    return {"opset": params.export.opset}
 
 
 @dataclass(frozen=True)
@@ -228,10 +199,10 @@ class Candidate:
 
 
 def prepare_candidate(params: Params, paths: Layout, candidate: str) -> Candidate:
-    """A new, untrained family for ``candidate`` (:func:`genretag.families.create` with :func:`family_options`)
+    """A new, untrained family for ``candidate`` (:func:`genretag.families.from_params`: its own params section)
     and every split decoded at its rate. Raises ConfigError for an unknown id, TrainingDataError as
     :func:`decode_splits`, and the family's own errors (e.g. ``PretrainedWeightsError``) as they come."""
-    family = create(candidate, **family_options(params, candidate))
+    family = from_params(candidate, params)
     return Candidate(name=candidate, family=family, splits=decode_splits(params, paths, sample_rate=family.sample_rate))
 
 
@@ -262,7 +233,7 @@ def train_candidate(params: Params, paths: Layout, stage: Candidate, *, log: Cal
     use_tracking(params, root=paths.root)
     with mlflow.start_run(run_name=candidate, tags={"genretag.stage": "train", "genretag.candidate": candidate,
                                                     "genretag.family": family.name}) as run:
-        mlflow.log_params({**_flat_params(params), "candidate": candidate, "n_train": len(train_set),
+        mlflow.log_params({**_flat_params(params, family), "candidate": candidate, "n_train": len(train_set),
                            "n_validation": len(validation_set), "sample_rate": family.sample_rate})
         started = time.perf_counter()
         facts = family.fit(train_set, validation_set, labels=tuple(params.genres), seed=params.train.seed, log=log)
