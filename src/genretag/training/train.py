@@ -24,8 +24,9 @@ import pandas as pd
 
 import genretag  # noqa: F401  - offline/quiet environment before TensorFlow loads
 from genretag.core.atomic import atomic_path, write_json
-from genretag.core.config import Layout, Params, preprocessing_spec
+from genretag.core.config import Layout, Params
 from genretag.data.dataset import SPLITS
+from genretag.dsp.spectrogram import preprocessing_spec
 from genretag.core.errors import TrainingDataError
 
 if TYPE_CHECKING:
