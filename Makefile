@@ -1,4 +1,5 @@
 # Two entry points for a fresh machine: `make demo` (the pipeline on the demo corpus) and `make test`.
+# `make test-fast` is the inner loop: no server, no Keras training, no dvc repro, no podman/node/chromium/PostgreSQL.
 # `make image-test` / `make image-test-pipeline` build and run the container images with podman.
 # Both create .venv and install the locked dependencies first when missing or out of date.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -7,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.genretag-installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test bench lint clean-outputs image-tools image-locks image-test image-test-pipeline
+.PHONY: demo test test-fast bench lint clean-outputs image-tools image-locks image-test image-test-pipeline
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +22,13 @@ demo: $(STAMP)  ## dvc repro on the built-in (synthetic) demo corpus, end to end
 	python -m flows.server dvc repro  # one Prefect server for every stage
 	dvc metrics show
 
-test: $(STAMP)  ## the whole test suite
+test: $(STAMP)  ## the whole test suite (what CI runs)
 	python -m pytest
+
+# The heavy tiers (pyproject.toml's markers; tests/conftest.py adds server/postgres/dvc from fixtures).
+HEAVY := slow or server or postgres or keras or dvc or image or node or browser
+test-fast: $(STAMP)  ## the suite without the heavy tiers (HEAVY): minutes, for the inner loop
+	python -m pytest -m "not ($(HEAVY))"
 
 bench: $(STAMP)  ## spectrogram, training and scoring benchmarks (printed tables)
 	python bench/spectrograms.py

@@ -101,7 +101,7 @@ def build_keras(experiment: str, *, image_size: tuple[int, int], n_classes: int)
 
 def image_onnx(model, *, params):
     """Keras -> the image-in ONNX network (input ``mel_image`` [N, H, W, 3], output ``probabilities``)."""
-    from genretag.core.config import preprocessing_spec
+    from genretag.dsp.spectrogram import preprocessing_spec
     from genretag.families.keras_images import network_to_onnx
 
     return network_to_onnx(model, image_size=tuple(preprocessing_spec(params).image_size), opset=params.export.opset)
@@ -109,7 +109,7 @@ def image_onnx(model, *, params):
 
 def waveform_onnx(network, *, params, version: str):
     """The image-in network behind the in-graph paper front end: a contract-v2 graph with its contract."""
-    from genretag.core.config import preprocessing_spec
+    from genretag.dsp.spectrogram import preprocessing_spec
     from genretag.onnx.contract import ModelContract, write_contract
     from genretag.onnx.graph import compose, paper_image_frontend
 
@@ -173,7 +173,8 @@ def clips_per_second(run, batches: list[np.ndarray], *, repeats: int) -> float:
 
 def run_contract(args: argparse.Namespace) -> int:
     """Issue 10: clips/s of (a) numpy preprocessing + image-in ONNX and (b) waveform-in ONNX, CPU, same clips, same batches."""
-    from genretag.core.config import load_params, preprocessing_spec
+    from genretag.core.config import load_params
+    from genretag.dsp.spectrogram import preprocessing_spec
     from genretag.dsp.spectrogram import db_to_image, mel_db, to_model_input
 
     base = load_params(ROOT / "params.yaml")

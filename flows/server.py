@@ -4,10 +4,13 @@ Without ``PREFECT_API_URL`` Prefect starts a temporary server in every process (
 on 2 cores, for each command and each DVC stage). Instead:
 
 - ``PREFECT_API_URL`` set: that server, always.
-- otherwise: genretag's **local server** (SQLite under ``$PREFECT_HOME``, loopback port, no UI,
-  no scheduler, telemetry off). The first command that needs it starts it in the background; later
-  commands reuse it at once. It stops itself after ``GENRETAG_SERVER_IDLE_S`` seconds (default
-  1800) with no genretag command attached, or on ``genretag server stop``.
+- otherwise: the project's **local server** (loopback port, no UI, no scheduler, telemetry off). Each
+  project (the root :func:`genretag.core.config.project_root` finds: $GENRETAG_ROOT, else the folder
+  holding params.yaml) has its own, with its own SQLite database, state and log under
+  ``$PREFECT_HOME/genretag-server/<folder name>-<sha256 of the root's path, 12 hex>/``: two clones
+  never share runs. The first command that needs it starts it in the background; later commands of
+  the same project reuse it at once. It stops itself after ``GENRETAG_SERVER_IDLE_S`` seconds
+  (default 1800) with no genretag command attached, or on ``genretag server stop``.
 
 A command attaches by holding a shared ``flock`` on ``<state dir>/users`` for its lifetime (the
 kernel drops it when the process ends, however it ends); the server's supervisor counts idle time
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import IO
 
 import genretag  # noqa: F401  - offline environment for the server too
+from genretag.core.config import project_root
 
 STARTUP_TIMEOUT_S = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"))
 IDLE_ENV = "GENRETAG_SERVER_IDLE_S"
@@ -102,10 +107,15 @@ def _healthy(url: str) -> bool:
 # --- the persistent local server ---
 
 
-def state_dir() -> Path:
-    """``$PREFECT_HOME/genretag-server`` (Prefect's home defaults to ~/.prefect): state file, locks, log."""
+def state_dir(*, root: Path | None = None) -> Path:
+    """The local server's folder for project ``root`` (default: :func:`project_root`):
+    ``$PREFECT_HOME/genretag-server/<root's name>-<first 12 hex of sha256(root's resolved path)>``
+    (Prefect's home defaults to ~/.prefect). It holds the state file, locks, logs and the server's
+    SQLite database, so each project has its own server."""
     home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
-    return home / "genretag-server"
+    project = (root or project_root()).resolve()
+    key = hashlib.sha256(os.fsencode(project)).hexdigest()[:12]
+    return home / "genretag-server" / f"{project.name or 'root'}-{key}"
 
 
 def _read_state(folder: Path) -> dict | None:
@@ -140,10 +150,10 @@ def ensure_local_server(*, log=None) -> str:
         if url := local_server_url():
             return url
         if log:
-            log(f"starting genretag's local Prefect server (once; it stops after {idle_seconds():.0f} s unused; "
-                f"`genretag server stop` stops it now)")
+            log(f"starting genretag's local Prefect server for this project (once; it stops after {idle_seconds():.0f} s "
+                f"unused; `genretag server stop` stops it now; state: {folder})")
         with open(folder / "supervisor.log", "w") as out:
-            subprocess.Popen([sys.executable, "-m", "flows.server", "--serve"], stdout=out, stderr=subprocess.STDOUT,
+            subprocess.Popen([sys.executable, "-m", "flows.server", "--serve", str(folder)], stdout=out, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, start_new_session=True, cwd=Path(__file__).resolve().parents[1])
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while not (url := local_server_url()):
@@ -186,7 +196,7 @@ def _serve(folder: Path) -> None:
     stopping: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
     idle_limit = idle_seconds()
-    with prefect_server(home=folder.parent, scheduler=False, log_path=folder / "server.log") as url:
+    with prefect_server(home=folder, scheduler=False, log_path=folder / "server.log") as url:
         state = folder / "server.json"
         state.write_text(json.dumps({"url": url, "pid": os.getpid(), "started": time.time()}), encoding="utf-8")
         idle_since: float | None = None
@@ -208,8 +218,8 @@ def _serve(folder: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if argv == ["--serve"]:
-        _serve(state_dir())
+    if len(argv) == 2 and argv[0] == "--serve":
+        _serve(Path(argv[1]))
         return 0
     if not argv:
         print("usage: python -m flows.server COMMAND [ARGS...]", file=sys.stderr)

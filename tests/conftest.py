@@ -25,6 +25,32 @@ import genretag  # noqa: E402,F401  - offline environment before Prefect or MLfl
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_RATE = 22050
 
+# Test tiers (pyproject.toml's markers; `make test-fast` deselects them): the fixture a test uses says
+# what it starts. Tests that start such things without a fixture carry the marker themselves.
+FIXTURE_MARKERS: dict[str, tuple[str, ...]] = {
+    "prefect_api": ("server",),  # a Prefect API server on a temporary SQLite database
+    "postgres_server": ("postgres",),
+    "prefect_server": ("server",),  # tests/pipeline/test_operations.py: `prefect server start` with a scheduler
+    "make_project": ("dvc", "server"),  # tests/pipeline: a project copy for `python -m flows.server dvc repro`
+    "pipeline_project": ("dvc", "server", "keras"),  # after a full `dvc repro` (the compact candidate trains Keras)
+}
+
+
+def markers_for(item: pytest.Item) -> set[str]:
+    """The tier markers ``item`` gets from its fixtures; ``catalog_url[postgresql]`` needs PostgreSQL."""
+    names = set(getattr(item, "fixturenames", ()))
+    found = {marker for name in names & FIXTURE_MARKERS.keys() for marker in FIXTURE_MARKERS[name]}
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("catalog_url") == "postgresql":
+        found.add("postgres")
+    return found
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for marker in sorted(markers_for(item) - {mark.name for mark in item.iter_markers()}):
+            item.add_marker(marker)
+
 
 @pytest.fixture(scope="session")
 def prefect_api() -> Iterator[None]:

@@ -10,8 +10,8 @@ import pandas as pd
 import yaml
 from tests.conftest import REPO_ROOT, tone, write_audio
 
-from genretag.core.config import Layout, Params, layout, load_params, preprocessing_spec
-from genretag.dsp.spectrogram import clips_to_images, to_model_input
+from genretag.core.config import Layout, Params, layout, load_params
+from genretag.dsp.spectrogram import clips_to_images, preprocessing_spec, to_model_input
 
 GENRES = ("blues", "jazz", "rock")
 FREQUENCIES = {"blues": 220.0, "jazz": 880.0, "rock": 3000.0}  # one tone per genre: learnable, not music

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from genretag.core.atomic import atomic_open, write_csv, write_json
-from genretag.core.config import load_params, preprocessing_spec, resolve_sqlite_url, worker_count
+from genretag.core.config import load_params, resolve_sqlite_url, worker_count
+from genretag.dsp.spectrogram import preprocessing_spec
 from genretag.core.errors import ConfigError
 from tests.conftest import REPO_ROOT
 

@@ -198,6 +198,7 @@ def rendered_text(page: Path) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", done.stdout))
 
 
+@pytest.mark.browser
 def test_the_summary_page_reads_offline_in_a_real_browser(mixed):
     root, _, _, outcome = mixed
     paths = layout(root)

@@ -13,13 +13,12 @@ from tests.export_support import GENRES, audio_project, centroid_model, keras_fa
 
 from genretag.training import export, provenance
 from genretag.training.parity import DEFAULT_TOLERANCE, SYNTHETIC_KINDS
-from genretag.core.config import preprocessing_spec
 from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, read_contract
 from genretag.onnx.session import cpu_session
 from genretag.core.errors import ExportError, TrainingDataError
 from genretag.families.compact import Compact
 from genretag.families.keras_images import network_to_onnx
-from genretag.dsp.spectrogram import clips_to_images, to_model_input
+from genretag.dsp.spectrogram import clips_to_images, preprocessing_spec, to_model_input
 from genretag.training.train import candidate_dir, export_trained_candidate, load_candidate, parity_clips
 
 

@@ -95,6 +95,7 @@ def test_mfcc_logreg_learns_and_onnx_matches(tmp_path):
     np.testing.assert_array_equal(again.predict(clips.waveforms).probabilities, family.predict(clips.waveforms).probabilities)
 
 
+@pytest.mark.keras
 def test_compact_is_small_and_learns():
     from genretag.families.compact import PARAMETER_LIMIT
 
@@ -103,6 +104,7 @@ def test_compact_is_small_and_learns():
     check_learns_and_exports(family)
 
 
+@pytest.mark.keras
 def test_paper_recipe_learns_with_the_paper_architecture():
     from genretag.families.paper_models import architecture
 

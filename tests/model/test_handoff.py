@@ -171,6 +171,7 @@ def _node_modules() -> Path:
     return cache / "node_modules"
 
 
+@pytest.mark.node
 def test_the_node_client_matches_the_python_client(bundle: Path, music: dict[str, Path], tmp_path: Path) -> None:
     """WAV at the model's rate (PCM-16 mono, float stereo, a silent intro, more windows than max_windows): top 3 and
     every probability within 1e-4 of the Python client; other rates are refused with a reason."""

@@ -18,10 +18,10 @@ from genretag.evaluation.evaluate import evaluate_candidate, read_test_audio
 from genretag.families import create, from_params
 from genretag.onnx.contract import read_contract
 from genretag.onnx.session import open_model
-from genretag.registry.mlflow_registry import register_candidates
+from genretag.registry.register import register_candidates
 from genretag.tagging.catalog import Catalog, tag_catalog
-from genretag.tagging.scoring import resolve_model
-from genretag.training.train import candidate_dir, export_trained_candidate, train_candidate
+from genretag.registry.fetch import resolve_model
+from genretag.training.train import candidate_dir, export_trained_candidate, prepare_candidate, train_candidate
 
 TOY = "toy-bands"
 
@@ -41,11 +41,11 @@ def test_the_toy_family_is_known_only_where_params_name_its_module(tmp_path):
         load_params(_write(tmp_path / "a.yaml", {"train": {"candidates": [TOY]}}))
     with pytest.raises(ConfigError, match=r"families\.toy-bands\.floor = -1"):
         load_params(_write(tmp_path / "b.yaml", {"train": {"candidates": [TOY], "family_modules": ["tests.toy_family"]},
-                                                 "families": {TOY: {"floor": -1}}}))
+                                                 "register": {"baseline": TOY}, "families": {TOY: {"floor": -1}}}))
     with pytest.raises(ConfigError, match="cannot import family module 'tests.no_such_family'"):
         load_params(_write(tmp_path / "c.yaml", {"train": {"family_modules": ["tests.no_such_family"]}}))
     params = load_params(_write(tmp_path / "d.yaml", {"train": {"candidates": [TOY], "family_modules": ["tests.toy_family"]},
-                                                      "families": {TOY: {"floor": 1e-6, "C": 2.0}}}))
+                                                      "register": {"baseline": TOY}, "families": {TOY: {"floor": 1e-6, "C": 2.0}}}))
     family = from_params(TOY, params)
     assert (family.floor, family.head.C, family.opset) == (1e-6, 2.0, params.export.opset)
 
@@ -69,9 +69,10 @@ def test_the_numpy_reference_and_the_graph_agree():
 def test_a_toy_family_goes_through_train_export_gate_and_tag(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     params, paths = toy_project(tmp_path / "project")
-    training = train_candidate(params, paths, TOY, log=lambda message: None)
+    stage = prepare_candidate(params, paths, TOY)
+    training = train_candidate(params, paths, stage, log=lambda message: None)
     assert training["candidate"] == TOY and training["describe"]["family"] == TOY and training["head_C"] == 1.0
-    result = export_trained_candidate(params, paths, TOY)
+    result = export_trained_candidate(params, paths, stage)
     contract = read_contract(result.onnx_path)
     assert (contract.contract_version, contract.family, contract.labels) == (2, TOY, GENRES)
     assert result.parity.onnx_test_accuracy == 1.0

@@ -12,7 +12,7 @@ import soundfile as sf
 
 from tests.pipeline.conftest import TINY_CANDIDATES, repro, set_params, stages_run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.dvc, pytest.mark.keras]
 
 
 def test_every_stage_writes_its_outputs(pipeline_project):

@@ -65,6 +65,7 @@ def _kill_and_check(process: subprocess.Popen, ready, *, timeout_s: float = 600)
     return _alive(pids)
 
 
+@pytest.mark.server
 def test_sigkill_of_ingest_kills_its_workers_and_its_prefect_server(tmp_path: Path) -> None:
     source = tmp_path / "incoming"
     rng = np.random.default_rng(0)

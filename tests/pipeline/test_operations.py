@@ -25,7 +25,7 @@ from flows.server import stop
 from tests.conftest import tone, write_audio
 from tests.pipeline.conftest import STAGES, TINY_CANDIDATES, project_env, run, set_params
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.dvc, pytest.mark.keras]
 
 RETRAIN_TIMEOUT_S = 1500
 CATALOG_TRACKS = 3

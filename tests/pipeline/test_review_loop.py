@@ -18,7 +18,7 @@ from tests.conftest import tone, write_audio
 from tests.pipeline.conftest import TINY_PARAMS, run, stages_run
 from tests.tagging_support import make_onnx_model
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.dvc]
 
 
 def test_a_corrected_genre_reaches_the_training_split_with_its_provenance(make_project, tmp_path: Path) -> None:

@@ -5,15 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from genretag.core.errors import ConfigError
-
-if TYPE_CHECKING:  # scipy behind it: not on the path of commands that only read params
-    from genretag.dsp.spectrogram import PreprocessingSpec
 
 GTZAN_GENRES: tuple[str, ...] = (
     "blues", "classical", "country", "disco", "hiphop",
@@ -325,21 +322,3 @@ def resolve_sqlite_url(url: str, root: Path) -> str:
         return prefix + str((root / url[len(prefix):]).resolve())
     return url
 
-
-def preprocessing_spec(params: Params) -> PreprocessingSpec:
-    """The preprocessing contract of this configuration (travels inside every ONNX model)."""
-    from genretag.dsp.spectrogram import PreprocessingSpec
-
-    s = params.spectrogram
-    return PreprocessingSpec(
-        sample_rate=params.audio.sample_rate,
-        clip_seconds=params.audio.clip_seconds,
-        n_fft=s.n_fft,
-        hop_length=s.hop_length,
-        n_mels=s.n_mels,
-        fmin=s.fmin,
-        fmax=s.fmax,
-        top_db=s.top_db,
-        colormap=s.colormap,
-        image_size=tuple(s.image_size),
-    )

@@ -13,9 +13,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.fft
+
+if TYPE_CHECKING:
+    from genretag.core.config import Params
 
 # matplotlib's viridis, sampled at 256 levels, as RGB bytes (a test checks it against matplotlib).
 _VIRIDIS_HEX = (
@@ -77,6 +81,24 @@ class PreprocessingSpec:
         raw = json.loads(text)
         raw["image_size"] = tuple(raw["image_size"])
         return cls(**raw)
+
+
+def preprocessing_spec(params: Params) -> PreprocessingSpec:
+    """The preprocessing contract of this configuration (travels inside every ONNX model): the audio
+    section's rate and clip length, the spectrogram section's STFT, mel and image settings."""
+    s = params.spectrogram
+    return PreprocessingSpec(
+        sample_rate=params.audio.sample_rate,
+        clip_seconds=params.audio.clip_seconds,
+        n_fft=s.n_fft,
+        hop_length=s.hop_length,
+        n_mels=s.n_mels,
+        fmin=s.fmin,
+        fmax=s.fmax,
+        top_db=s.top_db,
+        colormap=s.colormap,
+        image_size=tuple(s.image_size),
+    )
 
 
 def _hz_to_mel(frequencies: np.ndarray) -> np.ndarray:

@@ -107,7 +107,7 @@ class KerasImageFamily:
     def from_params(cls, options: KerasRecipe, *, params, variant: str | None = None) -> KerasImageFamily:
         """The family with ``options`` (its section), the mel image of ``params`` (a
         :class:`~genretag.core.config.Params`: spectrogram, audio) and ``export.opset``."""
-        from genretag.core.config import preprocessing_spec
+        from genretag.dsp.spectrogram import preprocessing_spec
 
         extra = {"variant": variant} if variant else {}
         return cls(spec=preprocessing_spec(params), opset=params.export.opset, **options.model_dump(), **extra)
