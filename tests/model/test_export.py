@@ -19,7 +19,7 @@ from genretag.core.errors import ExportError, TrainingDataError
 from genretag.families.compact import Compact
 from genretag.families.keras_images import network_to_onnx
 from genretag.dsp.spectrogram import clips_to_images, preprocessing_spec, to_model_input
-from genretag.training.train import candidate_dir, export_trained_candidate, load_candidate, parity_clips
+from genretag.training.train import export_trained_candidate, load_candidate, parity_clips
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def _contract(params, family) -> ModelContract:
 def test_export_writes_a_parity_checked_v2_model_with_its_contract(project) -> None:
     params, paths = project
     model = small_cnn(seed=1)
-    folder = candidate_dir(paths, "compact")
+    folder = paths.candidate_dir("compact")
     keras_family(model, params).save(folder)
 
     manifest = pd.read_csv(paths.raw_dir / "manifest.csv").assign(original_sample_rate=44100, duration_s=6.0)

@@ -168,7 +168,7 @@ def test_candidate_stage_trains_tracks_and_exports_parity_gated(tmp_path, tiny_p
     from genretag.audio.decoding import to_pcm16, write_wav
     from genretag.onnx.contract import read_contract
     from genretag.core.errors import ExportError
-    from genretag.training.train import candidate_dir, export_trained_candidate, prepare_candidate, train_candidate
+    from genretag.training.train import export_trained_candidate, prepare_candidate, train_candidate
 
     params, paths = tiny_project(tmp_path, genres=LABELS, tracks_per_split={"train": 3, "validation": 1, "test": 1}, clips_per_track=3)
     clips = pd.read_csv(paths.clips)
@@ -195,7 +195,7 @@ def test_candidate_stage_trains_tracks_and_exports_parity_gated(tmp_path, tiny_p
     run = mlflow.get_run(training["mlflow_run_id"])
     assert run.data.tags["genretag.candidate"] == "mfcc-logreg" and run.data.params["candidate"] == "mfcc-logreg"
     result = export_trained_candidate(params, paths, stage)
-    assert result.onnx_path == candidate_dir(paths, "mfcc-logreg") / "model.onnx" and result.parity.onnx_test_accuracy == 1.0
+    assert result.onnx_path == paths.candidate_dir("mfcc-logreg") / "model.onnx" and result.parity.onnx_test_accuracy == 1.0
     contract = read_contract(result.onnx_path)
     assert (contract.contract_version, contract.family, contract.sample_rate, contract.labels) == (2, "mfcc-logreg", rate, LABELS)
     # 9 validation clips < export.temperature_min_clips: T = 1, said in the record and logged to the training run
@@ -208,7 +208,7 @@ def test_candidate_stage_trains_tracks_and_exports_parity_gated(tmp_path, tiny_p
 
     int8_params = params.model_copy(update={"export": params.export.model_copy(update={"quantize": "int8"})})
     assert quantize_trained_candidate(int8_params, paths, stage) is None
-    assert not (candidate_dir(paths, "mfcc-logreg") / "int8").exists()
+    assert not (paths.candidate_dir("mfcc-logreg") / "int8").exists()
     # Fit once, decode once: one family object, fitted once, and each of the 15 WAVs read once for all three steps.
     assert built == fits == [stage.family] and sorted(reads) == sorted(set(reads)) and len(reads) == clips["track_id"].nunique() == 15
 

@@ -20,7 +20,8 @@ from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, INT8, OUTPUT_NAME
 from genretag.data.demo import synthesize_track
 from genretag.core.errors import ExportError
 from genretag.evaluation.evaluate import find_candidates
-from genretag.training.int8 import INT8_DIR, Int8Refused, export_int8
+from genretag.training.int8 import Int8Refused, export_int8
+from genretag.core.config import INT8_DIR
 from genretag.training.parity import TestClips, synthetic_clips
 from genretag.onnx.session import cpu_session, predict_waveforms
 from genretag.dsp.spectrogram import PreprocessingSpec

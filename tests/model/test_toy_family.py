@@ -21,7 +21,7 @@ from genretag.onnx.session import open_model
 from genretag.registry.register import register_candidates
 from genretag.tagging.catalog import Catalog, tag_catalog
 from genretag.registry.fetch import resolve_model
-from genretag.training.train import candidate_dir, export_trained_candidate, prepare_candidate, train_candidate
+from genretag.training.train import export_trained_candidate, prepare_candidate, train_candidate
 
 TOY = "toy-bands"
 
@@ -77,7 +77,7 @@ def test_a_toy_family_goes_through_train_export_gate_and_tag(tmp_path, monkeypat
     assert (contract.contract_version, contract.family, contract.labels) == (2, TOY, GENRES)
     assert result.parity.onnx_test_accuracy == 1.0
 
-    metrics = evaluate_candidate(TOY, candidate_dir(paths, TOY) / "model.onnx", read_test_audio(paths, genres=params.genres),
+    metrics = evaluate_candidate(TOY, paths.candidate_dir(TOY) / "model.onnx", read_test_audio(paths, genres=params.genres),
                                  metrics_path=paths.metrics_dir / "candidates" / f"{TOY}.json",
                                  plots_dir=paths.plots_dir / "candidates" / TOY, tsne_clips=5)
     assert metrics["test_accuracy"] == metrics["track_accuracy_mean_prob"] == 1.0

@@ -69,3 +69,11 @@ def replace_dir(target: Path, build: Callable[[Path], None]) -> None:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(fresh, ignore_errors=True)
+
+
+def save_figure(figure, path: str | Path, *, dpi: int = 120) -> Path:
+    """Write a matplotlib Figure as PNG, atomically."""
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        figure.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    return target

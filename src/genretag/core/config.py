@@ -281,6 +281,11 @@ def _describe(error: dict) -> str:
     return f"{key} = {error.get('input')!r}: {reason}"
 
 
+CANDIDATES_DIR = "candidates"  # models/candidates/<id>/
+INT8_SUFFIX = "-int8"  # model version (and candidate id) of the int8 model of a float32 one
+INT8_DIR = "int8"  # models/candidates/<id>/int8/model.onnx: inside the candidate's DVC output
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where every stage reads and writes, relative to the project root."""
@@ -299,6 +304,11 @@ class Layout:
     def clips(self) -> Path: return self.root / "data" / "clips.csv"
     @property
     def models_dir(self) -> Path: return self.root / "models"
+
+    def candidate_dir(self, candidate: str) -> Path:
+        """``models/candidates/<candidate>/``: the family's trained state, training.json, model.onnx, card;
+        its int8 derivative in ``<that>/int8/`` (:data:`INT8_DIR`)."""
+        return self.models_dir / CANDIDATES_DIR / candidate
     @property
     def metrics_dir(self) -> Path: return self.root / "metrics"
     @property

@@ -19,7 +19,7 @@ import soundfile as sf
 from genretag.audio import decoding as audio
 from genretag.core.atomic import write_csv, write_json
 from genretag.core.config import AudioParams, Layout, Params, SplitParams, worker_count
-from genretag.core.errors import AudioError, ConfigError, ReviewError
+from genretag.core.errors import AudioError, ConfigError, ReviewError, TrainingDataError
 from genretag.core.paths import absolute, display, exact_bytes
 from genretag.core.processes import die_with_parent
 
@@ -435,3 +435,32 @@ def make_clips(tracks: pd.DataFrame, *, params: Params, layout: Layout) -> pd.Da
     clips = clips[list(CLIP_COLUMNS)].sort_values(["split", "genre", "clip_id"], kind="stable").reset_index(drop=True)
     write_csv(layout.clips, clips)
     return clips
+
+
+REQUIRED_CLIP_COLUMNS = ("clip_id", "track_id", "genre", "split", "start_s")
+
+
+def read_clips(path: str | Path, *, genres: Sequence[str] | None = None) -> pd.DataFrame:
+    """clips.csv, checked: required columns, known splits (and genres, when given).
+
+    Raises TrainingDataError naming ``path`` for a missing or unreadable file, missing columns,
+    unknown split values or genres outside ``genres``.
+    """
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path, dtype={c: str for c in ("clip_id", "track_id", "genre", "split")}, keep_default_na=False)
+    except FileNotFoundError:
+        raise TrainingDataError(f"{path}: no such file (run the split stage first)") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise TrainingDataError(f"{path}: not a readable CSV: {exc}") from exc
+    missing = [c for c in REQUIRED_CLIP_COLUMNS if c not in frame.columns]
+    if missing:
+        raise TrainingDataError(f"{path}: missing columns {missing}")
+    bad_split = sorted(set(frame["split"]) - set(SPLITS))
+    if bad_split:
+        raise TrainingDataError(f"{path}: unknown split values {bad_split}; expected {list(SPLITS)}")
+    if genres is not None:
+        unknown = sorted(set(frame["genre"]) - set(genres))
+        if unknown:
+            raise TrainingDataError(f"{path}: genres {unknown} are not in params genres {list(genres)}")
+    return frame

@@ -21,9 +21,10 @@ from genretag.core.atomic import write_csv, write_json
 from genretag.core.config import Layout
 from genretag.onnx.contract import ModelContract
 from genretag.core.errors import TrainingDataError
-from genretag.training.int8 import INT8_DIR, INT8_SUFFIX
+from genretag.core.config import INT8_DIR, INT8_SUFFIX
 from genretag.evaluation.gate import Outcome, TestSet, outcome_from_probabilities
-from genretag.training.train import candidate_dir, read_clips, save_figure
+from genretag.data.dataset import read_clips
+from genretag.core.atomic import save_figure
 
 EPSILON = 1e-7  # Keras' clip for categorical cross-entropy
 
@@ -184,8 +185,8 @@ def find_candidates(paths: Layout, *, candidates: Sequence[str]) -> dict[str, Pa
     """
     found = {}
     for c in candidates:
-        found[c] = candidate_dir(paths, c) / "model.onnx"
-        found[f"{c}{INT8_SUFFIX}"] = candidate_dir(paths, c) / INT8_DIR / "model.onnx"
+        found[c] = paths.candidate_dir(c) / "model.onnx"
+        found[f"{c}{INT8_SUFFIX}"] = paths.candidate_dir(c) / INT8_DIR / "model.onnx"
     return {c: found[c] for c in sorted(found) if found[c].is_file()}
 
 

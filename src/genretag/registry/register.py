@@ -112,10 +112,10 @@ def register_candidates(
     """
     from genretag.evaluation.evaluate import read_test_audio
     from genretag.evaluation.gate import Decision, decide
-    from genretag.training.train import candidate_dir
+
 
     candidates = dict(candidates if candidates is not None else
-                      {c: candidate_dir(paths, c) / "model.onnx" for c in params.train.candidates})
+                      {c: paths.candidate_dir(c) / "model.onnx" for c in params.train.candidates})
     if not candidates:
         raise RegistryError(f"{paths.models_dir / 'candidates'}: no candidate model.onnx to register (run the train stage first)")
     record_path = record_path or paths.models_dir / RECORD_NAME

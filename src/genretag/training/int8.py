@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from genretag.core.atomic import atomic_open
+from genretag.core.config import INT8_SUFFIX
 from genretag.core.errors import ExportError
 from genretag.onnx.contract import INPUT_NAME, INT8, ModelContract, read_contract, require_v2
 from genretag.onnx.session import cpu_session, predict_waveforms
@@ -28,8 +29,6 @@ from genretag.training.sealing import seal
 log = logging.getLogger(__name__)
 
 NETWORK_PREFIX = "network/"  # genretag.onnx.graph.compose's prefix on the network's nodes
-INT8_SUFFIX = "-int8"  # model version (and candidate id) of the int8 model of a float32 one
-INT8_DIR = "int8"  # models/candidates/<id>/int8/model.onnx: inside the candidate's DVC output
 QUANT_FORMATS = ("qoperator", "qdq")
 NOT_QUANTIZED = ("Softmax",)  # the probabilities keep float resolution (a uint8 softmax steps by 1/255)
 

@@ -23,15 +23,16 @@ import numpy as np
 import pandas as pd
 
 import genretag  # noqa: F401  - offline/quiet environment before TensorFlow loads
-from genretag.core.atomic import atomic_path, write_json
+from genretag.core.atomic import save_figure, write_json
 from genretag.core.config import Layout, Params
 from genretag.core.errors import TrainingDataError
-from genretag.data.dataset import SPLITS
+from genretag.data.dataset import read_clips
 from genretag.families import ClipSet, Family, from_params, load_split
 from genretag.onnx.contract import ModelContract
 from genretag.training.card import render_model_card, split_counts
 from genretag.training.export import ExportResult, export_candidate
-from genretag.training.int8 import INT8_DIR, Int8Refused, Int8Result, NothingToQuantize, export_int8
+from genretag.training.int8 import Int8Refused, Int8Result, NothingToQuantize, export_int8
+from genretag.core.config import INT8_DIR
 from genretag.training.parity import TestClips
 from genretag.training.provenance import git_commit, training_data_hash
 
@@ -40,48 +41,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-REQUIRED_CLIP_COLUMNS = ("clip_id", "track_id", "genre", "split", "start_s")
 CURVES_NAME = "training_curves.png"
 
 
 # --------------------------------------------------------------------------- data
 
-def read_clips(path: str | Path, *, genres: Sequence[str] | None = None) -> pd.DataFrame:
-    """clips.csv, checked: required columns, known splits (and genres, when given).
-
-    Raises TrainingDataError naming ``path`` for a missing or unreadable file, missing columns,
-    unknown split values or genres outside ``genres``.
-    """
-    path = Path(path)
-    try:
-        frame = pd.read_csv(path, dtype={c: str for c in ("clip_id", "track_id", "genre", "split")}, keep_default_na=False)
-    except FileNotFoundError:
-        raise TrainingDataError(f"{path}: no such file (run the split stage first)") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise TrainingDataError(f"{path}: not a readable CSV: {exc}") from exc
-    missing = [c for c in REQUIRED_CLIP_COLUMNS if c not in frame.columns]
-    if missing:
-        raise TrainingDataError(f"{path}: missing columns {missing}")
-    bad_split = sorted(set(frame["split"]) - set(SPLITS))
-    if bad_split:
-        raise TrainingDataError(f"{path}: unknown split values {bad_split}; expected {list(SPLITS)}")
-    if genres is not None:
-        unknown = sorted(set(frame["genre"]) - set(genres))
-        if unknown:
-            raise TrainingDataError(f"{path}: genres {unknown} are not in params genres {list(genres)}")
-    return frame
-
-
 
 # --------------------------------------------------------------------------- runtime
-
-
-def save_figure(figure, path: str | Path, *, dpi: int = 120) -> Path:
-    """Write a matplotlib Figure as PNG, atomically."""
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        figure.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-    return target
 
 
 def plot_training_curves(history: pd.DataFrame, path: str | Path, *, title: str = "", best_epoch: int | None = None) -> Path:
@@ -137,14 +103,6 @@ def read_training(path: str | Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- model families (train.candidates)
-
-CANDIDATES_DIR = "candidates"
-
-
-def candidate_dir(paths: Layout, candidate: str) -> Path:
-    """``models/candidates/<candidate>/``: the family's trained state, training.json, model.onnx, card."""
-    return paths.models_dir / CANDIDATES_DIR / candidate
-
 
 @dataclass(frozen=True)
 class DecodedSplits:
@@ -210,7 +168,7 @@ def load_candidate(params: Params, paths: Layout, candidate: str) -> Candidate:
     """:func:`prepare_candidate` with the trained state that :func:`train_candidate` saved loaded into the family
     (to export a candidate trained by an earlier run). Raises as ``prepare_candidate`` and the family's ``load``."""
     prepared = prepare_candidate(params, paths, candidate)
-    prepared.family.load(candidate_dir(paths, candidate))
+    prepared.family.load(paths.candidate_dir(candidate))
     return prepared
 
 
@@ -229,7 +187,7 @@ def train_candidate(params: Params, paths: Layout, stage: Candidate, *, log: Cal
     candidate, family, train_set, validation_set = stage.name, stage.family, stage.splits.train, stage.splits.validation
     if not len(train_set):
         raise TrainingDataError(f"{paths.clips}: no train clips for candidate {candidate}")
-    folder = candidate_dir(paths, candidate)
+    folder = paths.candidate_dir(candidate)
     use_tracking(params, root=paths.root)
     with mlflow.start_run(run_name=candidate, tags={"genretag.stage": "train", "genretag.candidate": candidate,
                                                     "genretag.family": family.name}) as run:
@@ -265,7 +223,7 @@ def export_trained_candidate(params: Params, paths: Layout, stage: Candidate) ->
 
     candidate, family, labels = stage.name, stage.family, tuple(params.genres)
     test = stage.splits.clips("test", labels=labels)
-    training = read_training(candidate_dir(paths, candidate) / "training.json")
+    training = read_training(paths.candidate_dir(candidate) / "training.json")
     contract = ModelContract(
         labels=labels, model_name=params.registry.model_name, model_version=f"{candidate}-{training.get('mlflow_run_id', '')[:12]}",
         sample_rate=family.sample_rate, clip_samples=family.clip_samples, family=family.name,
@@ -275,7 +233,7 @@ def export_trained_candidate(params: Params, paths: Layout, stage: Candidate) ->
     )
     counts = split_counts(paths.clips)
     result = export_candidate(
-        family, contract=contract, onnx_path=candidate_dir(paths, candidate) / "model.onnx", test=test,
+        family, contract=contract, onnx_path=paths.candidate_dir(candidate) / "model.onnx", test=test,
         tolerance=params.export.parity_tolerance, validation=stage.splits.clips("validation", labels=labels),
         temperature_min_clips=params.export.temperature_min_clips,
         card=lambda parity, calibration: render_model_card(params, contract, parity=parity, test=test, counts=counts,
@@ -318,7 +276,7 @@ def quantize_trained_candidate(params: Params, paths: Layout, stage: Candidate) 
     """
     import shutil
 
-    folder = candidate_dir(paths, stage.name) / INT8_DIR
+    folder = paths.candidate_dir(stage.name) / INT8_DIR
     if params.export.quantize != "int8":
         shutil.rmtree(folder, ignore_errors=True)
         return None
@@ -326,7 +284,7 @@ def quantize_trained_candidate(params: Params, paths: Layout, stage: Candidate) 
     rng = np.random.default_rng(params.train.seed)
     chosen = np.sort(rng.choice(len(train_set), size=min(len(train_set), params.export.calibration_clips), replace=False))
     try:
-        return export_int8(candidate_dir(paths, stage.name) / "model.onnx", calibration=train_set.waveforms[chosen],
+        return export_int8(paths.candidate_dir(stage.name) / "model.onnx", calibration=train_set.waveforms[chosen],
                            onnx_path=folder / "model.onnx", test=stage.splits.clips("test", labels=params.genres),
                            quant_format=params.export.quantize_format, min_agreement=params.export.int8_min_agreement)
     except (NothingToQuantize, Int8Refused) as exc:
