@@ -153,4 +153,4 @@ def test_a_fitted_t_that_would_raise_the_ece_is_not_applied(exported, tmp_path) 
     assert (calibration.method, calibration.temperature, calibration.fitted_on) == (METHOD_NONE, 1.0, 0)
     assert "fitted on the 36 validation clips would not lower their ECE" in calibration.reason
     assert read_contract(result.onnx_path).calibration["reason"] == calibration.reason
-    assert not [n for n in onnx.load(result.onnx_path).graph.node if n.name.startswith(export.CALIBRATION_PREFIX)]
+    assert not [n for n in onnx.load(result.onnx_path).graph.node if n.name.startswith(CALIBRATION_PREFIX)]
