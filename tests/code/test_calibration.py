@@ -105,3 +105,24 @@ def test_calibrate_keeps_t_one_when_every_validation_clip_is_right() -> None:
     assert (kept.method, kept.temperature, kept.fitted_on) == (METHOD_NONE, 1.0, 0)
     assert "every one of the 200 validation clips is right" in kept.reason
     assert fit_temperature(probabilities=probabilities, labels=right) < 0.2  # what fitting would have done
+
+
+def test_calibrate_keeps_t_one_when_the_fitted_t_would_raise_the_validation_ece() -> None:
+    """A calibrated bulk (confidence 0.7, 70 % right) and a sure minority under-confident (0.95, all right):
+    the NLL wants the whole set sharpened (T < 1), which helps the minority less than it hurts the bulk."""
+    bulk = np.tile([0.7, 0.3], (700, 1))
+    sure = np.tile([0.95, 0.05], (300, 1))
+    probabilities = np.concatenate([bulk, sure])
+    labels = np.concatenate([np.zeros(490, dtype=int), np.ones(210, dtype=int), np.zeros(300, dtype=int)])
+    fitted = fit_temperature(probabilities=probabilities, labels=labels)
+    before = expected_calibration_error(probabilities=probabilities, labels=labels)
+    after = expected_calibration_error(probabilities=temperature_scaled(probabilities=probabilities, temperature=fitted), labels=labels)
+    assert fitted < 0.9 and before == pytest.approx(0.015) and after > 2 * before  # the premise: the NLL fit makes ECE worse
+
+    kept = calibrate(validation_probabilities=probabilities, validation_labels=labels,
+                     test_probabilities=probabilities[::7], test_labels=labels[::7], min_clips=30)
+    assert (kept.method, kept.temperature, kept.fitted_on, kept.applied) == (METHOD_NONE, 1.0, 0, False)
+    assert kept.ece_before == kept.ece_after == pytest.approx(before)
+    assert kept.test_ece_before == kept.test_ece_after
+    assert f"T = {fitted:.2f} fitted on the 1000 validation clips would not lower their ECE ({before:.4f} -> {after:.4f})" in kept.reason
+    assert kept.reason.endswith("probabilities left as the model gives them (T = 1)")

@@ -139,6 +139,26 @@ def test_duplicate_content_keeps_the_first_track(mixed):
     assert "jazz.00000" in set(outcome.passed["track_id"])
 
 
+def test_a_reviewed_label_wins_over_the_corpus_copy_of_the_same_audio(tmp_path):
+    """A reviewer's correction of a corpus track's audio is kept even when its track_id sorts after the corpus one."""
+    root = make_project(tmp_path)
+    m = Manifest(root)
+    review = "review:review.csv@0123456789ab;reviewer=ann;model_version=7;imported_at=2024-05-01T10:00:00+00:00"
+    corpus = {track_id: m.add(track_id, provenance="corpus") for track_id in ["blues.00000", "jazz.00000", "rock.00000"]}
+    m.add("rock.review-0123456789ab", corpus["blues.00000"], provenance=review)   # blues corrected to rock: sorts after
+    m.add("blues.review-abcdef012345", corpus["rock.00000"], provenance=review)   # rock corrected to blues: sorts before
+    m.add("jazz.00001", corpus["jazz.00000"], provenance="corpus")                # corpus against corpus: the first stays
+    outcome = validate_manifest(m.write(), root=root, params=load_params(root / "params.yaml"))
+    assert reasons_of(outcome) == {
+        "blues.00000": "duplicate of rock.review-0123456789ab (same audio content)",
+        "rock.00000": "duplicate of blues.review-abcdef012345 (same audio content)",
+        "jazz.00001": "duplicate of jazz.00000 (same audio content)",
+    }
+    passed = outcome.passed.set_index("track_id")
+    assert sorted(passed.index) == ["blues.review-abcdef012345", "jazz.00000", "rock.review-0123456789ab"]
+    assert passed.at["rock.review-0123456789ab", "genre"] == "rock" and passed.at["rock.review-0123456789ab", "provenance"] == review
+
+
 def test_audio_suite_catches_wavs_that_contradict_the_manifest(mixed):
     _, _, _, outcome = mixed
     reasons = reasons_of(outcome)

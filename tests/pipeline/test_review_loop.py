@@ -62,3 +62,10 @@ def test_a_corrected_genre_reaches_the_training_split_with_its_provenance(make_p
     same = tracks[tracks["content_sha256"] == corpus.at["blues.00000", "content_sha256"]]
     assert len(same) == 1
     assert clips.loc[clips["track_id"] == same["track_id"].iloc[0], "split"].nunique() == 1
+    # ... and the reviewer's label wins over the corpus label, though "reggae" sorts after "blues"
+    corrected = f"reggae.review-{file_sha256(Path(copy))[:12]}"
+    assert same["track_id"].iloc[0] == corrected and same["genre"].iloc[0] == "reggae"
+    assert set(clips.loc[clips["track_id"] == corrected, "genre"]) == {"reggae"}
+    assert "blues.00000" not in set(clips["track_id"])
+    quarantine = read_table(root / "data" / "quarantine.csv").set_index("track_id")
+    assert quarantine.at["blues.00000", "reason"] == f"duplicate of {corrected} (same audio content)"

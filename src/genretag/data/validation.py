@@ -3,7 +3,9 @@
 Three suites, declared below as data (``Check`` rows):
 
 * ``genretag.manifest`` runs on the manifest: labels, decode errors, duration, silence, non-finite
-  samples, unique track ids and audio content (the first copy in track_id order is kept).
+  samples, unique track ids and audio content. Of several copies the one kept is otherwise fine, a
+  reviewed label (provenance ``review:...``) before a corpus one, then the first in track_id order:
+  a reviewer's correction of a corpus track wins over the corpus label (:func:`_kept_copy`).
 * ``genretag.audio`` runs on what the not-yet-rejected WAVs in data/raw really hold (header and
   samples read with soundfile): 22,050 Hz, mono, PCM-16, frames, finite, duration, and the samples'
   hash equal to the manifest's ``content_sha256``.
@@ -73,13 +75,13 @@ class Check:
     """One expectation and how a row that fails it is described in quarantine.csv.
 
     ``reason`` gets the failing row merged with the suite parameters (and, for ``keep_first``
-    checks, ``original``: the track_id of the copy that is kept).
+    checks, ``original``: the track_id of the copy that is kept, :func:`_kept_copy`).
     """
 
     name: str
     expectation: Callable[[], gxe.Expectation]
     reason: Callable[[Row], str]
-    keep_first: str | None = None  # uniqueness over this column: the first copy in track_id order passes
+    keep_first: str | None = None  # uniqueness over this column: one copy passes (_kept_copy)
 
 
 def _num(value: Any, digits: int = 1) -> str:
@@ -212,6 +214,22 @@ def _unexpected(result: ExpectationSuiteValidationResult) -> dict[str, list[Any]
     }
 
 
+REVIEWED = "review:"  # provenance prefix of a label a reviewer gave (genretag.data.dataset.feedback_sources)
+
+
+def _kept_copy(frame: pd.DataFrame, copies: Sequence[Any], *, already_bad: set[Any]) -> Any:
+    """Which of ``copies`` (row labels of ``frame`` in track_id order, one track's audio or id) passes.
+
+    Preference: a copy no other check failed, then a reviewed label (provenance ``review:...``) over a
+    corpus one, then the first in track_id order. A reviewer's correction must reach training even when
+    its genre, and so its track_id ``<genre>.review-...``, sorts after the corpus track's.
+    """
+    def rank(label: Any) -> tuple[bool, bool]:
+        return label in already_bad, not str(frame.at[label, "provenance"] or "").startswith(REVIEWED)
+
+    return min(copies, key=rank)  # min keeps the first of equal ranks: track_id order
+
+
 def _reasons(
     frame: pd.DataFrame, checks: Sequence[Check], unexpected: Mapping[str, list[Any]], parameters: Mapping[str, Any]
 ) -> dict[Any, dict[str, str]]:
@@ -236,8 +254,7 @@ def _reasons(
         for label in labels:
             groups.setdefault(frame.at[label, column], []).append(label)
         for copies in groups.values():
-            # keep the first copy in track_id order that is otherwise fine (else simply the first)
-            original = next((label for label in copies if label not in already_bad), copies[0])
+            original = _kept_copy(frame, copies, already_bad=already_bad)
             for label in copies:
                 if label != original:
                     fail(label, check, original=frame.at[original, "track_id"])

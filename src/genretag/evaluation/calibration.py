@@ -4,6 +4,8 @@ Temperature scaling (Guo, Pleiss, Sun and Weinberger 2017, "On Calibration of Mo
 Networks", ICML, section 4.2) divides a classifier's logits by one scalar ``T > 0`` fitted on held-out
 data by minimising the negative log-likelihood: ``softmax(z / T)``. ``T > 1`` softens an
 over-confident model, ``T < 1`` sharpens an under-confident one; the top-1 class never changes.
+The NLL and the ECE weigh clips differently, so a fitted T is kept only when it lowers the validation
+ECE (:func:`calibrate`); otherwise T = 1, with the reason.
 Every genretag family ends in a softmax, so the logits are recovered up to a per-clip constant as
 ``log p`` (which softmax ignores): ``softmax(log p / T) == softmax(z / T)``. Probabilities are
 floored at :data:`PROBABILITY_FLOOR` before the log, here and in the exported graph alike.
@@ -30,7 +32,7 @@ PROBABILITY_FLOOR = 1e-12  # float32-representable; log(1e-12) = -27.6, far belo
 TEMPERATURE_BOUNDS = (0.05, 20.0)  # search range of T; a fit at a bound says the validation set is degenerate
 ECE_BINS = 15  # Guo et al. 2017 use 15 equal-width bins
 METHOD_TEMPERATURE = "temperature"  # T fitted on the validation split
-METHOD_NONE = "none"  # T = 1: too few validation clips to fit it (the reason says why)
+METHOD_NONE = "none"  # T = 1: too few clips, none wrong, or a fit that would not lower the ECE (the reason says which)
 
 
 class CalibrationError(GenretagError):
@@ -145,33 +147,39 @@ def calibrate(
     min_clips: int,
     bins: int = ECE_BINS,
 ) -> Calibration:
-    """Decide and fit: with at least ``min_clips`` validation clips, T from :func:`fit_temperature` on them;
-    otherwise, or when every validation clip is right (no finite minimum), T = 1 (method ``none``) with the reason. ECE before and after on validation and test
-    (a split without clips gets None). Shapes as :func:`fit_temperature`; raises as it does.
+    """Decide and fit: with at least ``min_clips`` validation clips, T from :func:`fit_temperature` on them,
+    kept only when it lowers their ECE (:func:`expected_calibration_error`). T = 1 (method ``none``), with the
+    reason, when there are fewer clips, when every validation clip is right (no finite minimum), or when the
+    fitted T does not lower the validation ECE: the NLL and the ECE weigh clips differently, and T is kept for
+    calibration, which the ECE measures. ECE before and after on validation and test (a split without clips
+    gets None). Shapes as :func:`fit_temperature`; raises as it does.
     """
-    n = len(validation_labels)
-    enough = n >= max(min_clips, 1)
-    all_right = n > 0 and bool(np.all(np.argmax(validation_probabilities, axis=1) == np.asarray(validation_labels)))
-    if enough and all_right:
-        temperature, method = 1.0, METHOD_NONE
-        reason = (f"every one of the {n} validation clips is right: the negative log-likelihood falls without bound "
-                  "as T -> 0, so there is no temperature to fit; probabilities left as the model gives them (T = 1)")
-    elif enough:
-        temperature = fit_temperature(probabilities=validation_probabilities, labels=validation_labels)
-        method = METHOD_TEMPERATURE
-        reason = f"T fitted by minimising the negative log-likelihood on {n} validation clips"
-        if np.isclose(temperature, TEMPERATURE_BOUNDS, rtol=1e-3).any():
-            reason += f" (at the bound of {TEMPERATURE_BOUNDS}: the validation clips are degenerate, e.g. all right and sure)"
-    else:
-        temperature, method = 1.0, METHOD_NONE
-        reason = (f"the validation split holds {n} clip(s), fewer than export.temperature_min_clips {min_clips}: "
-                  "probabilities left as the model gives them (T = 1)")
 
     def ece(probabilities: np.ndarray, labels: np.ndarray, scale: float) -> float | None:
         if not len(labels):
             return None
         scaled = temperature_scaled(probabilities=probabilities, temperature=scale)
         return expected_calibration_error(probabilities=scaled, labels=labels, bins=bins)
+
+    n = len(validation_labels)
+    left = "probabilities left as the model gives them (T = 1)"
+    temperature, method = 1.0, METHOD_NONE
+    if n < max(min_clips, 1):
+        reason = f"the validation split holds {n} clip(s), fewer than export.temperature_min_clips {min_clips}: {left}"
+    elif bool(np.all(np.argmax(validation_probabilities, axis=1) == np.asarray(validation_labels))):
+        reason = (f"every one of the {n} validation clips is right: the negative log-likelihood falls without bound "
+                  f"as T -> 0, so there is no temperature to fit; {left}")
+    else:
+        fitted = fit_temperature(probabilities=validation_probabilities, labels=validation_labels)
+        before, after = ece(validation_probabilities, validation_labels, 1.0), ece(validation_probabilities, validation_labels, fitted)
+        if after < before:
+            temperature, method = fitted, METHOD_TEMPERATURE
+            reason = f"T fitted by minimising the negative log-likelihood on {n} validation clips"
+            if np.isclose(temperature, TEMPERATURE_BOUNDS, rtol=1e-3).any():
+                reason += f" (at the bound of {TEMPERATURE_BOUNDS}: the validation clips are degenerate, e.g. all right and sure)"
+        else:
+            reason = (f"T = {fitted:.2f} fitted on the {n} validation clips would not lower their ECE "
+                      f"({before:.4f} -> {after:.4f}): {left}")
 
     return Calibration(
         method=method, temperature=temperature, fitted_on=n if method == METHOD_TEMPERATURE else 0, reason=reason,

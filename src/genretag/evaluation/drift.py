@@ -28,9 +28,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from genretag.families import ClipSet
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +130,9 @@ def build_reference(
     ``embeddings`` float32 [n, D]: the model's embedding of n training clips (n >= 2);
     ``clip_loudness_dbfs`` the same clips' RMS levels (dBFS); ``genre_counts`` training genre ->
     tracks; ``source_sample_rates`` (Hz) and ``durations_s`` (s) of the training tracks as
-    validated. Raises ValueError for fewer than 2 clips or no track.
+    validated. ``embedding_mean`` and ``embedding_sd`` (population sd) per dimension are kept at
+    full float64 precision (JSON round-trips them exactly): rounding them would make a clip set
+    differ from its own reference. Raises ValueError for fewer than 2 clips or no track.
     """
     embeddings = np.asarray(embeddings, dtype=np.float64)
     if embeddings.ndim != 2 or len(embeddings) < 2 or not len(durations_s):
@@ -135,8 +140,8 @@ def build_reference(
     return {
         "format": REFERENCE_FORMAT,
         "clips": len(embeddings),
-        "embedding_mean": [round(float(v), 6) for v in embeddings.mean(axis=0)],
-        "embedding_sd": [round(float(v), 6) for v in embeddings.std(axis=0)],
+        "embedding_mean": [float(v) for v in embeddings.mean(axis=0)],
+        "embedding_sd": [float(v) for v in embeddings.std(axis=0)],
         "genre_counts": {str(k): int(v) for k, v in sorted(genre_counts.items())},
         "loudness_dbfs": _moments(clip_loudness_dbfs),
         "source_sample_rate": _moments(source_sample_rates),
@@ -144,24 +149,31 @@ def build_reference(
     }
 
 
-SD_FLOOR = 1e-6  # a dimension constant over the training clips: its shift is measured against this sd
+SPREAD_RESOLUTION = float(np.finfo(np.float32).eps)  # 2**-23: float32 resolution relative to a value
 
 
 def embedding_shift(reference: Mapping[str, Any], run_mean: np.ndarray) -> float:
-    """Mean over embedding dimensions of |run mean - training mean| / training sd (unitless).
+    """Mean over the embedding dimensions with spread of |run mean - training mean| / training sd (unitless).
 
     The per-dimension standardised mean difference (Cohen's d, Cohen 1988, *Statistical Power
-    Analysis*, ch. 2) averaged over the D dimensions; shift detection on a model's representation
+    Analysis*, ch. 2) averaged over the dimensions; shift detection on a model's representation
     follows Rabanser, Günnemann & Lipton 2019, "Failing Loudly". 0: the same mean; about 1: the
-    run's mean sits one training sd away in a typical dimension. Raises ValueError when the
-    dimensions differ.
+    run's mean sits one training sd away in a typical dimension.
+
+    Rule: a dimension counts only when its training sd exceeds float32 resolution at its mean,
+    ``sd > SPREAD_RESOLUTION * |mean|`` (the embedding is float32, contract v2); a dimension without
+    spread (a dead unit, a constant) has no scale to standardise by and is left out, whatever the
+    run's mean there. Raises ValueError when the dimensions differ or none has spread.
     """
     mean = np.asarray(reference["embedding_mean"], dtype=np.float64)
-    sd = np.maximum(np.asarray(reference["embedding_sd"], dtype=np.float64), SD_FLOOR)
+    sd = np.asarray(reference["embedding_sd"], dtype=np.float64)
     run_mean = np.asarray(run_mean, dtype=np.float64)
     if run_mean.shape != mean.shape:
         raise ValueError(f"embedding of {run_mean.shape[0] if run_mean.ndim else 0} dimensions, reference has {len(mean)}")
-    return round(float(np.mean(np.abs(run_mean - mean) / sd)), 4)
+    spread = sd > SPREAD_RESOLUTION * np.abs(mean)
+    if not spread.any():
+        raise ValueError(f"no embedding dimension varies over the {reference.get('clips', '?')} training clips of the reference")
+    return round(float(np.mean(np.abs(run_mean[spread] - mean[spread]) / sd[spread])), 4)
 
 
 def run_drift(
@@ -250,21 +262,28 @@ def drift_markdown(drift: Mapping[str, Any], warnings: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def training_reference(family: Any, *, waveforms: np.ndarray, tracks_csv: Path, max_clips: int, seed: int,
+def training_reference(family: Any, *, train: ClipSet, tracks_csv: Path, max_clips: int, seed: int,
                        batch_size: int = 64) -> dict[str, Any]:
-    """:func:`build_reference` for a trained model family (genretag.families.Family): its own
-    ``predict`` embeds up to ``max_clips`` training clips (float32 [n, S] at the family's rate,
-    a seeded random choice), whose RMS levels are measured too; genre counts, source sample rates
-    and durations come from the validated tracks (data/tracks.csv columns genre,
-    original_sample_rate, duration_s). {} (no reference; logged) when either side is empty.
+    """:func:`build_reference` for a trained model family (genretag.families.Family) from its training split.
+
+    ``train``: the train split's clips (waveforms float32 [n, S] at the family's rate, one track_id
+    per clip); the family's own ``predict`` embeds up to ``max_clips`` of them (a seeded random
+    choice), whose RMS levels are measured too. Genre counts, source sample rates and durations
+    come from the rows of the validated tracks (data/tracks.csv columns track_id, genre,
+    original_sample_rate, duration_s) whose track_id is one of ``train``'s: the validation and
+    test tracks are not training data. {} (no reference; logged) when either side is empty.
     """
     from genretag.audio.decoding import stats
     from genretag.data.dataset import read_table
 
+    waveforms = train.waveforms
     tracks = read_table(tracks_csv) if tracks_csv.is_file() else None
-    if len(waveforms) < 2 or tracks is None or not len(tracks) or not {"original_sample_rate", "duration_s"} <= set(tracks.columns):
+    needed = {"track_id", "original_sample_rate", "duration_s"}
+    if tracks is not None and needed <= set(tracks.columns):
+        tracks = tracks[tracks["track_id"].isin(set(train.track_ids))]
+    if len(waveforms) < 2 or tracks is None or not needed <= set(tracks.columns) or not len(tracks):
         log.info("no drift reference: %d training clips; %s %s", len(waveforms), tracks_csv,
-                 "lacks tracks with original_sample_rate and duration_s" if tracks_csv.is_file() else "missing")
+                 "lacks training-split tracks with original_sample_rate and duration_s" if tracks_csv.is_file() else "missing")
         return {}
     chosen = np.sort(np.random.default_rng(seed).choice(len(waveforms), size=min(len(waveforms), max_clips), replace=False))
     clips = np.asarray(waveforms[chosen], dtype=np.float32)

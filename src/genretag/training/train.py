@@ -228,7 +228,7 @@ def export_trained_candidate(params: Params, paths: Layout, stage: Candidate) ->
         labels=labels, model_name=params.registry.model_name, model_version=f"{candidate}-{training.get('mlflow_run_id', '')[:12]}",
         sample_rate=family.sample_rate, clip_samples=family.clip_samples, family=family.name,
         preprocessing=family.preprocessing(), training_data_hash=training_data_hash(paths), git_commit=git_commit(paths.root),
-        drift_reference=training_reference(family, waveforms=stage.splits.train.waveforms, tracks_csv=paths.tracks,
+        drift_reference=training_reference(family, train=stage.splits.train, tracks_csv=paths.tracks,
                                            max_clips=params.export.drift_reference_clips, seed=params.train.seed),
     )
     counts = split_counts(paths.clips)
