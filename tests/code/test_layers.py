@@ -19,13 +19,6 @@ from tests.conftest import REPO_ROOT
 
 LAYERS = ("core", "dsp", "audio", "data", "onnx", "families", "evaluation", "training", "registry", "tagging", "cli")
 SITS_WITH = {"handoff": "onnx"}  # subpackages outside LAYERS, and the layer each belongs to
-# Arrows back up that another engineer is removing; the lead empties this at merge. Each entry must
-# still exist (a fixed arrow left here fails the test, like xfail(strict=True)).
-EXPECTED_ARROWS = frozenset({
-    # Params' validator checks candidate ids with families.parse_candidate: the id grammar (FAMILIES,
-    # paper_models.EXPERIMENTS) must move down into core, which edits families/ (families engineer).
-    ("genretag.core.config", "genretag.families"),
-})
 
 
 def module_name(path: Path) -> str:
@@ -133,22 +126,13 @@ def test_every_package_has_a_declared_layer():
 
 
 def test_no_import_points_up_a_layer():
-    arrows = upward_arrows(import_graph())
-    unexpected = sorted(arrows - EXPECTED_ARROWS)
+    unexpected = sorted(upward_arrows(import_graph()))
     assert not unexpected, "imports against core < dsp < audio < data < onnx < families < evaluation < training < registry < tagging < cli:\n" + \
         "\n".join(f"{source} -> {target}" for source, target in unexpected)
 
 
-def test_the_expected_arrows_still_exist():
-    """The allowance list above holds only arrows still there: the lead empties it at merge (strict, like xfail)."""
-    fixed = sorted(EXPECTED_ARROWS - upward_arrows(import_graph()))
-    assert not fixed, f"fixed: remove from EXPECTED_ARROWS: {fixed}"
-
-
 def test_no_import_cycles():
-    """Every cycle outside the expected arrows (each of them closes one, through the layers it skips)."""
-    graph = {source: {target for target in targets if (source, target) not in EXPECTED_ARROWS} for source, targets in import_graph().items()}
-    found = cycles(graph)
+    found = cycles(import_graph())
     assert not found, "import cycles:\n" + "\n".join(" <-> ".join(component) for component in found)
 
 

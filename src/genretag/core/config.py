@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -102,17 +105,10 @@ class TrainParams(_Section):
     seed: int = 2021
 
     @model_validator(mode="after")
-    def _known_candidates(self) -> TrainParams:
-        from genretag.families import parse_candidate  # imports no framework
-
+    def _distinct_candidates(self) -> TrainParams:
         value = self.candidates
         if not value or len(set(value)) != len(value):
             raise ValueError(f"train.candidates = {list(value)}: must be a non-empty list without repeats")
-        for candidate in value:
-            try:
-                parse_candidate(candidate, modules=self.family_modules)
-            except ValueError as exc:
-                raise ValueError(f"train.candidates = {list(value)}: {exc}") from None
         return self
 
 
@@ -181,14 +177,12 @@ class Params(_Section):
         return self
 
     @model_validator(mode="after")
-    def _family_sections(self) -> Params:
-        from genretag.families import family_options, registry
-
-        known = registry(self.train.family_modules)
-        for name in self.families:
-            if name not in known:
-                raise ValueError(f"families.{name}: no such family; registered: {', '.join(known)}")
-            family_options(known[name], self.families)  # ValueError naming families.<name>.<key>
+    def _registered_checks(self) -> Params:
+        """The checks that capabilities above core register for their own params (the model families check
+        ``train.candidates`` and their ``families.<name>`` sections): entry points of group
+        :data:`PARAMS_CHECKS`, each a callable ``(params) -> None`` raising ValueError naming its key."""
+        for check in params_checks():
+            check(self)
         return self
 
     @model_validator(mode="after")
@@ -250,6 +244,22 @@ def params_file(explicit: str | Path | None = None) -> Path | None:
         return Path(env)
     found = project_root() / "params.yaml"
     return found if found.is_file() else None
+
+
+PARAMS_CHECKS = "genretag.params_checks"  # entry-point group (pyproject.toml) of params checks above core
+
+
+@functools.cache
+def params_checks() -> tuple[Callable[[Params], None], ...]:
+    """The registered params checks (entry-point group :data:`PARAMS_CHECKS`), loaded once per process.
+
+    Core imports no subpackage above it; a capability registers its check in pyproject.toml instead.
+    Raises ConfigError when none is registered: genretag is then not installed (``pip install -e .``).
+    """
+    checks = tuple(entry.load() for entry in importlib.metadata.entry_points(group=PARAMS_CHECKS))
+    if not checks:
+        raise ConfigError(f"no {PARAMS_CHECKS} entry points: install genretag (pip install -e .) to check params")
+    return checks
 
 
 def load_params(path: str | Path | None = None) -> Params:

@@ -167,6 +167,24 @@ def family_options(family: type, sections: Mapping[str, Any]) -> Any:
         raise ValueError(problems) from None
 
 
+def check_params(params: Any) -> None:
+    """The families' part of loading params (registered as a ``genretag.params_checks`` entry point, so that
+    genretag.core.config imports no family): every ``train.candidates`` id names a registered family
+    (:func:`parse_candidate`), and every ``families.<name>`` section is a registered family's and valid for
+    its options model. Raises ValueError naming the key and the reason."""
+    candidates, modules = params.train.candidates, params.train.family_modules
+    for candidate in candidates:
+        try:
+            parse_candidate(candidate, modules=modules)
+        except ValueError as exc:
+            raise ValueError(f"train.candidates = {list(candidates)}: {exc}") from None
+    known = registry(modules)
+    for name in params.families:
+        if name not in known:
+            raise ValueError(f"families.{name}: no such family; registered: {', '.join(known)}")
+        family_options(known[name], params.families)  # ValueError naming families.<name>.<key>
+
+
 def create(candidate: str, *, modules: Sequence[str] = (), **options: Any) -> Family:
     """A new, untrained family for candidate id ``candidate`` (see :func:`parse_candidate`), built with
     the constructor ``options`` directly (tests, benchmarks; the pipeline uses :func:`from_params`).
