@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from genretag.registry import mlflow_registry as registry
 from genretag.core.config import Layout, Params
 from genretag.core.errors import RegistryError
-from genretag.tagging.scoring import resolve_model
+from genretag.tagging.model_file import resolve_model
 from genretag.core.tracking import tracking_uri
 from tests.conftest import REPO_ROOT
 

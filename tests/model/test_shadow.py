@@ -13,10 +13,12 @@ from tests.gate_support import MEDIOCRE, PERFECT, save_candidate, tone_model, to
 from typer.testing import CliRunner
 
 from genretag.registry import mlflow_registry as registry
-from genretag.tagging.catalog import Catalog, tag_catalog
+from genretag.tagging.run import tag_catalog
+from genretag.tagging.store import Catalog
 from genretag.core.config import Layout, Params
 from genretag.onnx.session import open_model
-from genretag.tagging.scoring import resolve_model, score_file
+from genretag.tagging.model_file import resolve_model
+from genretag.tagging.scoring import score_file
 from genretag.tagging.shadow import ChampionTag, allocate, shadow_run, stratified_sample
 from genretag.core.tracking import tracking_uri
 

@@ -135,7 +135,7 @@ def test_image_locks_are_what_make_image_locks_gives():
 def test_the_tagging_code_imports_only_what_the_tagger_image_has():
     """Import the tagging path in a fresh interpreter; map every module it loaded to its distribution."""
     probe = (
-        "import sys, json, flows.tag_catalog, genretag.cli, genretag.registry, genretag.scoring, genretag.catalog, "
+        "import sys, json, flows.tag_catalog, genretag.cli, genretag.registry, genretag.tagging.run, genretag.tagging.export, "
         "genretag.audio; print(json.dumps(sorted({m.partition('.')[0] for m in sys.modules})))"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, text=True, capture_output=True, timeout=300)

@@ -327,7 +327,7 @@ def shadow(
     confusion, confidence shift. The report is stored with the version (models/shadow/v<N>.json, .md)
     and printed by `genretag registry promote`."""
     from genretag.registry import mlflow_registry as registry
-    from genretag.tagging.catalog import Catalog, catalog_url
+    from genretag.tagging.store import Catalog, catalog_url
     from genretag.core.errors import GenretagError, RegistryError
     from genretag.core.paths import stored
     from genretag.onnx.session import open_model
@@ -373,7 +373,7 @@ def _model_path(model: str | None, *, params, root: Path) -> Path:
     Without one this raises a one-line ConfigError instead of creating an empty store here.
     """
     from genretag.core.errors import ConfigError
-    from genretag.tagging.scoring import resolve_model
+    from genretag.tagging.model_file import resolve_model
     from genretag.core.tracking import tracking_uri
 
     ref, name = model or params.score.model, params.registry.model_name
@@ -423,7 +423,7 @@ def tag_catalog(
     runs the tag-catalog flow against that server (else genretag's local one); otherwise the same
     steps run here as plain functions (genretag.catalog.tag_catalog), with no Prefect at all.
     """
-    from genretag.tagging.catalog import catalog_url, check_database
+    from genretag.tagging.store import catalog_url, check_database
     from genretag.core.errors import GenretagError
 
     try:
@@ -455,7 +455,8 @@ def tag_catalog(
 def _tag_here(source: str, model_file: Path, *, params, root: Path, database: str | None, require_gpu: bool,
               max_windows: int | None) -> dict:
     """The tagging steps in this process, without Prefect; the run's summary as the flow returns it."""
-    from genretag.tagging.catalog import catalog_url, tag_catalog as tag
+    from genretag.tagging.run import tag_catalog as tag
+    from genretag.tagging.store import catalog_url
     from genretag.evaluation.drift import training_genre_counts
     from genretag.onnx.session import open_model
 
@@ -482,7 +483,8 @@ def show(
     import json
 
     from genretag.audio.decoding import file_sha256
-    from genretag.tagging.catalog import Catalog, catalog_url, timeline_lines
+    from genretag.tagging.rows import timeline_lines
+    from genretag.tagging.store import Catalog, catalog_url
     from genretag.core.errors import GenretagError
 
     try:
@@ -516,7 +518,8 @@ def export_tags(
     model_version: str = typer.Option(None, "--model-version", help="Only this model version's tags (default: all)."),
 ) -> None:
     """Export the catalog_tags table to CSV or Parquet."""
-    from genretag.tagging.catalog import catalog_url, export_tags as export
+    from genretag.tagging.export import export_tags as export
+    from genretag.tagging.store import catalog_url
     from genretag.core.errors import GenretagError
 
     if fmt not in ("csv", "parquet"):
@@ -539,7 +542,7 @@ def review_export(
 ) -> None:
     """Write the tags flagged needs_review (confidence below score.review_below) and a random sample of the
     others (reason: needs_review | qc_sample) with an empty corrected_genre column for the reviewer."""
-    from genretag.tagging.catalog import catalog_url
+    from genretag.tagging.store import catalog_url
     from genretag.core.errors import GenretagError
     from genretag.tagging.review import NEEDS_REVIEW, export_review
 
@@ -560,7 +563,7 @@ def review_import(
 ) -> None:
     """Add the corrected genres to the feedback source (ingest.feedback) that the next retrain ingests.
     Bad rows get one line each and exit status 1; the good rows still go in. A blank corrected_genre is no label."""
-    from genretag.tagging.catalog import catalog_url
+    from genretag.tagging.store import catalog_url
     from genretag.core.errors import ConfigError, GenretagError
     from genretag.tagging.review import import_review
 
