@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -44,28 +45,39 @@ def load_model(model: str, *, require_gpu: bool, registry_uri: str, model_name: 
     return open_model(resolve_model(model, tracking_uri=registry_uri, model_name=model_name), require_gpu=require_gpu)
 
 
-def _as_task(step: Step) -> Callable[..., None]:
-    """A step as a Prefect task of its name; a lenient step gets one more, unretried try when its retries fail."""
-    body = task(step.do, name=step.name, **(IO_RETRIES if step.retry else {}), **_PLAIN)
-    if step.lenient is None:
-        return body
-    last = task(step.lenient, name=step.name, **_PLAIN)
-
-    def with_last_try(run: TaggingRun, *part: Any) -> None:
-        try:
-            body(run, *part)
-        except OSError as exc:  # still failing after the retries: record it per item, go on
-            get_run_logger().warning("%s kept failing (%s); recording what cannot be read", step.name, exc)
-            last(run, *part)
-
-    return with_last_try
+# The run a step task works on. Not a task parameter: the run holds a model session and a database
+# engine, and Prefect ships a task's parameters and its task with the context of any task it submits
+# inside it (decode-track to Dask, from within score-tracks).
+_RUN: ContextVar[TaggingRun] = ContextVar("tagging_run")
+_STEPS = {step.name: step for step in all_steps()}
 
 
-_TASKS = {step.name: _as_task(step) for step in all_steps()}
+def _run_step(step: str, *part: Any) -> None:
+    _STEPS[step].do(_RUN.get(), *part)
+
+
+def _run_step_leniently(step: str, *part: Any) -> None:
+    _STEPS[step].lenient(_RUN.get(), *part)
+
+
+_TASKS = {name: task(_run_step, name=name, **(IO_RETRIES if step.retry else {}), **_PLAIN) for name, step in _STEPS.items()}
+_LAST_TRIES = {name: task(_run_step_leniently, name=name, **_PLAIN) for name, step in _STEPS.items() if step.lenient}
 
 
 def _call_as_task(step: Step, run: TaggingRun, *part: Any) -> None:
-    _TASKS[step.name](run, *part)
+    """run_steps' way to call a step in this flow: as a Prefect task of the step's name, retried where
+    the step says so; a lenient step gets one more, unretried try when its retries fail."""
+    token = _RUN.set(run)
+    try:
+        try:
+            _TASKS[step.name](step.name, *part)
+        except OSError as exc:
+            if step.name not in _LAST_TRIES:
+                raise
+            get_run_logger().warning("%s kept failing (%s); recording what cannot be read", step.name, exc)
+            _LAST_TRIES[step.name](step.name, *part)
+    finally:
+        _RUN.reset(token)
 
 
 def _read_fault(path: Path) -> None:
