@@ -8,7 +8,11 @@ from genretag.core.errors import RegistryError, ScoringError
 
 
 def resolve_model(model: str, *, tracking_uri: str | None = None, model_name: str | None = None) -> Path:
-    """``champion`` / ``challenger`` / a registry version number / a path -> a local .onnx file."""
+    """``champion`` / ``challenger`` / a registry version number / a path -> a local .onnx file.
+
+    Raises ScoringError for a path to a missing .onnx file, RegistryError when a registry reference is
+    given where genretag.registry cannot be imported, or from genretag.registry.mlflow_registry.fetch_onnx.
+    """
     candidate = Path(model).expanduser()
     if candidate.suffix == ".onnx" or candidate.is_file():
         if not candidate.is_file():
