@@ -148,7 +148,7 @@ def cpu_session(path: Path):
 
 def bench_clips(params, *, count: int, work: Path) -> np.ndarray:
     """``count`` 3-s windows float32 [count, S] of synthetic tracks, decoded and cut as the tagger does."""
-    from genretag.tagging.scoring import track_windows
+    from genretag.tagging.windows import track_windows
 
     rate, clip = params.audio.sample_rate, params.audio.clip_samples
     files = [write_track(work / "clips" / f"synth.{i:05d}.wav", seconds=30.0, seed=2021 + i, sample_rate=rate, channels=1)
@@ -274,7 +274,7 @@ def seconds_per_track(paths: list[Path], *, sample_rate: int, clip_samples: int,
     """One process, one file at a time: decode seconds (best of two; one run for ``whole``) and frames read, windows
     only or whole file then cut."""
     from genretag.audio.decoding import decode, decode_windows
-    from genretag.tagging.scoring import cut_windows
+    from genretag.tagging.windows import cut_windows
 
     out = {}
     for path in paths:
@@ -323,8 +323,8 @@ def cost_table(files: list[Path], *, minutes: list[float], formats: list[str], m
 def three_rates(files: list[Path], *, model, windows: int, batch_size: int, workers: int, silence: float, commit_every: int,
                 work: Path) -> dict:
     """Decode-only, model-only and end-to-end tracks/s on the same files."""
-    from genretag.tagging.catalog import tag_catalog
-    from genretag.tagging.scoring import decode_files
+    from genretag.tagging.run import tag_catalog
+    from genretag.tagging.decode_pool import decode_files
 
     def decode_all(paths: list[Path]) -> list:
         return [w for _, _, w, _ in decode_files(((p, p) for p in paths), sample_rate=model.sample_rate,

@@ -112,7 +112,7 @@ def test_the_cuda_note_is_info_without_a_visible_gpu(monkeypatch):
 
 def test_relative_paths_in_a_params_file_are_its_folders_wherever_the_command_runs(tmp_path):
     """`--params proj/params.yaml` from another folder reads proj's catalog (sqlite:///catalog.db is proj/catalog.db)."""
-    from genretag.tagging.catalog import Catalog
+    from genretag.tagging.store import Catalog
 
     project, elsewhere = tmp_path / "proj", tmp_path / "elsewhere"
     project.mkdir(), elsewhere.mkdir()

@@ -20,7 +20,10 @@ from typer.testing import CliRunner
 import flows.common
 from flows.tag_catalog import tag_catalog_flow
 from genretag.audio.decoding import file_sha256
-from genretag.tagging.catalog import Catalog, export_tags, list_tracks, tag_catalog
+from genretag.tagging.export import export_tags
+from genretag.tagging.run import tag_catalog
+from genretag.tagging.sources import list_tracks
+from genretag.tagging.store import Catalog
 from genretag.core.errors import ScoringError
 from genretag.onnx.session import CPU, CUDA, open_model
 from tests.conftest import tone, write_audio

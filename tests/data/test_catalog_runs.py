@@ -13,7 +13,7 @@ from bench.cli import tiny_model
 from tests.conftest import REPO_ROOT
 from tests.tagging_support import make_good_files
 
-from genretag.tagging.catalog import Catalog
+from genretag.tagging.store import Catalog
 
 PROBE = """
 import json, sys

@@ -16,7 +16,9 @@ import pandas as pd
 import pytest
 
 from genretag.audio import decoding as audio
-from genretag.tagging.catalog import Catalog, HashedTrack, error_row, hash_tracks, plan_tagging, scan_source
+from genretag.tagging.rows import error_row
+from genretag.tagging.sources import HashedTrack, hash_tracks, plan_tagging, scan_source
+from genretag.tagging.store import Catalog
 from genretag.data.dataset import discover, ingest
 from genretag.core.config import layout
 from genretag.core.errors import AudioError
@@ -72,7 +74,7 @@ def _run(folder: Path, url: str) -> dict[str, int]:
 
 
 def _tag(track: HashedTrack, seconds: float) -> dict:
-    from genretag.tagging.catalog import tag_row
+    from genretag.tagging.rows import tag_row
     from genretag.tagging.scoring import TrackScore
 
     score = TrackScore("blues", 1.0, (("blues", 1.0),), {"blues": 1.0}, max(1, int(seconds // 3)))

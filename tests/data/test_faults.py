@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from genretag.tagging.catalog import Catalog
+from genretag.tagging.store import Catalog
 
 from tests.conftest import REPO_ROOT, tone, write_audio
 

@@ -13,12 +13,15 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from genretag.audio.decoding import file_sha256
-from genretag.tagging.catalog import Catalog, HashedTrack, tag_row, timeline_lines
+from genretag.tagging.rows import tag_row, timeline_lines
+from genretag.tagging.sources import HashedTrack
+from genretag.tagging.store import Catalog
 from genretag.cli.app import app
 from genretag.data.dataset import FEEDBACK_COLUMNS, feedback_sources, ingest, read_table
 from genretag.core.config import layout
 from genretag.tagging.review import export_review, import_review, review_rows
-from genretag.tagging.scoring import cut_windows, summarize
+from genretag.tagging.scoring import summarize
+from genretag.tagging.windows import cut_windows
 from tests.conftest import tone, write_audio
 
 LABELS = ("blues", "jazz", "rock")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typer.testing import CliRunner
 
 from genretag.audio.decoding import file_sha256
-from genretag.tagging.catalog import Catalog
+from genretag.tagging.store import Catalog
 from genretag.cli.app import app
 
 

@@ -15,7 +15,9 @@ import pytest
 from tests.conftest import tone, write_audio
 from tests.gate_support import FEATURE_TONES, PERFECT, tone_model, votes
 
-from genretag.tagging.catalog import Catalog, tag_catalog
+from genretag.tagging.run import tag_catalog
+
+from genretag.tagging.store import Catalog
 from genretag.core.config import ScoreParams
 from genretag.onnx.contract import KEY_DRIFT_REFERENCE, ModelContract, read_contract, write_contract
 from genretag.evaluation.drift import build_reference, embedding_shift, run_drift, training_reference

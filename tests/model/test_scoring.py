@@ -19,7 +19,8 @@ from genretag.core.environment import gpu_visible
 from genretag.core.errors import AudioError, ScoringError
 from genretag.onnx.session import CPU, CUDA, cuda_note, open_model
 from genretag.registry.fetch import resolve_model
-from genretag.tagging.scoring import cut_windows, score_decoded, score_file, score_files
+from genretag.tagging.scoring import score_decoded, score_file, score_files
+from genretag.tagging.windows import cut_windows
 from genretag.dsp.spectrogram import window_starts
 
 

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from genretag.registry.client import TAG_SHADOW
 from genretag.registry.register import register_candidates
-from genretag.tagging.catalog import Catalog, tag_catalog
+from genretag.tagging.run import tag_catalog
+from genretag.tagging.store import Catalog
 from genretag.core.config import Layout, Params
 from genretag.onnx.session import open_model
 from genretag.registry.fetch import resolve_model

@@ -19,7 +19,8 @@ from genretag.families import create, from_params
 from genretag.onnx.contract import read_contract
 from genretag.onnx.session import open_model
 from genretag.registry.register import register_candidates
-from genretag.tagging.catalog import Catalog, tag_catalog
+from genretag.tagging.store import Catalog
+from genretag.tagging.run import tag_catalog
 from genretag.registry.fetch import resolve_model
 from genretag.training.train import export_trained_candidate, prepare_candidate, train_candidate
 

@@ -98,7 +98,7 @@ def test_sigkill_of_a_process_with_decode_workers_kills_them(tmp_path: Path) -> 
     script = tmp_path / "decoder.py"
     script.write_text(textwrap.dedent("""
         import time
-        from genretag.tagging.scoring import _process_pool
+        from genretag.tagging.decode_pool import _process_pool
         if __name__ == "__main__":  # the forkserver preloads __main__: only the parent starts the pool
             pool = _process_pool(2)
             jobs = [pool.submit(time.sleep, 60) for _ in range(4)]

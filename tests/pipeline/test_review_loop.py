@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from genretag.audio.decoding import file_sha256
-from genretag.tagging.catalog import tag_catalog
+from genretag.tagging.run import tag_catalog
 from genretag.core.config import layout, load_params
 from genretag.data.dataset import read_table
 from genretag.tagging.review import export_review, import_review

@@ -27,11 +27,11 @@ def tag_catalog(
 
     With $PREFECT_API_URL set (or score.dask_address, which decodes as Prefect tasks on Dask) this
     runs the tag-catalog flow against that server (else genretag's local one); otherwise the same
-    steps run here as plain functions (genretag.catalog.tag_catalog), with no Prefect at all.
+    steps run here as plain functions (genretag.tagging.run.tag_catalog), with no Prefect at all.
     """
     from genretag.core.errors import GenretagError
     from genretag.registry.fetch import resolve_project_model
-    from genretag.tagging.catalog import catalog_url, check_database
+    from genretag.tagging.store import catalog_url, check_database
 
     try:
         params, root = load_params(), layout().root
@@ -62,7 +62,8 @@ def tag_catalog(
 def _tag_here(source: str, model_file: Path, *, params, root: Path, database: str | None, require_gpu: bool,
               max_windows: int | None) -> dict:
     """The tagging steps in this process, without Prefect; the run's summary as the flow returns it."""
-    from genretag.tagging.catalog import catalog_url, tag_catalog as tag
+    from genretag.tagging.store import catalog_url
+    from genretag.tagging.run import tag_catalog as tag
     from genretag.evaluation.drift import training_genre_counts
     from genretag.onnx.session import open_model
 
@@ -89,7 +90,8 @@ def show(
     import json
 
     from genretag.audio.decoding import file_sha256
-    from genretag.tagging.catalog import Catalog, catalog_url, timeline_lines
+    from genretag.tagging.store import Catalog, catalog_url
+    from genretag.tagging.rows import timeline_lines
     from genretag.core.errors import GenretagError
 
     try:
@@ -123,7 +125,8 @@ def export_tags(
     model_version: str = typer.Option(None, "--model-version", help="Only this model version's tags (default: all)."),
 ) -> None:
     """Export the catalog_tags table to CSV or Parquet."""
-    from genretag.tagging.catalog import catalog_url, export_tags as export
+    from genretag.tagging.store import catalog_url
+    from genretag.tagging.export import export_tags as export
     from genretag.core.errors import GenretagError
 
     if fmt not in ("csv", "parquet"):
@@ -146,7 +149,7 @@ def review_export(
 ) -> None:
     """Write the tags flagged needs_review (confidence below score.review_below) and a random sample of the
     others (reason: needs_review | qc_sample) with an empty corrected_genre column for the reviewer."""
-    from genretag.tagging.catalog import catalog_url
+    from genretag.tagging.store import catalog_url
     from genretag.core.errors import GenretagError
     from genretag.tagging.review import NEEDS_REVIEW, export_review
 
@@ -167,7 +170,7 @@ def review_import(
 ) -> None:
     """Add the corrected genres to the feedback source (ingest.feedback) that the next retrain ingests.
     Bad rows get one line each and exit status 1; the good rows still go in. A blank corrected_genre is no label."""
-    from genretag.tagging.catalog import catalog_url
+    from genretag.tagging.store import catalog_url
     from genretag.core.errors import ConfigError, GenretagError
     from genretag.tagging.review import import_review
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from genretag.core.atomic import write_csv
 from genretag.audio.decoding import file_sha256
-from genretag.tagging.catalog import Catalog
+from genretag.tagging.store import Catalog
 from genretag.data.dataset import FEEDBACK_COLUMNS, read_feedback
 from genretag.core.errors import GenretagError, ReviewError
 from genretag.core.paths import absolute, display, stored

@@ -1,39 +1,27 @@
-"""Score audio with an exported contract-v2 ONNX model: sessions (CUDA when usable), track predictions.
+"""Score decoded tracks with an exported contract-v2 ONNX model: batches pooled across tracks, one
+prediction per track (the mean of its windows').
 
 The model is self-describing: labels, sample rate and clip length come from its metadata
-(:mod:`genretag.contract`), never from params.yaml. A track is decoded at the model's rate and cut
-into 3-s windows; the windows' waveforms go into the graph, which holds the whole preprocessing
-(nothing here computes spectrograms). Silent windows are not scored. Decoding runs in worker
-processes while the calling process feeds the session large batches, so a GPU is not left
-waiting on one CPU core.
+(:mod:`genretag.onnx.contract`), never from params.yaml. The windows' waveforms go into the graph, which
+holds the whole preprocessing (nothing here computes spectrograms). Decoding runs in worker
+processes (:mod:`genretag.tagging.decode_pool`) while the calling process feeds the session large
+batches, so a GPU is not left waiting on one CPU core.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-import multiprocessing
-import os
-from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from genretag.audio.clips import cut_clips
-from genretag.audio.decoding import decode_windows, is_silent
 from genretag.core.config import worker_count
-from genretag.evaluation.drift import InputStats, window_loudness
-from genretag.core.errors import AudioError, ScoringError
+from genretag.evaluation.drift import InputStats
 from genretag.onnx.session import ScoringModel
-from genretag.core.processes import die_with_parent
-from genretag.dsp.spectrogram import window_starts
+from genretag.tagging.decode_pool import DecodedTrack, decode_files
+from genretag.tagging.windows import TrackWindows, track_windows, window_seconds
 
-log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrackScore:
@@ -75,89 +63,6 @@ def summarize(
     )
 
 
-@dataclass(frozen=True)
-class TrackWindows:
-    """The windows of one track that the model scores: float32 [n, S], how many were silent, where
-    the scored ones start, and the track's input statistics for drift (None when cut from a
-    waveform, not decoded from a file)."""
-
-    waveforms: np.ndarray
-    silent: int = 0
-    starts: np.ndarray | None = None  # int64 [n]: each scored window's first sample in the track (None: unknown)
-    audio: InputStats | None = None
-
-
-def drop_silent(windows: np.ndarray, *, starts: np.ndarray | None = None, silence_rms_dbfs: float = -60.0) -> TrackWindows:
-    """Windows float32 [n, S] without the silent ones (:func:`is_silent`), which are counted;
-    ``starts`` (int64 [n] first samples) keeps those of the windows kept."""
-    keep = [not is_silent(window, silence_rms_dbfs=silence_rms_dbfs) for window in windows]
-    kept = [window for window, wanted in zip(windows, keep, strict=True) if wanted]
-    stacked = np.stack(kept) if kept else np.empty((0, windows.shape[1]), dtype=np.float32)
-    kept_starts = None if starts is None else np.asarray(starts, dtype=np.int64)[np.asarray(keep, dtype=bool)]
-    return TrackWindows(waveforms=stacked, silent=len(windows) - len(kept), starts=kept_starts)
-
-
-def window_seconds(windows: TrackWindows, *, sample_rate: int) -> tuple[float, ...]:
-    """The scored windows' starts in seconds (``starts`` / ``sample_rate`` Hz, 3 decimals); () when unknown."""
-    return () if windows.starts is None else tuple(round(int(s) / sample_rate, 3) for s in windows.starts)
-
-
-def cut_windows(waveform: np.ndarray, *, clip_samples: int, max_windows: int = 0, silence_rms_dbfs: float = -60.0) -> TrackWindows:
-    """Cut a mono waveform into whole, non-overlapping windows of ``clip_samples``; drop the silent ones.
-
-    The windows are ``genretag.spectrogram.window_starts`` with ``evenly_spaced=True`` (at most
-    ``max_windows``, spread over the track; 0: all); silent ones (:func:`is_silent`) are then
-    skipped and counted, so a track may score fewer than ``max_windows``. The windows are cut by
-    :func:`genretag.audio.clips.cut_clips` (every start lies a whole window inside the track).
-    """
-    waveform = np.asarray(waveform, dtype=np.float32)
-    starts = window_starts(len(waveform), clip_samples=clip_samples, max_windows=max_windows, evenly_spaced=True)
-    windows = cut_clips(waveform, starts=starts, clip_samples=clip_samples, source="waveform")
-    return drop_silent(windows, starts=starts, silence_rms_dbfs=silence_rms_dbfs)
-
-
-def track_windows(
-    path: str | Path,
-    *,
-    sample_rate: int,
-    clip_samples: int,
-    max_windows: int = 0,
-    silence_rms_dbfs: float = -60.0,
-) -> TrackWindows:
-    """Decode the windows of any audio file at ``sample_rate`` Hz (the model's); drop the silent ones.
-
-    Only the windows are decoded (``genretag.audio.decode_windows``: seeks, so the cost follows
-    ``max_windows``, not the track's length); they equal :func:`cut_windows` of the whole decoded
-    track. Raises AudioError naming the file when it is unreadable, empty, holds non-finite samples
-    in the frames read, is shorter than one window, or every window is silent.
-    """
-    decoded = decode_windows(path, sample_rate=sample_rate, clip_samples=clip_samples, max_windows=max_windows)
-    if decoded.nonfinite_samples > 0:
-        raise AudioError(path, f"{decoded.nonfinite_samples} non-finite samples (NaN or infinity)")
-    if decoded.track_samples < clip_samples:
-        raise AudioError(path, f"too short: {decoded.duration_s:.2f} s is less than one {clip_samples / sample_rate:g}-s window")
-    windows = drop_silent(decoded.windows, starts=decoded.starts, silence_rms_dbfs=silence_rms_dbfs)
-    if len(windows.waveforms) == 0:
-        raise AudioError(path, f"silent: all {windows.silent} windows are all-zero or below {silence_rms_dbfs:.1f} dBFS RMS")
-    audio = InputStats(source_sample_rate=decoded.original_sample_rate, duration_s=round(decoded.duration_s, 3),
-                       loudness_dbfs=window_loudness(windows.waveforms))
-    return dataclasses.replace(windows, audio=audio)
-
-
-def windows_or_reason(
-    *, path: str, sample_rate: int, clip_samples: int, max_windows: int, silence_rms_dbfs: float
-) -> tuple[TrackWindows | None, str]:
-    """Worker entry (a process or a Dask task): the track's windows, or why it cannot be scored (never raises)."""
-    try:
-        return track_windows(
-            path, sample_rate=sample_rate, clip_samples=clip_samples, max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs
-        ), ""
-    except AudioError as exc:
-        return None, exc.reason
-    except Exception as exc:  # noqa: BLE001 - one odd file must not stop a catalog run
-        return None, f"cannot process: {type(exc).__name__}: {exc}"
-
-
 def score_file(
     model: ScoringModel,
     path: str | Path,
@@ -186,28 +91,6 @@ class ScoredTrack:
     error: str = ""
     audio: InputStats | None = None  # the track's input statistics (drift)
     embedding_sum: np.ndarray | None = None  # float64 [D]: sum of the scored windows' embeddings (drift)
-
-
-class _InlineExecutor(Executor):
-    """Runs each job at submit time, in this process (small jobs, tests, one-file predictions)."""
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        future: Future = Future()
-        future.set_result(fn(*args, **kwargs))
-        return future
-
-
-def _process_pool(workers: int) -> ProcessPoolExecutor:
-    # spawn: never fork a process that runs threads (Prefect, onnxruntime), and every worker is a
-    # direct child of this process, so its parent-death signal (die_with_parent) fires when this
-    # process is SIGKILLed. (A forkserver's workers are the server's children and hold its "alive"
-    # pipe open, so the server and its workers outlive a killed parent.)
-    context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),))  # no orphans after a SIGKILL
-
-
-DecodedTrack = tuple[Hashable, str, "TrackWindows | None", str]
-"""(key, path, the track's windows or None, why there are none): what decoding gives scoring."""
 
 
 def score_decoded(model: ScoringModel, decoded: Iterable[DecodedTrack | None], *, batch_size: int = 256) -> Iterator[ScoredTrack]:
@@ -249,62 +132,6 @@ def _score_batch(model: ScoringModel, tracks: list[tuple[Hashable, str, TrackWin
                                                window_starts_s=window_seconds(windows, sample_rate=model.sample_rate)),
                           audio=windows.audio, embedding_sum=prediction.embedding[offset : offset + count].sum(axis=0, dtype=np.float64))
         offset += count
-
-
-def decode_files(
-    items: Iterable[tuple[Hashable, str | Path]],
-    *,
-    sample_rate: int,
-    clip_samples: int,
-    max_windows: int = 0,
-    workers: int = 0,
-    silence_rms_dbfs: float = -60.0,
-    in_flight: int = 0,
-    parallel: bool = True,
-    announce_waits: bool = False,
-) -> Iterator[DecodedTrack | None]:
-    """Decode ``(key, path)`` items at ``sample_rate`` into windows of ``clip_samples`` (:func:`track_windows`)
-    in ``workers`` local processes (0: every core), in input order.
-
-    At most ``in_flight`` files (0: twice the workers) are read ahead. With ``announce_waits``,
-    a None comes first whenever the next track is not decoded yet (once per track): the consumer
-    may use the wait. Closing the iterator stops the workers.
-    """
-    n_workers = worker_count(workers)
-    limit = max(in_flight or 2 * n_workers, 1) if parallel else 1
-    executor: Executor = _process_pool(n_workers) if parallel else _InlineExecutor()
-    pending: deque[tuple[Hashable, str, Future]] = deque()
-    source = iter(items)
-
-    def refill() -> None:
-        while len(pending) < limit:
-            try:
-                key, path = next(source)
-            except StopIteration:
-                return
-            job = executor.submit(
-                windows_or_reason, path=str(path), sample_rate=sample_rate, clip_samples=clip_samples,
-                max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs,
-            )
-            pending.append((key, str(path), job))
-
-    try:
-        refill()
-        while pending:
-            if announce_waits and not pending[0][2].done():
-                yield None
-            key, path, job = pending.popleft()
-            try:
-                windows, reason = job.result()
-            except BrokenProcessPool as exc:
-                in_flight_paths = [path] + [p for _, p, _ in pending]
-                raise ScoringError(
-                    f"a decoding worker died while reading one of {in_flight_paths[:8]}; results so far are kept, rerun to resume"
-                ) from exc
-            refill()
-            yield key, path, windows, reason
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
 
 
 def score_files(

@@ -4,7 +4,7 @@ The sample is stratified by the champion's genre (catalog_tags rows of the champ
 version), so that every genre the catalog holds is seen, in proportion to its tracks (largest
 remainder apportionment; Hamilton's method, Balinski & Young 2001, *Fair Representation*, ch. 2),
 each genre at least once while the sample allows. The challenger scores those files through the
-same path as tagging (:func:`genretag.scoring.score_files`); the report compares its genre and
+same path as tagging (:func:`genretag.tagging.scoring.score_files`); the report compares its genre and
 confidence with the champion's stored ones: agreement overall and per champion genre, the
 old-to-new confusion (counts), and the confidence shift (challenger minus champion confidence of
 each track's top genre: mean and median). Files no longer on disk and files the challenger cannot
@@ -231,7 +231,7 @@ def shadow_version(params: Params, *, root: Path, version: str, database_url: st
     from genretag.registry.fetch import resolve_project_model
     from genretag.registry.listing import list_versions, version_number
     from genretag.registry.shadow_reports import store_shadow_report
-    from genretag.tagging.catalog import Catalog
+    from genretag.tagging.store import Catalog
 
     rows = list_versions(params, root=root)
     number = version_number(params, root=root, ref=version, versions=rows)

@@ -1,0 +1,95 @@
+"""Decode tracks into windows in local worker processes, read ahead, in input order."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+from genretag.core.config import worker_count
+from genretag.core.errors import ScoringError
+from genretag.core.processes import die_with_parent
+from genretag.tagging.windows import TrackWindows, windows_or_reason
+
+
+class _InlineExecutor(Executor):
+    """Runs each job at submit time, in this process (small jobs, tests, one-file predictions)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    # spawn: never fork a process that runs threads (Prefect, onnxruntime), and every worker is a
+    # direct child of this process, so its parent-death signal (die_with_parent) fires when this
+    # process is SIGKILLed. (A forkserver's workers are the server's children and hold its "alive"
+    # pipe open, so the server and its workers outlive a killed parent.)
+    context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),))  # no orphans after a SIGKILL
+
+
+DecodedTrack = tuple[Hashable, str, "TrackWindows | None", str]
+"""(key, path, the track's windows or None, why there are none): what decoding gives scoring."""
+
+
+def decode_files(
+    items: Iterable[tuple[Hashable, str | Path]],
+    *,
+    sample_rate: int,
+    clip_samples: int,
+    max_windows: int = 0,
+    workers: int = 0,
+    silence_rms_dbfs: float = -60.0,
+    in_flight: int = 0,
+    parallel: bool = True,
+    announce_waits: bool = False,
+) -> Iterator[DecodedTrack | None]:
+    """Decode ``(key, path)`` items at ``sample_rate`` into windows of ``clip_samples`` (:func:`track_windows`)
+    in ``workers`` local processes (0: every core), in input order.
+
+    At most ``in_flight`` files (0: twice the workers) are read ahead. With ``announce_waits``,
+    a None comes first whenever the next track is not decoded yet (once per track): the consumer
+    may use the wait. Closing the iterator stops the workers.
+    """
+    n_workers = worker_count(workers)
+    limit = max(in_flight or 2 * n_workers, 1) if parallel else 1
+    executor: Executor = _process_pool(n_workers) if parallel else _InlineExecutor()
+    pending: deque[tuple[Hashable, str, Future]] = deque()
+    source = iter(items)
+
+    def refill() -> None:
+        while len(pending) < limit:
+            try:
+                key, path = next(source)
+            except StopIteration:
+                return
+            job = executor.submit(
+                windows_or_reason, path=str(path), sample_rate=sample_rate, clip_samples=clip_samples,
+                max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs,
+            )
+            pending.append((key, str(path), job))
+
+    try:
+        refill()
+        while pending:
+            if announce_waits and not pending[0][2].done():
+                yield None
+            key, path, job = pending.popleft()
+            try:
+                windows, reason = job.result()
+            except BrokenProcessPool as exc:
+                in_flight_paths = [path] + [p for _, p, _ in pending]
+                raise ScoringError(
+                    f"a decoding worker died while reading one of {in_flight_paths[:8]}; results so far are kept, rerun to resume"
+                ) from exc
+            refill()
+            yield key, path, windows, reason
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)

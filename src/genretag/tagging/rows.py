@@ -1,0 +1,93 @@
+"""The catalog's rows: a tag row of a scored track (with its window timeline), an error row of a failure."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genretag.core.paths import display, exact_bytes
+from genretag.evaluation.drift import InputStats
+from genretag.tagging.sources import HashedTrack
+
+
+def now_utc() -> datetime:
+    """The time now, timezone-aware UTC (every catalog timestamp)."""
+    return datetime.now(UTC)
+
+
+WINDOW_DIGITS = 4  # probabilities in window_probabilities: 1e-4 resolves any share a reviewer reads
+
+
+def window_timeline(score: Any) -> str:
+    """The window_probabilities JSON of a genretag.tagging.scoring.TrackScore: ``{"labels": [K], "start_s": [n]
+    seconds, "probabilities": [n][K] rounded to WINDOW_DIGITS}``, one row per scored window (silent ones
+    were not scored: their starts are absent)."""
+    return json.dumps({
+        "labels": list(score.probabilities),
+        "start_s": list(score.window_starts_s),
+        "probabilities": [[round(p, WINDOW_DIGITS) for p in row] for row in score.window_probabilities],
+    }, separators=(",", ":"))
+
+
+def timeline_lines(window_probabilities: str | None) -> list[str]:
+    """A track's genre timeline from its catalog window_probabilities JSON (:func:`window_timeline`):
+    one line per scored window, ``m:ss  genre  probability`` of its most probable genre, then the runner-up.
+    Empty for rows tagged before timelines were stored (NULL)."""
+    if not window_probabilities:
+        return []
+    timeline = json.loads(window_probabilities)
+    labels = timeline["labels"]
+    width = max(len(label) for label in labels)
+    lines = []
+    for start, row in zip(timeline["start_s"], timeline["probabilities"], strict=True):
+        first, second = np.argsort(-np.asarray(row), kind="stable")[:2]
+        minutes, seconds = divmod(int(start), 60)
+        lines.append(f"{minutes:>3}:{seconds:02d}  {labels[first]:<{width}}  {row[first]:.2f}   ({labels[second]} {row[second]:.2f})")
+    return lines
+
+
+def tag_row(
+    track: HashedTrack, score: Any, *, model_name: str, model_version: str, provider: str, contract_version: int,
+    review_below: float,
+    audio: InputStats | None = None,
+) -> dict[str, Any]:
+    """A catalog_tags row for a genretag.tagging.scoring.TrackScore and the track's input statistics; flagged
+    needs_review when its confidence is below ``review_below`` (params score.review_below)."""
+    return {
+        "source_sample_rate": audio.source_sample_rate if audio else None,
+        "duration_s": audio.duration_s if audio else None,
+        "loudness_dbfs": audio.loudness_dbfs if audio else None,
+        "track_id": display(track.track_id),
+        "path": display(track.path),
+        "path_bytes": exact_bytes(track.path),
+        "sha256": track.sha256,
+        "genre": score.label,
+        "confidence": score.confidence,
+        "top3": json.dumps([{"genre": g, "probability": p} for g, p in score.top3]),
+        "probabilities": json.dumps(score.probabilities),
+        "windows_scored": score.windows_scored,
+        "windows_silent": score.windows_silent,
+        "needs_review": score.confidence < review_below,
+        "window_probabilities": window_timeline(score),
+        "model_name": model_name,
+        "model_version": model_version,
+        "provider": provider,
+        "contract_version": contract_version,
+        "scored_at": now_utc(),
+    }
+
+
+def error_row(track_id: str, path: Path | str, sha256: str, reason: str, *, model_version: str) -> dict[str, Any]:
+    return {
+        "track_id": display(track_id),
+        "path": display(path),
+        "path_bytes": exact_bytes(path) if str(path) else None,
+        "sha256": sha256,
+        "reason": display(reason),
+        "model_version": model_version,
+        "failed_at": now_utc(),
+    }

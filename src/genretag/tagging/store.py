@@ -1,0 +1,401 @@
+"""The catalog database: one row per (file content, model version) tagged, one per failure, one per run.
+
+SQLAlchemy 2 Core, SQLite by default (a file in the project), PostgreSQL by URL. A file is
+known by the SHA-256 of its bytes: a rerun skips what the same model version already
+tagged (before decoding anything), a new model version tags everything again, and the
+UNIQUE (sha256, model_version) constraints keep any row from being written twice.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from genretag.core.config import Params, resolve_sqlite_url
+from genretag.core.errors import CatalogError, ScoringError
+from genretag.core.paths import display, exact_bytes
+from genretag.tagging.rows import error_row, now_utc
+from genretag.tagging.sources import HashedTrack
+
+
+CATALOG_URL_ENV = "GENRETAG_CATALOG_URL"
+
+metadata = sa.MetaData()
+
+catalog_tags = sa.Table(
+    "catalog_tags",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("track_id", sa.String(512), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),  # absolute; display form (genretag.paths.display)
+    sa.Column("path_bytes", sa.LargeBinary, nullable=True),  # the exact bytes when the name is not UTF-8
+    sa.Column("sha256", sa.String(80), nullable=False),
+    sa.Column("genre", sa.String(128), nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("top3", sa.Text, nullable=False),  # JSON [{"genre": ..., "probability": ...}] x 3
+    sa.Column("probabilities", sa.Text, nullable=False),  # JSON {label: probability}
+    sa.Column("windows_scored", sa.Integer, nullable=False),
+    sa.Column("model_name", sa.String(256), nullable=False),
+    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+    # Added with contract v2; the server defaults describe rows written before (v1 models, no window skipped).
+    sa.Column("contract_version", sa.Integer, nullable=False, server_default=sa.text("1")),
+    sa.Column("windows_silent", sa.Integer, nullable=False, server_default=sa.text("0")),  # skipped as silent
+    # Input audio statistics (genretag.drift.InputStats); empty for rows written before them.
+    sa.Column("source_sample_rate", sa.Integer, nullable=True),  # Hz of the file before resampling
+    sa.Column("duration_s", sa.Float, nullable=True),
+    sa.Column("loudness_dbfs", sa.Float, nullable=True),  # RMS of the scored windows
+    # Added with the review loop (genretag.review): old rows are not flagged and have no timeline.
+    sa.Column("needs_review", sa.Boolean, nullable=False, server_default=sa.text("false")),  # confidence < score.review_below
+    sa.Column("window_probabilities", sa.Text, nullable=True),  # JSON, see window_timeline
+    sa.UniqueConstraint("sha256", "model_version", name="uq_catalog_tags_sha256_model_version"),
+)
+
+catalog_errors = sa.Table(
+    "catalog_errors",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("track_id", sa.String(512), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("path_bytes", sa.LargeBinary, nullable=True),
+    sa.Column("sha256", sa.String(80), nullable=False),  # "unreadable:<hash of the path>" when unread
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("sha256", "model_version", name="uq_catalog_errors_sha256_model_version"),
+)
+
+catalog_runs = sa.Table(  # one row per tagging run: what it did, with which model, where, how fast
+    "catalog_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("model_name", sa.String(256), nullable=False),
+    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("listed", sa.Integer, nullable=False),
+    sa.Column("tagged", sa.Integer, nullable=False),
+    sa.Column("skipped", sa.Integer, nullable=False),
+    sa.Column("duplicates", sa.Integer, nullable=False),
+    sa.Column("failed", sa.Integer, nullable=False),
+    sa.Column("windows_scored", sa.Integer, nullable=False),
+    sa.Column("seconds", sa.Float, nullable=False),
+    sa.Column("genre_counts", sa.Text, nullable=False),  # JSON {genre: tracks tagged with it in this run}
+    sa.Column("genre_psi", sa.Float, nullable=True),  # PSI of genre_counts against the training tracks' genres (genretag.drift)
+    sa.Column("embedding_shift", sa.Float, nullable=True),  # genretag.drift.embedding_shift of the run's mean embedding
+    sa.Column("loudness_dbfs", sa.Float, nullable=True),  # mean level of the tagged tracks' scored windows
+    sa.Column("drift", sa.Text, nullable=True),  # JSON: every drift measure (genretag.drift.run_drift)
+    sa.Column("drift_warnings", sa.Text, nullable=True),  # JSON list of the warnings the run raised ([] none)
+    sa.Column("run", sa.String(128), nullable=False),  # "prefect:<flow run id>" or "cli" (no Prefect)
+)
+
+_CONFLICT_KEY = ["sha256", "model_version"]
+
+
+def catalog_url(params: Params, *, root: Path, override: str | None = None) -> str:
+    """``override``, else $GENRETAG_CATALOG_URL, else params.score.database_url; relative
+    SQLite paths are resolved against the project root."""
+    url = override or os.environ.get(CATALOG_URL_ENV) or params.score.database_url
+    return resolve_sqlite_url(url, root)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and summaries."""
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+def _insert(engine: Engine, table: sa.Table):
+    if engine.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        raise ScoringError(f"catalog database {engine.dialect.name!r} is not supported (SQLite or PostgreSQL)")
+    return insert(table)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers (exports, tests) never block the writer
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable across a killed process in WAL mode
+    cursor.close()
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Add the columns a catalog made by an earlier genretag lacks: nullable ones empty, the others
+    filled by their server default for old rows (no existing value is touched).
+
+    Raises CatalogError for a missing column that is neither nullable nor has a default.
+    """
+    inspector = sa.inspect(engine)
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        missing = [column for column in table.columns if column.name not in present]
+        if not missing:
+            continue
+        with engine.begin() as connection:
+            for column in missing:
+                kind = column.type.compile(dialect=engine.dialect)
+                if column.nullable:
+                    connection.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+                elif column.server_default is not None:
+                    connection.execute(sa.text(
+                        f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind} NOT NULL DEFAULT {column.server_default.arg.text}'
+                    ))
+                else:
+                    raise CatalogError(f"catalog table {table.name} lacks column {column.name}, which has no default to fill old rows")
+
+
+@dataclass(frozen=True)
+class WriteCounts:
+    tagged: int = 0  # new catalog_tags rows
+    existing: int = 0  # tags another run wrote meanwhile (conflicts, not written)
+    errors: int = 0  # catalog_errors rows written or refreshed
+    unstored: tuple[str, ...] = ()  # "path: reason" of rows the database refused even as error rows
+
+    def __add__(self, other: WriteCounts) -> WriteCounts:
+        return WriteCounts(self.tagged + other.tagged, self.existing + other.existing, self.errors + other.errors,
+                           self.unstored + other.unstored)
+
+
+def _database_fault(url: str, exc: Exception) -> CatalogError:
+    """One line naming the database (password redacted) and what went wrong."""
+    name = redact(url)
+    database = sa.make_url(url).database if url.startswith("sqlite") else None
+    if database and database != ":memory:":
+        name = f"{name} (file {database})"
+    if isinstance(exc, (sa.exc.NoSuchModuleError, ImportError)):
+        return CatalogError(f"catalog database {name}: no driver for this URL is installed (supported: sqlite, postgresql+psycopg)")
+    reason = getattr(exc, "orig", None) or exc
+    first = (str(reason).strip().splitlines() or [type(reason).__name__])[0]
+    return CatalogError(f"catalog database {name}: {first}")
+
+
+# What a refused row raises: the database's own errors, or the driver's when it cannot even send
+# a value (sqlite3 raises UnicodeEncodeError for a lone surrogate, unwrapped by SQLAlchemy).
+_ROW_ERRORS = (sa.exc.SQLAlchemyError, UnicodeError, ValueError, TypeError)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether a failed database write may succeed when retried (lost connection, lock)."""
+    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or bool(getattr(exc, "connection_invalidated", False))
+
+
+def check_database(url: str) -> None:
+    """Fail now, in one line, when the catalog database at ``url`` cannot be reached or written.
+
+    Creates nothing: a SQLite file that does not exist yet is checked by writing a scratch file
+    in the nearest existing folder on its path; any other database (or an existing SQLite
+    file) is opened and a row is written and rolled back (:meth:`Catalog.check_writable`).
+    Raises CatalogError naming the database (password redacted) and the reason.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise CatalogError(f"catalog database {url!r} is not a database URL (e.g. sqlite:///catalog.db)") from exc
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        target = Path(parsed.database)
+        if not target.exists():
+            folder = next(parent for parent in target.absolute().parents if parent.exists())
+            try:
+                with tempfile.TemporaryFile(dir=folder):
+                    pass
+            except OSError as exc:
+                raise CatalogError(
+                    f"catalog database {redact(url)} (file {target}): cannot create it, folder {folder} is not writable "
+                    f"({exc.strerror or exc})"
+                ) from exc
+            return
+    Catalog(url, check_writable=True).close()
+
+
+class Catalog:
+    """A connection to the catalog database; creates the tables when missing.
+
+    Raises CatalogError (one line naming the database, password redacted) when the URL has
+    no installed driver, or the database cannot be reached, opened or written.
+    """
+
+    def __init__(self, url: str, *, check_writable: bool = False):
+        self.url = url
+        try:
+            backend = sa.make_url(url).get_backend_name()
+        except sa.exc.ArgumentError as exc:
+            raise CatalogError(f"catalog database {url!r} is not a database URL (e.g. sqlite:///catalog.db)") from exc
+        try:
+            if backend == "sqlite":
+                database = sa.make_url(url).database
+                if database and database != ":memory:":
+                    Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = sa.create_engine(url)
+            if backend == "sqlite":
+                sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
+            if check_writable:
+                self.check_writable()
+        except CatalogError:
+            raise
+        except (sa.exc.SQLAlchemyError, OSError, ImportError) as exc:  # ImportError: the URL's driver is not installed
+            raise _database_fault(url, exc) from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def check_writable(self) -> None:
+        """Write a row and roll it back: fails now, not after hours of scoring, on a read-only database."""
+        with self.engine.connect() as connection, connection.begin() as transaction:
+            connection.execute(catalog_errors.insert().values(
+                track_id="", path="", sha256="write-check", reason="", model_version="", failed_at=now_utc()))
+            transaction.rollback()
+
+    def tagged_shas(self, shas: Iterable[str], *, model_version: str, chunk: int = 500) -> set[str]:
+        """Which of ``shas`` this model version has already tagged."""
+        wanted = list(dict.fromkeys(shas))
+        found: set[str] = set()
+        with self.engine.connect() as connection:
+            for start in range(0, len(wanted), chunk):
+                query = sa.select(catalog_tags.c.sha256).where(
+                    catalog_tags.c.model_version == model_version,
+                    catalog_tags.c.sha256.in_(wanted[start : start + chunk]),
+                )
+                found.update(connection.scalars(query))
+        return found
+
+    def write(self, tags: Sequence[dict[str, Any]], errors: Sequence[dict[str, Any]]) -> WriteCounts:
+        """Insert tags (never twice) and upsert errors, in one transaction.
+
+        A tag replaces an earlier error row of the same file and model version. When the
+        batch fails for a reason a retry cannot clear (a value the database refuses), each
+        row is written on its own, so one bad row never costs the others; a row that still
+        fails is stored as an error row saying why, or, failing that, returned in
+        ``WriteCounts.unstored``. A transient failure (lost connection, lock) is raised for
+        the caller to retry.
+        """
+        try:
+            with self.engine.begin() as connection:
+                return self._write(connection, tags, errors)
+        except _ROW_ERRORS as exc:
+            if _transient(exc):
+                raise
+        total = WriteCounts()
+        for kind, rows in (("tag", tags), ("error", errors)):
+            for row in rows:
+                try:
+                    with self.engine.begin() as connection:
+                        counts = self._write(connection, [row] if kind == "tag" else [], [row] if kind == "error" else [])
+                except _ROW_ERRORS as exc:
+                    if _transient(exc):
+                        raise
+                    counts = self._store_refused(row, exc)
+                total = total + counts
+        return total
+
+    def _store_refused(self, row: dict[str, Any], exc: Exception) -> WriteCounts:
+        """An error row for a row the database refused, with everything in display form."""
+        reason = f"cannot store this row: {(str(getattr(exc, 'orig', None) or exc).splitlines() or [''])[0]}"
+        fallback = error_row(row.get("track_id", ""), row.get("path", ""), row.get("sha256", ""), reason,
+                             model_version=row.get("model_version", ""))
+        try:
+            with self.engine.begin() as connection:
+                return self._write(connection, [], [fallback])
+        except _ROW_ERRORS as again:
+            if _transient(again):
+                raise
+            return WriteCounts(unstored=(f"{display(str(row.get('path', '')))}: {reason}",))
+
+    def _write(self, connection: sa.Connection, tags: Sequence[dict[str, Any]], errors: Sequence[dict[str, Any]]) -> WriteCounts:
+        tagged = existing = 0
+        for row in tags:
+            statement = _insert(self.engine, catalog_tags).values(**row).on_conflict_do_nothing(index_elements=_CONFLICT_KEY)
+            if connection.execute(statement).rowcount:
+                tagged += 1
+            else:
+                existing += 1
+            connection.execute(  # the file (or what stood at its path) is no longer a failure
+                sa.delete(catalog_errors).where(
+                    catalog_errors.c.model_version == row["model_version"],
+                    sa.or_(catalog_errors.c.sha256 == row["sha256"], catalog_errors.c.path == row["path"]),
+                )
+            )
+        for row in errors:
+            statement = _insert(self.engine, catalog_errors).values(**row)
+            statement = statement.on_conflict_do_update(
+                index_elements=_CONFLICT_KEY,
+                set_={"reason": statement.excluded.reason, "failed_at": statement.excluded.failed_at,
+                      "path": statement.excluded.path, "path_bytes": statement.excluded.path_bytes,
+                      "track_id": statement.excluded.track_id},
+            )
+            connection.execute(statement)
+        return WriteCounts(tagged=tagged, existing=existing, errors=len(errors))
+
+    def refresh_paths(self, tracks: Sequence[HashedTrack], *, model_version: str) -> int:
+        """Point this model version's tags of ``tracks`` at where the files are now (moved or
+        re-seen under another name); returns how many rows changed."""
+        wanted = {t.sha256: t for t in tracks}
+        if not wanted:
+            return 0
+        changed = 0
+        with self.engine.begin() as connection:
+            stored: dict[str, str] = {}
+            shas = list(wanted)
+            for start in range(0, len(shas), 500):
+                query = sa.select(catalog_tags.c.sha256, catalog_tags.c.path).where(
+                    catalog_tags.c.model_version == model_version, catalog_tags.c.sha256.in_(shas[start : start + 500]))
+                stored.update((row[0], row[1]) for row in connection.execute(query))
+            for sha, old_path in stored.items():
+                track = wanted[sha]
+                if old_path != display(track.path):
+                    connection.execute(
+                        sa.update(catalog_tags)
+                        .where(catalog_tags.c.sha256 == sha, catalog_tags.c.model_version == model_version)
+                        .values(path=display(track.path), path_bytes=exact_bytes(track.path), track_id=display(track.track_id))
+                    )
+                    changed += 1
+        return changed
+
+    def record_run(self, row: Mapping[str, Any], *, run: str) -> None:
+        """Append a run's row to catalog_runs: ``row`` holds its columns but finished_at and run
+        (genretag.tagging.summary.TaggingSummary.run_row); ``run`` is "prefect:<flow run id>" or "cli"."""
+        with self.engine.begin() as connection:
+            connection.execute(sa.insert(catalog_runs).values(**row, finished_at=now_utc(), run=run))
+
+    def find(self, sha256: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(tag rows, error rows) of the file content whose SHA-256 is or starts with ``sha256``, newest first."""
+        found = []
+        with self.engine.connect() as connection:
+            for table, when in ((catalog_tags, catalog_tags.c.scored_at), (catalog_errors, catalog_errors.c.failed_at)):
+                query = sa.select(table).where(table.c.sha256.startswith(sha256.lower(), autoescape=True)).order_by(when.desc())
+                found.append([dict(row) for row in connection.execute(query).mappings()])
+        return found[0], found[1]
+
+    def read(self, table: Literal["catalog_tags", "catalog_errors", "catalog_runs"] = "catalog_tags", *,
+             model_version: str | None = None) -> pd.DataFrame:
+        """A table as a DataFrame (ordered by id), times as UTC."""
+        source = {"catalog_tags": catalog_tags, "catalog_errors": catalog_errors, "catalog_runs": catalog_runs}[table]
+        query = sa.select(source).order_by(source.c.id)
+        if model_version is not None:
+            query = query.where(source.c.model_version == model_version)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        frame = pd.DataFrame(rows, columns=[c.name for c in source.columns])
+        time_column = {"catalog_tags": "scored_at", "catalog_errors": "failed_at", "catalog_runs": "finished_at"}[table]
+        frame[time_column] = pd.to_datetime(frame[time_column], utc=True)
+        return frame
