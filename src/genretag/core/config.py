@@ -125,6 +125,9 @@ class ExportParams(_Section):
     drift_reference_clips: int = Field(1000, ge=2)  # training clips (at most) whose embeddings make the drift reference
     int8_min_agreement: float = Field(0.9, gt=0, le=1)  # least top-1 agreement with float32 on test + synthetic clips
     temperature_min_clips: int = Field(30, ge=1)  # validation clips needed to fit the calibration temperature; fewer: T = 1
+    track_temperature_min_tracks: int = Field(20, ge=2)  # validation tracks needed to fit the track temperature on them;
+    # fewer: out-of-fold predictions over the training tracks (heads over frozen features), else T = 1
+    track_temperature_folds: int = Field(5, ge=2)  # folds of those out-of-fold predictions (capped by the fewest tracks of a genre)
 
 
 class RegisterParams(_Section):
@@ -135,6 +138,9 @@ class RegisterParams(_Section):
     # when params load). null: no baseline, the floor checks chance only. A baseline that is listed but
     # cannot be read or scored makes the gate refuse (genretag.registry.register), never pass on chance.
     baseline: str | None = "mfcc-logreg"
+    cv_below_tracks: int = Field(50, ge=0)  # a test split with fewer tracks: the gate cross-validates over every labelled track (0: never)
+    cv_folds: int = Field(5, ge=2)  # k of the gate's repeated stratified track-level k-fold cross-validation
+    cv_repeats: int = Field(4, ge=1)  # its repetitions (Bouckaert & Frank 2004 use 10 x 10; heads over frozen features refit in seconds)
     tracking_uri: str = "sqlite:///mlflow.db"
 
 

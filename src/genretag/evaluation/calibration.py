@@ -27,8 +27,8 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
 from genretag.core.errors import GenretagError
+from genretag.onnx.contract import PROBABILITY_FLOOR
 
-PROBABILITY_FLOOR = 1e-12  # float32-representable; log(1e-12) = -27.6, far below any real logit gap
 TEMPERATURE_BOUNDS = (0.05, 20.0)  # search range of T; a fit at a bound says the validation set is degenerate
 ECE_BINS = 15  # Guo et al. 2017 use 15 equal-width bins
 METHOD_TEMPERATURE = "temperature"  # T fitted on the validation split
@@ -138,6 +138,32 @@ class Calibration:
         return {key: float(value) for key, value in facts.items() if value is not None}
 
 
+def _choose_temperature(
+    probabilities: np.ndarray, labels: np.ndarray, *, needed: int, unit: str, where: str, setting: str, bins: int,
+) -> tuple[float, str, str]:
+    """(T, method, reason): T fitted by :func:`fit_temperature` on ``probabilities``/``labels`` and kept only when it
+    lowers their ECE; T = 1 (method ``none``) with the reason when there are fewer than ``needed`` items
+    (``unit`` s of ``where``, the param ``setting``), every item is right, or the fit would not lower the ECE."""
+    n = len(labels)
+    left = "probabilities left as the model gives them (T = 1)"
+    if n < max(needed, 1):
+        return 1.0, METHOD_NONE, f"the {where} holds {n} {unit}(s), fewer than {setting} {needed}: {left}"
+    if bool(np.all(np.argmax(probabilities, axis=1) == np.asarray(labels))):
+        return 1.0, METHOD_NONE, (f"every one of the {n} {where} {unit}s is right: the negative log-likelihood falls without bound "
+                                  f"as T -> 0, so there is no temperature to fit; {left}")
+    fitted = fit_temperature(probabilities=probabilities, labels=labels)
+    before = expected_calibration_error(probabilities=probabilities, labels=labels, bins=bins)
+    after = expected_calibration_error(probabilities=temperature_scaled(probabilities=probabilities, temperature=fitted),
+                                       labels=labels, bins=bins)
+    if after >= before:
+        return 1.0, METHOD_NONE, (f"T = {fitted:.2f} fitted on the {n} {where} {unit}s would not lower their ECE "
+                                  f"({before:.4f} -> {after:.4f}): {left}")
+    reason = f"T fitted by minimising the negative log-likelihood on {n} {where} {unit}s"
+    if np.isclose(fitted, TEMPERATURE_BOUNDS, rtol=1e-3).any():
+        reason += f" (at the bound of {TEMPERATURE_BOUNDS}: the {where} {unit}s are degenerate, e.g. all right and sure)"
+    return fitted, METHOD_TEMPERATURE, reason
+
+
 def calibrate(
     *,
     validation_probabilities: np.ndarray,
@@ -162,29 +188,125 @@ def calibrate(
         return expected_calibration_error(probabilities=scaled, labels=labels, bins=bins)
 
     n = len(validation_labels)
-    left = "probabilities left as the model gives them (T = 1)"
-    temperature, method = 1.0, METHOD_NONE
-    if n < max(min_clips, 1):
-        reason = f"the validation split holds {n} clip(s), fewer than export.temperature_min_clips {min_clips}: {left}"
-    elif bool(np.all(np.argmax(validation_probabilities, axis=1) == np.asarray(validation_labels))):
-        reason = (f"every one of the {n} validation clips is right: the negative log-likelihood falls without bound "
-                  f"as T -> 0, so there is no temperature to fit; {left}")
-    else:
-        fitted = fit_temperature(probabilities=validation_probabilities, labels=validation_labels)
-        before, after = ece(validation_probabilities, validation_labels, 1.0), ece(validation_probabilities, validation_labels, fitted)
-        if after < before:
-            temperature, method = fitted, METHOD_TEMPERATURE
-            reason = f"T fitted by minimising the negative log-likelihood on {n} validation clips"
-            if np.isclose(temperature, TEMPERATURE_BOUNDS, rtol=1e-3).any():
-                reason += f" (at the bound of {TEMPERATURE_BOUNDS}: the validation clips are degenerate, e.g. all right and sure)"
-        else:
-            reason = (f"T = {fitted:.2f} fitted on the {n} validation clips would not lower their ECE "
-                      f"({before:.4f} -> {after:.4f}): {left}")
-
+    temperature, method, reason = _choose_temperature(validation_probabilities, validation_labels, needed=min_clips, unit="clip",
+                                                      where="validation split" if n < max(min_clips, 1) else "validation",
+                                                      setting="export.temperature_min_clips", bins=bins)
     return Calibration(
         method=method, temperature=temperature, fitted_on=n if method == METHOD_TEMPERATURE else 0, reason=reason,
         ece_before=ece(validation_probabilities, validation_labels, 1.0),
         ece_after=ece(validation_probabilities, validation_labels, temperature),
         test_ece_before=ece(test_probabilities, test_labels, 1.0),
         test_ece_after=ece(test_probabilities, test_labels, temperature), bins=bins,
+    )
+
+
+# --------------------------------------------------------------------------- track level
+
+TRACK_ECE_BINS = 10  # issue 24 measured the catalog's track confidence over 10 equal-width bins
+TRACK_SOURCE_VALIDATION = "validation"  # T fitted on the validation tracks (enough of them)
+TRACK_SOURCE_OUT_OF_FOLD = "out-of-fold"  # T fitted on out-of-fold predictions over the training tracks
+
+
+def track_means(clip_probabilities: np.ndarray, *, clip_tracks: np.ndarray, clip_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group clips by track: (float64 [T, K] mean clip probability per track, int64 [T] track label), tracks in
+    first-seen order. The mean is the track aggregation's (:func:`genretag.onnx.contract.track_probabilities`
+    at T = 1). ``clip_tracks``: [n] track id per clip; ``clip_labels``: int [n]. Raises CalibrationError for
+    mismatched lengths or a track whose clips carry two labels."""
+    probabilities, labels = _checked(clip_probabilities, np.asarray(clip_labels))
+    tracks = np.asarray(clip_tracks)
+    if tracks.shape != labels.shape:
+        raise CalibrationError(f"{len(tracks)} track ids for {len(labels)} clips")
+    names, first, index = np.unique(tracks, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    sums = np.zeros((len(names), probabilities.shape[1]))
+    np.add.at(sums, index, probabilities)
+    counts = np.bincount(index, minlength=len(names))[:, None]
+    track_labels = labels[first]
+    if np.any(labels != track_labels[index]):
+        raise CalibrationError("a track's clips carry more than one label")
+    return (sums / counts)[order], track_labels[order].astype(np.int64)
+
+
+@dataclass(frozen=True)
+class TrackCalibration:
+    """How a model's *track* confidence is calibrated: the ``genretag.track_calibration`` metadata record.
+
+    The track confidence is the top value of :func:`genretag.onnx.contract.track_probabilities`
+    (``softmax(log(mean window p) / temperature)``); ``temperature`` is 1.0 with method ``none``.
+    ``source``: the tracks it was fitted on (:data:`TRACK_SOURCE_VALIDATION` or :data:`TRACK_SOURCE_OUT_OF_FOLD`;
+    "" when none); ``fitted_on`` counts them; ``ece_before``/``ece_after`` and ``nll_before``/``nll_after`` on
+    those tracks, ``test_ece_before``/``test_ece_after`` on the test tracks (None where there were none), at
+    ``bins`` equal-width bins; ``reason`` says why.
+    """
+
+    method: str
+    temperature: float
+    source: str
+    fitted_on: int
+    reason: str
+    ece_before: float | None = None
+    ece_after: float | None = None
+    nll_before: float | None = None
+    nll_after: float | None = None
+    test_ece_before: float | None = None
+    test_ece_after: float | None = None
+    bins: int = TRACK_ECE_BINS
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready fields (the ``genretag.track_calibration`` ONNX metadata)."""
+        return asdict(self)
+
+    def metrics(self) -> dict[str, float]:
+        """The numeric facts for MLflow: ``track_temperature``, ``track_calibration_tracks`` and the track ECEs that exist."""
+        facts = {"track_temperature": self.temperature, "track_calibration_tracks": float(self.fitted_on),
+                 "track_ece_before": self.ece_before, "track_ece_after": self.ece_after,
+                 "test_track_ece_before": self.test_ece_before, "test_track_ece_after": self.test_ece_after}
+        return {key: float(value) for key, value in facts.items() if value is not None}
+
+
+def negative_log_likelihood(*, probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Mean ``-log max(p[label], PROBABILITY_FLOOR)`` over rows of float [n, K] with int labels [n] (nats)."""
+    probabilities, labels = _checked(probabilities, labels)
+    return float(-np.mean(np.log(np.maximum(probabilities[np.arange(len(labels)), labels], PROBABILITY_FLOOR))))
+
+
+def calibrate_tracks(
+    *,
+    fit_probabilities: np.ndarray,
+    fit_labels: np.ndarray,
+    source: str,
+    min_tracks: int,
+    test_probabilities: np.ndarray | None = None,
+    test_labels: np.ndarray | None = None,
+    bins: int = TRACK_ECE_BINS,
+) -> TrackCalibration:
+    """The track temperature (Guo et al. 2017, section 4.2, on the averaged window probabilities): fitted by
+    NLL on ``fit_probabilities`` float [T, K] (mean window probabilities of tracks the model did not train on,
+    :func:`track_means`) with int labels [T], kept only when it lowers their ECE at ``bins`` bins; T = 1 with
+    the reason when there are fewer than ``min_tracks`` (``export.track_temperature_min_tracks``), every
+    track is right, or the fit would not lower the ECE. ``source`` names the tracks (validation, out-of-fold).
+    ECE before/after also on the ``test`` tracks when given. Raises CalibrationError for bad inputs.
+    """
+    fit_probabilities = np.asarray(fit_probabilities, dtype=np.float64)
+    fit_labels = np.asarray(fit_labels, dtype=np.int64)
+    where = "out-of-fold training" if source == TRACK_SOURCE_OUT_OF_FOLD else source
+    temperature, method, reason = _choose_temperature(fit_probabilities, fit_labels, needed=min_tracks, unit="track", where=where,
+                                                      setting="export.track_temperature_min_tracks", bins=bins)
+
+    def measured(probabilities: np.ndarray | None, labels: np.ndarray | None, scale: float, measure) -> float | None:
+        if probabilities is None or labels is None or not len(labels):
+            return None
+        return measure(probabilities=temperature_scaled(probabilities=probabilities, temperature=scale), labels=np.asarray(labels))
+
+    def ece(*, probabilities, labels):
+        return expected_calibration_error(probabilities=probabilities, labels=labels, bins=bins)
+
+    return TrackCalibration(
+        method=method, temperature=temperature, source=source if len(fit_labels) else "",
+        fitted_on=len(fit_labels) if method == METHOD_TEMPERATURE else 0, reason=reason,
+        ece_before=measured(fit_probabilities, fit_labels, 1.0, ece), ece_after=measured(fit_probabilities, fit_labels, temperature, ece),
+        nll_before=measured(fit_probabilities, fit_labels, 1.0, negative_log_likelihood),
+        nll_after=measured(fit_probabilities, fit_labels, temperature, negative_log_likelihood),
+        test_ece_before=measured(test_probabilities, test_labels, 1.0, ece),
+        test_ece_after=measured(test_probabilities, test_labels, temperature, ece), bins=bins,
     )

@@ -211,6 +211,46 @@ def from_params(candidate: str, params: Any) -> Family:
     return family.from_params(family_options(family, params.families), params=params, variant=variant)
 
 
+def track_folds(track_ids: Sequence[str], labels: np.ndarray, *, folds: int, repeats: int = 1, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Repeated stratified track-level k-fold splits of clips: ``repeats`` x ``folds`` pairs of int64 clip
+    indices (fit, held out), every clip of a track on one side, the tracks stratified by genre
+    (scikit-learn ``RepeatedStratifiedKFold`` over the tracks). ``track_ids``: [n] per clip; ``labels``: int [n].
+    ``folds`` is capped by the fewest tracks of any genre; fewer than two: ``[]`` (no cross-validation possible).
+    """
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    tracks = np.asarray(track_ids)
+    names, first, index = np.unique(tracks, return_index=True, return_inverse=True)
+    genre = np.asarray(labels)[first]
+    counts = np.bincount(genre) if len(genre) else np.zeros(0, np.int64)
+    k = min(folds, int(counts[counts > 0].min())) if counts.any() else 0
+    if k < 2:
+        return []
+    splitter = RepeatedStratifiedKFold(n_splits=k, n_repeats=repeats, random_state=seed)
+    return [(np.flatnonzero(np.isin(index, fit)), np.flatnonzero(np.isin(index, held)))
+            for fit, held in splitter.split(np.zeros(len(names)), genre)]
+
+
+def clip_subset(clips: ClipSet, index: np.ndarray) -> ClipSet:
+    """The clips at int ``index`` of ``clips`` (same rate)."""
+    index = np.asarray(index, dtype=np.int64)
+    return ClipSet(clips.waveforms[index], clips.labels[index], tuple(np.asarray(clips.track_ids)[index]),
+                   tuple(np.asarray(clips.clip_ids)[index]), clips.sample_rate)
+
+
+def cross_fitted(family: Family, clips: ClipSet, *, folds: Sequence[tuple[np.ndarray, np.ndarray]], labels: tuple[str, ...],
+                 seed: int) -> list[np.ndarray] | None:
+    """Held-out clip probabilities for each (fit, held-out) fold of ``clips``: float [len(held), K] per fold, each
+    from a model of ``family``'s kind fitted on the fold's fit clips only (``family`` itself is not changed).
+    Only for families that refit cheaply (a ``fold_probabilities`` method: the heads over frozen features embed
+    every clip once and refit the head per fold); None for the others (the Keras families: a refit is a training run).
+    """
+    refit = getattr(family, "fold_probabilities", None)
+    if refit is None:
+        return None
+    return refit(clips, folds=folds, labels=labels, seed=seed)
+
+
 def clip_windows(waveform: np.ndarray, *, clip_samples: int) -> np.ndarray:
     """Consecutive whole clips of one track: float32 [n, clip_samples], n = len // clip_samples (may be 0).
 

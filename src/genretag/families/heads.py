@@ -257,6 +257,18 @@ class FeatureHeadFamily:
             f"train accuracy {facts['train_accuracy']:.3f}, validation {facts.get('validation_accuracy', float('nan')):.3f}")
         return facts
 
+    def fold_probabilities(self, clips, *, folds, labels: tuple[str, ...], seed: int) -> list[np.ndarray]:
+        """Held-out clip probabilities float [len(held), K] per (fit, held-out) index fold of ``clips``
+        (:func:`genretag.families.cross_fitted`): every clip embedded once, a new head (C as configured, chosen per
+        fold on that fold's fit tracks when None) fitted per fold. This family's own head is not changed."""
+        features = self.embed(clips.waveforms)
+        tracks, out = np.asarray(clips.track_ids), []
+        for number, (fit, held) in enumerate(folds):
+            head = LinearHead(n_classes=len(labels), C=self.head.C)
+            head.fit(features[fit], clips.labels[fit], seed=seed + number, groups=tracks[fit])
+            out.append(head.predict_proba(features[held]))
+        return out
+
     def predict(self, waveforms: np.ndarray):
         from genretag.onnx.contract import Prediction
 

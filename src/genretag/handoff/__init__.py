@@ -79,6 +79,7 @@ def write_bundle(
         "evenly_spaced": True,
         "silence_rms_dbfs": silence_rms_dbfs,
         "aggregate": "mean",
+        "track_temperature": contract.track_temperature,  # softmax(log(mean) / T): genretag.onnx.contract.track_probabilities
         "max_clips_per_run": cuda_batch_limit(onnx.load(str(onnx_path))),
     })
     write_text(out_dir / "README.md", _readme(contract, registry_version))
@@ -125,7 +126,8 @@ Node.js 18+ (onnxruntime-node, pinned in package-lock.json; WAV at {contract.sam
 - How genretag scores a track (both clients do the same, settings in scoring.json): decode, downmix
   to mono (mean of the channels), resample to {contract.sample_rate} Hz with soxr "HQ" when needed, cut
   whole {seconds}-s windows (at most `max_windows`, evenly spaced), skip silent windows (all zero or RMS
-  below `silence_rms_dbfs` dBFS), run the model, average the windows' probabilities.
+  below `silence_rms_dbfs` dBFS), run the model, average the windows' probabilities, then
+  softmax(log(mean) / `track_temperature`) (scoring.json; 1: the mean itself): the calibrated track confidence.
 - `scoring.json` `max_clips_per_run`: the most windows one `session.run` may hold on a GPU (cuDNN
   rejects a tensor of 2^31 elements; 0: no limit); batch your own calls below it.
 - `MANIFEST.json`: SHA-256 of every file.

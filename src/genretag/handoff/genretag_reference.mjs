@@ -12,7 +12,9 @@
 // float) already at the model's sample rate and does not resample: convert other files first
 // (genretag_reference.py resamples with python-soxr). Same steps as genretag's tagger: downmix to
 // mono (mean of the channels), whole 3-s windows evenly spaced (at most max_windows), silent
-// windows skipped (all zero, or RMS below silence_rms_dbfs), mean of the windows' probabilities.
+// windows skipped (all zero, or RMS below silence_rms_dbfs), mean of the windows' probabilities, then the
+// calibrated track confidence softmax(log(max(mean, 1e-12)) / track_temperature) (scoring.json; genretag's
+// track_probabilities in genretag.onnx.contract, mirrored by trackProbabilities below).
 
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -38,6 +40,7 @@ export async function loadModel(folder = HERE) {
     maxWindows: scoring.max_windows ?? 0,
     silenceRmsDbfs: scoring.silence_rms_dbfs ?? -60.0,
     maxClipsPerRun: scoring.max_clips_per_run ?? 0,
+    trackTemperature: scoring.track_temperature ?? 1.0,
   };
 }
 
@@ -113,7 +116,7 @@ function isSilent(window, silenceRmsDbfs) {
   return peak === 0 || 20 * Math.log10(Math.max(rms, 1e-10)) < silenceRmsDbfs;
 }
 
-// Mean window probabilities of a WAV file at the model's rate.
+// Track probabilities of a WAV file at the model's rate: mean of the windows', then the track temperature.
 export async function scoreFile(model, path, maxWindows = model.maxWindows) {
   const { samples, rate } = readWav(path);
   if (rate !== model.sampleRate) throw new Error(`${rate} Hz, the model takes ${model.sampleRate} Hz; resample it first`);
@@ -135,7 +138,16 @@ export async function scoreFile(model, path, maxWindows = model.maxWindows) {
     const output = (await model.session.run({ [INPUT_NAME]: input }, [OUTPUT_NAME]))[OUTPUT_NAME].data;
     for (let index = 0; index < output.length; index++) mean[index % model.labels.length] += output[index] / windows.length;
   }
-  return { probabilities: mean, windows: windows.length };
+  return { probabilities: trackProbabilities(mean, model.trackTemperature), windows: windows.length };
+}
+
+// softmax(log(max(mean, 1e-12)) / temperature) of the mean window probabilities: the calibrated track probabilities.
+export function trackProbabilities(mean, temperature = 1.0) {
+  const scaled = Array.from(mean, (p) => Math.log(Math.max(p, 1e-12)) / temperature);
+  const top = Math.max(...scaled);
+  const exp = scaled.map((value) => Math.exp(value - top));
+  const total = exp.reduce((sum, value) => sum + value, 0);
+  return Float64Array.from(exp, (value) => value / total);
 }
 
 export function top(model, probabilities, k = 3) {

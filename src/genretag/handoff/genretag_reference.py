@@ -15,7 +15,10 @@ Steps, each as genretag's own tagger does them (``genretag.audio.decode``, ``gen
    when there are more than ``max_windows`` (``scoring.json``; 0: all);
 4. skip silent windows: all zero, or RMS below ``silence_rms_dbfs`` (``scoring.json``);
 5. ``session.run`` on the windows (at most ``max_clips_per_run`` per run on a GPU), mean of the
-   windows' ``probabilities``.
+   windows' ``probabilities``;
+6. the calibrated track confidence: ``softmax(log(max(mean, 1e-12)) / T)``, T the track temperature of
+   ``genretag.track_calibration`` in the metadata (absent: 1). genretag's ``track_probabilities``
+   (genretag.onnx.contract), mirrored here.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class Model:
     max_windows: int = 0
     silence_rms_dbfs: float = -60.0
     max_clips_per_run: int = 0  # cuDNN's tensor limit on a GPU; 0: no limit
+    track_temperature: float = 1.0  # genretag.track_calibration's temperature (step 6)
 
 
 def load_model(folder: str | Path = HERE, *, providers: list[str] | None = None) -> Model:
@@ -63,6 +67,7 @@ def load_model(folder: str | Path = HERE, *, providers: list[str] | None = None)
         max_windows=int(scoring.get("max_windows", 0)),
         silence_rms_dbfs=float(scoring.get("silence_rms_dbfs", -60.0)),
         max_clips_per_run=int(scoring.get("max_clips_per_run", 0)),
+        track_temperature=float(json.loads(meta.get("genretag.track_calibration") or "{}").get("temperature", 1.0)),
     )
 
 
@@ -99,13 +104,20 @@ def windows(model: Model, waveform: np.ndarray, *, max_windows: int | None = Non
 
 
 def score_waveform(model: Model, waveform: np.ndarray, *, max_windows: int | None = None) -> np.ndarray:
-    """Mean window probabilities (len(labels),) of a mono waveform at the model's rate (step 5)."""
+    """Track probabilities (len(labels),) of a mono waveform at the model's rate (steps 5-6)."""
     batch = windows(model, waveform, max_windows=max_windows)
     step = model.max_clips_per_run or len(batch)
     probabilities = np.concatenate(
         [model.session.run([OUTPUT_NAME], {INPUT_NAME: batch[start : start + step]})[0] for start in range(0, len(batch), step)]
     )
-    return probabilities.mean(axis=0, dtype=np.float64)
+    return track_probabilities(probabilities, temperature=model.track_temperature)
+
+
+def track_probabilities(window_probabilities: np.ndarray, *, temperature: float = 1.0) -> np.ndarray:
+    """float64 [K] = softmax(log(max(mean of the [n, K] windows, 1e-12)) / temperature) (step 6)."""
+    scaled = np.log(np.maximum(np.asarray(window_probabilities, dtype=np.float64).mean(axis=0), 1e-12)) / temperature
+    exp = np.exp(scaled - scaled.max())
+    return exp / exp.sum()
 
 
 def score_file(model: Model, path: str | Path, *, max_windows: int | None = None) -> np.ndarray:

@@ -57,6 +57,9 @@ KEY_QUANTIZATION = "genretag.quantization"
 KEY_DERIVED_FROM = "genretag.derived_from"
 KEY_DRIFT_REFERENCE = "genretag.drift_reference"  # JSON, genretag.drift.build_reference (absent in older models)
 KEY_CALIBRATION = "genretag.calibration"
+KEY_TRACK_CALIBRATION = "genretag.track_calibration"  # JSON, genretag.evaluation.calibration.TrackCalibration (absent: T = 1)
+
+PROBABILITY_FLOOR = 1e-12  # float32-representable; log(1e-12) = -27.6, far below any real logit gap
 
 FLOAT32 = "float32"
 INT8 = "int8"
@@ -88,6 +91,16 @@ class ModelContract:
     derived_from: str = ""  # model_version of the model this one was made from (the float32 source of an int8 model)
     drift_reference: dict[str, Any] = field(default_factory=dict)  # training statistics for drift ({}: none)
     calibration: dict[str, Any] = field(default_factory=dict)  # genretag.calibration.Calibration.as_dict(); {}: none recorded
+    track_calibration: dict[str, Any] = field(default_factory=dict)  # TrackCalibration.as_dict(); {}: none (T = 1)
+
+    @property
+    def track_temperature(self) -> float:
+        """The track temperature of :func:`track_probabilities` (``genretag.track_calibration``; 1.0 when none is recorded)."""
+        return float(self.track_calibration.get("temperature", 1.0))
+
+    def track_probabilities(self, window_probabilities: np.ndarray) -> np.ndarray:
+        """This model's track probabilities from its windows': :func:`track_probabilities` with :attr:`track_temperature`."""
+        return track_probabilities(window_probabilities, temperature=self.track_temperature)
 
     @property
     def clip_seconds(self) -> float:
@@ -109,6 +122,7 @@ class ModelContract:
             KEY_QUANTIZATION: self.quantization,
             KEY_DERIVED_FROM: self.derived_from,
             KEY_CALIBRATION: json.dumps(self.calibration, sort_keys=True),
+            **({KEY_TRACK_CALIBRATION: json.dumps(self.track_calibration, sort_keys=True)} if self.track_calibration else {}),
             **({KEY_DRIFT_REFERENCE: json.dumps(self.drift_reference, sort_keys=True)} if self.drift_reference else {}),
         }
 
@@ -144,7 +158,32 @@ class ModelContract:
             derived_from=metadata.get(KEY_DERIVED_FROM, ""),
             drift_reference=json.loads(metadata.get(KEY_DRIFT_REFERENCE) or "{}"),
             calibration=json.loads(metadata.get(KEY_CALIBRATION) or "{}"),
+            track_calibration=json.loads(metadata.get(KEY_TRACK_CALIBRATION) or "{}"),
         )
+
+
+def track_probabilities(window_probabilities: np.ndarray, *, temperature: float = 1.0) -> np.ndarray:
+    """THE aggregation of a track's windows (tagger, ``predict``, evaluation, the track calibration's fit):
+    float64 [K] = ``softmax(log(max(mean_n p_n, PROBABILITY_FLOOR)) / temperature)`` from float [n, K]
+    window probabilities (rows of a softmax, label order); float [B, n, K] (B tracks of n windows each)
+    gives [B, K]. The mean of the windows' probabilities decides the genre, so the top-1 class never
+    depends on ``temperature``; the temperature (``genretag.track_calibration``, fitted at track level by
+    :func:`genretag.evaluation.calibration.calibrate_tracks`; Guo et al. 2017, section 4.2, applied to
+    the averaged probabilities) only rescales the confidence. T = 1 returns the mean itself (renormalised).
+    Mirrored by the handoff clients (genretag_reference.py, .mjs). Raises ValueError for no windows or a
+    temperature that is not finite and > 0.
+    """
+    import numpy as np
+
+    windows = np.asarray(window_probabilities, dtype=np.float64)
+    if windows.ndim < 2 or windows.shape[-2] == 0:
+        raise ValueError(f"window probabilities of shape {windows.shape}: expected [n >= 1, K]")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"track temperature {temperature!r}: must be finite and > 0")
+    scaled = np.log(np.maximum(windows.mean(axis=-2), PROBABILITY_FLOOR)) / temperature
+    scaled -= scaled.max(axis=-1, keepdims=True)
+    exp = np.exp(scaled)
+    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 def read_contract(onnx_path: str | Path) -> ModelContract:

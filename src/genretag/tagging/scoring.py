@@ -18,6 +18,7 @@ import numpy as np
 
 from genretag.core.config import worker_count
 from genretag.evaluation.drift import InputStats
+from genretag.onnx.contract import track_probabilities
 from genretag.onnx.session import ScoringModel
 from genretag.tagging.decode_pool import DecodedTrack, decode_files
 from genretag.tagging.windows import TrackWindows, track_windows, window_seconds
@@ -25,7 +26,8 @@ from genretag.tagging.windows import TrackWindows, track_windows, window_seconds
 
 @dataclass(frozen=True)
 class TrackScore:
-    """One track's prediction: the mean of its scored windows' probabilities."""
+    """One track's prediction: :func:`genretag.onnx.contract.track_probabilities` of its scored windows (their mean,
+    rescaled by the model's track temperature); ``confidence`` is the top genre's, the number ``score.review_below`` acts on."""
 
     label: str
     confidence: float
@@ -39,9 +41,10 @@ class TrackScore:
 
 def summarize(
     window_probabilities: np.ndarray, labels: tuple[str, ...], *, windows_silent: int = 0,
-    window_starts_s: tuple[float, ...] = (),
+    window_starts_s: tuple[float, ...] = (), track_temperature: float = 1.0,
 ) -> TrackScore:
-    """Average the windows' probabilities float [n, K]; label = the most probable genre. The
+    """The track's probabilities from its windows' float [n, K]: :func:`genretag.onnx.contract.track_probabilities`
+    at ``track_temperature`` (the model's ``ModelContract.track_temperature``); label = the most probable genre. The
     per-window rows are kept (the track's genre timeline), with ``window_starts_s`` (n seconds, or
     () when unknown). ValueError when n = 0 or the starts do not match the windows."""
     if len(window_probabilities) == 0:
@@ -49,7 +52,7 @@ def summarize(
     if window_starts_s and len(window_starts_s) != len(window_probabilities):
         raise ValueError(f"{len(window_starts_s)} window starts for {len(window_probabilities)} windows")
     windows = np.asarray(window_probabilities, dtype=np.float64)
-    mean = windows.mean(axis=0)
+    mean = track_probabilities(windows, temperature=track_temperature)
     order = np.argsort(-mean, kind="stable")
     return TrackScore(
         label=labels[order[0]],
@@ -78,7 +81,7 @@ def score_file(
     )
     probabilities = model.predict(windows.waveforms, batch_size=batch_size).probabilities
     return summarize(probabilities, model.labels, windows_silent=windows.silent,
-                     window_starts_s=window_seconds(windows, sample_rate=model.sample_rate))
+                     window_starts_s=window_seconds(windows, sample_rate=model.sample_rate), track_temperature=model.contract.track_temperature)
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,8 @@ def _score_batch(model: ScoringModel, tracks: list[tuple[Hashable, str, TrackWin
     for key, path, windows in tracks:
         count = len(windows.waveforms)
         yield ScoredTrack(key, path, summarize(prediction.probabilities[offset : offset + count], model.labels, windows_silent=windows.silent,
-                                               window_starts_s=window_seconds(windows, sample_rate=model.sample_rate)),
+                                               window_starts_s=window_seconds(windows, sample_rate=model.sample_rate),
+                                               track_temperature=model.contract.track_temperature),
                           audio=windows.audio, embedding_sum=prediction.embedding[offset : offset + count].sum(axis=0, dtype=np.float64))
         offset += count
 

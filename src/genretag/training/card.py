@@ -10,7 +10,7 @@ from typing import Any
 
 from genretag.core.config import Params
 from genretag.data.dataset import read_table
-from genretag.evaluation.calibration import Calibration
+from genretag.evaluation.calibration import Calibration, TrackCalibration
 from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract
 from genretag.training.parity import ParityReport, TestClips
 
@@ -101,14 +101,33 @@ def _calibration_section(calibration: Calibration | None) -> str:
             f"| test | {_ece(calibration.test_ece_before)} | {_ece(calibration.test_ece_after)} |\n")
 
 
+def _track_calibration_section(record: TrackCalibration | None) -> str:
+    """The card's "Track confidence" section: the track temperature, where it was fitted, and the track ECE before and after."""
+    if record is None:
+        return ""
+    fitted = {"validation": "the validation tracks", "out-of-fold": "out-of-fold predictions over the training tracks "
+              "(heads fitted on the other folds)"}.get(record.source, "no tracks")
+    how = (f"The track confidence users read is the top value of softmax(log(mean window probability) / T_track) "
+           f"(`genretag.onnx.contract.track_probabilities`, the one aggregation of the tagger, `predict` and the handoff clients) "
+           f"with **T_track = {record.temperature:.4g}**, fitted by negative log-likelihood on {record.fitted_on} tracks: {fitted} "
+           "(Guo et al. 2017, at track level). The top genre does not change."
+           if record.method == "temperature" else f"Track confidence not rescaled (T_track = 1): {record.reason}.")
+    return (f"\n## Track confidence\n\n{how}\n\n"
+            f"Track-level expected calibration error ({record.bins} equal-width bins; 0 is perfect):\n\n"
+            "| tracks | ECE before | ECE after |\n| --- | --- | --- |\n"
+            f"| fitted on ({record.source or 'none'}) | {_ece(record.ece_before)} | {_ece(record.ece_after)} |\n"
+            f"| test | {_ece(record.test_ece_before)} | {_ece(record.test_ece_after)} |\n")
+
+
 def render_model_card(
     params: Params, contract: ModelContract, *, parity: ParityReport, test: TestClips,
     counts: Mapping[str, tuple[int, int]] | None = None, description: Mapping[str, Any] | None = None,
-    calibration: Calibration | None = None,
+    calibration: Calibration | None = None, track_calibration: TrackCalibration | None = None,
 ) -> str:
     """The MODEL_CARD.md shipped beside every exported candidate: ``counts`` from :func:`split_counts`,
     ``description`` the family's ``describe()`` (architecture, parameters, pretrained weights, recipe),
-    ``calibration`` what :func:`calibrate_sealed` did (None: not calibrated).
+    ``calibration`` what :func:`calibrate_sealed` did (None: not calibrated), ``track_calibration`` what
+    :func:`calibrate_track_level` did (None: no section).
     Test metrics on audio and the gate's decision are added by the evaluate and register stages
     (metrics/candidates/<id>.json, models/GATE.md)."""
     described = dict(description or {})
@@ -167,7 +186,7 @@ max |ONNX - reference| probability = {parity.max_abs_diff_test:.3g} on {parity.t
 quiet music; tolerance {parity.tolerance:g}); top-1 class identical on every clip ({parity.near_ties} exact tie(s) not
 compared); embedding max |diff| {parity.max_abs_diff_embedding:.3g}.
 
-{_calibration_section(calibration)}
+{_calibration_section(calibration)}{_track_calibration_section(track_calibration)}
 ## Limitations
 
 - {"Trained on synthetic signals: it has never heard music. " if demo else ""}Genre is fuzzy and
@@ -216,6 +235,8 @@ samples, file_rate = sf.read("track.wav", dtype="float32", always_2d=True)
 mono = samples.mean(axis=1)  # must be at `rate` Hz: resample with python-soxr otherwise
 clips = mono[: len(mono) // size * size].reshape(-1, size)  # whole {contract.clip_seconds:g}-s windows
 probabilities = session.run(["{OUTPUT_NAME}"], {{"{INPUT_NAME}": clips}})[0].mean(axis=0)
+track_t = json.loads(meta.get("genretag.track_calibration") or "{{}}").get("temperature", 1.0)  # calibrated track confidence
+probabilities = np.exp(np.log(np.maximum(probabilities, 1e-12)) / track_t); probabilities /= probabilities.sum()
 for index in np.argsort(probabilities)[::-1][:3]:
     print(labels[index], round(float(probabilities[index]), 3))
 ```

@@ -19,12 +19,18 @@ from pathlib import Path
 import numpy as np
 
 from genretag.core.atomic import atomic_open
-from genretag.evaluation.calibration import Calibration
+from genretag.evaluation.calibration import Calibration, TrackCalibration
 from genretag.onnx.contract import ModelContract
 from genretag.training.card import MODEL_CARD_NAME
 from genretag.training.parity import DEFAULT_TOLERANCE, Exportable, ParityReport, TestClips, check_parity
 from genretag.training.sealing import seal
-from genretag.training.temperature import DEFAULT_TEMPERATURE_MIN_CLIPS, calibrate_sealed
+from genretag.training.temperature import (
+    DEFAULT_TEMPERATURE_MIN_CLIPS,
+    DEFAULT_TRACK_MIN_TRACKS,
+    OutOfFold,
+    calibrate_sealed,
+    calibrate_track_level,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,7 @@ class ExportResult:
     contract: ModelContract
     parity: ParityReport
     calibration: Calibration
+    track_calibration: TrackCalibration
 
 
 def export_candidate(
@@ -48,11 +55,16 @@ def export_candidate(
     synthetic: np.ndarray | None = None,
     validation: TestClips | None = None,
     temperature_min_clips: int = DEFAULT_TEMPERATURE_MIN_CLIPS,
-    card: Callable[[ParityReport, Calibration], str] | None = None,
+    track_min_tracks: int = DEFAULT_TRACK_MIN_TRACKS,
+    out_of_fold: OutOfFold | None = None,
+    out_of_fold_missing: str = "",
+    card: Callable[[ParityReport, Calibration, TrackCalibration], str] | None = None,
     card_path: Path | None = None,
 ) -> ExportResult:
     """Convert ``candidate``, stamp ``contract``, gate on parity, calibrate on the ``validation`` clips
-    (:func:`calibrate_sealed`; None: no clips, T = 1), then write ``onnx_path`` (and the ``card`` text
+    (:func:`calibrate_sealed`; None: no clips, T = 1), fit the track temperature (:func:`calibrate_track_level`:
+    the validation tracks when there are ``track_min_tracks``, else ``out_of_fold`` predictions over the training
+    tracks, else T = 1 saying ``out_of_fold_missing``), then write ``onnx_path`` (and the ``card`` text
     at ``card_path``, default MODEL_CARD.md beside it) atomically.
 
     Raises ExportError, writing nothing, when the graph is not contract v2 (input ``waveform``
@@ -63,8 +75,11 @@ def export_candidate(
     parity = check_parity(candidate, onnx_bytes, test=test, labels=contract.labels, tolerance=tolerance, synthetic=synthetic)
     onnx_bytes, contract, calibration = calibrate_sealed(onnx_bytes, contract, validation=validation, test=test,
                                                          min_clips=temperature_min_clips)
+    onnx_bytes, contract, track_calibration = calibrate_track_level(
+        onnx_bytes, contract, validation=validation, test=test, min_tracks=track_min_tracks, out_of_fold=out_of_fold,
+        out_of_fold_missing=out_of_fold_missing)
     card_path = (card_path or onnx_path.with_name(MODEL_CARD_NAME)) if card else None
-    card_text = card(parity, calibration) if card else ""
+    card_text = card(parity, calibration, track_calibration) if card else ""
     with atomic_open(onnx_path, "wb") as onnx_file, (
         atomic_open(card_path, "w", encoding="utf-8") if card_path else contextlib.nullcontext()
     ) as card_file:
@@ -75,4 +90,5 @@ def export_candidate(
         "exported %s (%s) to %s: parity max |diff| %.3g test / %.3g synthetic",
         contract.model_name, contract.model_version, onnx_path, parity.max_abs_diff_test, parity.max_abs_diff_synthetic,
     )
-    return ExportResult(onnx_path=onnx_path, card_path=card_path, contract=contract, parity=parity, calibration=calibration)
+    return ExportResult(onnx_path=onnx_path, card_path=card_path, contract=contract, parity=parity, calibration=calibration,
+                        track_calibration=track_calibration)

@@ -8,6 +8,7 @@ top-1 class do not change, and the record (T, clips, ECE before/after) goes into
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -15,7 +16,18 @@ import onnx
 
 from genretag.core.config import ExportParams
 from genretag.core.errors import ExportError
-from genretag.evaluation.calibration import ECE_BINS, PROBABILITY_FLOOR, Calibration, calibrate, temperature_scaled
+from genretag.evaluation.calibration import (
+    ECE_BINS,
+    PROBABILITY_FLOOR,
+    TRACK_SOURCE_OUT_OF_FOLD,
+    TRACK_SOURCE_VALIDATION,
+    Calibration,
+    TrackCalibration,
+    calibrate,
+    calibrate_tracks,
+    temperature_scaled,
+    track_means,
+)
 from genretag.onnx.contract import OUTPUT_NAME, ModelContract
 from genretag.onnx.session import cpu_session, predict_waveforms
 from genretag.training.parity import TIE_GAP, TestClips
@@ -26,6 +38,7 @@ log = logging.getLogger(__name__)
 CALIBRATION_PREFIX = "calibration/"  # names of the nodes and initializers that temperature scaling appends
 CALIBRATION_TOLERANCE = 1e-5  # max |calibrated graph - numpy temperature_scaled| checked before writing (float32 ops)
 DEFAULT_TEMPERATURE_MIN_CLIPS = ExportParams().temperature_min_clips  # the built-in default of params export.temperature_min_clips
+DEFAULT_TRACK_MIN_TRACKS = ExportParams().track_temperature_min_tracks  # the built-in default of export.track_temperature_min_tracks
 
 
 def append_temperature(proto: onnx.ModelProto, *, temperature: float) -> onnx.ModelProto:
@@ -102,3 +115,49 @@ def calibrate_sealed(
                               f"by {gap:.3g} (tolerance {CALIBRATION_TOLERANCE:g}) or changes a top-1 class. Nothing written.")
     log.info("calibration of %s: %s, T = %.4g; %s", contract.model_version, calibration.method, calibration.temperature, calibration.reason)
     return sealed, contract, calibration
+
+
+OutOfFold = Callable[[], tuple[np.ndarray, np.ndarray, tuple[str, ...]]]
+"""() -> (float [n, K] out-of-fold clip probabilities over the training tracks, int64 [n] labels, n track ids)."""
+
+
+def _track_level(probabilities: np.ndarray, labels: np.ndarray, track_ids: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    if not len(labels):
+        return np.zeros((0, probabilities.shape[1])), np.zeros(0, np.int64)
+    return track_means(probabilities, clip_tracks=np.asarray(track_ids), clip_labels=labels)
+
+
+def calibrate_track_level(
+    onnx_bytes: bytes, contract: ModelContract, *, validation: TestClips | None, test: TestClips, min_tracks: int,
+    out_of_fold: OutOfFold | None = None, out_of_fold_missing: str = "",
+) -> tuple[bytes, ModelContract, TrackCalibration]:
+    """The track temperature of a sealed, clip-calibrated contract-v2 graph, recorded in ``genretag.track_calibration``
+    (the graph is unchanged: :func:`genretag.onnx.contract.track_probabilities` applies it, in every consumer).
+
+    Fitted (:func:`genretag.evaluation.calibration.calibrate_tracks`) on the validation tracks' mean window probabilities
+    when there are at least ``min_tracks`` of them; otherwise on ``out_of_fold()``'s predictions over the training tracks
+    (models fitted on the other folds, passed through this graph's clip temperature), when the family offers them;
+    otherwise T = 1 with the reason (``out_of_fold_missing`` says why there are none). ECE before/after on the test tracks.
+    Returns the resealed bytes, the contract and the record.
+    """
+    session = cpu_session(onnx_bytes)
+    (validation_p, validation_y), (test_p, test_y) = (_clip_probabilities(session, clips, contract.labels) for clips in (validation, test))
+    validation_tracks = _track_level(validation_p, validation_y, validation.track_ids if validation is not None else ())
+    test_tracks = _track_level(test_p, test_y, test.track_ids) if test.track_ids else (None, None)
+    fit, source = validation_tracks, TRACK_SOURCE_VALIDATION
+    note = ""
+    if len(validation_tracks[1]) < min_tracks:
+        note = f"{len(validation_tracks[1])} validation track(s), fewer than export.track_temperature_min_tracks {min_tracks}"
+        if out_of_fold is not None:
+            clip_p, clip_y, clip_tracks = out_of_fold()
+            scale = float(contract.calibration.get("temperature", 1.0))
+            fit, source = _track_level(temperature_scaled(probabilities=clip_p, temperature=scale), clip_y, clip_tracks), TRACK_SOURCE_OUT_OF_FOLD
+        else:
+            note += f"; no out-of-fold predictions ({out_of_fold_missing or 'none offered'})"
+    record = calibrate_tracks(fit_probabilities=fit[0], fit_labels=fit[1], source=source, min_tracks=min_tracks,
+                              test_probabilities=test_tracks[0], test_labels=test_tracks[1])
+    if note:
+        record = replace(record, reason=f"{note}: {record.reason}" if source == TRACK_SOURCE_VALIDATION else f"{note}: out of fold; {record.reason}")
+    contract = replace(contract, track_calibration=record.as_dict())
+    log.info("track calibration of %s: %s, T = %.4g; %s", contract.model_version, record.method, record.temperature, record.reason)
+    return seal(onnx.load_from_string(onnx_bytes), contract, what="track-calibrated"), contract, record

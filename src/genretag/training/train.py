@@ -37,7 +37,8 @@ from genretag.training.parity import TestClips
 from genretag.training.provenance import git_commit, training_data_hash
 
 if TYPE_CHECKING:
-    from genretag.evaluation.calibration import Calibration
+    from genretag.evaluation.calibration import Calibration, TrackCalibration
+    from genretag.training.temperature import OutOfFold
 
 logger = logging.getLogger(__name__)
 
@@ -232,17 +233,44 @@ def export_trained_candidate(params: Params, paths: Layout, stage: Candidate) ->
                                            max_clips=params.export.drift_reference_clips, seed=params.train.seed),
     )
     counts = split_counts(paths.clips)
+    out_of_fold, missing = training_out_of_fold(stage, labels=labels, folds=params.export.track_temperature_folds, seed=params.train.seed)
     result = export_candidate(
         family, contract=contract, onnx_path=paths.candidate_dir(candidate) / "model.onnx", test=test,
         tolerance=params.export.parity_tolerance, validation=stage.splits.clips("validation", labels=labels),
-        temperature_min_clips=params.export.temperature_min_clips,
-        card=lambda parity, calibration: render_model_card(params, contract, parity=parity, test=test, counts=counts,
-                                                           description=family.describe(), calibration=calibration))
-    log_calibration(params, paths, training.get("mlflow_run_id"), result.calibration)
+        temperature_min_clips=params.export.temperature_min_clips, track_min_tracks=params.export.track_temperature_min_tracks,
+        out_of_fold=out_of_fold, out_of_fold_missing=missing,
+        card=lambda parity, calibration, track: render_model_card(params, contract, parity=parity, test=test, counts=counts,
+                                                                  description=family.describe(), calibration=calibration,
+                                                                  track_calibration=track))
+    log_calibration(params, paths, training.get("mlflow_run_id"), result.calibration, result.track_calibration)
     return result
 
 
-def log_calibration(params: Params, paths: Layout, run_id: str | None, calibration: Calibration) -> None:
+def training_out_of_fold(stage: Candidate, *, labels: tuple[str, ...], folds: int, seed: int) -> tuple[OutOfFold | None, str]:
+    """(out-of-fold predictor, why none): held-out clip probabilities over ``stage``'s training tracks, each fold's
+    model of the same family fitted on the other folds (:func:`genretag.families.cross_fitted`, stratified track-level
+    ``folds``-fold). None, with the reason, for a family that does not refit cheaply (the Keras families: each fold
+    would be a training run; their track temperature is then fitted on enough validation tracks, or T = 1) or too few
+    training tracks per genre for two folds."""
+    from genretag.families import cross_fitted, track_folds
+
+    train = stage.splits.train
+    if not hasattr(stage.family, "fold_probabilities"):
+        return None, f"{stage.name} does not refit cheaply (a refit is a training run): no out-of-fold predictions"
+    splits = track_folds(train.track_ids, train.labels, folds=folds, seed=seed)
+    if not splits:
+        return None, "fewer than two training tracks in some genre: no out-of-fold predictions"
+
+    def predict() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+        held = np.concatenate([h for _, h in splits])
+        probabilities = np.concatenate(cross_fitted(stage.family, train, folds=splits, labels=labels, seed=seed))
+        return probabilities, train.labels[held], tuple(np.asarray(train.track_ids)[held])
+
+    return predict, ""
+
+
+def log_calibration(params: Params, paths: Layout, run_id: str | None, calibration: Calibration,
+                    track_calibration: TrackCalibration | None = None) -> None:
     """Log a :class:`~genretag.calibration.Calibration`'s numbers (temperature, calibration_clips, ece_before/after
     on validation, test_ece_before/after) and its method as metrics and a tag of the MLflow run ``run_id``
     (the candidate's training run); nothing without a run id (a family exported without training.json) or
@@ -252,14 +280,16 @@ def log_calibration(params: Params, paths: Layout, run_id: str | None, calibrati
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from genretag.onnx.contract import KEY_CALIBRATION
+    from genretag.onnx.contract import KEY_CALIBRATION, KEY_TRACK_CALIBRATION
     from genretag.core.tracking import use_tracking
 
     use_tracking(params, root=paths.root)
     try:
         with mlflow.start_run(run_id=run_id):
-            mlflow.log_metrics(calibration.metrics())
+            mlflow.log_metrics({**calibration.metrics(), **(track_calibration.metrics() if track_calibration else {})})
             mlflow.set_tag(KEY_CALIBRATION, calibration.method)
+            if track_calibration is not None:
+                mlflow.set_tag(KEY_TRACK_CALIBRATION, track_calibration.method)
     except MlflowException as exc:
         logger.warning("calibration not logged to MLflow run %s: %s", run_id, exc)
 
