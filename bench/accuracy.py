@@ -20,6 +20,15 @@ With ``--int8``, every split's trained model is also exported (float32 ONNX) and
 clips), and both graphs are scored on the split's test clips: the table adds their track
 accuracies and the mean paired change int8 - float32 (percentage points, ± sd over splits).
 
+Track confidence (issue 24): the top value of :func:`genretag.onnx.contract.track_probabilities` on each test
+track, before (T = 1: the mean clip probability) and after the track temperature, which for the heads over frozen
+features is fitted as the export fits it when validation tracks are few: on out-of-fold predictions over the split's
+training tracks (stratified track-level ``--track-folds``-fold; each fold's head refitted with the C the split chose),
+:func:`genretag.evaluation.calibration.calibrate_tracks`. Reported: track ECE (10 equal-width bins) mean ± sd over
+splits, before and after, and at ``score.review_below`` (params.yaml) the share of test tracks flagged and the share
+of flagged tracks that were wrong (pooled over splits). The bench applies no clip temperature (the export fits one on
+the validation clips first; the track temperature is fitted on top of whatever the clips give). Keras families: T = 1.
+
 Also printed: parameters, ONNX size of the family trained on every track, and CPU clips/s of
 that ONNX graph (onnxruntime CPU provider, batch 64, median of 5 runs after one warm-up).
 Writes JSON to bench/results/accuracy-<UTC time>.json.
@@ -125,9 +134,44 @@ def int8_accuracies(family, clips: ClipSet, train: np.ndarray, test: np.ndarray,
     return out
 
 
+def track_confidence(probabilities: np.ndarray, labels: np.ndarray, tracks: np.ndarray, *, temperature: float,
+                     review_below: float) -> dict:
+    """Track ECE (10 bins), and the flagged/wrong counts at ``review_below``, of the test clips' tracks at ``temperature``."""
+    from genretag.evaluation.calibration import TRACK_ECE_BINS, expected_calibration_error, temperature_scaled, track_means
+
+    means, truth = track_means(probabilities, clip_tracks=tracks, clip_labels=labels)
+    scaled = temperature_scaled(probabilities=means, temperature=temperature)
+    confidence, wrong = scaled.max(1), scaled.argmax(1) != truth
+    flagged = confidence < review_below
+    return {"track_ece": expected_calibration_error(probabilities=scaled, labels=truth, bins=TRACK_ECE_BINS),
+            "mean_confidence": float(confidence.mean()), "flagged": int(flagged.sum()), "flagged_wrong": int((flagged & wrong).sum()),
+            "wrong": int(wrong.sum()), "tracks": int(len(truth))}
+
+
+def out_of_fold_temperature(features: np.ndarray, clips: ClipSet, train: np.ndarray, *, C: float, labels: tuple[str, ...],
+                            folds: int, seed: int) -> tuple[float, str]:
+    """The track temperature fitted on out-of-fold head predictions over the ``train`` clips (mask), and its method."""
+    from genretag.evaluation.calibration import TRACK_SOURCE_OUT_OF_FOLD, calibrate_tracks, track_means
+    from genretag.families import track_folds
+    from genretag.families.heads import LinearHead
+
+    index = np.flatnonzero(train)
+    tracks, y = np.asarray(clips.track_ids)[index], clips.labels[index]
+    held_all, parts = [], []
+    for fit, held in track_folds(tracks, y, folds=folds, seed=seed):
+        head = LinearHead(n_classes=len(labels), C=C)
+        head.fit(features[index[fit]], y[fit], seed=seed)
+        parts.append(head.predict_proba(features[index[held]]))
+        held_all.append(held)
+    held = np.concatenate(held_all)
+    means, truth = track_means(np.concatenate(parts), clip_tracks=tracks[held], clip_labels=y[held])
+    record = calibrate_tracks(fit_probabilities=means, fit_labels=truth, source=TRACK_SOURCE_OUT_OF_FOLD, min_tracks=2)
+    return record.temperature, record.method
+
+
 def cross_validate(
     candidate: str, clips: ClipSet, tracks: np.ndarray, *, labels: tuple[str, ...], splits: int, seed: int, epochs: int | None,
-    int8: bool = False,
+    int8: bool = False, track_folds: int = 5, review_below: float = 0.5,
 ) -> dict:
     options = {"max_epochs": epochs} if epochs and not candidate.startswith(("musicnn", "mfcc")) else {}
     family = create(candidate, **options)
@@ -142,23 +186,30 @@ def cross_validate(
             facts = family.head.fit(frozen[~test], clips.labels[~test], seed=seed + number, groups=tracks[~test])
             family.labels, family.embedding_size = labels, int(frozen.shape[1])
             probabilities = family.head.predict_proba(frozen[test])
-            chosen = {"head_C": facts["head_C"]}
+            temperature, method = out_of_fold_temperature(frozen, clips, ~test, C=facts["head_C"], labels=labels, folds=track_folds,
+                                                          seed=seed + number)
+            chosen = {"head_C": facts["head_C"], "track_temperature": temperature, "track_temperature_fitted": method == "temperature"}
         else:
             held = np.isin(tracks, list(validation_tracks(train_tracks, tracks, clips.labels)))
             family = create(candidate, **options)
             family.fit(subset(clips, ~test & ~held), subset(clips, held), labels=labels, seed=seed + number, log=quiet)
             probabilities = family.predict(clips.waveforms[test]).probabilities
-            chosen = {}
+            chosen = {"track_temperature": 1.0}
         clip, track = accuracies(probabilities, clips.labels[test], tracks[test])
-        result = {"clip_accuracy": clip, "track_accuracy": track, **chosen}
+        before = track_confidence(probabilities, clips.labels[test], tracks[test], temperature=1.0, review_below=review_below)
+        after = track_confidence(probabilities, clips.labels[test], tracks[test], temperature=chosen["track_temperature"],
+                                 review_below=review_below)
+        result = {"clip_accuracy": clip, "track_accuracy": track, **chosen,
+                  **{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()}}
         if int8:
             result |= int8_accuracies(family, clips, ~test, test, tracks, seed=seed + number)
             result["int8_track_change"] = result["int8_track_accuracy"] - result["onnx_float32_track_accuracy"]
         results.append({**result, "seconds": round(time.perf_counter() - started, 2)})
         extra = (f"; ONNX float32 track {result['onnx_float32_track_accuracy']:.3f}, int8 track {result['int8_track_accuracy']:.3f}"
                  if int8 else "")
-        print(f"  {candidate} split {number + 1}/{splits}: clip {clip:.3f}, track {track:.3f}{extra}", flush=True)
-    keys = [k for k in results[0] if k != "seconds"]
+        print(f"  {candidate} split {number + 1}/{splits}: clip {clip:.3f}, track {track:.3f}, track ECE {before['track_ece']:.3f} -> "
+              f"{after['track_ece']:.3f} (T_track {chosen['track_temperature']:.3g}){extra}", flush=True)
+    keys = [k for k in results[0] if k != "seconds" and not isinstance(results[0][k], bool)]
     return {"splits": results, **{f"{k}_{s}": float(f(np.array([r[k] for r in results]))) for k in keys
                                   for s, f in (("mean", np.mean), ("sd", lambda a: np.std(a, ddof=1) if len(a) > 1 else 0.0))}}
 
@@ -194,10 +245,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="max epochs of Keras families (default: the family's)")
     parser.add_argument("--seed", type=int, default=2021)
     parser.add_argument("--int8", action="store_true", help="also score each split's float32 ONNX and its int8 quantisation")
+    parser.add_argument("--track-folds", type=int, default=5, help="folds of the out-of-fold track temperature fit")
     parser.add_argument("--no-onnx-facts", action="store_true", help="skip training on every track for parameters/size/clips/s")
     args = parser.parse_args()
 
-    genres = list(load_params(project_root() / "params.yaml").genres)
+    params = load_params(project_root() / "params.yaml")
+    genres, review_below = list(params.genres), params.score.review_below
     labels = tuple(genres)
     rows = []
     for candidate in args.families:
@@ -207,7 +260,8 @@ def main() -> None:
         splits = args.trained_splits if keras_family and args.trained_splits else args.splits
         print(f"{candidate}: {len(np.unique(tracks))} tracks, {len(clips)} clips at {family.sample_rate} Hz, {splits} splits", flush=True)
         started = time.perf_counter()
-        result = cross_validate(candidate, clips, tracks, labels=labels, splits=splits, seed=args.seed, epochs=args.epochs, int8=args.int8)
+        result = cross_validate(candidate, clips, tracks, labels=labels, splits=splits, seed=args.seed, epochs=args.epochs, int8=args.int8,
+                                track_folds=args.track_folds, review_below=review_below)
         facts = ({"parameters": 0, "onnx_bytes": 0, "cpu_clips_per_second": float("nan")} if args.no_onnx_facts
                  else onnx_facts(candidate, clips, labels=labels, seed=args.seed, epochs=args.epochs))
         rows.append({"family": candidate, "n_splits": splits, "tracks": int(len(np.unique(tracks))), "clips": len(clips),
@@ -219,6 +273,18 @@ def main() -> None:
         print(f"| {r['family']} | {r['n_splits']} | {100 * r['clip_accuracy_mean']:.1f} ± {100 * r['clip_accuracy_sd']:.1f} | "
               f"{100 * r['track_accuracy_mean']:.1f} ± {100 * r['track_accuracy_sd']:.1f} | {r['parameters']:,} | "
               f"{r['onnx_bytes'] / 1e6:.1f} | {r['cpu_clips_per_second']:.0f} |")
+    print(f"\n| family | splits | track accuracy | track ECE before | track ECE after | mean confidence before -> after | "
+          f"flagged (< {review_below:g}) before -> after | wrong among flagged before -> after |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        pooled = {k: sum(s[k] for s in r["splits"]) for k in ("tracks_before", "flagged_before", "flagged_after", "flagged_wrong_before",
+                                                             "flagged_wrong_after")}
+        share = lambda wrong, flagged: f"{100 * wrong / flagged:.0f} % of {flagged}" if flagged else "none flagged"  # noqa: E731
+        print(f"| {r['family']} | {r['n_splits']} | {100 * r['track_accuracy_mean']:.1f} ± {100 * r['track_accuracy_sd']:.1f} | "
+              f"{r['track_ece_before_mean']:.3f} ± {r['track_ece_before_sd']:.3f} | {r['track_ece_after_mean']:.3f} ± {r['track_ece_after_sd']:.3f} | "
+              f"{r['mean_confidence_before_mean']:.2f} -> {r['mean_confidence_after_mean']:.2f} | "
+              f"{100 * pooled['flagged_before'] / pooled['tracks_before']:.0f} % -> {100 * pooled['flagged_after'] / pooled['tracks_before']:.0f} % | "
+              f"{share(pooled['flagged_wrong_before'], pooled['flagged_before'])} -> {share(pooled['flagged_wrong_after'], pooled['flagged_after'])} |")
     if args.int8:
         print("\n| family | splits | ONNX float32 track accuracy | int8 track accuracy | int8 - float32 (points) |")
         print("| --- | ---: | ---: | ---: | ---: |")

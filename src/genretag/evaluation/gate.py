@@ -394,3 +394,207 @@ def decide(
     rule = RULE_NOT_SIGNIFICANT if not best.significant else RULE_TOO_SMALL
     why = "not significant" if not best.significant else "gain below min_improvement"
     return verdict("keep", champion, rule, f"champion {champion} kept, {why}: {said(best)}", comparisons)
+
+
+# --------------------------------------------------------------------------- small data: repeated k-fold cross-validation
+
+PROTOCOL_HOLDOUT = "holdout"  # every model scored on the test split's tracks (exact McNemar, paired bootstrap)
+PROTOCOL_CROSS_VALIDATED = "cross-validated"  # repeated stratified track-level k-fold over every labelled track
+
+
+@dataclass(frozen=True)
+class FoldOutcomes:
+    """Per-track outcomes of repeated stratified track-level k-fold cross-validation over every labelled track.
+
+    Item i is one track held out in one fold: ``repeat``/``fold`` int64 [m] (which repetition and which fold),
+    ``track`` [m] its id, ``track_truth`` int64 [m] its label; ``correct[model]`` bool [m] whether the model fitted
+    on the other folds got it right. Every track appears once per repetition (m = repeats x tracks).
+    """
+
+    repeat: np.ndarray
+    fold: np.ndarray
+    track: np.ndarray
+    track_truth: np.ndarray
+    correct: dict[str, np.ndarray]
+    folds: int
+    repeats: int
+    n_classes: int
+
+    @property
+    def n_tracks(self) -> int:
+        """Distinct tracks evaluated (each once per repetition)."""
+        return len(np.unique(self.track))
+
+    def fold_scores(self, values: np.ndarray) -> np.ndarray:
+        """float [repeats * folds]: the mean of float [m] ``values`` within each (repeat, fold) cell (empty cells dropped)."""
+        cell = np.asarray(self.repeat) * self.folds + np.asarray(self.fold)
+        counts = np.bincount(cell, minlength=self.repeats * self.folds)
+        sums = np.bincount(cell, weights=np.asarray(values, dtype=np.float64), minlength=self.repeats * self.folds)
+        return sums[counts > 0] / counts[counts > 0]
+
+
+@dataclass(frozen=True)
+class CorrectedTTest:
+    """Bouckaert & Frank's (2004) corrected repeated k-fold t-test of per-fold differences (a minus b).
+
+    ``only_a``/``only_b``: pooled item counts where only a / only b was right (the same meaning as :class:`McNemar`'s,
+    summed over repetitions, so each track counts once per repetition); ``p_greater``/``p_less``: one-sided p that
+    a is more/less accurate; ``mean`` the mean per-fold difference and ``low``/``high`` its interval.
+    """
+
+    only_a: int
+    only_b: int
+    p_greater: float
+    p_less: float
+    p_two_sided: float
+    mean: float
+    low: float
+    high: float
+    t: float
+    dof: int
+
+
+def corrected_repeated_kfold_test(differences: np.ndarray, *, folds: int, confidence: float = 0.95,
+                                  only_a: int = 0, only_b: int = 0) -> CorrectedTTest:
+    """The corrected resampled t-test on float [r * k] per-fold score differences of two models on the same folds.
+
+    Nadeau & Bengio (2003), "Inference for the Generalization Error", Machine Learning 52(3): the variance of the
+    mean over resamples that share training data is underestimated by ``sigma^2 / n``; their correction uses
+    ``(1 / n + n_test / n_train) * sigma^2``. Bouckaert & Frank (2004), "Evaluating the Replicability of Significance
+    Tests for Comparing Learning Algorithms", PAKDD, apply it to r x k-fold cross-validation: ``n = r k``,
+    ``n_test / n_train = 1 / (k - 1)``, ``t = mean / sqrt((1 / (r k) + 1 / (k - 1)) * s^2)`` with ``r k - 1`` degrees of
+    freedom (Student t). All differences zero: p = 1 one-sided either way. Raises ValueError for fewer than two
+    differences or ``folds < 2``.
+    """
+    from scipy.stats import t as student
+
+    d = np.asarray(differences, dtype=np.float64)
+    if d.size < 2 or folds < 2:
+        raise ValueError(f"{d.size} fold differences with {folds} folds: the corrected t-test needs >= 2 of each")
+    n, mean, variance = d.size, float(d.mean()), float(d.var(ddof=1))
+    scale = np.sqrt((1.0 / n + 1.0 / (folds - 1)) * variance)
+    dof = n - 1
+    half = float(student.ppf(0.5 + confidence / 2.0, dof) * scale)
+    if scale == 0.0:  # every fold gave the same difference: certain in its direction, no evidence when it is 0
+        p_greater, p_less = (0.0 if mean > 0 else 1.0), (0.0 if mean < 0 else 1.0)
+        return CorrectedTTest(only_a, only_b, p_greater, p_less, min(1.0, 2 * min(p_greater, p_less)), mean, mean, mean,
+                              float("inf") if mean else 0.0, dof)
+    t = mean / scale
+    p_greater, p_less = float(student.sf(t, dof)), float(student.cdf(t, dof))
+    return CorrectedTTest(only_a, only_b, p_greater, p_less, min(1.0, 2 * min(p_greater, p_less)), mean, mean - half, mean + half,
+                          float(t), dof)
+
+
+def decide_cross_validated(
+    *, cv: FoldOutcomes, candidates: Sequence[str], champion: str | None, baseline: str | None, alpha: float, min_improvement: float,
+) -> Decision:
+    """The gate's rules (floor, promotion; module docstring) on cross-validated per-track outcomes instead of one test split.
+
+    Each model's track accuracy is the mean over the r x k folds, with its corrected interval; the floor's "above
+    chance" and "not below the baseline" and the promotion's "significantly better than the champion" are
+    :func:`corrected_repeated_kfold_test` on per-fold differences (accuracy minus the chance rate; challenger minus
+    reference), at ``alpha`` (promotion at ``alpha / m``, Bonferroni). ``champion``: a name in ``cv.correct`` or None.
+    Clip-level metrics are not cross-validated: Evidence.metrics holds ``track_accuracy`` only. Raises ValueError for a
+    name without outcomes.
+    """
+    named = [*candidates, *([champion] if champion else []), *([baseline] if baseline else [])]
+    missing = sorted({n for n in named if n not in cv.correct})
+    if missing:
+        raise ValueError(f"no cross-validated outcome for {', '.join(missing)}")
+    chance = chance_rate(cv.track_truth, n_classes=cv.n_classes)
+    confidence = 1.0 - alpha
+    scores = {name: cv.fold_scores(correct) for name, correct in cv.correct.items()}
+
+    def versus(a: str, b: str) -> CorrectedTTest:
+        x, y = cv.correct[a], cv.correct[b]
+        return corrected_repeated_kfold_test(scores[a] - scores[b], folds=cv.folds, confidence=confidence,
+                                             only_a=int(np.sum(x & ~y)), only_b=int(np.sum(y & ~x)))
+
+    n_said = f"{cv.n_tracks} tracks x {cv.repeats} repetitions of {cv.folds}-fold"
+    evidence: dict[str, Evidence] = {}
+    for name in cv.correct:
+        above = corrected_repeated_kfold_test(scores[name] - chance, folds=cv.folds, confidence=confidence)
+        accuracy = Interval(float(scores[name].mean()), above.low + chance, above.high + chance, confidence)
+        said = (f"cross-validated track accuracy {accuracy.text()} over {n_said} vs chance {chance:.3f}: "
+                f"corrected repeated k-fold t-test p={above.p_greater:.3g}")
+        test_vs_baseline, servable = None, True
+        if above.p_greater >= alpha:
+            servable, floor = False, f"not significantly above chance ({said} >= alpha {alpha:g})"
+        elif baseline is None or name == baseline:
+            floor = f"above chance ({said})"
+        else:
+            test_vs_baseline = versus(name, baseline)
+            baseline_said = (f"{baseline} right where it was wrong on {test_vs_baseline.only_b} track-folds, the reverse on "
+                             f"{test_vs_baseline.only_a}: corrected repeated k-fold t-test p={test_vs_baseline.p_less:.3g}")
+            if test_vs_baseline.p_less < alpha:
+                servable, floor = False, f"significantly below the baseline {baseline} ({baseline_said} < alpha {alpha:g})"
+            else:
+                floor = f"above chance ({said}); not below {baseline} ({baseline_said})"
+        evidence[name] = Evidence(name, cv.n_tracks, 0, {"track_accuracy": accuracy}, chance, above.p_greater, baseline,
+                                  test_vs_baseline, servable, floor)
+
+    def verdict(action, chosen, rule, reason, comparisons=None) -> Decision:
+        return Decision(action, chosen, champion, rule, f"{reason} [protocol: {PROTOCOL_CROSS_VALIDATED}, {n_said}]", alpha,
+                        min_improvement, evidence, comparisons or {})
+
+    def rank(name: str) -> float:
+        return evidence[name].metrics["track_accuracy"].estimate
+
+    servable = sorted((n for n in dict.fromkeys(candidates) if n != champion and evidence[n].servable), key=rank, reverse=True)
+    failed = "; ".join(f"{n}: {e.floor}" for n, e in evidence.items() if not e.servable)
+    if champion is None or not evidence[champion].servable:
+        before = "no champion" if champion is None else f"champion {champion} fails the floor: {evidence[champion].floor}"
+        rule = RULE_FIRST if champion is None else RULE_CHAMPION_BELOW_FLOOR
+        if not servable:
+            return verdict("none", None, RULE_FLOOR, f"no servable model ({before}); failed: {failed}")
+        best = servable[0]
+        return verdict("promote", best, rule, f"{before}; {best} is the best model that passes the floor: {evidence[best].floor}")
+    if not servable:
+        return verdict("keep", champion, RULE_NO_CHALLENGER, f"champion {champion} kept: no challenger passes the floor"
+                       + (f" ({failed})" if failed else ""))
+    level = alpha / len(servable)
+    comparisons: dict[str, Comparison] = {}
+    for name in servable:
+        result = versus(name, champion)
+        comparisons[name] = Comparison(name, champion, Interval(result.mean, result.low, result.high, confidence), result, level,
+                                       significant=result.p_greater < level, large_enough=result.mean >= min_improvement - 1e-12)
+    winners = [n for n in servable if comparisons[n].significant and comparisons[n].large_enough]
+
+    def said(c: Comparison) -> str:
+        return (f"{c.challenger} vs champion {champion}: cross-validated track accuracy gain {c.gain.text()}; corrected repeated "
+                f"k-fold t-test one-sided p={c.test.p_greater:.3g} vs alpha {alpha:g}/{len(servable)}={level:.3g}; "
+                f"min_improvement {100 * min_improvement:.1f}%")
+
+    if winners:
+        return verdict("promote", winners[0], RULE_SIGNIFICANT, f"promoted: {said(comparisons[winners[0]])}", comparisons)
+    best = comparisons[servable[0]]
+    rule = RULE_NOT_SIGNIFICANT if not best.significant else RULE_TOO_SMALL
+    why = "not significant" if not best.significant else "gain below min_improvement"
+    return verdict("keep", champion, rule, f"champion {champion} kept, {why}: {said(best)}", comparisons)
+
+
+def fold_outcomes(
+    *, folds: Sequence[tuple[np.ndarray, np.ndarray]], repeats: int, clip_labels: np.ndarray, clip_tracks: np.ndarray,
+    held_out: Mapping[str, Sequence[np.ndarray]], n_classes: int,
+) -> FoldOutcomes:
+    """Per-track outcomes from held-out clip probabilities: ``folds`` the ``repeats`` x k (fit, held-out) clip-index pairs
+    of :func:`genretag.families.track_folds` (repetition-major), ``held_out[model]`` one float [len(held), K] array per
+    fold (:func:`genretag.families.cross_fitted`); a track's prediction is the argmax of its clips' mean probability
+    (:func:`outcome_from_probabilities`). ``clip_labels`` int [n], ``clip_tracks`` [n] ids. Raises ValueError when a
+    model's folds do not match ``folds``."""
+    k = len(folds) // max(repeats, 1)
+    repeat, fold, track, truth = [], [], [], []
+    correct: dict[str, list[np.ndarray]] = {name: [] for name in held_out}
+    for number, (_, held) in enumerate(folds):
+        names, first, index = np.unique(np.asarray(clip_tracks)[held], return_index=True, return_inverse=True)
+        test = TestSet(np.asarray(clip_labels)[held], index.astype(np.int64), np.asarray(clip_labels)[held][first], n_classes)
+        repeat.append(np.full(len(names), number // k))
+        fold.append(np.full(len(names), number % k))
+        track.append(names)
+        truth.append(test.track_truth)
+        for name, parts in held_out.items():
+            if len(parts) != len(folds) or len(parts[number]) != len(held):
+                raise ValueError(f"{name}: held-out probabilities do not match fold {number}")
+            correct[name].append(outcome_from_probabilities(parts[number], test=test).track == test.track_truth)
+    return FoldOutcomes(np.concatenate(repeat), np.concatenate(fold), np.concatenate(track), np.concatenate(truth),
+                        {name: np.concatenate(parts) for name, parts in correct.items()}, k, repeats, n_classes)
