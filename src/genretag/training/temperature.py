@@ -122,7 +122,7 @@ OutOfFold = Callable[[], tuple[np.ndarray, np.ndarray, tuple[str, ...]]]
 
 
 def _track_level(probabilities: np.ndarray, labels: np.ndarray, track_ids: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    if not len(labels):
+    if not len(labels) or not track_ids:  # no clips, or clips whose tracks are not known: no tracks to fit on
         return np.zeros((0, probabilities.shape[1])), np.zeros(0, np.int64)
     return track_means(probabilities, clip_tracks=np.asarray(track_ids), clip_labels=labels)
 
