@@ -155,3 +155,27 @@ def test_a_fitted_t_that_would_raise_the_ece_is_not_applied(exported, tmp_path) 
     assert "fitted on the 36 validation clips would not lower their ECE" in calibration.reason
     assert read_contract(result.onnx_path).calibration["reason"] == calibration.reason
     assert not [n for n in onnx.load(result.onnx_path).graph.node if n.name.startswith(CALIBRATION_PREFIX)]
+
+
+def test_the_track_record_travels_in_the_metadata_and_the_card(exported) -> None:
+    """12 validation tracks < export.track_temperature_min_tracks and no out-of-fold predictor: T_track = 1, saying why;
+    the record is in genretag.track_calibration (its own key) and the card reports the track ECE before and after."""
+    _, _, _, _, _, result = exported
+    record = result.track_calibration
+    contract = read_contract(result.onnx_path)
+    assert contract.track_calibration == record.as_dict() and contract.track_temperature == 1.0
+    assert record.method == "none" and "12 validation track(s), fewer than export.track_temperature_min_tracks 20" in record.reason
+    assert record.ece_before is not None and record.test_ece_before is not None
+    card = result.card_path.read_text()
+    assert "## Track confidence" in card and f"| test | {record.test_ece_before:.4f} | {record.test_ece_after:.4f} |" in card
+
+
+def test_enough_validation_tracks_fit_the_track_temperature(exported, tmp_path) -> None:
+    params, paths, family, test, validation, _ = exported
+    contract = ModelContract(labels=GENRES, model_name="genretag-cnn", model_version="test-0003", sample_rate=family.sample_rate,
+                             clip_samples=family.clip_samples, family=family.name)
+    result = export.export_candidate(family, contract=contract, onnx_path=tmp_path / "m.onnx", test=test, validation=validation,
+                                     temperature_min_clips=30, track_min_tracks=2)
+    record = result.track_calibration
+    assert record.source == "validation" and record.ece_after <= record.ece_before
+    assert read_contract(result.onnx_path).track_temperature == pytest.approx(record.temperature)
