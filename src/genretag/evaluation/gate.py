@@ -30,7 +30,7 @@ Pure functions of numpy arrays; no file or network access.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -250,6 +250,8 @@ class Comparison:
     level: float  # the significance level after the Bonferroni correction
     significant: bool
     large_enough: bool
+    method: str = "exact McNemar"  # the paired test that decided (the cross-validated protocol: the corrected t-test)
+    unit: str = "tracks"  # what ``test.only_a``/``only_b`` count (cross-validated: track-folds, each track once per repetition)
 
 
 @dataclass(frozen=True)
@@ -269,6 +271,7 @@ class Decision:
     min_improvement: float
     evidence: dict[str, Evidence] = field(default_factory=dict)
     comparisons: dict[str, Comparison] = field(default_factory=dict)
+    protocols: dict[str, str] = field(default_factory=dict)  # model -> the protocol of its evidence ({}: every model holdout)
 
     def failures(self) -> dict[str, str]:
         """Models that failed the floor -> why."""
@@ -308,9 +311,94 @@ def _not_below_source(evidence: Evidence, *, source: str, correct: np.ndarray, s
     return replace(evidence, floor=f"{evidence.floor}; not below its source {source} ({said})")
 
 
-def _rank(evidence: Evidence) -> tuple[float, float, float]:
+def _rank(evidence: Evidence) -> tuple[float, ...]:
     m = evidence.metrics
-    return (m["track_accuracy"].estimate, m["track_macro_f1"].estimate, m["clip_accuracy"].estimate)
+    return tuple(m[key].estimate if key in m else 0.0 for key in ("track_accuracy", "track_macro_f1", "clip_accuracy"))
+
+
+Compare = Callable[[str, str, float], Comparison]
+"""(challenger, champion, significance level) -> their :class:`Comparison` under the protocol that scored both."""
+
+
+def _verdict(
+    *, evidence: Mapping[str, Evidence], candidates: Sequence[str], champion: str | None, compare: Compare, alpha: float,
+    min_improvement: float, note: str = "", protocols: Mapping[str, str] | None = None,
+) -> Decision:
+    """THE gate's rules on the floor's ``evidence`` (module docstring), whatever protocol scored the models: a first
+    champion or the replacement of a champion below the floor needs the floor only (the best servable by
+    track accuracy, then macro-F1, then clip accuracy); otherwise the best challenger that ``compare`` finds
+    significantly better at ``alpha / m`` (Bonferroni over the m servable challengers) and by ``min_improvement``
+    replaces the champion. ``note`` ends every reason (the protocol and its track counts)."""
+
+    def verdict(action, chosen, rule, reason, comparisons=None) -> Decision:
+        return Decision(action, chosen, champion, rule, f"{reason}{note}", alpha, min_improvement, dict(evidence), comparisons or {},
+                        dict(protocols or {}))
+
+    servable = sorted((n for n in dict.fromkeys(candidates) if n != champion and evidence[n].servable), key=lambda n: _rank(evidence[n]),
+                      reverse=True)
+    failed = "; ".join(f"{n}: {e.floor}" for n, e in evidence.items() if not e.servable)
+    if champion is None or not evidence[champion].servable:
+        before = "no champion" if champion is None else f"champion {champion} fails the floor: {evidence[champion].floor}"
+        rule = RULE_FIRST if champion is None else RULE_CHAMPION_BELOW_FLOOR
+        if not servable:
+            return verdict("none", None, RULE_FLOOR, f"no servable model ({before}); failed: {failed}")
+        best = servable[0]
+        return verdict("promote", best, rule, f"{before}; {best} is the best model that passes the floor, "
+                       f"track accuracy {evidence[best].metrics['track_accuracy'].text()}: {evidence[best].floor}")
+    if not servable:
+        return verdict("keep", champion, RULE_NO_CHALLENGER, f"champion {champion} kept: no challenger passes the floor"
+                       + (f" ({failed})" if failed else ""))
+    level = alpha / len(servable)
+    comparisons = {name: compare(name, champion, level) for name in servable}
+
+    def said(c: Comparison) -> str:
+        return (f"{c.challenger} vs champion {champion}: track accuracy gain {c.gain.text()} "
+                f"({c.test.only_a} {c.unit} only {c.challenger} got right, {c.test.only_b} only {champion}); "
+                f"{c.method} one-sided p={c.test.p_greater:.3g} vs alpha {alpha:g}/{len(servable)}={level:.3g}; "
+                f"min_improvement {100 * min_improvement:.1f}%")
+
+    winners = [n for n in servable if comparisons[n].significant and comparisons[n].large_enough]
+    if winners:
+        return verdict("promote", winners[0], RULE_SIGNIFICANT, f"promoted: {said(comparisons[winners[0]])}", comparisons)
+    best = comparisons[servable[0]]
+    rule = RULE_NOT_SIGNIFICANT if not best.significant else RULE_TOO_SMALL
+    why = "not significant" if not best.significant else "gain below min_improvement"
+    return verdict("keep", champion, rule, f"champion {champion} kept, {why}: {said(best)}", comparisons)
+
+
+def _holdout(
+    *, test: TestSet, outcomes: Mapping[str, Outcome], baseline: str | None, alpha: float, min_improvement: float, n_resamples: int,
+    seed: int, sources: Mapping[str, str] | None,
+) -> tuple[dict[str, Evidence], Compare]:
+    """The holdout protocol: every model's floor evidence on the test split, and its paired comparison (exact McNemar on
+    track outcomes, the gain's interval from the paired bootstrap)."""
+    correct = {name: outcome.track == test.track_truth for name, outcome in outcomes.items()}
+    intervals, draws = paired_bootstrap(test=test, outcomes=outcomes, n_resamples=n_resamples, confidence=1.0 - alpha, seed=seed)
+    evidence: dict[str, Evidence] = {}
+    for name in outcomes:
+        chance, p_chance, versus, servable, floor = _floor(
+            name, test=test, correct=correct[name], baseline=baseline,
+            baseline_correct=correct.get(baseline) if baseline else None, alpha=alpha,
+        )
+        evidence[name] = Evidence(name, test.n_tracks, test.n_clips, intervals[name], chance, p_chance, baseline, versus, servable, floor)
+    for name, source in (sources or {}).items():
+        if name in evidence and source in correct and evidence[name].servable:
+            evidence[name] = _not_below_source(evidence[name], source=source, correct=correct[name],
+                                               source_correct=correct[source], alpha=alpha)
+
+    def compare(challenger: str, champion: str, level: float) -> Comparison:
+        result = mcnemar_exact(correct_a=correct[challenger], correct_b=correct[champion])
+        gain = intervals[challenger]["track_accuracy"].estimate - intervals[champion]["track_accuracy"].estimate
+        return Comparison(challenger, champion, _interval(gain, draws[challenger] - draws[champion], 1.0 - alpha), result, level,
+                          significant=result.p_greater < level, large_enough=gain >= min_improvement - 1e-12)
+
+    return evidence, compare
+
+
+def _require(named: Sequence[str | None], have: Mapping[str, object], what: str) -> None:
+    missing = sorted({n for n in named if n and n not in have})
+    if missing:
+        raise ValueError(f"no {what} for {', '.join(missing)}")
 
 
 def decide(
@@ -326,7 +414,7 @@ def decide(
     seed: int = 0,
     sources: Mapping[str, str] | None = None,
 ) -> Decision:
-    """Decide which model serves. ``outcomes`` holds every candidate and the champion (when any).
+    """Decide which model serves (the holdout protocol). ``outcomes`` holds every candidate and the champion (when any).
 
     ``candidates``: names in ``outcomes`` competing now (the champion may be among them: it is
     then not compared with itself). ``champion``: the current champion's name, or None.
@@ -336,64 +424,11 @@ def decide(
     significantly below its source fails the floor (a source absent from ``outcomes`` is skipped).
     Raises ValueError for a name missing from ``outcomes``.
     """
-    named = [*candidates, *([champion] if champion else []), *([baseline] if baseline else [])]
-    missing = sorted({n for n in named if n not in outcomes})
-    if missing:
-        raise ValueError(f"no outcome for {', '.join(missing)}")
-    correct = {name: outcome.track == test.track_truth for name, outcome in outcomes.items()}
-    intervals, draws = paired_bootstrap(test=test, outcomes=outcomes, n_resamples=n_resamples, confidence=1.0 - alpha, seed=seed)
-    evidence: dict[str, Evidence] = {}
-    for name in outcomes:
-        chance, p_chance, versus, servable, floor = _floor(
-            name, test=test, correct=correct[name], baseline=baseline,
-            baseline_correct=correct.get(baseline) if baseline else None, alpha=alpha,
-        )
-        evidence[name] = Evidence(name, test.n_tracks, test.n_clips, intervals[name], chance, p_chance, baseline, versus, servable, floor)
-    for name, source in (sources or {}).items():
-        if name in evidence and source in correct and evidence[name].servable:
-            evidence[name] = _not_below_source(evidence[name], source=source, correct=correct[name],
-                                               source_correct=correct[source], alpha=alpha)
-
-    def verdict(action, chosen, rule, reason, comparisons=None) -> Decision:
-        return Decision(action, chosen, champion, rule, reason, alpha, min_improvement, evidence, comparisons or {})
-
-    servable = sorted((n for n in dict.fromkeys(candidates) if n != champion and evidence[n].servable), key=lambda n: _rank(evidence[n]), reverse=True)
-    failed = "; ".join(f"{n}: {e.floor}" for n, e in evidence.items() if not e.servable)
-    if champion is None or not evidence[champion].servable:
-        before = "no champion" if champion is None else f"champion {champion} fails the floor: {evidence[champion].floor}"
-        rule = RULE_FIRST if champion is None else RULE_CHAMPION_BELOW_FLOOR
-        if not servable:
-            return verdict("none", None, RULE_FLOOR, f"no servable model ({before}); failed: {failed}")
-        best = servable[0]
-        return verdict("promote", best, rule, f"{before}; {best} is the best model that passes the floor, "
-                       f"track accuracy {intervals[best]['track_accuracy'].text()}: {evidence[best].floor}")
-    if not servable:
-        return verdict("keep", champion, RULE_NO_CHALLENGER, f"champion {champion} kept: no challenger passes the floor"
-                       + (f" ({failed})" if failed else ""))
-
-    level = alpha / len(servable)
-    comparisons: dict[str, Comparison] = {}
-    for name in servable:
-        test_result = mcnemar_exact(correct_a=correct[name], correct_b=correct[champion])
-        gain = intervals[name]["track_accuracy"].estimate - intervals[champion]["track_accuracy"].estimate
-        comparisons[name] = Comparison(
-            name, champion, _interval(gain, draws[name] - draws[champion], 1.0 - alpha), test_result, level,
-            significant=test_result.p_greater < level, large_enough=gain >= min_improvement - 1e-12,
-        )
-
-    def said(c: Comparison) -> str:
-        return (f"{c.challenger} vs champion {champion}: track accuracy gain {c.gain.text()} "
-                f"({c.test.only_a} tracks only {c.challenger} got right, {c.test.only_b} only {champion}); "
-                f"exact McNemar one-sided p={c.test.p_greater:.3g} vs alpha {alpha:g}/{len(servable)}={level:.3g}; "
-                f"min_improvement {100 * min_improvement:.1f}%")
-
-    winners = [n for n in servable if comparisons[n].significant and comparisons[n].large_enough]
-    if winners:
-        return verdict("promote", winners[0], RULE_SIGNIFICANT, f"promoted: {said(comparisons[winners[0]])}", comparisons)
-    best = comparisons[servable[0]]
-    rule = RULE_NOT_SIGNIFICANT if not best.significant else RULE_TOO_SMALL
-    why = "not significant" if not best.significant else "gain below min_improvement"
-    return verdict("keep", champion, rule, f"champion {champion} kept, {why}: {said(best)}", comparisons)
+    _require([*candidates, champion, baseline], outcomes, "outcome")
+    evidence, compare = _holdout(test=test, outcomes=outcomes, baseline=baseline, alpha=alpha, min_improvement=min_improvement,
+                                 n_resamples=n_resamples, seed=seed, sources=sources)
+    return _verdict(evidence=evidence, candidates=candidates, champion=champion, compare=compare, alpha=alpha,
+                    min_improvement=min_improvement)
 
 
 # --------------------------------------------------------------------------- small data: repeated k-fold cross-validation
@@ -487,20 +522,32 @@ def corrected_repeated_kfold_test(differences: np.ndarray, *, folds: int, confid
 
 def decide_cross_validated(
     *, cv: FoldOutcomes, candidates: Sequence[str], champion: str | None, baseline: str | None, alpha: float, min_improvement: float,
+    test: TestSet | None = None, outcomes: Mapping[str, Outcome] | None = None, sources: Mapping[str, str] | None = None,
+    n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
 ) -> Decision:
-    """The gate's rules (floor, promotion; module docstring) on cross-validated per-track outcomes instead of one test split.
+    """The gate's rules (floor, promotion; :func:`_verdict`, shared with :func:`decide`) on cross-validated per-track
+    outcomes for the models in ``cv.correct``, and on the ``test`` split's ``outcomes`` for the others (families whose
+    refit is expensive, an earlier champion that is no candidate): the holdout protocol of :func:`decide`.
 
-    Each model's track accuracy is the mean over the r x k folds, with its corrected interval; the floor's "above
-    chance" and "not below the baseline" and the promotion's "significantly better than the champion" are
-    :func:`corrected_repeated_kfold_test` on per-fold differences (accuracy minus the chance rate; challenger minus
-    reference), at ``alpha`` (promotion at ``alpha / m``, Bonferroni). ``champion``: a name in ``cv.correct`` or None.
-    Clip-level metrics are not cross-validated: Evidence.metrics holds ``track_accuracy`` only. Raises ValueError for a
-    name without outcomes.
+    A cross-validated model's track accuracy is the mean over the r x k folds, with its corrected interval; its floor's
+    "above chance" and "not below the baseline" are :func:`corrected_repeated_kfold_test` on per-fold differences
+    (accuracy minus the chance rate of all the tracks; model minus baseline), at ``alpha``. A comparison of two
+    cross-validated models is that test too (promotion at ``alpha / m``, Bonferroni); a comparison involving a holdout
+    model is the exact McNemar test on the test split, so ``outcomes`` must then hold both (a cross-validated candidate's
+    model fitted on the train split scores the test split like any other). Clip-level metrics are not cross-validated:
+    a cross-validated model's Evidence.metrics holds ``track_accuracy`` only; models are ranked by track accuracy under
+    their own protocol. ``Decision.protocols`` says which protocol scored each model. Raises ValueError for a name
+    with no outcome under either protocol, or a comparison with no common protocol.
     """
-    named = [*candidates, *([champion] if champion else []), *([baseline] if baseline else [])]
-    missing = sorted({n for n in named if n not in cv.correct})
-    if missing:
-        raise ValueError(f"no cross-validated outcome for {', '.join(missing)}")
+    outcomes = dict(outcomes or {})
+    both = {**dict.fromkeys(outcomes), **dict.fromkeys(cv.correct)}
+    _require([*candidates, champion, baseline], both, "cross-validated or test-split outcome")
+    held, holdout_compare = {}, None
+    if outcomes:
+        if test is None:
+            raise ValueError("test-split outcomes without their test split")
+        held, holdout_compare = _holdout(test=test, outcomes=outcomes, baseline=baseline if baseline in outcomes else None, alpha=alpha,
+                                         min_improvement=min_improvement, n_resamples=n_resamples, seed=seed, sources=sources)
     chance = chance_rate(cv.track_truth, n_classes=cv.n_classes)
     confidence = 1.0 - alpha
     scores = {name: cv.fold_scores(correct) for name, correct in cv.correct.items()}
@@ -511,7 +558,7 @@ def decide_cross_validated(
                                              only_a=int(np.sum(x & ~y)), only_b=int(np.sum(y & ~x)))
 
     n_said = f"{cv.n_tracks} tracks x {cv.repeats} repetitions of {cv.folds}-fold"
-    evidence: dict[str, Evidence] = {}
+    evidence: dict[str, Evidence] = {name: e for name, e in held.items() if name not in cv.correct}
     for name in cv.correct:
         above = corrected_repeated_kfold_test(scores[name] - chance, folds=cv.folds, confidence=confidence)
         accuracy = Interval(float(scores[name].mean()), above.low + chance, above.high + chance, confidence)
@@ -520,8 +567,9 @@ def decide_cross_validated(
         test_vs_baseline, servable = None, True
         if above.p_greater >= alpha:
             servable, floor = False, f"not significantly above chance ({said} >= alpha {alpha:g})"
-        elif baseline is None or name == baseline:
-            floor = f"above chance ({said})"
+        elif baseline is None or name == baseline or baseline not in cv.correct:
+            floor = f"above chance ({said})" + ("" if baseline is None or name == baseline else
+                                                f"; baseline {baseline} not cross-validated: not compared")
         else:
             test_vs_baseline = versus(name, baseline)
             baseline_said = (f"{baseline} right where it was wrong on {test_vs_baseline.only_b} track-folds, the reverse on "
@@ -533,44 +581,22 @@ def decide_cross_validated(
         evidence[name] = Evidence(name, cv.n_tracks, 0, {"track_accuracy": accuracy}, chance, above.p_greater, baseline,
                                   test_vs_baseline, servable, floor)
 
-    def verdict(action, chosen, rule, reason, comparisons=None) -> Decision:
-        return Decision(action, chosen, champion, rule, f"{reason} [protocol: {PROTOCOL_CROSS_VALIDATED}, {n_said}]", alpha,
-                        min_improvement, evidence, comparisons or {})
+    def compare(challenger: str, champion_name: str, level: float) -> Comparison:
+        if challenger in cv.correct and champion_name in cv.correct:
+            result = versus(challenger, champion_name)
+            return Comparison(challenger, champion_name, Interval(result.mean, result.low, result.high, confidence), result, level,
+                              significant=result.p_greater < level, large_enough=result.mean >= min_improvement - 1e-12,
+                              method="corrected repeated k-fold t-test", unit="track-folds")
+        if holdout_compare is None or challenger not in outcomes or champion_name not in outcomes:
+            raise ValueError(f"{challenger} and {champion_name} share no protocol: no comparison")
+        return holdout_compare(challenger, champion_name, level)
 
-    def rank(name: str) -> float:
-        return evidence[name].metrics["track_accuracy"].estimate
-
-    servable = sorted((n for n in dict.fromkeys(candidates) if n != champion and evidence[n].servable), key=rank, reverse=True)
-    failed = "; ".join(f"{n}: {e.floor}" for n, e in evidence.items() if not e.servable)
-    if champion is None or not evidence[champion].servable:
-        before = "no champion" if champion is None else f"champion {champion} fails the floor: {evidence[champion].floor}"
-        rule = RULE_FIRST if champion is None else RULE_CHAMPION_BELOW_FLOOR
-        if not servable:
-            return verdict("none", None, RULE_FLOOR, f"no servable model ({before}); failed: {failed}")
-        best = servable[0]
-        return verdict("promote", best, rule, f"{before}; {best} is the best model that passes the floor: {evidence[best].floor}")
-    if not servable:
-        return verdict("keep", champion, RULE_NO_CHALLENGER, f"champion {champion} kept: no challenger passes the floor"
-                       + (f" ({failed})" if failed else ""))
-    level = alpha / len(servable)
-    comparisons: dict[str, Comparison] = {}
-    for name in servable:
-        result = versus(name, champion)
-        comparisons[name] = Comparison(name, champion, Interval(result.mean, result.low, result.high, confidence), result, level,
-                                       significant=result.p_greater < level, large_enough=result.mean >= min_improvement - 1e-12)
-    winners = [n for n in servable if comparisons[n].significant and comparisons[n].large_enough]
-
-    def said(c: Comparison) -> str:
-        return (f"{c.challenger} vs champion {champion}: cross-validated track accuracy gain {c.gain.text()}; corrected repeated "
-                f"k-fold t-test one-sided p={c.test.p_greater:.3g} vs alpha {alpha:g}/{len(servable)}={level:.3g}; "
-                f"min_improvement {100 * min_improvement:.1f}%")
-
-    if winners:
-        return verdict("promote", winners[0], RULE_SIGNIFICANT, f"promoted: {said(comparisons[winners[0]])}", comparisons)
-    best = comparisons[servable[0]]
-    rule = RULE_NOT_SIGNIFICANT if not best.significant else RULE_TOO_SMALL
-    why = "not significant" if not best.significant else "gain below min_improvement"
-    return verdict("keep", champion, rule, f"champion {champion} kept, {why}: {said(best)}", comparisons)
+    protocols = {name: PROTOCOL_CROSS_VALIDATED if name in cv.correct else PROTOCOL_HOLDOUT for name in evidence}
+    holdout_said = f"; holdout on {test.n_tracks} test tracks for {', '.join(n for n, p in protocols.items() if p == PROTOCOL_HOLDOUT)}" \
+        if test is not None and PROTOCOL_HOLDOUT in protocols.values() else ""
+    return _verdict(evidence=evidence, candidates=candidates, champion=champion, compare=compare, alpha=alpha,
+                    min_improvement=min_improvement, note=f" [protocol: {PROTOCOL_CROSS_VALIDATED}, {n_said}{holdout_said}]",
+                    protocols=protocols)
 
 
 def fold_outcomes(
