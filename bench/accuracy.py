@@ -134,44 +134,92 @@ def int8_accuracies(family, clips: ClipSet, train: np.ndarray, test: np.ndarray,
     return out
 
 
-def track_confidence(probabilities: np.ndarray, labels: np.ndarray, tracks: np.ndarray, *, temperature: float,
-                     review_below: float) -> dict:
-    """Track ECE (10 bins), and the flagged/wrong counts at ``review_below``, of the test clips' tracks at ``temperature``."""
-    from genretag.evaluation.calibration import TRACK_ECE_BINS, expected_calibration_error, temperature_scaled, track_means
+TRACK_VARIANTS = ("mean-prob", "mean-log", "mean-prob pooled", "mean-log pooled", "mean-prob shrunk")
+"""Ways to fit the track temperature compared by the bench (issue 24): ``mean-prob`` aggregates a track's windows as
+log(mean p) (the shipped aggregation, :func:`genretag.onnx.contract.track_probabilities`), ``mean-log`` as mean(log p)
+(a geometric mean); ``pooled`` fits T on out-of-fold predictions of ``--track-repeats`` repetitions of the k-fold
+(each training track counted once per repetition); ``shrunk`` pulls log T toward 0 by n / (n + SHRINK_TRACKS)."""
+SHIPPED_VARIANT = "mean-prob"  # what genretag.onnx.contract.track_probabilities and the export do
+SHRINK_TRACKS = 20  # the n0 of the shrunk variant: with n0 fitting tracks, log T is halved
 
-    means, truth = track_means(probabilities, clip_tracks=tracks, clip_labels=labels)
+
+def track_scores(probabilities: np.ndarray, labels: np.ndarray, tracks: np.ndarray, *, how: str) -> tuple[np.ndarray, np.ndarray]:
+    """(float [T, K] track probabilities before any track temperature, int [T] truth): ``mean-prob`` the mean window
+    probability, ``mean-log`` softmax of the mean window log-probability."""
+    from scipy.special import softmax
+
+    from genretag.evaluation.calibration import track_means
+    from genretag.onnx.contract import PROBABILITY_FLOOR
+
+    if how.startswith("mean-log"):
+        shift = -np.log(PROBABILITY_FLOOR)  # log p + shift >= 0: track_means averages it like a probability
+        logs, truth = track_means(np.log(np.maximum(probabilities, PROBABILITY_FLOOR)) + shift, clip_tracks=tracks, clip_labels=labels)
+        return softmax(logs, axis=1), truth
+    return track_means(probabilities, clip_tracks=tracks, clip_labels=labels)
+
+
+def track_confidence(probabilities: np.ndarray, labels: np.ndarray, tracks: np.ndarray, *, temperature: float,
+                     review_below: float, how: str = "mean-prob") -> dict:
+    """Track ECE (10 bins), the expected ECE of a perfectly calibrated model with the same confidences on as many tracks
+    (the noise floor, 200 simulated draws of the outcomes), and the flagged/wrong counts at ``review_below``."""
+    from genretag.evaluation.calibration import TRACK_ECE_BINS, expected_calibration_error, temperature_scaled
+
+    means, truth = track_scores(probabilities, labels, tracks, how=how)
     scaled = temperature_scaled(probabilities=means, temperature=temperature)
     confidence, wrong = scaled.max(1), scaled.argmax(1) != truth
     flagged = confidence < review_below
+    rng = np.random.default_rng(0)
+    floor = []
+    for _ in range(200):  # outcomes drawn right with probability = confidence: calibrated by construction
+        right = rng.random(len(confidence)) < confidence
+        floor.append(expected_calibration_error(probabilities=scaled, labels=np.where(right, scaled.argmax(1), (scaled.argmax(1) + 1) % scaled.shape[1]),
+                                                bins=TRACK_ECE_BINS))
     return {"track_ece": expected_calibration_error(probabilities=scaled, labels=truth, bins=TRACK_ECE_BINS),
+            "ece_floor": float(np.mean(floor)), "confidence": confidence.tolist(), "right": (~wrong).tolist(),
             "mean_confidence": float(confidence.mean()), "flagged": int(flagged.sum()), "flagged_wrong": int((flagged & wrong).sum()),
             "wrong": int(wrong.sum()), "tracks": int(len(truth))}
 
 
-def out_of_fold_temperature(features: np.ndarray, clips: ClipSet, train: np.ndarray, *, C: float, labels: tuple[str, ...],
-                            folds: int, seed: int) -> tuple[float, str]:
-    """The track temperature fitted on out-of-fold head predictions over the ``train`` clips (mask), and its method."""
-    from genretag.evaluation.calibration import TRACK_SOURCE_OUT_OF_FOLD, calibrate_tracks, track_means
+def out_of_fold_temperatures(features: np.ndarray, clips: ClipSet, train: np.ndarray, *, C: float, labels: tuple[str, ...],
+                             folds: int, repeats: int, seed: int) -> dict[str, float]:
+    """Each of :data:`TRACK_VARIANTS`' track temperatures, fitted on out-of-fold head predictions over the ``train`` clips
+    (mask) with :func:`genretag.evaluation.calibration.calibrate_tracks` (T = 1 where it would not lower the fit ECE)."""
+    from genretag.evaluation.calibration import TRACK_SOURCE_OUT_OF_FOLD, calibrate_tracks
     from genretag.families import track_folds
     from genretag.families.heads import LinearHead
 
     index = np.flatnonzero(train)
     tracks, y = np.asarray(clips.track_ids)[index], clips.labels[index]
-    held_all, parts = [], []
-    for fit, held in track_folds(tracks, y, folds=folds, seed=seed):
+    splits = track_folds(tracks, y, folds=folds, repeats=repeats, seed=seed)
+    per_repeat = len(splits) // repeats
+    parts = []  # (probabilities, held indices) per fold, repetition-major
+    for fit, held in splits:
         head = LinearHead(n_classes=len(labels), C=C)
         head.fit(features[index[fit]], y[fit], seed=seed)
-        parts.append(head.predict_proba(features[index[held]]))
-        held_all.append(held)
-    held = np.concatenate(held_all)
-    means, truth = track_means(np.concatenate(parts), clip_tracks=tracks[held], clip_labels=y[held])
-    record = calibrate_tracks(fit_probabilities=means, fit_labels=truth, source=TRACK_SOURCE_OUT_OF_FOLD, min_tracks=2)
-    return record.temperature, record.method
+        parts.append((head.predict_proba(features[index[held]]), held))
+    out = {}
+    for variant in TRACK_VARIANTS:
+        used = parts if "pooled" in variant else parts[:per_repeat]
+        scores, truth = [], []
+        for number in range(len(used) // per_repeat):
+            chunk = used[number * per_repeat:(number + 1) * per_repeat]
+            held = np.concatenate([h for _, h in chunk])
+            s, t = track_scores(np.concatenate([p for p, _ in chunk]), y[held], tracks[held], how=variant)
+            scores.append(s)
+            truth.append(t)
+        record = calibrate_tracks(fit_probabilities=np.concatenate(scores), fit_labels=np.concatenate(truth),
+                                  source=TRACK_SOURCE_OUT_OF_FOLD, min_tracks=2)
+        temperature = record.temperature
+        if "shrunk" in variant:
+            n = len(np.concatenate(truth))
+            temperature = float(np.exp(n / (n + SHRINK_TRACKS) * np.log(temperature)))
+        out[variant] = temperature
+    return out
 
 
 def cross_validate(
     candidate: str, clips: ClipSet, tracks: np.ndarray, *, labels: tuple[str, ...], splits: int, seed: int, epochs: int | None,
-    int8: bool = False, track_folds: int = 5, review_below: float = 0.5,
+    int8: bool = False, track_folds: int = 5, track_repeats: int = 4, review_below: float = 0.5,
 ) -> dict:
     options = {"max_epochs": epochs} if epochs and not candidate.startswith(("musicnn", "mfcc")) else {}
     family = create(candidate, **options)
@@ -186,21 +234,24 @@ def cross_validate(
             facts = family.head.fit(frozen[~test], clips.labels[~test], seed=seed + number, groups=tracks[~test])
             family.labels, family.embedding_size = labels, int(frozen.shape[1])
             probabilities = family.head.predict_proba(frozen[test])
-            temperature, method = out_of_fold_temperature(frozen, clips, ~test, C=facts["head_C"], labels=labels, folds=track_folds,
-                                                          seed=seed + number)
-            chosen = {"head_C": facts["head_C"], "track_temperature": temperature, "track_temperature_fitted": method == "temperature"}
+            temperatures = out_of_fold_temperatures(frozen, clips, ~test, C=facts["head_C"], labels=labels, folds=track_folds,
+                                                    repeats=track_repeats, seed=seed + number)
+            chosen = {"head_C": facts["head_C"], "track_temperature": temperatures[SHIPPED_VARIANT]}
         else:
             held = np.isin(tracks, list(validation_tracks(train_tracks, tracks, clips.labels)))
             family = create(candidate, **options)
             family.fit(subset(clips, ~test & ~held), subset(clips, held), labels=labels, seed=seed + number, log=quiet)
             probabilities = family.predict(clips.waveforms[test]).probabilities
+            temperatures = {variant: 1.0 for variant in TRACK_VARIANTS}
             chosen = {"track_temperature": 1.0}
         clip, track = accuracies(probabilities, clips.labels[test], tracks[test])
         before = track_confidence(probabilities, clips.labels[test], tracks[test], temperature=1.0, review_below=review_below)
-        after = track_confidence(probabilities, clips.labels[test], tracks[test], temperature=chosen["track_temperature"],
-                                 review_below=review_below)
+        variants = {variant: track_confidence(probabilities, clips.labels[test], tracks[test], temperature=temperature,
+                                              review_below=review_below, how=variant) for variant, temperature in temperatures.items()}
+        after = variants[SHIPPED_VARIANT]
         result = {"clip_accuracy": clip, "track_accuracy": track, **chosen,
-                  **{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()}}
+                  **{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()},
+                  "variants": {variant: {"temperature": temperatures[variant], **facts_} for variant, facts_ in variants.items()}}
         if int8:
             result |= int8_accuracies(family, clips, ~test, test, tracks, seed=seed + number)
             result["int8_track_change"] = result["int8_track_accuracy"] - result["onnx_float32_track_accuracy"]
@@ -209,7 +260,7 @@ def cross_validate(
                  if int8 else "")
         print(f"  {candidate} split {number + 1}/{splits}: clip {clip:.3f}, track {track:.3f}, track ECE {before['track_ece']:.3f} -> "
               f"{after['track_ece']:.3f} (T_track {chosen['track_temperature']:.3g}){extra}", flush=True)
-    keys = [k for k in results[0] if k != "seconds" and not isinstance(results[0][k], bool)]
+    keys = [k for k in results[0] if k != "seconds" and isinstance(results[0][k], int | float) and not isinstance(results[0][k], bool)]
     return {"splits": results, **{f"{k}_{s}": float(f(np.array([r[k] for r in results]))) for k in keys
                                   for s, f in (("mean", np.mean), ("sd", lambda a: np.std(a, ddof=1) if len(a) > 1 else 0.0))}}
 
@@ -236,6 +287,26 @@ def onnx_facts(candidate: str, clips: ClipSet, *, labels: tuple[str, ...], seed:
             "describe": described}
 
 
+def variant_row(family: str, variant: str, per_split: list[dict], splits: list[dict]) -> str:
+    """One row of the track-temperature table: per-split ECE mean ± sd, how many splits got worse than T = 1, the ECE of
+    every split's test tracks pooled, the noise floor, and the wrong share among the tracks flagged at review_below."""
+    from genretag.evaluation.calibration import TRACK_ECE_BINS, expected_calibration_error
+
+    ece = np.array([s["track_ece"] for s in per_split])
+    worse = sum(s["track_ece"] > b["track_ece_before"] + 1e-12 for s, b in zip(per_split, splits, strict=True))
+    confidence = np.concatenate([s["confidence"] for s in per_split])
+    right = np.concatenate([s["right"] for s in per_split]).astype(bool)
+    # ECE needs only the top confidence and whether it was right: the top class 0, the rest spread over 100 classes
+    # (each <= 0.01, below any top-1 confidence of K <= 100 genres)
+    spread = np.column_stack([confidence, np.repeat(((1 - confidence) / 100)[:, None], 100, axis=1)])
+    pooled = expected_calibration_error(probabilities=spread, labels=np.where(right, 0, 1), bins=TRACK_ECE_BINS)
+    flagged, wrong = sum(s["flagged"] for s in per_split), sum(s["flagged_wrong"] for s in per_split)
+    temperature = np.array([s["temperature"] for s in per_split])
+    share = f"{100 * wrong / flagged:.0f} % of {flagged}" if flagged else "none flagged"
+    return (f"| {family} | {variant} | {temperature.mean():.2f} ± {temperature.std(ddof=1):.2f} | {ece.mean():.3f} ± {ece.std(ddof=1):.3f} | "
+            f"{worse} of {len(per_split)} | {pooled:.3f} on {len(right)} | {np.mean([s['ece_floor'] for s in per_split]):.3f} | {share} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="GTZAN-layout folder: <genre>/<genre>.000NN.<ext>")
@@ -246,6 +317,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2021)
     parser.add_argument("--int8", action="store_true", help="also score each split's float32 ONNX and its int8 quantisation")
     parser.add_argument("--track-folds", type=int, default=5, help="folds of the out-of-fold track temperature fit")
+    parser.add_argument("--track-repeats", type=int, default=4, help="repetitions of that k-fold for the pooled variants")
     parser.add_argument("--no-onnx-facts", action="store_true", help="skip training on every track for parameters/size/clips/s")
     args = parser.parse_args()
 
@@ -261,7 +333,8 @@ def main() -> None:
         print(f"{candidate}: {len(np.unique(tracks))} tracks, {len(clips)} clips at {family.sample_rate} Hz, {splits} splits", flush=True)
         started = time.perf_counter()
         result = cross_validate(candidate, clips, tracks, labels=labels, splits=splits, seed=args.seed, epochs=args.epochs, int8=args.int8,
-                                track_folds=args.track_folds, review_below=review_below)
+                                track_folds=args.track_folds, track_repeats=args.track_repeats,
+                                review_below=review_below)
         facts = ({"parameters": 0, "onnx_bytes": 0, "cpu_clips_per_second": float("nan")} if args.no_onnx_facts
                  else onnx_facts(candidate, clips, labels=labels, seed=args.seed, epochs=args.epochs))
         rows.append({"family": candidate, "n_splits": splits, "tracks": int(len(np.unique(tracks))), "clips": len(clips),
@@ -285,6 +358,14 @@ def main() -> None:
               f"{r['mean_confidence_before_mean']:.2f} -> {r['mean_confidence_after_mean']:.2f} | "
               f"{100 * pooled['flagged_before'] / pooled['tracks_before']:.0f} % -> {100 * pooled['flagged_after'] / pooled['tracks_before']:.0f} % | "
               f"{share(pooled['flagged_wrong_before'], pooled['flagged_before'])} -> {share(pooled['flagged_wrong_after'], pooled['flagged_after'])} |")
+    print("\n| family | track temperature fit | T mean ± sd | track ECE per split | splits worse than T = 1 | pooled track ECE "
+          "(all splits' test tracks) | ECE of a calibrated model, same confidences (noise floor) | wrong among flagged |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(variant_row(r["family"], "none (T = 1)", [{**{k[:-7]: v for k, v in s.items() if k.endswith("_before")}, "temperature": 1.0}
+                                                        for s in r["splits"]], r["splits"]))
+        for variant in TRACK_VARIANTS:
+            print(variant_row(r["family"], variant, [s["variants"][variant] for s in r["splits"]], r["splits"]))
     if args.int8:
         print("\n| family | splits | ONNX float32 track accuracy | int8 track accuracy | int8 - float32 (points) |")
         print("| --- | ---: | ---: | ---: | ---: |")
