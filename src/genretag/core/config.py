@@ -298,6 +298,7 @@ def _describe(error: dict) -> str:
 
 
 CANDIDATES_DIR = "candidates"  # models/candidates/<id>/
+SERVED_DIR = "served"  # models/served/<id>/: a candidate refitted on every labelled track (the cross-validated gate)
 INT8_SUFFIX = "-int8"  # model version (and candidate id) of the int8 model of a float32 one
 INT8_DIR = "int8"  # models/candidates/<id>/int8/model.onnx: inside the candidate's DVC output
 
@@ -325,6 +326,10 @@ class Layout:
         """``models/candidates/<candidate>/``: the family's trained state, training.json, model.onnx, card;
         its int8 derivative in ``<that>/int8/`` (:data:`INT8_DIR`)."""
         return self.models_dir / CANDIDATES_DIR / candidate
+    def served_dir(self, candidate: str) -> Path:
+        """``models/served/<candidate>/``: the candidate's family refitted on every labelled track by the register stage's
+        cross-validated gate (:mod:`genretag.training.cross_validation`), the model it registers as champion."""
+        return self.models_dir / SERVED_DIR / candidate
     @property
     def metrics_dir(self) -> Path: return self.root / "metrics"
     @property

@@ -6,7 +6,7 @@ Pure functions and records; the register stage (:mod:`genretag.registry.register
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,13 @@ class Registration:
     test_fingerprint: str
     candidates: list[dict[str, Any]]  # one row per model: id, version, family, sample rate, metrics, floor
     decided_at: str
+    protocol: str = "holdout"  # holdout | cross-validated (genretag.evaluation.gate.PROTOCOL_*)
+    cv_below_tracks: int = 0  # register.cv_below_tracks: a test split with fewer tracks is cross-validated
+    cv_tracks: int = 0  # cross-validated: every labelled track, and their clips
+    cv_clips: int = 0
+    cv_folds: int = 0
+    cv_repeats: int = 0
+    cv_skipped: dict[str, str] = field(default_factory=dict)  # candidate -> why it was compared on the test split instead
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,8 @@ def gate_rows(entries: list[GateEntry], decision: Decision | None) -> list[dict[
             "sample_rate": entry.contract.sample_rate if entry.contract else None,
             "servable": bool(evidence and evidence.servable),
             "floor": evidence.floor if evidence else entry.problem,
+            "protocol": decision.protocols.get(entry.name, "holdout") if evidence is not None else "",
+            "tracks": evidence.n_tracks if evidence is not None else None,
         }
         if evidence is not None:
             row |= {key: asdict(value) for key, value in evidence.metrics.items()}
@@ -97,22 +106,48 @@ def gate_markdown(registration: Registration) -> str:
         f"audio through each model's ONNX graph at its own sample rate. alpha {registration.alpha:g}, min_improvement "
         f"{registration.min_improvement:g}, baseline {baseline}. Intervals: {confidence:g} % paired bootstrap over "
         "test tracks (Efron & Tibshirani 1993); comparisons: exact McNemar on paired track outcomes (McNemar 1947; Dietterich 1998).", "",
-        "| model | version | family | rate (Hz) | track accuracy | track macro-F1 | clip accuracy | clip macro-F1 | above chance p | servable | floor |",
-        "| --- | --- | --- | ---: | --- | --- | --- | --- | ---: | --- | --- |",
+        *_protocol_lines(registration, confidence),
+        "| model | version | family | rate (Hz) | track accuracy | track macro-F1 | clip accuracy | clip macro-F1 | above chance p | servable | floor | protocol (tracks) |",
+        "| --- | --- | --- | ---: | --- | --- | --- | --- | ---: | --- | --- | --- |",
     ]
 
     def cell(row: dict, key: str) -> str:
         value = row.get(key)
         return "" if not value else f"{100 * value['estimate']:.1f} [{100 * value['low']:.1f}, {100 * value['high']:.1f}]"
 
+    def tracks(row: dict) -> str:
+        return f" ({row['tracks']})" if row.get("tracks") else ""
+
     for row in registration.candidates:
         p = row.get("chance_p")
         lines.append(
             f"| {row['model']} | {row['version'] or ''} | {row['family']} | {row['sample_rate'] or ''} | {cell(row, 'track_accuracy')} "
             f"| {cell(row, 'track_macro_f1')} | {cell(row, 'clip_accuracy')} | {cell(row, 'clip_macro_f1')} "
-            f"| {'' if p is None else f'{p:.3g}'} | {'yes' if row['servable'] else 'no'} | {row['floor']} |"
+            f"| {'' if p is None else f'{p:.3g}'} | {'yes' if row['servable'] else 'no'} | {row['floor']} "
+            f"| {row.get('protocol') or ''}{tracks(row)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _protocol_lines(registration: Registration, confidence: float) -> list[str]:
+    """GATE.md's statement of the protocol that decided and how many tracks each comparison used."""
+    if registration.protocol != "cross-validated":
+        below = (f" (register.cv_below_tracks {registration.cv_below_tracks}: the test split is large enough)"
+                 if registration.cv_below_tracks else " (register.cv_below_tracks 0: never cross-validated)")
+        return [f"Protocol: **holdout** on the {registration.test_tracks} test tracks{below}.", ""]
+    skipped = "; ".join(f"`{c}`: {why}" for c, why in registration.cv_skipped.items())
+    return [
+        f"Protocol: **cross-validated**: the test split holds {registration.test_tracks} tracks, fewer than register.cv_below_tracks "
+        f"{registration.cv_below_tracks}, so the candidates that refit cheaply were evaluated by {registration.cv_repeats} x "
+        f"{registration.cv_folds}-fold repeated stratified track-level cross-validation over all {registration.cv_tracks} labelled "
+        f"tracks ({registration.cv_clips} clips: train, validation and test), each fold's model fitted on the other folds. Their "
+        f"track accuracy is the mean over the {registration.cv_repeats * registration.cv_folds} folds with a {confidence:g} % interval "
+        "and their comparisons (floor and promotion) are the corrected repeated k-fold t-test on per-fold differences "
+        "(Nadeau & Bengio 2003; Bouckaert & Frank 2004); a comparison involving a model that was not cross-validated is exact "
+        f"McNemar on the {registration.test_tracks} test tracks. The model served after a promotion is the chosen family refitted "
+        "on every labelled track. Clip metrics are not cross-validated (blank).", "",
+        *([f"Not cross-validated (holdout on the test split): {skipped}.", ""] if skipped else []),
+    ]
 
 
 def write_gate_report(registration: Registration, *, record_path: Path, gate_path: Path) -> None:

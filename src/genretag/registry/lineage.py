@@ -71,16 +71,16 @@ def flatten_params(params: Params) -> dict[str, str]:
 
 
 def register_file(client: Any, params: Params, paths: Layout, *, candidate: str, onnx_path: Path, contract: ModelContract,
-                  onnx_sha: str, before_log: Callable[[], None] | None) -> Any:
+                  onnx_sha: str, before_log: Callable[[], None] | None, extra_tags: dict[str, str] | None = None) -> Any:
     """The ModelVersion holding ``onnx_path`` (SHA-256 ``onnx_sha``): the newest one already registered
-    with this very file, else a new one logged with its lineage tags. ``before_log`` runs before the
-    model is logged (fault injection)."""
+    with this very file, else a new one logged with its lineage tags (and ``extra_tags``, e.g. what a refit
+    was fitted on). ``before_log`` runs before the model is logged (fault injection)."""
     name = params.registry.model_name
     for version in reversed(all_versions(client, name=name)):
         if version.tags.get(TAG_ONNX_SHA) == onnx_sha:
             log.info("%s: %s is already v%s (same file): reused", candidate, onnx_path, version.version)
             return version
-    tags = _lineage_tags(params, paths, candidate=candidate, contract=contract, onnx_sha=onnx_sha)
+    tags = _lineage_tags(params, paths, candidate=candidate, contract=contract, onnx_sha=onnx_sha) | (extra_tags or {})
     return _log_version(client, params, paths.root, onnx_path=onnx_path, contract=contract, tags=tags, before_log=before_log)
 
 

@@ -75,8 +75,12 @@ from genretag.registry.gate_report import (
 )
 from genretag.registry.lineage import register_file
 
+TAG_FITTED_ON = "genretag.fitted_on"  # version tag: what the model was fitted on (a served refit: FITTED_ON_ALL_TAG)
+FITTED_ON_ALL_TAG = "all-labelled-tracks"
+
 if TYPE_CHECKING:
     from genretag.evaluation.evaluate import TestAudio
+    from genretag.training.cross_validation import CrossValidation
     from genretag.evaluation.gate import Decision, Evidence, Outcome
 
 log = logging.getLogger(__name__)
@@ -111,8 +115,7 @@ def register_candidates(
     candidate or cannot be scored; its message is one line.
     """
     from genretag.evaluation.evaluate import read_test_audio
-    from genretag.evaluation.gate import Decision, decide
-
+    from genretag.evaluation.gate import Decision, decide, decide_cross_validated
 
     candidates = dict(candidates if candidates is not None else
                       {c: paths.candidate_dir(c) / "model.onnx" for c in params.train.candidates})
@@ -139,8 +142,11 @@ def register_candidates(
 
     entries = [_register(client, params, paths, c, Path(candidates[c]), s, before_log=before_log) for c, s in scored.items()]
     outcomes = {c: s.outcome for c, s in scored.items() if s.outcome is not None}
+    cross = _cross_validation(params, paths, test, outcomes)
     by_version = {e.version: e.name for e in entries if e.version}
     champion_name = by_version.get(previous) if previous else None
+    if previous and champion_name is None and cross is not None:
+        champion_name = _refit_of(client, name, previous, cross)
     if previous and champion_name is None:
         champion_name = f"champion v{previous}"
         entry, outcome = _score_champion(name, previous, champion_name, test=test, waveforms=waveforms)
@@ -148,18 +154,32 @@ def register_candidates(
         if outcome is not None:
             outcomes[champion_name] = outcome
     failed = {e.name: e.problem for e in entries if e.problem}
-    decision = decide(
-        test=test.test_set(), outcomes=outcomes, candidates=[c for c in candidates if c in outcomes],
-        champion=champion_name if champion_name in outcomes else None, baseline=settings.baseline, alpha=settings.alpha,
-        min_improvement=settings.min_improvement, sources=derived_sources(entries),
-    ) if outcomes else None
+    competing = dict(candidates=[c for c in candidates if c in outcomes], champion=champion_name if champion_name in outcomes else None,
+                     baseline=settings.baseline, alpha=settings.alpha, min_improvement=settings.min_improvement,
+                     sources=derived_sources(entries))
+    if not outcomes:
+        decision = None
+    elif cross is not None:
+        decision = decide_cross_validated(cv=cross.outcomes, test=test.test_set(), outcomes=outcomes, **competing)
+    else:
+        decision = decide(test=test.test_set(), outcomes=outcomes, **competing)
     reason = decision.reason if decision else refusal_line(failed)
     if champion_name and champion_name in failed:
         reason = f"champion {champion_name} cannot be scored on the test audio ({failed[champion_name]}); {reason}"
     if settings.baseline is None:
         reason += " (register.baseline is null: the floor checked chance only)"
     chosen = decision.champion if decision else None
-    chosen_version = next((e.version for e in entries if e.name == chosen), None)
+    chosen_version = previous if decision and decision.action == "keep" else next((e.version for e in entries if e.name == chosen), None)
+    if decision and decision.action == "promote" and cross is not None and chosen in cross.outcomes.correct:
+        served = _serve_refit(client, params, paths, chosen, candidate_version=chosen_version, before_log=before_log)
+        entries.append(served)
+        if served.version is None:
+            reason = f"{reason}; but its refit on every labelled track failed ({served.problem}): nothing new is served"
+            chosen, chosen_version = (champion_name, previous) if previous else (None, None)
+        else:
+            decision.evidence[served.name] = decision.evidence[chosen]
+            reason = f"{reason}; served: {served.name}, v{served.version}, refitted on all {cross.tracks} labelled tracks"
+            chosen, chosen_version = served.name, served.version
 
     for entry in entries:
         if entry.version is None:
@@ -173,12 +193,60 @@ def register_candidates(
                   failures={**failed, **(decision.failures() if decision else {})})
     registration = _registration(params, test, decision=decision.action if decision else "none", rule=decision.rule if decision else "floor",
                                  reason=reason, chosen_version=chosen_version, chosen=chosen, previous=previous,
-                                 rows=gate_rows(entries, decision))
+                                 rows=gate_rows(entries, decision), cross=cross)
     client.set_registered_model_tag(name, TAG_GATE_RULE, registration.rule)
     client.set_registered_model_tag(name, TAG_GATE_REASON, reason[:TAG_LIMIT])
     write_gate_report(registration, record_path=record_path, gate_path=gate_path)
     log.info("%s gate: %s -> champion %s: %s", name, registration.decision, chosen_version or "none", reason)
     return registration
+
+
+def _cross_validation(params: Params, paths: Layout, test: TestAudio, outcomes: Mapping[str, Outcome]) -> CrossValidation | None:
+    """The cross-validated protocol's outcomes when the test split holds fewer than ``register.cv_below_tracks`` tracks
+    and some scored candidate refits cheaply (:func:`genretag.training.cross_validation.cross_validate_candidates`);
+    None: the holdout protocol decides alone."""
+    from genretag.training.cross_validation import cross_validate_candidates
+
+    settings = params.registry
+    if not (0 < len(test.track_ids) < settings.cv_below_tracks) or not outcomes:
+        return None
+    cross = cross_validate_candidates(params, paths, candidates=[c for c in outcomes if c in params.train.candidates])
+    if cross.outcomes is None:
+        log.info("test split of %d tracks < register.cv_below_tracks %d, but no candidate can be cross-validated (%s): holdout protocol",
+                 len(test.track_ids), settings.cv_below_tracks, "; ".join(f"{c}: {w}" for c, w in cross.skipped.items()) or "none")
+        return None
+    return cross
+
+
+def _refit_of(client: Any, name: str, version: str, cross: CrossValidation) -> str | None:
+    """The candidate id whose cross-validation stands for champion ``version`` when that version is a refit on every
+    labelled track of a cross-validated candidate (tags ``genretag.fitted_on`` and ``genretag.candidate``); else None."""
+    from genretag.registry.client import TAG_CANDIDATE
+
+    tags = client.get_model_version(name, version).tags
+    candidate = tags.get(TAG_CANDIDATE)
+    return candidate if tags.get(TAG_FITTED_ON) == FITTED_ON_ALL_TAG and candidate in cross.outcomes.correct else None
+
+
+def _serve_refit(client: Any, params: Params, paths: Layout, candidate: str, *, candidate_version: str | None,
+                 before_log: Callable[[], None] | None) -> GateEntry:
+    """``candidate`` refitted on every labelled track (:func:`genretag.training.cross_validation.refit_on_all_tracks`),
+    registered with lineage saying so (``genretag.fitted_on``, ``genretag.refit_of``): the version that serves. A refit
+    or export that fails is an unregistered entry with the reason."""
+    from genretag.audio.decoding import file_sha256
+    from genretag.training.cross_validation import refit_on_all_tracks
+
+    label = f"{candidate} (all tracks)"
+    try:
+        result = refit_on_all_tracks(params, paths, candidate=candidate)
+    except GenretagError as exc:
+        return GateEntry(label, None, None, str(exc))
+    version = register_file(client, params, paths, candidate=candidate, onnx_path=result.onnx_path, contract=result.contract,
+                            onnx_sha=file_sha256(result.onnx_path), before_log=before_log,
+                            extra_tags={TAG_FITTED_ON: FITTED_ON_ALL_TAG, "genretag.refit_of": candidate_version or "",
+                                        "genretag.metrics_note": "metrics.* are the candidate's (fitted on the train split, scored "
+                                        "on the test split); this version was refitted on every labelled track"})
+    return GateEntry(label, str(version.version), result.contract, "")
 
 
 def derived_sources(entries: list[GateEntry]) -> dict[str, str]:
@@ -254,9 +322,15 @@ def _score_champion(name: str, version: str, label: str, *, test: TestAudio, wav
 
 
 def _registration(params: Params, test: TestAudio, *, decision: str, rule: str, reason: str, chosen_version: str | None,
-                  chosen: str | None, previous: str | None, rows: list[dict[str, Any]]) -> Registration:
+                  chosen: str | None, previous: str | None, rows: list[dict[str, Any]], cross: CrossValidation | None = None) -> Registration:
+    from genretag.evaluation.gate import PROTOCOL_CROSS_VALIDATED, PROTOCOL_HOLDOUT
+
     settings = params.registry
-    return Registration(
+    protocol = {"protocol": PROTOCOL_HOLDOUT, "cv_below_tracks": settings.cv_below_tracks}
+    if cross is not None:
+        protocol |= {"protocol": PROTOCOL_CROSS_VALIDATED, "cv_tracks": cross.tracks, "cv_clips": cross.clips,
+                     "cv_folds": cross.outcomes.folds, "cv_repeats": cross.outcomes.repeats, "cv_skipped": cross.skipped}
+    return Registration(**protocol,
         model_name=settings.model_name, decision=decision, rule=rule, reason=reason, champion_version=chosen_version,
         champion=chosen, previous_champion_version=previous, alpha=settings.alpha, min_improvement=settings.min_improvement,
         baseline=settings.baseline, test_tracks=len(test.track_ids), test_clips=len(test), test_fingerprint=test.fingerprint(),

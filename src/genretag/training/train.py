@@ -155,6 +155,12 @@ class Candidate:
     name: str  # the train.candidates id, e.g. "mfcc-logreg"
     family: Family
     splits: DecodedSplits
+    folder: Path | None = None  # where its state, training.json and model.onnx go (None: models/candidates/<id>/)
+    fitted_on: str = "train split"  # what ``splits.train`` holds, recorded in training.json (a refit: every labelled track)
+
+    def directory(self, paths: Layout) -> Path:
+        """:attr:`folder`, or ``models/candidates/<id>/``."""
+        return self.folder or paths.candidate_dir(self.name)
 
 
 def prepare_candidate(params: Params, paths: Layout, candidate: str) -> Candidate:
@@ -188,10 +194,10 @@ def train_candidate(params: Params, paths: Layout, stage: Candidate, *, log: Cal
     candidate, family, train_set, validation_set = stage.name, stage.family, stage.splits.train, stage.splits.validation
     if not len(train_set):
         raise TrainingDataError(f"{paths.clips}: no train clips for candidate {candidate}")
-    folder = paths.candidate_dir(candidate)
+    folder = stage.directory(paths)
     use_tracking(params, root=paths.root)
     with mlflow.start_run(run_name=candidate, tags={"genretag.stage": "train", "genretag.candidate": candidate,
-                                                    "genretag.family": family.name}) as run:
+                                                    "genretag.family": family.name, "genretag.fitted_on": stage.fitted_on}) as run:
         mlflow.log_params({**_flat_params(params, family), "candidate": candidate, "n_train": len(train_set),
                            "n_validation": len(validation_set), "sample_rate": family.sample_rate})
         started = time.perf_counter()
@@ -200,6 +206,7 @@ def train_candidate(params: Params, paths: Layout, stage: Candidate, *, log: Cal
         family.save(folder)
         training = {"candidate": candidate, "mlflow_run_id": run.info.run_id, "fit_seconds": seconds,
                     "n_train": len(train_set), "n_validation": len(validation_set), "genres": list(params.genres),
+                    "fitted_on": stage.fitted_on, "train_tracks": len(set(train_set.track_ids)),
                     "describe": family.describe(), "preprocessing": family.preprocessing(), **facts,
                     "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
         write_json(folder / "training.json", training)
@@ -224,7 +231,7 @@ def export_trained_candidate(params: Params, paths: Layout, stage: Candidate) ->
 
     candidate, family, labels = stage.name, stage.family, tuple(params.genres)
     test = stage.splits.clips("test", labels=labels)
-    training = read_training(paths.candidate_dir(candidate) / "training.json")
+    training = read_training(stage.directory(paths) / "training.json")
     contract = ModelContract(
         labels=labels, model_name=params.registry.model_name, model_version=f"{candidate}-{training.get('mlflow_run_id', '')[:12]}",
         sample_rate=family.sample_rate, clip_samples=family.clip_samples, family=family.name,
@@ -235,7 +242,7 @@ def export_trained_candidate(params: Params, paths: Layout, stage: Candidate) ->
     counts = split_counts(paths.clips)
     out_of_fold, missing = training_out_of_fold(stage, labels=labels, folds=params.export.track_temperature_folds, seed=params.train.seed)
     result = export_candidate(
-        family, contract=contract, onnx_path=paths.candidate_dir(candidate) / "model.onnx", test=test,
+        family, contract=contract, onnx_path=stage.directory(paths) / "model.onnx", test=test,
         tolerance=params.export.parity_tolerance, validation=stage.splits.clips("validation", labels=labels),
         temperature_min_clips=params.export.temperature_min_clips, track_min_tracks=params.export.track_temperature_min_tracks,
         out_of_fold=out_of_fold, out_of_fold_missing=missing,
