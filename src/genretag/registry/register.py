@@ -10,6 +10,14 @@ champion when it is not among the candidates, a file changed since) is scored fr
 (:func:`genretag.evaluation.evaluate.score_on_audio`, one decoding per sample rate).
 :func:`genretag.evaluation.gate.decide` chooses.
 
+Small data (issue 24): when the test split holds fewer than ``register.cv_below_tracks`` tracks, the candidates
+that refit cheaply are cross-validated over every labelled track instead
+(:func:`genretag.training.cross_validation.cross_validate_candidates`, ``register.cv_repeats`` x
+``register.cv_folds``) and :func:`genretag.evaluation.gate.decide_cross_validated` chooses (the others, e.g. the
+Keras families, compared on the test split as above). A promoted cross-validated candidate is refitted on every
+labelled track (``models/served/<id>/``) and that refit is registered (tags ``genretag.fitted_on``,
+``genretag.refit_of``) and served; a later gate lets the cross-validation of its candidate stand for it.
+
 Aliases:
 
 - ``champion``: the model to serve. Only a model that passes the gate's floor (significantly above
@@ -40,7 +48,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from genretag.core.config import Layout, Params
+from genretag.core.config import SERVED_DIR, Layout, Params
 from genretag.core.errors import GenretagError, RegistryError
 from genretag.onnx.contract import ModelContract, read_contract, require_v2
 from genretag.registry.champion import champion_stack, record_champion
@@ -121,6 +129,7 @@ def register_candidates(
                       {c: paths.candidate_dir(c) / "model.onnx" for c in params.train.candidates})
     if not candidates:
         raise RegistryError(f"{paths.models_dir / 'candidates'}: no candidate model.onnx to register (run the train stage first)")
+    (paths.models_dir / SERVED_DIR).mkdir(parents=True, exist_ok=True)  # the stage's output, empty under the holdout protocol
     record_path = record_path or paths.models_dir / RECORD_NAME
     gate_path = gate_path or paths.models_dir / GATE_NAME
     settings = params.registry
