@@ -173,3 +173,27 @@ def test_the_cv_gate_agrees_with_the_holdout_gate_on_a_large_corpus() -> None:
     by_holdout = decide(test=test, outcomes=outcomes, candidates=list(models), champion="b", baseline="baseline", alpha=0.05,
                         min_improvement=0.005)
     assert (by_cv.action, by_cv.champion) == (by_holdout.action, by_holdout.champion) == ("promote", "a")
+
+
+def test_the_cv_gate_compares_a_model_it_cannot_refit_on_the_test_split() -> None:
+    """A Keras-like model has test-split outcomes only: its floor and its comparison with a cross-validated champion
+    are exact McNemar on the test tracks; Decision.protocols says which protocol scored each model."""
+    labels, tracks = small_corpus(6, seed=0)
+    folds = track_folds(tracks, labels, folds=5, repeats=2, seed=1)
+    cv = fold_outcomes(folds=folds, repeats=2, clip_labels=labels, clip_tracks=tracks, n_classes=K,
+                       held_out={"head": held_out(folds, labels, accuracy=0.6, seed=2),
+                                 "baseline": held_out(folds, labels, accuracy=0.5, seed=3)})
+    truth = np.repeat(np.arange(K), 4)  # 40 test tracks
+    test = TrackTruth(truth, np.arange(40), truth, K)
+    outcomes = {"head": Outcome(clip=np.where(np.arange(40) < 24, truth, (truth + 1) % K), track=np.where(np.arange(40) < 24, truth, (truth + 1) % K)),
+                "baseline": Outcome(clip=np.where(np.arange(40) < 20, truth, (truth + 1) % K), track=np.where(np.arange(40) < 20, truth, (truth + 1) % K)),
+                "keras": Outcome(clip=truth, track=truth)}  # right on every test track
+    decision = decide_cross_validated(cv=cv, test=test, outcomes=outcomes, candidates=["head", "baseline", "keras"], champion="head",
+                                      baseline="baseline", alpha=0.05, min_improvement=0.005)
+    assert decision.protocols == {"head": "cross-validated", "baseline": "cross-validated", "keras": "holdout"}
+    assert decision.evidence["keras"].n_tracks == 40 and decision.evidence["head"].n_tracks == 60
+    assert decision.comparisons["keras"].method == "exact McNemar" and decision.comparisons["keras"].test.only_a == 16
+    assert (decision.action, decision.champion) == ("promote", "keras")
+    assert "holdout on 40 test tracks for keras" in decision.reason
+    with pytest.raises(ValueError, match="no cross-validated or test-split outcome for missing"):
+        decide_cross_validated(cv=cv, candidates=["missing"], champion=None, baseline=None, alpha=0.05, min_improvement=0.0)
