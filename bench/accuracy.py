@@ -153,7 +153,8 @@ def track_scores(probabilities: np.ndarray, labels: np.ndarray, tracks: np.ndarr
 
     if how.startswith("mean-log"):
         shift = -np.log(PROBABILITY_FLOOR)  # log p + shift >= 0: track_means averages it like a probability
-        logs, truth = track_means(np.log(np.maximum(probabilities, PROBABILITY_FLOOR)) + shift, clip_tracks=tracks, clip_labels=labels)
+        shifted = np.maximum(np.log(np.maximum(probabilities, PROBABILITY_FLOOR)) + shift, 0.0)  # rounding may leave -1e-15
+        logs, truth = track_means(shifted, clip_tracks=tracks, clip_labels=labels)
         return softmax(logs, axis=1), truth
     return track_means(probabilities, clip_tracks=tracks, clip_labels=labels)
 
@@ -339,6 +340,8 @@ def main() -> None:
                  else onnx_facts(candidate, clips, labels=labels, seed=args.seed, epochs=args.epochs))
         rows.append({"family": candidate, "n_splits": splits, "tracks": int(len(np.unique(tracks))), "clips": len(clips),
                      **result, **facts, "seconds": round(time.perf_counter() - started, 1)})
+        for variant in TRACK_VARIANTS:  # at once: a long run that fails later keeps this family's figures
+            print(variant_row(candidate, variant, [s["variants"][variant] for s in result["splits"]], result["splits"]), flush=True)
 
     print("\n| family | splits | clip accuracy | track accuracy | parameters | ONNX MB | CPU clips/s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
