@@ -151,7 +151,7 @@ def register_candidates(
 
     entries = [_register(client, params, paths, c, Path(candidates[c]), s, before_log=before_log) for c, s in scored.items()]
     outcomes = {c: s.outcome for c, s in scored.items() if s.outcome is not None}
-    cross = _cross_validation(params, paths, test, outcomes)
+    cross = _cross_validation(params, paths, test, {c: s.contract.family for c, s in scored.items() if s.outcome is not None and s.contract})
     by_version = {e.version: e.name for e in entries if e.version}
     champion_name = by_version.get(previous) if previous else None
     if previous and champion_name is None and cross is not None:
@@ -210,16 +210,17 @@ def register_candidates(
     return registration
 
 
-def _cross_validation(params: Params, paths: Layout, test: TestAudio, outcomes: Mapping[str, Outcome]) -> CrossValidation | None:
+def _cross_validation(params: Params, paths: Layout, test: TestAudio, families: Mapping[str, str]) -> CrossValidation | None:
     """The cross-validated protocol's outcomes when the test split holds fewer than ``register.cv_below_tracks`` tracks
-    and some scored candidate refits cheaply (:func:`genretag.training.cross_validation.cross_validate_candidates`);
+    and some scored candidate (``families``: id -> its file's family) refits cheaply (:func:`genretag.training.cross_validation.cross_validate_candidates`);
     None: the holdout protocol decides alone."""
     from genretag.training.cross_validation import cross_validate_candidates
 
     settings = params.registry
-    if not (0 < len(test.track_ids) < settings.cv_below_tracks) or not outcomes:
+    candidates = {c: family for c, family in families.items() if c in params.train.candidates}
+    if not (0 < len(test.track_ids) < settings.cv_below_tracks) or not candidates:
         return None
-    cross = cross_validate_candidates(params, paths, candidates=[c for c in outcomes if c in params.train.candidates])
+    cross = cross_validate_candidates(params, paths, candidates=candidates)
     if cross.outcomes is None:
         log.info("test split of %d tracks < register.cv_below_tracks %d, but no candidate can be cross-validated (%s): holdout protocol",
                  len(test.track_ids), settings.cv_below_tracks, "; ".join(f"{c}: {w}" for c, w in cross.skipped.items()) or "none")

@@ -15,7 +15,7 @@ temperature is fitted out of fold over all the tracks).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,10 +49,12 @@ def all_labelled(splits: DecodedSplits) -> ClipSet:
                    tuple(t for p in parts for t in p.track_ids), tuple(c for p in parts for c in p.clip_ids), splits.train.sample_rate)
 
 
-def cross_validate_candidates(params: Params, paths: Layout, *, candidates: Sequence[str]) -> CrossValidation:
+def cross_validate_candidates(params: Params, paths: Layout, *, candidates: Mapping[str, str]) -> CrossValidation:
     """Repeated stratified track-level k-fold outcomes of every ``candidates`` id that refits cheaply, over every
-    labelled track of data/clips.csv. A candidate that is not a ``train.candidates`` family or does not refit
-    cheaply is skipped with the reason; fewer than two tracks in some genre: nothing is cross-validated (all skipped).
+    labelled track of data/clips.csv. ``candidates``: id -> the family its model file declares (contract ``family``).
+    A candidate that is not a ``train.candidates`` family, whose file is of another family than the one its id trains
+    (cross-validating the id would judge another model) or that does not refit cheaply is skipped with the reason;
+    fewer than two tracks in some genre: nothing is cross-validated (all skipped).
     Raises TrainingDataError as :func:`genretag.training.train.decode_splits` for missing or short audio."""
     from genretag.core.errors import ConfigError
 
@@ -62,11 +64,14 @@ def cross_validate_candidates(params: Params, paths: Layout, *, candidates: Sequ
     skipped: dict[str, str] = {}
     reference: ClipSet | None = None
     folds: list[tuple[np.ndarray, np.ndarray]] = []
-    for candidate in candidates:
+    for candidate, declared in candidates.items():
         try:
             family = from_params(candidate, params)
         except ConfigError as exc:
             skipped[candidate] = f"not a train.candidates family ({exc}): compared on the test split"
+            continue
+        if family.name != declared:
+            skipped[candidate] = f"its model file is a {declared} model, not the {family.name} its id trains: compared on the test split"
             continue
         if not hasattr(family, "fold_probabilities"):
             skipped[candidate] = "its refit is a training run (expensive): not cross-validated, compared on the test split"
