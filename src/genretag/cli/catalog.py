@@ -1,4 +1,4 @@
-"""The catalog's commands: tag-catalog, show, export-tags, review export|import."""
+"""The catalog's commands: tag-catalog, show, export-tags, write-tags, review export|import."""
 
 from __future__ import annotations
 
@@ -138,6 +138,46 @@ def export_tags(
     except GenretagError as exc:
         exit_with(exc, code=1)
     typer.echo(f"wrote {rows} tags to {out}")
+
+
+@app.command("write-tags")
+def write_tags(
+    paths: list[Path] = typer.Argument(None, help="Audio files or folders (scanned recursively) whose tags to write."),
+    every: bool = typer.Option(False, "--all", help="Every file the catalog has tagged, at its stored path."),
+    policy: str = typer.Option("only-if-empty", "--policy", help="only-if-empty | replace | add (keep the file's genres, add ours)."),
+    min_confidence: float = typer.Option(0.0, "--min-confidence", min=0.0, max=1.0, help="Write no genre below this probability."),
+    top_k: int = typer.Option(1, "--top-k", min=1, help="At most this many genres per file, most probable first."),
+    genre_map: Path = typer.Option(None, "--genre-map", help="YAML (genre: name | [names] | null) or CSV (genre,name): your vocabulary."),
+    confidence_field: bool = typer.Option(False, "--confidence-field", help="Also write GENRETAG (TXXX / Vorbis / MP4 freeform): probabilities and model."),
+    include_review: bool = typer.Option(False, "--include-review", help="Also write tags flagged needs_review and the genre 'unknown'."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Change nothing: print each file's genre diff."),
+    model_version: str = typer.Option(None, "--model-version", help="This model version's tags (default: each file's newest)."),
+    database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else score.database_url)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per file (path, status, before, after, reason)."),
+) -> None:
+    """Write the catalog's genres into the audio files' own tags (ID3v2.4 TCON, Vorbis GENRE, MP4 \u00a9gen), atomically,
+    the audio untouched (genretag.tagging.tag_writer). One line per file; exit 1 when any file failed."""
+    import json
+
+    from genretag.core.errors import GenretagError
+    from genretag.tagging.store import catalog_url
+    from genretag.tagging.tag_writer import TagWriteOptions, load_genre_map, write_tags as write
+
+    try:
+        options = TagWriteOptions(policy=policy, min_confidence=min_confidence, top_k=top_k,
+                                  genre_map=load_genre_map(genre_map) if genre_map else {}, confidence_field=confidence_field,
+                                  include_review=include_review, dry_run=dry_run)
+        url = existing_catalog(catalog_url(load_params(), root=layout().root, override=database))
+        results = write(url, paths=paths or (), every=every, options=options, model_version=model_version)
+    except GenretagError as exc:
+        exit_with(exc, code=1)
+    for result in results:
+        typer.echo(json.dumps(result.to_dict()) if as_json else result.line(), err=result.status == "failed" and not as_json)
+    counts = {status: sum(r.status == status for r in results) for status in ("written", "would-write", "unchanged", "skipped", "failed")}
+    if not as_json:
+        typer.echo(", ".join(f"{n} {status}" for status, n in counts.items() if n) or "no files", err=True)
+    if counts["failed"]:
+        raise typer.Exit(1)
 
 
 @review_app.command("export")
