@@ -303,9 +303,11 @@ def write_file_tags(path: Path, row: Mapping[str, Any], *, catalog: Catalog, opt
             return TagWriteResult(name, "unchanged", before=tuple(existing), after=tuple(after), reason="genres already as asked")
         if options.dry_run:
             return TagWriteResult(name, "would-write", before=tuple(existing), after=tuple(after))
-        if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
-            what = "the file is read-only" if not os.access(path, os.W_OK) else f"its folder {display(path.parent)} is read-only"
-            return TagWriteResult(name, "failed", before=tuple(existing), reason=what)
+        # No write bit is the user's "leave it alone", even for root (whom os.access always lets write).
+        if not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222:
+            return TagWriteResult(name, "failed", before=tuple(existing), reason="the file is read-only")
+        if not os.access(path.parent, os.W_OK):
+            return TagWriteResult(name, "failed", before=tuple(existing), reason=f"its folder {display(path.parent)} is read-only")
 
         def edit(copy: Path) -> None:
             copied = _open_tags(copy)
