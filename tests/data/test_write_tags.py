@@ -227,3 +227,9 @@ def test_identity_survives_tag_writing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shown = CliRunner().invoke(app, ["show", str(folder / "a.flac"), "--database", url])
     assert shown.exit_code == 0 and "genretag-cnn 7" in shown.output, shown.output
+    from genretag.tagging.review import import_review
+
+    sheet = tmp_path / "review.csv"  # a reviewer's label for a file whose tags were written: still the same track
+    sheet.write_text(f"sha256,path,corrected_genre\n{tags['sha256'].iloc[0]},,jazz\n", encoding="utf-8")
+    outcome = import_review(sheet, database_url=url, genres=list(model.contract.labels), feedback=tmp_path / "feedback.csv")
+    assert (outcome.added, outcome.problems) == (1, []), outcome.problems
