@@ -145,6 +145,7 @@ def test_csv_source_and_export(root: Path, models: dict[str, Path], tmp_path: Pa
     assert (summary.tagged, summary.failed) == (2, 1)
     assert "No such file" in summary.failures[0]["reason"]
 
+    (tmp_path / "out").mkdir()  # an export makes no folder (tests/data/test_exports.py: a missing one is refused)
     assert export_tags(url, out=tmp_path / "out" / "tags.csv", fmt="csv") == 2
     exported = pd.read_csv(tmp_path / "out" / "tags.csv")
     assert list(exported["track_id"]) == ["T1", "T2"]

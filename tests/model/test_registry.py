@@ -220,6 +220,12 @@ def test_the_cli_lists_promotes_and_rolls_back(project, monkeypatch) -> None:
     lines = listed.output.splitlines()
     assert lines[1].split()[:3] == ["1", "challenger", "0.6667"]
     assert lines[2].split()[:3] == ["2", "champion", "1.0000"]
+    as_json = runner.invoke(app, ["registry", "list", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    versions = json.loads(as_json.output)
+    assert [(v["version"], v["aliases"], v["accuracy"]) for v in versions] == [("1", ["challenger"], pytest.approx(2 / 3, abs=1e-4)),
+                                                                              ("2", ["champion"], 1.0)]
+    assert all(v["created"] and v["decision"] and v["run_id"] for v in versions)
     rolled = runner.invoke(app, ["registry", "rollback", "--reason", "drill"])
     assert rolled.exit_code == 0 and "v2 -> v1 (drill)" in rolled.output
 

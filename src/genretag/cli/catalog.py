@@ -1,4 +1,4 @@
-"""The catalog's commands: tag-catalog, show, export-tags, review export|import."""
+"""The catalog's commands: tag-catalog, show, export-tags, write-tags, review export|import."""
 
 from __future__ import annotations
 
@@ -84,12 +84,15 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
 def show(
     track: str = typer.Argument(..., help="An audio file (looked up by its content's SHA-256) or a SHA-256 (or its first 8+ hex digits)."),
     database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else score.database_url)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object: {track, sha256, tags: [rows as export-tags --format jsonl writes them], errors: [...]}."),
 ) -> None:
     """What the catalog holds for one track: each model version's top-3 genres and its genre timeline
-    (one line per scored window: start, most probable genre, runner-up), or why it failed."""
+    (one line per scored window: start, most probable genre, runner-up), or why it failed. A file whose
+    tags `write-tags` wrote is found through its alias."""
     import json
 
     from genretag.audio.decoding import file_sha256
+    from genretag.tagging.export import json_row
     from genretag.tagging.store import Catalog, catalog_url
     from genretag.tagging.rows import timeline_lines
     from genretag.core.errors import GenretagError
@@ -106,6 +109,10 @@ def show(
     if not tags and not errors:
         typer.echo(f"{track}: not in the catalog (sha256 {sha[:12]})", err=True)
         raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps({"track": track, "sha256": sha, "tags": [json_row(row) for row in tags],
+                               "errors": [json_row(row) for row in errors]}, ensure_ascii=False))
+        return
     for row in tags:
         top = "  ".join(f"{t['genre']} {t['probability']:.3f}" for t in json.loads(row["top3"]))
         flag = ", needs review" if row["needs_review"] else ""
@@ -119,18 +126,19 @@ def show(
 
 @app.command("export-tags")
 def export_tags(
-    fmt: str = typer.Option("csv", "--format", help="csv or parquet."),
+    fmt: str = typer.Option("csv", "--format", help="csv | parquet (native types) | jsonl | json (the same JSON Lines)."),
     out: Path = typer.Option(..., "--out", help="File to write (atomically)."),
     database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else params.yaml score.database_url)."),
     model_version: str = typer.Option(None, "--model-version", help="Only this model version's tags (default: all)."),
 ) -> None:
-    """Export the catalog_tags table to CSV or Parquet."""
+    """Export the catalog_tags table, each row with its model (registry) version and tagging run, to CSV,
+    Parquet or JSON Lines (genretag.tagging.export)."""
     from genretag.tagging.store import catalog_url
-    from genretag.tagging.export import export_tags as export
+    from genretag.tagging.export import FORMATS, export_tags as export
     from genretag.core.errors import GenretagError
 
-    if fmt not in ("csv", "parquet"):
-        raise typer.BadParameter(f"must be csv or parquet, not {fmt!r}", param_hint="--format")
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}, not {fmt!r}", param_hint="--format")
     paths = layout()
     try:
         rows = export(existing_catalog(catalog_url(load_params(), root=paths.root, override=database)), out=out, fmt=fmt,
@@ -138,6 +146,46 @@ def export_tags(
     except GenretagError as exc:
         exit_with(exc, code=1)
     typer.echo(f"wrote {rows} tags to {out}")
+
+
+@app.command("write-tags")
+def write_tags(
+    paths: list[Path] = typer.Argument(None, help="Audio files or folders (scanned recursively) whose tags to write."),
+    every: bool = typer.Option(False, "--all", help="Every file the catalog has tagged, at its stored path."),
+    policy: str = typer.Option("only-if-empty", "--policy", help="only-if-empty | replace | add (keep the file's genres, add ours)."),
+    min_confidence: float = typer.Option(0.0, "--min-confidence", min=0.0, max=1.0, help="Write no genre below this probability."),
+    top_k: int = typer.Option(1, "--top-k", min=1, help="At most this many genres per file, most probable first."),
+    genre_map: Path = typer.Option(None, "--genre-map", help="Your vocabulary: YAML (genre: a name, a list of names, or null to drop it) or CSV (columns genre,name)."),
+    confidence_field: bool = typer.Option(False, "--confidence-field", help="Also write GENRETAG (TXXX / Vorbis / MP4 freeform): probabilities and model."),
+    include_review: bool = typer.Option(False, "--include-review", help="Also write tags flagged needs_review and the genre 'unknown'."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Change nothing: print each file's genre diff."),
+    model_version: str = typer.Option(None, "--model-version", help="This model version's tags (default: each file's newest)."),
+    database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else score.database_url)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per file (path, status, before, after, reason)."),
+) -> None:
+    """Write the catalog's genres into the audio files' own tags (ID3v2.4 TCON, Vorbis GENRE, MP4 \u00a9gen), atomically,
+    the audio untouched (genretag.tagging.tag_writer). One line per file; exit 1 when any file failed."""
+    import json
+
+    from genretag.core.errors import GenretagError
+    from genretag.tagging.store import catalog_url
+    from genretag.tagging.tag_writer import TagWriteOptions, load_genre_map, write_tags as write
+
+    try:
+        options = TagWriteOptions(policy=policy, min_confidence=min_confidence, top_k=top_k,
+                                  genre_map=load_genre_map(genre_map) if genre_map else {}, confidence_field=confidence_field,
+                                  include_review=include_review, dry_run=dry_run)
+        url = existing_catalog(catalog_url(load_params(), root=layout().root, override=database))
+        results = write(url, paths=paths or (), every=every, options=options, model_version=model_version)
+    except GenretagError as exc:
+        exit_with(exc, code=1)
+    for result in results:
+        typer.echo(json.dumps(result.to_dict()) if as_json else result.line(), err=result.status == "failed" and not as_json)
+    counts = {status: sum(r.status == status for r in results) for status in ("written", "would-write", "unchanged", "skipped", "failed")}
+    if not as_json:
+        typer.echo(", ".join(f"{n} {status}" for status, n in counts.items() if n) or "no files", err=True)
+    if counts["failed"]:
+        raise typer.Exit(1)
 
 
 @review_app.command("export")

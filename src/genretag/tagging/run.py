@@ -1,6 +1,7 @@
 """A tagging run's steps, in ONE ordered list that both ways of tagging run.
 
-:data:`TAGGING_STEPS`: open the catalog -> list the source -> hash it (in chunks) -> plan (skip what
+:data:`TAGGING_STEPS`: open the catalog -> list the source -> hash it (in chunks) -> resolve aliases
+(files write-tags changed) -> plan (skip what
 this model version tagged, tag repeated content once) -> point moved files' tags at their new paths ->
 write the unreadable files' error rows -> score and write, one commit at a time -> measure the
 run's drift -> record the run. :func:`tag_catalog` runs the steps directly, in this process, without
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -89,6 +91,7 @@ class TaggingRun:
         self.reference_genres = reference_genres
         self.before_read = before_read
         self.recorded_as = recorded_as  # catalog_runs.run: "cli" or "prefect:<flow run id>"
+        self.run_id = uuid.uuid4().hex  # catalog_runs.run_id, and run_id of each catalog_tags row this run writes
         self.log = log
         self.started = time.perf_counter() if started is None else started
         self.summary = TaggingSummary(display(source), redact(database_url), model.model_name, model.model_version, model.provider)
@@ -152,6 +155,13 @@ def _add_hashes(run: TaggingRun, hashed: list[HashedTrack], unreadable: list[Tra
     run.unreadable += unreadable
 
 
+def resolve_aliases(run: TaggingRun) -> None:
+    """Know each hashed file by the content hash the catalog holds for it: a file that `genretag write-tags`
+    wrote tags into has a new SHA-256, recorded as an alias of its old one (catalog_aliases)."""
+    canonical = run.db.canonical(t.sha256 for t in run.hashed)
+    run.hashed = [HashedTrack(t.track_id, t.path, canonical[t.sha256]) for t in run.hashed]
+
+
 def plan(run: TaggingRun) -> None:
     """Split the hashed files into those to score, those this model version tagged, and repeats."""
     version = run.model.model_version
@@ -189,7 +199,7 @@ def score_next(run: TaggingRun, _commit: int) -> None:
 
 def write_scored(run: TaggingRun, _commit: int) -> None:
     """Write the results just scored in one transaction, and count them."""
-    run.summary.record(write_results(run.db, run.results, model=run.model, review_below=run.review_below))
+    run.summary.record(write_results(run.db, run.results, model=run.model, review_below=run.review_below, run_id=run.run_id))
 
 
 def measure_drift(run: TaggingRun) -> None:
@@ -200,7 +210,7 @@ def measure_drift(run: TaggingRun) -> None:
 
 def record_run(run: TaggingRun) -> None:
     """Append the run's row to catalog_runs (not retried: an append written twice would count the run twice)."""
-    run.db.record_run(run.summary.run_row(), run=run.recorded_as)
+    run.db.record_run(run.summary.run_row(), run=run.recorded_as, run_id=run.run_id)
 
 
 # --- the one list ------------------------------------------------------------------------------------
@@ -228,6 +238,7 @@ TAGGING_STEPS: tuple[Step | ForEach, ...] = (
     Step("open-catalog", open_catalog, retry=True),
     Step("list-tracks", list_source, retry=True),
     ForEach(hash_chunks, (Step("hash-tracks", hash_chunk, retry=True, lenient=hash_chunk_leniently),)),
+    Step("resolve-aliases", resolve_aliases, retry=True),
     Step("plan-tagging", plan, retry=True),
     Step("refresh-moved-paths", refresh_moved_paths, retry=True),
     Step("write-read-failures", write_read_failures, retry=True),

@@ -3,7 +3,9 @@
 SQLAlchemy 2 Core, SQLite by default (a file in the project), PostgreSQL by URL. A file is
 known by the SHA-256 of its bytes: a rerun skips what the same model version already
 tagged (before decoding anything), a new model version tags everything again, and the
-UNIQUE (sha256, model_version) constraints keep any row from being written twice.
+UNIQUE (sha256, model_version) constraints keep any row from being written twice. A file whose
+bytes changed only because `genretag write-tags` wrote tags into it keeps its identity through
+catalog_aliases (its new SHA-256 -> the content hash its rows carry), resolved by Catalog.canonical.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ catalog_tags = sa.Table(
     # Added with the review loop (genretag.review): old rows are not flagged and have no timeline.
     sa.Column("needs_review", sa.Boolean, nullable=False, server_default=sa.text("false")),  # confidence < score.review_below
     sa.Column("window_probabilities", sa.Text, nullable=True),  # JSON, see window_timeline
+    # Added with exports that name their run: catalog_runs.run_id of the run that wrote the row (old rows: empty).
+    sa.Column("run_id", sa.String(64), nullable=True),
     sa.UniqueConstraint("sha256", "model_version", name="uq_catalog_tags_sha256_model_version"),
 )
 
@@ -97,6 +101,19 @@ catalog_runs = sa.Table(  # one row per tagging run: what it did, with which mod
     sa.Column("drift", sa.Text, nullable=True),  # JSON: every drift measure (genretag.drift.run_drift)
     sa.Column("drift_warnings", sa.Text, nullable=True),  # JSON list of the warnings the run raised ([] none)
     sa.Column("run", sa.String(128), nullable=False),  # "prefect:<flow run id>" or "cli" (no Prefect)
+    sa.Column("run_id", sa.String(64), nullable=True),  # the run's own id, on each catalog_tags row it wrote (old runs: empty)
+)
+
+# Content identity across tag writing (genretag.tagging.tag_writer): writing tags into a file changes its
+# bytes, hence its SHA-256, never its audio. The new hash is recorded as an alias of the content hash the
+# catalog knows the track by, and every lookup by hash resolves aliases first (Catalog.canonical).
+catalog_aliases = sa.Table(
+    "catalog_aliases",
+    metadata,
+    sa.Column("alias_sha256", sa.String(80), primary_key=True),  # the file's SHA-256 after tags were written
+    sa.Column("sha256", sa.String(80), nullable=False, index=True),  # the content hash its catalog rows carry
+    sa.Column("path", sa.Text, nullable=False),  # display form of the file written
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 _CONFLICT_KEY = ["sha256", "model_version"]
@@ -371,14 +388,47 @@ class Catalog:
                     changed += 1
         return changed
 
-    def record_run(self, row: Mapping[str, Any], *, run: str) -> None:
+    def record_run(self, row: Mapping[str, Any], *, run: str, run_id: str | None = None) -> None:
         """Append a run's row to catalog_runs: ``row`` holds its columns but finished_at and run
-        (genretag.tagging.summary.TaggingSummary.run_row); ``run`` is "prefect:<flow run id>" or "cli"."""
+        (genretag.tagging.summary.TaggingSummary.run_row); ``run`` is "prefect:<flow run id>" or "cli";
+        ``run_id`` the id its catalog_tags rows carry."""
         with self.engine.begin() as connection:
-            connection.execute(sa.insert(catalog_runs).values(**row, finished_at=now_utc(), run=run))
+            connection.execute(sa.insert(catalog_runs).values(**row, finished_at=now_utc(), run=run, run_id=run_id))
+
+    def canonical(self, shas: Iterable[str], *, chunk: int = 500) -> dict[str, str]:
+        """Each of ``shas`` -> the content hash the catalog knows it by: its catalog_aliases target, else itself."""
+        wanted = list(dict.fromkeys(shas))
+        resolved = {sha: sha for sha in wanted}
+        with self.engine.connect() as connection:
+            for start in range(0, len(wanted), chunk):
+                query = sa.select(catalog_aliases.c.alias_sha256, catalog_aliases.c.sha256).where(
+                    catalog_aliases.c.alias_sha256.in_(wanted[start : start + chunk]))
+                resolved.update((alias, sha) for alias, sha in connection.execute(query))
+        return resolved
+
+    def add_alias(self, alias_sha256: str, *, sha256: str, path: str | Path) -> None:
+        """Record ``alias_sha256`` (a file's new SHA-256 after tag writing) as the same track as ``sha256``,
+        resolved first, so aliases never chain; an alias equal to its target is not stored. Upserted."""
+        target = self.canonical([sha256])[sha256]
+        if alias_sha256 == target:
+            return
+        row = {"alias_sha256": alias_sha256, "sha256": target, "path": display(path), "created_at": now_utc()}
+        statement = _insert(self.engine, catalog_aliases).values(**row)
+        statement = statement.on_conflict_do_update(
+            index_elements=["alias_sha256"], set_={"sha256": target, "path": row["path"], "created_at": row["created_at"]})
+        with self.engine.begin() as connection:
+            connection.execute(statement)
+
+    def remove_alias(self, alias_sha256: str) -> None:
+        """Forget an alias (write-tags undoes the one it recorded when the file could not be replaced)."""
+        with self.engine.begin() as connection:
+            connection.execute(sa.delete(catalog_aliases).where(catalog_aliases.c.alias_sha256 == alias_sha256))
 
     def find(self, sha256: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """(tag rows, error rows) of the file content whose SHA-256 is or starts with ``sha256``, newest first."""
+        """(tag rows, error rows) of the file content whose SHA-256 is or starts with ``sha256``, newest first
+        (a whole SHA-256 that is an alias is resolved first)."""
+        if len(sha256) == 64:
+            sha256 = self.canonical([sha256.lower()])[sha256.lower()]
         found = []
         with self.engine.connect() as connection:
             for table, when in ((catalog_tags, catalog_tags.c.scored_at), (catalog_errors, catalog_errors.c.failed_at)):
@@ -386,16 +436,18 @@ class Catalog:
                 found.append([dict(row) for row in connection.execute(query).mappings()])
         return found[0], found[1]
 
-    def read(self, table: Literal["catalog_tags", "catalog_errors", "catalog_runs"] = "catalog_tags", *,
+    def read(self, table: Literal["catalog_tags", "catalog_errors", "catalog_runs", "catalog_aliases"] = "catalog_tags", *,
              model_version: str | None = None) -> pd.DataFrame:
-        """A table as a DataFrame (ordered by id), times as UTC."""
-        source = {"catalog_tags": catalog_tags, "catalog_errors": catalog_errors, "catalog_runs": catalog_runs}[table]
-        query = sa.select(source).order_by(source.c.id)
+        """A table as a DataFrame (ordered by id; aliases by alias), times as UTC."""
+        source = {"catalog_tags": catalog_tags, "catalog_errors": catalog_errors, "catalog_runs": catalog_runs,
+                  "catalog_aliases": catalog_aliases}[table]
+        query = sa.select(source).order_by(source.c.id if table != "catalog_aliases" else source.c.alias_sha256)
         if model_version is not None:
             query = query.where(source.c.model_version == model_version)
         with self.engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
         frame = pd.DataFrame(rows, columns=[c.name for c in source.columns])
-        time_column = {"catalog_tags": "scored_at", "catalog_errors": "failed_at", "catalog_runs": "finished_at"}[table]
+        time_column = {"catalog_tags": "scored_at", "catalog_errors": "failed_at", "catalog_runs": "finished_at",
+                       "catalog_aliases": "created_at"}[table]
         frame[time_column] = pd.to_datetime(frame[time_column], utc=True)
         return frame
