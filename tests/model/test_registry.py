@@ -239,3 +239,39 @@ def test_one_process_serves_two_projects_each_from_its_own_store(tmp_path: Path,
     assert str(second) in tracking_uri(Params(), root=second) and str(first) not in tracking_uri(Params(), root=second)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")  # an operator's server still wins, and stays
     assert tracking_uri(Params(), root=second) == "http://mlflow.internal:5000"
+
+
+def test_the_champion_resolves_and_fetches_from_sqlite_without_importing_mlflow(project) -> None:
+    """Issue 22: predict and registry fetch with the champion read MLflow's SQLite tables and the local artifact
+    folder directly; the file is the one MLflow itself downloads, and a missing alias still fails in one line."""
+    import subprocess
+    import sys
+
+    from genretag.registry.fetch import download_onnx
+
+    base, paths = project
+    params = _named(base, "fast-resolve")
+    register_candidates(params, paths, candidates=_only(paths, mfcc_logreg=tone_model(votes(MEDIOCRE), name="mfcc")))
+    uri = tracking_uri(params, root=paths.root)
+    script = (
+        "import json, sys, pathlib\n"
+        "from genretag.core.config import Params\n"
+        "from genretag.registry.fetch import fetch, resolve_model\n"
+        f"params = Params.model_validate_json({params.model_dump_json(by_alias=True)!r})\n"
+        f"path = resolve_model('champion', tracking_uri={uri!r}, model_name='fast-resolve')\n"
+        f"out = fetch(params, root=pathlib.Path({str(paths.root)!r}), ref='champion', out=pathlib.Path(sys.argv[1]))\n"
+        "print(json.dumps({'path': str(path), 'mlflow': 'mlflow' in sys.modules}))\n"
+    )
+    out = paths.root / "fast-bundle"
+    done = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, cwd=REPO_ROOT,
+                          env={**__import__("os").environ, "GENRETAG_MODEL_CACHE": str(paths.root / "cache")})
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["mlflow"] is False
+    downloaded = download_onnx("fast-resolve", version="1", into=paths.root / "mlflow-download")
+    assert Path(result["path"]).read_bytes() == (downloaded / "model.onnx").read_bytes()
+    assert (out / "model.onnx").read_bytes() == (downloaded / "model.onnx").read_bytes()
+    assert json.loads((out / "MANIFEST.json").read_text())["registry_version"] == "1"
+    with pytest.raises(RegistryError, match="has no version or alias 'challenger'") as missing:
+        resolve_model("challenger", tracking_uri=uri, model_name="fast-resolve")
+    assert "\n" not in str(missing.value)

@@ -137,7 +137,7 @@ def _log_version(client: Any, params: Params, root: Path, *, onnx_path: Path, co
     from mlflow.types.schema import Schema, TensorSpec
 
     from genretag.handoff import client_sources
-    from genretag.training.card import MODEL_CARD_NAME
+    from genretag.handoff import MODEL_CARD_NAME
 
     name = params.registry.model_name
     signature = ModelSignature(
