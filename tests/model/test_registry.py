@@ -275,3 +275,52 @@ def test_the_champion_resolves_and_fetches_from_sqlite_without_importing_mlflow(
     with pytest.raises(RegistryError, match="has no version or alias 'challenger'") as missing:
         resolve_model("challenger", tracking_uri=uri, model_name="fast-resolve")
     assert "\n" not in str(missing.value)
+
+
+def test_mlflow_as_its_users_expect_metrics_on_runs_that_ended_a_gate_run_a_description_a_classic_experiment(project) -> None:
+    """Issue 22: registering never reopens the training run (its end time stays), the test figures are metrics
+    of that run and of its logged model, the gate's figures are metrics of a run of its own linked from every
+    version, the version's description is the model card's head, and the experiment opens as a classic ML one."""
+    import time as clock
+
+    from genretag.core.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, EXPERIMENT_NAME, use_tracking
+
+    base, paths = project
+    params = _named(base, "mlflow-users")
+    candidates = _only(paths, mfcc_logreg=tone_model(votes(MEDIOCRE), name="mfcc"), compact=tone_model(votes(PERFECT), name="compact"))
+    client = open_client(params, root=paths.root)
+    experiment_id = use_tracking(params, root=paths.root)
+    training = client.create_run(experiment_id, run_name="compact")
+    client.set_terminated(training.info.run_id, status="FINISHED")
+    ended = client.get_run(training.info.run_id).info.end_time
+    (candidates["compact"].parent / "training.json").write_text(json.dumps({"mlflow_run_id": training.info.run_id}))
+    (candidates["compact"].parent / "MODEL_CARD.md").write_text(
+        "# Model card: mlflow-users\n\n| | |\n| --- | --- |\n| family | `compact` |\n\n## Intended use\n\nSuggest genres.\n\n"
+        "## Data\n\nnot in the description\n")
+    (paths.metrics_dir / "candidates").mkdir(parents=True, exist_ok=True)
+    (paths.metrics_dir / "candidates" / "compact.json").write_text(json.dumps({"track_accuracy": 1.0, "macro_f1": 0.9}))
+    clock.sleep(0.05)
+    outcome = register_candidates(params, paths, candidates=candidates)
+    assert outcome.champion == "compact"
+
+    run = client.get_run(training.info.run_id)
+    assert run.info.status == "FINISHED" and run.info.end_time == ended  # never reopened
+    assert run.data.metrics["test_track_accuracy"] == 1.0 and run.data.metrics["test_macro_f1"] == 0.9
+    assert [output.model_id for output in run.outputs.model_outputs]  # the model is logged as this run's
+    rows = {row.version: row for row in list_versions(params, root=paths.root)}
+    compact = next(v for v in rows if rows[v].run_id == training.info.run_id)
+    version = client.get_model_version("mlflow-users", compact)
+    assert version.description.startswith("# Model card: mlflow-users") and "Suggest genres." in version.description
+    assert "not in the description" not in version.description
+
+    gate = client.get_run(version.tags["genretag.gate.run_id"])
+    assert gate.info.status == "FINISHED" and gate.data.tags["genretag.stage"] == "gate"
+    assert gate.data.metrics["compact.track_accuracy"] == 1.0 and gate.data.metrics["mfcc-logreg.track_accuracy"] == pytest.approx(12 / 18)
+    assert gate.data.metrics["compact.servable"] == 1.0 and 0 < gate.data.metrics["mfcc-logreg.track_accuracy_low"] < 12 / 18
+    assert gate.data.tags["genretag.gate.decision"] == "promote"
+    assert {item.path for item in client.list_artifacts(gate.info.run_id, "gate")} == {"gate/GATE.md", "gate/registry.json"}
+    other = client.get_model_version("mlflow-users", next(v for v in rows if v != compact))
+    register_run = client.get_run(other.run_id)  # no training run in the store: a run of its own, ended
+    assert register_run.info.status == "FINISHED" and register_run.info.run_name == "register-mfcc-logreg"
+
+    assert client.get_experiment_by_name(EXPERIMENT_NAME).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
