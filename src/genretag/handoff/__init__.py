@@ -10,7 +10,7 @@ needs only a decoder, a resampler and onnxruntime. ``write_bundle`` puts into on
   ``validation.silence_rms_dbfs``, mean of the windows, the GPU batch cap);
 - ``genretag_reference.py``: the Python reference client (numpy, soundfile, python-soxr, onnxruntime);
 - ``genretag_reference.mjs`` with ``package.json`` and ``package-lock.json``: the Node.js reference
-  client (onnxruntime-node, pinned), WAV at the model's rate;
+  client (onnxruntime-node, pinned), WAV at any rate (a windowed-sinc resampler of its own);
 - ``MODEL_CARD.md`` when the registry stored one with the version;
 - ``README.md`` and ``MANIFEST.json`` (SHA-256 of every file, model name and versions).
 """
@@ -114,7 +114,8 @@ Python (numpy, soundfile, python-soxr, onnxruntime):
     pip install numpy soundfile soxr onnxruntime
     python {PYTHON_CLIENT} track.flac --top 3
 
-Node.js 18+ (onnxruntime-node, pinned in package-lock.json; WAV at {contract.sample_rate} Hz):
+Node.js 18+ (onnxruntime-node, pinned in package-lock.json; WAV at any rate, resampled to {contract.sample_rate} Hz;
+`node {NODE_CLIENT} --help` lists the options; `--json` prints the Python client's fields):
 
     npm ci        # offline mirrors: ONNXRUNTIME_NODE_INSTALL=skip ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm ci
     node {NODE_CLIENT} track.wav
