@@ -57,6 +57,9 @@ catalog_tags = sa.Table(
     # Added with the review loop (genretag.review): old rows are not flagged and have no timeline.
     sa.Column("needs_review", sa.Boolean, nullable=False, server_default=sa.text("false")),  # confidence < score.review_below
     sa.Column("window_probabilities", sa.Text, nullable=True),  # JSON, see window_timeline
+    # Added with early exit (genretag.tagging.early_exit): the non-silent windows the track offered (up to
+    # score.max_windows), of which windows_scored were used; empty for rows written before.
+    sa.Column("windows_available", sa.Integer, nullable=True),
     sa.UniqueConstraint("sha256", "model_version", name="uq_catalog_tags_sha256_model_version"),
 )
 
