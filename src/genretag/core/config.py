@@ -150,7 +150,8 @@ class ScoreParams(_Section):
     workers: int = Field(0, ge=0)
     database_url: str = "sqlite:///catalog.db"
     dask_address: str | None = None
-    dask_chunk: int = Field(256, ge=1)
+    dask_chunk: int = Field(64, ge=1)  # tracks per Dask task: decoded and scored on one worker
+    dask_session_threads: int = Field(0, ge=0)  # onnxruntime threads of each worker's session; 0: its default (every core)
     drift_psi_warn: float = Field(0.25, gt=0)  # warn when a run's predicted genres drift this far (PSI) from training
     drift_embedding_warn: float = Field(0.5, gt=0)  # warn when the run's mean embedding is this far (mean |delta|/sd) from training
     drift_loudness_warn_db: float = Field(6.0, gt=0)  # warn when the run's mean level differs this much (dB) from the training clips'
