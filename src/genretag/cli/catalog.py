@@ -82,6 +82,7 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
     from genretag.tagging.run import tag_catalog as tag
     from genretag.evaluation.drift import training_genre_counts
     from genretag.onnx.session import open_model
+    from genretag.tagging.early_exit import early_exit_of
 
     score = params.score
     log = logging.getLogger("genretag.tag-catalog")  # the scan's counts and, off a terminal, the progress lines, on stderr
@@ -92,12 +93,13 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
         log.setLevel(logging.INFO)
         log.propagate = False
     summary = tag(
-        source, model=open_model(model_file, require_gpu=require_gpu),
+        source, model=open_model(model_file, require_gpu=require_gpu, batch_memory_mb=score.batch_memory_mb),
         database_url=catalog_url(params, root=root, override=database),
         max_windows=score.max_windows if max_windows is None else max_windows, batch_size=score.batch_size,
         commit_every=score.commit_every, workers=score.workers, silence_rms_dbfs=params.validation.silence_rms_dbfs,
         reference_genres=training_genre_counts(layout(root).tracks), review_below=score.review_below, drift_limits=score,
         rehash=rehash, retry_failed=retry_failed, progress_every_s=score.progress_every_s, log=log,
+        early_exit=early_exit_of(score),
     )
     for line in summary.drift_warnings:
         typer.echo(f"warning: {line}", err=True)

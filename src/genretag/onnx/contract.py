@@ -211,6 +211,20 @@ def cuda_batch_limit(model: onnx.ModelProto) -> int:
     return max(1, CUDNN_MAX_ELEMENTS // largest) if largest else 0
 
 
+LIVE_ACTIVATIONS = 4
+"""Copies of the largest activation a CPU session holds at its peak, per clip: an operator's input and
+output, plus onnxruntime's convolution workspace (im2col) and the arena's rounding; measured peaks of
+musicnn-msd and the paper's CNNs stay under it (bench/early_exit.py --memory prints the check)."""
+
+
+def memory_batch_limit(model: onnx.ModelProto, *, budget_mb: int) -> int:
+    """Most clips per session run whose activations fit ``budget_mb`` MB (2^20 bytes): budget //
+    (LIVE_ACTIVATIONS x 4 bytes x the largest activation's elements per clip, :func:`largest_activation`).
+    0 (no limit) when the budget is 0 or the shapes are unknown; at least 1."""
+    largest = largest_activation(model) if budget_mb else 0
+    return max(1, budget_mb * 2**20 // (LIVE_ACTIVATIONS * 4 * largest)) if largest else 0
+
+
 @dataclass(frozen=True)
 class Prediction:
     """``probabilities`` float32 [n, K] (softmax, label order) and ``embedding`` float32 [n, D]."""

@@ -23,6 +23,7 @@ from genretag.onnx.contract import (
     ModelContract,
     Prediction,
     cuda_batch_limit,
+    memory_batch_limit,
     read_contract,
     require_v2,
 )
@@ -45,7 +46,7 @@ class ScoringModel:
     requested: tuple[str, ...]
     provider: str  # the provider that actually runs: session.get_providers()[0]
     cuda_problem: str = ""  # why CUDA is not active ("" when it is, or was not wanted)
-    max_batch: int = 0  # most clips per session run (0: no limit); see cuda_batch_limit
+    max_batch: int = 0  # most clips per session run (0: no limit); see cuda_batch_limit and memory_batch_limit
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -123,6 +124,7 @@ def open_model(
     require_gpu: bool = False,
     prefer_gpu: bool = True,
     intra_op_threads: int = 0,
+    batch_memory_mb: int = 0,
 ) -> ScoringModel:
     """Open an exported contract-v2 model with CUDA when onnxruntime can use it, else on the CPU.
 
@@ -131,7 +133,10 @@ def open_model(
     onnxruntime-gpu lists CUDA even where it cannot load it and then silently runs on the
     CPU; the provider that really runs is read back from the session. Its own load-error
     spam is silenced and replaced by one warning of ours. ``require_gpu`` raises
-    ScoringError at once, with the reason, when CUDA is not active.
+    ScoringError at once, with the reason, when CUDA is not active. ``batch_memory_mb`` (params
+    score.batch_memory_mb; 0: none) caps the clips per session run so that the activations fit it
+    (:func:`genretag.onnx.contract.memory_batch_limit`): peak memory follows the model, not score.batch_size.
+    ``intra_op_threads`` (0: onnxruntime's default, every core) sets the session's threads.
     """
     path = Path(path)
     try:
@@ -171,7 +176,10 @@ def open_model(
         if require_gpu:
             raise ScoringError(f"{path}: GPU required but CUDA is not active: {problem}")
         log.log(*cuda_note(provider=provider, problem=problem))
-    max_batch = cuda_batch_limit(onnx.load(str(path))) if provider == CUDA else 0
+    proto = onnx.load(str(path)) if provider == CUDA or batch_memory_mb else None
+    limits = [limit for limit in (cuda_batch_limit(proto) if provider == CUDA else 0,
+                                  memory_batch_limit(proto, budget_mb=batch_memory_mb) if proto is not None else 0) if limit]
+    max_batch = min(limits, default=0)
     log.info("scoring %s (%s %s) on %s%s", path.name, contract.model_name, contract.model_version, provider,
              f", at most {max_batch} clips per run" if max_batch else "")
     return ScoringModel(

@@ -74,6 +74,7 @@ def tag_row(
         "probabilities": json.dumps(score.probabilities),
         "windows_scored": score.windows_scored,
         "windows_silent": score.windows_silent,
+        "windows_available": score.windows_available,
         "needs_review": score.confidence < review_below,
         "window_probabilities": window_timeline(score),
         "model_name": model_name,

@@ -31,6 +31,7 @@ from genretag.core.paths import display
 from genretag.tagging.progress import Progress
 from genretag.onnx.session import ScoringModel
 from genretag.tagging.commit import write_results
+from genretag.tagging.early_exit import EarlyExit
 from genretag.tagging.rows import error_row
 from genretag.tagging.scoring import ScoredTrack, score_files
 from genretag.tagging.sources import (
@@ -56,13 +57,14 @@ Scorer = Callable[[Sequence[HashedTrack]], Iterator[ScoredTrack]]
 """Scores the tracks to tag: one ScoredTrack per track, in any order (decoded here or elsewhere)."""
 
 
-def local_scorer(model: ScoringModel, *, max_windows: int, batch_size: int, workers: int, silence_rms_dbfs: float) -> Scorer:
+def local_scorer(model: ScoringModel, *, max_windows: int, batch_size: int, workers: int, silence_rms_dbfs: float,
+                 early_exit: EarlyExit | None = None) -> Scorer:
     """Decode in ``workers`` local processes (0: every core) and score here
-    (genretag.tagging.scoring.score_files; ``max_windows`` 3-s windows per track, 0: all)."""
+    (genretag.tagging.scoring.score_files; ``max_windows`` 3-s windows per track, 0: all; ``early_exit``: in rounds)."""
 
     def score(todo: Sequence[HashedTrack]) -> Iterator[ScoredTrack]:
         return score_files(model, ((t, t.path) for t in todo), max_windows=max_windows, batch_size=batch_size,
-                           workers=workers, silence_rms_dbfs=silence_rms_dbfs)
+                           workers=workers, silence_rms_dbfs=silence_rms_dbfs, early_exit=early_exit)
 
     return score
 
@@ -384,6 +386,7 @@ def tag_catalog(
     progress_every_s: float = 30.0,
     progress_bars: bool | None = None,
     log: logging.Logger | logging.LoggerAdapter = logging.getLogger(__name__),
+    early_exit: EarlyExit | None = None,
 ) -> TaggingSummary:
     """Tag every audio file of ``source`` with an open genretag.onnx.session.ScoringModel: the steps
     of :data:`TAGGING_STEPS` in this process, without Prefect, each tried once.
@@ -398,9 +401,11 @@ def tag_catalog(
     failed with this model version is not decoded again unless ``retry_failed``. Progress: bars on
     stderr when it is a terminal (``progress_bars`` None), else a line on ``log`` every
     ``progress_every_s`` seconds. Raises CatalogError when the database cannot be opened or
-    written, ScoringError when the source does not exist.
+    written, ScoringError when the source does not exist. With ``early_exit`` each track's windows
+    are scored in rounds until the rest cannot change its genre (genretag.tagging.early_exit).
     """
-    scorer = local_scorer(model, max_windows=max_windows, batch_size=batch_size, workers=workers, silence_rms_dbfs=silence_rms_dbfs)
+    scorer = local_scorer(model, max_windows=max_windows, batch_size=batch_size, workers=workers, silence_rms_dbfs=silence_rms_dbfs,
+                          early_exit=early_exit)
     run = TaggingRun(source, model=model, database_url=database_url, scorer=scorer, commit_every=commit_every,
                      review_below=review_below, drift_limits=drift_limits, reference_genres=reference_genres,
                      before_read=before_read, rehash=rehash, retry_failed=retry_failed, hash_workers=workers,
