@@ -8,6 +8,7 @@ from typing import Literal
 from genretag.core.atomic import atomic_path, write_csv
 from genretag.core.errors import ScoringError
 from genretag.core.paths import display
+from genretag.onnx.contract import UNKNOWN
 from genretag.tagging.store import Catalog
 
 
@@ -18,11 +19,14 @@ def export_tags(
     fmt: Literal["csv", "parquet"] = "csv",
     model_version: str | None = None,
 ) -> int:
-    """Write catalog_tags (optionally one model version) to CSV or Parquet, atomically; return rows."""
+    """Write catalog_tags (optionally one model version) to CSV or Parquet, atomically; return rows. A boolean
+    column ``unknown`` marks the tags that are none of the model's genres (genre ``unknown``, see
+    :func:`genretag.tagging.rows.is_unknown`): never use their genre as a tag."""
     if fmt not in ("csv", "parquet"):
         raise ScoringError(f"export format must be csv or parquet, not {fmt!r}")
     with Catalog(database_url) as catalog:
         frame = catalog.read("catalog_tags", model_version=model_version)
+    frame["unknown"] = frame["genre"] == UNKNOWN
     try:
         if fmt == "csv":
             write_csv(out, frame)

@@ -40,6 +40,8 @@ from genretag.tagging.sources import (
 from genretag.tagging.store import Catalog, redact
 from genretag.tagging.summary import TaggingSummary
 
+NO_OPEN_SET = ("model {name} {version} has no out-of-taxonomy score (exported before genretag.open_set): it cannot say "
+               "'unknown', every track gets one of its genres; re-export it (`dvc repro`, stage candidate-<id>) to add one")
 HASH_CHUNK = 256  # files per hashing step: a transient failure re-reads at most this many
 
 Scorer = Callable[[Sequence[HashedTrack]], Iterator[ScoredTrack]]
@@ -92,6 +94,9 @@ class TaggingRun:
         self.log = log
         self.started = time.perf_counter() if started is None else started
         self.summary = TaggingSummary(display(source), redact(database_url), model.model_name, model.model_version, model.provider)
+        if not model.contract.open_set.available:  # said once per run, on the log and in the summary
+            self.summary.notes.append(NO_OPEN_SET.format(name=model.model_name, version=model.model_version))
+            self.log.warning(self.summary.notes[-1])
         self.catalog: Catalog | None = None
         self.scan = SourceScan([])
         self.hashed: list[HashedTrack] = []

@@ -18,6 +18,7 @@ import numpy as np
 
 from genretag.core.config import worker_count
 from genretag.evaluation.drift import InputStats
+from genretag.onnx.contract import UNKNOWN, OpenSet
 from genretag.onnx.session import ScoringModel
 from genretag.tagging.decode_pool import DecodedTrack, decode_files
 from genretag.tagging.windows import TrackWindows, track_windows, window_seconds
@@ -25,7 +26,9 @@ from genretag.tagging.windows import TrackWindows, track_windows, window_seconds
 
 @dataclass(frozen=True)
 class TrackScore:
-    """One track's prediction: the mean of its scored windows' probabilities."""
+    """One track's prediction: the mean of its scored windows' probabilities; ``label`` is the most probable
+    genre, or ``unknown`` when the track's out-of-taxonomy score (the mean of its windows' ``unknown_score``)
+    is above the model's threshold (``top3`` and ``confidence`` still those of the genres)."""
 
     label: str
     confidence: float
@@ -35,13 +38,21 @@ class TrackScore:
     windows_silent: int = 0  # windows skipped as silent
     window_starts_s: tuple[float, ...] = ()  # start (s) of each scored window in the track; () when not known
     window_probabilities: tuple[tuple[float, ...], ...] = ()  # per scored window, in ``probabilities``' label order
+    unknown_score: float | None = None  # the track's out-of-taxonomy score (None: the model has none)
+
+    @property
+    def unknown(self) -> bool:
+        """True when the track is none of the model's genres (label ``unknown``)."""
+        return self.label == UNKNOWN
 
 
 def summarize(
     window_probabilities: np.ndarray, labels: tuple[str, ...], *, windows_silent: int = 0,
-    window_starts_s: tuple[float, ...] = (),
+    window_starts_s: tuple[float, ...] = (), window_unknown_scores: np.ndarray | None = None,
+    open_set: OpenSet = OpenSet.absent(),
 ) -> TrackScore:
-    """Average the windows' probabilities float [n, K]; label = the most probable genre. The
+    """Average the windows' probabilities float [n, K]; label = the most probable genre, or ``unknown`` when
+    ``open_set`` says the mean of ``window_unknown_scores`` float [n] is past its threshold. The
     per-window rows are kept (the track's genre timeline), with ``window_starts_s`` (n seconds, or
     () when unknown). ValueError when n = 0 or the starts do not match the windows."""
     if len(window_probabilities) == 0:
@@ -51,8 +62,9 @@ def summarize(
     windows = np.asarray(window_probabilities, dtype=np.float64)
     mean = windows.mean(axis=0)
     order = np.argsort(-mean, kind="stable")
+    unknown_score = open_set.track_score(window_unknown_scores)
     return TrackScore(
-        label=labels[order[0]],
+        label=UNKNOWN if open_set.is_unknown(unknown_score) else labels[order[0]],
         confidence=float(mean[order[0]]),
         top3=tuple((labels[i], float(mean[i])) for i in order[:3]),
         probabilities={label: float(p) for label, p in zip(labels, mean, strict=True)},
@@ -60,6 +72,7 @@ def summarize(
         windows_silent=windows_silent,
         window_starts_s=tuple(float(s) for s in window_starts_s),
         window_probabilities=tuple(tuple(float(p) for p in row) for row in windows),
+        unknown_score=unknown_score,
     )
 
 
@@ -76,9 +89,10 @@ def score_file(
         path, sample_rate=model.sample_rate, clip_samples=model.clip_samples, max_windows=max_windows,
         silence_rms_dbfs=silence_rms_dbfs,
     )
-    probabilities = model.predict(windows.waveforms, batch_size=batch_size).probabilities
-    return summarize(probabilities, model.labels, windows_silent=windows.silent,
-                     window_starts_s=window_seconds(windows, sample_rate=model.sample_rate))
+    prediction = model.predict(windows.waveforms, batch_size=batch_size)
+    return summarize(prediction.probabilities, model.labels, windows_silent=windows.silent,
+                     window_starts_s=window_seconds(windows, sample_rate=model.sample_rate),
+                     window_unknown_scores=prediction.unknown_score, open_set=model.contract.open_set)
 
 
 @dataclass(frozen=True)
@@ -128,8 +142,10 @@ def _score_batch(model: ScoringModel, tracks: list[tuple[Hashable, str, TrackWin
     offset = 0
     for key, path, windows in tracks:
         count = len(windows.waveforms)
+        unknown = None if prediction.unknown_score is None else prediction.unknown_score[offset : offset + count]
         yield ScoredTrack(key, path, summarize(prediction.probabilities[offset : offset + count], model.labels, windows_silent=windows.silent,
-                                               window_starts_s=window_seconds(windows, sample_rate=model.sample_rate)),
+                                               window_starts_s=window_seconds(windows, sample_rate=model.sample_rate),
+                                               window_unknown_scores=unknown, open_set=model.contract.open_set),
                           audio=windows.audio, embedding_sum=prediction.embedding[offset : offset + count].sum(axis=0, dtype=np.float64))
         offset += count
 

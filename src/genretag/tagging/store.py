@@ -57,6 +57,9 @@ catalog_tags = sa.Table(
     # Added with the review loop (genretag.review): old rows are not flagged and have no timeline.
     sa.Column("needs_review", sa.Boolean, nullable=False, server_default=sa.text("false")),  # confidence < score.review_below
     sa.Column("window_probabilities", sa.Text, nullable=True),  # JSON, see window_timeline
+    # Added with the out-of-taxonomy score (issue 21): the mean of the windows' unknown_score; NULL for a model
+    # without one (and rows written before). Past the model's threshold the genre is "unknown" (rows.is_unknown).
+    sa.Column("unknown_score", sa.Float, nullable=True),
     sa.UniqueConstraint("sha256", "model_version", name="uq_catalog_tags_sha256_model_version"),
 )
 
