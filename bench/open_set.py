@@ -69,7 +69,7 @@ def split_known(tracks: np.ndarray, labels: np.ndarray, known: list[int], *, n_t
 
 
 def pair_result(family, embedding: np.ndarray, labels: np.ndarray, tracks: np.ndarray, held_out: tuple[int, int], *,
-                n_classes: int, n_train: int, n_validation: int, accept: float, seed: int) -> dict:
+                n_classes: int, n_train: int, n_validation: int, accept: float, min_clips: int, seed: int) -> dict:
     """Every method's AUROC, accepted share, rejected-unknown share and accuracies for one held-out pair."""
     from sklearn.metrics import roc_auc_score
 
@@ -84,7 +84,7 @@ def pair_result(family, embedding: np.ndarray, labels: np.ndarray, tracks: np.nd
     head.n_classes = len(known)
     facts = head.fit(embedding[train], y[train], seed=seed, groups=tracks[train])
     calibration = calibrate(validation_probabilities=head.predict_proba(embedding[validation]), validation_labels=y[validation],
-                            test_probabilities=np.zeros((0, len(known))), test_labels=np.zeros(0, np.int64))
+                            test_probabilities=np.zeros((0, len(known))), test_labels=np.zeros(0, np.int64), min_clips=min_clips)
     scored = validation | test | unknown
     probabilities = np.zeros((len(labels), len(known)))
     probabilities[scored] = temperature_scaled(probabilities=head.predict_proba(embedding[scored]),
@@ -161,7 +161,8 @@ def main() -> None:
         results = []
         for number, pair in enumerate(pairs):
             result = pair_result(family, embedding, clips.labels, tracks, pair, n_classes=len(genres), n_train=args.train_tracks,
-                                 n_validation=args.validation_tracks, accept=accept, seed=args.seed + number)
+                                 n_validation=args.validation_tracks, accept=accept, min_clips=params.export.temperature_min_clips,
+                                 seed=args.seed + number)
             results.append(result)
             print(f"  {candidate} {genres[pair[0]]}+{genres[pair[1]]}: "
                   + ", ".join(f"{m} AUROC {result[m]['auroc']:.3f}" for m in METHODS), flush=True)
