@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +92,92 @@ def test_the_threshold_moves_with_the_validation_split_only(project) -> None:
     assert other_test.open_set.threshold == result.open_set.threshold
     fewer = _export(root, family, **{**splits, "validation": _first(splits["validation"], 12)}, name="other-validation.onnx")
     assert fewer.open_set.validation_tracks == 6 and fewer.open_set.threshold != result.open_set.threshold
+
+
+def _tag(folder: Path, model_path: Path, database: Path, caplog: pytest.LogCaptureFixture):
+    from genretag.tagging.run import tag_catalog
+    from genretag.tagging.store import Catalog
+
+    url = f"sqlite:///{database}"
+    with caplog.at_level(logging.WARNING):
+        summary = tag_catalog(folder, model=open_model(model_path, prefer_gpu=False), database_url=url, workers=1, review_below=0.0)
+    with Catalog(url) as catalog:
+        rows = {Path(row["path"]).name: row for row in catalog.read("catalog_tags").to_dict("records")}
+    return summary, rows
+
+
+@pytest.fixture(scope="module")
+def catalog_music(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A training-like tone per genre, and white noise at full scale: nothing like any genre's tone."""
+    from tests.conftest import write_audio
+    from tests.export_support import genre_audio
+
+    folder = tmp_path_factory.mktemp("catalog-music")
+    for number, genre in enumerate(GENRES):
+        write_audio(folder / f"{genre}.wav", genre_audio(genre, 9.0, seed=100 + number))
+    write_audio(folder / "noise.wav", (np.random.default_rng(7).uniform(-0.9, 0.9, 9 * 22050)).astype(np.float32))
+    return folder
+
+
+def test_an_out_of_taxonomy_track_is_tagged_unknown_with_its_top3_and_flagged(project, catalog_music: Path, tmp_path: Path,
+                                                                              caplog: pytest.LogCaptureFixture) -> None:
+    result = project[-1]
+    summary, rows = _tag(catalog_music, result.onnx_path, tmp_path / "catalog.db", caplog)
+    noise = rows["noise.wav"]
+    assert noise["genre"] == UNKNOWN and is_unknown(noise) and noise["needs_review"]
+    assert noise["unknown_score"] > result.open_set.threshold
+    top3 = json.loads(noise["top3"])
+    assert len(top3) == 3 and {t["genre"] for t in top3} == set(GENRES)
+    known = [rows[f"{genre}.wav"] for genre in GENRES]
+    assert all(row["unknown_score"] is not None for row in known)
+    assert [row["genre"] for row in known if not is_unknown(row)]  # the tones are (mostly) accepted as genres
+    assert not summary.notes and "cannot say 'unknown'" not in caplog.text
+
+
+def test_an_old_model_without_open_set_tags_as_before_and_says_so_once(project, catalog_music: Path, tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    old = make_onnx_model(tmp_path / "old.onnx", version="old-0001", seed=3, labels=GENRES)
+    summary, rows = _tag(catalog_music, old, tmp_path / "catalog.db", caplog)
+    assert all(row["unknown_score"] is None and not is_unknown(row) for row in rows.values())
+    probabilities = predict_waveforms(cpu_session(old), np.zeros((1, 3 * 22050), np.float32))
+    assert probabilities.unknown_score is None
+    assert caplog.text.count("cannot say 'unknown'") == 1 and len(summary.notes) == 1
+    assert "cannot say 'unknown'" in summary.to_markdown()
+
+
+@pytest.mark.node
+def test_python_node_and_the_tagger_say_unknown_the_same_way(project, catalog_music: Path, tmp_path: Path) -> None:
+    """The handoff bundle of a model with the unknown score: the Python client (onnxruntime), the Node client
+    (onnxruntime-node) and genretag's own scoring give the same genre or ``unknown``, and the same track score."""
+    import subprocess
+    import sys
+
+    from tests.model.test_handoff import _node_modules
+
+    from genretag.handoff import write_bundle
+    from genretag.tagging.scoring import score_file
+
+    result = project[-1]
+    folder = write_bundle(result.onnx_path, tmp_path / "bundle", max_windows=0, silence_rms_dbfs=-60.0)
+    scoring = json.loads((folder / "scoring.json").read_text())
+    assert scoring["unknown"]["threshold"] == result.open_set.threshold and scoring["unknown"]["output"] == UNKNOWN_SCORE_NAME
+    (folder / "node_modules").symlink_to(_node_modules(), target_is_directory=True)
+    files = sorted(catalog_music.glob("*.wav"))
+    runs = {}
+    for name, command in (("python", [sys.executable, str(folder / "genretag_reference.py")]),
+                          ("node", ["node", str(folder / "genretag_reference.mjs")])):
+        done = subprocess.run([*command, "--json", *map(str, files)], capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[name] = {Path(line["file"]).name: line for line in map(json.loads, done.stdout.splitlines())}
+    model = open_model(result.onnx_path, prefer_gpu=False)
+    for path in files:
+        tagger = score_file(model, path, max_windows=0)
+        python, node = runs["python"][path.name], runs["node"][path.name]
+        assert python["genre"] == node["genre"] == tagger.label, path.name
+        assert python["unknown"] == node["unknown"] == tagger.unknown
+        assert node["unknown_score"] == pytest.approx(python["unknown_score"], rel=1e-4)
+        assert tagger.unknown_score == pytest.approx(python["unknown_score"], rel=1e-4)
+    assert runs["node"]["noise.wav"]["genre"] == UNKNOWN and [t["genre"] for t in runs["node"]["noise.wav"]["top"]]
+    plain = subprocess.run(["node", str(folder / "genretag_reference.mjs"), str(catalog_music / "noise.wav")],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False)
+    assert plain.stdout.split(": ", 1)[1].startswith("unknown (none of these genres; score ")
