@@ -165,7 +165,8 @@ def main() -> None:
                                  seed=args.seed + number)
             results.append(result)
             print(f"  {candidate} {genres[pair[0]]}+{genres[pair[1]]}: "
-                  + ", ".join(f"{m} AUROC {result[m]['auroc']:.3f}" for m in METHODS), flush=True)
+                  + ", ".join(f"{m} AUROC {result[m]['auroc']:.3f} accepted {result[m]['accepted']:.2f} "
+                              f"accuracy {result[m]['accuracy_accepted']:.2f}" for m in METHODS), flush=True)
         rows.append({"family": candidate, "pairs": results, "seconds": round(time.perf_counter() - started, 1)})
 
     print(f"\naccept = {accept} of the validation tracks; mean ± sd over genre pairs")
