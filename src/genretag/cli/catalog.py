@@ -120,7 +120,7 @@ def show(
     from genretag.audio.decoding import file_sha256
     from genretag.tagging.export import json_row
     from genretag.tagging.store import Catalog, catalog_url
-    from genretag.tagging.rows import timeline_lines
+    from genretag.tagging.rows import timeline_lines, unknown_prefix
     from genretag.core.errors import GenretagError
 
     try:
@@ -143,7 +143,8 @@ def show(
         top = "  ".join(f"{t['genre']} {t['probability']:.3f}" for t in json.loads(row["top3"]))
         flag = ", needs review" if row["needs_review"] else ""
         typer.echo(f"{row['path']} (sha256 {row['sha256'][:12]}) {row['model_name']} {row['model_version']} "
-                   f"on {row['provider']}, {row['scored_at']:%Y-%m-%d %H:%M}: {top}  ({row['windows_scored']} windows{flag})")
+                   f"on {row['provider']}, {row['scored_at']:%Y-%m-%d %H:%M}: {unknown_prefix(row['genre'], row['unknown_score'])}{top}  "
+                   f"({row['windows_scored']} windows{flag})")
         for line in timeline_lines(row["window_probabilities"]):
             typer.echo(line)
     for row in errors:

@@ -125,6 +125,7 @@ class ExportParams(_Section):
     drift_reference_clips: int = Field(1000, ge=2)  # training clips (at most) whose embeddings make the drift reference
     int8_min_agreement: float = Field(0.9, gt=0, le=1)  # least top-1 agreement with float32 on test + synthetic clips
     temperature_min_clips: int = Field(30, ge=1)  # validation clips needed to fit the calibration temperature; fewer: T = 1
+    unknown_accept: float = Field(0.95, gt=0, le=1)  # issue 21: share of validation tracks the unknown threshold accepts
 
 
 class RegisterParams(_Section):

@@ -52,6 +52,8 @@ from genretag.tagging.store import Catalog, redact
 from genretag.tagging.summary import TaggingSummary
 
 SCAN_CHUNK = 1000  # tracks per scan step (stat, fingerprint lookup, hash, plan): the memory of a scan, and what a retry redoes
+NO_OPEN_SET = ("model {name} {version} has no out-of-taxonomy score (exported before genretag.open_set): it cannot say "
+               "'unknown', every track gets one of its genres; re-export it (`dvc repro`, stage candidate-<id>) to add one")
 
 Scorer = Callable[[Sequence[HashedTrack]], Iterator[ScoredTrack]]
 """Scores the tracks to tag: one ScoredTrack per track, in any order (decoded here or elsewhere)."""
@@ -117,6 +119,9 @@ class TaggingRun:
         self.log = log
         self.started = time.perf_counter() if started is None else started
         self.summary = TaggingSummary(display(source), redact(database_url), model.model_name, model.model_version, model.provider)
+        if not model.contract.open_set.available:  # said once per run, on the log and in the summary
+            self.summary.notes.append(NO_OPEN_SET.format(name=model.model_name, version=model.model_version))
+            self.log.warning(self.summary.notes[-1])
         self.catalog: Catalog | None = None
         self.progress: Progress | None = None
         self.entries: Iterator[tuple[FileKind, TrackSource]] = iter(())

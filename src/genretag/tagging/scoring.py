@@ -18,6 +18,7 @@ import numpy as np
 
 from genretag.core.config import worker_count
 from genretag.evaluation.drift import InputStats
+from genretag.onnx.contract import UNKNOWN, OpenSet
 from genretag.onnx.session import ScoringModel
 from genretag.tagging.decode_pool import DecodedTrack, decode_files
 from genretag.tagging.early_exit import EarlyExit, spread_order
@@ -37,15 +38,24 @@ class TrackScore:
     window_starts_s: tuple[float, ...] = ()  # start (s) of each scored window in the track; () when not known
     window_probabilities: tuple[tuple[float, ...], ...] = ()  # per scored window, in ``probabilities``' label order
     windows_available: int = 0  # non-silent windows the track offered (up to max_windows); early exit used windows_scored of them
+    unknown_score: float | None = None  # the track's out-of-taxonomy score (None: the model has none)
+
+    @property
+    def unknown(self) -> bool:
+        """True when the track is none of the model's genres (label ``unknown``)."""
+        return self.label == UNKNOWN
 
 
 def summarize(
     window_probabilities: np.ndarray, labels: tuple[str, ...], *, windows_silent: int = 0,
-    window_starts_s: tuple[float, ...] = (), windows_available: int = 0,
+    window_starts_s: tuple[float, ...] = (), windows_available: int = 0, window_unknown_scores: np.ndarray | None = None,
+    open_set: OpenSet = OpenSet.absent(),
 ) -> TrackScore:
-    """Average the windows' probabilities float [n, K]; label = the most probable genre. The
+    """Average the windows' probabilities float [n, K]; label = the most probable genre, or ``unknown`` when
+    ``open_set`` says the mean of ``window_unknown_scores`` float [n] is past its threshold. The
     per-window rows are kept (the track's genre timeline), with ``window_starts_s`` (n seconds, or
-    () when unknown); ``windows_available`` (0: n) is how many windows the track offered. ValueError when n = 0 or the starts do not match the windows."""
+    () when unknown); ``windows_available`` (0: n) is how many windows the track offered. ValueError when
+    n = 0 or the starts do not match the windows."""
     if len(window_probabilities) == 0:
         raise ValueError("no windows to summarize")
     if window_starts_s and len(window_starts_s) != len(window_probabilities):
@@ -53,8 +63,9 @@ def summarize(
     windows = np.asarray(window_probabilities, dtype=np.float64)
     mean = windows.mean(axis=0)
     order = np.argsort(-mean, kind="stable")
+    unknown_score = open_set.track_score(window_unknown_scores)
     return TrackScore(
-        label=labels[order[0]],
+        label=UNKNOWN if open_set.is_unknown(unknown_score) else labels[order[0]],
         confidence=float(mean[order[0]]),
         top3=tuple((labels[i], float(mean[i])) for i in order[:3]),
         probabilities={label: float(p) for label, p in zip(labels, mean, strict=True)},
@@ -63,6 +74,7 @@ def summarize(
         window_starts_s=tuple(float(s) for s in window_starts_s),
         window_probabilities=tuple(tuple(float(p) for p in row) for row in windows),
         windows_available=windows_available or len(window_probabilities),
+        unknown_score=unknown_score,
     )
 
 
@@ -79,9 +91,10 @@ def score_file(
         path, sample_rate=model.sample_rate, clip_samples=model.clip_samples, max_windows=max_windows,
         silence_rms_dbfs=silence_rms_dbfs,
     )
-    probabilities = model.predict(windows.waveforms, batch_size=batch_size).probabilities
-    return summarize(probabilities, model.labels, windows_silent=windows.silent,
-                     window_starts_s=window_seconds(windows, sample_rate=model.sample_rate))
+    prediction = model.predict(windows.waveforms, batch_size=batch_size)
+    return summarize(prediction.probabilities, model.labels, windows_silent=windows.silent,
+                     window_starts_s=window_seconds(windows, sample_rate=model.sample_rate),
+                     window_unknown_scores=prediction.unknown_score, open_set=model.contract.open_set)
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,7 @@ class _InFlight:
     windows: TrackWindows
     order: np.ndarray  # int64 [n]: the order its windows are scored in
     probabilities: list[np.ndarray]  # float32 [r, K] per round scored
+    unknown_scores: list[np.ndarray] | None = None  # float32 [r] per round scored (None: the model has no unknown_score)
     embedding_sum: np.ndarray | None = None  # float64 [D]
     scored: int = 0
 
@@ -159,6 +173,8 @@ def _score_round(model: ScoringModel, active: list[_InFlight], *, batch_size: in
     for track, indices in zip(active, rounds, strict=True):
         count = len(indices)
         track.probabilities.append(prediction.probabilities[offset : offset + count])
+        if prediction.unknown_score is not None:
+            track.unknown_scores = [*(track.unknown_scores or []), prediction.unknown_score[offset : offset + count]]
         embedding_sum = prediction.embedding[offset : offset + count].sum(axis=0, dtype=np.float64)
         track.embedding_sum = embedding_sum if track.embedding_sum is None else track.embedding_sum + embedding_sum
         track.scored += count
@@ -178,9 +194,10 @@ def _finished(model: ScoringModel, track: _InFlight) -> ScoredTrack:
     in_time = np.argsort(used, kind="stable")
     windows = track.windows
     starts = window_seconds(windows, sample_rate=model.sample_rate)
+    unknown = None if track.unknown_scores is None else np.concatenate(track.unknown_scores)[in_time]
     score = summarize(np.concatenate(track.probabilities)[in_time], model.labels, windows_silent=windows.silent,
                       window_starts_s=tuple(starts[i] for i in used[in_time]) if starts else (),
-                      windows_available=len(track.order))
+                      windows_available=len(track.order), window_unknown_scores=unknown, open_set=model.contract.open_set)
     return ScoredTrack(track.key, track.path, score, audio=windows.audio, embedding_sum=track.embedding_sum)
 
 
