@@ -1,6 +1,7 @@
 """Sealing a candidate: a model -> one contract-v2 ONNX graph (waveform in; probabilities and embedding
 out), gated on parity with the framework's own forward pass (:mod:`genretag.training.parity`),
-temperature-scaled on the validation clips (:mod:`genretag.training.temperature`), with its contract in
+temperature-scaled on the validation clips (:mod:`genretag.training.temperature`), given its out-of-taxonomy
+score (:mod:`genretag.training.open_set`: statistics of the train clips, threshold of the validation tracks), with its contract in
 the metadata and its model card (:mod:`genretag.training.card`) beside it.
 
 Every family goes this one way (the DVC ``candidate-<id>`` stage calls it through
@@ -19,10 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from genretag.core.atomic import atomic_open
+from genretag.core.config import ExportParams
 from genretag.evaluation.calibration import Calibration, TrackCalibration
-from genretag.onnx.contract import ModelContract
-from genretag.training.card import MODEL_CARD_NAME
+from genretag.onnx.contract import ModelContract, OpenSet
+from genretag.handoff import MODEL_CARD_NAME
 from genretag.training.parity import DEFAULT_TOLERANCE, Exportable, ParityReport, TestClips, check_parity
+from genretag.training.open_set import attach_open_set
 from genretag.training.sealing import seal
 from genretag.training.temperature import (
     DEFAULT_TEMPERATURE_MIN_CLIPS,
@@ -34,6 +37,8 @@ from genretag.training.temperature import (
 
 log = logging.getLogger(__name__)
 
+DEFAULT_UNKNOWN_ACCEPT = ExportParams().unknown_accept  # the built-in default of params export.unknown_accept
+
 
 @dataclass(frozen=True)
 class ExportResult:
@@ -43,6 +48,7 @@ class ExportResult:
     parity: ParityReport
     calibration: Calibration
     track_calibration: TrackCalibration
+    open_set: OpenSet
 
 
 def export_candidate(
@@ -58,13 +64,17 @@ def export_candidate(
     track_min_tracks: int = DEFAULT_TRACK_MIN_TRACKS,
     out_of_fold: OutOfFold | None = None,
     out_of_fold_missing: str = "",
+    train: TestClips | None = None,
+    unknown_accept: float = DEFAULT_UNKNOWN_ACCEPT,
     card: Callable[[ParityReport, Calibration, TrackCalibration], str] | None = None,
     card_path: Path | None = None,
 ) -> ExportResult:
     """Convert ``candidate``, stamp ``contract``, gate on parity, calibrate on the ``validation`` clips
     (:func:`calibrate_sealed`; None: no clips, T = 1), fit the track temperature (:func:`calibrate_track_level`:
     the validation tracks when there are ``track_min_tracks``, else ``out_of_fold`` predictions over the training
-    tracks, else T = 1 saying ``out_of_fold_missing``), then write ``onnx_path`` (and the ``card`` text
+    tracks, else T = 1 saying ``out_of_fold_missing``), append the ``unknown_score`` output fitted on the ``train``
+    clips with its threshold on the ``validation`` tracks accepting ``unknown_accept`` of them
+    (:func:`genretag.training.open_set.attach_open_set`; no train or too few validation tracks: none), then write ``onnx_path`` (and the ``card`` text
     at ``card_path``, default MODEL_CARD.md beside it) atomically.
 
     Raises ExportError, writing nothing, when the graph is not contract v2 (input ``waveform``
@@ -78,6 +88,7 @@ def export_candidate(
     onnx_bytes, contract, track_calibration = calibrate_track_level(
         onnx_bytes, contract, validation=validation, test=test, min_tracks=track_min_tracks, out_of_fold=out_of_fold,
         out_of_fold_missing=out_of_fold_missing)
+    onnx_bytes, contract, open_set = attach_open_set(onnx_bytes, contract, train=train, validation=validation, accept=unknown_accept)
     card_path = (card_path or onnx_path.with_name(MODEL_CARD_NAME)) if card else None
     card_text = card(parity, calibration, track_calibration) if card else ""
     with atomic_open(onnx_path, "wb") as onnx_file, (
@@ -91,4 +102,4 @@ def export_candidate(
         contract.model_name, contract.model_version, onnx_path, parity.max_abs_diff_test, parity.max_abs_diff_synthetic,
     )
     return ExportResult(onnx_path=onnx_path, card_path=card_path, contract=contract, parity=parity, calibration=calibration,
-                        track_calibration=track_calibration)
+                        track_calibration=track_calibration, open_set=open_set)
