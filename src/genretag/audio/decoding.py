@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
@@ -52,12 +52,22 @@ APPLE_METADATA_FOLDER = "__MACOSX"
 
 
 @dataclass(frozen=True)
+class Skip:
+    """A path a walk did not take, and why (a folder it could not list or had already walked)."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
 class FolderScan:
-    """Every file under a folder, sorted into exactly one of three lists (absolute paths)."""
+    """Every file under a folder, sorted into exactly one of three lists (absolute paths), and the
+    folders that were not walked, each with its reason."""
 
     audio: list[Path]
     not_audio: list[Path]  # suffix outside AUDIO_EXTENSIONS
     apple_metadata: list[Path]  # ``._*`` files and anything under ``__MACOSX/``
+    folders_skipped: list[Skip] = field(default_factory=list)
 
     @property
     def files(self) -> int:
@@ -73,26 +83,58 @@ def is_audio_name(path: Path) -> bool:
     return path.suffix.lower() in AUDIO_EXTENSIONS
 
 
+def not_audio_reason(path: Path) -> str:
+    """Why a file is skipped as not audio: the name decides, the content is never read (a WAV
+    without an extension is not audio until it is named ``.wav``)."""
+    return f"not audio: no decoder reads suffix {path.suffix!r}" if path.suffix else "not audio: no file extension"
+
+
 def scan_folder(folder: str | Path) -> FolderScan:
     """Walk ``folder`` recursively: every entry that is not a folder lands in one list.
 
-    Entries that are not regular files (broken links, pipes) are listed by their name like
-    any file, so the reader reports them instead of skipping them.
+    Links to folders are followed; a folder reached again (same device and inode: a link loop,
+    or a second link to it) is skipped and named, as is a folder that cannot be listed (no
+    permission). Entries that are not regular files (broken links, file-link loops, pipes) are
+    listed by their name like any file, so the reader reports them instead of skipping them.
     """
     root = Path(os.path.abspath(Path(folder).expanduser()))
     audio_files: list[Path] = []
     not_audio: list[Path] = []
     apple: list[Path] = []
-    for path in sorted(root.rglob("*")):
-        if path.is_dir():
+    skipped: list[Skip] = []
+    walked: dict[tuple[int, int], Path] = {}
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        try:
+            status = directory.stat()
+            key = (status.st_dev, status.st_ino)
+            if key in walked:
+                skipped.append(Skip(directory, f"folder already walked as {walked[key]} (a link loop or a second link to it)"))
+                continue
+            walked[key] = directory
+            with os.scandir(directory) as listing:
+                entries = list(listing)
+        except OSError as exc:
+            skipped.append(Skip(directory, f"cannot list folder: {exc.strerror or exc}"))
             continue
-        if is_apple_metadata(path.relative_to(root)):
-            apple.append(path)
-        elif is_audio_name(path):
-            audio_files.append(path)
-        else:
-            not_audio.append(path)
-    return FolderScan(audio_files, not_audio, apple)
+        folders = []
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                is_folder = entry.is_dir()  # follows a link
+            except OSError:  # a link loop: listed as a file, the reader names why it fails
+                is_folder = False
+            if is_folder:
+                folders.append(path)
+            elif is_apple_metadata(path.relative_to(root)):
+                apple.append(path)
+            elif is_audio_name(path):
+                audio_files.append(path)
+            else:
+                not_audio.append(path)
+        stack.extend(sorted(folders, reverse=True))
+    return FolderScan(sorted(audio_files), sorted(not_audio), sorted(apple), sorted(skipped, key=lambda s: s.path))
 
 
 @dataclass(frozen=True)

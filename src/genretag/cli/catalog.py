@@ -22,6 +22,7 @@ def tag_catalog(
     database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else params.yaml score.database_url)."),
     require_gpu: bool = typer.Option(False, "--require-gpu", help="Fail at once unless onnxruntime really runs on CUDA."),
     max_windows: int = typer.Option(None, "--max-windows", min=0, help="3-s windows per track, evenly spaced; 0: all (default: params.yaml score.max_windows)."),
+    create_catalog: bool = typer.Option(False, "--create-catalog", help="Create a SQLite catalog's folder when it does not exist (default: refuse, a typo must not invent a database)."),
 ) -> None:
     """Tag a catalog with genres into the catalog database; reruns skip what this model version tagged.
 
@@ -29,38 +30,45 @@ def tag_catalog(
     runs the tag-catalog flow against that server (else genretag's local one); otherwise the same
     steps run here as plain functions (genretag.tagging.run.tag_catalog), with no Prefect at all.
     """
-    from genretag.core.errors import GenretagError
+    from genretag.core.errors import GenretagError, ScoringError
+    from genretag.core.paths import absolute, quoted
     from genretag.registry.fetch import resolve_project_model
     from genretag.tagging.store import catalog_url, check_database
 
     try:
         params, root = load_params(), layout().root
+        if not absolute(source).exists():  # before anything is created
+            raise ScoringError(f"{quoted(absolute(source))}: no such folder, CSV or audio file")
         # Reachable and writable before the model loads and any file is read (and before Prefect starts).
-        check_database(catalog_url(params, root=root, override=database))
+        check_database(catalog_url(params, root=root, override=database), create_folder=create_catalog)
         model_file = resolve_project_model(model, params=params, root=root)
         if os.environ.get("PREFECT_API_URL") or params.score.dask_address:
             orchestrate()
             from flows.tag_catalog import tag_catalog_flow
 
             summary = tag_catalog_flow(source=source, model=str(model_file), database_url=database,
-                                       require_gpu=require_gpu, max_windows=max_windows)
+                                       require_gpu=require_gpu, max_windows=max_windows, create_catalog=create_catalog)
         else:
             summary = _tag_here(source, model_file, params=params, root=root, database=database,
-                                require_gpu=require_gpu, max_windows=max_windows)
+                                require_gpu=require_gpu, max_windows=max_windows, create_catalog=create_catalog)
     except GenretagError as exc:
         exit_with(exc, code=1)
     typer.echo(
         f"{summary['model_name']} {summary['model_version']} on {summary['provider']}: {summary['tagged']} tagged, "
         f"{summary['skipped']} already tagged, {summary['duplicates']} duplicate content, {summary['failed']} failed "
         f"({summary['tracks_per_second']:.2f} tracks/s) -> {summary['database']}; of {summary['files']} files, "
-        f"{summary['not_audio']} skipped (not audio), {summary['apple_metadata']} skipped (macOS metadata)"
+        f"{summary['not_audio']} skipped (not audio), {summary['apple_metadata']} skipped (macOS metadata), "
+        f"{summary['folders_skipped']} folders not walked; each skip named in catalog_skips (export-tags --skips)"
     )
     for failure in summary["failures"]:
-        typer.echo(f"failed: {failure['path']}: {failure['reason']}", err=True)
+        typer.echo(f"failed: {quoted(failure['path'])}: {quoted(failure['reason'])}", err=True)
+    for skip in summary["skips"]:
+        if not skip["reason"].startswith(("not audio", "macOS metadata")):  # the files' own skips: in catalog_skips
+            typer.echo(f"skipped: {quoted(skip['path'])}: {skip['reason']}", err=True)
 
 
 def _tag_here(source: str, model_file: Path, *, params, root: Path, database: str | None, require_gpu: bool,
-              max_windows: int | None) -> dict:
+              max_windows: int | None, create_catalog: bool) -> dict:
     """The tagging steps in this process, without Prefect; the run's summary as the flow returns it."""
     from genretag.tagging.store import catalog_url
     from genretag.tagging.run import tag_catalog as tag
@@ -74,6 +82,7 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
         max_windows=score.max_windows if max_windows is None else max_windows, batch_size=score.batch_size,
         commit_every=score.commit_every, workers=score.workers, silence_rms_dbfs=params.validation.silence_rms_dbfs,
         reference_genres=training_genre_counts(layout(root).tracks), review_below=score.review_below, drift_limits=score,
+        create_catalog=create_catalog,
     )
     for line in summary.drift_warnings:
         typer.echo(f"warning: {line}", err=True)
@@ -86,26 +95,33 @@ def show(
     database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else score.database_url)."),
 ) -> None:
     """What the catalog holds for one track: each model version's top-3 genres and its genre timeline
-    (one line per scored window: start, most probable genre, runner-up), or why it failed."""
+    (one line per scored window: start, most probable genre, runner-up), why it failed, or why the
+    latest run that met it skipped it (a file or folder in catalog_skips)."""
     import json
 
     from genretag.audio.decoding import file_sha256
-    from genretag.tagging.store import Catalog, catalog_url
-    from genretag.tagging.rows import timeline_lines
     from genretag.core.errors import GenretagError
+    from genretag.core.paths import absolute, quoted
+    from genretag.tagging.rows import timeline_lines
+    from genretag.tagging.store import Catalog, catalog_url
 
     try:
-        sha = file_sha256(Path(track)) if Path(track).is_file() else track
-        if not re.fullmatch(r"[0-9a-fA-F]{8,64}", sha):
+        path = absolute(track)
+        sha = file_sha256(path) if path.is_file() else track
+        is_sha = re.fullmatch(r"[0-9a-fA-F]{8,64}", sha) is not None
+        if not is_sha and not os.path.lexists(path):
             raise GenretagError(f"{track}: no such file, and not a SHA-256 (8 to 64 hex digits)")
         with Catalog(existing_catalog(catalog_url(load_params(), root=layout().root, override=database))) as catalog:
-            tags, errors = catalog.find(sha)
+            skips = catalog.find_skips(path)  # a file or folder a run skipped (a folder, a link loop: no content to hash)
+            tags, errors = catalog.find(sha) if is_sha else ([], [])
     except GenretagError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    if not tags and not errors:
+    if not tags and not errors and not skips:
         typer.echo(f"{track}: not in the catalog (sha256 {sha[:12]})", err=True)
         raise typer.Exit(1)
+    for row in skips[:1]:  # the latest run's reason
+        typer.echo(f"{quoted(row['path'])}: skipped by run {row['run_id']}: {row['reason']}")
     for row in tags:
         top = "  ".join(f"{t['genre']} {t['probability']:.3f}" for t in json.loads(row["top3"]))
         flag = ", needs review" if row["needs_review"] else ""
@@ -123,8 +139,9 @@ def export_tags(
     out: Path = typer.Option(..., "--out", help="File to write (atomically)."),
     database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else params.yaml score.database_url)."),
     model_version: str = typer.Option(None, "--model-version", help="Only this model version's tags (default: all)."),
+    skips: bool = typer.Option(False, "--skips", help="Export catalog_skips instead: every file and folder a run skipped, with its reason and run id."),
 ) -> None:
-    """Export the catalog_tags table to CSV or Parquet."""
+    """Export the catalog_tags table (or, with --skips, catalog_skips) to CSV or Parquet."""
     from genretag.tagging.store import catalog_url
     from genretag.tagging.export import export_tags as export
     from genretag.core.errors import GenretagError
@@ -134,10 +151,10 @@ def export_tags(
     paths = layout()
     try:
         rows = export(existing_catalog(catalog_url(load_params(), root=paths.root, override=database)), out=out, fmt=fmt,
-                      model_version=model_version)
+                      model_version=model_version, table="catalog_skips" if skips else "catalog_tags")
     except GenretagError as exc:
         exit_with(exc, code=1)
-    typer.echo(f"wrote {rows} tags to {out}")
+    typer.echo(f"wrote {rows} {'skipped files and folders' if skips else 'tags'} to {out}")
 
 
 @review_app.command("export")

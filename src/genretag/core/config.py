@@ -139,7 +139,7 @@ class RegisterParams(_Section):
 
 
 class ScoreParams(_Section):
-    model: str = "champion"
+    model: str = "champion"  # a path, champion | challenger, a version number (2 or "2"), models:/...
     max_windows: int = Field(20, ge=0)
     batch_size: int = Field(256, ge=1)
     commit_every: int = Field(16, ge=1)
@@ -152,6 +152,12 @@ class ScoreParams(_Section):
     drift_loudness_warn_db: float = Field(6.0, gt=0)  # warn when the run's mean level differs this much (dB) from the training clips'
     drift_min_tracks: int = Field(100, ge=1)  # a run tagging fewer tracks records its drift but warns on none (sampling noise)
     review_below: float = Field(0.5, ge=0, le=1)  # tags with a lower confidence are flagged needs_review (0: none)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _version_number(cls, value: Any) -> Any:
+        """``model: 2`` (YAML reads an int) is registry version "2", as the README allows."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class Params(_Section):

@@ -114,15 +114,28 @@ def discover_sources(source_dir: str | Path, *, genres: Sequence[str]) -> list[S
     return discover(source_dir, genres=genres).sources
 
 
-def materialise_source(params: Params, *, layout: Layout) -> Path:
-    """The folder to ingest from: the synthetic demo corpus, TFDS's GTZAN, or a local folder."""
+def local_source(params: Params, *, layout: Layout) -> Path | None:
+    """The local folder ``ingest.source`` names (relative: to the project root); None for ``demo`` and ``tfds``.
+    Raises ConfigError naming ``ingest.source`` when the folder does not exist (checked before anything runs)."""
     source = params.ingest.source
-    if source == "demo":
-        return _demo_corpus(params, layout=layout)
-    if source == "tfds":
-        return _tfds_gtzan(params, layout=layout)
+    if source in ("demo", "tfds"):
+        return None
     folder = Path(source).expanduser()
-    return folder if folder.is_absolute() else layout.root / folder
+    folder = folder if folder.is_absolute() else layout.root / folder
+    if not folder.is_dir():
+        raise ConfigError(f"ingest.source = {source!r}: no such folder ({folder}); demo, tfds or a folder of <genre>/ audio files")
+    return folder
+
+
+def materialise_source(params: Params, *, layout: Layout) -> Path:
+    """The folder to ingest from: the synthetic demo corpus, TFDS's GTZAN, or a local folder
+    (:func:`local_source`, ConfigError when it does not exist)."""
+    folder = local_source(params, layout=layout)
+    if folder is not None:
+        return folder
+    if params.ingest.source == "demo":
+        return _demo_corpus(params, layout=layout)
+    return _tfds_gtzan(params, layout=layout)
 
 
 def _demo_corpus(params: Params, *, layout: Layout) -> Path:

@@ -17,12 +17,14 @@ def export_tags(
     out: str | Path,
     fmt: Literal["csv", "parquet"] = "csv",
     model_version: str | None = None,
+    table: Literal["catalog_tags", "catalog_skips"] = "catalog_tags",
 ) -> int:
-    """Write catalog_tags (optionally one model version) to CSV or Parquet, atomically; return rows."""
+    """Write catalog_tags (optionally one model version), or catalog_skips (every file and folder a run
+    skipped, with its reason and run id), to CSV or Parquet, atomically; return rows."""
     if fmt not in ("csv", "parquet"):
         raise ScoringError(f"export format must be csv or parquet, not {fmt!r}")
     with Catalog(database_url) as catalog:
-        frame = catalog.read("catalog_tags", model_version=model_version)
+        frame = catalog.read(table, model_version=model_version if table == "catalog_tags" else None)
     try:
         if fmt == "csv":
             write_csv(out, frame)

@@ -1,9 +1,11 @@
 """A tagging run's steps, in ONE ordered list that both ways of tagging run.
 
-:data:`TAGGING_STEPS`: open the catalog -> list the source -> hash it (in chunks) -> plan (skip what
-this model version tagged, tag repeated content once) -> point moved files' tags at their new paths ->
-write the unreadable files' error rows -> score and write, one commit at a time -> measure the
-run's drift -> record the run. :func:`tag_catalog` runs the steps directly, in this process, without
+:data:`TAGGING_STEPS`: check the source exists (before anything is created) -> open the catalog ->
+list the source (each skipped file and folder named in the log) -> hash it (in chunks) -> plan (skip
+what this model version tagged, tag repeated content once) -> point moved files' tags at their new
+paths -> write the unreadable files' error rows -> score and write, one commit at a time -> an error
+row for each copy of a file that failed -> measure the run's drift -> record the run -> name its
+skipped files and folders in catalog_skips. :func:`tag_catalog` runs the steps directly, in this process, without
 Prefect; ``flows/tag_catalog.py`` runs each step as a Prefect task (retried where :attr:`Step.retry`
 says a retry may clear a failure) through the same walker, :func:`run_steps`, so the order lives
 here only. Both share one :class:`TaggingRun`: the state each step reads and advances.
@@ -21,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from genretag.core.config import ScoreParams
-from genretag.core.errors import CatalogError
-from genretag.core.paths import display
+from genretag.core.errors import CatalogError, ScoringError
+from genretag.core.paths import absolute, display, quoted
 from genretag.onnx.session import ScoringModel
 from genretag.tagging.commit import write_results
 from genretag.tagging.rows import error_row
@@ -33,6 +35,7 @@ from genretag.tagging.sources import (
     TaggingPlan,
     TrackFailure,
     TrackSource,
+    copies_of_failures,
     hash_tracks,
     plan_tagging,
     scan_source,
@@ -78,6 +81,7 @@ class TaggingRun:
         recorded_as: str = "cli",
         log: logging.Logger | logging.LoggerAdapter = logging.getLogger(__name__),
         started: float | None = None,
+        create_catalog: bool = False,
     ):
         self.source = str(source)
         self.model = model
@@ -89,6 +93,7 @@ class TaggingRun:
         self.reference_genres = reference_genres
         self.before_read = before_read
         self.recorded_as = recorded_as  # catalog_runs.run: "cli" or "prefect:<flow run id>"
+        self.create_catalog = create_catalog  # a SQLite catalog's missing folder is created (else: CatalogError)
         self.log = log
         self.started = time.perf_counter() if started is None else started
         self.summary = TaggingSummary(display(source), redact(database_url), model.model_name, model.model_version, model.provider)
@@ -99,6 +104,8 @@ class TaggingRun:
         self.plan = TaggingPlan([], [], [])
         self.stream: Iterator[ScoredTrack] | None = None
         self.results: list[ScoredTrack] = []  # the commit being scored and written
+        self.scoring_failures: list[TrackFailure] = []  # tracks scored in this run that failed (their copies fail too)
+        self.run_id: int | None = None  # the catalog_runs id, once recorded
 
     @property
     def db(self) -> Catalog:
@@ -120,15 +127,26 @@ class TaggingRun:
 # --- the steps --------------------------------------------------------------------------------------
 
 
+def check_source(run: TaggingRun) -> None:
+    """Fail before anything is created (the catalog database included) when the source does not exist.
+    Raises ScoringError naming it."""
+    if not absolute(run.source).exists():
+        raise ScoringError(f"{quoted(absolute(run.source))}: no such folder, CSV or audio file")
+
+
 def open_catalog(run: TaggingRun) -> None:
-    """Open the catalog, creating its tables, and check it is writable before any file is read."""
-    run.catalog = Catalog(run.database_url, check_writable=True)
+    """Open the catalog, creating its tables (and a SQLite file's folder only with ``create_catalog``), and
+    check it is writable before any file is read."""
+    run.catalog = Catalog(run.database_url, check_writable=True, create_folder=run.create_catalog)
 
 
 def list_source(run: TaggingRun) -> None:
-    """The source's tracks, and the files skipped (not audio, macOS metadata), counted."""
+    """The source's tracks, and the files and folders skipped (not audio, macOS metadata, unreadable or
+    already walked folders), counted and each named in a log line."""
     run.scan = scan_source(run.source)
     run.summary.count_skipped(run.scan)
+    for skip in run.scan.skips():
+        run.log.info("skipped: %s: %s", quoted(skip.path), skip.reason)
 
 
 def hash_chunks(run: TaggingRun) -> list[list[TrackSource]]:
@@ -189,7 +207,19 @@ def score_next(run: TaggingRun, _commit: int) -> None:
 
 def write_scored(run: TaggingRun, _commit: int) -> None:
     """Write the results just scored in one transaction, and count them."""
-    run.summary.record(write_results(run.db, run.results, model=run.model, review_below=run.review_below))
+    outcome = write_results(run.db, run.results, model=run.model, review_below=run.review_below)
+    run.summary.record(outcome)
+    run.scoring_failures += outcome.failures
+
+
+def write_copy_failures(run: TaggingRun) -> None:
+    """An error row of its own for each copy (same bytes) of a file that failed in this run."""
+    copies = copies_of_failures(run.plan.duplicates, run.scoring_failures)
+    version = run.model.model_version
+    counts = run.db.write([], [error_row(f.track_id, f.path, f.sha256, f.reason, model_version=version) for f in copies])
+    run.summary.duplicates -= len(copies)
+    run.summary.add_failures(copies)
+    run.summary.add_unstored(counts.unstored)
 
 
 def measure_drift(run: TaggingRun) -> None:
@@ -200,7 +230,14 @@ def measure_drift(run: TaggingRun) -> None:
 
 def record_run(run: TaggingRun) -> None:
     """Append the run's row to catalog_runs (not retried: an append written twice would count the run twice)."""
-    run.db.record_run(run.summary.run_row(), run=run.recorded_as)
+    run.run_id = run.db.record_run(run.summary.run_row(), run=run.recorded_as)
+
+
+def record_skips(run: TaggingRun) -> None:
+    """Name every file and folder the run skipped in catalog_skips, under the run's catalog_runs id."""
+    if run.run_id is None:
+        raise CatalogError(f"catalog database {redact(run.database_url)}: the run is not recorded yet (record-run comes first)")
+    run.db.record_skips(((s.path, s.reason) for s in run.scan.skips()), run_id=run.run_id)
 
 
 # --- the one list ------------------------------------------------------------------------------------
@@ -225,6 +262,7 @@ class ForEach:
 
 
 TAGGING_STEPS: tuple[Step | ForEach, ...] = (
+    Step("check-source", check_source),
     Step("open-catalog", open_catalog, retry=True),
     Step("list-tracks", list_source, retry=True),
     ForEach(hash_chunks, (Step("hash-tracks", hash_chunk, retry=True, lenient=hash_chunk_leniently),)),
@@ -232,8 +270,10 @@ TAGGING_STEPS: tuple[Step | ForEach, ...] = (
     Step("refresh-moved-paths", refresh_moved_paths, retry=True),
     Step("write-read-failures", write_read_failures, retry=True),
     ForEach(commits, (Step("score-tracks", score_next), Step("write-tags", write_scored, retry=True))),
+    Step("write-copy-failures", write_copy_failures, retry=True),
     Step("measure-drift", measure_drift),
     Step("record-run", record_run),
+    Step("record-skips", record_skips),
 )
 
 
@@ -280,6 +320,7 @@ def tag_catalog(
     reference_genres: Mapping[str, int] | None = None,
     drift_limits: ScoreParams | None = None,
     review_below: float = 0.5,
+    create_catalog: bool = False,
 ) -> TaggingSummary:
     """Tag every audio file of ``source`` with an open genretag.onnx.session.ScoringModel: the steps
     of :data:`TAGGING_STEPS` in this process, without Prefect, each tried once.
@@ -289,11 +330,12 @@ def tag_catalog(
     tracks. The run's drift is measured against the model's own drift reference (its contract);
     ``reference_genres`` (training genre -> tracks) stands in for the genre PSI of a model without
     one; ``drift_limits`` (ScoreParams, default the built-in ones) sets the warnings' limits. Tags
-    below ``review_below`` confidence are flagged needs_review. Raises CatalogError when the
-    database cannot be opened or written, ScoringError when the source does not exist.
+    below ``review_below`` confidence are flagged needs_review. A SQLite catalog's folder is created only
+    with ``create_catalog``. Raises ScoringError when the source does not exist and CatalogError when the
+    database cannot be opened or written, both before anything is created.
     """
     scorer = local_scorer(model, max_windows=max_windows, batch_size=batch_size, workers=workers, silence_rms_dbfs=silence_rms_dbfs)
     run = TaggingRun(source, model=model, database_url=database_url, scorer=scorer, commit_every=commit_every,
                      review_below=review_below, drift_limits=drift_limits, reference_genres=reference_genres,
-                     before_read=before_read)
+                     before_read=before_read, create_catalog=create_catalog)
     return run_steps(run)

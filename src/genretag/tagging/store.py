@@ -99,6 +99,18 @@ catalog_runs = sa.Table(  # one row per tagging run: what it did, with which mod
     sa.Column("run", sa.String(128), nullable=False),  # "prefect:<flow run id>" or "cli" (no Prefect)
 )
 
+catalog_skips = sa.Table(  # one row per file or folder a run skipped, named with the reason (issue 23)
+    "catalog_skips",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("catalog_runs.id"), nullable=False, index=True),  # catalog_runs.id
+    sa.Column("path", sa.Text, nullable=False),  # absolute; display form (genretag.core.paths.display)
+    sa.Column("path_bytes", sa.LargeBinary, nullable=True),  # the exact bytes when the name is not UTF-8
+    sa.Column("reason", sa.Text, nullable=False),  # "not audio: ...", "macOS metadata ...", "cannot list folder: ...", ...
+)
+
+TABLES: dict[str, sa.Table] = {t.name: t for t in (catalog_tags, catalog_errors, catalog_runs, catalog_skips)}
+
 _CONFLICT_KEY = ["sha256", "model_version"]
 
 
@@ -192,12 +204,19 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or bool(getattr(exc, "connection_invalidated", False))
 
 
-def check_database(url: str) -> None:
+def _missing_folder(url: str, database: str) -> CatalogError:
+    folder = Path(database).absolute().parent
+    return CatalogError(f"catalog database {redact(url)} (file {database}): folder {folder} does not exist "
+                        "(a typo? --create-catalog creates it)")
+
+
+def check_database(url: str, *, create_folder: bool = False) -> None:
     """Fail now, in one line, when the catalog database at ``url`` cannot be reached or written.
 
-    Creates nothing: a SQLite file that does not exist yet is checked by writing a scratch file
-    in the nearest existing folder on its path; any other database (or an existing SQLite
-    file) is opened and a row is written and rolled back (:meth:`Catalog.check_writable`).
+    Creates nothing: a SQLite file that does not exist yet must be in an existing folder (unless
+    ``create_folder``: then in any folder that can be made under the nearest existing one), which is
+    checked by writing a scratch file there; any other database (or an existing SQLite file) is
+    opened and a row is written and rolled back (:meth:`Catalog.check_writable`).
     Raises CatalogError naming the database (password redacted) and the reason.
     """
     try:
@@ -207,6 +226,8 @@ def check_database(url: str) -> None:
     if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
         target = Path(parsed.database)
         if not target.exists():
+            if not create_folder and not target.absolute().parent.is_dir():
+                raise _missing_folder(url, parsed.database)
             folder = next(parent for parent in target.absolute().parents if parent.exists())
             try:
                 with tempfile.TemporaryFile(dir=folder):
@@ -221,13 +242,15 @@ def check_database(url: str) -> None:
 
 
 class Catalog:
-    """A connection to the catalog database; creates the tables when missing.
+    """A connection to the catalog database; creates the tables when missing, and a SQLite file's
+    folder only when ``create_folder`` (a typo in a path must not invent a database).
 
     Raises CatalogError (one line naming the database, password redacted) when the URL has
-    no installed driver, or the database cannot be reached, opened or written.
+    no installed driver, a SQLite file's folder does not exist (without ``create_folder``), or the
+    database cannot be reached, opened or written.
     """
 
-    def __init__(self, url: str, *, check_writable: bool = False):
+    def __init__(self, url: str, *, check_writable: bool = False, create_folder: bool = False):
         self.url = url
         try:
             backend = sa.make_url(url).get_backend_name()
@@ -236,7 +259,9 @@ class Catalog:
         try:
             if backend == "sqlite":
                 database = sa.make_url(url).database
-                if database and database != ":memory:":
+                if database and database != ":memory:" and not Path(database).absolute().parent.is_dir():
+                    if not create_folder:
+                        raise _missing_folder(url, database)
                     Path(database).parent.mkdir(parents=True, exist_ok=True)
             self.engine = sa.create_engine(url)
             if backend == "sqlite":
@@ -371,11 +396,30 @@ class Catalog:
                     changed += 1
         return changed
 
-    def record_run(self, row: Mapping[str, Any], *, run: str) -> None:
+    def record_run(self, row: Mapping[str, Any], *, run: str) -> int:
         """Append a run's row to catalog_runs: ``row`` holds its columns but finished_at and run
-        (genretag.tagging.summary.TaggingSummary.run_row); ``run`` is "prefect:<flow run id>" or "cli"."""
+        (genretag.tagging.summary.TaggingSummary.run_row); ``run`` is "prefect:<flow run id>" or "cli".
+        Returns the row's id (catalog_skips.run_id)."""
         with self.engine.begin() as connection:
-            connection.execute(sa.insert(catalog_runs).values(**row, finished_at=now_utc(), run=run))
+            result = connection.execute(sa.insert(catalog_runs).values(**row, finished_at=now_utc(), run=run))
+            return int(result.inserted_primary_key[0])
+
+    def record_skips(self, skips: Iterable[tuple[Path, str]], *, run_id: int) -> int:
+        """Name each skipped ``(path, reason)`` of run ``run_id`` (a catalog_runs id) in catalog_skips, in one
+        transaction; returns how many rows were written."""
+        rows = [{"run_id": run_id, "path": display(path), "path_bytes": exact_bytes(path), "reason": display(reason)}
+                for path, reason in skips]
+        if rows:
+            with self.engine.begin() as connection:
+                connection.execute(sa.insert(catalog_skips), rows)
+        return len(rows)
+
+    def find_skips(self, path: str | Path) -> list[dict[str, Any]]:
+        """The catalog_skips rows naming ``path`` (absolute, display form), newest run first."""
+        query = (sa.select(catalog_skips).where(catalog_skips.c.path == display(path))
+                 .order_by(catalog_skips.c.run_id.desc()))
+        with self.engine.connect() as connection:
+            return [dict(row) for row in connection.execute(query).mappings()]
 
     def find(self, sha256: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(tag rows, error rows) of the file content whose SHA-256 is or starts with ``sha256``, newest first."""
@@ -386,16 +430,17 @@ class Catalog:
                 found.append([dict(row) for row in connection.execute(query).mappings()])
         return found[0], found[1]
 
-    def read(self, table: Literal["catalog_tags", "catalog_errors", "catalog_runs"] = "catalog_tags", *,
+    def read(self, table: Literal["catalog_tags", "catalog_errors", "catalog_runs", "catalog_skips"] = "catalog_tags", *,
              model_version: str | None = None) -> pd.DataFrame:
-        """A table as a DataFrame (ordered by id), times as UTC."""
-        source = {"catalog_tags": catalog_tags, "catalog_errors": catalog_errors, "catalog_runs": catalog_runs}[table]
+        """A table as a DataFrame (ordered by id), times as UTC (``model_version``: not for catalog_skips)."""
+        source = TABLES[table]
         query = sa.select(source).order_by(source.c.id)
         if model_version is not None:
             query = query.where(source.c.model_version == model_version)
         with self.engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
         frame = pd.DataFrame(rows, columns=[c.name for c in source.columns])
-        time_column = {"catalog_tags": "scored_at", "catalog_errors": "failed_at", "catalog_runs": "finished_at"}[table]
-        frame[time_column] = pd.to_datetime(frame[time_column], utc=True)
+        time_column = {"catalog_tags": "scored_at", "catalog_errors": "failed_at", "catalog_runs": "finished_at"}.get(table)
+        if time_column:
+            frame[time_column] = pd.to_datetime(frame[time_column], utc=True)
         return frame

@@ -26,6 +26,8 @@ class TaggingSummary:
     listed: int = 0  # audio files (tracks) found
     not_audio: int = 0  # files skipped: no decoder reads their suffix
     apple_metadata: int = 0  # files skipped: AppleDouble ._* and __MACOSX/
+    folders_skipped: int = 0  # folders not walked: unreadable, or already walked (a link loop)
+    skips: list[dict[str, str]] = field(default_factory=list)  # every file and folder skipped: {"path", "reason"}
     moved: int = 0  # already-tagged files whose stored path was updated
     tagged: int = 0
     skipped: int = 0  # already tagged by this model version
@@ -62,6 +64,8 @@ class TaggingSummary:
     def count_skipped(self, scan: SourceScan) -> None:
         self.listed = len(scan.tracks)
         self.not_audio, self.apple_metadata = len(scan.not_audio), len(scan.apple_metadata)
+        self.folders_skipped = len(scan.folders_skipped)
+        self.skips = [{"path": display(skip.path), "reason": skip.reason} for skip in scan.skips()]
 
     @property
     def tracks_per_second(self) -> float:
@@ -115,6 +119,8 @@ class TaggingSummary:
             "listed": self.listed,
             "not_audio": self.not_audio,
             "apple_metadata": self.apple_metadata,
+            "folders_skipped": self.folders_skipped,
+            "skips": list(self.skips),
             "moved": self.moved,
             "tagged": self.tagged,
             "skipped": self.skipped,
@@ -138,7 +144,8 @@ class TaggingSummary:
             f"Source `{self.source}` -> `{self.database}`",
             "",
             f"{self.files} files: {self.listed} audio, {self.not_audio} skipped (not audio), "
-            f"{self.apple_metadata} skipped (macOS metadata: ._* and __MACOSX/)",
+            f"{self.apple_metadata} skipped (macOS metadata: ._* and __MACOSX/); {self.folders_skipped} folders not walked "
+            "(each skip named in catalog_skips)",
             "",
             "| tracks listed | tagged | skipped (already tagged) | duplicate content | failed | tracks/s | windows | silent windows |",
             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
