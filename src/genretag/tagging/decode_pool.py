@@ -19,7 +19,7 @@ from genretag.tagging.windows import TrackWindows, windows_or_reason
 
 log = logging.getLogger(__name__)
 
-DECODER_CRASHED = "decoder crashed: its decoding worker died while reading this file, twice"
+DECODER_CRASHED = "decoder crashed: its decoding worker died twice while reading this file alone"
 
 
 class _InlineExecutor(Executor):
@@ -64,8 +64,9 @@ def decode_files(
     At most ``in_flight`` files (0: twice the workers) are read ahead. With ``announce_waits``,
     a None comes first whenever the next track is not decoded yet (once per track): the consumer
     may use the wait. A worker that dies (killed, or a decoder crash) costs no track: the pool is
-    restarted and each track it lost is decoded again, alone, once; a track whose worker dies
-    again gets the reason :data:`DECODER_CRASHED`. Closing the iterator stops the workers.
+    restarted and each track the dead pool lost is decoded again, alone (so a death then is its own);
+    a track that kills its worker alone twice gets the reason :data:`DECODER_CRASHED`, and the run
+    goes on. Closing the iterator stops the workers.
     """
     n_workers = worker_count(workers)
     limit = max(in_flight or 2 * n_workers, 1) if parallel else 1
@@ -74,8 +75,13 @@ def decode_files(
     source = iter(items)
 
     def submit(path: str) -> Future:
-        return executor.submit(decode, path=path, sample_rate=sample_rate, clip_samples=clip_samples,
-                               max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs)
+        try:
+            return executor.submit(decode, path=path, sample_rate=sample_rate, clip_samples=clip_samples,
+                                   max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs)
+        except BrokenProcessPool as exc:  # a worker died since the last result: the track is lost like those in flight
+            lost: Future = Future()
+            lost.set_exception(exc)
+            return lost
 
     def refill() -> None:
         while len(pending) < limit:
@@ -91,12 +97,13 @@ def decode_files(
         executor = _process_pool(n_workers)
 
     def retry_alone(path: str) -> tuple[TrackWindows | None, str]:
-        try:
-            return submit(path).result()
-        except BrokenProcessPool:
-            log.warning("%s: %s", quoted(path), DECODER_CRASHED)
-            restart()
-            return None, DECODER_CRASHED
+        for _ in range(2):  # alone, a death is this track's own: the second one settles it
+            try:
+                return submit(path).result()
+            except BrokenProcessPool:
+                restart()
+        log.warning("%s: %s", quoted(path), DECODER_CRASHED)
+        return None, DECODER_CRASHED
 
     try:
         refill()
