@@ -138,10 +138,14 @@ def tag_catalog_flow(
     database_url: str | None = None,
     require_gpu: bool = False,
     max_windows: int | None = None,
+    rehash: bool = False,
+    retry_failed: bool = False,
     create_catalog: bool = False,
 ) -> dict:
-    """Tag every audio file of ``source`` once per model version; return the run's summary. A SQLite
-    catalog's missing folder is created only with ``create_catalog``."""
+    """Tag every audio file of ``source`` once per model version; return the run's summary. Only new or
+    changed files are read (``rehash``: every file); known failures are not decoded again unless
+    ``retry_failed``. A progress line reaches this flow run's log every score.progress_every_s seconds.
+    A SQLite catalog's missing folder is created only with ``create_catalog``."""
     logger = get_run_logger()
     started = time.perf_counter()
     params, paths = stage_context()
@@ -164,8 +168,9 @@ def tag_catalog_flow(
     run = TaggingRun(
         source, model=scoring_model, database_url=url, scorer=scorer, commit_every=score.commit_every,
         review_below=score.review_below, drift_limits=score, reference_genres=training_genre_counts(paths.tracks),
-        before_read=_read_fault, recorded_as=f"prefect:{flow_run.id}", log=logger, started=started,
-        create_catalog=create_catalog,
+        before_read=_read_fault, rehash=rehash, retry_failed=retry_failed, hash_workers=score.workers,
+        progress_every_s=score.progress_every_s, progress_bars=False,
+        recorded_as=f"prefect:{flow_run.id}", log=logger, started=started, create_catalog=create_catalog,
     )
     summary = run_steps(run, call=_call_as_task)
 

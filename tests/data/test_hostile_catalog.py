@@ -49,8 +49,9 @@ def test_a_symlink_loop_costs_one_error_row_not_the_run(tmp_path: Path) -> None:
     (tmp_path / "a.wav").symlink_to("b.wav")
     (tmp_path / "b.wav").symlink_to("a.wav")
     write_audio(tmp_path / "good.wav", tone(4))
-    hashed, failed = hash_tracks(scan_source(tmp_path).tracks, strict=True)
-    assert [t.track_id for t in hashed] == ["good"]
+    outcome = hash_tracks(scan_source(tmp_path).tracks, strict=True)
+    assert [t.track_id for t, _ in outcome.hashed] == ["good"]
+    failed = outcome.failed
     assert {f.track_id: f.reason for f in failed} == {"a": "cannot read: Too many levels of symbolic links",
                                                       "b": "cannot read: Too many levels of symbolic links"}
     assert len({f.sha256 for f in failed}) == 2
@@ -192,7 +193,7 @@ def test_every_file_of_a_hostile_folder_is_tagged_an_error_or_a_named_skip(tmp_p
     assert (summary["tagged"], summary["failed"], len(summary["skips"])) == (
         sum(v == "tag" for v in expected.values()), sum(v == "error" for v in expected.values()),
         sum(v == "skip" for v in expected.values()))
-    assert summary["folders_skipped"] == 2 and list(tables["catalog_skips"]["run_id"].unique()) == list(tables["catalog_runs"]["id"])
+    assert summary["folders_skipped"] == 2 and list(tables["catalog_skips"]["run_id"].unique()) == list(tables["catalog_runs"]["run_id"])
 
     errors = tables["catalog_errors"].assign(name=lambda f: f["path"].map(lambda p: os.path.relpath(p, music))).set_index("name")
     assert errors.loc["loop-a.wav", "reason"] == "cannot read: Too many levels of symbolic links"
@@ -205,3 +206,69 @@ def test_every_file_of_a_hostile_folder_is_tagged_an_error_or_a_named_skip(tmp_p
     tags = tables["catalog_tags"]
     assert tags["track_id"].is_unique and {"pyav.m4a", "pyav.opus"} <= set(tags["track_id"])
     assert all("\n" not in line for line in result.stderr.splitlines() if line.startswith(("failed:", "skipped:")))
+
+
+def test_track_ids_from_a_csv_are_unique(tmp_path: Path) -> None:
+    listing = tmp_path / "tracks.csv"
+    listing.write_text("track_id,path\n,a/x.wav\n,b/x.wav\nt1,c.wav\nt1,d.wav\nx-2,e.wav\n", encoding="utf-8")
+    assert [t.track_id for t in scan_source(listing).tracks] == ["x", "x-2", "t1", "t1-2", "x-2-2"]
+
+
+def test_names_are_quoted_in_the_markdown_failures_table_and_ingests_log_line(tmp_path: Path) -> None:
+    from genretag.core.config import Layout
+    from genretag.data.dataset import SourceFile, ingest, undecodable_line
+    from genretag.tagging.sources import TrackFailure
+    from genretag.tagging.summary import TaggingSummary
+
+    summary = TaggingSummary("/m", "sqlite://", "m", "1", "CPUExecutionProvider")
+    summary.add_failures([TrackFailure("t", Path("/m/new\nline|.wav"), "unreadable:0", "bad\nheader")])
+    rows = [line for line in summary.to_markdown().splitlines() if "line" in line]
+    assert rows == ["| `'/m/new\\nline\\|.wav'` | 'bad\\nheader' |"]
+
+    bad = tmp_path / "in" / "rock" / "rock\n01.wav"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"")
+    manifest = ingest([SourceFile(bad, "rock", "rock.01")], layout=Layout(tmp_path / "project"), sample_rate=SR, workers=1)
+    lines = [undecodable_line(path, reason) for path, reason in zip(manifest["source_path"], manifest["error"], strict=True)]
+    assert lines == [f"cannot decode {str(bad)!r}: empty file (0 bytes) (validation will quarantine it)"]
+
+
+def test_show_and_export_name_a_runs_skips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from genretag.cli.app import app
+    from tests.tagging_support import make_onnx_model, make_root
+
+    monkeypatch.setenv("GENRETAG_ROOT", str(make_root(tmp_path / "root", workers=1, max_windows=2)))
+    monkeypatch.delenv("GENRETAG_CATALOG_URL", raising=False)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    music, url = tmp_path / "music", f"sqlite:///{tmp_path / 'catalog.db'}"
+    write_audio(music / "song.wav", tone(4))
+    (music / "notes.txt").write_text("liner notes")
+    (music / "again").symlink_to(music)  # a link to a folder already walked
+    model = make_onnx_model(tmp_path / "v1.onnx", version="1", seed=1)
+    runner = CliRunner()
+
+    tagged = runner.invoke(app, ["tag-catalog", str(music), "--model", str(model), "--database", url])
+    assert tagged.exit_code == 0, tagged.output
+    assert "1 tagged" in tagged.output and "1 skipped (not audio), 0 skipped (macOS metadata), 1 folders not walked" in tagged.output
+    walked_again = f"folder already walked as {music} (a link loop or a second link to it)"
+    assert f"skipped: {music / 'again'}: {walked_again}" in tagged.output
+    with Catalog(url) as catalog:
+        run_id = catalog.read("catalog_runs")["run_id"].item()
+
+    for path, reason in ((music / "notes.txt", "not audio: no decoder reads suffix '.txt'"), (music / "again", walked_again)):
+        shown = runner.invoke(app, ["show", str(path), "--database", url])
+        assert (shown.exit_code, shown.output) == (0, f"{path}: skipped by run {run_id}: {reason}\n")
+    as_json = json.loads(runner.invoke(app, ["show", str(music / "notes.txt"), "--database", url, "--json"]).output)
+    assert (as_json["tags"], as_json["errors"]) == ([], [])
+    assert [(s["path"], s["reason"], s["run_id"]) for s in as_json["skips"]] == [
+        (str(music / "notes.txt"), "not audio: no decoder reads suffix '.txt'", run_id)]
+
+    out = tmp_path / "skips.jsonl"
+    exported = runner.invoke(app, ["export-tags", "--skips", "--format", "jsonl", "--out", str(out), "--database", url])
+    assert (exported.exit_code, exported.output) == (0, f"wrote 2 skipped files and folders to {out}\n")
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert sorted((r["path"], r["reason"], r["run_id"], r["run"]) for r in rows) == sorted([
+        (str(music / "notes.txt"), "not audio: no decoder reads suffix '.txt'", run_id, "cli"),
+        (str(music / "again"), walked_again, run_id, "cli")])

@@ -89,19 +89,29 @@ def not_audio_reason(path: Path) -> str:
     return f"not audio: no decoder reads suffix {path.suffix!r}" if path.suffix else "not audio: no file extension"
 
 
-def scan_folder(folder: str | Path) -> FolderScan:
-    """Walk ``folder`` recursively: every entry that is not a folder lands in one list.
+APPLE_METADATA_REASON = "macOS metadata (._* or __MACOSX/)"
 
-    Links to folders are followed; a folder reached again (same device and inode: a link loop,
-    or a second link to it) is skipped and named, as is a folder that cannot be listed (no
-    permission). Entries that are not regular files (broken links, file-link loops, pipes) are
-    listed by their name like any file, so the reader reports them instead of skipping them.
+FileKind = str
+"""What :func:`walk_folder` says an entry is: ``"audio"`` (a Path), or a :class:`Skip` of kind ``"not_audio"``,
+``"apple_metadata"`` or ``"folder"`` (a folder not walked)."""
+
+
+def walk_folder(folder: str | Path) -> Iterator[tuple[FileKind, Path | Skip]]:
+    """Every entry under ``folder`` that is not a walked folder, with its kind, lazily: ``("audio", path)``,
+    or ``(kind, Skip(path, reason))`` for a file skipped as not audio or macOS metadata and for a folder
+    not walked. Absolute paths, as named under ``folder`` (links are not resolved).
+
+    Order: depth first; in each folder its files (names sorted), then its subfolders (names sorted),
+    so that a folder's files come together (genretag.tagging.sources decides track ids per folder).
+    Holds one folder's listing at a time, plus the (device, inode) of each folder walked, never the
+    whole tree: a catalog of 10^6 files is walked in bounded memory.
+
+    Links to folders are followed; a folder reached again (same device and inode: a link loop, or a
+    second link to it) is skipped and named, as is a folder that cannot be listed (no permission).
+    Entries that are not regular files (broken links, file-link loops, pipes) are listed by their
+    name like any file, so the reader reports them instead of skipping them.
     """
     root = Path(os.path.abspath(Path(folder).expanduser()))
-    audio_files: list[Path] = []
-    not_audio: list[Path] = []
-    apple: list[Path] = []
-    skipped: list[Skip] = []
     walked: dict[tuple[int, int], Path] = {}
     stack = [root]
     while stack:
@@ -110,31 +120,43 @@ def scan_folder(folder: str | Path) -> FolderScan:
             status = directory.stat()
             key = (status.st_dev, status.st_ino)
             if key in walked:
-                skipped.append(Skip(directory, f"folder already walked as {walked[key]} (a link loop or a second link to it)"))
+                yield "folder", Skip(directory, f"folder already walked as {walked[key]} (a link loop or a second link to it)")
                 continue
             walked[key] = directory
             with os.scandir(directory) as listing:
-                entries = list(listing)
-        except OSError as exc:
-            skipped.append(Skip(directory, f"cannot list folder: {exc.strerror or exc}"))
+                entries = sorted((entry.name, _is_folder(entry)) for entry in listing)
+        except OSError as exc:  # gone since its parent was listed, forbidden, ...
+            yield "folder", Skip(directory, f"cannot list folder: {exc.strerror or exc}")
             continue
-        folders = []
-        for entry in entries:
-            path = Path(entry.path)
-            try:
-                is_folder = entry.is_dir()  # follows a link
-            except OSError:  # a link loop: listed as a file, the reader names why it fails
-                is_folder = False
+        for name, is_folder in entries:
+            path = directory / name
             if is_folder:
-                folders.append(path)
-            elif is_apple_metadata(path.relative_to(root)):
-                apple.append(path)
+                continue
+            if is_apple_metadata(path.relative_to(root)):
+                yield "apple_metadata", Skip(path, APPLE_METADATA_REASON)
             elif is_audio_name(path):
-                audio_files.append(path)
+                yield "audio", path
             else:
-                not_audio.append(path)
-        stack.extend(sorted(folders, reverse=True))
-    return FolderScan(sorted(audio_files), sorted(not_audio), sorted(apple), sorted(skipped, key=lambda s: s.path))
+                yield "not_audio", Skip(path, not_audio_reason(path))
+        stack.extend(directory / name for name, is_folder in reversed(entries) if is_folder)
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    """Whether a listed entry is a folder, following a link; a link loop is not (listed as a file, the
+    reader names why it fails)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def scan_folder(folder: str | Path) -> FolderScan:
+    """Every entry under ``folder`` (:func:`walk_folder`), in lists sorted by path (small folders)."""
+    found: dict[FileKind, list] = {"audio": [], "not_audio": [], "apple_metadata": [], "folder": []}
+    for kind, entry in walk_folder(folder):
+        found[kind].append(entry)
+    return FolderScan(sorted(found["audio"]), sorted(s.path for s in found["not_audio"]),
+                      sorted(s.path for s in found["apple_metadata"]), sorted(found["folder"], key=lambda s: s.path))
 
 
 @dataclass(frozen=True)

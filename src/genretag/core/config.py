@@ -152,6 +152,7 @@ class ScoreParams(_Section):
     drift_loudness_warn_db: float = Field(6.0, gt=0)  # warn when the run's mean level differs this much (dB) from the training clips'
     drift_min_tracks: int = Field(100, ge=1)  # a run tagging fewer tracks records its drift but warns on none (sampling noise)
     review_below: float = Field(0.5, ge=0, le=1)  # tags with a lower confidence are flagged needs_review (0: none)
+    progress_every_s: float = Field(30.0, gt=0)  # off a terminal, a progress line every this many seconds (genretag.tagging.progress)
 
     @field_validator("model", mode="before")
     @classmethod

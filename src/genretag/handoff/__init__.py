@@ -10,7 +10,7 @@ needs only a decoder, a resampler and onnxruntime. ``write_bundle`` puts into on
   ``validation.silence_rms_dbfs``, mean of the windows, the GPU batch cap);
 - ``genretag_reference.py``: the Python reference client (numpy, soundfile, python-soxr, onnxruntime);
 - ``genretag_reference.mjs`` with ``package.json`` and ``package-lock.json``: the Node.js reference
-  client (onnxruntime-node, pinned), WAV at the model's rate;
+  client (onnxruntime-node, pinned), WAV at any rate (a windowed-sinc resampler of its own);
 - ``MODEL_CARD.md`` when the registry stored one with the version;
 - ``README.md`` and ``MANIFEST.json`` (SHA-256 of every file, model name and versions).
 """
@@ -26,6 +26,7 @@ import onnx
 from genretag.core.atomic import atomic_path, write_json, write_text
 from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, cuda_batch_limit, read_contract, require_v2
 
+MODEL_CARD_NAME = "MODEL_CARD.md"  # beside every candidate's model.onnx, in its registry version and in the bundle
 PYTHON_CLIENT = "genretag_reference.py"
 NODE_CLIENT = "genretag_reference.mjs"
 CLIENT_FILES = (PYTHON_CLIENT, NODE_CLIENT, "package.json", "package-lock.json")
@@ -69,7 +70,7 @@ def write_bundle(
         stored = client_dir / name if client_dir is not None else None
         _copy(stored if stored is not None and stored.is_file() else installed, out_dir / name)
     if model_card is not None:
-        _copy(model_card, out_dir / "MODEL_CARD.md")
+        _copy(model_card, out_dir / MODEL_CARD_NAME)
     write_json(out_dir / "labels.json", list(contract.labels))
     write_json(out_dir / "scoring.json", {
         "contract_version": contract.contract_version,
@@ -93,7 +94,7 @@ def write_bundle(
             "outputs": [OUTPUT_NAME, EMBEDDING_NAME],
             "sha256": {
                 name: _sha256(out_dir / name)
-                for name in (*BUNDLE_FILES, *(["MODEL_CARD.md"] if model_card is not None else []))
+                for name in (*BUNDLE_FILES, *([MODEL_CARD_NAME] if model_card is not None else []))
             },
         },
     )
@@ -113,7 +114,8 @@ Python (numpy, soundfile, python-soxr, onnxruntime):
     pip install numpy soundfile soxr onnxruntime
     python {PYTHON_CLIENT} track.flac --top 3
 
-Node.js 18+ (onnxruntime-node, pinned in package-lock.json; WAV at {contract.sample_rate} Hz):
+Node.js 18+ (onnxruntime-node, pinned in package-lock.json; WAV at any rate, resampled to {contract.sample_rate} Hz;
+`node {NODE_CLIENT} --help` lists the options; `--json` prints the Python client's fields):
 
     npm ci        # offline mirrors: ONNXRUNTIME_NODE_INSTALL=skip ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm ci
     node {NODE_CLIENT} track.wav

@@ -123,19 +123,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=HERE, help="folder with model.onnx (default: this file's)")
     parser.add_argument("--top", type=int, default=3)
     parser.add_argument("--max-windows", type=int, default=None, help="0: every window (default: scoring.json)")
-    parser.add_argument("--json", action="store_true", help="one JSON object per file")
+    parser.add_argument("--json", action="store_true",
+                        help='one JSON object per file: {"file", "windows", "top": [{"genre", "probability"}], "probabilities": {label: p}}')
     args = parser.parse_args(argv)
     model = load_model(args.model_dir)
     failed = 0
     for path in args.files:
         try:
-            ranked = top(model, score_file(model, path, max_windows=args.max_windows), args.top)
+            waveform = decode(path, sample_rate=model.sample_rate)
+            count = len(windows(model, waveform, max_windows=args.max_windows))
+            probabilities = score_waveform(model, waveform, max_windows=args.max_windows)
         except (OSError, RuntimeError, ValueError, sf.LibsndfileError) as exc:
             print(f"{path}: error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        if args.json:
-            print(json.dumps({"file": str(path), "top": [{"genre": g, "probability": p} for g, p in ranked]}))
+        ranked = top(model, probabilities, args.top)
+        if args.json:  # the same fields as genretag_reference.mjs --json
+            print(json.dumps({"file": str(path), "windows": count, "top": [{"genre": g, "probability": p} for g, p in ranked],
+                              "probabilities": dict(zip(model.labels, map(float, probabilities), strict=True))}))
         else:
             print(f"{path}: " + ", ".join(f"{genre} {probability:.3f}" for genre, probability in ranked))
     return 1 if failed else 0

@@ -25,9 +25,10 @@ class WriteOutcome:
     embedding_sum: Any = None  # float64 [D] over their scored windows (None: nothing tagged)
 
 
-def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any, review_below: float) -> WriteOutcome:
+def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any, review_below: float,
+                  run_id: str | None = None) -> WriteOutcome:
     """Write genretag.tagging.scoring.ScoredTrack results (their keys are HashedTracks) in one commit
-    (``review_below``: :func:`tag_row`)."""
+    (``review_below``: :func:`tag_row`; ``run_id``: the tagging run's id, on each tag row)."""
     tags, errors, failures, audio, embedding_sums = [], [], [], [], []
     for result in results:
         track: HashedTrack = result.key
@@ -37,7 +38,7 @@ def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any, revie
         else:
             tags.append(tag_row(track, result.score, model_name=model.model_name, model_version=model.model_version,
                                 provider=model.provider, contract_version=model.contract_version, review_below=review_below,
-                                audio=result.audio))
+                                audio=result.audio, run_id=run_id))
             audio += [result.audio] if result.audio else []
             embedding_sums += [result.embedding_sum] if result.embedding_sum is not None else []
     counts = catalog.write(tags, errors)

@@ -54,10 +54,13 @@ def tag_row(
     track: HashedTrack, score: Any, *, model_name: str, model_version: str, provider: str, contract_version: int,
     review_below: float,
     audio: InputStats | None = None,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
     """A catalog_tags row for a genretag.tagging.scoring.TrackScore and the track's input statistics; flagged
-    needs_review when its confidence is below ``review_below`` (params score.review_below)."""
+    needs_review when its confidence is below ``review_below`` (params score.review_below); ``run_id``:
+    the tagging run that wrote it (catalog_runs.run_id)."""
     return {
+        "run_id": run_id,
         "source_sample_rate": audio.source_sample_rate if audio else None,
         "duration_s": audio.duration_s if audio else None,
         "loudness_dbfs": audio.loudness_dbfs if audio else None,

@@ -8,10 +8,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from genretag.core.paths import display
+from genretag.core.paths import display, quoted
 from genretag.evaluation.drift import InputStats, drift_markdown, drift_warnings, run_drift
 from genretag.tagging.commit import WriteOutcome
-from genretag.tagging.sources import SourceScan, TrackFailure
+from genretag.tagging.sources import Skip, TrackFailure
+
+NAMES_KEPT = 100  # paths a summary names per kind of skip (the counts are complete)
+
+
+def _cell(text: str) -> str:
+    """``text`` for one markdown table cell: quoted (genretag.core.paths.quoted) and its pipes escaped (GFM)."""
+    return quoted(text).replace("|", "\\|")
 
 
 @dataclass
@@ -27,8 +34,16 @@ class TaggingSummary:
     not_audio: int = 0  # files skipped: no decoder reads their suffix
     apple_metadata: int = 0  # files skipped: AppleDouble ._* and __MACOSX/
     folders_skipped: int = 0  # folders not walked: unreadable, or already walked (a link loop)
-    skips: list[dict[str, str]] = field(default_factory=list)  # every file and folder skipped: {"path", "reason"}
+    skips: list[dict[str, str]] = field(default_factory=list)  # files and folders skipped, NAMES_KEPT per kind: {"path", "reason"}
     moved: int = 0  # already-tagged files whose stored path was updated
+    unchanged: int = 0  # tracks whose fingerprint matched at the same path: not read
+    renamed: int = 0  # tracks whose fingerprint matched at another path (moved, renamed, hard link): not read
+    hashed: int = 0  # tracks read and hashed (new, changed, or --rehash)
+    bytes_hashed: int = 0
+    unstable: list[str] = field(default_factory=list)  # changed during every read: skipped, tried again next run
+    known_failures: int = 0  # content that failed with this model version before: not decoded again
+    known_failure_paths: list[str] = field(default_factory=list)  # the first NAMES_KEPT of them
+    changed_in_place: list[str] = field(default_factory=list)  # --rehash: new content under an unchanged fingerprint
     tagged: int = 0
     skipped: int = 0  # already tagged by this model version
     duplicates: int = 0  # same bytes as another file of this run
@@ -61,11 +76,21 @@ class TaggingSummary:
         """Every file under the source: tagged + skipped + duplicates + failed + not audio + metadata."""
         return self.listed + self.not_audio + self.apple_metadata
 
-    def count_skipped(self, scan: SourceScan) -> None:
-        self.listed = len(scan.tracks)
-        self.not_audio, self.apple_metadata = len(scan.not_audio), len(scan.apple_metadata)
-        self.folders_skipped = len(scan.folders_skipped)
-        self.skips = [{"path": display(skip.path), "reason": skip.reason} for skip in scan.skips()]
+    def add_skip(self, kind: str, skip: Skip) -> bool:
+        """One more entry skipped: a file of ``kind`` "not_audio" or "apple_metadata", or a "folder" not walked.
+        Counted; named in :attr:`skips` while fewer than NAMES_KEPT of its kind are (returns whether it is)."""
+        field_name = "folders_skipped" if kind == "folder" else kind
+        count = getattr(self, field_name) + 1
+        setattr(self, field_name, count)
+        if count <= NAMES_KEPT:
+            self.skips.append({"path": display(skip.path), "reason": skip.reason})
+        return count <= NAMES_KEPT
+
+    def add_known_failures(self, paths: Iterable[str]) -> None:
+        for path in paths:
+            self.known_failures += 1
+            if len(self.known_failure_paths) < NAMES_KEPT:
+                self.known_failure_paths.append(display(path))
 
     @property
     def tracks_per_second(self) -> float:
@@ -122,6 +147,14 @@ class TaggingSummary:
             "folders_skipped": self.folders_skipped,
             "skips": list(self.skips),
             "moved": self.moved,
+            "unchanged": self.unchanged,
+            "renamed": self.renamed,
+            "hashed": self.hashed,
+            "bytes_hashed": self.bytes_hashed,
+            "unstable": list(self.unstable),
+            "known_failures": self.known_failures,
+            "known_failure_paths": list(self.known_failure_paths),
+            "changed_in_place": list(self.changed_in_place),
             "tagged": self.tagged,
             "skipped": self.skipped,
             "duplicates": self.duplicates,
@@ -152,6 +185,16 @@ class TaggingSummary:
             f"| {self.listed} | {self.tagged} | {self.skipped} | {self.duplicates} | {self.failed} "
             f"| {self.tracks_per_second:.2f} | {self.windows_scored} | {self.windows_silent} |",
             "",
+            f"Read: {self.hashed} files hashed ({self.bytes_hashed / 1e6:.1f} MB); not read: {self.unchanged} unchanged, "
+            f"{self.renamed} moved or renamed (known by their fingerprint). {self.known_failures} known failures not decoded "
+            f"again (--retry-failed decodes them); {len(self.unstable)} unstable (changing while read: tried again next run).",
+            "",
+            *(f"- changing while read: `{quoted(path)}`" for path in self.unstable[:NAMES_KEPT]),
+            *(f"- failed before with this model version: `{quoted(path)}`" for path in self.known_failure_paths),
+            *(f"- **changed in place** (same size and mtime, found by --rehash): `{quoted(path)}`"
+              for path in self.changed_in_place[:NAMES_KEPT]),
+            *(f"- skipped: `{quoted(skip['path'])}`: {skip['reason']}" for skip in self.skips),
+            "",
             "## Genres tagged in this run",
             "",
             "| genre | tracks |",
@@ -166,7 +209,7 @@ class TaggingSummary:
         if self.failures:
             lines += ["", "## Failed files", "", "| file | reason |", "| --- | --- |"]
             lines += [
-                f"| `{f['path']}` | {f['reason'].replace('|', '/')} |" for f in self.failures[:max_failures]
+                f"| `{_cell(f['path'])}` | {_cell(f['reason'])} |" for f in self.failures[:max_failures]
             ]
             if len(self.failures) > max_failures:
                 lines.append(f"| ... | {len(self.failures) - max_failures} more in catalog_errors |")

@@ -21,7 +21,7 @@ import numpy as np
 from genretag.core.atomic import atomic_open
 from genretag.evaluation.calibration import Calibration
 from genretag.onnx.contract import ModelContract
-from genretag.training.card import MODEL_CARD_NAME
+from genretag.handoff import MODEL_CARD_NAME
 from genretag.training.parity import DEFAULT_TOLERANCE, Exportable, ParityReport, TestClips, check_parity
 from genretag.training.sealing import seal
 from genretag.training.temperature import DEFAULT_TEMPERATURE_MIN_CLIPS, calibrate_sealed
