@@ -20,7 +20,7 @@ from genretag.audio import decoding as audio
 from genretag.core.atomic import write_csv, write_json
 from genretag.core.config import AudioParams, Layout, Params, SplitParams, worker_count
 from genretag.core.errors import AudioError, ConfigError, ReviewError, TrainingDataError
-from genretag.core.paths import absolute, display, exact_bytes
+from genretag.core.paths import absolute, display, exact_bytes, quoted
 from genretag.core.processes import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -244,6 +244,12 @@ def _row(source: SourceFile, *, root: Path, **values: object) -> dict[str, objec
     row.update(track_id=source.track_id, genre=source.genre, source_path=_relative(source.path, root),
                source_path_bytes=exact.hex() if exact else "", provenance=source.provenance, **values)
     return row
+
+
+def undecodable_line(source_path: str, reason: str) -> str:
+    """The log line of a manifest row whose file could not be decoded: its ``source_path`` and ``reason``,
+    each quoted (genretag.core.paths.quoted: a name with a newline stays on its line)."""
+    return f"cannot decode {quoted(source_path)}: {quoted(reason)} (validation will quarantine it)"
 
 
 def ingest_file(source: SourceFile, *, sha256: str, root: Path, raw_dir: Path, sample_rate: int) -> dict[str, object]:
