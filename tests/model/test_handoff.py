@@ -39,7 +39,7 @@ import genretag_reference as reference
 model = reference.load_model(bundle)
 scores = {}
 for audio in sys.argv[4:]:
-    probabilities = reference.score_file(model, audio)
+    probabilities = reference.score_file(model, audio).probabilities
     scores[audio] = {"top": reference.top(model, probabilities, 3), "probabilities": dict(zip(model.labels, probabilities.tolist()))}
 print(json.dumps({
     "scores": scores,

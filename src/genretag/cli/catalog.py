@@ -92,6 +92,7 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
     from genretag.tagging.run import tag_catalog as tag
     from genretag.evaluation.drift import training_genre_counts
     from genretag.onnx.session import open_model
+    from genretag.tagging.early_exit import early_exit_of
 
     score = params.score
     log = logging.getLogger("genretag.tag-catalog")  # the scan's counts and, off a terminal, the progress lines, on stderr
@@ -102,13 +103,13 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
         log.setLevel(logging.INFO)
         log.propagate = False
     summary = tag(
-        source, model=open_model(model_file, require_gpu=require_gpu),
+        source, model=open_model(model_file, require_gpu=require_gpu, batch_memory_mb=score.batch_memory_mb),
         database_url=catalog_url(params, root=root, override=database),
         max_windows=score.max_windows if max_windows is None else max_windows, batch_size=score.batch_size,
         commit_every=score.commit_every, workers=score.workers, silence_rms_dbfs=params.validation.silence_rms_dbfs,
         reference_genres=training_genre_counts(layout(root).tracks), review_below=score.review_below, drift_limits=score,
         rehash=rehash, retry_failed=retry_failed, progress_every_s=score.progress_every_s, log=log,
-        create_catalog=create_catalog,
+        early_exit=early_exit_of(score), create_catalog=create_catalog,
     )
     for line in summary.drift_warnings:
         typer.echo(f"warning: {line}", err=True)
@@ -131,7 +132,7 @@ def show(
     from genretag.core.errors import GenretagError
     from genretag.core.paths import absolute, quoted
     from genretag.tagging.export import json_row
-    from genretag.tagging.rows import timeline_lines
+    from genretag.tagging.rows import timeline_lines, unknown_prefix
     from genretag.tagging.store import Catalog, catalog_url
 
     try:
@@ -160,7 +161,8 @@ def show(
         top = "  ".join(f"{t['genre']} {t['probability']:.3f}" for t in json.loads(row["top3"]))
         flag = ", needs review" if row["needs_review"] else ""
         typer.echo(f"{row['path']} (sha256 {row['sha256'][:12]}) {row['model_name']} {row['model_version']} "
-                   f"on {row['provider']}, {row['scored_at']:%Y-%m-%d %H:%M}: {top}  ({row['windows_scored']} windows{flag})")
+                   f"on {row['provider']}, {row['scored_at']:%Y-%m-%d %H:%M}: {unknown_prefix(row['genre'], row['unknown_score'])}{top}  "
+                   f"({row['windows_scored']} windows{flag})")
         for line in timeline_lines(row["window_probabilities"]):
             typer.echo(line)
     for row in errors:

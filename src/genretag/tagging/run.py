@@ -32,6 +32,7 @@ from genretag.core.paths import absolute, display, quoted
 from genretag.tagging.progress import Progress
 from genretag.onnx.session import ScoringModel
 from genretag.tagging.commit import write_results
+from genretag.tagging.early_exit import EarlyExit
 from genretag.tagging.rows import error_row
 from genretag.tagging.scoring import ScoredTrack, score_files
 from genretag.tagging.sources import (
@@ -55,18 +56,21 @@ from genretag.tagging.store import Catalog, redact
 from genretag.tagging.summary import TaggingSummary
 
 SCAN_CHUNK = 1000  # tracks per scan step (stat, fingerprint lookup, hash, plan): the memory of a scan, and what a retry redoes
+NO_OPEN_SET = ("model {name} {version} has no out-of-taxonomy score (exported before genretag.open_set): it cannot say "
+               "'unknown', every track gets one of its genres; re-export it (`dvc repro`, stage candidate-<id>) to add one")
 
 Scorer = Callable[[Sequence[HashedTrack]], Iterator[ScoredTrack]]
 """Scores the tracks to tag: one ScoredTrack per track, in any order (decoded here or elsewhere)."""
 
 
-def local_scorer(model: ScoringModel, *, max_windows: int, batch_size: int, workers: int, silence_rms_dbfs: float) -> Scorer:
+def local_scorer(model: ScoringModel, *, max_windows: int, batch_size: int, workers: int, silence_rms_dbfs: float,
+                 early_exit: EarlyExit | None = None) -> Scorer:
     """Decode in ``workers`` local processes (0: every core) and score here
-    (genretag.tagging.scoring.score_files; ``max_windows`` 3-s windows per track, 0: all)."""
+    (genretag.tagging.scoring.score_files; ``max_windows`` 3-s windows per track, 0: all; ``early_exit``: in rounds)."""
 
     def score(todo: Sequence[HashedTrack]) -> Iterator[ScoredTrack]:
         return score_files(model, ((t, t.path) for t in todo), max_windows=max_windows, batch_size=batch_size,
-                           workers=workers, silence_rms_dbfs=silence_rms_dbfs)
+                           workers=workers, silence_rms_dbfs=silence_rms_dbfs, early_exit=early_exit)
 
     return score
 
@@ -121,6 +125,9 @@ class TaggingRun:
         self.log = log
         self.started = time.perf_counter() if started is None else started
         self.summary = TaggingSummary(display(source), redact(database_url), model.model_name, model.model_version, model.provider)
+        if not model.contract.open_set.available:  # said once per run, on the log and in the summary
+            self.summary.notes.append(NO_OPEN_SET.format(name=model.model_name, version=model.model_version))
+            self.log.warning(self.summary.notes[-1])
         self.catalog: Catalog | None = None
         self.progress: Progress | None = None
         self.entries: Iterator[SourceEntry] = iter(())
@@ -435,6 +442,7 @@ def tag_catalog(
     progress_every_s: float = 30.0,
     progress_bars: bool | None = None,
     log: logging.Logger | logging.LoggerAdapter = logging.getLogger(__name__),
+    early_exit: EarlyExit | None = None,
     create_catalog: bool = False,
 ) -> TaggingSummary:
     """Tag every audio file of ``source`` with an open genretag.onnx.session.ScoringModel: the steps
@@ -449,11 +457,13 @@ def tag_catalog(
     changed (their fingerprint), on ``workers`` threads; ``rehash`` reads every file. Content that
     failed with this model version is not decoded again unless ``retry_failed``. Progress: bars on
     stderr when it is a terminal (``progress_bars`` None), else a line on ``log`` every
-    ``progress_every_s`` seconds. A SQLite catalog's folder is created only with ``create_catalog``.
-    Raises ScoringError when the source does not exist and CatalogError when the database cannot be
-    opened or written, both before anything is created.
+    ``progress_every_s`` seconds. With ``early_exit`` each track's windows are scored in rounds until the
+    rest cannot change its genre (genretag.tagging.early_exit). A SQLite catalog's folder is created only
+    with ``create_catalog``. Raises ScoringError when the source does not exist and CatalogError when the
+    database cannot be opened or written, both before anything is created.
     """
-    scorer = local_scorer(model, max_windows=max_windows, batch_size=batch_size, workers=workers, silence_rms_dbfs=silence_rms_dbfs)
+    scorer = local_scorer(model, max_windows=max_windows, batch_size=batch_size, workers=workers, silence_rms_dbfs=silence_rms_dbfs,
+                          early_exit=early_exit)
     run = TaggingRun(source, model=model, database_url=database_url, scorer=scorer, commit_every=commit_every,
                      review_below=review_below, drift_limits=drift_limits, reference_genres=reference_genres,
                      before_read=before_read, rehash=rehash, retry_failed=retry_failed, hash_workers=workers,

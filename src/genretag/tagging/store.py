@@ -66,6 +66,12 @@ catalog_tags = sa.Table(
     sa.Column("window_probabilities", sa.Text, nullable=True),  # JSON, see window_timeline
     # Added with exports that name their run: catalog_runs.run_id of the run that wrote the row (old rows: empty).
     sa.Column("run_id", sa.String(64), nullable=True),
+    # Added with early exit (genretag.tagging.early_exit): the non-silent windows the track offered (up to
+    # score.max_windows), of which windows_scored were used; empty for rows written before.
+    sa.Column("windows_available", sa.Integer, nullable=True),
+    # Added with the out-of-taxonomy score (issue 21): the mean of the windows' unknown_score; NULL for a model
+    # without one (and rows written before). Past the model's threshold the genre is "unknown" (rows.is_unknown).
+    sa.Column("unknown_score", sa.Float, nullable=True),
     sa.UniqueConstraint("sha256", "model_version", name="uq_catalog_tags_sha256_model_version"),
 )
 

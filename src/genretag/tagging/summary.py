@@ -58,6 +58,7 @@ class TaggingSummary:
     embedding_sum: Any = None  # float64 [D]: sum of the tagged windows' embeddings (None: none yet)
     drift: dict[str, Any] = field(default_factory=dict)  # genretag.drift.run_drift, set by finish_drift
     drift_warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the run says once (e.g. a model that cannot say unknown)
 
     def finish_drift(self, reference: Mapping[str, Any] | None, *, score: Any, fallback_genres: Mapping[str, int] | None = None) -> list[str]:
         """Measure the run's drift against the model's training ``reference`` (its contract's
@@ -168,6 +169,7 @@ class TaggingSummary:
             "windows_silent": self.windows_silent,
             "seconds": round(self.seconds, 3),
             "tracks_per_second": round(self.tracks_per_second, 3),
+            "notes": list(self.notes),
         }
 
     def to_markdown(self, *, max_failures: int = 50) -> str:
@@ -195,6 +197,7 @@ class TaggingSummary:
               for path in self.changed_in_place[:NAMES_KEPT]),
             *(f"- skipped: `{quoted(skip['path'])}`: {skip['reason']}" for skip in self.skips),
             "",
+            *(line for note in self.notes for line in (f"Note: {note}", "")),
             "## Genres tagged in this run",
             "",
             "| genre | tracks |",
