@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
@@ -52,12 +52,22 @@ APPLE_METADATA_FOLDER = "__MACOSX"
 
 
 @dataclass(frozen=True)
+class Skip:
+    """A path a walk did not take, and why (a folder it could not list or had already walked)."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
 class FolderScan:
-    """Every file under a folder, sorted into exactly one of three lists (absolute paths)."""
+    """Every file under a folder, sorted into exactly one of three lists (absolute paths), and the
+    folders that were not walked, each with its reason."""
 
     audio: list[Path]
     not_audio: list[Path]  # suffix outside AUDIO_EXTENSIONS
     apple_metadata: list[Path]  # ``._*`` files and anything under ``__MACOSX/``
+    folders_skipped: list[Skip] = field(default_factory=list)
 
     @property
     def files(self) -> int:
@@ -73,44 +83,80 @@ def is_audio_name(path: Path) -> bool:
     return path.suffix.lower() in AUDIO_EXTENSIONS
 
 
+def not_audio_reason(path: Path) -> str:
+    """Why a file is skipped as not audio: the name decides, the content is never read (a WAV
+    without an extension is not audio until it is named ``.wav``)."""
+    return f"not audio: no decoder reads suffix {path.suffix!r}" if path.suffix else "not audio: no file extension"
+
+
+APPLE_METADATA_REASON = "macOS metadata (._* or __MACOSX/)"
+
 FileKind = str
-"""What :func:`walk_folder` says a file is: ``"audio"``, ``"not_audio"`` or ``"apple_metadata"``."""
+"""What :func:`walk_folder` says an entry is: ``"audio"`` (a Path), or a :class:`Skip` of kind ``"not_audio"``,
+``"apple_metadata"`` or ``"folder"`` (a folder not walked)."""
 
 
-def walk_folder(folder: str | Path) -> Iterator[tuple[FileKind, Path]]:
-    """Every entry under ``folder`` that is not a folder, with its kind, lazily, in the order of
-    ``sorted(rglob("*"))`` (each folder's names sorted; a folder's files come at its name's place).
+def walk_folder(folder: str | Path) -> Iterator[tuple[FileKind, Path | Skip]]:
+    """Every entry under ``folder`` that is not a walked folder, with its kind, lazily: ``("audio", path)``,
+    or ``(kind, Skip(path, reason))`` for a file skipped as not audio or macOS metadata and for a folder
+    not walked. Absolute paths, as named under ``folder`` (links are not resolved).
 
-    Holds one folder's listing at a time, never the whole tree, so a catalog of 10^6 files can be
-    walked in bounded memory. Folders reached through a symbolic link are not entered (as rglob);
-    entries that are not regular files (broken links, pipes) are listed by their name like any
-    file, so the reader reports them instead of skipping them. Absolute paths.
+    Order: depth first; in each folder its files (names sorted), then its subfolders (names sorted),
+    so that a folder's files come together (genretag.tagging.sources decides track ids per folder).
+    Holds one folder's listing at a time, plus the (device, inode) of each folder walked, never the
+    whole tree: a catalog of 10^6 files is walked in bounded memory.
+
+    Links to folders are followed; a folder reached again (same device and inode: a link loop, or a
+    second link to it) is skipped and named, as is a folder that cannot be listed (no permission).
+    Entries that are not regular files (broken links, file-link loops, pipes) are listed by their
+    name like any file, so the reader reports them instead of skipping them.
     """
     root = Path(os.path.abspath(Path(folder).expanduser()))
-
-    def walk(directory: Path, relative: tuple[str, ...]) -> Iterator[tuple[FileKind, Path]]:
+    walked: dict[tuple[int, int], Path] = {}
+    stack = [root]
+    while stack:
+        directory = stack.pop()
         try:
-            with os.scandir(directory) as entries:
-                names = sorted((entry.name, entry.is_dir(follow_symlinks=False), entry.is_dir()) for entry in entries)
-        except (NotADirectoryError, FileNotFoundError):
-            return
-        for name, real_dir, any_dir in names:
+            status = directory.stat()
+            key = (status.st_dev, status.st_ino)
+            if key in walked:
+                yield "folder", Skip(directory, f"folder already walked as {walked[key]} (a link loop or a second link to it)")
+                continue
+            walked[key] = directory
+            with os.scandir(directory) as listing:
+                entries = sorted((entry.name, _is_folder(entry)) for entry in listing)
+        except OSError as exc:  # gone since its parent was listed, forbidden, ...
+            yield "folder", Skip(directory, f"cannot list folder: {exc.strerror or exc}")
+            continue
+        for name, is_folder in entries:
             path = directory / name
-            if real_dir:
-                yield from walk(path, (*relative, name))
-            elif not any_dir:
-                inner = Path(*relative, name)
-                yield ("apple_metadata" if is_apple_metadata(inner) else "audio" if is_audio_name(path) else "not_audio"), path
+            if is_folder:
+                continue
+            if is_apple_metadata(path.relative_to(root)):
+                yield "apple_metadata", Skip(path, APPLE_METADATA_REASON)
+            elif is_audio_name(path):
+                yield "audio", path
+            else:
+                yield "not_audio", Skip(path, not_audio_reason(path))
+        stack.extend(directory / name for name, is_folder in reversed(entries) if is_folder)
 
-    yield from walk(root, ())
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    """Whether a listed entry is a folder, following a link; a link loop is not (listed as a file, the
+    reader names why it fails)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def scan_folder(folder: str | Path) -> FolderScan:
-    """Every file under ``folder`` (:func:`walk_folder`), sorted into exactly one of three lists."""
-    found: dict[FileKind, list[Path]] = {"audio": [], "not_audio": [], "apple_metadata": []}
-    for kind, path in walk_folder(folder):
-        found[kind].append(path)
-    return FolderScan(found["audio"], found["not_audio"], found["apple_metadata"])
+    """Every entry under ``folder`` (:func:`walk_folder`), in lists sorted by path (small folders)."""
+    found: dict[FileKind, list] = {"audio": [], "not_audio": [], "apple_metadata": [], "folder": []}
+    for kind, entry in walk_folder(folder):
+        found[kind].append(entry)
+    return FolderScan(sorted(found["audio"]), sorted(s.path for s in found["not_audio"]),
+                      sorted(s.path for s in found["apple_metadata"]), sorted(found["folder"], key=lambda s: s.path))
 
 
 @dataclass(frozen=True)

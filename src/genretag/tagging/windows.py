@@ -11,6 +11,7 @@ import numpy as np
 from genretag.audio.clips import cut_clips
 from genretag.audio.decoding import decode_windows, is_silent
 from genretag.core.errors import AudioError
+from genretag.core.processes import captured_stderr
 from genretag.dsp.spectrogram import window_starts
 from genretag.evaluation.drift import InputStats, window_loudness
 
@@ -25,6 +26,7 @@ class TrackWindows:
     silent: int = 0
     starts: np.ndarray | None = None  # int64 [n]: each scored window's first sample in the track (None: unknown)
     audio: InputStats | None = None
+    decoder_messages: tuple[str, ...] = ()  # what the C decoders wrote to stderr while reading the file
 
 
 def drop_silent(windows: np.ndarray, *, starts: np.ndarray | None = None, silence_rms_dbfs: float = -60.0) -> TrackWindows:
@@ -87,12 +89,22 @@ def track_windows(
 def windows_or_reason(
     *, path: str, sample_rate: int, clip_samples: int, max_windows: int, silence_rms_dbfs: float
 ) -> tuple[TrackWindows | None, str]:
-    """Worker entry (a process or a Dask task): the track's windows, or why it cannot be scored (never raises)."""
-    try:
-        return track_windows(
-            path, sample_rate=sample_rate, clip_samples=clip_samples, max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs
-        ), ""
-    except AudioError as exc:
-        return None, exc.reason
-    except Exception as exc:  # noqa: BLE001 - one odd file must not stop a catalog run
-        return None, f"cannot process: {type(exc).__name__}: {exc}"
+    """Worker entry (a process or a Dask task): the track's windows, or why it cannot be scored (never raises).
+
+    What the C decoders print on stderr meanwhile (libmpg123's "Giving up searching valid MPEG header")
+    is captured (genretag.core.processes.captured_stderr): appended to the reason of a failure as
+    ``(decoder said: ...)``, kept in ``TrackWindows.decoder_messages`` of a success.
+    """
+    windows, reason = None, ""
+    with captured_stderr() as said:
+        try:
+            windows = track_windows(
+                path, sample_rate=sample_rate, clip_samples=clip_samples, max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs
+            )
+        except AudioError as exc:
+            reason = exc.reason
+        except Exception as exc:  # noqa: BLE001 - one odd file must not stop a catalog run
+            reason = f"cannot process: {type(exc).__name__}: {exc}"
+    if windows is None:
+        return None, f"{reason} (decoder said: {'; '.join(said)})" if said else reason
+    return (dataclasses.replace(windows, decoder_messages=tuple(said)) if said else windows), ""
