@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -373,13 +374,15 @@ def _gate_run(client: Any, params: Params, *, decision: Decision | None, reason:
                                tags={"genretag.stage": "gate", "genretag.model_name": settings.model_name}).info.run_id
     stamp = int(time.time() * 1000)
     figures: dict[str, float] = {}
-    for model, evidence in (decision.evidence.items() if decision else ()):
+    for name, evidence in (decision.evidence.items() if decision else ()):
+        model = _metric_prefix(name)
         for metric, interval in evidence.metrics.items():
             figures |= {f"{model}.{metric}": interval.estimate, f"{model}.{metric}_low": interval.low, f"{model}.{metric}_high": interval.high}
         figures |= {f"{model}.chance_p": evidence.chance_p, f"{model}.servable": float(evidence.servable)}
         if evidence.baseline_test is not None:
             figures[f"{model}.baseline_p"] = evidence.baseline_test.p_less
-    for model, comparison in (decision.comparisons.items() if decision else ()):
+    for name, comparison in (decision.comparisons.items() if decision else ()):
+        model = _metric_prefix(name)
         figures |= {f"{model}.gain": comparison.gain.estimate, f"{model}.gain_low": comparison.gain.low,
                     f"{model}.gain_p": comparison.test.p_greater}
     versions = {entry.name: entry.version for entry in entries if entry.version}
@@ -394,6 +397,12 @@ def _gate_run(client: Any, params: Params, *, decision: Decision | None, reason:
               RunTag("genretag.gate.versions", json.dumps(versions))],
     )
     return run_id
+
+
+def _metric_prefix(model: str) -> str:
+    """``model`` as an MLflow metric name prefix: the characters MLflow refuses dropped (a refit's entry,
+    "mfcc-logreg (all tracks)", logs as "mfcc-logreg all tracks.<figure>")."""
+    return re.sub(r"[^\w\-. :/]", "", model)
 
 
 def _version_tags(client: Any, name: str, version: str, *, evidence: Evidence | None, decision: Decision, verdict: str, problem: str) -> None:
