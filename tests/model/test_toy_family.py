@@ -40,7 +40,7 @@ def toy_project(root: Path, **section: object):
 
 def test_the_toy_family_is_known_only_where_params_name_its_module(tmp_path):
     with pytest.raises(ConfigError, match="unknown candidate 'toy-bands'"):
-        load_params(_write(tmp_path / "a.yaml", {"train": {"candidates": [TOY]}, "register": {"baseline": None}}))
+        load_params(_write(tmp_path / "a.yaml", {"train": {"candidates": [TOY]}}))
     with pytest.raises(ConfigError, match=r"families\.toy-bands\.floor = -1"):
         load_params(_write(tmp_path / "b.yaml", {"train": {"candidates": [TOY], "family_modules": ["tests.toy_family"]},
                                                  "register": {"baseline": TOY}, "families": {TOY: {"floor": -1}}}))

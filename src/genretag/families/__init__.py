@@ -120,7 +120,8 @@ def _import(module: str, *, origin: str) -> None:
 def registry(modules: Sequence[str] = ()) -> Mapping[str, type]:
     """Every registered family class by name: the modules of this package, the modules named by the
     :data:`FAMILY_ENTRY_POINTS` entry points, and ``modules`` (``train.family_modules``, e.g.
-    ``tests.toy_family``), each imported once. Family modules import no framework at import time.
+    ``tests.toy_family``), each imported once; a family registered by another module imported earlier in this
+    process (another project's ``family_modules``) is not one of them. Family modules import no framework at import time.
 
     Raises :class:`~genretag.core.errors.ConfigError` naming a module that cannot be imported.
     """
@@ -129,11 +130,14 @@ def registry(modules: Sequence[str] = ()) -> Mapping[str, type]:
 
     for info in pkgutil.iter_modules(__path__):
         _import(f"{__name__}.{info.name}", origin="genretag.families")
+    named = {entry.value.partition(":")[0] for entry in importlib.metadata.entry_points(group=FAMILY_ENTRY_POINTS)}
     for entry in importlib.metadata.entry_points(group=FAMILY_ENTRY_POINTS):
         _import(entry.value.partition(":")[0], origin=f"entry point {FAMILY_ENTRY_POINTS}:{entry.name}")
     for module in modules:
         _import(module, origin="train.family_modules")
-    return dict(_REGISTRY)
+    named |= set(modules)
+    return {name: cls for name, cls in _REGISTRY.items()
+            if cls.__module__ == __name__ or cls.__module__.startswith(f"{__name__}.") or cls.__module__ in named}
 
 
 def candidate_ids(family: type) -> tuple[str, ...]:
