@@ -50,9 +50,11 @@ def decode_files(
     in_flight: int = 0,
     parallel: bool = True,
     announce_waits: bool = False,
+    first: int = 0,
 ) -> Iterator[DecodedTrack | None]:
     """Decode ``(key, path)`` items at ``sample_rate`` into windows of ``clip_samples`` (:func:`track_windows`)
-    in ``workers`` local processes (0: every core), in input order.
+    in ``workers`` local processes (0: every core), in input order; ``first`` > 0 decodes only each
+    track's first round of that many windows (early exit: the scorer decodes the rest as it needs them).
 
     At most ``in_flight`` files (0: twice the workers) are read ahead. With ``announce_waits``,
     a None comes first whenever the next track is not decoded yet (once per track): the consumer
@@ -72,7 +74,7 @@ def decode_files(
                 return
             job = executor.submit(
                 windows_or_reason, path=str(path), sample_rate=sample_rate, clip_samples=clip_samples,
-                max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs,
+                max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs, first=first,
             )
             pending.append((key, str(path), job))
 
