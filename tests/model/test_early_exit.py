@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-import math
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,9 @@ from genretag.onnx.contract import LIVE_ACTIVATIONS, largest_activation, memory_
 from genretag.onnx.session import open_model
 from genretag.tagging.early_exit import EarlyExit, betting_log_capital, settled, spread_order
 from genretag.tagging.run import tag_catalog
-from genretag.tagging.scoring import score_files
+from genretag.tagging.scoring import TrackScore, score_files
 from genretag.tagging.store import Catalog
+from tests.conftest import tone, write_audio
 from tests.tagging_support import make_good_files, make_onnx_model
 
 
@@ -112,6 +114,27 @@ def test_early_exit_stops_a_long_track_early_with_the_genre_of_all_its_windows(c
     assert list(long.window_starts_s) == sorted(long.window_starts_s)  # the timeline in time order
     assert set(long.window_starts_s) < set(full["long70.wav"].window_starts_s)
     assert full["long70.wav"].windows_available == 23  # without early exit every window is used
+
+
+def test_a_60_s_file_that_stops_early_decodes_only_the_rounds_it_scored(confident: Path, tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    write_audio(tmp_path / "long60.ogg", tone(60.0, frequency=150.0, seed=7), sample_rate=22050)
+    model = open_model(confident, prefer_gpu=False)
+    items = [("long60", tmp_path / "long60.ogg")]
+
+    def decoded_windows(early_exit: EarlyExit | None) -> tuple[int, int, TrackScore]:
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="genretag.audio.decoding"):
+            [result] = score_files(model, items, max_windows=0, parallel=False, early_exit=early_exit)  # decodes in this process
+        counts = [re.match(r"decoded (\d+) of (\d+) windows", r.getMessage()) for r in caplog.records]
+        return sum(int(m[1]) for m in counts if m), len(counts), result.score
+
+    all_decoded, reads, full = decoded_windows(None)
+    assert (all_decoded, reads, full.windows_scored) == (20, 1, 20)
+    early_decoded, reads, early = decoded_windows(EarlyExit(round_windows=2, risk=0.05))
+    assert early.label == full.label and early.windows_available == 20
+    assert early_decoded == early.windows_scored < 20  # only the rounds it scored were decoded: 2 per read
+    assert reads == early.windows_scored // 2
 
 
 def test_the_catalog_records_the_windows_used_of_those_available(confident: Path, tmp_path: Path) -> None:
