@@ -2,7 +2,7 @@
 
 The steps and their order are genretag.tagging.run.TAGGING_STEPS; this flow runs each as a Prefect
 task of the step's name (retried where the step says a retry may clear a failure) and adds what
-only a flow has: the model from the registry, decoding on Dask, logs and the summary artifact.
+only a flow has: the model from the registry, decoding on Dask, logs and the summary artifact (its figure embedded).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from genretag.evaluation.drift import training_genre_counts
 from genretag.onnx.session import ScoringModel, cuda_note, open_model
 from genretag.registry.fetch import resolve_model
 from genretag.tagging.run import Scorer, Step, TaggingRun, all_steps, local_scorer, run_steps
+from genretag.tagging.run_report import TAGGING_REPORTS, run_report_markdown
 from genretag.tagging.scoring import ScoredTrack, score_decoded
 from genretag.tagging.sources import HashedTrack
 from genretag.tagging.store import catalog_url, check_database
@@ -163,6 +164,7 @@ def tag_catalog_flow(
         source, model=scoring_model, database_url=url, scorer=scorer, commit_every=score.commit_every,
         review_below=score.review_below, drift_limits=score, reference_genres=training_genre_counts(paths.tracks),
         before_read=_read_fault, recorded_as=f"prefect:{flow_run.id}", log=logger, started=started,
+        report_dir=paths.reports_dir / TAGGING_REPORTS,
     )
     summary = run_steps(run, call=_call_as_task)
 
@@ -173,7 +175,8 @@ def tag_catalog_flow(
     logger.info("tagged %d, skipped %d, failed %d in %.1f s (%.2f tracks/s) on %s; %d files skipped (not audio), "
                 "%d skipped (macOS metadata)", summary.tagged, summary.skipped, summary.failed, summary.seconds,
                 summary.tracks_per_second, summary.provider, summary.not_audio, summary.apple_metadata)
-    create_markdown_artifact(key="tag-catalog-summary", markdown=summary.to_markdown(), description="Catalog tagging run")
+    markdown = summary.to_markdown() if run.report is None else run_report_markdown(summary, run.report)
+    create_markdown_artifact(key="tag-catalog-summary", markdown=markdown, description="Catalog tagging run")
     return {**summary.to_dict(), "flow_run_id": str(flow_run.id)}
 
 

@@ -64,6 +64,7 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
     """The tagging steps in this process, without Prefect; the run's summary as the flow returns it."""
     from genretag.tagging.store import catalog_url
     from genretag.tagging.run import tag_catalog as tag
+    from genretag.tagging.run_report import TAGGING_REPORTS
     from genretag.evaluation.drift import training_genre_counts
     from genretag.onnx.session import open_model
 
@@ -74,6 +75,7 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
         max_windows=score.max_windows if max_windows is None else max_windows, batch_size=score.batch_size,
         commit_every=score.commit_every, workers=score.workers, silence_rms_dbfs=params.validation.silence_rms_dbfs,
         reference_genres=training_genre_counts(layout(root).tracks), review_below=score.review_below, drift_limits=score,
+        report_dir=layout(root).reports_dir / TAGGING_REPORTS,
     )
     for line in summary.drift_warnings:
         typer.echo(f"warning: {line}", err=True)

@@ -4,7 +4,7 @@
 (files write-tags changed) -> plan (skip what
 this model version tagged, tag repeated content once) -> point moved files' tags at their new paths ->
 write the unreadable files' error rows -> score and write, one commit at a time -> measure the
-run's drift -> record the run. :func:`tag_catalog` runs the steps directly, in this process, without
+run's drift -> record the run -> draw the run (genretag.tagging.run_report: reports/tagging/<run id>/). :func:`tag_catalog` runs the steps directly, in this process, without
 Prefect; ``flows/tag_catalog.py`` runs each step as a Prefect task (retried where :attr:`Step.retry`
 says a retry may clear a failure) through the same walker, :func:`run_steps`, so the order lives
 here only. Both share one :class:`TaggingRun`: the state each step reads and advances.
@@ -28,6 +28,7 @@ from genretag.core.paths import display
 from genretag.onnx.session import ScoringModel
 from genretag.tagging.commit import write_results
 from genretag.tagging.rows import error_row
+from genretag.tagging.run_report import RunReport, write_run_report
 from genretag.tagging.scoring import ScoredTrack, score_files
 from genretag.tagging.sources import (
     HashedTrack,
@@ -80,6 +81,7 @@ class TaggingRun:
         recorded_as: str = "cli",
         log: logging.Logger | logging.LoggerAdapter = logging.getLogger(__name__),
         started: float | None = None,
+        report_dir: Path | None = None,
     ):
         self.source = str(source)
         self.model = model
@@ -102,6 +104,8 @@ class TaggingRun:
         self.plan = TaggingPlan([], [], [])
         self.stream: Iterator[ScoredTrack] | None = None
         self.results: list[ScoredTrack] = []  # the commit being scored and written
+        self.report_dir = report_dir  # the run report goes to report_dir/<run_id>/ (None: no report)
+        self.report: RunReport | None = None  # written by the last step
 
     @property
     def db(self) -> Catalog:
@@ -213,6 +217,14 @@ def record_run(run: TaggingRun) -> None:
     run.db.record_run(run.summary.run_row(), run=run.recorded_as, run_id=run.run_id)
 
 
+def draw_run(run: TaggingRun) -> None:
+    """The run's picture and page in report_dir/<run_id>/ (genretag.tagging.run_report), when a report_dir is set."""
+    if run.report_dir is not None:
+        run.report = write_run_report(run.summary, folder=run.report_dir / run.run_id, run_id=run.run_id,
+                                      review_below=run.review_below)
+        run.log.info("run report: %s", run.report.page)
+
+
 # --- the one list ------------------------------------------------------------------------------------
 
 
@@ -245,6 +257,7 @@ TAGGING_STEPS: tuple[Step | ForEach, ...] = (
     ForEach(commits, (Step("score-tracks", score_next), Step("write-tags", write_scored, retry=True))),
     Step("measure-drift", measure_drift),
     Step("record-run", record_run),
+    Step("draw-run", draw_run, retry=True),
 )
 
 
@@ -291,6 +304,7 @@ def tag_catalog(
     reference_genres: Mapping[str, int] | None = None,
     drift_limits: ScoreParams | None = None,
     review_below: float = 0.5,
+    report_dir: Path | None = None,
 ) -> TaggingSummary:
     """Tag every audio file of ``source`` with an open genretag.onnx.session.ScoringModel: the steps
     of :data:`TAGGING_STEPS` in this process, without Prefect, each tried once.
@@ -300,11 +314,12 @@ def tag_catalog(
     tracks. The run's drift is measured against the model's own drift reference (its contract);
     ``reference_genres`` (training genre -> tracks) stands in for the genre PSI of a model without
     one; ``drift_limits`` (ScoreParams, default the built-in ones) sets the warnings' limits. Tags
-    below ``review_below`` confidence are flagged needs_review. Raises CatalogError when the
+    below ``review_below`` confidence are flagged needs_review. With ``report_dir``, the run's picture
+    and page go to ``report_dir/<run id>/`` (genretag.tagging.run_report). Raises CatalogError when the
     database cannot be opened or written, ScoringError when the source does not exist.
     """
     scorer = local_scorer(model, max_windows=max_windows, batch_size=batch_size, workers=workers, silence_rms_dbfs=silence_rms_dbfs)
     run = TaggingRun(source, model=model, database_url=database_url, scorer=scorer, commit_every=commit_every,
                      review_below=review_below, drift_limits=drift_limits, reference_genres=reference_genres,
-                     before_read=before_read)
+                     before_read=before_read, report_dir=report_dir)
     return run_steps(run)
