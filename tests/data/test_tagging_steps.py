@@ -18,7 +18,7 @@ from genretag.tagging.store import Catalog
 from tests.tagging_support import make_bad_files, make_good_files, make_onnx_model, make_root
 
 # Columns that differ between any two runs (row ids, clocks, who ran it), not by what was tagged.
-_RUN_ONLY = ["id", "scored_at", "failed_at", "finished_at", "seconds", "run"]
+_RUN_ONLY = ["id", "scored_at", "failed_at", "finished_at", "seconds", "run", "run_id"]
 
 
 def _task_run_steps(flow_run_id: str) -> list[str]:
