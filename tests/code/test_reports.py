@@ -171,3 +171,15 @@ def test_a_tagging_run_report_renders_its_figure_and_tables_offline(tmp_path):
     pixels = (imread(shot)[..., :3] * 255).round().astype(int)
     bar_blue = np.all(np.abs(pixels - [0x4C, 0x72, 0xB0]) <= 3, axis=-1).sum()  # the genre bars, drawn by the image
     assert bar_blue > 2000
+
+
+def test_without_matplotlib_the_run_page_still_holds_its_tables(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    report = write_run_report(_summary(), folder=tmp_path / "run2", run_id="run2", review_below=0.5)
+    page = report.page.read_text(encoding="utf-8")
+    assert report.figure is None and not (tmp_path / "run2" / "run.png").exists()
+    assert "No figure: matplotlib is not installed here" in page and "<th>jazz</th><td>3</td>" in page
+    assert run_report_markdown(_summary(), report).startswith("Report: ")

@@ -7,12 +7,16 @@ training data (genretag.evaluation.drift.run_drift). The page ``index.html`` car
 ``data:`` URI and the counts and drift as tables: no script, no external address, it opens offline
 and can be mailed as one file. The flow also posts the page's Markdown (figure embedded) as a Prefect
 artifact (:func:`run_report_markdown`).
+
+The slim tagger image has no matplotlib (docker/tagger.in): there the page holds the tables and a line
+saying why the figure is missing, and the run goes on.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +36,7 @@ class RunReport:
     """Where one run's report was written."""
 
     folder: Path
-    figure: Path
+    figure: Path | None  # None: matplotlib is not installed here
     page: Path
 
 
@@ -81,8 +85,9 @@ def _rows(pairs: list[tuple[str, Any]]) -> str:
     return "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(cell(v))}</td></tr>" for k, v in pairs)
 
 
-def run_report_html(summary: TaggingSummary, *, run_id: str, png: bytes) -> str:
-    """The self-contained page: the figure inline (``data:image/png;base64``), counts, genres, drift, failures."""
+def run_report_html(summary: TaggingSummary, *, run_id: str, png: bytes | None) -> str:
+    """The self-contained page: the figure inline (``data:image/png;base64``; ``png`` None: a line saying
+    matplotlib is missing), counts, genres, drift, failures."""
     counts = [("files", summary.files), ("tracks listed", summary.listed), ("tagged", summary.tagged),
               ("skipped (already tagged)", summary.skipped), ("duplicate content", summary.duplicates),
               ("failed", summary.failed), ("windows scored", summary.windows_scored),
@@ -91,6 +96,9 @@ def run_report_html(summary: TaggingSummary, *, run_id: str, png: bytes) -> str:
     failures = "".join(f"<tr><td>{html.escape(f['path'])}</td><td>{html.escape(f['reason'])}</td></tr>" for f in summary.failures)
     warnings = "".join(f"<li>{html.escape(line)}</li>" for line in summary.drift_warnings) or "<li>none</li>"
     title = f"Tagging run {run_id}"
+    figure = (f'<img id="run-figure" alt="genres, confidence, windows and drift of this run" '
+              f'src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png is not None
+              else '<p id="run-figure">No figure: matplotlib is not installed here (the tagger image).</p>')
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -104,7 +112,7 @@ img {{ max-width: 100%; border: 1px solid #ddd; }}
 <h1>{html.escape(title)}</h1>
 <p>{html.escape(summary.model_name)} {html.escape(summary.model_version)} on {html.escape(summary.provider)};
 source <code>{html.escape(summary.source)}</code> &rarr; <code>{html.escape(summary.database)}</code></p>
-<img id="run-figure" alt="genres, confidence, windows and drift of this run" src="data:image/png;base64,{base64.b64encode(png).decode()}">
+{figure}
 <h2>Counts</h2><table id="counts">{_rows(counts)}</table>
 <h2>Genres tagged</h2><table id="genres"><tr><th>genre</th><th>tracks</th></tr>{_rows(summary.genre_counts.most_common())}</table>
 <h2>Drift against the training data</h2><table id="drift">{_rows(drift)}</table>
@@ -115,14 +123,18 @@ source <code>{html.escape(summary.source)}</code> &rarr; <code>{html.escape(summ
 
 
 def write_run_report(summary: TaggingSummary, *, folder: Path, run_id: str, review_below: float) -> RunReport:
-    """Write ``folder/run.png`` and ``folder/index.html`` (atomically, each) for one run; return their paths."""
-    figure_path = save_figure(run_figure(summary, review_below=review_below), folder / FIGURE)
+    """Write ``folder/run.png`` (where matplotlib is installed) and ``folder/index.html``, atomically each;
+    return their paths."""
+    figure_path = (save_figure(run_figure(summary, review_below=review_below), folder / FIGURE)
+                   if importlib.util.find_spec("matplotlib") is not None else None)
     page = folder / PAGE
-    write_text(page, run_report_html(summary, run_id=run_id, png=figure_path.read_bytes()))
+    write_text(page, run_report_html(summary, run_id=run_id, png=None if figure_path is None else figure_path.read_bytes()))
     return RunReport(folder=folder, figure=figure_path, page=page)
 
 
 def run_report_markdown(summary: TaggingSummary, report: RunReport) -> str:
     """The run's Markdown summary with its figure embedded as a data URI (a Prefect artifact shows it)."""
+    if report.figure is None:
+        return f"Report: `{report.page}` (no figure: matplotlib is not installed here)\n\n{summary.to_markdown()}"
     png = base64.b64encode(report.figure.read_bytes()).decode()
     return f"![tagging run](data:image/png;base64,{png})\n\nReport: `{report.page}`\n\n{summary.to_markdown()}"
