@@ -219,6 +219,7 @@ def test_identity_survives_tag_writing(tmp_path, monkeypatch):
     assert [r.status for r in results] == ["written", "written"], [r.line() for r in results]
     again = tag_catalog(folder, model=model, database_url=url, max_windows=2, workers=1, review_below=0.0)
     assert (again.tagged, again.skipped, again.failed) == (0, 2, 0)
+    assert (again.hashed, again.bytes_hashed, again.unchanged) == (0, 0, 2)  # write-tags recorded each file's new fingerprint
     with Catalog(url) as catalog:
         tags = catalog.read("catalog_tags")
         assert len(tags) == 2 and tags["run_id"].notna().all()

@@ -39,7 +39,7 @@ import genretag_reference as reference
 model = reference.load_model(bundle)
 scores = {}
 for audio in sys.argv[4:]:
-    probabilities = reference.score_file(model, audio)
+    probabilities = reference.score_file(model, audio).probabilities
     scores[audio] = {"top": reference.top(model, probabilities, 3), "probabilities": dict(zip(model.labels, probabilities.tolist()))}
 print(json.dumps({
     "scores": scores,
@@ -236,7 +236,7 @@ def test_the_node_client_resamples_any_rate_answers_help_and_prints_the_python_c
 
     for node_line, python_line in zip(node.stdout.splitlines(), python.stdout.splitlines(), strict=True):
         ours, theirs = json.loads(node_line), json.loads(python_line)
-        assert shape(ours) == shape(theirs) and list(ours) == ["file", "windows", "top", "probabilities"]
+        assert shape(ours) == shape(theirs) and list(ours) == ["file", "windows", "genre", "unknown", "unknown_score", "top", "probabilities"]
         assert (ours["file"], ours["windows"]) == (theirs["file"], theirs["windows"]) and ours["windows"] == 2
         assert [t["genre"] for t in ours["top"]] == [t["genre"] for t in theirs["top"]], ours["file"]
         for genre, probability in theirs["probabilities"].items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -22,8 +23,14 @@ def tag_catalog(
     database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else params.yaml score.database_url)."),
     require_gpu: bool = typer.Option(False, "--require-gpu", help="Fail at once unless onnxruntime really runs on CUDA."),
     max_windows: int = typer.Option(None, "--max-windows", min=0, help="3-s windows per track, evenly spaced; 0: all (default: params.yaml score.max_windows)."),
+    rehash: bool = typer.Option(False, "--rehash", help="Read and hash every file, trusting no stored fingerprint (finds content changed under the same size and mtime)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Decode again the files whose content failed with this model version before."),
 ) -> None:
     """Tag a catalog with genres into the catalog database; reruns skip what this model version tagged.
+
+    A rerun reads only new or changed files: a file whose (device, inode, size, mtime) is unchanged
+    since it was hashed is not read (--rehash reads every file). Progress: bars on a terminal, else a
+    line every score.progress_every_s seconds.
 
     With $PREFECT_API_URL set (or score.dask_address, which decodes as Prefect tasks on Dask) this
     runs the tag-catalog flow against that server (else genretag's local one); otherwise the same
@@ -43,10 +50,10 @@ def tag_catalog(
             from flows.tag_catalog import tag_catalog_flow
 
             summary = tag_catalog_flow(source=source, model=str(model_file), database_url=database,
-                                       require_gpu=require_gpu, max_windows=max_windows)
+                                       require_gpu=require_gpu, max_windows=max_windows, rehash=rehash, retry_failed=retry_failed)
         else:
             summary = _tag_here(source, model_file, params=params, root=root, database=database,
-                                require_gpu=require_gpu, max_windows=max_windows)
+                                require_gpu=require_gpu, max_windows=max_windows, rehash=rehash, retry_failed=retry_failed)
     except GenretagError as exc:
         exit_with(exc, code=1)
     typer.echo(
@@ -55,26 +62,45 @@ def tag_catalog(
         f"({summary['tracks_per_second']:.2f} tracks/s) -> {summary['database']}; of {summary['files']} files, "
         f"{summary['not_audio']} skipped (not audio), {summary['apple_metadata']} skipped (macOS metadata)"
     )
+    typer.echo(
+        f"read {summary['hashed']} files ({summary['bytes_hashed'] / 1e6:.1f} MB); not read: {summary['unchanged']} unchanged, "
+        f"{summary['renamed']} moved or renamed; {summary['known_failures']} known failures not decoded again"
+        f"{' (--retry-failed decodes them)' if summary['known_failures'] else ''}; {len(summary['unstable'])} unstable"
+    )
     for failure in summary["failures"]:
         typer.echo(f"failed: {failure['path']}: {failure['reason']}", err=True)
+    for path in summary["unstable"]:
+        typer.echo(f"unstable (changed while read, tried again next run): {path}", err=True)
+    for path in summary["changed_in_place"]:
+        typer.echo(f"changed in place (same size and mtime): {path}", err=True)
 
 
 def _tag_here(source: str, model_file: Path, *, params, root: Path, database: str | None, require_gpu: bool,
-              max_windows: int | None) -> dict:
+              max_windows: int | None, rehash: bool, retry_failed: bool) -> dict:
     """The tagging steps in this process, without Prefect; the run's summary as the flow returns it."""
     from genretag.tagging.store import catalog_url
     from genretag.tagging.run import tag_catalog as tag
     from genretag.tagging.run_report import TAGGING_REPORTS
     from genretag.evaluation.drift import training_genre_counts
     from genretag.onnx.session import open_model
+    from genretag.tagging.early_exit import early_exit_of
 
     score = params.score
+    log = logging.getLogger("genretag.tag-catalog")  # the scan's counts and, off a terminal, the progress lines, on stderr
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
     summary = tag(
-        source, model=open_model(model_file, require_gpu=require_gpu),
+        source, model=open_model(model_file, require_gpu=require_gpu, batch_memory_mb=score.batch_memory_mb),
         database_url=catalog_url(params, root=root, override=database),
         max_windows=score.max_windows if max_windows is None else max_windows, batch_size=score.batch_size,
         commit_every=score.commit_every, workers=score.workers, silence_rms_dbfs=params.validation.silence_rms_dbfs,
         reference_genres=training_genre_counts(layout(root).tracks), review_below=score.review_below, drift_limits=score,
+        rehash=rehash, retry_failed=retry_failed, progress_every_s=score.progress_every_s, log=log,
+        early_exit=early_exit_of(score),
         report_dir=layout(root).reports_dir / TAGGING_REPORTS,
     )
     for line in summary.drift_warnings:
@@ -96,7 +122,7 @@ def show(
     from genretag.audio.decoding import file_sha256
     from genretag.tagging.export import json_row
     from genretag.tagging.store import Catalog, catalog_url
-    from genretag.tagging.rows import timeline_lines
+    from genretag.tagging.rows import timeline_lines, unknown_prefix
     from genretag.core.errors import GenretagError
 
     try:
@@ -119,7 +145,8 @@ def show(
         top = "  ".join(f"{t['genre']} {t['probability']:.3f}" for t in json.loads(row["top3"]))
         flag = ", needs review" if row["needs_review"] else ""
         typer.echo(f"{row['path']} (sha256 {row['sha256'][:12]}) {row['model_name']} {row['model_version']} "
-                   f"on {row['provider']}, {row['scored_at']:%Y-%m-%d %H:%M}: {top}  ({row['windows_scored']} windows{flag})")
+                   f"on {row['provider']}, {row['scored_at']:%Y-%m-%d %H:%M}: {unknown_prefix(row['genre'], row['unknown_score'])}{top}  "
+                   f"({row['windows_scored']} windows{flag})")
         for line in timeline_lines(row["window_probabilities"]):
             typer.echo(line)
     for row in errors:

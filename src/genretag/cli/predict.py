@@ -23,6 +23,7 @@ def predict(
     from genretag.core.errors import GenretagError
     from genretag.onnx.session import open_model
     from genretag.registry.fetch import resolve_project_model
+    from genretag.tagging.rows import unknown_prefix
     from genretag.tagging.scoring import score_files
 
     try:
@@ -31,6 +32,8 @@ def predict(
     except GenretagError as exc:
         exit_with(exc, code=2)
     typer.echo(f"{scoring_model.model_name} {scoring_model.model_version} on {scoring_model.provider}", err=True)
+    if not scoring_model.contract.open_set.available:
+        typer.echo(f"note: {scoring_model.model_version} has no out-of-taxonomy score: it cannot say 'unknown'", err=True)
     results = {
         result.key: result
         for result in score_files(
@@ -58,7 +61,8 @@ def predict(
             continue
         top = "  ".join(f"{genre} {probability:.3f}" for genre, probability in result.score.top3)
         silent = f", {result.score.windows_silent} silent skipped" if result.score.windows_silent else ""
-        typer.echo(f"{result.path}  {top}  ({result.score.windows_scored} windows{silent})")
+        verdict = unknown_prefix(result.score.label, result.score.unknown_score)
+        typer.echo(f"{result.path}  {verdict}{top}  ({result.score.windows_scored} windows{silent})")
     if failed:
         typer.echo(f"{failed} of {len(files)} files could not be scored", err=True)
         raise typer.Exit(1)

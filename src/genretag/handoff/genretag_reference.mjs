@@ -14,7 +14,9 @@
 // bit for bit). Same steps as genretag's tagger: downmix to mono (mean of the channels), resample,
 // whole 3-s windows evenly spaced (at most max_windows), silent windows skipped (all zero, or RMS
 // below silence_rms_dbfs), mean of the windows' probabilities. --json prints the same fields as
-// genretag_reference.py --json: {"file", "windows", "top": [{"genre", "probability"}], "probabilities"}.
+// genretag_reference.py --json: {"file", "windows", "genre", "unknown", "unknown_score", "top": [{"genre", "probability"}], "probabilities"}.
+// A model with an out-of-taxonomy score (scoring.json "unknown"): the mean of the windows' unknown_score; above the
+// threshold the track is "unknown" (its top genres are still reported; never write "unknown" as a genre).
 
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -24,6 +26,7 @@ import ort from "onnxruntime-node";
 const HERE = dirname(fileURLToPath(import.meta.url));
 const INPUT_NAME = "waveform";
 const OUTPUT_NAME = "probabilities";
+const UNKNOWN = "unknown";
 
 export async function loadModel(folder = HERE) {
   const labels = JSON.parse(readFileSync(join(folder, "labels.json"), "utf8"));
@@ -40,6 +43,7 @@ export async function loadModel(folder = HERE) {
     maxWindows: scoring.max_windows ?? 0,
     silenceRmsDbfs: scoring.silence_rms_dbfs ?? -60.0,
     maxClipsPerRun: scoring.max_clips_per_run ?? 0,
+    unknown: scoring.unknown && session.outputNames.includes(scoring.unknown.output) ? scoring.unknown : null,
   };
 }
 
@@ -172,7 +176,7 @@ function isSilent(window, silenceRmsDbfs) {
   return peak === 0 || 20 * Math.log10(Math.max(rms, 1e-10)) < silenceRmsDbfs;
 }
 
-// Mean window probabilities of a WAV file at any rate (resampled to the model's).
+// Mean window probabilities of a WAV file at any rate (resampled to the model's), and its mean window unknown_score (null: none).
 export async function scoreFile(model, path, maxWindows = model.maxWindows) {
   const decoded = readWav(path);
   if (decoded.samples.some((sample) => !Number.isFinite(sample))) throw new Error(`non-finite samples (NaN or infinity)`);
@@ -186,15 +190,20 @@ export async function scoreFile(model, path, maxWindows = model.maxWindows) {
   }
   const step = model.maxClipsPerRun || windows.length;
   const mean = new Float64Array(model.labels.length);
+  const names = model.unknown ? [OUTPUT_NAME, model.unknown.output] : [OUTPUT_NAME];
+  let unknownSum = 0;
   for (let first = 0; first < windows.length; first += step) {
     const chunk = windows.slice(first, first + step);
     const batch = new Float32Array(chunk.length * model.clipSamples);
     chunk.forEach((window, index) => batch.set(window, index * model.clipSamples));
     const input = new ort.Tensor("float32", batch, [chunk.length, model.clipSamples]);
-    const output = (await model.session.run({ [INPUT_NAME]: input }, [OUTPUT_NAME]))[OUTPUT_NAME].data;
+    const outputs = await model.session.run({ [INPUT_NAME]: input }, names);
+    const output = outputs[OUTPUT_NAME].data;
     for (let index = 0; index < output.length; index++) mean[index % model.labels.length] += output[index] / windows.length;
+    if (model.unknown) for (const score of outputs[model.unknown.output].data) unknownSum += score;
   }
-  return { probabilities: mean, windows: windows.length };
+  const unknownScore = model.unknown ? unknownSum / windows.length : null;
+  return { probabilities: mean, windows: windows.length, unknownScore, unknown: model.unknown ? unknownScore > model.unknown.threshold : false };
 }
 
 export function top(model, probabilities, k = 3) {
@@ -209,7 +218,7 @@ const USAGE = `usage: node genretag_reference.mjs FILE.wav [...] [--top 3] [--ma
 Tag WAV files (PCM 16/24/32-bit or float, any rate and channels) with a genretag ONNX model.
   --top K          genres per file (default 3)
   --max-windows N  3-s windows per file, evenly spaced; 0: every window (default: scoring.json)
-  --json           one JSON object per file: {"file", "windows", "top": [{"genre", "probability"}], "probabilities"}
+  --json           one JSON object per file: {"file", "windows", "genre", "unknown", "unknown_score", "top": [...], "probabilities"}
   --model-dir DIR  folder with model.onnx, labels.json and scoring.json (default: this file's)
   -h, --help       this text
 Other formats: convert to WAV first, e.g. ffmpeg -i in.mp3 out.wav`;
@@ -250,13 +259,16 @@ async function main(argv) {
   let failed = 0;
   for (const file of files) {
     try {
-      const { probabilities, windows } = await scoreFile(model, file, options.maxWindows ?? model.maxWindows);
+      const { probabilities, windows, unknownScore, unknown } = await scoreFile(model, file, options.maxWindows ?? model.maxWindows);
       const ranked = top(model, probabilities, options.top);
+      const genre = unknown ? UNKNOWN : ranked[0][0];
       if (options.json) {
         const all = Object.fromEntries(model.labels.map((label, index) => [label, probabilities[index]]));
-        console.log(JSON.stringify({ file, windows, top: ranked.map(([genre, probability]) => ({ genre, probability })), probabilities: all }));
+        console.log(JSON.stringify({ file, windows, genre, unknown, unknown_score: unknownScore,
+          top: ranked.map(([genre, probability]) => ({ genre, probability })), probabilities: all }));
       } else {
-        console.log(`${file}: ${ranked.map(([genre, probability]) => `${genre} ${probability.toFixed(3)}`).join(", ")}`);
+        const prefix = unknown ? `${UNKNOWN} (none of these genres; score ${unknownScore.toPrecision(4)}), ` : "";
+        console.log(`${file}: ${prefix}${ranked.map(([genre, probability]) => `${genre} ${probability.toFixed(3)}`).join(", ")}`);
       }
     } catch (error) {
       console.error(`${file}: error: ${error.message}`);

@@ -31,6 +31,7 @@ import pandas as pd
 from genretag.core.atomic import atomic_open, atomic_path, write_csv
 from genretag.core.errors import ScoringError
 from genretag.core.paths import display
+from genretag.onnx.contract import UNKNOWN
 from genretag.tagging.store import Catalog
 
 ExportFormat = Literal["csv", "parquet", "jsonl", "json"]
@@ -133,7 +134,8 @@ def export_tags(
     model_version: str | None = None,
 ) -> int:
     """Write catalog_tags (optionally one model version), each row with its run, to ``out`` in ``fmt``
-    (module docstring), atomically; return the rows written. Raises ScoringError (one line) for an
+    (module docstring), atomically; return the rows written. A boolean column ``unknown`` marks the tags that
+    are none of the model's genres (genre ``unknown``, :func:`genretag.tagging.rows.is_unknown`): never use their genre as a tag. Raises ScoringError (one line) for an
     unknown format, a target whose folder is missing or not writable, or a failed write (no file left)."""
     if fmt not in FORMATS:
         raise ScoringError(f"export format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -142,6 +144,7 @@ def export_tags(
         frame = catalog.read("catalog_tags", model_version=model_version)
         runs = catalog.read("catalog_runs")[["run_id", "run"]].dropna(subset=["run_id"])
     frame = frame.merge(runs, on="run_id", how="left")
+    frame["unknown"] = frame["genre"] == UNKNOWN
     try:
         if fmt == "csv":
             write_csv(target, frame.assign(path_bytes=frame["path_bytes"].map(lambda b: b.hex() if isinstance(b, bytes) else None)))

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from genretag.core.paths import display, exact_bytes
 from genretag.evaluation.drift import InputStats
+from genretag.onnx.contract import UNKNOWN
 from genretag.tagging.sources import HashedTrack
 
 
@@ -50,6 +52,21 @@ def timeline_lines(window_probabilities: str | None) -> list[str]:
     return lines
 
 
+def is_unknown(row: Mapping[str, Any]) -> bool:
+    """True for a catalog tag (a catalog_tags row, an export row or a TrackScore-like mapping with ``genre``) that is
+    none of the model's genres: its genre is ``unknown``. Such a tag must never be written as a genre (file tags,
+    playlists, exports): its top3 are the model's guesses, kept for review only."""
+    return row.get("genre") == UNKNOWN
+
+
+def unknown_prefix(genre: str, unknown_score: float | None) -> str:
+    """What ``predict``, ``show`` and both handoff clients print before a track's top genres when it is unknown:
+    ``"unknown (none of these genres; score S), "``; "" for any other genre."""
+    if genre != UNKNOWN:
+        return ""
+    return f"{UNKNOWN} (none of these genres; score {unknown_score:.4g}), "
+
+
 def tag_row(
     track: HashedTrack, score: Any, *, model_name: str, model_version: str, provider: str, contract_version: int,
     review_below: float,
@@ -57,8 +74,9 @@ def tag_row(
     run_id: str | None = None,
 ) -> dict[str, Any]:
     """A catalog_tags row for a genretag.tagging.scoring.TrackScore and the track's input statistics; flagged
-    needs_review when its confidence is below ``review_below`` (params score.review_below); ``run_id``:
-    the tagging run that wrote it (catalog_runs.run_id)."""
+    needs_review when its confidence is below ``review_below`` (params score.review_below) or it is ``unknown``
+    (genre ``unknown``, its out-of-taxonomy score past the model's threshold; top3 kept); ``run_id``: the tagging
+    run that wrote it (catalog_runs.run_id)."""
     return {
         "run_id": run_id,
         "source_sample_rate": audio.source_sample_rate if audio else None,
@@ -74,7 +92,9 @@ def tag_row(
         "probabilities": json.dumps(score.probabilities),
         "windows_scored": score.windows_scored,
         "windows_silent": score.windows_silent,
-        "needs_review": score.confidence < review_below,
+        "windows_available": score.windows_available,
+        "needs_review": score.confidence < review_below or score.label == UNKNOWN,
+        "unknown_score": score.unknown_score,
         "window_probabilities": window_timeline(score),
         "model_name": model_name,
         "model_version": model_version,

@@ -40,7 +40,7 @@ import yaml
 from genretag.audio.decoding import file_sha256
 from genretag.core.errors import GenretagError
 from genretag.core.paths import absolute, display, stored
-from genretag.tagging.sources import scan_source
+from genretag.tagging.sources import Fingerprint, HashedTrack, scan_source
 from genretag.tagging.store import Catalog
 
 Policy = Literal["only-if-empty", "replace", "add"]
@@ -326,6 +326,8 @@ def write_file_tags(path: Path, row: Mapping[str, Any], *, catalog: Catalog, opt
             if new_sha:
                 catalog.remove_alias(new_sha[0])
             raise
+        # the file's new fingerprint and hash: the next rescan reads nothing to know it (the alias maps the hash)
+        catalog.record_fingerprints([(HashedTrack(row["track_id"], path, new_sha[0]), Fingerprint.of(path.stat()))])
         return TagWriteResult(name, "written", before=tuple(existing), after=tuple(after))
     except GenretagError as exc:
         return TagWriteResult(name, "failed", reason=str(exc).removeprefix(f"{name}: "))

@@ -229,7 +229,8 @@ def export_trained_candidate(params: Params, paths: Layout, stage: Candidate) ->
     """Export the trained ``stage.family`` to ``models/candidates/<id>/model.onnx`` (+ MODEL_CARD.md) through the
     generic parity-gated :func:`genretag.training.export.export_candidate` on the decoded test split, within
     ``export.parity_tolerance`` (max |probability difference|, as configured), temperature-scaled on the decoded
-    validation split (``export.temperature_min_clips``); the drift reference from the decoded train split; the
+    validation split (``export.temperature_min_clips``), given the unknown score (train split's statistics, threshold on the
+    validation tracks, ``export.unknown_accept``); the drift reference from the decoded train split; the
     calibration's numbers go to the candidate's MLflow training run (:func:`log_calibration`).
 
     Raises ExportError (nothing written) when the graph does not match the family's own predict.
@@ -251,6 +252,7 @@ def export_trained_candidate(params: Params, paths: Layout, stage: Candidate) ->
         family, contract=contract, onnx_path=paths.candidate_dir(candidate) / "model.onnx", test=test,
         tolerance=params.export.parity_tolerance, validation=stage.splits.clips("validation", labels=labels),
         temperature_min_clips=params.export.temperature_min_clips,
+        train=stage.splits.clips("train", labels=labels), unknown_accept=params.export.unknown_accept,
         card=lambda parity, calibration: render_model_card(params, contract, parity=parity, test=test, counts=counts,
                                                            description=family.describe(), calibration=calibration))
     log_calibration(params, paths, training.get("mlflow_run_id"), result.calibration)
