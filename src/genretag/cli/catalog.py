@@ -90,6 +90,7 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
     """The tagging steps in this process, without Prefect; the run's summary as the flow returns it."""
     from genretag.tagging.store import catalog_url
     from genretag.tagging.run import tag_catalog as tag
+    from genretag.tagging.run_report import TAGGING_REPORTS
     from genretag.evaluation.drift import training_genre_counts
     from genretag.onnx.session import open_model
     from genretag.tagging.early_exit import early_exit_of
@@ -110,6 +111,7 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
         reference_genres=training_genre_counts(layout(root).tracks), review_below=score.review_below, drift_limits=score,
         rehash=rehash, retry_failed=retry_failed, progress_every_s=score.progress_every_s, log=log,
         early_exit=early_exit_of(score), create_catalog=create_catalog,
+        report_dir=layout(root).reports_dir / TAGGING_REPORTS,
     )
     for line in summary.drift_warnings:
         typer.echo(f"warning: {line}", err=True)

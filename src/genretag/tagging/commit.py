@@ -23,6 +23,7 @@ class WriteOutcome:
     failures: tuple[TrackFailure, ...]
     audio: tuple[InputStats, ...] = ()  # input statistics of the tracks tagged
     embedding_sum: Any = None  # float64 [D] over their scored windows (None: nothing tagged)
+    confidences: tuple[float, ...] = ()  # the top-1 probability of each track tagged
 
 
 def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any, review_below: float,
@@ -50,4 +51,5 @@ def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any, revie
         failures=tuple(failures),
         audio=tuple(audio),
         embedding_sum=sum(embedding_sums[1:], embedding_sums[0]) if embedding_sums else None,
+        confidences=tuple(float(row["confidence"]) for row in tags),
     )
