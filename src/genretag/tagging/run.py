@@ -3,7 +3,7 @@
 :data:`TAGGING_STEPS`: open the catalog -> list the source -> hash it (in chunks) -> plan (skip what
 this model version tagged, tag repeated content once) -> point moved files' tags at their new paths ->
 write the unreadable files' error rows -> score and write, one commit at a time -> measure the
-run's drift -> record the run. :func:`tag_catalog` runs the steps directly, in this process, without
+run's drift -> record the run -> add the new embeddings to the similarity index. :func:`tag_catalog` runs the steps directly, in this process, without
 Prefect; ``flows/tag_catalog.py`` runs each step as a Prefect task (retried where :attr:`Step.retry`
 says a retry may clear a failure) through the same walker, :func:`run_steps`, so the order lives
 here only. Both share one :class:`TaggingRun`: the state each step reads and advances.
@@ -203,6 +203,20 @@ def record_run(run: TaggingRun) -> None:
     run.db.record_run(run.summary.run_row(), run=run.recorded_as)
 
 
+def update_similarity_index(run: TaggingRun) -> None:
+    """Add this model version's new track embeddings to its similarity index beside the catalog
+    (genretag.similarity.index.update_index; ``similar.index_dir`` of the parameters). The tags are written
+    already: an index that cannot be written is a warning, and the next ``genretag similar`` rebuilds it."""
+    from genretag.core.config import load_params
+    from genretag.core.errors import GenretagError
+    from genretag.similarity.index import index_folder, update_index
+
+    try:
+        update_index(run.db, model_version=run.model.model_version, folder=index_folder(run.database_url, params=load_params()))
+    except (GenretagError, OSError) as exc:
+        run.log.warning("similarity index not updated: %s", exc)
+
+
 # --- the one list ------------------------------------------------------------------------------------
 
 
@@ -234,6 +248,7 @@ TAGGING_STEPS: tuple[Step | ForEach, ...] = (
     ForEach(commits, (Step("score-tracks", score_next), Step("write-tags", write_scored, retry=True))),
     Step("measure-drift", measure_drift),
     Step("record-run", record_run),
+    Step("update-similarity-index", update_similarity_index, retry=True),
 )
 
 

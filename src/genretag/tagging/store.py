@@ -57,6 +57,10 @@ catalog_tags = sa.Table(
     # Added with the review loop (genretag.review): old rows are not flagged and have no timeline.
     sa.Column("needs_review", sa.Boolean, nullable=False, server_default=sa.text("false")),  # confidence < score.review_below
     sa.Column("window_probabilities", sa.Text, nullable=True),  # JSON, see window_timeline
+    # Added with similarity search (issue 20.4): the track embedding, the mean of the scored windows' embeddings,
+    # as little-endian bytes of embedding_dtype (genretag.tagging.rows.encode_embedding); empty for older rows.
+    sa.Column("embedding", sa.LargeBinary, nullable=True),
+    sa.Column("embedding_dtype", sa.String(16), nullable=True),  # "float16" | "float32"
     sa.UniqueConstraint("sha256", "model_version", name="uq_catalog_tags_sha256_model_version"),
 )
 

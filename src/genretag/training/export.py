@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ import numpy as np
 from genretag.core.atomic import atomic_open
 from genretag.evaluation.calibration import Calibration
 from genretag.onnx.contract import ModelContract
+from genretag.onnx.session import cpu_session, predict_waveforms
 from genretag.training.card import MODEL_CARD_NAME
 from genretag.training.parity import DEFAULT_TOLERANCE, Exportable, ParityReport, TestClips, check_parity
 from genretag.training.sealing import seal
@@ -52,7 +53,8 @@ def export_candidate(
     card_path: Path | None = None,
 ) -> ExportResult:
     """Convert ``candidate``, stamp ``contract``, gate on parity, calibrate on the ``validation`` clips
-    (:func:`calibrate_sealed`; None: no clips, T = 1), then write ``onnx_path`` (and the ``card`` text
+    (:func:`calibrate_sealed`; None: no clips, T = 1), state the embedding's dimension and storage dtype
+    (``contract.embedding_dtype``, default float32) in ``genretag.embedding``, then write ``onnx_path`` (and the ``card`` text
     at ``card_path``, default MODEL_CARD.md beside it) atomically.
 
     Raises ExportError, writing nothing, when the graph is not contract v2 (input ``waveform``
@@ -61,6 +63,8 @@ def export_candidate(
     """
     onnx_bytes = seal(candidate.to_onnx(), contract, what="converted")
     parity = check_parity(candidate, onnx_bytes, test=test, labels=contract.labels, tolerance=tolerance, synthetic=synthetic)
+    contract = replace(contract, embedding_dim=embedding_dim(onnx_bytes, clip_samples=contract.clip_samples),
+                       embedding_dtype=contract.embedding_dtype or "float32")
     onnx_bytes, contract, calibration = calibrate_sealed(onnx_bytes, contract, validation=validation, test=test,
                                                          min_clips=temperature_min_clips)
     card_path = (card_path or onnx_path.with_name(MODEL_CARD_NAME)) if card else None
@@ -76,3 +80,8 @@ def export_candidate(
         contract.model_name, contract.model_version, onnx_path, parity.max_abs_diff_test, parity.max_abs_diff_synthetic,
     )
     return ExportResult(onnx_path=onnx_path, card_path=card_path, contract=contract, parity=parity, calibration=calibration)
+
+
+def embedding_dim(onnx_bytes: bytes, *, clip_samples: int) -> int:
+    """D of a contract-v2 graph's ``embedding`` output [N, D], read by running it on one silent clip."""
+    return int(predict_waveforms(cpu_session(onnx_bytes), np.zeros((1, clip_samples), np.float32)).embedding.shape[1])
