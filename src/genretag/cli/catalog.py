@@ -123,6 +123,8 @@ def export_tags(
     out: Path = typer.Option(..., "--out", help="File to write (atomically)."),
     database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else params.yaml score.database_url)."),
     model_version: str = typer.Option(None, "--model-version", help="Only this model version's tags (default: all)."),
+    include_embedding: bool = typer.Option(False, "--include-embedding",
+                                           help="Add each tag's track embedding (CSV: base64 of its little-endian bytes; Parquet: a list of floats)."),
 ) -> None:
     """Export the catalog_tags table to CSV or Parquet."""
     from genretag.tagging.store import catalog_url
@@ -134,7 +136,7 @@ def export_tags(
     paths = layout()
     try:
         rows = export(existing_catalog(catalog_url(load_params(), root=paths.root, override=database)), out=out, fmt=fmt,
-                      model_version=model_version)
+                      model_version=model_version, include_embedding=include_embedding)
     except GenretagError as exc:
         exit_with(exc, code=1)
     typer.echo(f"wrote {rows} tags to {out}")
