@@ -213,7 +213,7 @@ def update_similarity_index(run: TaggingRun) -> None:
 
     try:
         update_index(run.db, model_version=run.model.model_version, folder=index_folder(run.database_url, params=load_params()))
-    except (GenretagError, OSError) as exc:
+    except (GenretagError, OSError, ImportError) as exc:  # ImportError: an install without usearch
         run.log.warning("similarity index not updated: %s", exc)
 
 
