@@ -239,3 +239,14 @@ def test_similar_on_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyP
     scored = runner.invoke(app, ["similar", str(unknown), "--model", str(model), "--json", "--database", url])
     assert scored.exit_code == 0, scored.output
     assert len(json.loads(scored.stdout)["neighbours"]) == 5
+
+
+def test_a_model_whose_metadata_misstates_its_embedding_dimension_is_refused(tmp_path: Path) -> None:
+    from genretag.core.errors import ScoringError
+
+    path = make_onnx_model(tmp_path / "m.onnx", version="1")
+    proto = onnx.load(str(path))
+    contract = read_contract(path)
+    onnx.save(write_contract(proto, ModelContract(**{**contract.__dict__, "embedding_dim": 17, "embedding_dtype": "float16"})), str(path))
+    with pytest.raises(ScoringError, match="16-d embedding but its metadata"):
+        open_model(path, prefer_gpu=False)
