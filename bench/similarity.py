@@ -64,79 +64,64 @@ def track_means(clip_embeddings: np.ndarray, tracks: np.ndarray) -> tuple[np.nda
     return ids, np.stack([clip_embeddings[tracks == t].mean(axis=0) for t in ids])
 
 
-def split_precisions(track_embeddings: np.ndarray, track_labels: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
-    vectors = unit(track_embeddings)
-    return [precision_at(vectors[test] @ vectors[train].T, track_labels[test], track_labels[train]) for train, test in splits]
-
-
 def musicnn_penultimate(family, pooled: np.ndarray) -> np.ndarray:
-    """musicnn MSD's 200-d penultimate layer over its pooled features: batch norm, then dense + ReLU
-    (musicnn.models.backend: ``bn_flat_pool`` -> ``penultimate``, Pons & Serra 2019), from the checkpoint."""
-    weights = family.weights
-    names = sorted(weights)
-    bn = {part: next(n for n in names if "backend" in n.lower() and "batch_normalization" in n and n.endswith(part))
-          for part in ("gamma", "beta", "moving_mean", "moving_variance")}
-    kernel = next(n for n in names if n.endswith("kernel") and weights[n].shape == (pooled.shape[1], 200))
-    bias = kernel.replace("kernel", "bias")
-    normed = (pooled - weights[bn["moving_mean"]]) / np.sqrt(weights[bn["moving_variance"]] + 1e-3) * weights[bn["gamma"]] + weights[bn["beta"]]
-    return np.maximum(normed @ weights[kernel] + weights[bias], 0.0)
+    """musicnn MSD's 200-d penultimate layer over its pooled features [n, 1506] (max/mean interleaved, musicnn's
+    ``flat_pool``): batch norm (``batch_normalization_9``, epsilon 1e-3, tf.layers' default) then dense + ReLU
+    (``dense``), as musicnn.models.backend computes ``penultimate`` (Pons & Serra 2019), from the same checkpoint."""
+    w = family.weights
+    bn = "batch_normalization_9"
+    normed = (pooled - w[f"{bn}/moving_mean"]) / np.sqrt(w[f"{bn}/moving_variance"] + 1e-3) * w[f"{bn}/gamma"] + w[f"{bn}/beta"]
+    return np.maximum(normed @ w["dense/kernel"] + w["dense/bias"], 0.0).astype(np.float32)
+
+
+def _row(table: dict, label: str, values: list[float], dim: int, **extra) -> None:
+    table[label] = {"mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                    "splits": len(values), "dim": dim, "values": [float(v) for v in values], **extra}
+    print(f"{label:<40} precision@5 {100 * table[label]['mean']:5.1f} % ± {100 * table[label]['sd']:4.1f} "
+          f"({len(values)} splits)", flush=True)
 
 
 def embeddings_section(args: argparse.Namespace) -> dict:
-    from bench.accuracy import cached_embedding, load_corpus, track_splits
+    from bench.accuracy import cached_embedding, load_corpus, subset, track_splits, validation_tracks
     from genretag.core.config import load_params
     from genretag.families import create
 
-    genres = list(load_params().genres)
+    labels = tuple(load_params().genres)
     table: dict[str, dict] = {}
-    corpus_by_rate: dict[tuple[int, int], tuple] = {}
 
     def corpus(family):
-        key = (family.sample_rate, family.clip_samples)
-        if key not in corpus_by_rate:
-            corpus_by_rate[key] = load_corpus(args.data, genres=genres, sample_rate=key[0], clip_samples=key[1])
-        return corpus_by_rate[key]
-
-    def splits_for(track_ids, labels, n):
-        return track_splits(track_ids, labels, splits=n, test_size=0.3, seed=args.seed)
+        clips, tracks = load_corpus(args.data, genres=list(labels), sample_rate=family.sample_rate, clip_samples=family.clip_samples)
+        ids = np.array(list(dict.fromkeys(tracks.tolist())))
+        track_labels = np.array([clips.labels[tracks == t][0] for t in ids])
+        splits = [(np.isin(ids, list(train)), np.isin(ids, list(test)), train)
+                  for train, test in track_splits(tracks, clips.labels, splits=args.splits, test_size=0.3, seed=args.seed)]
+        return clips, tracks, ids, track_labels, splits
 
     for name in ("musicnn-msd", "mfcc-logreg"):
-        family = create(name, genres=genres)
-        clips, tracks = corpus(family)
+        family = create(name)
+        clips, tracks, ids, track_labels, splits = corpus(family)
         frozen = cached_embedding(family, clips)
-        ids, means = track_means(frozen, tracks)
-        labels = np.array([clips.labels[tracks == t][0] for t in ids])
-        splits = splits_for(ids, labels, args.splits)
-        if name == "musicnn-msd":
-            rows = {"musicnn pooled (max+mean, 1506-d)": means,
-                    "musicnn penultimate (200-d)": track_means(musicnn_penultimate(family, frozen), tracks)[1]}
-        else:
-            rows = {f"MFCC statistics ({means.shape[1]}-d)": means}
-        for label, vectors in rows.items():
-            values = split_precisions(vectors, labels, splits)
-            table[label] = {"mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)), "splits": len(values),
-                            "dim": int(vectors.shape[1])}
-            print(f"{label:<40} precision@5 {100 * table[label]['mean']:5.1f} % ± {100 * table[label]['sd']:.1f} ({len(values)} splits)", flush=True)
-    if args.paper_splits:
-        family = create("paper-exp8", genres=genres)
-        clips, tracks = corpus(family)
-        ids = np.array(list(dict.fromkeys(tracks.tolist())))
-        labels = np.array([clips.labels[tracks == t][0] for t in ids])
-        values, started = [], time.perf_counter()
-        for train, test in splits_for(ids, labels, args.paper_splits):
-            train_mask = np.isin(tracks, ids[train])
-            from bench.accuracy import subset
-
-            family = create("paper-exp8", genres=genres)
-            family.fit(subset(clips, train_mask), validation=None)
-            embedded = family.predict(clips.waveforms).embedding
-            _, means = track_means(embedded, tracks)
+        rows = ({"musicnn pooled (max+mean, 1506-d)": frozen, "musicnn penultimate (200-d)": musicnn_penultimate(family, frozen)}
+                if name == "musicnn-msd" else {f"MFCC statistics ({frozen.shape[1]}-d)": frozen})
+        for label, clip_vectors in rows.items():
+            _, means = track_means(clip_vectors, tracks)
             vectors = unit(means)
-            values.append(precision_at(vectors[test] @ vectors[train].T, labels[test], labels[train]))
-        label = f"paper exp8 dense ({means.shape[1]}-d)"
-        table[label] = {"mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                        "splits": len(values), "dim": int(means.shape[1]), "seconds": time.perf_counter() - started}
-        print(f"{label:<40} precision@5 {100 * table[label]['mean']:5.1f} % ± {100 * table[label]['sd']:.1f} ({len(values)} splits)", flush=True)
+            values = [precision_at(vectors[test] @ vectors[train].T, track_labels[test], track_labels[train]) for train, test, _ in splits]
+            _row(table, label, values, int(means.shape[1]))
+    if args.paper_splits:
+        family = create("paper-exp8")
+        clips, tracks, ids, track_labels, splits = corpus(family)
+        values, started = [], time.perf_counter()
+        for number, (train, test, train_ids) in enumerate(splits[: args.paper_splits]):
+            held = np.isin(tracks, list(validation_tracks(train_ids, tracks, clips.labels)))
+            fit_on = np.isin(tracks, list(train_ids)) & ~held
+            family = create("paper-exp8")
+            family.fit(subset(clips, fit_on), subset(clips, held), labels=labels, seed=args.seed + number, log=lambda _: None)
+            _, means = track_means(family.predict(clips.waveforms).embedding, tracks)
+            vectors = unit(means)
+            values.append(precision_at(vectors[test] @ vectors[train].T, track_labels[test], track_labels[train]))
+            print(f"  paper exp8 split {number + 1}: precision@5 {values[-1]:.3f}", flush=True)
+        _row(table, f"paper exp8 dense ({means.shape[1]}-d)", values, int(means.shape[1]), seconds=time.perf_counter() - started)
     return table
 
 
