@@ -12,7 +12,7 @@
 # Both locks are compiled from requirements.lock as constraints (make image-locks): every package
 # keeps exactly the pin the tests ran; the nvidia-* CUDA user-space wheels are the only additions.
 # No CUDA base image: the wheels carry the CUDA libraries, the host carries the driver
-# (onnxruntime.preload_dlls() finds the wheels' libraries; genretag.scoring calls it).
+# (onnxruntime.preload_dlls() finds the wheels' libraries; genretag.onnx.session calls it).
 #
 # BASE is any Debian-family image with Python 3.11 and its venv module on PATH as python3:
 # production builds take the public python:3.11-slim-bookworm; CI and this VM, where no image
@@ -69,7 +69,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 COPY --chown=10001:10001 params.yaml /workspace/params.yaml
 USER 10001:10001
 WORKDIR /workspace
-RUN python -c "import sys, flows.tag_catalog, genretag.cli, genretag.scoring, genretag.audio; \
+RUN python -c "import sys, flows.tag_catalog, genretag.cli.app, genretag.registry.fetch, genretag.tagging.run, genretag.tagging.export, genretag.audio.decoding; \
 assert not {'tensorflow', 'keras', 'tf2onnx'} & set(sys.modules), 'the tagger must not import TensorFlow'"
 # e.g. podman run --device nvidia.com/gpu=all -v /catalog:/catalog:ro -e GENRETAG_CATALOG_URL \
 #        -e MLFLOW_TRACKING_URI genretag-tagger genretag tag-catalog /catalog --require-gpu

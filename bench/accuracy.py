@@ -16,7 +16,7 @@ bench/results/embeddings/ by a hash of the clips and the front end. Keras famili
 tracks minus one track per genre, which early stopping watches.
 
 With ``--int8``, every split's trained model is also exported (float32 ONNX) and quantised
-(:func:`genretag.export.quantize_network`, QOperator, calibrated on 64 of the split's training
+(:func:`genretag.training.int8.quantize_network`, QOperator, calibrated on 64 of the split's training
 clips), and both graphs are scored on the split's test clips: the table adds their track
 accuracies and the mean paired change int8 - float32 (percentage points, ± sd over splits).
 

@@ -5,7 +5,7 @@
 
 A listening check, not an accuracy figure: each family is fitted on all 3-s clips of ``--data``
 (``genretag.families``), exported as a contract-v2 graph, and the files of ``--catalog`` are tagged
-through ``genretag.scoring`` (the tagger's own path, up to 20 windows per track). Prints the top 3.
+through ``genretag.tagging.scoring`` (the tagger's own path, up to 20 windows per track). Prints the top 3.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""float32 vs int8 (genretag.export.quantize_network) contract-v2 graphs on CPU: clips/s, same clips, one run.
+"""float32 vs int8 (genretag.training.int8.quantize_network) contract-v2 graphs on CPU: clips/s, same clips, one run.
 
     python bench/quantize.py [--families paper-exp8 musicnn-msd] [--size 128] [--clips 128] [--repeats 5]
 
@@ -33,7 +33,7 @@ GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "
 
 
 def synthetic(n: int, *, sample_rate: int, clip_samples: int, seed: int) -> np.ndarray:
-    """float32 [n, clip_samples]: genretag.demo's synthetic music, cycling through the genres."""
+    """float32 [n, clip_samples]: genretag.data.demo's synthetic music, cycling through the genres."""
     seconds = clip_samples / sample_rate
     return np.stack([synthesize_track(GENRES[i % 10], index=i // 10, seed=seed, sample_rate=sample_rate, duration_s=seconds)[:clip_samples]
                      for i in range(n)]).astype(np.float32)

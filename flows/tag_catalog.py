@@ -2,19 +2,18 @@
 
 The steps and their order are genretag.tagging.run.TAGGING_STEPS; this flow runs each as a Prefect
 task of the step's name (retried where the step says a retry may clear a failure) and adds what
-only a flow has: the model from the registry, decoding on Dask, logs and the summary artifact.
+only a flow has: the model from the registry, scoring on Dask (genretag.tagging.cluster), logs and the summary artifact.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -27,10 +26,8 @@ from genretag.evaluation.drift import training_genre_counts
 from genretag.onnx.session import ScoringModel, cuda_note, open_model
 from genretag.registry.fetch import resolve_model
 from genretag.tagging.run import Scorer, Step, TaggingRun, all_steps, local_scorer, run_steps
-from genretag.tagging.scoring import ScoredTrack, score_decoded
-from genretag.tagging.sources import HashedTrack
+from genretag.tagging.early_exit import early_exit_of
 from genretag.tagging.store import catalog_url, check_database
-from genretag.tagging.windows import TrackWindows, windows_or_reason
 
 _PLAIN = {"cache_policy": NO_CACHE, "persist_result": False}
 
@@ -41,8 +38,9 @@ def check_catalog_task(database_url: str) -> None:
 
 
 @task(name="load-model", **IO_RETRIES, **_PLAIN)  # a registry download may hiccup; a missing GPU does not retry
-def load_model(model: str, *, require_gpu: bool, registry_uri: str, model_name: str) -> ScoringModel:
-    return open_model(resolve_model(model, tracking_uri=registry_uri, model_name=model_name), require_gpu=require_gpu)
+def load_model(model: str, *, require_gpu: bool, registry_uri: str, model_name: str, batch_memory_mb: int) -> ScoringModel:
+    return open_model(resolve_model(model, tracking_uri=registry_uri, model_name=model_name), require_gpu=require_gpu,
+                      batch_memory_mb=batch_memory_mb)
 
 
 # The run a step task works on. Not a task parameter: the run holds a model session and a database
@@ -84,51 +82,20 @@ def _read_fault(path: Path) -> None:
     maybe_inject_fault("tag.read", subject=path)
 
 
-@task(name="decode-track", **IO_RETRIES, **_PLAIN)
-def decode_track(path: str, sample_rate: int, clip_samples: int, max_windows: int, silence_rms_dbfs: float) -> tuple[TrackWindows | None, str]:
-    """One file's windows at the model's rate, or why it cannot be scored, on whichever Dask worker runs it."""
-    maybe_inject_fault("tag.decode", subject=path)
-    return windows_or_reason(
-        path=path, sample_rate=sample_rate, clip_samples=clip_samples, max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs
-    )
-
-
-@flow(name="decode-on-dask", persist_result=False)
-def decode_on_dask(
-    paths: list[str], sample_rate: int, clip_samples: int, max_windows: int, silence_rms_dbfs: float
-) -> list[tuple[TrackWindows | None, str]]:
-    """Map decode_track over ``paths`` on this flow's DaskTaskRunner; results in input order."""
-    futures = decode_track.map(
-        paths, sample_rate=unmapped(sample_rate), clip_samples=unmapped(clip_samples),
-        max_windows=unmapped(max_windows), silence_rms_dbfs=unmapped(silence_rms_dbfs),
-    )
-    return [future.result() for future in futures]
-
-
-def dask_scorer(model: ScoringModel, *, score: ScoreParams, max_windows: int, silence_rms_dbfs: float) -> Scorer:
-    """Decode as decode-track tasks on the Dask cluster at ``score.dask_address`` (a decode-on-dask
-    sub-flow per ``score.dask_chunk`` files) and score here. ConfigError when prefect-dask is missing."""
+def cluster_scorer_of(model: ScoringModel, *, score: ScoreParams, max_windows: int, silence_rms_dbfs: float) -> Scorer:
+    """Score on the Dask cluster at ``score.dask_address``: each worker decodes and scores its chunk of
+    ``score.dask_chunk`` tracks with its own session (genretag.tagging.cluster); this flow plans and
+    records. ConfigError when Dask (distributed) is not installed here."""
     try:
-        from prefect_dask import DaskTaskRunner
+        from genretag.tagging.cluster import cluster_scorer
     except ImportError as exc:  # the slim tagger image has no Dask
         raise ConfigError(
-            f"score.dask_address is {score.dask_address!r} but prefect-dask is not installed here "
-            "(the pipeline image has it; the tagger image does not): unset it or install prefect-dask"
+            f"score.dask_address is {score.dask_address!r} but Dask (distributed) is not installed here "
+            "(the pipeline image has it; the tagger image does not): unset it or install dask[distributed]"
         ) from exc
-    decode = decode_on_dask.with_options(task_runner=DaskTaskRunner(address=score.dask_address))
-
-    def scored(todo: Sequence[HashedTrack]) -> Iterator[ScoredTrack]:
-        get_run_logger().info("decoding %d tracks as Prefect tasks on the Dask cluster at %s, %d per sub-flow; scoring here on %s",
-                              len(todo), score.dask_address, score.dask_chunk, model.provider)
-        for start in range(0, len(todo), score.dask_chunk):
-            chunk = todo[start : start + score.dask_chunk]
-            decoded = decode([str(t.path) for t in chunk], model.sample_rate, model.clip_samples, max_windows, silence_rms_dbfs)
-            yield from score_decoded(
-                model, ((t, str(t.path), found, reason) for t, (found, reason) in zip(chunk, decoded, strict=True)),
-                batch_size=score.batch_size,
-            )
-
-    return scored
+    return cluster_scorer(model, address=score.dask_address, chunk=score.dask_chunk, max_windows=max_windows,
+                          batch_size=score.batch_size, silence_rms_dbfs=silence_rms_dbfs, early_exit=early_exit_of(score),
+                          session_threads=score.dask_session_threads, batch_memory_mb=score.batch_memory_mb)
 
 
 @flow(name="tag-catalog")
@@ -138,8 +105,12 @@ def tag_catalog_flow(
     database_url: str | None = None,
     require_gpu: bool = False,
     max_windows: int | None = None,
+    rehash: bool = False,
+    retry_failed: bool = False,
 ) -> dict:
-    """Tag every audio file of ``source`` once per model version; return the run's summary."""
+    """Tag every audio file of ``source`` once per model version; return the run's summary. Only new or
+    changed files are read (``rehash``: every file); known failures are not decoded again unless
+    ``retry_failed``. A progress line reaches this flow run's log every score.progress_every_s seconds."""
     logger = get_run_logger()
     started = time.perf_counter()
     params, paths = stage_context()
@@ -151,18 +122,21 @@ def tag_catalog_flow(
     scoring_model = load_model(
         model or score.model, require_gpu=require_gpu,
         registry_uri=tracking_uri(params, root=paths.root), model_name=params.registry.model_name,
+        batch_memory_mb=score.batch_memory_mb,
     )
     if scoring_model.cuda_problem:
         logger.log(*cuda_note(provider=scoring_model.provider, problem=scoring_model.cuda_problem))
     logger.info("model %s %s (%s) runs on %s", scoring_model.model_name, scoring_model.model_version,
                 scoring_model.path, scoring_model.provider)
-    scorer = (dask_scorer(scoring_model, score=score, max_windows=windows, silence_rms_dbfs=silence) if score.dask_address
+    scorer = (cluster_scorer_of(scoring_model, score=score, max_windows=windows, silence_rms_dbfs=silence) if score.dask_address
               else local_scorer(scoring_model, max_windows=windows, batch_size=score.batch_size, workers=score.workers,
-                                silence_rms_dbfs=silence))
+                                silence_rms_dbfs=silence, early_exit=early_exit_of(score)))
     run = TaggingRun(
         source, model=scoring_model, database_url=url, scorer=scorer, commit_every=score.commit_every,
         review_below=score.review_below, drift_limits=score, reference_genres=training_genre_counts(paths.tracks),
-        before_read=_read_fault, recorded_as=f"prefect:{flow_run.id}", log=logger, started=started,
+        before_read=_read_fault, rehash=rehash, retry_failed=retry_failed, hash_workers=score.workers,
+        progress_every_s=score.progress_every_s, progress_bars=False,
+        recorded_as=f"prefect:{flow_run.id}", log=logger, started=started,
     )
     summary = run_steps(run, call=_call_as_task)
 

@@ -150,3 +150,10 @@ def make_good_files(folder: Path) -> dict[str, float]:
     write_audio(folder / "b" / "ogg44k.ogg", stereo * 0.9, sample_rate=44100)
     write_audio(folder / "long70.wav", tone(70.0, frequency=150.0, seed=7))
     return {"a/sine220": 7.0, "a/sine880": 10.0, "b/flac44k": 6.5, "b/ogg44k": 6.5, "long70": 70.0}
+
+
+def sessions_here() -> list[str]:
+    """On a Dask worker (``client.run``): the keys of the model sessions genretag.tagging.cluster opened in it."""
+    from genretag.tagging import cluster
+
+    return sorted(cluster._MODELS)

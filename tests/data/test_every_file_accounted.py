@@ -55,7 +55,8 @@ def _mixed_folder(folder: Path) -> dict[str, int]:
 def _run(folder: Path, url: str) -> dict[str, int]:
     """The tagger's steps, with a decode in place of the model; returns the run's counts."""
     scan = scan_source(folder)
-    hashed, unreadable = hash_tracks(scan.tracks, strict=False)
+    outcome = hash_tracks(scan.tracks, strict=False)
+    hashed, unreadable = [track for track, _ in outcome.hashed], outcome.failed
     with Catalog(url, check_writable=True) as catalog:
         plan = plan_tagging(hashed, catalog.tagged_shas((t.sha256 for t in hashed), model_version=VERSION))
         moved = catalog.refresh_paths(plan.already_tagged, model_version=VERSION)

@@ -69,7 +69,7 @@ def test_the_flow_runs_the_one_step_list_and_writes_what_the_plain_run_writes(
     # every step of the one list ran as a task of its name, in the list's order (one hash chunk, one commit)
     assert _task_run_steps(flow_summary["flow_run_id"]) == ["check-catalog", "load-model", *(s.name for s in all_steps())]
     assert [s.name for s in all_steps()] == [
-        "open-catalog", "list-tracks", "hash-tracks", "plan-tagging", "refresh-moved-paths", "write-read-failures",
+        "open-catalog", "list-tracks", "hash-tracks", "resolve-aliases", "plan-tagging", "refresh-moved-paths", "write-read-failures",
         "score-tracks", "write-tags", "measure-drift", "record-run", "update-similarity-index",
     ]
     assert (flow_summary["tagged"], flow_summary["duplicates"], flow_summary["failed"]) == (5, 1, 7)

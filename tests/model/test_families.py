@@ -74,8 +74,10 @@ def test_linear_head_chooses_C_on_training_tracks_only():
     labels = np.repeat([0, 1, 2], 12)
     tracks = np.array([f"{label}.{i // 4}" for i, label in enumerate(labels)])  # 3 tracks of 4 clips per class
     features = rng.normal(size=(36, 8)) + labels[:, None] * 0.8
-    chosen, how = choose_C(features, labels, groups=tracks, seed=0)
+    chosen, how, curve = choose_C(features, labels, groups=tracks, seed=0)
     assert chosen in C_GRID and how.startswith("inner 3-fold")
+    assert [row["C"] for row in curve] == sorted(C_GRID)  # the CV curve MLflow draws (one step per C)
+    assert chosen == min(curve, key=lambda row: row["log_loss"])["C"] and all(row["log_loss"] > 0 for row in curve)
     facts = LinearHead(n_classes=3).fit(features, labels, seed=0, groups=tracks)
     assert (facts["head_C"], facts["head_C_choice"]) == (chosen, how)
     one_track = np.where(labels == 2, "2.0", tracks)  # a genre with one training track: no inner split

@@ -39,7 +39,7 @@ import genretag_reference as reference
 model = reference.load_model(bundle)
 scores = {}
 for audio in sys.argv[4:]:
-    probabilities = reference.score_file(model, audio)
+    probabilities = reference.score_file(model, audio).probabilities
     scores[audio] = {"top": reference.top(model, probabilities, 3), "probabilities": dict(zip(model.labels, probabilities.tolist()))}
 print(json.dumps({
     "scores": scores,
@@ -174,7 +174,7 @@ def _node_modules() -> Path:
 @pytest.mark.node
 def test_the_node_client_matches_the_python_client(bundle: Path, music: dict[str, Path], tmp_path: Path) -> None:
     """WAV at the model's rate (PCM-16 mono, float stereo, a silent intro, more windows than max_windows): top 3 and
-    every probability within 1e-4 of the Python client; other rates are refused with a reason."""
+    every probability within 1e-4 of the Python client; a silent file is refused with a reason."""
     node_modules = _node_modules()
     folder = tmp_path / "node-bundle"
     shutil.copytree(bundle, folder)
@@ -199,10 +199,53 @@ def test_the_node_client_matches_the_python_client(bundle: Path, music: dict[str
     genres = [g for g, _ in python[str(music["plain"])]["top"]]
     assert plain.returncode == 0 and re.fullmatch(rf"{re.escape(str(music['plain']))}: {genres[0]} \S+, {genres[1]} \S+, {genres[2]} \S+\n", plain.stdout)
 
-    other_rate = write_audio(tmp_path / "cd.wav", tone(4.0, sample_rate=44100), sample_rate=44100)
     silent = write_audio(tmp_path / "silent.wav", np.zeros(4 * 22050, dtype=np.float32))
-    refused = subprocess.run(["node", str(folder / "genretag_reference.mjs"), str(other_rate), str(silent)],
+    refused = subprocess.run(["node", str(folder / "genretag_reference.mjs"), str(silent)],
                              capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False)
     assert refused.returncode == 1 and refused.stdout == ""
-    assert f"{other_rate}: error: 44100 Hz, the model takes 22050 Hz; resample it first" in refused.stderr
     assert f"{silent}: error: audio silent" in refused.stderr
+
+
+@pytest.mark.node
+def test_the_node_client_resamples_any_rate_answers_help_and_prints_the_python_clients_fields(
+        bundle: Path, tmp_path: Path) -> None:
+    """Issue 22: WAV at 44.1, 48, 16 and 8 kHz (mono and stereo) resampled by the Node client's windowed sinc scores
+    as the Python client's soxr does (same top 3, probabilities within 2e-3); --help prints the usage and exits 0;
+    --json prints the same keys, nesting and types as genretag_reference.py --json."""
+    node_modules = _node_modules()
+    folder = tmp_path / "node-bundle"
+    shutil.copytree(bundle, folder)
+    (folder / "node_modules").symlink_to(node_modules, target_is_directory=True)
+    files = [write_audio(tmp_path / "cd.wav", np.stack([tone(7.0, sample_rate=44100, frequency=440.0, seed=40)] * 2, axis=1), sample_rate=44100),
+             write_audio(tmp_path / "video.wav", tone(7.0, sample_rate=48000, frequency=1200.0, seed=41), sample_rate=48000, subtype="FLOAT"),
+             write_audio(tmp_path / "wideband.wav", tone(7.0, sample_rate=16000, frequency=250.0, seed=42), sample_rate=16000),
+             write_audio(tmp_path / "phone.wav", tone(7.0, sample_rate=8000, frequency=600.0, seed=43), sample_rate=8000)]
+    node = subprocess.run(["node", str(folder / "genretag_reference.mjs"), "--json", *map(str, files)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False)
+    assert node.returncode == 0, node.stderr[-3000:]
+    python = subprocess.run([sys.executable, "-I", str(folder / "genretag_reference.py"), "--json", *map(str, files)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False)
+    assert python.returncode == 0, python.stderr[-3000:]
+
+    def shape(value: object) -> object:  # keys, nesting and JSON types, not values
+        if isinstance(value, dict):
+            return {key: shape(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [shape(item) for item in value]
+        return "number" if isinstance(value, int | float) else type(value).__name__
+
+    for node_line, python_line in zip(node.stdout.splitlines(), python.stdout.splitlines(), strict=True):
+        ours, theirs = json.loads(node_line), json.loads(python_line)
+        assert shape(ours) == shape(theirs) and list(ours) == ["file", "windows", "genre", "unknown", "unknown_score", "top", "probabilities"]
+        assert (ours["file"], ours["windows"]) == (theirs["file"], theirs["windows"]) and ours["windows"] == 2
+        assert [t["genre"] for t in ours["top"]] == [t["genre"] for t in theirs["top"]], ours["file"]
+        for genre, probability in theirs["probabilities"].items():
+            assert ours["probabilities"][genre] == pytest.approx(probability, abs=2e-3), (ours["file"], genre, ours["probabilities"][genre] - probability)
+
+    helped = subprocess.run(["node", str(folder / "genretag_reference.mjs"), "--help"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False)
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: node genretag_reference.mjs") and "--json" in helped.stdout
+    assert "--help" not in helped.stderr and "error" not in helped.stderr
+    unknown = subprocess.run(["node", str(folder / "genretag_reference.mjs"), "--bogus", str(files[0])],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False)
+    assert unknown.returncode == 2 and unknown.stderr.startswith("unknown option --bogus\nusage:")

@@ -220,6 +220,12 @@ def test_the_cli_lists_promotes_and_rolls_back(project, monkeypatch) -> None:
     lines = listed.output.splitlines()
     assert lines[1].split()[:3] == ["1", "challenger", "0.6667"]
     assert lines[2].split()[:3] == ["2", "champion", "1.0000"]
+    as_json = runner.invoke(app, ["registry", "list", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    versions = json.loads(as_json.output)
+    assert [(v["version"], v["aliases"], v["accuracy"]) for v in versions] == [("1", ["challenger"], pytest.approx(2 / 3, abs=1e-4)),
+                                                                              ("2", ["champion"], 1.0)]
+    assert all(v["created"] and v["decision"] and v["run_id"] for v in versions)
     rolled = runner.invoke(app, ["registry", "rollback", "--reason", "drill"])
     assert rolled.exit_code == 0 and "v2 -> v1 (drill)" in rolled.output
 
@@ -239,3 +245,88 @@ def test_one_process_serves_two_projects_each_from_its_own_store(tmp_path: Path,
     assert str(second) in tracking_uri(Params(), root=second) and str(first) not in tracking_uri(Params(), root=second)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")  # an operator's server still wins, and stays
     assert tracking_uri(Params(), root=second) == "http://mlflow.internal:5000"
+
+
+def test_the_champion_resolves_and_fetches_from_sqlite_without_importing_mlflow(project) -> None:
+    """Issue 22: predict and registry fetch with the champion read MLflow's SQLite tables and the local artifact
+    folder directly; the file is the one MLflow itself downloads, and a missing alias still fails in one line."""
+    import subprocess
+    import sys
+
+    from genretag.registry.fetch import download_onnx
+
+    base, paths = project
+    params = _named(base, "fast-resolve")
+    register_candidates(params, paths, candidates=_only(paths, mfcc_logreg=tone_model(votes(MEDIOCRE), name="mfcc")))
+    uri = tracking_uri(params, root=paths.root)
+    script = (
+        "import json, sys, pathlib\n"
+        "from genretag.core.config import Params\n"
+        "from genretag.registry.fetch import fetch, resolve_model\n"
+        f"params = Params.model_validate_json({params.model_dump_json(by_alias=True)!r})\n"
+        f"path = resolve_model('champion', tracking_uri={uri!r}, model_name='fast-resolve')\n"
+        f"out = fetch(params, root=pathlib.Path({str(paths.root)!r}), ref='champion', out=pathlib.Path(sys.argv[1]))\n"
+        "print(json.dumps({'path': str(path), 'mlflow': 'mlflow' in sys.modules}))\n"
+    )
+    out = paths.root / "fast-bundle"
+    done = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, cwd=REPO_ROOT,
+                          env={**__import__("os").environ, "GENRETAG_MODEL_CACHE": str(paths.root / "cache")})
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["mlflow"] is False
+    downloaded = download_onnx("fast-resolve", version="1", into=paths.root / "mlflow-download")
+    assert Path(result["path"]).read_bytes() == (downloaded / "model.onnx").read_bytes()
+    assert (out / "model.onnx").read_bytes() == (downloaded / "model.onnx").read_bytes()
+    assert json.loads((out / "MANIFEST.json").read_text())["registry_version"] == "1"
+    with pytest.raises(RegistryError, match="has no version or alias 'challenger'") as missing:
+        resolve_model("challenger", tracking_uri=uri, model_name="fast-resolve")
+    assert "\n" not in str(missing.value)
+
+
+def test_mlflow_as_its_users_expect_metrics_on_runs_that_ended_a_gate_run_a_description_a_classic_experiment(project) -> None:
+    """Issue 22: registering never reopens the training run (its end time stays), the test figures are metrics
+    of that run and of its logged model, the gate's figures are metrics of a run of its own linked from every
+    version, the version's description is the model card's head, and the experiment opens as a classic ML one."""
+    import time as clock
+
+    from genretag.core.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, EXPERIMENT_NAME, use_tracking
+
+    base, paths = project
+    params = _named(base, "mlflow-users")
+    candidates = _only(paths, mfcc_logreg=tone_model(votes(MEDIOCRE), name="mfcc"), compact=tone_model(votes(PERFECT), name="compact"))
+    client = open_client(params, root=paths.root)
+    experiment_id = use_tracking(params, root=paths.root)
+    training = client.create_run(experiment_id, run_name="compact")
+    client.set_terminated(training.info.run_id, status="FINISHED")
+    ended = client.get_run(training.info.run_id).info.end_time
+    (candidates["compact"].parent / "training.json").write_text(json.dumps({"mlflow_run_id": training.info.run_id}))
+    (candidates["compact"].parent / "MODEL_CARD.md").write_text(
+        "# Model card: mlflow-users\n\n| | |\n| --- | --- |\n| family | `compact` |\n\n## Intended use\n\nSuggest genres.\n\n"
+        "## Data\n\nnot in the description\n")
+    (paths.metrics_dir / "candidates").mkdir(parents=True, exist_ok=True)
+    (paths.metrics_dir / "candidates" / "compact.json").write_text(json.dumps({"track_accuracy": 1.0, "macro_f1": 0.9}))
+    clock.sleep(0.05)
+    outcome = register_candidates(params, paths, candidates=candidates)
+    assert outcome.champion == "compact"
+
+    run = client.get_run(training.info.run_id)
+    assert run.info.status == "FINISHED" and run.info.end_time == ended  # never reopened
+    assert run.data.metrics["test_track_accuracy"] == 1.0 and run.data.metrics["test_macro_f1"] == 0.9
+    assert [output.model_id for output in run.outputs.model_outputs]  # the model is logged as this run's
+    rows = {row.version: row for row in list_versions(params, root=paths.root)}
+    compact = next(v for v in rows if rows[v].run_id == training.info.run_id)
+    version = client.get_model_version("mlflow-users", compact)
+    assert version.description.startswith("# Model card: mlflow-users") and "Suggest genres." in version.description
+    assert "not in the description" not in version.description
+
+    gate = client.get_run(version.tags["genretag.gate.run_id"])
+    assert gate.info.status == "FINISHED" and gate.data.tags["genretag.stage"] == "gate"
+    assert gate.data.metrics["compact.track_accuracy"] == 1.0 and gate.data.metrics["mfcc-logreg.track_accuracy"] == pytest.approx(12 / 18)
+    assert gate.data.metrics["compact.servable"] == 1.0 and 0 < gate.data.metrics["mfcc-logreg.track_accuracy_low"] < 12 / 18
+    assert gate.data.tags["genretag.gate.decision"] == "promote"
+    assert {item.path for item in client.list_artifacts(gate.info.run_id, "gate")} == {"gate/GATE.md", "gate/registry.json"}
+    other = client.get_model_version("mlflow-users", next(v for v in rows if v != compact))
+    register_run = client.get_run(other.run_id)  # no training run in the store: a run of its own, ended
+    assert register_run.info.status == "FINISHED" and register_run.info.run_name == "register-mfcc-logreg"
+
+    assert client.get_experiment_by_name(EXPERIMENT_NAME).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND

@@ -18,6 +18,7 @@ from genretag.evaluation.evaluate import evaluate_candidate, read_test_audio
 from genretag.families import create, from_params
 from genretag.onnx.contract import read_contract
 from genretag.onnx.session import open_model
+from genretag.registry.client import open_client
 from genretag.registry.register import register_candidates
 from genretag.tagging.store import Catalog
 from genretag.tagging.run import tag_catalog
@@ -56,6 +57,30 @@ def _write(path: Path, data: dict) -> Path:
     return path
 
 
+def test_the_heads_cross_validation_curve_is_logged_by_step(tmp_path, monkeypatch):
+    """Issue 22: MLflow draws a family's curves: the heads' inner CV log loss, one step per C of the grid."""
+    from genretag.families.heads import C_GRID
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params, paths = toy_project(tmp_path / "project", C=None)
+    training = train_candidate(params, paths, prepare_candidate(params, paths, TOY), log=lambda message: None)
+    history = open_client(params, root=paths.root).get_metric_history(training["mlflow_run_id"], "cv_log_loss")
+    assert [point.step for point in history] == list(range(len(C_GRID)))
+    assert [point.value for point in history] == [row["log_loss"] for row in training["cv_curve"]]
+    chosen = min(training["cv_curve"], key=lambda row: row["log_loss"])["C"]
+    assert training["head_C"] == chosen
+
+    import mlflow
+
+    from genretag.training.train import log_curves
+
+    keras_history = [{"epoch": epoch, "loss": 2.0 / epoch, "val_accuracy": 0.1 * epoch, "learning_rate": 1e-3} for epoch in (1, 2, 3)]
+    with mlflow.start_run(run_name="keras-like") as run:  # the Keras families' facts["history"]: one step per epoch
+        log_curves({"history": keras_history})
+    loss = open_client(params, root=paths.root).get_metric_history(run.info.run_id, "loss")
+    assert [(point.step, point.value) for point in loss] == [(1, 2.0), (2, 1.0), (3, 2.0 / 3)]
+
+
 def test_the_numpy_reference_and_the_graph_agree():
     family = create(TOY, modules=["tests.toy_family"])
     waves = np.stack([tone(3.0, frequency=f, seed=i)[: family.clip_samples] for i, f in enumerate((220.0, 880.0, 5000.0))])
@@ -73,6 +98,8 @@ def test_a_toy_family_goes_through_train_export_gate_and_tag(tmp_path, monkeypat
     stage = prepare_candidate(params, paths, TOY)
     training = train_candidate(params, paths, stage, log=lambda message: None)
     assert training["candidate"] == TOY and training["describe"]["family"] == TOY and training["head_C"] == 1.0
+    client = open_client(params, root=paths.root)
+    ended = client.get_run(training["mlflow_run_id"]).info.end_time
     result = export_trained_candidate(params, paths, stage)
     contract = read_contract(result.onnx_path)
     assert (contract.contract_version, contract.family, contract.labels) == (2, TOY, GENRES)
@@ -84,6 +111,9 @@ def test_a_toy_family_goes_through_train_export_gate_and_tag(tmp_path, monkeypat
     assert metrics["test_accuracy"] == metrics["track_accuracy_mean_prob"] == 1.0
     outcome = register_candidates(params, paths)
     assert outcome.champion == TOY
+    run = client.get_run(training["mlflow_run_id"])  # issue 22: calibration and registration never reopen the training run
+    assert run.info.status == "FINISHED" and run.info.end_time == ended
+    assert "temperature" in run.data.metrics and run.data.metrics["test_accuracy"] == 1.0
 
     music = tmp_path / "music"
     expected = {}

@@ -73,26 +73,44 @@ def is_audio_name(path: Path) -> bool:
     return path.suffix.lower() in AUDIO_EXTENSIONS
 
 
-def scan_folder(folder: str | Path) -> FolderScan:
-    """Walk ``folder`` recursively: every entry that is not a folder lands in one list.
+FileKind = str
+"""What :func:`walk_folder` says a file is: ``"audio"``, ``"not_audio"`` or ``"apple_metadata"``."""
 
-    Entries that are not regular files (broken links, pipes) are listed by their name like
-    any file, so the reader reports them instead of skipping them.
+
+def walk_folder(folder: str | Path) -> Iterator[tuple[FileKind, Path]]:
+    """Every entry under ``folder`` that is not a folder, with its kind, lazily, in the order of
+    ``sorted(rglob("*"))`` (each folder's names sorted; a folder's files come at its name's place).
+
+    Holds one folder's listing at a time, never the whole tree, so a catalog of 10^6 files can be
+    walked in bounded memory. Folders reached through a symbolic link are not entered (as rglob);
+    entries that are not regular files (broken links, pipes) are listed by their name like any
+    file, so the reader reports them instead of skipping them. Absolute paths.
     """
     root = Path(os.path.abspath(Path(folder).expanduser()))
-    audio_files: list[Path] = []
-    not_audio: list[Path] = []
-    apple: list[Path] = []
-    for path in sorted(root.rglob("*")):
-        if path.is_dir():
-            continue
-        if is_apple_metadata(path.relative_to(root)):
-            apple.append(path)
-        elif is_audio_name(path):
-            audio_files.append(path)
-        else:
-            not_audio.append(path)
-    return FolderScan(audio_files, not_audio, apple)
+
+    def walk(directory: Path, relative: tuple[str, ...]) -> Iterator[tuple[FileKind, Path]]:
+        try:
+            with os.scandir(directory) as entries:
+                names = sorted((entry.name, entry.is_dir(follow_symlinks=False), entry.is_dir()) for entry in entries)
+        except (NotADirectoryError, FileNotFoundError):
+            return
+        for name, real_dir, any_dir in names:
+            path = directory / name
+            if real_dir:
+                yield from walk(path, (*relative, name))
+            elif not any_dir:
+                inner = Path(*relative, name)
+                yield ("apple_metadata" if is_apple_metadata(inner) else "audio" if is_audio_name(path) else "not_audio"), path
+
+    yield from walk(root, ())
+
+
+def scan_folder(folder: str | Path) -> FolderScan:
+    """Every file under ``folder`` (:func:`walk_folder`), sorted into exactly one of three lists."""
+    found: dict[FileKind, list[Path]] = {"audio": [], "not_audio": [], "apple_metadata": []}
+    for kind, path in walk_folder(folder):
+        found[kind].append(path)
+    return FolderScan(found["audio"], found["not_audio"], found["apple_metadata"])
 
 
 @dataclass(frozen=True)

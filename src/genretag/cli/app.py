@@ -80,8 +80,33 @@ app = _FaultReportingTyper(no_args_is_help=True, add_completion=False,
                            help=f"Tag a music catalog with genres. {DEBUG_FLAG}: show tracebacks.")
 
 
+def version_line() -> str:
+    """``genretag <package version>``, with `` (git <commit>[, modified])`` when the package runs from a git checkout."""
+    import subprocess
+
+    line = f"genretag {genretag.__version__}"
+    source = Path(genretag.__file__).parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=source, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=source,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):  # no git, or a slow one: the version alone
+        return line
+    if commit.returncode != 0:  # installed from a wheel or an image: no checkout to name
+        return line
+    return f"{line} (git {commit.stdout.strip()}{', modified' if dirty.stdout.strip() else ''})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
 @app.callback()
 def options(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print genretag's version (and git commit, when run from a checkout) and exit."),
     params: Path = typer.Option(
         None, "--params", metavar="FILE",
         help=f"Parameters file (default: ${PARAMS_ENV}, else params.yaml of the project above the working folder, "

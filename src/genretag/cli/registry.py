@@ -42,11 +42,19 @@ def _registry_call(function: Callable[..., T], /, **kwargs: Any) -> T:
 
 
 @registry_app.command("list")
-def registry_list() -> None:
+def registry_list(
+    as_json: bool = typer.Option(False, "--json", help="A JSON array of {version, aliases, accuracy, created, decision, reason, model_version, run_id}."),
+) -> None:
     """Versions with aliases, test accuracy (re-scored at registration), created time and the gate's decision."""
     from genretag.registry.listing import list_versions
 
     rows = _registry_call(list_versions)
+    if as_json:
+        import dataclasses
+        import json
+
+        typer.echo(json.dumps([dataclasses.asdict(row) for row in rows], default=lambda value: value.isoformat()))
+        return
     if not rows:
         typer.echo("no registered versions")
         return

@@ -126,6 +126,7 @@ class ExportParams(_Section):
     int8_min_agreement: float = Field(0.9, gt=0, le=1)  # least top-1 agreement with float32 on test + synthetic clips
     temperature_min_clips: int = Field(30, ge=1)  # validation clips needed to fit the calibration temperature; fewer: T = 1
     embedding_dtype: Literal["float16", "float32"] = "float16"  # how catalog rows store this model's track embeddings
+    unknown_accept: float = Field(0.95, gt=0, le=1)  # issue 21: share of validation tracks the unknown threshold accepts
 
 
 class RegisterParams(_Section):
@@ -142,17 +143,23 @@ class RegisterParams(_Section):
 class ScoreParams(_Section):
     model: str = "champion"
     max_windows: int = Field(20, ge=0)
+    early_exit: bool = False  # score a track's windows in rounds and stop when the rest cannot change its genre
+    early_exit_round: int = Field(4, ge=1)  # windows of a track per round
+    early_exit_risk: float = Field(0.05, gt=0, lt=1)  # per track: the chance that stopping early changes the genre
     batch_size: int = Field(256, ge=1)
+    batch_memory_mb: int = Field(384, ge=0)  # cap on a session run's activations: fewer windows per run for a big model; 0: none
     commit_every: int = Field(16, ge=1)
     workers: int = Field(0, ge=0)
     database_url: str = "sqlite:///catalog.db"
     dask_address: str | None = None
-    dask_chunk: int = Field(256, ge=1)
+    dask_chunk: int = Field(64, ge=1)  # tracks per Dask task: decoded and scored on one worker
+    dask_session_threads: int = Field(0, ge=0)  # onnxruntime threads of each worker's session; 0: its default (every core)
     drift_psi_warn: float = Field(0.25, gt=0)  # warn when a run's predicted genres drift this far (PSI) from training
     drift_embedding_warn: float = Field(0.5, gt=0)  # warn when the run's mean embedding is this far (mean |delta|/sd) from training
     drift_loudness_warn_db: float = Field(6.0, gt=0)  # warn when the run's mean level differs this much (dB) from the training clips'
     drift_min_tracks: int = Field(100, ge=1)  # a run tagging fewer tracks records its drift but warns on none (sampling noise)
     review_below: float = Field(0.5, ge=0, le=1)  # tags with a lower confidence are flagged needs_review (0: none)
+    progress_every_s: float = Field(30.0, gt=0)  # off a terminal, a progress line every this many seconds (genretag.tagging.progress)
 
 
 class SimilarParams(_Section):

@@ -10,6 +10,11 @@ from genretag.core.config import Params, resolve_sqlite_url
 from genretag.core.errors import RegistryError
 
 EXPERIMENT_NAME = "genretag"
+# MLflow 3 opens an experiment by its kind: "custom_model_development" is the classic ML view (runs, metrics,
+# models), "genai_development" the GenAI overview (traces) that an untagged experiment may be inferred as
+# (the tag and its values: mlflow/server/js's ExperimentKind, mlflow/assistant/skills/mlflow-onboarding/SKILL.md).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def tracking_uri(params: Params, *, root: Path) -> str:
@@ -72,7 +77,8 @@ def use_tracking(params: Params, *, root: Path) -> str:
     """Point MLflow at the project's store and experiment; return the experiment id.
 
     With the SQLite default, artifacts go to ``<root>/mlartifacts`` (never ./mlruns of
-    whatever directory the process happens to run in).
+    whatever directory the process happens to run in). The experiment is a classic ML one
+    (:data:`EXPERIMENT_KIND_TAG`), also when an older version of genretag created it untagged.
     """
     import mlflow
 
@@ -81,8 +87,11 @@ def use_tracking(params: Params, *, root: Path) -> str:
     experiment = mlflow.get_experiment_by_name(EXPERIMENT_NAME)
     if experiment is not None:
         mlflow.set_experiment(EXPERIMENT_NAME)
+        if EXPERIMENT_KIND_TAG not in experiment.tags:
+            mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return experiment.experiment_id
     artifact_location = (root / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite:") else None
-    experiment_id = mlflow.create_experiment(EXPERIMENT_NAME, artifact_location=artifact_location)
+    experiment_id = mlflow.create_experiment(EXPERIMENT_NAME, artifact_location=artifact_location,
+                                             tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id

@@ -56,7 +56,8 @@ class LinearHead:
         self.pipeline = None
 
     def fit(self, features: np.ndarray, labels: np.ndarray, *, seed: int, groups: np.ndarray | None = None) -> dict[str, Any]:
-        """Fit on float32 [n, D] features and int labels in [0, K); returns facts (chosen C and how, iterations, classes seen).
+        """Fit on float32 [n, D] features and int labels in [0, K); returns facts (chosen C and how, iterations, classes seen,
+        ``cv_curve``: :func:`choose_C`'s curve, [] for a fixed C).
 
         ``groups``: [n] track id of each clip, needed when ``C`` is None (inner cross-validation,
         :func:`choose_C`). Class weights are ``balanced`` (inverse class frequency), so unbalanced
@@ -70,9 +71,9 @@ class LinearHead:
         if self.C is None:
             if groups is None:
                 raise ValueError("choosing the head's C needs the track of every training clip (groups)")
-            chosen, how = choose_C(features, labels, groups=np.asarray(groups), seed=seed, max_iter=self.max_iter)
+            chosen, how, curve = choose_C(features, labels, groups=np.asarray(groups), seed=seed, max_iter=self.max_iter)
         else:
-            chosen, how = self.C, "fixed"
+            chosen, how, curve = self.C, "fixed", []
         self.pipeline = make_pipeline(
             *_scaling(),
             LogisticRegression(C=chosen, max_iter=self.max_iter, class_weight="balanced", random_state=seed),
@@ -81,7 +82,7 @@ class LinearHead:
         classifier = self.pipeline[-1]
         return {"head": "VarianceThreshold+StandardScaler+LogisticRegression", "features_kept": int(classifier.coef_.shape[1]),
                 "head_C": float(chosen), "head_C_choice": how,
-                "head_iterations": int(np.max(classifier.n_iter_)), "classes_seen": len(classifier.classes_)}
+                "head_iterations": int(np.max(classifier.n_iter_)), "classes_seen": len(classifier.classes_), "cv_curve": curve}
 
     @property
     def fitted_C(self) -> float | None:
@@ -130,15 +131,17 @@ def _scaling() -> list:
     return [VarianceThreshold(MIN_VARIANCE), StandardScaler()]
 
 
-def choose_C(features: np.ndarray, labels: np.ndarray, *, groups: np.ndarray, seed: int, max_iter: int = 2000) -> tuple[float, str]:
+def choose_C(features: np.ndarray, labels: np.ndarray, *, groups: np.ndarray, seed: int,
+             max_iter: int = 2000) -> tuple[float, str, list[dict[str, float]]]:
     """The head's C from :data:`C_GRID` by grouped inner cross-validation on the training clips only.
 
     ``features`` float [n, D], ``labels`` int [n], ``groups`` [n] track ids. Folds:
     scikit-learn's StratifiedGroupKFold (shuffled with ``seed``), ``min(INNER_FOLDS, fewest
     training tracks of a genre)`` of them; LogisticRegressionCV scores every C of the grid by
     multinomial log loss on the held-out tracks' clips, on features scaled once on all training
-    clips; ``max_iter``: lbfgs iterations per fit. Returns (C, how it was chosen); with fewer than 2 tracks in some genre there is no
-    inner split and the answer is (:data:`DEFAULT_C`, the reason).
+    clips; ``max_iter``: lbfgs iterations per fit. Returns (C, how it was chosen, the curve: one row per C of the grid,
+    ascending, ``{"C": C, "log_loss": mean held-out log loss over the folds}``); with fewer than 2 tracks in some genre
+    there is no inner split and the answer is (:data:`DEFAULT_C`, the reason, []).
     """
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.model_selection import StratifiedGroupKFold
@@ -147,12 +150,14 @@ def choose_C(features: np.ndarray, labels: np.ndarray, *, groups: np.ndarray, se
     tracks_per_class = [len(np.unique(groups[labels == k])) for k in np.unique(labels)]
     folds = min(INNER_FOLDS, min(tracks_per_class))
     if folds < 2:
-        return DEFAULT_C, f"default {DEFAULT_C} (a genre has fewer than 2 training tracks: no inner cross-validation)"
+        return DEFAULT_C, f"default {DEFAULT_C} (a genre has fewer than 2 training tracks: no inner cross-validation)", []
     scaled = make_pipeline(*_scaling()).fit_transform(features)
     splits = list(StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(scaled, labels, groups))
     search = LogisticRegressionCV(Cs=list(C_GRID), cv=splits, scoring="neg_log_loss", class_weight="balanced",
                                   max_iter=max_iter, random_state=seed, l1_ratios=(0.0,), use_legacy_attributes=False).fit(scaled, labels)
-    return float(search.C_), f"inner {folds}-fold cross-validation grouped by track, log loss"
+    losses = -np.asarray(search.scores_).reshape(folds, -1, len(search.Cs_))[:, 0, :].mean(axis=0)  # [folds, l1_ratios, Cs]
+    curve = [{"C": float(c), "log_loss": float(loss)} for c, loss in zip(search.Cs_, losses, strict=True)]
+    return float(search.C_), f"inner {folds}-fold cross-validation grouped by track, log loss", curve
 
 
 def attach_head(network: onnx.ModelProto, head: onnx.ModelProto) -> onnx.ModelProto:

@@ -7,10 +7,12 @@ needs only a decoder, a resampler and onnxruntime. ``write_bundle`` puts into on
 - ``labels.json``: the labels in output order (for runtimes that cannot read custom metadata);
 - ``scoring.json``: the contract's rate and window length, and how the catalog scores a track
   (``score.max_windows`` evenly spaced windows, silent windows skipped below
-  ``validation.silence_rms_dbfs``, mean of the windows, the GPU batch cap);
+  ``validation.silence_rms_dbfs``, mean of the windows, the GPU batch cap) and, for a model with an
+  out-of-taxonomy score, ``unknown``: its output name, threshold and track definition (the mean of the
+  windows' ``unknown_score``; above the threshold, the track is ``unknown``);
 - ``genretag_reference.py``: the Python reference client (numpy, soundfile, python-soxr, onnxruntime);
 - ``genretag_reference.mjs`` with ``package.json`` and ``package-lock.json``: the Node.js reference
-  client (onnxruntime-node, pinned), WAV at the model's rate;
+  client (onnxruntime-node, pinned), WAV at any rate (a windowed-sinc resampler of its own);
 - ``MODEL_CARD.md`` when the registry stored one with the version;
 - ``README.md`` and ``MANIFEST.json`` (SHA-256 of every file, model name and versions).
 """
@@ -24,8 +26,18 @@ from pathlib import Path
 import onnx
 
 from genretag.core.atomic import atomic_path, write_json, write_text
-from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, cuda_batch_limit, read_contract, require_v2
+from genretag.onnx.contract import (
+    EMBEDDING_NAME,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    UNKNOWN,
+    ModelContract,
+    cuda_batch_limit,
+    read_contract,
+    require_v2,
+)
 
+MODEL_CARD_NAME = "MODEL_CARD.md"  # beside every candidate's model.onnx, in its registry version and in the bundle
 PYTHON_CLIENT = "genretag_reference.py"
 NODE_CLIENT = "genretag_reference.mjs"
 CLIENT_FILES = (PYTHON_CLIENT, NODE_CLIENT, "package.json", "package-lock.json")
@@ -69,7 +81,7 @@ def write_bundle(
         stored = client_dir / name if client_dir is not None else None
         _copy(stored if stored is not None and stored.is_file() else installed, out_dir / name)
     if model_card is not None:
-        _copy(model_card, out_dir / "MODEL_CARD.md")
+        _copy(model_card, out_dir / MODEL_CARD_NAME)
     write_json(out_dir / "labels.json", list(contract.labels))
     write_json(out_dir / "scoring.json", {
         "contract_version": contract.contract_version,
@@ -80,6 +92,8 @@ def write_bundle(
         "silence_rms_dbfs": silence_rms_dbfs,
         "aggregate": "mean",
         "max_clips_per_run": cuda_batch_limit(onnx.load(str(onnx_path))),
+        **({"unknown": {"output": contract.open_set.output, "threshold": contract.open_set.threshold, "aggregate": "mean",
+                        "label": UNKNOWN}} if contract.open_set.available else {}),
     })
     write_text(out_dir / "README.md", _readme(contract, registry_version))
     write_json(
@@ -90,10 +104,10 @@ def write_bundle(
             "registry_version": registry_version,
             "contract_version": contract.contract_version,
             "input": INPUT_NAME,
-            "outputs": [OUTPUT_NAME, EMBEDDING_NAME],
+            "outputs": [OUTPUT_NAME, EMBEDDING_NAME, *([contract.open_set.output] if contract.open_set.available else [])],
             "sha256": {
                 name: _sha256(out_dir / name)
-                for name in (*BUNDLE_FILES, *(["MODEL_CARD.md"] if model_card is not None else []))
+                for name in (*BUNDLE_FILES, *([MODEL_CARD_NAME] if model_card is not None else []))
             },
         },
     )
@@ -113,7 +127,8 @@ Python (numpy, soundfile, python-soxr, onnxruntime):
     pip install numpy soundfile soxr onnxruntime
     python {PYTHON_CLIENT} track.flac --top 3
 
-Node.js 18+ (onnxruntime-node, pinned in package-lock.json; WAV at {contract.sample_rate} Hz):
+Node.js 18+ (onnxruntime-node, pinned in package-lock.json; WAV at any rate, resampled to {contract.sample_rate} Hz;
+`node {NODE_CLIENT} --help` lists the options; `--json` prints the Python client's fields):
 
     npm ci        # offline mirrors: ONNXRUNTIME_NODE_INSTALL=skip ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm ci
     node {NODE_CLIENT} track.wav
@@ -126,6 +141,9 @@ Node.js 18+ (onnxruntime-node, pinned in package-lock.json; WAV at {contract.sam
   to mono (mean of the channels), resample to {contract.sample_rate} Hz with soxr "HQ" when needed, cut
   whole {seconds}-s windows (at most `max_windows`, evenly spaced), skip silent windows (all zero or RMS
   below `silence_rms_dbfs` dBFS), run the model, average the windows' probabilities.
+- "None of these genres" (when scoring.json has `unknown`): the model's extra output `unknown_score`
+  float32 [N] scores each window's distance from the training genres; a track whose mean window score
+  is above `unknown.threshold` is `unknown` (its top 3 are still reported). Never write `unknown` as a genre.
 - `scoring.json` `max_clips_per_run`: the most windows one `session.run` may hold on a GPU (cuDNN
   rejects a tensor of 2^31 elements; 0: no limit); batch your own calls below it.
 - `MANIFEST.json`: SHA-256 of every file.

@@ -9,10 +9,14 @@
 // The model takes waveforms and holds the whole preprocessing, so this file computes no spectrogram.
 // onnxruntime-node cannot read the model's custom metadata: labels come from labels.json, the rate,
 // window length and scoring settings from scoring.json. It reads WAV (PCM 16/24/32-bit or IEEE
-// float) already at the model's sample rate and does not resample: convert other files first
-// (genretag_reference.py resamples with python-soxr). Same steps as genretag's tagger: downmix to
-// mono (mean of the channels), whole 3-s windows evenly spaced (at most max_windows), silent
-// windows skipped (all zero, or RMS below silence_rms_dbfs), mean of the windows' probabilities.
+// float) at any sample rate and resamples to the model's with a windowed-sinc interpolator (below;
+// genretag_reference.py uses python-soxr, so probabilities of resampled files agree closely, not
+// bit for bit). Same steps as genretag's tagger: downmix to mono (mean of the channels), resample,
+// whole 3-s windows evenly spaced (at most max_windows), silent windows skipped (all zero, or RMS
+// below silence_rms_dbfs), mean of the windows' probabilities. --json prints the same fields as
+// genretag_reference.py --json: {"file", "windows", "genre", "unknown", "unknown_score", "top": [{"genre", "probability"}], "probabilities"}.
+// A model with an out-of-taxonomy score (scoring.json "unknown"): the mean of the windows' unknown_score; above the
+// threshold the track is "unknown" (its top genres are still reported; never write "unknown" as a genre).
 
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -22,6 +26,7 @@ import ort from "onnxruntime-node";
 const HERE = dirname(fileURLToPath(import.meta.url));
 const INPUT_NAME = "waveform";
 const OUTPUT_NAME = "probabilities";
+const UNKNOWN = "unknown";
 
 export async function loadModel(folder = HERE) {
   const labels = JSON.parse(readFileSync(join(folder, "labels.json"), "utf8"));
@@ -38,6 +43,7 @@ export async function loadModel(folder = HERE) {
     maxWindows: scoring.max_windows ?? 0,
     silenceRmsDbfs: scoring.silence_rms_dbfs ?? -60.0,
     maxClipsPerRun: scoring.max_clips_per_run ?? 0,
+    unknown: scoring.unknown && session.outputNames.includes(scoring.unknown.output) ? scoring.unknown : null,
   };
 }
 
@@ -83,6 +89,63 @@ export function readWav(path) {
   return { samples: mono, rate };
 }
 
+// Band-limited resampling by windowed-sinc interpolation (J. O. Smith, "Digital Audio Resampling Home Page",
+// ccrma.stanford.edu/~jos/resample): each output sample is the input convolved with a sinc low-pass at
+// ROLLOFF x the lower of the two Nyquist frequencies, Kaiser-windowed (beta 8.6, about 80 dB stop band) over
+// ZEROS zero crossings each side, read from a table oversampled OVERSAMPLE times with linear interpolation.
+// Float32Array in, Float32Array of round(length * toRate / fromRate) samples out (soxr's length).
+const ZEROS = 32;
+const OVERSAMPLE = 512;
+const KAISER_BETA = 8.6;
+const ROLLOFF = 0.95;
+
+function besselI0(x) {
+  let sum = 1;
+  let term = 1;
+  for (let k = 1; k < 64 && term > 1e-16 * sum; k++) {
+    term *= (x / (2 * k)) ** 2;
+    sum += term;
+  }
+  return sum;
+}
+
+let sincTable = null;
+function kernelTable() {
+  if (sincTable) return sincTable;
+  sincTable = new Float64Array(ZEROS * OVERSAMPLE + 2);
+  const norm = besselI0(KAISER_BETA);
+  for (let i = 0; i <= ZEROS * OVERSAMPLE; i++) {
+    const x = i / OVERSAMPLE;
+    const r = x / ZEROS;
+    const sinc = x === 0 ? 1 : Math.sin(Math.PI * x) / (Math.PI * x);
+    sincTable[i] = sinc * besselI0(KAISER_BETA * Math.sqrt(Math.max(0, 1 - r * r))) / norm;
+  }
+  return sincTable;
+}
+
+export function resample(samples, fromRate, toRate) {
+  if (fromRate === toRate) return samples;
+  if (!(fromRate > 0 && toRate > 0)) throw new Error(`cannot resample from ${fromRate} Hz to ${toRate} Hz`);
+  const table = kernelTable();
+  const scale = Math.min(1, toRate / fromRate) * ROLLOFF; // cut-off in cycles per input sample x 2
+  const halfWidth = ZEROS / scale; // input samples each side
+  const step = fromRate / toRate;
+  const out = new Float32Array(Math.round((samples.length * toRate) / fromRate));
+  for (let n = 0; n < out.length; n++) {
+    const t = n * step;
+    const first = Math.max(0, Math.ceil(t - halfWidth));
+    const last = Math.min(samples.length - 1, Math.floor(t + halfWidth));
+    let sum = 0;
+    for (let k = first; k <= last; k++) {
+      const position = Math.abs(t - k) * scale * OVERSAMPLE;
+      const index = Math.floor(position);
+      sum += samples[k] * (table[index] + (position - index) * (table[index + 1] - table[index]));
+    }
+    out[n] = sum * scale;
+  }
+  return out;
+}
+
 // numpy's round(): halves go to the even neighbour.
 function roundHalfEven(value) {
   const floor = Math.floor(value);
@@ -113,11 +176,11 @@ function isSilent(window, silenceRmsDbfs) {
   return peak === 0 || 20 * Math.log10(Math.max(rms, 1e-10)) < silenceRmsDbfs;
 }
 
-// Mean window probabilities of a WAV file at the model's rate.
+// Mean window probabilities of a WAV file at any rate (resampled to the model's), and its mean window unknown_score (null: none).
 export async function scoreFile(model, path, maxWindows = model.maxWindows) {
-  const { samples, rate } = readWav(path);
-  if (rate !== model.sampleRate) throw new Error(`${rate} Hz, the model takes ${model.sampleRate} Hz; resample it first`);
-  if (samples.some((sample) => !Number.isFinite(sample))) throw new Error(`non-finite samples (NaN or infinity)`);
+  const decoded = readWav(path);
+  if (decoded.samples.some((sample) => !Number.isFinite(sample))) throw new Error(`non-finite samples (NaN or infinity)`);
+  const samples = resample(decoded.samples, decoded.rate, model.sampleRate);
   const windows = windowStarts(samples.length, model.clipSamples, maxWindows)
     .map((start) => samples.subarray(start, start + model.clipSamples))
     .filter((window) => !isSilent(window, model.silenceRmsDbfs));
@@ -127,15 +190,20 @@ export async function scoreFile(model, path, maxWindows = model.maxWindows) {
   }
   const step = model.maxClipsPerRun || windows.length;
   const mean = new Float64Array(model.labels.length);
+  const names = model.unknown ? [OUTPUT_NAME, model.unknown.output] : [OUTPUT_NAME];
+  let unknownSum = 0;
   for (let first = 0; first < windows.length; first += step) {
     const chunk = windows.slice(first, first + step);
     const batch = new Float32Array(chunk.length * model.clipSamples);
     chunk.forEach((window, index) => batch.set(window, index * model.clipSamples));
     const input = new ort.Tensor("float32", batch, [chunk.length, model.clipSamples]);
-    const output = (await model.session.run({ [INPUT_NAME]: input }, [OUTPUT_NAME]))[OUTPUT_NAME].data;
+    const outputs = await model.session.run({ [INPUT_NAME]: input }, names);
+    const output = outputs[OUTPUT_NAME].data;
     for (let index = 0; index < output.length; index++) mean[index % model.labels.length] += output[index] / windows.length;
+    if (model.unknown) for (const score of outputs[model.unknown.output].data) unknownSum += score;
   }
-  return { probabilities: mean, windows: windows.length };
+  const unknownScore = model.unknown ? unknownSum / windows.length : null;
+  return { probabilities: mean, windows: windows.length, unknownScore, unknown: model.unknown ? unknownScore > model.unknown.threshold : false };
 }
 
 export function top(model, probabilities, k = 3) {
@@ -145,32 +213,62 @@ export function top(model, probabilities, k = 3) {
     .map((index) => [model.labels[index], probabilities[index]]);
 }
 
+const USAGE = `usage: node genretag_reference.mjs FILE.wav [...] [--top 3] [--max-windows N] [--json] [--model-dir DIR]
+
+Tag WAV files (PCM 16/24/32-bit or float, any rate and channels) with a genretag ONNX model.
+  --top K          genres per file (default 3)
+  --max-windows N  3-s windows per file, evenly spaced; 0: every window (default: scoring.json)
+  --json           one JSON object per file: {"file", "windows", "genre", "unknown", "unknown_score", "top": [...], "probabilities"}
+  --model-dir DIR  folder with model.onnx, labels.json and scoring.json (default: this file's)
+  -h, --help       this text
+Other formats: convert to WAV first, e.g. ffmpeg -i in.mp3 out.wav`;
+
 async function main(argv) {
   const options = { top: 3, maxWindows: undefined, json: false, modelDir: HERE };
   const files = [];
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    if (arg === "--top") options.top = Number(argv[++i]);
-    else if (arg === "--max-windows") options.maxWindows = Number(argv[++i]);
-    else if (arg === "--model-dir") options.modelDir = argv[++i];
-    else if (arg === "--json") options.json = true;
-    else files.push(arg);
+  const valueOf = (i, name) => {
+    if (i >= argv.length) throw new Error(`${name} needs a value`);
+    return argv[i];
+  };
+  try {
+    for (let i = 0; i < argv.length; i++) {
+      const arg = argv[i];
+      if (arg === "-h" || arg === "--help") {
+        console.log(USAGE);
+        return 0;
+      } else if (arg === "--top") options.top = Number(valueOf(++i, arg));
+      else if (arg === "--max-windows") options.maxWindows = Number(valueOf(++i, arg));
+      else if (arg === "--model-dir") options.modelDir = valueOf(++i, arg);
+      else if (arg === "--json") options.json = true;
+      else if (arg === "--") {
+        files.push(...argv.slice(i + 1));
+        break;
+      }
+      else if (arg.startsWith("-")) throw new Error(`unknown option ${arg}`);
+      else files.push(arg);
+    }
+  } catch (error) {
+    console.error(`${error.message}\n${USAGE}`);
+    return 2;
   }
   if (files.length === 0) {
-    console.error("usage: node genretag_reference.mjs FILE.wav [...] [--top 3] [--max-windows N] [--json] [--model-dir DIR]");
+    console.error(USAGE);
     return 2;
   }
   const model = await loadModel(options.modelDir);
   let failed = 0;
   for (const file of files) {
     try {
-      const { probabilities, windows } = await scoreFile(model, file, options.maxWindows ?? model.maxWindows);
+      const { probabilities, windows, unknownScore, unknown } = await scoreFile(model, file, options.maxWindows ?? model.maxWindows);
       const ranked = top(model, probabilities, options.top);
+      const genre = unknown ? UNKNOWN : ranked[0][0];
       if (options.json) {
         const all = Object.fromEntries(model.labels.map((label, index) => [label, probabilities[index]]));
-        console.log(JSON.stringify({ file, windows, top: ranked.map(([genre, probability]) => ({ genre, probability })), probabilities: all }));
+        console.log(JSON.stringify({ file, windows, genre, unknown, unknown_score: unknownScore,
+          top: ranked.map(([genre, probability]) => ({ genre, probability })), probabilities: all }));
       } else {
-        console.log(`${file}: ${ranked.map(([genre, probability]) => `${genre} ${probability.toFixed(3)}`).join(", ")}`);
+        const prefix = unknown ? `${UNKNOWN} (none of these genres; score ${unknownScore.toPrecision(4)}), ` : "";
+        console.log(`${file}: ${prefix}${ranked.map(([genre, probability]) => `${genre} ${probability.toFixed(3)}`).join(", ")}`);
       }
     } catch (error) {
       console.error(`${file}: error: ${error.message}`);

@@ -15,7 +15,9 @@ Steps, each as genretag's own tagger does them (``genretag.audio.decode``, ``gen
    when there are more than ``max_windows`` (``scoring.json``; 0: all);
 4. skip silent windows: all zero, or RMS below ``silence_rms_dbfs`` (``scoring.json``);
 5. ``session.run`` on the windows (at most ``max_clips_per_run`` per run on a GPU), mean of the
-   windows' ``probabilities``.
+   windows' ``probabilities``;
+6. when the model has an out-of-taxonomy score (``genretag.open_set`` in the metadata, output
+   ``unknown_score``): the mean of the windows' scores; above the threshold the track is ``unknown``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import soxr
 HERE = Path(__file__).resolve().parent
 INPUT_NAME = "waveform"
 OUTPUT_NAME = "probabilities"
+UNKNOWN = "unknown"  # the genre of a track past the model's out-of-taxonomy threshold
 
 
 @dataclass
@@ -45,6 +48,17 @@ class Model:
     max_windows: int = 0
     silence_rms_dbfs: float = -60.0
     max_clips_per_run: int = 0  # cuDNN's tensor limit on a GPU; 0: no limit
+    unknown_output: str = ""  # the per-window out-of-taxonomy score output ("" : the model cannot say unknown)
+    unknown_threshold: float | None = None  # a track whose mean window score is above it is unknown
+
+
+@dataclass
+class Scored:
+    """A track: mean window probabilities (len(labels),), and its out-of-taxonomy score (None: the model has none)."""
+
+    probabilities: np.ndarray
+    unknown_score: float | None
+    unknown: bool
 
 
 def load_model(folder: str | Path = HERE, *, providers: list[str] | None = None) -> Model:
@@ -55,6 +69,7 @@ def load_model(folder: str | Path = HERE, *, providers: list[str] | None = None)
     if meta.get("genretag.contract_version") != "2":
         raise ValueError(f"{folder / 'model.onnx'}: not a genretag contract-v2 model (waveform input)")
     scoring = json.loads((folder / "scoring.json").read_text()) if (folder / "scoring.json").is_file() else {}
+    open_set = json.loads(meta.get("genretag.open_set") or "{}")
     return Model(
         session=session,
         labels=json.loads(meta["genretag.labels"]),
@@ -63,6 +78,8 @@ def load_model(folder: str | Path = HERE, *, providers: list[str] | None = None)
         max_windows=int(scoring.get("max_windows", 0)),
         silence_rms_dbfs=float(scoring.get("silence_rms_dbfs", -60.0)),
         max_clips_per_run=int(scoring.get("max_clips_per_run", 0)),
+        unknown_output=open_set.get("output", ""),
+        unknown_threshold=open_set.get("threshold"),
     )
 
 
@@ -98,17 +115,21 @@ def windows(model: Model, waveform: np.ndarray, *, max_windows: int | None = Non
     return np.stack(kept).astype(np.float32, copy=False)
 
 
-def score_waveform(model: Model, waveform: np.ndarray, *, max_windows: int | None = None) -> np.ndarray:
-    """Mean window probabilities (len(labels),) of a mono waveform at the model's rate (step 5)."""
+def score_waveform(model: Model, waveform: np.ndarray, *, max_windows: int | None = None) -> Scored:
+    """Mean window probabilities (len(labels),) of a mono waveform at the model's rate (step 5) and the
+    track's out-of-taxonomy score, the mean of its windows' ``unknown_score`` (step 6)."""
     batch = windows(model, waveform, max_windows=max_windows)
     step = model.max_clips_per_run or len(batch)
-    probabilities = np.concatenate(
-        [model.session.run([OUTPUT_NAME], {INPUT_NAME: batch[start : start + step]})[0] for start in range(0, len(batch), step)]
-    )
-    return probabilities.mean(axis=0, dtype=np.float64)
+    names = [OUTPUT_NAME, *([model.unknown_output] if model.unknown_output and model.unknown_threshold is not None else [])]
+    runs = [model.session.run(names, {INPUT_NAME: batch[start : start + step]}) for start in range(0, len(batch), step)]
+    probabilities = np.concatenate([run[0] for run in runs]).mean(axis=0, dtype=np.float64)
+    if len(names) == 1:
+        return Scored(probabilities, None, False)
+    unknown_score = float(np.concatenate([run[1] for run in runs]).mean(dtype=np.float64))
+    return Scored(probabilities, unknown_score, unknown_score > model.unknown_threshold)
 
 
-def score_file(model: Model, path: str | Path, *, max_windows: int | None = None) -> np.ndarray:
+def score_file(model: Model, path: str | Path, *, max_windows: int | None = None) -> Scored:
     return score_waveform(model, decode(path, sample_rate=model.sample_rate), max_windows=max_windows)
 
 
@@ -123,21 +144,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=HERE, help="folder with model.onnx (default: this file's)")
     parser.add_argument("--top", type=int, default=3)
     parser.add_argument("--max-windows", type=int, default=None, help="0: every window (default: scoring.json)")
-    parser.add_argument("--json", action="store_true", help="one JSON object per file")
+    parser.add_argument("--json", action="store_true",
+                        help='one JSON object per file: {"file", "windows", "genre", "unknown", "unknown_score", "top": [{"genre", "probability"}], "probabilities": {label: p}}')
     args = parser.parse_args(argv)
     model = load_model(args.model_dir)
     failed = 0
     for path in args.files:
         try:
-            ranked = top(model, score_file(model, path, max_windows=args.max_windows), args.top)
+            waveform = decode(path, sample_rate=model.sample_rate)
+            count = len(windows(model, waveform, max_windows=args.max_windows))
+            scored = score_waveform(model, waveform, max_windows=args.max_windows)
+            ranked = top(model, scored.probabilities, args.top)
         except (OSError, RuntimeError, ValueError, sf.LibsndfileError) as exc:
             print(f"{path}: error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        if args.json:
-            print(json.dumps({"file": str(path), "top": [{"genre": g, "probability": p} for g, p in ranked]}))
+        genre = UNKNOWN if scored.unknown else ranked[0][0]
+        if args.json:  # the same fields as genretag_reference.mjs --json
+            print(json.dumps({"file": str(path), "windows": count, "genre": genre, "unknown": scored.unknown,
+                              "unknown_score": scored.unknown_score, "top": [{"genre": g, "probability": p} for g, p in ranked],
+                              "probabilities": dict(zip(model.labels, map(float, scored.probabilities), strict=True))}))
         else:
-            print(f"{path}: " + ", ".join(f"{genre} {probability:.3f}" for genre, probability in ranked))
+            prefix = f"{UNKNOWN} (none of these genres; score {scored.unknown_score:.4g}), " if scored.unknown else ""
+            print(f"{path}: {prefix}" + ", ".join(f"{genre} {probability:.3f}" for genre, probability in ranked))
     return 1 if failed else 0
 
 

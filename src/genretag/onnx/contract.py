@@ -16,7 +16,11 @@ preprocessing inside the graph.
   weights' number format (``float32``, or ``int8`` for a statically quantised network), for a
   model derived from another one (int8 from float32), that model's version, and how its
   probabilities were calibrated (``genretag.calibration``: method, temperature, ECE before/after),
-  and the embedding's dimension D and the dtype catalog rows store it in (``genretag.embedding``).
+  the embedding's dimension D and the dtype catalog rows store it in (``genretag.embedding``),
+  and, for models exported since issue #21, the out-of-taxonomy threshold (``genretag.open_set``, :class:`OpenSet`).
+- optional output ``unknown_score``: float32 ``[N]``, the per-window out-of-taxonomy score
+  (:mod:`genretag.training.open_set`); a track's score is the mean of its windows', and the track is
+  ``unknown`` when that mean is above ``genretag.open_set``'s threshold. Consumers that ignore it keep working.
 
 A model whose metadata has no ``genretag.contract_version`` is a v1 model (input ``mel_image``
 [N, H, W, 3]): :func:`read_contract` reads it, and :func:`require_v2` refuses it with one line that
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,11 +65,57 @@ KEY_CALIBRATION = "genretag.calibration"
 KEY_EMBEDDING = "genretag.embedding"  # JSON {"dim": D, "dtype": "float16" | "float32"}: the stored track embedding (absent in older models)
 
 EMBEDDING_DTYPES = ("float16", "float32")  # how a catalog row stores a track embedding (little-endian bytes)
+KEY_OPEN_SET = "genretag.open_set"  # JSON, OpenSet.as_dict (absent in models exported before it)
+UNKNOWN_SCORE_NAME = "unknown_score"  # optional output float32 [N]: the per-window out-of-taxonomy score
+UNKNOWN = "unknown"  # the genre a track past the threshold records; never written as a genre anywhere
+TRACK_SCORE = "mean of the windows' unknown_score"  # the one track-level definition, recorded in the model
 
 FLOAT32 = "float32"
 INT8 = "int8"
 
 REEXPORT_HINT = "re-export it with contract v2: `dvc repro` (stage candidate-<id>) in the project that trained it"
+
+
+@dataclass(frozen=True)
+class OpenSet:
+    """What a model says about "none of these genres" (ONNX metadata ``genretag.open_set``): the method, the
+    graph output that carries the per-window score, the track-level definition, the threshold and how it was
+    fitted. ``OpenSet.absent()`` for a model exported before it (``threshold`` None: it cannot say unknown)."""
+
+    method: str = ""
+    output: str = ""  # the graph's per-window score output
+    track_definition: str = TRACK_SCORE
+    threshold: float | None = None
+    accept: float = 0.0  # the share of validation tracks accepted it was fitted for
+    validation_tracks: int = 0
+    validation_accepted: float = 0.0  # the share actually at or below the threshold
+    shrinkage: float = 0.0
+
+    @classmethod
+    def absent(cls) -> OpenSet:
+        return cls()
+
+    @property
+    def available(self) -> bool:
+        return self.threshold is not None and bool(self.output)
+
+    def track_score(self, window_scores: Any) -> float | None:
+        """The track's score from its windows' ``unknown_score`` values: their mean (None without a threshold or windows)."""
+        import numpy as np
+
+        scores = np.asarray(window_scores if window_scores is not None else [], dtype=np.float64)
+        return float(scores.mean()) if self.available and scores.size else None
+
+    def is_unknown(self, track_score: float | None) -> bool:
+        """True when ``track_score`` (:func:`track_scores`) is above the threshold; False when there is none."""
+        return self.available and track_score is not None and track_score > self.threshold
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) if self.available else {}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OpenSet:
+        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data}) if data else cls.absent()
 
 
 @dataclass(frozen=True)
@@ -94,6 +144,7 @@ class ModelContract:
     calibration: dict[str, Any] = field(default_factory=dict)  # genretag.calibration.Calibration.as_dict(); {}: none recorded
     embedding_dim: int = 0  # D of the ``embedding`` output (0: not stated, a model exported before it was)
     embedding_dtype: str = ""  # one of EMBEDDING_DTYPES: how catalog rows store its track embeddings ("": not stated)
+    open_set: OpenSet = field(default_factory=OpenSet.absent)  # the out-of-taxonomy score and threshold (absent: none)
 
     @property
     def clip_seconds(self) -> float:
@@ -118,6 +169,7 @@ class ModelContract:
             **({KEY_DRIFT_REFERENCE: json.dumps(self.drift_reference, sort_keys=True)} if self.drift_reference else {}),
             **({KEY_EMBEDDING: json.dumps({"dim": self.embedding_dim, "dtype": self.embedding_dtype or "float32"})}
                if self.embedding_dim else {}),
+            **({KEY_OPEN_SET: json.dumps(self.open_set.as_dict(), sort_keys=True)} if self.open_set.available else {}),
         }
 
     @classmethod
@@ -158,6 +210,7 @@ class ModelContract:
             calibration=json.loads(metadata.get(KEY_CALIBRATION) or "{}"),
             embedding_dim=int(embedding.get("dim", 0)),
             embedding_dtype=embedding.get("dtype", ""),
+            open_set=OpenSet.from_dict(json.loads(metadata.get(KEY_OPEN_SET) or "{}")),
         )
 
 
@@ -225,9 +278,25 @@ def cuda_batch_limit(model: onnx.ModelProto) -> int:
     return max(1, CUDNN_MAX_ELEMENTS // largest) if largest else 0
 
 
+LIVE_ACTIVATIONS = 4
+"""Copies of the largest activation a CPU session holds at its peak, per clip: an operator's input and
+output, plus onnxruntime's convolution workspace (im2col) and the arena's rounding; measured peaks of
+musicnn-msd and the paper's CNNs stay under it (bench/early_exit.py --memory prints the check)."""
+
+
+def memory_batch_limit(model: onnx.ModelProto, *, budget_mb: int) -> int:
+    """Most clips per session run whose activations fit ``budget_mb`` MB (2^20 bytes): budget //
+    (LIVE_ACTIVATIONS x 4 bytes x the largest activation's elements per clip, :func:`largest_activation`).
+    0 (no limit) when the budget is 0 or the shapes are unknown; at least 1."""
+    largest = largest_activation(model) if budget_mb else 0
+    return max(1, budget_mb * 2**20 // (LIVE_ACTIVATIONS * 4 * largest)) if largest else 0
+
+
 @dataclass(frozen=True)
 class Prediction:
-    """``probabilities`` float32 [n, K] (softmax, label order) and ``embedding`` float32 [n, D]."""
+    """``probabilities`` float32 [n, K] (softmax, label order), ``embedding`` float32 [n, D] and, from a model
+    with the output, ``unknown_score`` float32 [n] (None without)."""
 
     probabilities: np.ndarray
     embedding: np.ndarray
+    unknown_score: np.ndarray | None = None

@@ -20,9 +20,11 @@ from genretag.onnx.contract import (
     EMBEDDING_NAME,
     INPUT_NAME,
     OUTPUT_NAME,
+    UNKNOWN_SCORE_NAME,
     ModelContract,
     Prediction,
     cuda_batch_limit,
+    memory_batch_limit,
     read_contract,
     require_v2,
 )
@@ -45,7 +47,7 @@ class ScoringModel:
     requested: tuple[str, ...]
     provider: str  # the provider that actually runs: session.get_providers()[0]
     cuda_problem: str = ""  # why CUDA is not active ("" when it is, or was not wanted)
-    max_batch: int = 0  # most clips per session run (0: no limit); see cuda_batch_limit
+    max_batch: int = 0  # most clips per session run (0: no limit); see cuda_batch_limit and memory_batch_limit
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -123,6 +125,7 @@ def open_model(
     require_gpu: bool = False,
     prefer_gpu: bool = True,
     intra_op_threads: int = 0,
+    batch_memory_mb: int = 0,
 ) -> ScoringModel:
     """Open an exported contract-v2 model with CUDA when onnxruntime can use it, else on the CPU.
 
@@ -131,7 +134,10 @@ def open_model(
     onnxruntime-gpu lists CUDA even where it cannot load it and then silently runs on the
     CPU; the provider that really runs is read back from the session. Its own load-error
     spam is silenced and replaced by one warning of ours. ``require_gpu`` raises
-    ScoringError at once, with the reason, when CUDA is not active.
+    ScoringError at once, with the reason, when CUDA is not active. ``batch_memory_mb`` (params
+    score.batch_memory_mb; 0: none) caps the clips per session run so that the activations fit it
+    (:func:`genretag.onnx.contract.memory_batch_limit`): peak memory follows the model, not score.batch_size.
+    ``intra_op_threads`` (0: onnxruntime's default, every core) sets the session's threads.
     """
     path = Path(path)
     try:
@@ -171,7 +177,10 @@ def open_model(
         if require_gpu:
             raise ScoringError(f"{path}: GPU required but CUDA is not active: {problem}")
         log.log(*cuda_note(provider=provider, problem=problem))
-    max_batch = cuda_batch_limit(onnx.load(str(path))) if provider == CUDA else 0
+    proto = onnx.load(str(path)) if provider == CUDA or batch_memory_mb else None
+    limits = [limit for limit in (cuda_batch_limit(proto) if provider == CUDA else 0,
+                                  memory_batch_limit(proto, budget_mb=batch_memory_mb) if proto is not None else 0) if limit]
+    max_batch = min(limits, default=0)
     log.info("scoring %s (%s %s) on %s%s", path.name, contract.model_name, contract.model_version, provider,
              f", at most {max_batch} clips per run" if max_batch else "")
     return ScoringModel(
@@ -224,13 +233,18 @@ def cpu_session(model: str | Path | bytes):
 
 
 def predict_waveforms(session, waveforms: np.ndarray, *, batch_size: int = 64) -> Prediction:
-    """Run a contract-v2 ``session`` on float32 [n, S] waveforms in batches of ``batch_size``."""
+    """Run a contract-v2 ``session`` on float32 [n, S] waveforms in batches of ``batch_size``; the optional
+    ``unknown_score`` output too when the graph has it (else ``Prediction.unknown_score`` is None)."""
     waveforms = np.asarray(waveforms, dtype=np.float32)
+    names = [OUTPUT_NAME, EMBEDDING_NAME]
+    if UNKNOWN_SCORE_NAME in {output.name for output in session.get_outputs()}:
+        names.append(UNKNOWN_SCORE_NAME)
     parts = [
-        session.run([OUTPUT_NAME, EMBEDDING_NAME], {INPUT_NAME: np.ascontiguousarray(waveforms[start : start + batch_size])})
+        session.run(names, {INPUT_NAME: np.ascontiguousarray(waveforms[start : start + batch_size])})
         for start in range(0, len(waveforms), batch_size)
-    ] or [session.run([OUTPUT_NAME, EMBEDDING_NAME], {INPUT_NAME: waveforms})]
+    ] or [session.run(names, {INPUT_NAME: waveforms})]
     return Prediction(
-        probabilities=np.concatenate([p for p, _ in parts]).astype(np.float32),
-        embedding=np.concatenate([e for _, e in parts]).astype(np.float32),
+        probabilities=np.concatenate([p[0] for p in parts]).astype(np.float32),
+        embedding=np.concatenate([p[1] for p in parts]).astype(np.float32),
+        unknown_score=np.concatenate([p[2] for p in parts]).astype(np.float32) if len(names) == 3 else None,
     )

@@ -30,6 +30,7 @@ TAG_EVIDENCE = "genretag.gate.evidence"
 TAG_GATE_RULE = "genretag.gate.rule"
 TAG_GATE_REASON = "genretag.gate.reason"
 TAG_REFUSAL = "genretag.gate.refusal"
+TAG_GATE_RUN = "genretag.gate.run_id"  # the MLflow run holding the gate's figures as metrics (register._gate_run)
 TAG_ONNX_SHA = "genretag.onnx_sha256"
 TAG_HISTORY = "genretag.champion_history"
 TAG_STACK = "genretag.champion_stack"

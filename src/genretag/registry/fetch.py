@@ -3,6 +3,11 @@
 A reference is a path to an .onnx file, or a registry reference: ``champion`` | ``challenger`` | a
 version number | ``models:/NAME@ALIAS`` | ``models:/NAME/VERSION``. :func:`resolve_model` is the
 only place that turns one into a local file (tagging, ``predict``, ``shadow``, the tag-catalog flow).
+
+With a SQLite store whose artifacts are local files (the project's default), the version is read with
+sqlite3 (:func:`genretag.registry.listing.read_sqlite_version`) and its folder is read in place, without
+importing MLflow (several seconds here: issue 22 asks ``predict`` with the champion for <= 5 s); any other
+store (a tracking server, remote artifacts) goes through MLflow.
 """
 
 from __future__ import annotations
@@ -12,11 +17,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from genretag.core.config import Params, RegisterParams
 from genretag.core.errors import ConfigError, RegistryError, ScoringError
 from genretag.core.tracking import point_mlflow, tracking_uri
 from genretag.registry.client import TAG_ONNX_SHA, missing_store, open_client, resolve_version
+from genretag.registry.listing import read_sqlite_version
 
 log = logging.getLogger(__name__)
 
@@ -84,50 +91,85 @@ def download_onnx(name: str, *, version: str, into: Path) -> Path:
     return folder
 
 
+def local_folder(location: str) -> Path | None:
+    """The local folder of a version's download location (``file://`` URI or a plain path), or None
+    for anything else (``s3://``, ``models:/``, ``http``: MLflow downloads those)."""
+    parsed = urlparse(location)
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" and location:
+        return Path(location)
+    return None
+
+
+def _stored_folder(uri: str, *, name: str, ref: str) -> tuple[str, Path, str | None] | None:
+    """(version, local model folder, the version's ONNX SHA-256 tag) read without MLflow, or None when
+    the store is not SQLite or the folder is not a local one holding model.onnx. Raises RegistryError as
+    :func:`~genretag.registry.listing.read_sqlite_version`."""
+    stored = read_sqlite_version(uri, name=name, ref=ref)
+    folder = local_folder(stored.location) if stored is not None else None
+    if stored is None or folder is None or not (folder / "model.onnx").is_file():
+        return None
+    return stored.version, folder, stored.tags.get(TAG_ONNX_SHA)
+
+
 def fetch_onnx(ref: str, *, tracking_uri: str | None = None, model_name: str | None = None) -> Path:
     """A local copy of version/alias ``ref``'s model.onnx.
 
     Registry versions never change, so each is downloaded once into a cache folder
     ($GENRETAG_MODEL_CACHE, else ``<tmp>/genretag-models``) keyed by tracking URI, model name
     and version; a cached file whose SHA-256 differs from the version's tag is fetched again.
+    A SQLite ``tracking_uri`` with local artifacts is read without MLflow (see the module).
+    Raises RegistryError for a version or alias the registry does not hold, or cannot download.
     """
     import hashlib
-
-    import mlflow
-    from mlflow import MlflowClient
 
     from genretag.audio.decoding import file_sha256
     from genretag.core.atomic import atomic_path
 
     name = model_name or RegisterParams().model_name
-    if tracking_uri:
-        point_mlflow(tracking_uri)
-    uri = mlflow.get_tracking_uri()
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    version = resolve_version(client, name=name, ref=ref)
+    local = _stored_folder(tracking_uri, name=name, ref=ref) if tracking_uri else None
+    if local is not None:
+        uri, (number, folder, wanted) = tracking_uri, local
+    else:
+        import mlflow
+        from mlflow import MlflowClient
+
+        if tracking_uri:
+            point_mlflow(tracking_uri)
+        uri = mlflow.get_tracking_uri()
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        version = resolve_version(client, name=name, ref=ref)
+        number, folder, wanted = str(version.version), None, version.tags.get(TAG_ONNX_SHA)
     cache_root = Path(os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / "genretag-models")
-    target = cache_root / hashlib.sha256(uri.encode()).hexdigest()[:12] / name / str(version.version) / "model.onnx"
-    wanted = version.tags.get(TAG_ONNX_SHA)
+    target = cache_root / hashlib.sha256(uri.encode()).hexdigest()[:12] / name / number / "model.onnx"
     if target.is_file() and (not wanted or file_sha256(target) == wanted):
         return target
     with tempfile.TemporaryDirectory(prefix="genretag-fetch-") as tmp:
-        folder = download_onnx(name, version=str(version.version), into=Path(tmp))
+        source = folder if folder is not None else download_onnx(name, version=number, into=Path(tmp))
         with atomic_path(target) as partial:
-            shutil.copyfile(folder / "model.onnx", partial)
-    log.info("fetched %s v%s (%s) to %s", name, version.version, ref, target)
+            shutil.copyfile(source / "model.onnx", partial)
+    log.info("fetched %s v%s (%s) to %s", name, number, ref, target)
     return target
 
 
 def fetch(params: Params, *, root: Path, ref: str, out: Path) -> Path:
-    """Write the handoff bundle of ``ref`` (champion, challenger or a version number) into ``out``; returns ``out``."""
-    from genretag.handoff import write_bundle
-    from genretag.training.card import MODEL_CARD_NAME
+    """Write the handoff bundle of ``ref`` (champion, challenger or a version number) into ``out``; returns ``out``.
 
-    client = open_client(params, root=root)
+    Read without MLflow from a SQLite store with local artifacts (see the module), else downloaded through MLflow.
+    Raises RegistryError for a version or alias the registry does not hold or cannot download.
+    """
+    from genretag.handoff import MODEL_CARD_NAME, write_bundle
+
     name = params.registry.model_name
-    version = resolve_version(client, name=name, ref=ref)
+    local = _stored_folder(tracking_uri(params, root=root), name=name, ref=ref)
     with tempfile.TemporaryDirectory(prefix="genretag-fetch-") as tmp:
-        folder = download_onnx(name, version=str(version.version), into=Path(tmp))
+        if local is not None:
+            number, folder, _ = local
+        else:
+            version = resolve_version(open_client(params, root=root), name=name, ref=ref)
+            number = str(version.version)
+            folder = download_onnx(name, version=number, into=Path(tmp))
         stored = folder / "extra_files"
         card = stored / MODEL_CARD_NAME
         write_bundle(
@@ -137,6 +179,6 @@ def fetch(params: Params, *, root: Path, ref: str, out: Path) -> Path:
             silence_rms_dbfs=params.validation.silence_rms_dbfs,
             client_dir=stored,
             model_card=card if card.is_file() else None,
-            registry_version=str(version.version),
+            registry_version=number,
         )
     return out

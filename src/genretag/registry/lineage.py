@@ -1,8 +1,11 @@
 """One candidate file -> one registry version, with its lineage (data, code, params, metrics) as tags.
 
 A file already registered (same SHA-256, tag ``genretag.onnx_sha256``) is reused, so an interrupted
-registration resumes without duplicates. The model is logged into its training run when that run is
-in this tracking store (``training.json``'s ``mlflow_run_id``), else into a new run.
+registration resumes without duplicates. The model is logged as a model of its training run when that run
+is in this tracking store (``training.json``'s ``mlflow_run_id``), through the client API, so that the run
+is never reopened and still ends when training ended; else into a new run of its own. The test figures
+become metrics of that run and of the logged model (``test_*``); the model card's head becomes the
+version's description.
 """
 
 from __future__ import annotations
@@ -81,7 +84,10 @@ def register_file(client: Any, params: Params, paths: Layout, *, candidate: str,
             log.info("%s: %s is already v%s (same file): reused", candidate, onnx_path, version.version)
             return version
     tags = _lineage_tags(params, paths, candidate=candidate, contract=contract, onnx_sha=onnx_sha)
-    return _log_version(client, params, paths.root, onnx_path=onnx_path, contract=contract, tags=tags, before_log=before_log)
+    return _log_version(client, params, paths.root, onnx_path=onnx_path, contract=contract, tags=tags,
+                        metrics={f"test_{key}".replace("test_test_", "test_"): value
+                                 for key, value in candidate_test_metrics(paths, candidate=candidate, contract=contract).items()},
+                        before_log=before_log)
 
 
 def _training_run_id(client: Any, onnx_path: Path) -> str | None:
@@ -102,7 +108,7 @@ def _training_run_id(client: Any, onnx_path: Path) -> str | None:
 
 
 def _lineage_tags(params: Params, paths: Layout, *, candidate: str, contract: ModelContract, onnx_sha: str) -> dict[str, str]:
-    from genretag.training.provenance import dvc_lock_md5, git_commit, read_metrics
+    from genretag.training.provenance import dvc_lock_md5, git_commit
 
     tags = {
         TAG_CANDIDATE: candidate,
@@ -121,23 +127,48 @@ def _lineage_tags(params: Params, paths: Layout, *, candidate: str, contract: Mo
         TAG_ONNX_SHA: onnx_sha,
     }
     tags.update({f"params.{key}": value for key, value in flatten_params(params).items()})
-    metrics = {**contract.test_metrics, **read_metrics(paths.metrics_dir / "candidates" / f"{candidate}.json")}
-    tags.update({f"metrics.{key}": f"{value:.6g}" for key, value in metrics.items()})
+    tags.update({f"metrics.{key}": f"{value:.6g}" for key, value in candidate_test_metrics(paths, candidate=candidate, contract=contract).items()})
     return tags
 
 
+def candidate_test_metrics(paths: Layout, *, candidate: str, contract: ModelContract) -> dict[str, float]:
+    """The candidate's test figures: the contract's (parity split, at export) updated by the evaluate stage's
+    ``metrics/candidates/<id>.json`` (from audio); logged as run metrics of the version's run and as ``metrics.*``
+    version tags."""
+    from genretag.training.provenance import read_metrics
+
+    return {key: float(value) for key, value in {**contract.test_metrics, **read_metrics(paths.metrics_dir / "candidates" / f"{candidate}.json")}.items()}
+
+
+def card_summary(card: Path) -> str:
+    """The model card's head (title, the facts table and "Intended use") as a registry version's description
+    (Markdown, as MLflow's UI renders it), cut to MLflow's 5,000 characters; "" without a card."""
+    if not card.is_file():
+        return ""
+    lines = card.read_text(encoding="utf-8").splitlines()
+    headings = [index for index, line in enumerate(lines) if line.startswith("## ")]
+    head = lines[: headings[1]] if len(headings) > 1 else lines
+    text = "\n".join(head).strip()
+    return text if len(text) <= TAG_LIMIT else text[: TAG_LIMIT - 1] + "…"
+
+
 def _log_version(client: Any, params: Params, root: Path, *, onnx_path: Path, contract: ModelContract, tags: dict[str, str],
-                 before_log: Callable[[], None] | None) -> Any:
-    """Log the ONNX model into its training run (or a new run) and register it with ``tags``."""
+                 metrics: dict[str, float], before_log: Callable[[], None] | None) -> Any:
+    """Log the ONNX model as a model of its training run (or of a new run of its own, when that run is not in this
+    store) without reopening it, ``metrics`` as that run's and the logged model's metrics, and register it with
+    ``tags`` and the model card's summary as its description."""
+    import time
+
     import mlflow
     import mlflow.onnx
     import numpy as np
     import onnx
+    from mlflow.entities import Metric, Param, RunTag
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
-    from genretag.handoff import client_sources
-    from genretag.training.card import MODEL_CARD_NAME
+    from genretag.core.tracking import EXPERIMENT_NAME
+    from genretag.handoff import MODEL_CARD_NAME, client_sources
 
     name = params.registry.model_name
     signature = ModelSignature(
@@ -148,19 +179,22 @@ def _log_version(client: Any, params: Params, root: Path, *, onnx_path: Path, co
         ]),
     )
     run_id = _training_run_id(client, onnx_path)
-    resumed = run_id is not None
-    mlflow.start_run(run_id=run_id, run_name=None if resumed else f"register-{tags[TAG_CANDIDATE]}")  # run_id None: a new run
+    own_run = run_id is None
+    if own_run:  # no training run in this store: a run of its own, ended as soon as the model is registered
+        experiment_id = mlflow.get_experiment_by_name(EXPERIMENT_NAME).experiment_id
+        run_id = client.create_run(experiment_id, run_name=f"register-{tags[TAG_CANDIDATE]}", tags={"genretag.stage": "register"}).info.run_id
+        client.log_batch(run_id, params=[Param(key, value) for key, value in flatten_params(params).items()])
     status = "FAILED"
     try:
-        if not resumed:
-            mlflow.log_params(flatten_params(params))
-        mlflow.set_tags({key: value for key, value in tags.items() if key.startswith("genretag.") and len(value) < TAG_LIMIT})
         extra = list(client_sources().values())
         card = onnx_path.with_name(MODEL_CARD_NAME)
         if card.is_file():
             extra.append(card)
         if before_log is not None:
             before_log()
+        short_tags = {key: value for key, value in tags.items() if key.startswith("genretag.") and len(value) < TAG_LIMIT}
+        # run_id and no active run: MLflow 3 links the logged model to the finished training run through the
+        # client API, which neither reopens that run nor moves its end time (issue 22: runs end when training ends).
         info = mlflow.onnx.log_model(
             onnx.load(str(onnx_path)),
             name=ARTIFACT_NAME,
@@ -169,10 +203,17 @@ def _log_version(client: Any, params: Params, root: Path, *, onnx_path: Path, co
             onnx_execution_providers=["CPUExecutionProvider"],
             save_as_external_data=False,
             extra_files=[str(file) for file in extra],
+            run_id=run_id,
+            tags=short_tags,
         )
+        stamp = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(key, value, stamp, 0, model_id=info.model_id) for key, value in metrics.items()],
+                         tags=[RunTag(key, value) for key, value in short_tags.items()])
         version = mlflow.register_model(info.model_uri, name, tags=tags)
+        if description := card_summary(card):
+            version = client.update_model_version(name, str(version.version), description=description)
         status = "FINISHED"
     finally:
-        # A resumed training run stays FINISHED: a failed registration does not fail training.
-        mlflow.end_run(status="FINISHED" if resumed else status)
+        if own_run:
+            client.set_terminated(run_id, status=status)
     return version

@@ -27,7 +27,9 @@ models/GATE.md and models/registry.json (decision ``refused``) say why in one li
 explicit choice of a chance-only floor.
 
 Decision, evidence (intervals, p-values, floor) and the candidates table go to version tags,
-registered-model tags, models/registry.json and models/GATE.md (the model card includes it).
+registered-model tags, models/registry.json and models/GATE.md (the model card includes it), and to
+a run of the gate's own (:func:`_gate_run`): its figures as run metrics, GATE.md and registry.json as
+artifacts, its id on every version it saw (``genretag.gate.run_id``).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from genretag.registry.client import (
     TAG_FLOOR,
     TAG_GATE_REASON,
     TAG_GATE_RULE,
+    TAG_GATE_RUN,
     TAG_LIMIT,
     TAG_REASON,
     TAG_REFUSAL,
@@ -161,9 +164,11 @@ def register_candidates(
     chosen = decision.champion if decision else None
     chosen_version = next((e.version for e in entries if e.name == chosen), None)
 
+    gate_run = _gate_run(client, params, decision=decision, reason=reason, entries=entries)
     for entry in entries:
         if entry.version is None:
             continue
+        client.set_model_version_tag(name, entry.version, TAG_GATE_RUN, gate_run)
         verdict = CHAMPION if entry.name == chosen else ("challenger" if decision and entry.name in decision.evidence
                                                           and decision.evidence[entry.name].servable else "refused")
         _version_tags(client, name, entry.version, evidence=decision.evidence.get(entry.name) if decision else None,
@@ -177,6 +182,9 @@ def register_candidates(
     client.set_registered_model_tag(name, TAG_GATE_RULE, registration.rule)
     client.set_registered_model_tag(name, TAG_GATE_REASON, reason[:TAG_LIMIT])
     write_gate_report(registration, record_path=record_path, gate_path=gate_path)
+    for report in (record_path, gate_path):
+        client.log_artifact(gate_run, str(report), artifact_path="gate")
+    client.set_terminated(gate_run, status="FINISHED")
     log.info("%s gate: %s -> champion %s: %s", name, registration.decision, chosen_version or "none", reason)
     return registration
 
@@ -262,6 +270,46 @@ def _registration(params: Params, test: TestAudio, *, decision: str, rule: str, 
         baseline=settings.baseline, test_tracks=len(test.track_ids), test_clips=len(test), test_fingerprint=test.fingerprint(),
         candidates=rows, decided_at=now(),
     )
+
+
+def _gate_run(client: Any, params: Params, *, decision: Decision | None, reason: str, entries: list[GateEntry]) -> str:
+    """A run of the gate's own (``gate-<model name>``, tag ``genretag.stage: gate``; left running until the reports
+    are logged into it): its settings as params, each model's figures as metrics ``<model>.<figure>`` (track and clip
+    accuracy with their interval, p against chance and the baseline, servable 0/1, and for a challenger the gain over
+    the champion with its p), the decision as tags. Every version it saw gets its id (version tag ``genretag.gate.run_id``)."""
+    import time
+
+    from mlflow.entities import Metric, Param, RunTag
+
+    from genretag.core.tracking import EXPERIMENT_NAME
+
+    settings = params.registry
+    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
+    run_id = client.create_run(experiment.experiment_id, run_name=f"gate-{settings.model_name}",
+                               tags={"genretag.stage": "gate", "genretag.model_name": settings.model_name}).info.run_id
+    stamp = int(time.time() * 1000)
+    figures: dict[str, float] = {}
+    for model, evidence in (decision.evidence.items() if decision else ()):
+        for metric, interval in evidence.metrics.items():
+            figures |= {f"{model}.{metric}": interval.estimate, f"{model}.{metric}_low": interval.low, f"{model}.{metric}_high": interval.high}
+        figures |= {f"{model}.chance_p": evidence.chance_p, f"{model}.servable": float(evidence.servable)}
+        if evidence.baseline_test is not None:
+            figures[f"{model}.baseline_p"] = evidence.baseline_test.p_less
+    for model, comparison in (decision.comparisons.items() if decision else ()):
+        figures |= {f"{model}.gain": comparison.gain.estimate, f"{model}.gain_low": comparison.gain.low,
+                    f"{model}.gain_p": comparison.test.p_greater}
+    versions = {entry.name: entry.version for entry in entries if entry.version}
+    client.log_batch(
+        run_id,
+        metrics=[Metric(key, float(value), stamp, 0) for key, value in figures.items()],
+        params=[Param("alpha", str(settings.alpha)), Param("min_improvement", str(settings.min_improvement)),
+                Param("baseline", str(settings.baseline))],
+        tags=[RunTag("genretag.gate.decision", decision.action if decision else "none"),
+              RunTag(TAG_GATE_RULE, decision.rule if decision else "floor"), RunTag(TAG_GATE_REASON, reason[:TAG_LIMIT]),
+              RunTag("genretag.gate.champion", str(versions.get(decision.champion, "")) if decision and decision.champion else ""),
+              RunTag("genretag.gate.versions", json.dumps(versions))],
+    )
+    return run_id
 
 
 def _version_tags(client: Any, name: str, version: str, *, evidence: Evidence | None, decision: Decision, verdict: str, problem: str) -> None:

@@ -25,10 +25,11 @@ class WriteOutcome:
     embedding_sum: Any = None  # float64 [D] over their scored windows (None: nothing tagged)
 
 
-def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any, review_below: float) -> WriteOutcome:
+def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any, review_below: float,
+                  run_id: str | None = None) -> WriteOutcome:
     """Write genretag.tagging.scoring.ScoredTrack results (their keys are HashedTracks) in one commit
-    (``review_below``: :func:`tag_row`); each tag row keeps its track embedding, the mean of its scored
-    windows' embeddings, in the model's storage dtype (:func:`embedding_dtype`)."""
+    (``review_below``: :func:`tag_row`; ``run_id``: the tagging run's id, on each tag row); each tag row keeps its
+    track embedding, the mean of its scored windows' embeddings, in the model's storage dtype (:func:`embedding_dtype`)."""
     tags, errors, failures, audio, embedding_sums = [], [], [], [], []
     dtype = embedding_dtype(model.contract)
     for result in results:
@@ -39,7 +40,7 @@ def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any, revie
         else:
             tags.append(tag_row(track, result.score, model_name=model.model_name, model_version=model.model_version,
                                 provider=model.provider, contract_version=model.contract_version, review_below=review_below,
-                                audio=result.audio, embedding_dtype=dtype,
+                                audio=result.audio, run_id=run_id, embedding_dtype=dtype,
                                 embedding=None if result.embedding_sum is None or not result.score.windows_scored
                                 else result.embedding_sum / result.score.windows_scored))
             audio += [result.audio] if result.audio else []

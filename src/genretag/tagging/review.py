@@ -96,8 +96,10 @@ def reviewed_file(row: Mapping[str, str], *, catalog: pd.DataFrame, sha: str) ->
     return absolute(written)
 
 
-def _row_problem(row: Mapping[str, str], *, genre: str, sha: str, genres: Sequence[str], catalog: pd.DataFrame) -> str:
-    """Why a filled-in review row (its stripped ``genre`` and lower-case ``sha``) cannot become a label ("" when it can)."""
+def _row_problem(row: Mapping[str, str], *, genre: str, sha: str, genres: Sequence[str], catalog: pd.DataFrame,
+                 aliases: Mapping[str, str]) -> str:
+    """Why a filled-in review row (its stripped ``genre`` and lower-case ``sha``) cannot become a label ("" when it can);
+    ``aliases``: catalog_aliases (a file whose tags write-tags wrote is still the same track)."""
     if genre not in genres:
         return f"corrected_genre {genre!r} is not one of params.genres ({', '.join(genres)})"
     if not sha:
@@ -109,7 +111,7 @@ def _row_problem(row: Mapping[str, str], *, genre: str, sha: str, genres: Sequen
         found = file_sha256(path)
     except (OSError, GenretagError) as exc:
         return f"{display(path)}: cannot read ({getattr(exc, 'strerror', None) or exc})"
-    if found != sha:
+    if aliases.get(found, found) != sha:
         return f"{display(path)}: the file changed since it was tagged (sha256 {found[:12]}, not {sha[:12]})"
     return ""
 
@@ -138,6 +140,7 @@ def import_review(
     review_sha = file_sha256(review_path)
     with Catalog(database_url) as catalog:
         tags = latest_tags(catalog.read("catalog_tags")).set_index("sha256")
+        aliases = dict(catalog.read("catalog_aliases")[["alias_sha256", "sha256"]].itertuples(index=False, name=None))
     labels = read_feedback(feedback).set_index("sha256", drop=False)
     outcome = ImportOutcome()
     imported_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -152,7 +155,7 @@ def import_review(
         if not genre:
             outcome.blank += 1
             continue
-        problem = _row_problem(row, genre=genre, sha=sha, genres=genres, catalog=tags)
+        problem = _row_problem(row, genre=genre, sha=sha, genres=genres, catalog=tags, aliases=aliases)
         if not problem and len(labels_of[sha]) > 1:  # the sheet disagrees with itself: no row of that sha wins
             problem = f"sha256 {sha[:12]} has conflicting labels in this sheet ({', '.join(sorted(labels_of[sha]))})"
         if problem:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ import numpy as np
 from genretag.core.errors import CatalogError
 from genretag.core.paths import display, exact_bytes
 from genretag.evaluation.drift import InputStats
+from genretag.onnx.contract import UNKNOWN
 from genretag.tagging.sources import HashedTrack
 
 
@@ -79,17 +81,36 @@ def timeline_lines(window_probabilities: str | None) -> list[str]:
     return lines
 
 
+def is_unknown(row: Mapping[str, Any]) -> bool:
+    """True for a catalog tag (a catalog_tags row, an export row or a TrackScore-like mapping with ``genre``) that is
+    none of the model's genres: its genre is ``unknown``. Such a tag must never be written as a genre (file tags,
+    playlists, exports): its top3 are the model's guesses, kept for review only."""
+    return row.get("genre") == UNKNOWN
+
+
+def unknown_prefix(genre: str, unknown_score: float | None) -> str:
+    """What ``predict``, ``show`` and both handoff clients print before a track's top genres when it is unknown:
+    ``"unknown (none of these genres; score S), "``; "" for any other genre."""
+    if genre != UNKNOWN:
+        return ""
+    return f"{UNKNOWN} (none of these genres; score {unknown_score:.4g}), "
+
+
 def tag_row(
     track: HashedTrack, score: Any, *, model_name: str, model_version: str, provider: str, contract_version: int,
     review_below: float,
     audio: InputStats | None = None,
+    run_id: str | None = None,
     embedding: np.ndarray | None = None,
     embedding_dtype: str = DEFAULT_EMBEDDING_DTYPE,
 ) -> dict[str, Any]:
     """A catalog_tags row for a genretag.tagging.scoring.TrackScore and the track's input statistics; flagged
-    needs_review when its confidence is below ``review_below`` (params score.review_below). ``embedding``
-    (float [D], the mean of the scored windows' embeddings) is stored as ``embedding_dtype`` bytes."""
+    needs_review when its confidence is below ``review_below`` (params score.review_below) or it is ``unknown``
+    (genre ``unknown``, its out-of-taxonomy score past the model's threshold; top3 kept); ``run_id``: the tagging
+    run that wrote it (catalog_runs.run_id). ``embedding`` (float [D], the mean of the scored windows'
+    embeddings) is stored as ``embedding_dtype`` bytes."""
     return {
+        "run_id": run_id,
         "embedding": None if embedding is None else encode_embedding(embedding, dtype=embedding_dtype),
         "embedding_dtype": None if embedding is None else embedding_dtype,
         "source_sample_rate": audio.source_sample_rate if audio else None,
@@ -105,7 +126,9 @@ def tag_row(
         "probabilities": json.dumps(score.probabilities),
         "windows_scored": score.windows_scored,
         "windows_silent": score.windows_silent,
-        "needs_review": score.confidence < review_below,
+        "windows_available": score.windows_available,
+        "needs_review": score.confidence < review_below or score.label == UNKNOWN,
+        "unknown_score": score.unknown_score,
         "window_probabilities": window_timeline(score),
         "model_name": model_name,
         "model_version": model_version,

@@ -1,9 +1,12 @@
 """A tagging run's steps, in ONE ordered list that both ways of tagging run.
 
-:data:`TAGGING_STEPS`: open the catalog -> list the source -> hash it (in chunks) -> plan (skip what
-this model version tagged, tag repeated content once) -> point moved files' tags at their new paths ->
-write the unreadable files' error rows -> score and write, one commit at a time -> measure the
-run's drift -> record the run -> add the new embeddings to the similarity index. :func:`tag_catalog` runs the steps directly, in this process, without
+:data:`TAGGING_STEPS`: open the catalog -> open the source (a stream) -> for each chunk of SCAN_CHUNK
+tracks: fingerprint and hash it (only new or changed files are read), resolve aliases (files
+write-tags changed), plan it (skip what this model
+version tagged or failed on, tag repeated content once), point moved files' tags at their new paths,
+write the unreadable files' error rows -> score and write, one commit at a time -> measure the run's
+drift -> record the run -> add the new embeddings to the similarity index. The source is never listed whole: a folder or CSV of 10^6 files costs the
+memory of one chunk, plus the tracks left to score (a no-op rescan holds none). :func:`tag_catalog` runs the steps directly, in this process, without
 Prefect; ``flows/tag_catalog.py`` runs each step as a Prefect task (retried where :attr:`Step.retry`
 says a retry may clear a failure) through the same walker, :func:`run_steps`, so the order lives
 here only. Both share one :class:`TaggingRun`: the state each step reads and advances.
@@ -13,8 +16,10 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -23,36 +28,45 @@ from typing import Any
 from genretag.core.config import ScoreParams
 from genretag.core.errors import CatalogError
 from genretag.core.paths import display
+from genretag.tagging.progress import Progress
 from genretag.onnx.session import ScoringModel
 from genretag.tagging.commit import write_results
+from genretag.tagging.early_exit import EarlyExit
 from genretag.tagging.rows import error_row
 from genretag.tagging.scoring import ScoredTrack, score_files
 from genretag.tagging.sources import (
+    FileKind,
+    FingerprintMatch,
     HashedTrack,
-    SourceScan,
     TaggingPlan,
     TrackFailure,
     TrackSource,
     hash_tracks,
+    match_fingerprints,
+    open_source,
     plan_tagging,
-    scan_source,
+    stat_tracks,
+    HASH_TRIES,
 )
 from genretag.tagging.store import Catalog, redact
 from genretag.tagging.summary import TaggingSummary
 
-HASH_CHUNK = 256  # files per hashing step: a transient failure re-reads at most this many
+SCAN_CHUNK = 1000  # tracks per scan step (stat, fingerprint lookup, hash, plan): the memory of a scan, and what a retry redoes
+NO_OPEN_SET = ("model {name} {version} has no out-of-taxonomy score (exported before genretag.open_set): it cannot say "
+               "'unknown', every track gets one of its genres; re-export it (`dvc repro`, stage candidate-<id>) to add one")
 
 Scorer = Callable[[Sequence[HashedTrack]], Iterator[ScoredTrack]]
 """Scores the tracks to tag: one ScoredTrack per track, in any order (decoded here or elsewhere)."""
 
 
-def local_scorer(model: ScoringModel, *, max_windows: int, batch_size: int, workers: int, silence_rms_dbfs: float) -> Scorer:
+def local_scorer(model: ScoringModel, *, max_windows: int, batch_size: int, workers: int, silence_rms_dbfs: float,
+                 early_exit: EarlyExit | None = None) -> Scorer:
     """Decode in ``workers`` local processes (0: every core) and score here
-    (genretag.tagging.scoring.score_files; ``max_windows`` 3-s windows per track, 0: all)."""
+    (genretag.tagging.scoring.score_files; ``max_windows`` 3-s windows per track, 0: all; ``early_exit``: in rounds)."""
 
     def score(todo: Sequence[HashedTrack]) -> Iterator[ScoredTrack]:
         return score_files(model, ((t, t.path) for t in todo), max_windows=max_windows, batch_size=batch_size,
-                           workers=workers, silence_rms_dbfs=silence_rms_dbfs)
+                           workers=workers, silence_rms_dbfs=silence_rms_dbfs, early_exit=early_exit)
 
     return score
 
@@ -75,6 +89,12 @@ class TaggingRun:
         drift_limits: ScoreParams | None = None,
         reference_genres: Mapping[str, int] | None = None,
         before_read: Callable[[Path], None] | None = None,
+        while_hashing: Callable[[Path], None] | None = None,
+        rehash: bool = False,
+        retry_failed: bool = False,
+        hash_workers: int = 0,
+        progress_every_s: float = 30.0,
+        progress_bars: bool | None = None,
         recorded_as: str = "cli",
         log: logging.Logger | logging.LoggerAdapter = logging.getLogger(__name__),
         started: float | None = None,
@@ -88,15 +108,28 @@ class TaggingRun:
         self.drift_limits = drift_limits or ScoreParams()
         self.reference_genres = reference_genres
         self.before_read = before_read
+        self.while_hashing = while_hashing  # genretag.tagging.sources.hash_file's while_reading (faults, tests)
+        self.rehash = rehash  # read every file, trusting no fingerprint
+        self.retry_failed = retry_failed  # decode known failures again
+        self.hash_workers = hash_workers  # hashing threads (0: every core)
+        self.progress_every_s = progress_every_s
+        self.progress_bars = sys.stderr.isatty() if progress_bars is None else progress_bars
         self.recorded_as = recorded_as  # catalog_runs.run: "cli" or "prefect:<flow run id>"
+        self.run_id = uuid.uuid4().hex  # catalog_runs.run_id, and run_id of each catalog_tags row this run writes
         self.log = log
         self.started = time.perf_counter() if started is None else started
         self.summary = TaggingSummary(display(source), redact(database_url), model.model_name, model.model_version, model.provider)
+        if not model.contract.open_set.available:  # said once per run, on the log and in the summary
+            self.summary.notes.append(NO_OPEN_SET.format(name=model.model_name, version=model.model_version))
+            self.log.warning(self.summary.notes[-1])
         self.catalog: Catalog | None = None
-        self.scan = SourceScan([])
-        self.hashed: list[HashedTrack] = []
-        self.unreadable: list[TrackFailure] = []
-        self.plan = TaggingPlan([], [], [])
+        self.progress: Progress | None = None
+        self.entries: Iterator[tuple[FileKind, TrackSource]] = iter(())
+        self.hashed: list[HashedTrack] = []  # the chunk's tracks with their content hashes
+        self.unreadable: list[TrackFailure] = []  # the chunk's tracks that could not be read
+        self.plan = TaggingPlan([], [], [])  # the chunk's plan
+        self.todo: list[HashedTrack] = []  # every chunk's tracks to score
+        self.seen: set[str] = set()  # hashes of self.todo: repeated content is tagged once
         self.stream: Iterator[ScoredTrack] | None = None
         self.results: list[ScoredTrack] = []  # the commit being scored and written
 
@@ -108,11 +141,13 @@ class TaggingRun:
         return self.catalog
 
     def close(self) -> None:
-        """Stop the scoring stream (and its decoding workers), then close the catalog."""
+        """Stop the scoring stream (and its decoding workers) and the progress report, then close the catalog."""
         try:
             if self.stream is not None:
                 self.stream.close()
         finally:
+            if self.progress is not None:
+                self.progress.close()
             if self.catalog is not None:
                 self.catalog.close()
 
@@ -126,49 +161,101 @@ def open_catalog(run: TaggingRun) -> None:
 
 
 def list_source(run: TaggingRun) -> None:
-    """The source's tracks, and the files skipped (not audio, macOS metadata), counted."""
-    run.scan = scan_source(run.source)
-    run.summary.count_skipped(run.scan)
+    """Open the source as a stream of entries (checked now: ScoringError when it does not exist or is
+    not a readable CSV), and start reporting progress."""
+    run.entries = open_source(run.source)
+    if run.progress is None:
+        run.progress = Progress(log=run.log, every_s=run.progress_every_s, bars=run.progress_bars)
 
 
-def hash_chunks(run: TaggingRun) -> list[list[TrackSource]]:
-    """The listed tracks in chunks of HASH_CHUNK: the hash-tracks step's parts."""
-    tracks = run.scan.tracks
-    return [tracks[start : start + HASH_CHUNK] for start in range(0, len(tracks), HASH_CHUNK)]
+def source_chunks(run: TaggingRun) -> Iterator[list[TrackSource]]:
+    """The source's tracks, SCAN_CHUNK at a time, drawn as the scan steps need them; the files
+    skipped (not audio, macOS metadata) are counted on the way."""
+    chunk: list[TrackSource] = []
+    for kind, entry in run.entries:
+        if kind != "audio":
+            run.summary.count_entry(kind)
+            continue
+        chunk.append(entry)
+        if len(chunk) == SCAN_CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def hash_chunk(run: TaggingRun, chunk: list[TrackSource]) -> None:
-    """SHA-256 of each file; an OSError that is not a missing or forbidden file propagates, for a retry."""
-    _add_hashes(run, *hash_tracks(chunk, before_read=run.before_read, strict=True))
+    """Each track's content hash: from its fingerprint when the catalog knows it unchanged (at this path,
+    or moved to it), else read (on every core). An OSError that is not a missing or forbidden file
+    propagates, for a retry."""
+    _hash(run, chunk, strict=True)
 
 
 def hash_chunk_leniently(run: TaggingRun, chunk: list[TrackSource]) -> None:
     """As :func:`hash_chunk`, but a file that cannot be read for any reason is recorded as unreadable."""
-    _add_hashes(run, *hash_tracks(chunk, before_read=run.before_read, strict=False))
+    _hash(run, chunk, strict=False)
 
 
-def _add_hashes(run: TaggingRun, hashed: list[HashedTrack], unreadable: list[TrackFailure]) -> None:
-    run.hashed += hashed
-    run.unreadable += unreadable
+def _hash(run: TaggingRun, chunk: list[TrackSource], *, strict: bool) -> None:
+    stated, unreadable = stat_tracks(chunk)
+    by_path = run.db.fingerprints([display(item.track.path) for item in stated])
+    if run.rehash:
+        match = FingerprintMatch([], [], stated)
+    else:
+        match = match_fingerprints(stated, by_path=by_path, by_inode=run.db.fingerprints_by_inode)
+    outcome = hash_tracks(match.to_hash, workers=run.hash_workers, before_read=run.before_read, while_reading=run.while_hashing,
+                          strict=strict, on_done=run.progress.hashed if run.progress else None)
+    run.db.record_fingerprints(match.renamed + outcome.hashed)
+    # the chunk is done (a retry above redoes it whole): count it
+    summary = run.summary
+    summary.listed += len(chunk)
+    summary.unchanged += len(match.unchanged)
+    summary.renamed += len(match.renamed)
+    summary.hashed += len(outcome.hashed)
+    summary.bytes_hashed += outcome.bytes_read
+    summary.unstable += [display(track.path) for track in outcome.unstable]
+    for track in outcome.unstable:
+        run.log.warning("%s: changed while it was read, %d times: skipped as unstable (tried again next run)",
+                        display(track.path), HASH_TRIES)
+    for track, fingerprint in outcome.hashed:
+        known = by_path.get(display(track.path))
+        if run.rehash and known is not None and known.fingerprint == fingerprint and known.sha256 != track.sha256:
+            summary.changed_in_place.append(display(track.path))
+            run.log.warning("%s: content changed in place under the same size and mtime (found by --rehash)", display(track.path))
+    if run.progress is not None:
+        run.progress.listed_files(len(chunk), unchanged=len(match.unchanged) + len(match.renamed))
+    run.hashed = match.unchanged + [track for track, _ in match.renamed] + [track for track, _ in outcome.hashed]
+    run.unreadable = unreadable + outcome.failed
 
 
-def plan(run: TaggingRun) -> None:
-    """Split the hashed files into those to score, those this model version tagged, and repeats."""
+def resolve_aliases(run: TaggingRun, _chunk: list[TrackSource]) -> None:
+    """Know each hashed file by the content hash the catalog holds for it: a file that `genretag write-tags`
+    wrote tags into has a new SHA-256, recorded as an alias of its old one (catalog_aliases)."""
+    canonical = run.db.canonical(t.sha256 for t in run.hashed)
+    run.hashed = [HashedTrack(t.track_id, t.path, canonical[t.sha256]) for t in run.hashed]
+
+
+def plan(run: TaggingRun, _chunk: list[TrackSource]) -> None:
+    """Split the chunk's hashed files into those to score, those this model version tagged, those whose
+    content failed with it before (not decoded again unless ``retry_failed``), and repeats."""
     version = run.model.model_version
-    run.plan = plan_tagging(run.hashed, run.db.tagged_shas((t.sha256 for t in run.hashed), model_version=version))
-    run.summary.skipped, run.summary.duplicates = len(run.plan.already_tagged), len(run.plan.duplicates)
-    run.log.info("%d tracks listed: %d to score, %d already tagged by %s, %d duplicate content, %d unreadable",
-                 run.summary.listed, len(run.plan.todo), len(run.plan.already_tagged), version,
-                 len(run.plan.duplicates), len(run.unreadable))
+    shas = [t.sha256 for t in run.hashed]
+    tagged = run.db.tagged_shas(shas, model_version=version)
+    failed = set() if run.retry_failed else run.db.failed_shas(shas, model_version=version)
+    run.plan = plan_tagging(run.hashed, tagged, failed=failed, seen=run.seen)
+    run.todo += run.plan.todo
+    run.summary.skipped += len(run.plan.already_tagged)
+    run.summary.duplicates += len(run.plan.duplicates)
+    run.summary.add_known_failures(display(t.path) for t in run.plan.known_failures)
 
 
-def refresh_moved_paths(run: TaggingRun) -> None:
-    """Point this model version's tags of already-tagged files at where the files are now."""
-    run.summary.moved = run.db.refresh_paths(run.plan.already_tagged, model_version=run.model.model_version)
+def refresh_moved_paths(run: TaggingRun, _chunk: list[TrackSource]) -> None:
+    """Point this model version's tags of the chunk's already-tagged files at where the files are now."""
+    run.summary.moved += run.db.refresh_paths(run.plan.already_tagged, model_version=run.model.model_version)
 
 
-def write_read_failures(run: TaggingRun) -> None:
-    """An error row per file that could not be read (upserted: a rerun refreshes, never repeats it)."""
+def write_read_failures(run: TaggingRun, _chunk: list[TrackSource]) -> None:
+    """An error row per file of the chunk that could not be read (upserted: a rerun refreshes, never repeats it)."""
     version = run.model.model_version
     counts = run.db.write([], [error_row(f.track_id, f.path, f.sha256, f.reason, model_version=version) for f in run.unreadable])
     run.summary.add_failures(run.unreadable)
@@ -176,20 +263,36 @@ def write_read_failures(run: TaggingRun) -> None:
 
 
 def commits(run: TaggingRun) -> range:
-    """One part per commit of ``commit_every`` scored tracks (the scorer yields one result per track)."""
-    return range(math.ceil(len(run.plan.todo) / run.commit_every))
+    """One part per commit of ``commit_every`` scored tracks (the scorer yields one result per track);
+    the scan is complete here: its counts are logged and the scoring progress starts."""
+    summary = run.summary
+    run.log.info("%d tracks listed: %d to score, %d already tagged by %s, %d known failures not decoded again%s, "
+                 "%d duplicate content, %d unreadable, %d unstable; %d read (%.1f MB), %d unchanged and %d moved not read",
+                 summary.listed, len(run.todo), summary.skipped, run.model.model_version, summary.known_failures,
+                 " (--retry-failed decodes them)" if summary.known_failures else "", summary.duplicates, summary.failed,
+                 len(summary.unstable), summary.hashed, summary.bytes_hashed / 1e6, summary.unchanged, summary.renamed)
+    if run.progress is not None:
+        run.progress.start_scoring(len(run.todo))
+    return range(math.ceil(len(run.todo) / run.commit_every))
+
+
+def _counted(run: TaggingRun, stream: Iterator[ScoredTrack]) -> Iterator[ScoredTrack]:
+    for result in stream:
+        if run.progress is not None:
+            run.progress.scored_track(tagged=result.score is not None)
+        yield result
 
 
 def score_next(run: TaggingRun, _commit: int) -> None:
     """The next ``commit_every`` results of the scorer (started at the first commit; it runs ahead)."""
     if run.stream is None:
-        run.stream = run.scorer(run.plan.todo)
+        run.stream = _counted(run, run.scorer(run.todo))
     run.results = list(islice(run.stream, run.commit_every))
 
 
 def write_scored(run: TaggingRun, _commit: int) -> None:
     """Write the results just scored in one transaction, and count them."""
-    run.summary.record(write_results(run.db, run.results, model=run.model, review_below=run.review_below))
+    run.summary.record(write_results(run.db, run.results, model=run.model, review_below=run.review_below, run_id=run.run_id))
 
 
 def measure_drift(run: TaggingRun) -> None:
@@ -200,7 +303,7 @@ def measure_drift(run: TaggingRun) -> None:
 
 def record_run(run: TaggingRun) -> None:
     """Append the run's row to catalog_runs (not retried: an append written twice would count the run twice)."""
-    run.db.record_run(run.summary.run_row(), run=run.recorded_as)
+    run.db.record_run(run.summary.run_row(), run=run.recorded_as, run_id=run.run_id)
 
 
 def update_similarity_index(run: TaggingRun) -> None:
@@ -234,17 +337,20 @@ class Step:
 class ForEach:
     """Steps run for each part in turn: every step on the first part, then on the next."""
 
-    parts: Callable[[TaggingRun], Sequence[Any]]
+    parts: Callable[[TaggingRun], Iterable[Any]]  # drawn lazily, one part at a time
     steps: tuple[Step, ...]
 
 
 TAGGING_STEPS: tuple[Step | ForEach, ...] = (
     Step("open-catalog", open_catalog, retry=True),
     Step("list-tracks", list_source, retry=True),
-    ForEach(hash_chunks, (Step("hash-tracks", hash_chunk, retry=True, lenient=hash_chunk_leniently),)),
-    Step("plan-tagging", plan, retry=True),
-    Step("refresh-moved-paths", refresh_moved_paths, retry=True),
-    Step("write-read-failures", write_read_failures, retry=True),
+    ForEach(source_chunks, (
+        Step("hash-tracks", hash_chunk, retry=True, lenient=hash_chunk_leniently),
+        Step("resolve-aliases", resolve_aliases, retry=True),
+        Step("plan-tagging", plan, retry=True),
+        Step("refresh-moved-paths", refresh_moved_paths, retry=True),
+        Step("write-read-failures", write_read_failures, retry=True),
+    )),
     ForEach(commits, (Step("score-tracks", score_next), Step("write-tags", write_scored, retry=True))),
     Step("measure-drift", measure_drift),
     Step("record-run", record_run),
@@ -295,6 +401,12 @@ def tag_catalog(
     reference_genres: Mapping[str, int] | None = None,
     drift_limits: ScoreParams | None = None,
     review_below: float = 0.5,
+    rehash: bool = False,
+    retry_failed: bool = False,
+    progress_every_s: float = 30.0,
+    progress_bars: bool | None = None,
+    log: logging.Logger | logging.LoggerAdapter = logging.getLogger(__name__),
+    early_exit: EarlyExit | None = None,
 ) -> TaggingSummary:
     """Tag every audio file of ``source`` with an open genretag.onnx.session.ScoringModel: the steps
     of :data:`TAGGING_STEPS` in this process, without Prefect, each tried once.
@@ -304,11 +416,18 @@ def tag_catalog(
     tracks. The run's drift is measured against the model's own drift reference (its contract);
     ``reference_genres`` (training genre -> tracks) stands in for the genre PSI of a model without
     one; ``drift_limits`` (ScoreParams, default the built-in ones) sets the warnings' limits. Tags
-    below ``review_below`` confidence are flagged needs_review. Raises CatalogError when the
-    database cannot be opened or written, ScoringError when the source does not exist.
+    below ``review_below`` confidence are flagged needs_review. Files are read only when new or
+    changed (their fingerprint), on ``workers`` threads; ``rehash`` reads every file. Content that
+    failed with this model version is not decoded again unless ``retry_failed``. Progress: bars on
+    stderr when it is a terminal (``progress_bars`` None), else a line on ``log`` every
+    ``progress_every_s`` seconds. Raises CatalogError when the database cannot be opened or
+    written, ScoringError when the source does not exist. With ``early_exit`` each track's windows
+    are scored in rounds until the rest cannot change its genre (genretag.tagging.early_exit).
     """
-    scorer = local_scorer(model, max_windows=max_windows, batch_size=batch_size, workers=workers, silence_rms_dbfs=silence_rms_dbfs)
+    scorer = local_scorer(model, max_windows=max_windows, batch_size=batch_size, workers=workers, silence_rms_dbfs=silence_rms_dbfs,
+                          early_exit=early_exit)
     run = TaggingRun(source, model=model, database_url=database_url, scorer=scorer, commit_every=commit_every,
                      review_below=review_below, drift_limits=drift_limits, reference_genres=reference_genres,
-                     before_read=before_read)
+                     before_read=before_read, rehash=rehash, retry_failed=retry_failed, hash_workers=workers,
+                     progress_every_s=progress_every_s, progress_bars=progress_bars, log=log)
     return run_steps(run)

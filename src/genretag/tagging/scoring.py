@@ -18,8 +18,10 @@ import numpy as np
 
 from genretag.core.config import worker_count
 from genretag.evaluation.drift import InputStats
+from genretag.onnx.contract import UNKNOWN, OpenSet
 from genretag.onnx.session import ScoringModel
 from genretag.tagging.decode_pool import DecodedTrack, decode_files
+from genretag.tagging.early_exit import EarlyExit, spread_order
 from genretag.tagging.windows import TrackWindows, track_windows, window_seconds
 
 
@@ -31,19 +33,29 @@ class TrackScore:
     confidence: float
     top3: tuple[tuple[str, float], ...]
     probabilities: dict[str, float]
-    windows_scored: int  # windows that went into the model (silent ones do not)
+    windows_scored: int  # windows that went into the model (silent ones do not; with early exit, those used)
     windows_silent: int = 0  # windows skipped as silent
     window_starts_s: tuple[float, ...] = ()  # start (s) of each scored window in the track; () when not known
     window_probabilities: tuple[tuple[float, ...], ...] = ()  # per scored window, in ``probabilities``' label order
+    windows_available: int = 0  # non-silent windows the track offered (up to max_windows); early exit used windows_scored of them
+    unknown_score: float | None = None  # the track's out-of-taxonomy score (None: the model has none)
+
+    @property
+    def unknown(self) -> bool:
+        """True when the track is none of the model's genres (label ``unknown``)."""
+        return self.label == UNKNOWN
 
 
 def summarize(
     window_probabilities: np.ndarray, labels: tuple[str, ...], *, windows_silent: int = 0,
-    window_starts_s: tuple[float, ...] = (),
+    window_starts_s: tuple[float, ...] = (), windows_available: int = 0, window_unknown_scores: np.ndarray | None = None,
+    open_set: OpenSet = OpenSet.absent(),
 ) -> TrackScore:
-    """Average the windows' probabilities float [n, K]; label = the most probable genre. The
+    """Average the windows' probabilities float [n, K]; label = the most probable genre, or ``unknown`` when
+    ``open_set`` says the mean of ``window_unknown_scores`` float [n] is past its threshold. The
     per-window rows are kept (the track's genre timeline), with ``window_starts_s`` (n seconds, or
-    () when unknown). ValueError when n = 0 or the starts do not match the windows."""
+    () when unknown); ``windows_available`` (0: n) is how many windows the track offered. ValueError when
+    n = 0 or the starts do not match the windows."""
     if len(window_probabilities) == 0:
         raise ValueError("no windows to summarize")
     if window_starts_s and len(window_starts_s) != len(window_probabilities):
@@ -51,8 +63,9 @@ def summarize(
     windows = np.asarray(window_probabilities, dtype=np.float64)
     mean = windows.mean(axis=0)
     order = np.argsort(-mean, kind="stable")
+    unknown_score = open_set.track_score(window_unknown_scores)
     return TrackScore(
-        label=labels[order[0]],
+        label=UNKNOWN if open_set.is_unknown(unknown_score) else labels[order[0]],
         confidence=float(mean[order[0]]),
         top3=tuple((labels[i], float(mean[i])) for i in order[:3]),
         probabilities={label: float(p) for label, p in zip(labels, mean, strict=True)},
@@ -60,6 +73,8 @@ def summarize(
         windows_silent=windows_silent,
         window_starts_s=tuple(float(s) for s in window_starts_s),
         window_probabilities=tuple(tuple(float(p) for p in row) for row in windows),
+        windows_available=windows_available or len(window_probabilities),
+        unknown_score=unknown_score,
     )
 
 
@@ -76,9 +91,10 @@ def score_file(
         path, sample_rate=model.sample_rate, clip_samples=model.clip_samples, max_windows=max_windows,
         silence_rms_dbfs=silence_rms_dbfs,
     )
-    probabilities = model.predict(windows.waveforms, batch_size=batch_size).probabilities
-    return summarize(probabilities, model.labels, windows_silent=windows.silent,
-                     window_starts_s=window_seconds(windows, sample_rate=model.sample_rate))
+    prediction = model.predict(windows.waveforms, batch_size=batch_size)
+    return summarize(prediction.probabilities, model.labels, windows_silent=windows.silent,
+                     window_starts_s=window_seconds(windows, sample_rate=model.sample_rate),
+                     window_unknown_scores=prediction.unknown_score, open_set=model.contract.open_set)
 
 
 @dataclass(frozen=True)
@@ -93,45 +109,96 @@ class ScoredTrack:
     embedding_sum: np.ndarray | None = None  # float64 [D]: sum of the scored windows' embeddings (drift)
 
 
-def score_decoded(model: ScoringModel, decoded: Iterable[DecodedTrack | None], *, batch_size: int = 256) -> Iterator[ScoredTrack]:
-    """Score decoded tracks; yield one ScoredTrack per track as soon as its batch ran.
+@dataclass
+class _InFlight:
+    """A decoded track being scored in rounds: its windows' scoring order and what was scored so far."""
+
+    key: Hashable
+    path: str
+    windows: TrackWindows
+    order: np.ndarray  # int64 [n]: the order its windows are scored in
+    probabilities: list[np.ndarray]  # float32 [r, K] per round scored
+    unknown_scores: list[np.ndarray] | None = None  # float32 [r] per round scored (None: the model has no unknown_score)
+    embedding_sum: np.ndarray | None = None  # float64 [D]
+    scored: int = 0
+
+    def next_round(self, early_exit: EarlyExit | None) -> np.ndarray:
+        """The indices of the windows the next round scores (all the rest without early exit)."""
+        stop = len(self.order) if early_exit is None else self.scored + early_exit.round_windows
+        return self.order[self.scored : stop]
+
+
+def score_decoded(
+    model: ScoringModel, decoded: Iterable[DecodedTrack | None], *, batch_size: int = 256, early_exit: EarlyExit | None = None,
+) -> Iterator[ScoredTrack]:
+    """Score decoded tracks; yield one ScoredTrack per track as soon as its last round ran.
 
     Windows of several tracks are pooled into batches of ``batch_size`` for the session. A None
     in ``decoded`` says the next track is still being decoded (``decode_files(announce_waits=True)``):
-    the windows at hand are scored then, so the session works while the decoders do instead
+    a round of the windows at hand is scored then, so the session works while the decoders do instead
     of waiting for a full batch. A track without windows comes back at once with its reason, so
     a failure can overtake tracks still waiting for a batch.
+
+    Without ``early_exit`` a track's windows are all scored in one round. With it, a track's windows
+    are scored ``early_exit.round_windows`` at a time in :func:`genretag.tagging.early_exit.spread_order`,
+    and it stops as soon as the rest cannot change its genre (:func:`genretag.tagging.early_exit.settled`);
+    its TrackScore then holds the windows used (``windows_scored`` of ``windows_available``).
     """
-    ready: list[tuple[Hashable, str, TrackWindows]] = []
-    ready_windows = 0
+    active: list[_InFlight] = []
     for item in decoded:
         if item is None:
-            yield from _score_batch(model, ready, batch_size=batch_size)
-            ready, ready_windows = [], 0
+            yield from _score_round(model, active, batch_size=batch_size, early_exit=early_exit)
             continue
         key, path, windows, reason = item
         if windows is None:
             yield ScoredTrack(key, path, None, reason)
             continue
-        ready.append((key, path, windows))
-        ready_windows += len(windows.waveforms)
-        if ready_windows >= batch_size:
-            yield from _score_batch(model, ready, batch_size=batch_size)
-            ready, ready_windows = [], 0
-    yield from _score_batch(model, ready, batch_size=batch_size)
-
-
-def _score_batch(model: ScoringModel, tracks: list[tuple[Hashable, str, TrackWindows]], *, batch_size: int) -> Iterator[ScoredTrack]:
-    if not tracks:
-        return
-    prediction = model.predict(np.concatenate([w.waveforms for _, _, w in tracks]), batch_size=batch_size)
-    offset = 0
-    for key, path, windows in tracks:
         count = len(windows.waveforms)
-        yield ScoredTrack(key, path, summarize(prediction.probabilities[offset : offset + count], model.labels, windows_silent=windows.silent,
-                                               window_starts_s=window_seconds(windows, sample_rate=model.sample_rate)),
-                          audio=windows.audio, embedding_sum=prediction.embedding[offset : offset + count].sum(axis=0, dtype=np.float64))
+        order = np.arange(count, dtype=np.int64) if early_exit is None else spread_order(count)
+        active.append(_InFlight(key, path, windows, order, []))
+        if sum(len(track.next_round(early_exit)) for track in active) >= batch_size:
+            yield from _score_round(model, active, batch_size=batch_size, early_exit=early_exit)
+    while active:
+        yield from _score_round(model, active, batch_size=batch_size, early_exit=early_exit)
+
+
+def _score_round(model: ScoringModel, active: list[_InFlight], *, batch_size: int, early_exit: EarlyExit | None) -> Iterator[ScoredTrack]:
+    """Score one round of every active track's windows in one session call; yield (and drop from
+    ``active``) the tracks that are done."""
+    if not active:
+        return
+    rounds = [track.next_round(early_exit) for track in active]
+    prediction = model.predict(np.concatenate([t.windows.waveforms[r] for t, r in zip(active, rounds, strict=True)]), batch_size=batch_size)
+    offset, still = 0, []
+    for track, indices in zip(active, rounds, strict=True):
+        count = len(indices)
+        track.probabilities.append(prediction.probabilities[offset : offset + count])
+        if prediction.unknown_score is not None:
+            track.unknown_scores = [*(track.unknown_scores or []), prediction.unknown_score[offset : offset + count]]
+        embedding_sum = prediction.embedding[offset : offset + count].sum(axis=0, dtype=np.float64)
+        track.embedding_sum = embedding_sum if track.embedding_sum is None else track.embedding_sum + embedding_sum
+        track.scored += count
         offset += count
+        total = len(track.order)
+        done = track.scored >= total or (early_exit is not None and early_exit.settled(np.concatenate(track.probabilities), total=total))
+        if done:
+            yield _finished(model, track)
+        else:
+            still.append(track)
+    active[:] = still
+
+
+def _finished(model: ScoringModel, track: _InFlight) -> ScoredTrack:
+    """The ScoredTrack of a track whose rounds are over: its used windows in time order."""
+    used = track.order[: track.scored]
+    in_time = np.argsort(used, kind="stable")
+    windows = track.windows
+    starts = window_seconds(windows, sample_rate=model.sample_rate)
+    unknown = None if track.unknown_scores is None else np.concatenate(track.unknown_scores)[in_time]
+    score = summarize(np.concatenate(track.probabilities)[in_time], model.labels, windows_silent=windows.silent,
+                      window_starts_s=tuple(starts[i] for i in used[in_time]) if starts else (),
+                      windows_available=len(track.order), window_unknown_scores=unknown, open_set=model.contract.open_set)
+    return ScoredTrack(track.key, track.path, score, audio=windows.audio, embedding_sum=track.embedding_sum)
 
 
 def score_files(
@@ -143,20 +210,22 @@ def score_files(
     workers: int = 0,
     silence_rms_dbfs: float = -60.0,
     parallel: bool = True,
+    early_exit: EarlyExit | None = None,
 ) -> Iterator[ScoredTrack]:
-    """Score ``(key, path)`` items: decode_files in local worker processes, then score_decoded.
+    """Score ``(key, path)`` items: decode_files in local worker processes, then score_decoded
+    (``early_exit``: scored in rounds, see there).
 
     Bad files come back with ``error`` set, never raise. Decoding and scoring overlap: enough
     files are read ahead to fill a batch while the session runs, and whenever the next track is
     not decoded yet the windows at hand are scored rather than left waiting for a full batch.
     """
     n_workers = worker_count(workers)
-    tracks_per_batch = -(-batch_size // (max_windows or 10))
+    tracks_per_batch = -(-batch_size // (early_exit.round_windows if early_exit else max_windows or 10))
     decoded = decode_files(
         items, sample_rate=model.sample_rate, clip_samples=model.clip_samples, max_windows=max_windows, workers=n_workers, silence_rms_dbfs=silence_rms_dbfs,
         in_flight=max(2 * n_workers, tracks_per_batch + n_workers), parallel=parallel, announce_waits=parallel,
     )
     try:
-        yield from score_decoded(model, decoded, batch_size=batch_size)
+        yield from score_decoded(model, decoded, batch_size=batch_size, early_exit=early_exit)
     finally:
         decoded.close()

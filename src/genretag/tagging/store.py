@@ -4,6 +4,11 @@ SQLAlchemy 2 Core, SQLite by default (a file in the project), PostgreSQL by URL.
 known by the SHA-256 of its bytes: a rerun skips what the same model version already
 tagged (before decoding anything), a new model version tags everything again, and the
 UNIQUE (sha256, model_version) constraints keep any row from being written twice.
+catalog_fingerprints remembers each path's stat fingerprint and content hash, so a rescan reads only
+new or changed files (genretag.tagging.sources explains the rules and their blind spot). Every lookup
+takes its keys LOOKUP_CHUNK at a time, on an index, so a catalog of 10^6 rows costs a rescan little.
+A file whose bytes changed only because `genretag write-tags` wrote tags into it keeps its identity
+through catalog_aliases (its new SHA-256 -> the content hash its rows carry), resolved by Catalog.canonical.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from genretag.core.config import Params, resolve_sqlite_url
 from genretag.core.errors import CatalogError, ScoringError
 from genretag.core.paths import display, exact_bytes
 from genretag.tagging.rows import error_row, now_utc
-from genretag.tagging.sources import HashedTrack
+from genretag.tagging.sources import Fingerprint, HashedTrack, KnownFile
 
 
 CATALOG_URL_ENV = "GENRETAG_CATALOG_URL"
@@ -61,6 +66,14 @@ catalog_tags = sa.Table(
     # as little-endian bytes of embedding_dtype (genretag.tagging.rows.encode_embedding); empty for older rows.
     sa.Column("embedding", sa.LargeBinary, nullable=True),
     sa.Column("embedding_dtype", sa.String(16), nullable=True),  # "float16" | "float32"
+    # Added with exports that name their run: catalog_runs.run_id of the run that wrote the row (old rows: empty).
+    sa.Column("run_id", sa.String(64), nullable=True),
+    # Added with early exit (genretag.tagging.early_exit): the non-silent windows the track offered (up to
+    # score.max_windows), of which windows_scored were used; empty for rows written before.
+    sa.Column("windows_available", sa.Integer, nullable=True),
+    # Added with the out-of-taxonomy score (issue 21): the mean of the windows' unknown_score; NULL for a model
+    # without one (and rows written before). Past the model's threshold the genre is "unknown" (rows.is_unknown).
+    sa.Column("unknown_score", sa.Float, nullable=True),
     sa.UniqueConstraint("sha256", "model_version", name="uq_catalog_tags_sha256_model_version"),
 )
 
@@ -101,9 +114,53 @@ catalog_runs = sa.Table(  # one row per tagging run: what it did, with which mod
     sa.Column("drift", sa.Text, nullable=True),  # JSON: every drift measure (genretag.drift.run_drift)
     sa.Column("drift_warnings", sa.Text, nullable=True),  # JSON list of the warnings the run raised ([] none)
     sa.Column("run", sa.String(128), nullable=False),  # "prefect:<flow run id>" or "cli" (no Prefect)
+    sa.Column("run_id", sa.String(64), nullable=True),  # the run's own id, on each catalog_tags row it wrote (old runs: empty)
+)
+
+# Content identity across tag writing (genretag.tagging.tag_writer): writing tags into a file changes its
+# bytes, hence its SHA-256, never its audio. The new hash is recorded as an alias of the content hash the
+# catalog knows the track by, and every lookup by hash resolves aliases first (Catalog.canonical).
+catalog_aliases = sa.Table(
+    "catalog_aliases",
+    metadata,
+    sa.Column("alias_sha256", sa.String(80), primary_key=True),  # the file's SHA-256 after tags were written
+    sa.Column("sha256", sa.String(80), nullable=False, index=True),  # the content hash its catalog rows carry
+    sa.Column("path", sa.Text, nullable=False),  # display form of the file written
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+catalog_fingerprints = sa.Table(  # one row per path last seen: its stat fingerprint when its bytes were hashed
+    "catalog_fingerprints",
+    metadata,
+    sa.Column("path", sa.Text, primary_key=True),  # absolute; display form (genretag.paths.display)
+    sa.Column("device", sa.BigInteger, nullable=False),  # st_dev, st_ino: unsigned 64-bit, stored as signed (_signed)
+    sa.Column("inode", sa.BigInteger, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),  # bytes
+    sa.Column("mtime_ns", sa.BigInteger, nullable=False),  # st_mtime_ns
+    sa.Column("sha256", sa.String(80), nullable=False),
+    sa.Column("hashed_at", sa.DateTime(timezone=True), nullable=False),  # when the fingerprint was last hashed or matched
+    sa.Index("ix_catalog_fingerprints_device_inode", "device", "inode"),  # a moved file is found by its inode
 )
 
 _CONFLICT_KEY = ["sha256", "model_version"]
+LOOKUP_CHUNK = 1000  # keys per lookup query (SQLite allows 32,766 bound parameters, PostgreSQL 65,535)
+
+
+def _signed(value: int) -> int:
+    """An unsigned 64-bit stat value (st_dev, st_ino) as the signed BIGINT both databases store."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _unsigned(value: int) -> int:
+    return value + (1 << 64) if value < 0 else value
+
+
+def _chunks(keys: Sequence[Any], size: int = LOOKUP_CHUNK) -> Iterable[Sequence[Any]]:
+    return (keys[start : start + size] for start in range(0, len(keys), size))
+
+
+def _known(row: Any) -> KnownFile:
+    return KnownFile(row.path, Fingerprint(_unsigned(row.device), _unsigned(row.inode), row.size, row.mtime_ns), row.sha256)
 
 
 def catalog_url(params: Params, *, root: Path, override: str | None = None) -> str:
@@ -283,6 +340,55 @@ class Catalog:
                 found.update(connection.scalars(query))
         return found
 
+    def failed_shas(self, shas: Iterable[str], *, model_version: str) -> set[str]:
+        """Which of ``shas`` have an error row of this model version (known failures)."""
+        wanted = list(dict.fromkeys(shas))
+        found: set[str] = set()
+        with self.engine.connect() as connection:
+            for part in _chunks(wanted):
+                found.update(connection.scalars(sa.select(catalog_errors.c.sha256).where(
+                    catalog_errors.c.model_version == model_version, catalog_errors.c.sha256.in_(part))))
+        return found
+
+    def fingerprints(self, paths: Sequence[str]) -> dict[str, KnownFile]:
+        """The stored fingerprints of these paths (display form), by path."""
+        found: dict[str, KnownFile] = {}
+        with self.engine.connect() as connection:
+            for part in _chunks(list(dict.fromkeys(paths))):
+                for row in connection.execute(sa.select(catalog_fingerprints).where(catalog_fingerprints.c.path.in_(part))):
+                    found[row.path] = _known(row)
+        return found
+
+    def fingerprints_by_inode(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], list[KnownFile]]:
+        """The stored fingerprints of these (device, inode) pairs, under any path."""
+        found: dict[tuple[int, int], list[KnownFile]] = {}
+        pairs = list(dict.fromkeys((_signed(device), _signed(inode)) for device, inode in keys))
+        with self.engine.connect() as connection:
+            for part in _chunks(pairs):
+                query = sa.select(catalog_fingerprints).where(
+                    sa.tuple_(catalog_fingerprints.c.device, catalog_fingerprints.c.inode).in_(part))
+                for row in connection.execute(query):
+                    known = _known(row)
+                    found.setdefault((known.fingerprint.device, known.fingerprint.inode), []).append(known)
+        return found
+
+    def record_fingerprints(self, files: Sequence[tuple[HashedTrack, Fingerprint]]) -> None:
+        """Remember each file's fingerprint and content hash at its path (upserted, LOOKUP_CHUNK rows per statement)."""
+        when = now_utc()
+        rows = [{"path": display(track.path), "device": _signed(fp.device), "inode": _signed(fp.inode), "size": fp.size,
+                 "mtime_ns": fp.mtime_ns, "sha256": track.sha256, "hashed_at": when} for track, fp in files]
+        rows = list({row["path"]: row for row in rows}.values())  # one row per path in a statement
+        if not rows:
+            return
+        statement = _insert(self.engine, catalog_fingerprints)
+        statement = statement.on_conflict_do_update(
+            index_elements=["path"],
+            set_={name: statement.excluded[name] for name in ("device", "inode", "size", "mtime_ns", "sha256", "hashed_at")},
+        )
+        with self.engine.begin() as connection:
+            for part in _chunks(rows):
+                connection.execute(statement, list(part))
+
     def write(self, tags: Sequence[dict[str, Any]], errors: Sequence[dict[str, Any]]) -> WriteCounts:
         """Insert tags (never twice) and upsert errors, in one transaction.
 
@@ -375,14 +481,47 @@ class Catalog:
                     changed += 1
         return changed
 
-    def record_run(self, row: Mapping[str, Any], *, run: str) -> None:
+    def record_run(self, row: Mapping[str, Any], *, run: str, run_id: str | None = None) -> None:
         """Append a run's row to catalog_runs: ``row`` holds its columns but finished_at and run
-        (genretag.tagging.summary.TaggingSummary.run_row); ``run`` is "prefect:<flow run id>" or "cli"."""
+        (genretag.tagging.summary.TaggingSummary.run_row); ``run`` is "prefect:<flow run id>" or "cli";
+        ``run_id`` the id its catalog_tags rows carry."""
         with self.engine.begin() as connection:
-            connection.execute(sa.insert(catalog_runs).values(**row, finished_at=now_utc(), run=run))
+            connection.execute(sa.insert(catalog_runs).values(**row, finished_at=now_utc(), run=run, run_id=run_id))
+
+    def canonical(self, shas: Iterable[str], *, chunk: int = 500) -> dict[str, str]:
+        """Each of ``shas`` -> the content hash the catalog knows it by: its catalog_aliases target, else itself."""
+        wanted = list(dict.fromkeys(shas))
+        resolved = {sha: sha for sha in wanted}
+        with self.engine.connect() as connection:
+            for start in range(0, len(wanted), chunk):
+                query = sa.select(catalog_aliases.c.alias_sha256, catalog_aliases.c.sha256).where(
+                    catalog_aliases.c.alias_sha256.in_(wanted[start : start + chunk]))
+                resolved.update((alias, sha) for alias, sha in connection.execute(query))
+        return resolved
+
+    def add_alias(self, alias_sha256: str, *, sha256: str, path: str | Path) -> None:
+        """Record ``alias_sha256`` (a file's new SHA-256 after tag writing) as the same track as ``sha256``,
+        resolved first, so aliases never chain; an alias equal to its target is not stored. Upserted."""
+        target = self.canonical([sha256])[sha256]
+        if alias_sha256 == target:
+            return
+        row = {"alias_sha256": alias_sha256, "sha256": target, "path": display(path), "created_at": now_utc()}
+        statement = _insert(self.engine, catalog_aliases).values(**row)
+        statement = statement.on_conflict_do_update(
+            index_elements=["alias_sha256"], set_={"sha256": target, "path": row["path"], "created_at": row["created_at"]})
+        with self.engine.begin() as connection:
+            connection.execute(statement)
+
+    def remove_alias(self, alias_sha256: str) -> None:
+        """Forget an alias (write-tags undoes the one it recorded when the file could not be replaced)."""
+        with self.engine.begin() as connection:
+            connection.execute(sa.delete(catalog_aliases).where(catalog_aliases.c.alias_sha256 == alias_sha256))
 
     def find(self, sha256: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """(tag rows, error rows) of the file content whose SHA-256 is or starts with ``sha256``, newest first."""
+        """(tag rows, error rows) of the file content whose SHA-256 is or starts with ``sha256``, newest first
+        (a whole SHA-256 that is an alias is resolved first)."""
+        if len(sha256) == 64:
+            sha256 = self.canonical([sha256.lower()])[sha256.lower()]
         found = []
         with self.engine.connect() as connection:
             for table, when in ((catalog_tags, catalog_tags.c.scored_at), (catalog_errors, catalog_errors.c.failed_at)):
@@ -390,16 +529,18 @@ class Catalog:
                 found.append([dict(row) for row in connection.execute(query).mappings()])
         return found[0], found[1]
 
-    def read(self, table: Literal["catalog_tags", "catalog_errors", "catalog_runs"] = "catalog_tags", *,
+    def read(self, table: Literal["catalog_tags", "catalog_errors", "catalog_runs", "catalog_aliases"] = "catalog_tags", *,
              model_version: str | None = None) -> pd.DataFrame:
-        """A table as a DataFrame (ordered by id), times as UTC."""
-        source = {"catalog_tags": catalog_tags, "catalog_errors": catalog_errors, "catalog_runs": catalog_runs}[table]
-        query = sa.select(source).order_by(source.c.id)
+        """A table as a DataFrame (ordered by id; aliases by alias), times as UTC."""
+        source = {"catalog_tags": catalog_tags, "catalog_errors": catalog_errors, "catalog_runs": catalog_runs,
+                  "catalog_aliases": catalog_aliases}[table]
+        query = sa.select(source).order_by(source.c.id if table != "catalog_aliases" else source.c.alias_sha256)
         if model_version is not None:
             query = query.where(source.c.model_version == model_version)
         with self.engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
         frame = pd.DataFrame(rows, columns=[c.name for c in source.columns])
-        time_column = {"catalog_tags": "scored_at", "catalog_errors": "failed_at", "catalog_runs": "finished_at"}[table]
+        time_column = {"catalog_tags": "scored_at", "catalog_errors": "failed_at", "catalog_runs": "finished_at",
+                       "catalog_aliases": "created_at"}[table]
         frame[time_column] = pd.to_datetime(frame[time_column], utc=True)
         return frame

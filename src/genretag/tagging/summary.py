@@ -11,7 +11,9 @@ from typing import Any
 from genretag.core.paths import display
 from genretag.evaluation.drift import InputStats, drift_markdown, drift_warnings, run_drift
 from genretag.tagging.commit import WriteOutcome
-from genretag.tagging.sources import SourceScan, TrackFailure
+from genretag.tagging.sources import TrackFailure
+
+NAMES_KEPT = 100  # paths a summary names per kind of skip (the counts are complete)
 
 
 @dataclass
@@ -27,6 +29,14 @@ class TaggingSummary:
     not_audio: int = 0  # files skipped: no decoder reads their suffix
     apple_metadata: int = 0  # files skipped: AppleDouble ._* and __MACOSX/
     moved: int = 0  # already-tagged files whose stored path was updated
+    unchanged: int = 0  # tracks whose fingerprint matched at the same path: not read
+    renamed: int = 0  # tracks whose fingerprint matched at another path (moved, renamed, hard link): not read
+    hashed: int = 0  # tracks read and hashed (new, changed, or --rehash)
+    bytes_hashed: int = 0
+    unstable: list[str] = field(default_factory=list)  # changed during every read: skipped, tried again next run
+    known_failures: int = 0  # content that failed with this model version before: not decoded again
+    known_failure_paths: list[str] = field(default_factory=list)  # the first NAMES_KEPT of them
+    changed_in_place: list[str] = field(default_factory=list)  # --rehash: new content under an unchanged fingerprint
     tagged: int = 0
     skipped: int = 0  # already tagged by this model version
     duplicates: int = 0  # same bytes as another file of this run
@@ -41,6 +51,7 @@ class TaggingSummary:
     embedding_sum: Any = None  # float64 [D]: sum of the tagged windows' embeddings (None: none yet)
     drift: dict[str, Any] = field(default_factory=dict)  # genretag.drift.run_drift, set by finish_drift
     drift_warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the run says once (e.g. a model that cannot say unknown)
 
     def finish_drift(self, reference: Mapping[str, Any] | None, *, score: Any, fallback_genres: Mapping[str, int] | None = None) -> list[str]:
         """Measure the run's drift against the model's training ``reference`` (its contract's
@@ -59,9 +70,16 @@ class TaggingSummary:
         """Every file under the source: tagged + skipped + duplicates + failed + not audio + metadata."""
         return self.listed + self.not_audio + self.apple_metadata
 
-    def count_skipped(self, scan: SourceScan) -> None:
-        self.listed = len(scan.tracks)
-        self.not_audio, self.apple_metadata = len(scan.not_audio), len(scan.apple_metadata)
+    def count_entry(self, kind: str) -> None:
+        """One more entry of the source: "audio" (a track), "not_audio" or "apple_metadata" (skipped)."""
+        field_name = "listed" if kind == "audio" else kind
+        setattr(self, field_name, getattr(self, field_name) + 1)
+
+    def add_known_failures(self, paths: Iterable[str]) -> None:
+        for path in paths:
+            self.known_failures += 1
+            if len(self.known_failure_paths) < NAMES_KEPT:
+                self.known_failure_paths.append(display(path))
 
     @property
     def tracks_per_second(self) -> float:
@@ -116,6 +134,14 @@ class TaggingSummary:
             "not_audio": self.not_audio,
             "apple_metadata": self.apple_metadata,
             "moved": self.moved,
+            "unchanged": self.unchanged,
+            "renamed": self.renamed,
+            "hashed": self.hashed,
+            "bytes_hashed": self.bytes_hashed,
+            "unstable": list(self.unstable),
+            "known_failures": self.known_failures,
+            "known_failure_paths": list(self.known_failure_paths),
+            "changed_in_place": list(self.changed_in_place),
             "tagged": self.tagged,
             "skipped": self.skipped,
             "duplicates": self.duplicates,
@@ -129,6 +155,7 @@ class TaggingSummary:
             "windows_silent": self.windows_silent,
             "seconds": round(self.seconds, 3),
             "tracks_per_second": round(self.tracks_per_second, 3),
+            "notes": list(self.notes),
         }
 
     def to_markdown(self, *, max_failures: int = 50) -> str:
@@ -145,6 +172,15 @@ class TaggingSummary:
             f"| {self.listed} | {self.tagged} | {self.skipped} | {self.duplicates} | {self.failed} "
             f"| {self.tracks_per_second:.2f} | {self.windows_scored} | {self.windows_silent} |",
             "",
+            f"Read: {self.hashed} files hashed ({self.bytes_hashed / 1e6:.1f} MB); not read: {self.unchanged} unchanged, "
+            f"{self.renamed} moved or renamed (known by their fingerprint). {self.known_failures} known failures not decoded "
+            f"again (--retry-failed decodes them); {len(self.unstable)} unstable (changing while read: tried again next run).",
+            "",
+            *(f"- changing while read: `{path}`" for path in self.unstable[:NAMES_KEPT]),
+            *(f"- failed before with this model version: `{path}`" for path in self.known_failure_paths),
+            *(f"- **changed in place** (same size and mtime, found by --rehash): `{path}`" for path in self.changed_in_place[:NAMES_KEPT]),
+            "",
+            *(line for note in self.notes for line in (f"Note: {note}", "")),
             "## Genres tagged in this run",
             "",
             "| genre | tracks |",

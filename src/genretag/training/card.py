@@ -14,8 +14,6 @@ from genretag.evaluation.calibration import Calibration
 from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract
 from genretag.training.parity import ParityReport, TestClips
 
-MODEL_CARD_NAME = "MODEL_CARD.md"
-
 _GTZAN_LIMITS = """\
 - **GTZAN's known faults** (Sturm 2013, "The GTZAN dataset: its contents, its faults, their
   effects on evaluation"): exact and near duplicates (about 7 % of excerpts), repeated artists

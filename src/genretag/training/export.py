@@ -1,6 +1,7 @@
 """Sealing a candidate: a model -> one contract-v2 ONNX graph (waveform in; probabilities and embedding
 out), gated on parity with the framework's own forward pass (:mod:`genretag.training.parity`),
-temperature-scaled on the validation clips (:mod:`genretag.training.temperature`), with its contract in
+temperature-scaled on the validation clips (:mod:`genretag.training.temperature`), given its out-of-taxonomy
+score (:mod:`genretag.training.open_set`: statistics of the train clips, threshold of the validation tracks), with its contract in
 the metadata and its model card (:mod:`genretag.training.card`) beside it.
 
 Every family goes this one way (the DVC ``candidate-<id>`` stage calls it through
@@ -19,15 +20,19 @@ from pathlib import Path
 import numpy as np
 
 from genretag.core.atomic import atomic_open
+from genretag.core.config import ExportParams
 from genretag.evaluation.calibration import Calibration
-from genretag.onnx.contract import ModelContract
+from genretag.onnx.contract import ModelContract, OpenSet
 from genretag.onnx.session import cpu_session, predict_waveforms
-from genretag.training.card import MODEL_CARD_NAME
+from genretag.handoff import MODEL_CARD_NAME
 from genretag.training.parity import DEFAULT_TOLERANCE, Exportable, ParityReport, TestClips, check_parity
+from genretag.training.open_set import attach_open_set
 from genretag.training.sealing import seal
 from genretag.training.temperature import DEFAULT_TEMPERATURE_MIN_CLIPS, calibrate_sealed
 
 log = logging.getLogger(__name__)
+
+DEFAULT_UNKNOWN_ACCEPT = ExportParams().unknown_accept  # the built-in default of params export.unknown_accept
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class ExportResult:
     contract: ModelContract
     parity: ParityReport
     calibration: Calibration
+    open_set: OpenSet
 
 
 def export_candidate(
@@ -49,12 +55,16 @@ def export_candidate(
     synthetic: np.ndarray | None = None,
     validation: TestClips | None = None,
     temperature_min_clips: int = DEFAULT_TEMPERATURE_MIN_CLIPS,
+    train: TestClips | None = None,
+    unknown_accept: float = DEFAULT_UNKNOWN_ACCEPT,
     card: Callable[[ParityReport, Calibration], str] | None = None,
     card_path: Path | None = None,
 ) -> ExportResult:
     """Convert ``candidate``, stamp ``contract``, gate on parity, calibrate on the ``validation`` clips
     (:func:`calibrate_sealed`; None: no clips, T = 1), state the embedding's dimension and storage dtype
-    (``contract.embedding_dtype``, default float32) in ``genretag.embedding``, then write ``onnx_path`` (and the ``card`` text
+    (``contract.embedding_dtype``, default float32) in ``genretag.embedding``, append the ``unknown_score`` output fitted on the ``train``
+    clips with its threshold on the ``validation`` tracks accepting ``unknown_accept`` of them
+    (:func:`genretag.training.open_set.attach_open_set`; no train or too few validation tracks: none), then write ``onnx_path`` (and the ``card`` text
     at ``card_path``, default MODEL_CARD.md beside it) atomically.
 
     Raises ExportError, writing nothing, when the graph is not contract v2 (input ``waveform``
@@ -67,6 +77,7 @@ def export_candidate(
                        embedding_dtype=contract.embedding_dtype or "float32")
     onnx_bytes, contract, calibration = calibrate_sealed(onnx_bytes, contract, validation=validation, test=test,
                                                          min_clips=temperature_min_clips)
+    onnx_bytes, contract, open_set = attach_open_set(onnx_bytes, contract, train=train, validation=validation, accept=unknown_accept)
     card_path = (card_path or onnx_path.with_name(MODEL_CARD_NAME)) if card else None
     card_text = card(parity, calibration) if card else ""
     with atomic_open(onnx_path, "wb") as onnx_file, (
@@ -79,7 +90,8 @@ def export_candidate(
         "exported %s (%s) to %s: parity max |diff| %.3g test / %.3g synthetic",
         contract.model_name, contract.model_version, onnx_path, parity.max_abs_diff_test, parity.max_abs_diff_synthetic,
     )
-    return ExportResult(onnx_path=onnx_path, card_path=card_path, contract=contract, parity=parity, calibration=calibration)
+    return ExportResult(onnx_path=onnx_path, card_path=card_path, contract=contract, parity=parity, calibration=calibration,
+                        open_set=open_set)
 
 
 def embedding_dim(onnx_bytes: bytes, *, clip_samples: int) -> int:

@@ -41,6 +41,7 @@ class TestClips:
     genres: tuple[str, ...]  # true genre of each clip
     clip_ids: tuple[str, ...]
     sample_rate: int
+    track_ids: tuple[str, ...] = ()  # the track of each clip (() when not known)
 
     def __len__(self) -> int:
         return len(self.clip_ids)
@@ -49,7 +50,7 @@ class TestClips:
     def from_clip_set(cls, clips: ClipSet, *, labels: Sequence[str]) -> TestClips:
         """A decoded split (:class:`genretag.families.ClipSet`, integer labels into ``labels``) as TestClips."""
         return cls(waveforms=clips.waveforms, genres=tuple(labels[i] for i in clips.labels), clip_ids=clips.clip_ids,
-                   sample_rate=clips.sample_rate)
+                   sample_rate=clips.sample_rate, track_ids=tuple(clips.track_ids))
 
     def fingerprint(self) -> str:
         """Hash of which clips (and labels) form the split: equal fingerprints, same test set."""

@@ -205,16 +205,32 @@ def train_candidate(params: Params, paths: Layout, stage: Candidate, *, log: Cal
         if facts.get("history"):
             plot_training_curves(pd.DataFrame(facts["history"]), folder / CURVES_NAME, title=candidate, best_epoch=facts.get("best_epoch"))
             mlflow.log_artifact(str(folder / CURVES_NAME), artifact_path="train")
+        log_curves(facts)
         mlflow.log_metrics({k: float(v) for k, v in facts.items() if isinstance(v, int | float) and v is not None})
         mlflow.log_artifact(str(folder / "training.json"), artifact_path="train")
     return training
+
+
+def log_curves(facts: dict[str, Any]) -> None:
+    """Log a family's curves to the active MLflow run, one metric point per step, so that MLflow draws them:
+    ``facts["history"]`` (one row per epoch, the Keras families: loss, accuracy, val_*, learning_rate; step = its
+    ``epoch``) and ``facts["cv_curve"]`` (the heads' inner cross-validation: one row per C of the grid, step = its
+    index in the grid, with the ``C`` itself logged as ``cv_C``)."""
+    import mlflow
+
+    for row in facts.get("history") or ():
+        mlflow.log_metrics({key: float(value) for key, value in row.items() if key != "epoch" and isinstance(value, int | float)},
+                           step=int(row["epoch"]))
+    for step, row in enumerate(facts.get("cv_curve") or ()):
+        mlflow.log_metrics({f"cv_{key}": float(value) for key, value in row.items() if isinstance(value, int | float)}, step=step)
 
 
 def export_trained_candidate(params: Params, paths: Layout, stage: Candidate) -> ExportResult:
     """Export the trained ``stage.family`` to ``models/candidates/<id>/model.onnx`` (+ MODEL_CARD.md) through the
     generic parity-gated :func:`genretag.training.export.export_candidate` on the decoded test split, within
     ``export.parity_tolerance`` (max |probability difference|, as configured), temperature-scaled on the decoded
-    validation split (``export.temperature_min_clips``); the drift reference from the decoded train split; the
+    validation split (``export.temperature_min_clips``), given the unknown score (train split's statistics, threshold on the
+    validation tracks, ``export.unknown_accept``); the drift reference from the decoded train split; the
     calibration's numbers go to the candidate's MLflow training run (:func:`log_calibration`).
 
     Raises ExportError (nothing written) when the graph does not match the family's own predict.
@@ -237,6 +253,7 @@ def export_trained_candidate(params: Params, paths: Layout, stage: Candidate) ->
         family, contract=contract, onnx_path=paths.candidate_dir(candidate) / "model.onnx", test=test,
         tolerance=params.export.parity_tolerance, validation=stage.splits.clips("validation", labels=labels),
         temperature_min_clips=params.export.temperature_min_clips,
+        train=stage.splits.clips("train", labels=labels), unknown_accept=params.export.unknown_accept,
         card=lambda parity, calibration: render_model_card(params, contract, parity=parity, test=test, counts=counts,
                                                            description=family.describe(), calibration=calibration))
     log_calibration(params, paths, training.get("mlflow_run_id"), result.calibration)
@@ -250,17 +267,18 @@ def log_calibration(params: Params, paths: Layout, run_id: str | None, calibrati
     when that run is not in this tracking store (logged as a warning: the ONNX metadata keeps the record)."""
     if not run_id:
         return
-    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, RunTag
     from mlflow.exceptions import MlflowException
 
     from genretag.onnx.contract import KEY_CALIBRATION
     from genretag.core.tracking import use_tracking
 
     use_tracking(params, root=paths.root)
-    try:
-        with mlflow.start_run(run_id=run_id):
-            mlflow.log_metrics(calibration.metrics())
-            mlflow.set_tag(KEY_CALIBRATION, calibration.method)
+    stamp = int(time.time() * 1000)
+    try:  # MlflowClient.log_batch: the finished training run is not reopened (its end time stays the end of training)
+        MlflowClient().log_batch(run_id, metrics=[Metric(key, float(value), stamp, 0) for key, value in calibration.metrics().items()],
+                                 tags=[RunTag(KEY_CALIBRATION, calibration.method)])
     except MlflowException as exc:
         logger.warning("calibration not logged to MLflow run %s: %s", run_id, exc)
 

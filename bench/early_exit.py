@@ -1,0 +1,153 @@
+"""Early exit per track (genretag.tagging.early_exit) on real music: held-out accuracy, windows used, tracks/s.
+
+    python bench/early_exit.py --data ../shared/gtzan-sample --catalog ../shared/catalog-sample --splits 20
+
+1. Accuracy, on ``--data`` (a GTZAN-layout folder): musicnn-msd's frozen embedding of every whole 3-s clip
+   (cached as bench/accuracy.py does), its head refit per stratified 70/30 track-level split (bench/accuracy.py's
+   split machinery); each held-out track is decided from all its windows and with early exit, from the same
+   window probabilities (the decision reads nothing else, so this is the tagger's decision on those windows),
+   for each ``--risks``. Printed: track accuracy mean ± sd over splits, the paired change, windows used.
+2. Speed, on ``--catalog``: the head fit on every track of ``--data``, exported as a contract-v2 ONNX model;
+   ``genretag.tagging.run.tag_catalog`` over the catalog into a fresh SQLite catalog, with and without early exit
+   (same files, same session, same run), at ``--max-windows`` 20 and 0 (all): tracks/s and windows used, each
+   the best of ``--repeats`` runs. The ratio is against the run without early exit measured in the same process.
+
+The model is written to ``--model-out`` (default /tmp/genretag-bench/musicnn-msd.onnx) for other benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import genretag  # noqa: F401  - quiet environment before TensorFlow loads
+from bench.accuracy import cached_embedding, load_corpus, track_splits
+from genretag.core.config import load_params, project_root
+from genretag.families import create
+from genretag.tagging.early_exit import EarlyExit, spread_order
+
+
+def decide(windows: np.ndarray, early_exit: EarlyExit | None) -> tuple[int, int]:
+    """(genre index, windows used) of one track's window probabilities float [n, K] (in time order)."""
+    if early_exit is None:
+        return int(windows.mean(0).argmax()), len(windows)
+    ordered = windows[spread_order(len(windows))]
+    used = 0
+    while True:
+        used = min(used + early_exit.round_windows, len(ordered))
+        if early_exit.settled(ordered[:used], total=len(ordered)):
+            return int(ordered[:used].mean(0).argmax()), used
+
+
+def accuracy_table(data: Path, *, genres: list[str], splits: int, seed: int, risks: list[float], round_windows: int) -> dict:
+    family = create("musicnn-msd")
+    clips, tracks = load_corpus(data, genres=genres, sample_rate=family.sample_rate, clip_samples=family.clip_samples)
+    frozen = cached_embedding(family, clips)
+    settings = {"all windows": None} | {f"early exit, risk {r:g}": EarlyExit(round_windows=round_windows, risk=r) for r in risks}
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in settings}
+    for number, (_, test_tracks) in enumerate(track_splits(tracks, clips.labels, splits=splits, test_size=0.3, seed=seed)):
+        test = np.isin(tracks, list(test_tracks))
+        family.head.n_classes = len(genres)
+        family.head.fit(frozen[~test], clips.labels[~test], seed=seed + number, groups=tracks[~test])
+        probabilities = family.head.predict_proba(frozen[test])
+        for name, setting in settings.items():
+            hits, used = [], []
+            for track in sorted(test_tracks):
+                rows = tracks[test] == track
+                genre, count = decide(probabilities[rows], setting)
+                hits.append(genre == clips.labels[test][rows][0])
+                used.append(count / rows.sum())
+            results[name].append((float(np.mean(hits)), float(np.mean(used))))
+    base = np.array([a for a, _ in results["all windows"]])
+    print(f"\n## Held-out track accuracy, {data} ({len(np.unique(tracks))} tracks, {len(clips.labels)} windows), "
+          f"{splits} stratified 70/30 splits, musicnn-msd head refit per split, rounds of {round_windows}\n")
+    print("| decision | track accuracy | change (points, paired) | windows used |\n|---|---|---|---|")
+    table = {}
+    for name, rows in results.items():
+        accuracy, used = np.array([a for a, _ in rows]), np.array([u for _, u in rows])
+        change = 100 * (accuracy - base)
+        print(f"| {name} | {100 * accuracy.mean():.1f} % ± {100 * accuracy.std(ddof=1):.1f} | {change.mean():+.2f} ± {change.std(ddof=1):.2f} "
+              f"| {100 * used.mean():.0f} % |")
+        table[name] = {"accuracy_mean": accuracy.mean(), "change_points_mean": change.mean(), "windows_used_share": used.mean()}
+    return table
+
+
+def export_model(data: Path, *, genres: list[str], seed: int, out: Path) -> Path:
+    """musicnn-msd with its head fit on every track of ``data``, as a contract-v2 ONNX model at ``out``."""
+    from genretag.onnx.contract import ModelContract, write_contract
+
+    family = create("musicnn-msd")
+    clips, tracks = load_corpus(data, genres=genres, sample_rate=family.sample_rate, clip_samples=family.clip_samples)
+    frozen = cached_embedding(family, clips)
+    family.head.n_classes = len(genres)
+    family.head.fit(frozen, clips.labels, seed=seed, groups=tracks)
+    family.labels, family.embedding_size = tuple(genres), int(frozen.shape[1])
+    proto = write_contract(family.to_onnx(), ModelContract(labels=tuple(genres), model_name="bench-musicnn-msd", model_version="1",
+                                                           sample_rate=family.sample_rate, clip_samples=family.clip_samples,
+                                                           family="musicnn-msd"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(proto.SerializeToString())
+    return out
+
+
+def speed_table(model_path: Path, catalog: Path, *, repeats: int, round_windows: int, risk: float, workers: int) -> dict:
+    from genretag.onnx.session import open_model
+    from genretag.tagging.run import tag_catalog
+    from genretag.tagging.store import Catalog
+
+    model = open_model(model_path, prefer_gpu=False)
+    print(f"\n## Tagging {catalog} ({len(list(catalog.glob('*.ogg')))} tracks), {model.model_name} on {model.provider}, "
+          f"best of {repeats}, rounds of {round_windows}, risk {risk:g}\n")
+    print("| max_windows | early exit | tracks/s | windows used / available | speedup |\n|---|---|---|---|---|")
+    table = {}
+    for max_windows in (20, 0):
+        base = None
+        for setting in (None, EarlyExit(round_windows=round_windows, risk=risk)):
+            best, used, available = 0.0, 0, 0
+            for _ in range(repeats):
+                with tempfile.TemporaryDirectory() as tmp:
+                    url = f"sqlite:///{tmp}/catalog.db"
+                    started = time.perf_counter()
+                    summary = tag_catalog(catalog, model=model, database_url=url, max_windows=max_windows, workers=workers,
+                                          early_exit=setting)
+                    rate = summary.tagged / (time.perf_counter() - started)
+                    with Catalog(url) as db:
+                        rows = db.read()
+                best = max(best, rate)
+                used, available = int(rows["windows_scored"].sum()), int(rows["windows_available"].sum())
+            base = base or best
+            name = "on" if setting else "off"
+            print(f"| {max_windows or 'all'} | {name} | {best:.2f} | {used} / {available} | {best / base:.2f}x |")
+            table[f"{max_windows}-{name}"] = {"tracks_per_second": best, "windows_used": used, "windows_available": available}
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--catalog", type=Path, default=None)
+    parser.add_argument("--splits", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=2021)
+    parser.add_argument("--risks", type=float, nargs="+", default=[0.05, 0.2, 0.5])
+    parser.add_argument("--round", type=int, default=4, dest="round_windows")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--model-out", type=Path, default=Path(tempfile.gettempdir()) / "genretag-bench" / "musicnn-msd.onnx")
+    args = parser.parse_args()
+    genres = list(load_params(project_root() / "params.yaml").genres)
+    results = {"accuracy": accuracy_table(args.data, genres=genres, splits=args.splits, seed=args.seed, risks=args.risks,
+                                          round_windows=args.round_windows)}
+    if args.catalog:
+        model = export_model(args.data, genres=genres, seed=args.seed, out=args.model_out)
+        results["speed"] = speed_table(model, args.catalog, repeats=args.repeats, round_windows=args.round_windows,
+                                       risk=args.risks[0], workers=args.workers)
+    print(json.dumps(results, default=float, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Out-of-taxonomy ("none of these genres") scores and their threshold: the maths, in numpy.
+
+Three scores are implemented, higher = further from the training genres; ``bench/open_set.py``
+measured them (leave-two-genres-out on real GTZAN excerpts) and the exported graphs carry the
+Mahalanobis score (:mod:`genretag.training.open_set`):
+
+- :func:`mahalanobis_scores`: squared Mahalanobis distance of a clip's embedding to the nearest
+  training class mean under one covariance shared by the classes (Lee, Lee, Lee and Shin 2018, "A
+  Simple Unified Framework for Detecting Out-of-Distribution Samples and Adversarial Attacks",
+  NeurIPS, equation 2). With a few hundred clips of a 1,506-d embedding the sample covariance is
+  singular, so the shared covariance is the Ledoit-Wolf shrinkage estimate of the class-centred
+  training embeddings (Ledoit and Wolf 2004; ``sklearn.covariance.LedoitWolf``).
+- :func:`energy_scores`: the negative free energy ``-logsumexp(z)`` of the logits ``z`` (Liu, Wang,
+  Owens and Li 2020, "Energy-based Out-of-distribution Detection", NeurIPS, equation 5, T = 1).
+  Given only probabilities, the logits ``log p`` make it identically 0 (``logsumexp(log p) = 0``):
+  it needs a family's raw logits.
+- :func:`max_probability_scores`: ``-max_k p_k`` of (calibrated) probabilities (Hendrycks and Gimpel
+  2017, "A Baseline for Detecting Misclassified and Out-of-Distribution Examples", ICLR).
+
+A track's score is the **mean of its windows' scores** (:func:`track_scores`), everywhere: the tagger,
+``predict``, ``show`` and both handoff clients. The threshold is the ``accept`` quantile of the
+validation tracks' scores (:func:`fit_threshold`): a track is unknown when its score is above it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import logsumexp
+
+from genretag.core.errors import GenretagError
+
+METHOD_MAHALANOBIS = "mahalanobis"
+
+
+class OpenSetError(GenretagError):
+    """Embeddings, labels or scores an out-of-taxonomy score cannot be fitted on (shape, empty, one class)."""
+
+
+@dataclass(frozen=True)
+class GaussianClasses:
+    """Class means float64 [K, D] and the shared precision matrix float64 [D, D] (inverse shrunk covariance)."""
+
+    means: np.ndarray
+    precision: np.ndarray
+    shrinkage: float  # Ledoit-Wolf's shrinkage coefficient in [0, 1]
+
+
+def fit_gaussian_classes(*, embeddings: np.ndarray, labels: np.ndarray, n_classes: int) -> GaussianClasses:
+    """Class means and the shared Ledoit-Wolf precision of ``embeddings`` float [n, D] with int ``labels`` [n] in [0, K).
+
+    A class without clips gets the mean of all clips (it then never is the nearest by accident of a
+    zero vector). Raises OpenSetError for mismatched shapes, fewer than two clips or labels outside [0, K).
+    """
+    from sklearn.covariance import LedoitWolf
+
+    x, y = np.asarray(embeddings, dtype=np.float64), np.asarray(labels)
+    if x.ndim != 2 or y.shape != (len(x),) or len(x) < 2:
+        raise OpenSetError(f"embeddings {x.shape} and labels {y.shape}: expected [n, D] and [n] with n >= 2")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes:
+        raise OpenSetError(f"labels must be integer class indices in [0, {n_classes})")
+    means = np.tile(x.mean(axis=0), (n_classes, 1))
+    for k in np.unique(y):
+        means[k] = x[y == k].mean(axis=0)
+    estimate = LedoitWolf(assume_centered=True).fit(x - means[y])
+    return GaussianClasses(means=means, precision=np.asarray(estimate.precision_, dtype=np.float64),
+                           shrinkage=float(estimate.shrinkage_))
+
+
+def mahalanobis_scores(embeddings: np.ndarray, classes: GaussianClasses) -> np.ndarray:
+    """min_k (e - mu_k)^T P (e - mu_k) per row of ``embeddings`` float [n, D]: float64 [n] (squared distance, no unit)."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    projected = x @ classes.precision  # [n, D]
+    quadratic = np.einsum("nd,nd->n", projected, x)[:, None]
+    cross = projected @ classes.means.T  # [n, K]
+    means_term = np.einsum("kd,dj,kj->k", classes.means, classes.precision, classes.means)[None, :]
+    return (quadratic - 2.0 * cross + means_term).min(axis=1)
+
+
+def energy_scores(logits: np.ndarray) -> np.ndarray:
+    """-logsumexp(z) per row of ``logits`` float [n, K] (Liu et al. 2020 with T = 1): float64 [n]."""
+    return -logsumexp(np.asarray(logits, dtype=np.float64), axis=1)
+
+
+def max_probability_scores(probabilities: np.ndarray) -> np.ndarray:
+    """-max_k p_k per row of ``probabilities`` float [n, K] (Hendrycks and Gimpel 2017): float64 [n]."""
+    return -np.asarray(probabilities, dtype=np.float64).max(axis=1)
+
+
+def track_scores(window_scores: np.ndarray, track_ids: Sequence[str]) -> dict[str, float]:
+    """The track-level score, the mean of each track's window scores: {track id: score}."""
+    scores, tracks = np.asarray(window_scores, dtype=np.float64), np.asarray(track_ids)
+    if scores.shape != tracks.shape:
+        raise OpenSetError(f"{scores.shape[0]} window scores for {tracks.shape[0]} track ids")
+    return {str(track): float(scores[tracks == track].mean()) for track in dict.fromkeys(tracks.tolist())}
+
+
+def fit_threshold(validation_scores: Sequence[float], *, accept: float) -> float:
+    """The smallest validation track score at or below which at least ``accept`` of the validation tracks lie
+    (``numpy.quantile(..., method="higher")``): a track scoring above it is unknown. Raises OpenSetError for no
+    scores, non-finite scores or ``accept`` outside (0, 1]."""
+    scores = np.asarray(validation_scores, dtype=np.float64)
+    if not len(scores) or not np.isfinite(scores).all():
+        raise OpenSetError(f"{len(scores)} validation track scores (finite ones needed) to fit the unknown threshold on")
+    if not 0.0 < accept <= 1.0:
+        raise OpenSetError(f"export.unknown_accept = {accept}: must be in (0, 1]")
+    return float(np.quantile(scores, accept, method="higher"))

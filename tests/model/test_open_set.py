@@ -1,0 +1,183 @@
+"""The out-of-taxonomy score (issue 21) on real onnxruntime: the export appends ``unknown_score`` (the squared
+Mahalanobis distance of the embedding to the nearest train class mean) and fits its threshold on the validation
+tracks only; the tagger records a track past it as genre ``unknown`` with its top 3 kept and needs_review set;
+a model exported before it tags as before, with one notice."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from tests.export_support import GENRES, audio_project
+from tests.tagging_support import make_onnx_model
+
+from genretag.evaluation.open_set import fit_threshold, mahalanobis_scores, track_scores
+from genretag.onnx.contract import KEY_OPEN_SET, UNKNOWN, UNKNOWN_SCORE_NAME, ModelContract, Prediction, read_contract
+from genretag.onnx.session import cpu_session, open_model, predict_waveforms
+from genretag.tagging.rows import is_unknown
+from genretag.training import export
+from genretag.training.open_set import fit_open_set
+from genretag.training.parity import TestClips
+from genretag.training.train import parity_clips
+
+
+class Toy:
+    """A test family: tests.tagging_support's onnx.helper graph (log energies -> embedding [N, 16] -> softmax)."""
+
+    name = "test-energies"
+    sample_rate = 22050
+    clip_samples = 3 * 22050
+
+    def __init__(self, folder: Path) -> None:
+        self.proto = onnx.load(make_onnx_model(folder / "toy.onnx", version="toy", seed=3, labels=GENRES))
+
+    def to_onnx(self) -> onnx.ModelProto:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(self.proto)
+        return copy
+
+    def predict(self, waveforms: np.ndarray) -> Prediction:
+        return predict_waveforms(cpu_session(self.proto.SerializeToString()), waveforms)
+
+
+def _export(root: Path, family: Toy, *, train: TestClips, validation: TestClips, test: TestClips, name: str = "model.onnx") -> export.ExportResult:
+    contract = ModelContract(labels=GENRES, model_name="genretag-cnn", model_version="open-0001", sample_rate=family.sample_rate,
+                             clip_samples=family.clip_samples, family=family.name)
+    return export.export_candidate(family, contract=contract, onnx_path=root / "out" / name, test=test, validation=validation,
+                                   train=train, unknown_accept=0.75)
+
+
+def _first(clips: TestClips, n: int) -> TestClips:
+    """The first ``n`` clips of ``clips``."""
+    return TestClips(waveforms=clips.waveforms[:n], genres=clips.genres[:n], clip_ids=clips.clip_ids[:n],
+                     sample_rate=clips.sample_rate, track_ids=clips.track_ids[:n])
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("open-set")
+    params, paths = audio_project(root / "project", tracks={"train": 3, "validation": 4, "test": 2}, clips_per_track=2)
+    family = Toy(root)
+    splits = {split: parity_clips(params, paths, family, split) for split in ("train", "validation", "test")}
+    return root, params, paths, family, splits, _export(root, family, **splits)
+
+
+def test_the_graph_scores_windows_as_numpy_and_the_threshold_is_the_validation_quantile(project) -> None:
+    root, params, paths, family, splits, result = project
+    contract = read_contract(result.onnx_path)
+    assert contract.open_set.available and contract.open_set.output == UNKNOWN_SCORE_NAME
+    session = cpu_session(result.onnx_path)
+    assert [o.name for o in session.get_outputs()] == ["probabilities", "embedding", UNKNOWN_SCORE_NAME]
+    validation = parity_clips(params, paths, family, "validation")
+    got = predict_waveforms(session, validation.waveforms)
+    train = parity_clips(params, paths, family, "train")
+    fit = fit_open_set(train_embeddings=predict_waveforms(session, train.waveforms).embedding,
+                       train_labels=np.array([GENRES.index(g) for g in train.genres]), n_classes=len(GENRES),
+                       validation_embeddings=got.embedding, validation_tracks=validation.track_ids, accept=0.75)
+    np.testing.assert_allclose(got.unknown_score, mahalanobis_scores(got.embedding, fit.classes), rtol=1e-3)
+    per_track = track_scores(got.unknown_score, validation.track_ids)
+    assert len(per_track) == 12 and contract.open_set.validation_tracks == 12
+    assert contract.open_set.threshold == pytest.approx(fit_threshold(list(per_track.values()), accept=0.75), rel=1e-5)
+    assert contract.open_set.validation_accepted >= 0.75
+    assert json.loads({p.key: p.value for p in onnx.load(str(result.onnx_path)).metadata_props}[KEY_OPEN_SET])["method"] == "mahalanobis"
+
+
+def test_the_threshold_moves_with_the_validation_split_only(project) -> None:
+    root, params, paths, family, splits, result = project
+    other_test = _export(root, family, **{**splits, "test": splits["validation"]}, name="other-test.onnx")
+    assert other_test.open_set.threshold == result.open_set.threshold
+    fewer = _export(root, family, **{**splits, "validation": _first(splits["validation"], 12)}, name="other-validation.onnx")
+    assert fewer.open_set.validation_tracks == 6 and fewer.open_set.threshold != result.open_set.threshold
+
+
+def _tag(folder: Path, model_path: Path, database: Path, caplog: pytest.LogCaptureFixture):
+    from genretag.tagging.run import tag_catalog
+    from genretag.tagging.store import Catalog
+
+    url = f"sqlite:///{database}"
+    with caplog.at_level(logging.WARNING):
+        summary = tag_catalog(folder, model=open_model(model_path, prefer_gpu=False), database_url=url, workers=1, review_below=0.0)
+    with Catalog(url) as catalog:
+        rows = {Path(row["path"]).name: row for row in catalog.read("catalog_tags").to_dict("records")}
+    return summary, rows
+
+
+@pytest.fixture(scope="module")
+def catalog_music(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A training-like tone per genre, and white noise at full scale: nothing like any genre's tone."""
+    from tests.conftest import write_audio
+    from tests.export_support import genre_audio
+
+    folder = tmp_path_factory.mktemp("catalog-music")
+    for number, genre in enumerate(GENRES):
+        write_audio(folder / f"{genre}.wav", genre_audio(genre, 9.0, seed=100 + number))
+    write_audio(folder / "noise.wav", (np.random.default_rng(7).uniform(-0.9, 0.9, 9 * 22050)).astype(np.float32))
+    return folder
+
+
+def test_an_out_of_taxonomy_track_is_tagged_unknown_with_its_top3_and_flagged(project, catalog_music: Path, tmp_path: Path,
+                                                                              caplog: pytest.LogCaptureFixture) -> None:
+    result = project[-1]
+    summary, rows = _tag(catalog_music, result.onnx_path, tmp_path / "catalog.db", caplog)
+    noise = rows["noise.wav"]
+    assert noise["genre"] == UNKNOWN and is_unknown(noise) and noise["needs_review"]
+    assert noise["unknown_score"] > result.open_set.threshold
+    top3 = json.loads(noise["top3"])
+    assert len(top3) == 3 and {t["genre"] for t in top3} == set(GENRES)
+    known = [rows[f"{genre}.wav"] for genre in GENRES]
+    assert all(row["unknown_score"] is not None for row in known)
+    assert [row["genre"] for row in known if not is_unknown(row)]  # the tones are (mostly) accepted as genres
+    assert not summary.notes and "cannot say 'unknown'" not in caplog.text
+
+
+def test_an_old_model_without_open_set_tags_as_before_and_says_so_once(project, catalog_music: Path, tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    old = make_onnx_model(tmp_path / "old.onnx", version="old-0001", seed=3, labels=GENRES)
+    summary, rows = _tag(catalog_music, old, tmp_path / "catalog.db", caplog)
+    assert all(row["unknown_score"] is None and not is_unknown(row) for row in rows.values())
+    probabilities = predict_waveforms(cpu_session(old), np.zeros((1, 3 * 22050), np.float32))
+    assert probabilities.unknown_score is None
+    assert caplog.text.count("cannot say 'unknown'") == 1 and len(summary.notes) == 1
+    assert "cannot say 'unknown'" in summary.to_markdown()
+
+
+@pytest.mark.node
+def test_python_node_and_the_tagger_say_unknown_the_same_way(project, catalog_music: Path, tmp_path: Path) -> None:
+    """The handoff bundle of a model with the unknown score: the Python client (onnxruntime), the Node client
+    (onnxruntime-node) and genretag's own scoring give the same genre or ``unknown``, and the same track score."""
+    import subprocess
+    import sys
+
+    from tests.model.test_handoff import _node_modules
+
+    from genretag.handoff import write_bundle
+    from genretag.tagging.scoring import score_file
+
+    result = project[-1]
+    folder = write_bundle(result.onnx_path, tmp_path / "bundle", max_windows=0, silence_rms_dbfs=-60.0)
+    scoring = json.loads((folder / "scoring.json").read_text())
+    assert scoring["unknown"]["threshold"] == result.open_set.threshold and scoring["unknown"]["output"] == UNKNOWN_SCORE_NAME
+    (folder / "node_modules").symlink_to(_node_modules(), target_is_directory=True)
+    files = sorted(catalog_music.glob("*.wav"))
+    runs = {}
+    for name, command in (("python", [sys.executable, str(folder / "genretag_reference.py")]),
+                          ("node", ["node", str(folder / "genretag_reference.mjs")])):
+        done = subprocess.run([*command, "--json", *map(str, files)], capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[name] = {Path(line["file"]).name: line for line in map(json.loads, done.stdout.splitlines())}
+    model = open_model(result.onnx_path, prefer_gpu=False)
+    for path in files:
+        tagger = score_file(model, path, max_windows=0)
+        python, node = runs["python"][path.name], runs["node"][path.name]
+        assert python["genre"] == node["genre"] == tagger.label, path.name
+        assert python["unknown"] == node["unknown"] == tagger.unknown
+        assert node["unknown_score"] == pytest.approx(python["unknown_score"], rel=1e-4)
+        assert tagger.unknown_score == pytest.approx(python["unknown_score"], rel=1e-4)
+    assert runs["node"]["noise.wav"]["genre"] == UNKNOWN and [t["genre"] for t in runs["node"]["noise.wav"]["top"]]
+    plain = subprocess.run(["node", str(folder / "genretag_reference.mjs"), str(catalog_music / "noise.wav")],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False)
+    assert plain.stdout.split(": ", 1)[1].startswith("unknown (none of these genres; score ")
