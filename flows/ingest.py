@@ -6,7 +6,7 @@ from tqdm import tqdm
 
 from flows.common import IO_RETRIES, maybe_inject_fault, stage_context
 from genretag.core.config import Layout, Params
-from genretag.data.dataset import Discovery, SourceFile, discover, feedback_sources, ingest, materialise_source
+from genretag.data.dataset import Discovery, SourceFile, discover, feedback_sources, ingest, materialise_source, undecodable_line
 
 
 @task(**IO_RETRIES)
@@ -53,7 +53,7 @@ def ingest_flow() -> dict:
     sources = sources + reviewed
     summary = {**normalise_audio(sources, params, layout), "skipped": skipped}
     for bad in summary["undecodable"]:
-        logger.warning("cannot decode %s: %s (validation will quarantine it)", bad["source_path"], bad["error"])
+        logger.warning("%s", undecodable_line(bad["source_path"], bad["error"]))
     logger.info("ingested %d files (%d decoded) from %s", summary["files"], summary["decoded"], params.ingest.source)
     create_markdown_artifact(
         key="ingest-summary",

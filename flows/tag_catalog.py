@@ -33,8 +33,8 @@ _PLAIN = {"cache_policy": NO_CACHE, "persist_result": False}
 
 
 @task(name="check-catalog", **IO_RETRIES, **_PLAIN)
-def check_catalog_task(database_url: str) -> None:
-    check_database(database_url)
+def check_catalog_task(database_url: str, create_folder: bool = False) -> None:
+    check_database(database_url, create_folder=create_folder)
 
 
 @task(name="load-model", **IO_RETRIES, **_PLAIN)  # a registry download may hiccup; a missing GPU does not retry
@@ -107,10 +107,12 @@ def tag_catalog_flow(
     max_windows: int | None = None,
     rehash: bool = False,
     retry_failed: bool = False,
+    create_catalog: bool = False,
 ) -> dict:
     """Tag every audio file of ``source`` once per model version; return the run's summary. Only new or
     changed files are read (``rehash``: every file); known failures are not decoded again unless
-    ``retry_failed``. A progress line reaches this flow run's log every score.progress_every_s seconds."""
+    ``retry_failed``. A progress line reaches this flow run's log every score.progress_every_s seconds.
+    A SQLite catalog's missing folder is created only with ``create_catalog``."""
     logger = get_run_logger()
     started = time.perf_counter()
     params, paths = stage_context()
@@ -118,7 +120,7 @@ def tag_catalog_flow(
     url = catalog_url(params, root=paths.root, override=database_url)
     windows = score.max_windows if max_windows is None else max_windows
     silence = params.validation.silence_rms_dbfs
-    check_catalog_task(url)  # an unreachable or read-only database fails before any heavy work, creating nothing
+    check_catalog_task(url, create_folder=create_catalog)  # an unreachable or read-only database fails before any heavy work, creating nothing
     scoring_model = load_model(
         model or score.model, require_gpu=require_gpu,
         registry_uri=tracking_uri(params, root=paths.root), model_name=params.registry.model_name,
@@ -136,7 +138,7 @@ def tag_catalog_flow(
         review_below=score.review_below, drift_limits=score, reference_genres=training_genre_counts(paths.tracks),
         before_read=_read_fault, rehash=rehash, retry_failed=retry_failed, hash_workers=score.workers,
         progress_every_s=score.progress_every_s, progress_bars=False,
-        recorded_as=f"prefect:{flow_run.id}", log=logger, started=started,
+        recorded_as=f"prefect:{flow_run.id}", log=logger, started=started, create_catalog=create_catalog,
     )
     summary = run_steps(run, call=_call_as_task)
 
@@ -145,8 +147,9 @@ def tag_catalog_flow(
     logger.info("drift against the training data (%s): %s", summary.drift["reference"],
                 {k: v for k, v in summary.drift.items() if k != "reference"})
     logger.info("tagged %d, skipped %d, failed %d in %.1f s (%.2f tracks/s) on %s; %d files skipped (not audio), "
-                "%d skipped (macOS metadata)", summary.tagged, summary.skipped, summary.failed, summary.seconds,
-                summary.tracks_per_second, summary.provider, summary.not_audio, summary.apple_metadata)
+                "%d skipped (macOS metadata), %d folders not walked (each named in catalog_skips)", summary.tagged,
+                summary.skipped, summary.failed, summary.seconds, summary.tracks_per_second, summary.provider,
+                summary.not_audio, summary.apple_metadata, summary.folders_skipped)
     create_markdown_artifact(key="tag-catalog-summary", markdown=summary.to_markdown(), description="Catalog tagging run")
     return {**summary.to_dict(), "flow_run_id": str(flow_run.id)}
 

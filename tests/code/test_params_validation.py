@@ -21,6 +21,9 @@ CASES = [
     ({"audio": {"sample_rate": 1}}, r"audio\.sample_rate = 1: Input should be greater than or equal to 4000"),
     ({"register": {"baseline": "mfcc-logreg-typo"}},
      r"register\.baseline \('mfcc-logreg-typo'\) is not one of train\.candidates \(musicnn-msd, mfcc-logreg, paper-exp8\); null: chance only"),
+    # each family checks its own input constraints (issue 23): six 2x2 max-pools need 64 pixels a side
+    ({"spectrogram": {"image_size": [8, 8]}},
+     r"spectrogram\.image_size = \[8, 8\]: paper-exp8 needs at least \[64, 64\] \(6 blocks of 5x5 same convolution \+ 2x2 max-pool\)"),
 ]
 
 
@@ -44,6 +47,17 @@ def test_a_bad_value_is_refused_when_loaded(tmp_path: Path, override: dict, mess
 def test_the_repository_params_are_valid() -> None:
     params = load_params(REPO_ROOT / "params.yaml")
     assert params.spectrogram.hop_length <= params.spectrogram.n_fft
+
+
+def test_a_version_number_is_a_registry_version(tmp_path: Path) -> None:
+    assert load_params(_params_with(tmp_path, {"score": {"model": 2}})).score.model == "2"
+
+
+def test_the_least_image_side_walks_the_conv_and_pool_blocks_back() -> None:
+    from genretag.families.paper_models import EXPERIMENTS, least_image_side
+
+    # forward: exp3 (2 x 3x3 valid + pool) 10 -> 8 -> 4 -> 2 -> 1; exp8 (6 x same + pool) 64 -> 1
+    assert (least_image_side(EXPERIMENTS["exp3"]), least_image_side(EXPERIMENTS["exp8"]), least_image_side(EXPERIMENTS["exp1"])) == (10, 64, 1)
 
 
 def test_a_null_baseline_means_the_floor_checks_chance_only(tmp_path: Path) -> None:

@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from genretag.core.errors import CatalogError
 from genretag.tagging.store import Catalog
 
 from tests.conftest import REPO_ROOT, tone, write_audio
@@ -107,3 +109,42 @@ def test_a_corrupt_registry_database_is_named(root: Path, kind: str, command: tu
     assert result.returncode != 0
     assert f"registry database {root / 'mlflow.db'} is corrupt: " in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- issue 23: a typo creates nothing, and is one line ------------------------------------------------
+
+
+def test_a_catalog_in_a_folder_that_does_not_exist_is_not_created(root: Path, tmp_path: Path) -> None:
+    target = tmp_path / "nonexistent_dir" / "sub" / "catalog.db"
+    result = _cli(root, "tag-catalog", "music", "--database", f"sqlite:///{target}", "--model", str(root / "missing.onnx"))
+    _one_error_line(result, f"(file {target}): folder {target.parent} does not exist", "--create-catalog")
+    assert not (tmp_path / "nonexistent_dir").exists()
+    with pytest.raises(CatalogError, match="does not exist"):
+        Catalog(f"sqlite:///{target}")
+    assert not (tmp_path / "nonexistent_dir").exists()
+    Catalog(f"sqlite:///{target}", create_folder=True).close()  # what --create-catalog asks for
+    assert target.is_file()
+
+
+def test_a_missing_source_creates_no_catalog(root: Path) -> None:
+    result = _cli(root, "tag-catalog", "no-such-folder", "--database", f"sqlite:///{root / 'new.db'}", "--model", str(root / "missing.onnx"))
+    _one_error_line(result, f"{root / 'no-such-folder'}: no such folder, CSV or audio file")
+    assert not (root / "new.db").exists()
+
+
+def test_a_missing_ingest_source_is_one_line_before_prefect(root: Path) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["ingest"]["source"] = "no-such-corpus"
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    result = _cli(root, "ingest")
+    _one_error_line(result, "ingest.source = 'no-such-corpus': no such folder")
+    assert len(result.stderr.splitlines()) == 1 and not (root / "data").exists()
+
+
+def test_an_image_too_small_for_the_family_is_refused_before_any_run(root: Path) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["spectrogram"]["image_size"] = [8, 8]
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    result = _cli(root, "train", "paper-exp8")
+    _one_error_line(result, "spectrogram.image_size = [8, 8]: paper-exp8 needs at least [64, 64]")
+    assert len(result.stderr.splitlines()) == 1 and not (root / "mlflow.db").exists() and not (root / "mlruns").exists()

@@ -18,7 +18,7 @@ from genretag.tagging.store import Catalog
 from tests.tagging_support import make_bad_files, make_good_files, make_onnx_model, make_root
 
 # Columns that differ between any two runs (row ids, clocks, who ran it), not by what was tagged.
-_RUN_ONLY = ["id", "scored_at", "failed_at", "finished_at", "seconds", "run"]
+_RUN_ONLY = ["id", "scored_at", "failed_at", "finished_at", "seconds", "run", "run_id"]
 
 
 def _task_run_steps(flow_run_id: str) -> list[str]:
@@ -69,8 +69,9 @@ def test_the_flow_runs_the_one_step_list_and_writes_what_the_plain_run_writes(
     # every step of the one list ran as a task of its name, in the list's order (one hash chunk, one commit)
     assert _task_run_steps(flow_summary["flow_run_id"]) == ["check-catalog", "load-model", *(s.name for s in all_steps())]
     assert [s.name for s in all_steps()] == [
-        "open-catalog", "list-tracks", "hash-tracks", "resolve-aliases", "plan-tagging", "refresh-moved-paths", "write-read-failures",
-        "score-tracks", "write-tags", "measure-drift", "record-run", "update-similarity-index",
+        "check-source", "open-catalog", "list-tracks", "hash-tracks", "resolve-aliases", "plan-tagging", "refresh-moved-paths",
+        "write-read-failures", "write-skips", "score-tracks", "write-tags", "write-copy-failures", "measure-drift", "record-run",
+        "update-similarity-index",
     ]
     assert (flow_summary["tagged"], flow_summary["duplicates"], flow_summary["failed"]) == (5, 1, 7)
 
@@ -83,6 +84,6 @@ def test_the_flow_runs_the_one_step_list_and_writes_what_the_plain_run_writes(
               "windows_scored", "windows_silent", "drift", "drift_warnings"]
     for flow_run, plain_run in ((flow_summary, plain_summary), (flow_again, plain_again)):
         assert {k: flow_run[k] for k in counts} == {k: plain_run[k] for k in counts}
-    for table in ("catalog_tags", "catalog_errors", "catalog_runs"):
+    for table in ("catalog_tags", "catalog_errors", "catalog_runs", "catalog_skips"):
         pd.testing.assert_frame_equal(_table(urls["flow"], table), _table(urls["plain"], table))
     assert _table(urls["flow"], "catalog_tags")["path"].str.endswith("moved880.wav").sum() == 1

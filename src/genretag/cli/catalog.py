@@ -25,6 +25,7 @@ def tag_catalog(
     max_windows: int = typer.Option(None, "--max-windows", min=0, help="3-s windows per track, evenly spaced; 0: all (default: params.yaml score.max_windows)."),
     rehash: bool = typer.Option(False, "--rehash", help="Read and hash every file, trusting no stored fingerprint (finds content changed under the same size and mtime)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Decode again the files whose content failed with this model version before."),
+    create_catalog: bool = typer.Option(False, "--create-catalog", help="Create a SQLite catalog's folder when it does not exist (default: refuse, a typo must not invent a database)."),
 ) -> None:
     """Tag a catalog with genres into the catalog database; reruns skip what this model version tagged.
 
@@ -36,31 +37,37 @@ def tag_catalog(
     runs the tag-catalog flow against that server (else genretag's local one); otherwise the same
     steps run here as plain functions (genretag.tagging.run.tag_catalog), with no Prefect at all.
     """
-    from genretag.core.errors import GenretagError
+    from genretag.core.errors import GenretagError, ScoringError
+    from genretag.core.paths import absolute, quoted
     from genretag.registry.fetch import resolve_project_model
     from genretag.tagging.store import catalog_url, check_database
 
     try:
         params, root = load_params(), layout().root
+        if not absolute(source).exists():  # before anything is created
+            raise ScoringError(f"{quoted(absolute(source))}: no such folder, CSV or audio file")
         # Reachable and writable before the model loads and any file is read (and before Prefect starts).
-        check_database(catalog_url(params, root=root, override=database))
+        check_database(catalog_url(params, root=root, override=database), create_folder=create_catalog)
         model_file = resolve_project_model(model, params=params, root=root)
         if os.environ.get("PREFECT_API_URL") or params.score.dask_address:
             orchestrate()
             from flows.tag_catalog import tag_catalog_flow
 
             summary = tag_catalog_flow(source=source, model=str(model_file), database_url=database,
-                                       require_gpu=require_gpu, max_windows=max_windows, rehash=rehash, retry_failed=retry_failed)
+                                       require_gpu=require_gpu, max_windows=max_windows, rehash=rehash, retry_failed=retry_failed,
+                                       create_catalog=create_catalog)
         else:
             summary = _tag_here(source, model_file, params=params, root=root, database=database,
-                                require_gpu=require_gpu, max_windows=max_windows, rehash=rehash, retry_failed=retry_failed)
+                                require_gpu=require_gpu, max_windows=max_windows, rehash=rehash, retry_failed=retry_failed,
+                                create_catalog=create_catalog)
     except GenretagError as exc:
         exit_with(exc, code=1)
     typer.echo(
         f"{summary['model_name']} {summary['model_version']} on {summary['provider']}: {summary['tagged']} tagged, "
         f"{summary['skipped']} already tagged, {summary['duplicates']} duplicate content, {summary['failed']} failed "
         f"({summary['tracks_per_second']:.2f} tracks/s) -> {summary['database']}; of {summary['files']} files, "
-        f"{summary['not_audio']} skipped (not audio), {summary['apple_metadata']} skipped (macOS metadata)"
+        f"{summary['not_audio']} skipped (not audio), {summary['apple_metadata']} skipped (macOS metadata), "
+        f"{summary['folders_skipped']} folders not walked; each skip named in catalog_skips (export-tags --skips)"
     )
     typer.echo(
         f"read {summary['hashed']} files ({summary['bytes_hashed'] / 1e6:.1f} MB); not read: {summary['unchanged']} unchanged, "
@@ -68,15 +75,18 @@ def tag_catalog(
         f"{' (--retry-failed decodes them)' if summary['known_failures'] else ''}; {len(summary['unstable'])} unstable"
     )
     for failure in summary["failures"]:
-        typer.echo(f"failed: {failure['path']}: {failure['reason']}", err=True)
+        typer.echo(f"failed: {quoted(failure['path'])}: {quoted(failure['reason'])}", err=True)
+    for skip in summary["skips"]:
+        if not skip["reason"].startswith(("not audio", "macOS metadata")):  # the files' own skips: in catalog_skips
+            typer.echo(f"skipped: {quoted(skip['path'])}: {skip['reason']}", err=True)
     for path in summary["unstable"]:
-        typer.echo(f"unstable (changed while read, tried again next run): {path}", err=True)
+        typer.echo(f"unstable (changed while read, tried again next run): {quoted(path)}", err=True)
     for path in summary["changed_in_place"]:
-        typer.echo(f"changed in place (same size and mtime): {path}", err=True)
+        typer.echo(f"changed in place (same size and mtime): {quoted(path)}", err=True)
 
 
 def _tag_here(source: str, model_file: Path, *, params, root: Path, database: str | None, require_gpu: bool,
-              max_windows: int | None, rehash: bool, retry_failed: bool) -> dict:
+              max_windows: int | None, rehash: bool, retry_failed: bool, create_catalog: bool) -> dict:
     """The tagging steps in this process, without Prefect; the run's summary as the flow returns it."""
     from genretag.tagging.store import catalog_url
     from genretag.tagging.run import tag_catalog as tag
@@ -99,7 +109,7 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
         commit_every=score.commit_every, workers=score.workers, silence_rms_dbfs=params.validation.silence_rms_dbfs,
         reference_genres=training_genre_counts(layout(root).tracks), review_below=score.review_below, drift_limits=score,
         rehash=rehash, retry_failed=retry_failed, progress_every_s=score.progress_every_s, log=log,
-        early_exit=early_exit_of(score),
+        early_exit=early_exit_of(score), create_catalog=create_catalog,
     )
     for line in summary.drift_warnings:
         typer.echo(f"warning: {line}", err=True)
@@ -110,35 +120,43 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
 def show(
     track: str = typer.Argument(..., help="An audio file (looked up by its content's SHA-256) or a SHA-256 (or its first 8+ hex digits)."),
     database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else score.database_url)."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object: {track, sha256, tags: [rows as export-tags --format jsonl writes them], errors: [...]}."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object: {track, sha256, tags: [rows as export-tags --format jsonl writes them], errors: [...], skips: [...]}."),
 ) -> None:
     """What the catalog holds for one track: each model version's top-3 genres and its genre timeline
-    (one line per scored window: start, most probable genre, runner-up), or why it failed. A file whose
-    tags `write-tags` wrote is found through its alias."""
+    (one line per scored window: start, most probable genre, runner-up), why it failed, or why the
+    latest run that met it skipped it (a file or folder in catalog_skips). A file whose tags `write-tags`
+    wrote is found through its alias."""
     import json
 
     from genretag.audio.decoding import file_sha256
-    from genretag.tagging.export import json_row
-    from genretag.tagging.store import Catalog, catalog_url
-    from genretag.tagging.rows import timeline_lines, unknown_prefix
     from genretag.core.errors import GenretagError
+    from genretag.core.paths import absolute, quoted
+    from genretag.tagging.export import json_row
+    from genretag.tagging.rows import timeline_lines, unknown_prefix
+    from genretag.tagging.store import Catalog, catalog_url
 
     try:
-        sha = file_sha256(Path(track)) if Path(track).is_file() else track
-        if not re.fullmatch(r"[0-9a-fA-F]{8,64}", sha):
+        path = absolute(track)
+        sha = file_sha256(path) if path.is_file() else track
+        is_sha = re.fullmatch(r"[0-9a-fA-F]{8,64}", sha) is not None
+        if not is_sha and not os.path.lexists(path):
             raise GenretagError(f"{track}: no such file, and not a SHA-256 (8 to 64 hex digits)")
         with Catalog(existing_catalog(catalog_url(load_params(), root=layout().root, override=database))) as catalog:
-            tags, errors = catalog.find(sha)
+            skips = catalog.find_skips(path)  # a file or folder a run skipped (a folder, a link loop: no content to hash)
+            tags, errors = catalog.find(sha) if is_sha else ([], [])
     except GenretagError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    if not tags and not errors:
+    if not tags and not errors and not skips:
         typer.echo(f"{track}: not in the catalog (sha256 {sha[:12]})", err=True)
         raise typer.Exit(1)
     if as_json:
         typer.echo(json.dumps({"track": track, "sha256": sha, "tags": [json_row(row) for row in tags],
-                               "errors": [json_row(row) for row in errors]}, ensure_ascii=False))
+                               "errors": [json_row(row) for row in errors], "skips": [json_row(row) for row in skips]},
+                              ensure_ascii=False))
         return
+    for row in skips[:1]:  # the latest run's reason
+        typer.echo(f"{quoted(row['path'])}: skipped by run {row['run_id']}: {row['reason']}")
     for row in tags:
         top = "  ".join(f"{t['genre']} {t['probability']:.3f}" for t in json.loads(row["top3"]))
         flag = ", needs review" if row["needs_review"] else ""
@@ -159,9 +177,10 @@ def export_tags(
     model_version: str = typer.Option(None, "--model-version", help="Only this model version's tags (default: all)."),
     include_embedding: bool = typer.Option(False, "--include-embedding",
                                            help="Add each tag's track embedding (CSV: base64 of its little-endian bytes; Parquet: a list of floats)."),
+    skips: bool = typer.Option(False, "--skips", help="Export catalog_skips instead: every file and folder a run skipped, with its reason and run id."),
 ) -> None:
     """Export the catalog_tags table, each row with its model (registry) version and tagging run, to CSV,
-    Parquet or JSON Lines (genretag.tagging.export)."""
+    Parquet or JSON Lines (genretag.tagging.export); with --skips, catalog_skips instead."""
     from genretag.tagging.store import catalog_url
     from genretag.tagging.export import FORMATS, export_tags as export
     from genretag.core.errors import GenretagError
@@ -171,10 +190,11 @@ def export_tags(
     paths = layout()
     try:
         rows = export(existing_catalog(catalog_url(load_params(), root=paths.root, override=database)), out=out, fmt=fmt,
-                      model_version=model_version, include_embedding=include_embedding)
+                      model_version=model_version, table="catalog_skips" if skips else "catalog_tags",
+                      include_embedding=include_embedding)
     except GenretagError as exc:
         exit_with(exc, code=1)
-    typer.echo(f"wrote {rows} tags to {out}")
+    typer.echo(f"wrote {rows} {'skipped files and folders' if skips else 'tags'} to {out}")
 
 
 @app.command("write-tags")

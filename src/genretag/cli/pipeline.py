@@ -36,6 +36,14 @@ def demo_corpus(
 @app.command()
 def ingest() -> None:
     """Stage ingest: ingest.source -> data/raw/<genre>/<track>.wav + manifest (the DVC stage's flow)."""
+    from genretag.core.config import layout
+    from genretag.core.errors import GenretagError
+    from genretag.data.dataset import local_source
+
+    try:  # a missing source is one line, before Prefect starts
+        local_source(load_params(), layout=layout())
+    except GenretagError as exc:
+        exit_with(exc, code=1)
     orchestrate()
     from flows.ingest import ingest_flow
 
@@ -74,6 +82,15 @@ def train_command(
 ) -> None:
     """Stage candidate-<id>: train one model family on the split's audio (MLflow run), export it parity-gated
     to models/candidates/<id>/model.onnx + MODEL_CARD.md (the DVC stage's flow)."""
+    from genretag.core.errors import ConfigError
+    from genretag.families import check_candidate
+
+    try:  # bad params are one line, before Prefect starts or an MLflow run opens
+        check_candidate(load_params(), candidate)
+    except ValueError as exc:
+        exit_with(ConfigError(f"{candidate}: {exc}"), code=1)
+    except ConfigError as exc:
+        exit_with(exc, code=1)
     orchestrate()
     from flows.train import candidate_flow
 

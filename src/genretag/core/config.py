@@ -141,7 +141,7 @@ class RegisterParams(_Section):
 
 
 class ScoreParams(_Section):
-    model: str = "champion"
+    model: str = "champion"  # a path, champion | challenger, a version number (2 or "2"), models:/...
     max_windows: int = Field(20, ge=0)
     early_exit: bool = False  # score a track's windows in rounds and stop when the rest cannot change its genre
     early_exit_round: int = Field(4, ge=1)  # windows of a track per round
@@ -160,6 +160,12 @@ class ScoreParams(_Section):
     drift_min_tracks: int = Field(100, ge=1)  # a run tagging fewer tracks records its drift but warns on none (sampling noise)
     review_below: float = Field(0.5, ge=0, le=1)  # tags with a lower confidence are flagged needs_review (0: none)
     progress_every_s: float = Field(30.0, gt=0)  # off a terminal, a progress line every this many seconds (genretag.tagging.progress)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _version_number(cls, value: Any) -> Any:
+        """``model: 2`` (YAML reads an int) is registry version "2", as the README allows."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class SimilarParams(_Section):

@@ -38,3 +38,10 @@ def exact_bytes(name: str | os.PathLike[str]) -> bytes | None:
     except UnicodeDecodeError:
         return raw
     return None
+
+
+def quoted(name: str | os.PathLike[str]) -> str:
+    """A path or name for one log line: its :func:`display` form, quoted with Python's repr escapes
+    (``'a\\nb.wav'``) when it holds a control or other non-printable character, so a line never splits."""
+    text = display(name)
+    return text if text.isprintable() else repr(text)

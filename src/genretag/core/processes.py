@@ -13,8 +13,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 POLL_S = 0.5
@@ -105,3 +108,28 @@ def watch_prefect_ephemeral_server() -> None:
 
 
 _watched: dict[int, subprocess.Popen] = {}
+
+
+STDERR_CAPTURE_BYTES = 4096  # what a captured fd 2 keeps: a decoder's few lines, never a flood
+
+
+@contextmanager
+def captured_stderr() -> Iterator[list[str]]:
+    """Redirect file descriptor 2 (what C libraries such as libmpg123 and FFmpeg write to) into a scratch
+    file for the block; the yielded list holds its distinct non-blank lines (the first
+    :data:`STDERR_CAPTURE_BYTES` bytes, undecodable bytes as ``\\xNN``) once the block ends. Every thread's
+    fd-2 writes go there meanwhile: use it in worker processes and around short calls."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    lines: list[str] = []
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read(STDERR_CAPTURE_BYTES).decode("utf-8", "backslashreplace")
+            lines += dict.fromkeys(line.strip() for line in text.splitlines() if line.strip())

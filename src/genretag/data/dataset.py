@@ -20,7 +20,7 @@ from genretag.audio import decoding as audio
 from genretag.core.atomic import write_csv, write_json
 from genretag.core.config import AudioParams, Layout, Params, SplitParams, worker_count
 from genretag.core.errors import AudioError, ConfigError, ReviewError, TrainingDataError
-from genretag.core.paths import absolute, display, exact_bytes
+from genretag.core.paths import absolute, display, exact_bytes, quoted
 from genretag.core.processes import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -114,15 +114,28 @@ def discover_sources(source_dir: str | Path, *, genres: Sequence[str]) -> list[S
     return discover(source_dir, genres=genres).sources
 
 
-def materialise_source(params: Params, *, layout: Layout) -> Path:
-    """The folder to ingest from: the synthetic demo corpus, TFDS's GTZAN, or a local folder."""
+def local_source(params: Params, *, layout: Layout) -> Path | None:
+    """The local folder ``ingest.source`` names (relative: to the project root); None for ``demo`` and ``tfds``.
+    Raises ConfigError naming ``ingest.source`` when the folder does not exist (checked before anything runs)."""
     source = params.ingest.source
-    if source == "demo":
-        return _demo_corpus(params, layout=layout)
-    if source == "tfds":
-        return _tfds_gtzan(params, layout=layout)
+    if source in ("demo", "tfds"):
+        return None
     folder = Path(source).expanduser()
-    return folder if folder.is_absolute() else layout.root / folder
+    folder = folder if folder.is_absolute() else layout.root / folder
+    if not folder.is_dir():
+        raise ConfigError(f"ingest.source = {source!r}: no such folder ({folder}); demo, tfds or a folder of <genre>/ audio files")
+    return folder
+
+
+def materialise_source(params: Params, *, layout: Layout) -> Path:
+    """The folder to ingest from: the synthetic demo corpus, TFDS's GTZAN, or a local folder
+    (:func:`local_source`, ConfigError when it does not exist)."""
+    folder = local_source(params, layout=layout)
+    if folder is not None:
+        return folder
+    if params.ingest.source == "demo":
+        return _demo_corpus(params, layout=layout)
+    return _tfds_gtzan(params, layout=layout)
 
 
 def _demo_corpus(params: Params, *, layout: Layout) -> Path:
@@ -231,6 +244,12 @@ def _row(source: SourceFile, *, root: Path, **values: object) -> dict[str, objec
     row.update(track_id=source.track_id, genre=source.genre, source_path=_relative(source.path, root),
                source_path_bytes=exact.hex() if exact else "", provenance=source.provenance, **values)
     return row
+
+
+def undecodable_line(source_path: str, reason: str) -> str:
+    """The log line of a manifest row whose file could not be decoded: its ``source_path`` and ``reason``,
+    each quoted (genretag.core.paths.quoted: a name with a newline stays on its line)."""
+    return f"cannot decode {quoted(source_path)}: {quoted(reason)} (validation will quarantine it)"
 
 
 def ingest_file(source: SourceFile, *, sha256: str, root: Path, raw_dir: Path, sample_rate: int) -> dict[str, object]:

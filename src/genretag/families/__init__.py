@@ -93,7 +93,9 @@ def register_family(cls: type) -> type:
     prefix when it has ``variants``), ``options`` (the pydantic model of its params.yaml section
     ``families.<name>``), ``dvc_params`` (the other params keys its candidates read, which their DVC
     stages depend on), ``variants`` (valid suffixes: candidate ``<name>-<variant>``; empty: none) and
-    ``from_params(options, *, params, variant)``. Registering two different classes under one name
+    ``from_params(options, *, params, variant)``; optionally ``check_input(params, *, variant)``, a classmethod
+    raising ValueError (naming the params key) when the params cannot feed the family (checked when params
+    load: :func:`check_params`). Registering two different classes under one name
     raises :class:`~genretag.core.errors.ConfigError`.
     """
     for attribute in ("name", "options", "dvc_params", "variants", "from_params"):
@@ -171,18 +173,30 @@ def check_params(params: Any) -> None:
     """The families' part of loading params (registered as a ``genretag.params_checks`` entry point, so that
     genretag.core.config imports no family): every ``train.candidates`` id names a registered family
     (:func:`parse_candidate`), and every ``families.<name>`` section is a registered family's and valid for
-    its options model. Raises ValueError naming the key and the reason."""
+    its options model; a family with a ``check_input(params, *, variant)`` classmethod checks its own input
+    constraints on the params it reads. Raises ValueError naming the key and the reason."""
     candidates, modules = params.train.candidates, params.train.family_modules
     for candidate in candidates:
         try:
             parse_candidate(candidate, modules=modules)
         except ValueError as exc:
             raise ValueError(f"train.candidates = {list(candidates)}: {exc}") from None
+        check_candidate(params, candidate)
     known = registry(modules)
     for name in params.families:
         if name not in known:
             raise ValueError(f"families.{name}: no such family; registered: {', '.join(known)}")
         family_options(known[name], params.families)  # ValueError naming families.<name>.<key>
+
+
+def check_candidate(params: Any, candidate: str) -> None:
+    """The family of ``candidate`` checks its own input constraints on ``params`` (its optional
+    ``check_input(params, *, variant)`` classmethod, e.g. the paper CNNs' least image size).
+    Raises ValueError naming the params key, or the unknown candidate."""
+    family, variant = parse_candidate(candidate, modules=params.train.family_modules)
+    check_input = getattr(family, "check_input", None)
+    if check_input is not None:
+        check_input(params, variant=variant)
 
 
 def create(candidate: str, *, modules: Sequence[str] = (), **options: Any) -> Family:

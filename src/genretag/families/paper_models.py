@@ -61,6 +61,15 @@ EXPERIMENTS: dict[str, Architecture] = {
 }
 
 
+def least_image_side(spec: Architecture) -> int:
+    """The smallest image side (pixels) that leaves every MaxPool(2) of ``spec`` at least one pixel: walking
+    the blocks back from 1, each 2x2 pool doubles it and a ``valid`` k x k convolution adds k - 1."""
+    side = 1
+    for _ in spec.filters:
+        side = 2 * side + (spec.kernel_size - 1 if spec.padding == "valid" else 0)
+    return side
+
+
 def experiment_names() -> list[str]:
     """Registered experiment names in the paper's order."""
     return list(EXPERIMENTS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from collections import deque
@@ -12,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from genretag.core.config import worker_count
-from genretag.core.errors import ScoringError
+from genretag.core.paths import quoted
 from genretag.core.processes import die_with_parent
 from genretag.tagging.windows import TrackWindows, windows_or_reason
+
+log = logging.getLogger(__name__)
+
+DECODER_CRASHED = "decoder crashed: its decoding worker died twice while reading this file alone"
 
 
 class _InlineExecutor(Executor):
@@ -50,13 +55,20 @@ def decode_files(
     in_flight: int = 0,
     parallel: bool = True,
     announce_waits: bool = False,
+    decode: Callable[..., tuple[TrackWindows | None, str]] = windows_or_reason,
+    first: int = 0,
 ) -> Iterator[DecodedTrack | None]:
-    """Decode ``(key, path)`` items at ``sample_rate`` into windows of ``clip_samples`` (:func:`track_windows`)
-    in ``workers`` local processes (0: every core), in input order.
+    """Decode ``(key, path)`` items at ``sample_rate`` into windows of ``clip_samples`` (``decode``:
+    genretag.tagging.windows.windows_or_reason, a module-level function the workers can import) in
+    ``workers`` local processes (0: every core), in input order; ``first`` > 0 decodes only each
+    track's first round of that many windows (early exit: the scorer decodes the rest as it needs them).
 
     At most ``in_flight`` files (0: twice the workers) are read ahead. With ``announce_waits``,
     a None comes first whenever the next track is not decoded yet (once per track): the consumer
-    may use the wait. Closing the iterator stops the workers.
+    may use the wait. A worker that dies (killed, or a decoder crash) costs no track: the pool is
+    restarted and each track the dead pool lost is decoded again, alone (so a death then is its own);
+    a track that kills its worker alone twice gets the reason :data:`DECODER_CRASHED`, and the run
+    goes on. Closing the iterator stops the workers.
     """
     n_workers = worker_count(workers)
     limit = max(in_flight or 2 * n_workers, 1) if parallel else 1
@@ -64,17 +76,36 @@ def decode_files(
     pending: deque[tuple[Hashable, str, Future]] = deque()
     source = iter(items)
 
+    def submit(path: str) -> Future:
+        try:
+            return executor.submit(decode, path=path, sample_rate=sample_rate, clip_samples=clip_samples,
+                                   max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs, first=first)
+        except BrokenProcessPool as exc:  # a worker died since the last result: the track is lost like those in flight
+            lost: Future = Future()
+            lost.set_exception(exc)
+            return lost
+
     def refill() -> None:
         while len(pending) < limit:
             try:
                 key, path = next(source)
             except StopIteration:
                 return
-            job = executor.submit(
-                windows_or_reason, path=str(path), sample_rate=sample_rate, clip_samples=clip_samples,
-                max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs,
-            )
-            pending.append((key, str(path), job))
+            pending.append((key, str(path), submit(str(path))))
+
+    def restart() -> None:
+        nonlocal executor
+        executor.shutdown(wait=True, cancel_futures=True)
+        executor = _process_pool(n_workers)
+
+    def retry_alone(path: str) -> tuple[TrackWindows | None, str]:
+        for _ in range(2):  # alone, a death is this track's own: the second one settles it
+            try:
+                return submit(path).result()
+            except BrokenProcessPool:
+                restart()
+        log.warning("%s: %s", quoted(path), DECODER_CRASHED)
+        return None, DECODER_CRASHED
 
     try:
         refill()
@@ -84,11 +115,19 @@ def decode_files(
             key, path, job = pending.popleft()
             try:
                 windows, reason = job.result()
-            except BrokenProcessPool as exc:
-                in_flight_paths = [path] + [p for _, p, _ in pending]
-                raise ScoringError(
-                    f"a decoding worker died while reading one of {in_flight_paths[:8]}; results so far are kept, rerun to resume"
-                ) from exc
+            except BrokenProcessPool:
+                lost = [(key, path, job), *pending]
+                pending.clear()
+                log.warning("a decoding worker died while %d tracks were in flight; restarting the pool and decoding "
+                            "each of them again, alone", len(lost))
+                restart()
+                for lost_key, lost_path, lost_job in lost:
+                    done = lost_job.done() and not lost_job.cancelled() and lost_job.exception() is None
+                    yield (lost_key, lost_path, *(lost_job.result() if done else retry_alone(lost_path)))
+                refill()
+                continue
+            if windows is not None and windows.decoder_messages:
+                log.info("%s: decoder said: %s", quoted(path), "; ".join(windows.decoder_messages))
             refill()
             yield key, path, windows, reason
     finally:

@@ -1,4 +1,4 @@
-"""Export the catalog's tags: CSV, Parquet with native types, or JSON Lines.
+"""Export the catalog's tags (or its named skips, catalog_skips): CSV, Parquet with native types, or JSON Lines.
 
 Every row carries ``model_version`` (the model's registry version), ``run_id`` (the tagging run that
 wrote it; empty for rows written before runs had ids) and ``run`` (that run's catalog_runs.run:
@@ -150,29 +150,34 @@ def export_tags(
     fmt: ExportFormat = "csv",
     model_version: str | None = None,
     include_embedding: bool = False,
+    table: Literal["catalog_tags", "catalog_skips"] = "catalog_tags",
 ) -> int:
     """Write catalog_tags (optionally one model version), each row with its run, to ``out`` in ``fmt``
     (module docstring), atomically; return the rows written. A boolean column ``unknown`` marks the tags that
-    are none of the model's genres (genre ``unknown``, :func:`genretag.tagging.rows.is_unknown`): never use their genre as a tag. Raises ScoringError (one line) for an
-    unknown format, a target whose folder is missing or not writable, or a failed write (no file left)."""
+    are none of the model's genres (genre ``unknown``, :func:`genretag.tagging.rows.is_unknown`): never use their genre as a tag.
+    With ``table="catalog_skips"``: every file and folder a run skipped, with its reason and run, instead. Raises
+    ScoringError (one line) for an unknown format, a target whose folder is missing or not writable, or a failed
+    write (no file left)."""
     if fmt not in FORMATS:
         raise ScoringError(f"export format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     target = check_target(out)
     with Catalog(database_url) as catalog:
-        frame = catalog.read("catalog_tags", model_version=model_version)
+        frame = catalog.read(table, model_version=model_version if table == "catalog_tags" else None)
         runs = catalog.read("catalog_runs")[["run_id", "run"]].dropna(subset=["run_id"])
-    frame = _with_embedding(frame, include=include_embedding, fmt=fmt)
+    if table == "catalog_tags":
+        frame = _with_embedding(frame, include=include_embedding, fmt=fmt)
     frame = frame.merge(runs, on="run_id", how="left")
-    frame["unknown"] = frame["genre"] == UNKNOWN
+    if table == "catalog_tags":
+        frame["unknown"] = frame["genre"] == UNKNOWN
     try:
         if fmt == "csv":
             write_csv(target, frame.assign(path_bytes=frame["path_bytes"].map(lambda b: b.hex() if isinstance(b, bytes) else None)))
         elif fmt == "parquet":
             import pyarrow.parquet as pq
 
-            table = parquet_table(frame)
+            arrow = parquet_table(frame)
             with atomic_path(target) as tmp:
-                pq.write_table(table, tmp)
+                pq.write_table(arrow, tmp)
         else:
             with atomic_open(target, "w", encoding="utf-8") as handle:
                 for row in frame.to_dict("records"):

@@ -1,10 +1,11 @@
 """A tagging run's steps, in ONE ordered list that both ways of tagging run.
 
-:data:`TAGGING_STEPS`: open the catalog -> open the source (a stream) -> for each chunk of SCAN_CHUNK
-tracks: fingerprint and hash it (only new or changed files are read), resolve aliases (files
-write-tags changed), plan it (skip what this model
-version tagged or failed on, tag repeated content once), point moved files' tags at their new paths,
-write the unreadable files' error rows -> score and write, one commit at a time -> measure the run's
+:data:`TAGGING_STEPS`: check the source exists (before anything is created) -> open the catalog -> open
+the source (a stream) -> for each chunk of SCAN_CHUNK tracks: fingerprint and hash it (only new or changed
+files are read), resolve aliases (files write-tags changed), plan it (skip what this model version tagged
+or failed on, tag repeated content once), point moved files' tags at their new paths, write the
+unreadable files' error rows, name the chunk's skipped files and folders in catalog_skips -> score and
+write, one commit at a time -> an error row for each copy of a file that failed -> measure the run's
 drift -> record the run -> add the new embeddings to the similarity index. The source is never listed whole: a folder or CSV of 10^6 files costs the
 memory of one chunk, plus the tracks left to score (a no-op rescan holds none). :func:`tag_catalog` runs the steps directly, in this process, without
 Prefect; ``flows/tag_catalog.py`` runs each step as a Prefect task (retried where :attr:`Step.retry`
@@ -26,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from genretag.core.config import ScoreParams
-from genretag.core.errors import CatalogError
-from genretag.core.paths import display
+from genretag.core.errors import CatalogError, ScoringError
+from genretag.core.paths import absolute, display, quoted
 from genretag.tagging.progress import Progress
 from genretag.onnx.session import ScoringModel
 from genretag.tagging.commit import write_results
@@ -37,10 +38,13 @@ from genretag.tagging.scoring import ScoredTrack, score_files
 from genretag.tagging.sources import (
     FileKind,
     FingerprintMatch,
+    Skip,
+    SourceEntry,
     HashedTrack,
     TaggingPlan,
     TrackFailure,
     TrackSource,
+    copies_of_failures,
     hash_tracks,
     match_fingerprints,
     open_source,
@@ -98,6 +102,7 @@ class TaggingRun:
         recorded_as: str = "cli",
         log: logging.Logger | logging.LoggerAdapter = logging.getLogger(__name__),
         started: float | None = None,
+        create_catalog: bool = False,
     ):
         self.source = str(source)
         self.model = model
@@ -115,7 +120,8 @@ class TaggingRun:
         self.progress_every_s = progress_every_s
         self.progress_bars = sys.stderr.isatty() if progress_bars is None else progress_bars
         self.recorded_as = recorded_as  # catalog_runs.run: "cli" or "prefect:<flow run id>"
-        self.run_id = uuid.uuid4().hex  # catalog_runs.run_id, and run_id of each catalog_tags row this run writes
+        self.create_catalog = create_catalog  # a SQLite catalog's missing folder is created (else: CatalogError)
+        self.run_id = uuid.uuid4().hex  # catalog_runs.run_id, and run_id of each catalog_tags and catalog_skips row this run writes
         self.log = log
         self.started = time.perf_counter() if started is None else started
         self.summary = TaggingSummary(display(source), redact(database_url), model.model_name, model.model_version, model.provider)
@@ -124,14 +130,16 @@ class TaggingRun:
             self.log.warning(self.summary.notes[-1])
         self.catalog: Catalog | None = None
         self.progress: Progress | None = None
-        self.entries: Iterator[tuple[FileKind, TrackSource]] = iter(())
+        self.entries: Iterator[SourceEntry] = iter(())
         self.hashed: list[HashedTrack] = []  # the chunk's tracks with their content hashes
         self.unreadable: list[TrackFailure] = []  # the chunk's tracks that could not be read
         self.plan = TaggingPlan([], [], [])  # the chunk's plan
         self.todo: list[HashedTrack] = []  # every chunk's tracks to score
         self.seen: set[str] = set()  # hashes of self.todo: repeated content is tagged once
         self.stream: Iterator[ScoredTrack] | None = None
+        self.duplicates: list[HashedTrack] = []  # every chunk's repeated content (its copies fail when it fails)
         self.results: list[ScoredTrack] = []  # the commit being scored and written
+        self.scoring_failures: list[TrackFailure] = []  # tracks scored in this run that failed
 
     @property
     def db(self) -> Catalog:
@@ -155,9 +163,17 @@ class TaggingRun:
 # --- the steps --------------------------------------------------------------------------------------
 
 
+def check_source(run: TaggingRun) -> None:
+    """Fail before anything is created (the catalog database included) when the source does not exist.
+    Raises ScoringError naming it."""
+    if not absolute(run.source).exists():
+        raise ScoringError(f"{quoted(absolute(run.source))}: no such folder, CSV or audio file")
+
+
 def open_catalog(run: TaggingRun) -> None:
-    """Open the catalog, creating its tables, and check it is writable before any file is read."""
-    run.catalog = Catalog(run.database_url, check_writable=True)
+    """Open the catalog, creating its tables (and a SQLite file's folder only with ``create_catalog``), and
+    check it is writable before any file is read."""
+    run.catalog = Catalog(run.database_url, check_writable=True, create_folder=run.create_catalog)
 
 
 def list_source(run: TaggingRun) -> None:
@@ -168,36 +184,41 @@ def list_source(run: TaggingRun) -> None:
         run.progress = Progress(log=run.log, every_s=run.progress_every_s, bars=run.progress_bars)
 
 
-def source_chunks(run: TaggingRun) -> Iterator[list[TrackSource]]:
-    """The source's tracks, SCAN_CHUNK at a time, drawn as the scan steps need them; the files
-    skipped (not audio, macOS metadata) are counted on the way."""
-    chunk: list[TrackSource] = []
+@dataclass(frozen=True)
+class SourceChunk:
+    """A part of the source: its tracks and the entries skipped among them (each at most SCAN_CHUNK)."""
+
+    tracks: list[TrackSource]
+    skips: list[tuple[FileKind, Skip]]  # kind: "not_audio", "apple_metadata" or "folder" (not walked)
+
+
+def source_chunks(run: TaggingRun) -> Iterator[SourceChunk]:
+    """The source's entries, SCAN_CHUNK tracks (or skips) at a time, drawn as the scan steps need them."""
+    tracks: list[TrackSource] = []
+    skips: list[tuple[FileKind, Skip]] = []
     for kind, entry in run.entries:
-        if kind != "audio":
-            run.summary.count_entry(kind)
-            continue
-        chunk.append(entry)
-        if len(chunk) == SCAN_CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+        (tracks.append(entry) if kind == "audio" else skips.append((kind, entry)))
+        if len(tracks) == SCAN_CHUNK or len(skips) == SCAN_CHUNK:
+            yield SourceChunk(tracks, skips)
+            tracks, skips = [], []
+    if tracks or skips:
+        yield SourceChunk(tracks, skips)
 
 
-def hash_chunk(run: TaggingRun, chunk: list[TrackSource]) -> None:
+def hash_chunk(run: TaggingRun, chunk: SourceChunk) -> None:
     """Each track's content hash: from its fingerprint when the catalog knows it unchanged (at this path,
     or moved to it), else read (on every core). An OSError that is not a missing or forbidden file
     propagates, for a retry."""
     _hash(run, chunk, strict=True)
 
 
-def hash_chunk_leniently(run: TaggingRun, chunk: list[TrackSource]) -> None:
+def hash_chunk_leniently(run: TaggingRun, chunk: SourceChunk) -> None:
     """As :func:`hash_chunk`, but a file that cannot be read for any reason is recorded as unreadable."""
     _hash(run, chunk, strict=False)
 
 
-def _hash(run: TaggingRun, chunk: list[TrackSource], *, strict: bool) -> None:
-    stated, unreadable = stat_tracks(chunk)
+def _hash(run: TaggingRun, chunk: SourceChunk, *, strict: bool) -> None:
+    stated, unreadable = stat_tracks(chunk.tracks)
     by_path = run.db.fingerprints([display(item.track.path) for item in stated])
     if run.rehash:
         match = FingerprintMatch([], [], stated)
@@ -208,7 +229,7 @@ def _hash(run: TaggingRun, chunk: list[TrackSource], *, strict: bool) -> None:
     run.db.record_fingerprints(match.renamed + outcome.hashed)
     # the chunk is done (a retry above redoes it whole): count it
     summary = run.summary
-    summary.listed += len(chunk)
+    summary.listed += len(chunk.tracks)
     summary.unchanged += len(match.unchanged)
     summary.renamed += len(match.renamed)
     summary.hashed += len(outcome.hashed)
@@ -216,26 +237,26 @@ def _hash(run: TaggingRun, chunk: list[TrackSource], *, strict: bool) -> None:
     summary.unstable += [display(track.path) for track in outcome.unstable]
     for track in outcome.unstable:
         run.log.warning("%s: changed while it was read, %d times: skipped as unstable (tried again next run)",
-                        display(track.path), HASH_TRIES)
+                        quoted(track.path), HASH_TRIES)
     for track, fingerprint in outcome.hashed:
         known = by_path.get(display(track.path))
         if run.rehash and known is not None and known.fingerprint == fingerprint and known.sha256 != track.sha256:
             summary.changed_in_place.append(display(track.path))
-            run.log.warning("%s: content changed in place under the same size and mtime (found by --rehash)", display(track.path))
+            run.log.warning("%s: content changed in place under the same size and mtime (found by --rehash)", quoted(track.path))
     if run.progress is not None:
-        run.progress.listed_files(len(chunk), unchanged=len(match.unchanged) + len(match.renamed))
+        run.progress.listed_files(len(chunk.tracks), unchanged=len(match.unchanged) + len(match.renamed))
     run.hashed = match.unchanged + [track for track, _ in match.renamed] + [track for track, _ in outcome.hashed]
     run.unreadable = unreadable + outcome.failed
 
 
-def resolve_aliases(run: TaggingRun, _chunk: list[TrackSource]) -> None:
+def resolve_aliases(run: TaggingRun, _chunk: SourceChunk) -> None:
     """Know each hashed file by the content hash the catalog holds for it: a file that `genretag write-tags`
     wrote tags into has a new SHA-256, recorded as an alias of its old one (catalog_aliases)."""
     canonical = run.db.canonical(t.sha256 for t in run.hashed)
     run.hashed = [HashedTrack(t.track_id, t.path, canonical[t.sha256]) for t in run.hashed]
 
 
-def plan(run: TaggingRun, _chunk: list[TrackSource]) -> None:
+def plan(run: TaggingRun, _chunk: SourceChunk) -> None:
     """Split the chunk's hashed files into those to score, those this model version tagged, those whose
     content failed with it before (not decoded again unless ``retry_failed``), and repeats."""
     version = run.model.model_version
@@ -244,22 +265,37 @@ def plan(run: TaggingRun, _chunk: list[TrackSource]) -> None:
     failed = set() if run.retry_failed else run.db.failed_shas(shas, model_version=version)
     run.plan = plan_tagging(run.hashed, tagged, failed=failed, seen=run.seen)
     run.todo += run.plan.todo
+    run.duplicates += run.plan.duplicates
     run.summary.skipped += len(run.plan.already_tagged)
     run.summary.duplicates += len(run.plan.duplicates)
     run.summary.add_known_failures(display(t.path) for t in run.plan.known_failures)
 
 
-def refresh_moved_paths(run: TaggingRun, _chunk: list[TrackSource]) -> None:
+def refresh_moved_paths(run: TaggingRun, _chunk: SourceChunk) -> None:
     """Point this model version's tags of the chunk's already-tagged files at where the files are now."""
     run.summary.moved += run.db.refresh_paths(run.plan.already_tagged, model_version=run.model.model_version)
 
 
-def write_read_failures(run: TaggingRun, _chunk: list[TrackSource]) -> None:
+def write_read_failures(run: TaggingRun, _chunk: SourceChunk) -> None:
     """An error row per file of the chunk that could not be read (upserted: a rerun refreshes, never repeats it)."""
     version = run.model.model_version
     counts = run.db.write([], [error_row(f.track_id, f.path, f.sha256, f.reason, model_version=version) for f in run.unreadable])
     run.summary.add_failures(run.unreadable)
     run.summary.add_unstored(counts.unstored)
+
+
+def write_skips(run: TaggingRun, chunk: SourceChunk) -> None:
+    """Name each file and folder of the chunk that was skipped in catalog_skips (under the run's run_id), in
+    one transaction, then count them; each folder not walked gets a warning line, and the first
+    NAMES_KEPT files skipped of each kind an info line (the table names them all; a run killed before
+    record-run leaves its skips under a run_id that catalog_runs does not hold)."""
+    run.db.record_skips(((skip.path, skip.reason) for _, skip in chunk.skips), run_id=run.run_id)
+    for kind, skip in chunk.skips:
+        kept = run.summary.add_skip(kind, skip)
+        if kind == "folder":
+            run.log.warning("skipped: %s: %s", quoted(skip.path), skip.reason)
+        elif kept:
+            run.log.info("skipped: %s: %s", quoted(skip.path), skip.reason)
 
 
 def commits(run: TaggingRun) -> range:
@@ -292,7 +328,19 @@ def score_next(run: TaggingRun, _commit: int) -> None:
 
 def write_scored(run: TaggingRun, _commit: int) -> None:
     """Write the results just scored in one transaction, and count them."""
-    run.summary.record(write_results(run.db, run.results, model=run.model, review_below=run.review_below, run_id=run.run_id))
+    outcome = write_results(run.db, run.results, model=run.model, review_below=run.review_below, run_id=run.run_id)
+    run.summary.record(outcome)
+    run.scoring_failures += outcome.failures
+
+
+def write_copy_failures(run: TaggingRun) -> None:
+    """An error row of its own for each copy (same bytes) of a file that failed in this run."""
+    copies = copies_of_failures(run.duplicates, run.scoring_failures)
+    version = run.model.model_version
+    counts = run.db.write([], [error_row(f.track_id, f.path, f.sha256, f.reason, model_version=version) for f in copies])
+    run.summary.duplicates -= len(copies)
+    run.summary.add_failures(copies)
+    run.summary.add_unstored(counts.unstored)
 
 
 def measure_drift(run: TaggingRun) -> None:
@@ -342,6 +390,7 @@ class ForEach:
 
 
 TAGGING_STEPS: tuple[Step | ForEach, ...] = (
+    Step("check-source", check_source),
     Step("open-catalog", open_catalog, retry=True),
     Step("list-tracks", list_source, retry=True),
     ForEach(source_chunks, (
@@ -350,8 +399,10 @@ TAGGING_STEPS: tuple[Step | ForEach, ...] = (
         Step("plan-tagging", plan, retry=True),
         Step("refresh-moved-paths", refresh_moved_paths, retry=True),
         Step("write-read-failures", write_read_failures, retry=True),
+        Step("write-skips", write_skips, retry=True),
     )),
     ForEach(commits, (Step("score-tracks", score_next), Step("write-tags", write_scored, retry=True))),
+    Step("write-copy-failures", write_copy_failures, retry=True),
     Step("measure-drift", measure_drift),
     Step("record-run", record_run),
     Step("update-similarity-index", update_similarity_index, retry=True),
@@ -407,6 +458,7 @@ def tag_catalog(
     progress_bars: bool | None = None,
     log: logging.Logger | logging.LoggerAdapter = logging.getLogger(__name__),
     early_exit: EarlyExit | None = None,
+    create_catalog: bool = False,
 ) -> TaggingSummary:
     """Tag every audio file of ``source`` with an open genretag.onnx.session.ScoringModel: the steps
     of :data:`TAGGING_STEPS` in this process, without Prefect, each tried once.
@@ -420,14 +472,15 @@ def tag_catalog(
     changed (their fingerprint), on ``workers`` threads; ``rehash`` reads every file. Content that
     failed with this model version is not decoded again unless ``retry_failed``. Progress: bars on
     stderr when it is a terminal (``progress_bars`` None), else a line on ``log`` every
-    ``progress_every_s`` seconds. Raises CatalogError when the database cannot be opened or
-    written, ScoringError when the source does not exist. With ``early_exit`` each track's windows
-    are scored in rounds until the rest cannot change its genre (genretag.tagging.early_exit).
+    ``progress_every_s`` seconds. With ``early_exit`` each track's windows are scored in rounds until the
+    rest cannot change its genre (genretag.tagging.early_exit). A SQLite catalog's folder is created only
+    with ``create_catalog``. Raises ScoringError when the source does not exist and CatalogError when the
+    database cannot be opened or written, both before anything is created.
     """
     scorer = local_scorer(model, max_windows=max_windows, batch_size=batch_size, workers=workers, silence_rms_dbfs=silence_rms_dbfs,
                           early_exit=early_exit)
     run = TaggingRun(source, model=model, database_url=database_url, scorer=scorer, commit_every=commit_every,
                      review_below=review_below, drift_limits=drift_limits, reference_genres=reference_genres,
                      before_read=before_read, rehash=rehash, retry_failed=retry_failed, hash_workers=workers,
-                     progress_every_s=progress_every_s, progress_bars=progress_bars, log=log)
+                     progress_every_s=progress_every_s, progress_bars=progress_bars, log=log, create_catalog=create_catalog)
     return run_steps(run)

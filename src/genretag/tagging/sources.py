@@ -16,9 +16,11 @@ are then hashed again once, never trusted wrongly.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat as stat_kinds
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,10 +28,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from genretag.audio.decoding import FileKind, is_apple_metadata, is_audio_name, walk_folder
+from genretag.audio.decoding import (
+    APPLE_METADATA_REASON,
+    FileKind,
+    Skip,
+    is_apple_metadata,
+    is_audio_name,
+    not_audio_reason,
+    walk_folder,
+)
 from genretag.core.config import worker_count
 from genretag.core.errors import GenretagError, ScoringError
-from genretag.core.paths import absolute, display
+from genretag.core.paths import absolute, display, quoted
 
 
 @dataclass(frozen=True)
@@ -55,43 +65,113 @@ class TrackFailure:
 
 @dataclass(frozen=True)
 class SourceScan:
-    """What a source holds: the tracks to tag and the files skipped, by reason (absolute paths)."""
+    """What a source holds: the tracks to tag, and each file skipped and folder not walked, named with its
+    reason (absolute paths), in the order of :func:`open_source`."""
 
     tracks: list[TrackSource]
-    not_audio: list[Path] = field(default_factory=list)
-    apple_metadata: list[Path] = field(default_factory=list)  # AppleDouble ``._*`` and ``__MACOSX/``
+    skipped: list[tuple[FileKind, Skip]] = field(default_factory=list)  # kind: "not_audio", "apple_metadata", "folder"
+
+    def _paths(self, kind: FileKind) -> list[Path]:
+        return [skip.path for k, skip in self.skipped if k == kind]
+
+    @property
+    def not_audio(self) -> list[Path]:
+        return self._paths("not_audio")
+
+    @property
+    def apple_metadata(self) -> list[Path]:  # AppleDouble ``._*`` and ``__MACOSX/``
+        return self._paths("apple_metadata")
+
+    @property
+    def folders_skipped(self) -> list[Path]:  # unreadable, or already walked (link loops)
+        return self._paths("folder")
 
     @property
     def files(self) -> int:
         return len(self.tracks) + len(self.not_audio) + len(self.apple_metadata)
 
+    def skips(self) -> list[Skip]:
+        """Every file and folder skipped, each named with its reason."""
+        return [skip for _, skip in self.skipped]
+
+
+def folder_track_ids(folder: str, names: Sequence[str]) -> list[str]:
+    """Track ids of the audio files ``names`` of one folder (``folder``: its path below the source, "" at
+    the top): the path below the source without its extension, or with it where two files of the
+    folder would otherwise share an id (``a.m4a`` and ``a.opus``), so that every id is unique."""
+    ids = [Path(name).stem for name in names]
+    while repeated := {i for i, n in Counter(ids).items() if n > 1}:  # ends: the names themselves are unique
+        ids = [name if i in repeated else i for name, i in zip(names, ids, strict=True)]
+    return [f"{folder}/{i}" if folder else i for i in ids]
+
 
 CSV_ROWS_PER_READ = 10_000  # rows of a source CSV parsed at a time (pandas chunksize)
 
 
-def open_source(source: str | Path) -> Iterator[tuple[FileKind, TrackSource]]:
-    """The entries of a source, lazily: a folder (every file under it, recursively,
-    genretag.audio.decoding.walk_folder), a CSV with track_id,path (read CSV_ROWS_PER_READ rows at a
-    time), or one file. Each entry is (kind, TrackSource); kind is "audio", "not_audio" or
-    "apple_metadata", and only "audio" entries are tracks to tag.
+SourceEntry = tuple[FileKind, "TrackSource | Skip"]
+"""One entry of a source: ``("audio", TrackSource)``, a track to tag, or ``(kind, Skip)``: a file skipped
+as ``"not_audio"`` or ``"apple_metadata"``, or a ``"folder"`` not walked, named with its reason."""
 
-    In a folder, track_id is the file's path below it without its extension; relative
-    paths in a CSV are relative to the CSV's folder. Every path is absolute and normalised
-    (genretag.paths.absolute). Files whose suffix no decoder reads, and macOS metadata, are
-    counted, never silently dropped; a CSV or a single file is taken as given (its rows fail
-    with their reason if they are not audio). The source is checked now: raises ScoringError
-    when it does not exist, or is a CSV that cannot be read or lacks the columns.
+
+def open_source(source: str | Path) -> Iterator[SourceEntry]:
+    """The entries of a source, lazily: a folder (every file under it, recursively,
+    genretag.audio.decoding.walk_folder: folder links followed, the folders not walked named), a CSV
+    with track_id,path (read CSV_ROWS_PER_READ rows at a time), or one file.
+
+    In a folder, track_id is the file's path below it without its extension, or with it where two
+    files of one folder would share an id (:func:`folder_track_ids`; a folder's files are held until
+    its last, never the tree). In a CSV, track_id is the row's own or the path's stem, made unique
+    with ``-2``, ``-3``, ... (:func:`unique_track_id`); relative paths in a CSV are relative to the
+    CSV's folder. Every path is absolute and normalised (genretag.paths.absolute). Files whose
+    suffix no decoder reads, and macOS metadata, are named skips, never silently dropped; a CSV's
+    rows are taken as given (they fail with their reason if they are not audio). The source is
+    checked now: raises ScoringError when it does not exist, or is a CSV that cannot be read or
+    lacks the columns.
     """
     source = absolute(source)
     if source.is_dir():
-        return ((kind, TrackSource(path.relative_to(source).with_suffix("").as_posix(), path)) for kind, path in walk_folder(source))
+        return _folder_entries(source)
     if source.suffix.lower() == ".csv":
         _csv_columns(source)
         return _csv_entries(source)
     if source.is_file():
-        kind = "apple_metadata" if is_apple_metadata(source) else "audio" if is_audio_name(source) else "not_audio"
-        return iter([(kind, TrackSource(source.stem, source))])
-    raise ScoringError(f"{display(source)}: no such folder, CSV or audio file")
+        if is_apple_metadata(source):
+            return iter([("apple_metadata", Skip(source, APPLE_METADATA_REASON))])
+        if not is_audio_name(source):
+            return iter([("not_audio", Skip(source, not_audio_reason(source)))])
+        return iter([("audio", TrackSource(source.stem, source))])
+    raise ScoringError(f"{quoted(source)}: no such folder, CSV or audio file")
+
+
+def _folder_entries(source: Path) -> Iterator[SourceEntry]:
+    held: list[Path] = []  # the audio files of the folder being walked (walk_folder yields them together)
+
+    def named() -> Iterator[SourceEntry]:
+        folder = "" if held[0].parent == source else held[0].parent.relative_to(source).as_posix()
+        ids = folder_track_ids(folder, [path.name for path in held])
+        yield from (("audio", TrackSource(i, path)) for i, path in zip(ids, held, strict=True))
+        held.clear()
+
+    for kind, entry in walk_folder(source):
+        if kind != "audio":
+            yield kind, entry
+            continue
+        if held and entry.parent != held[0].parent:
+            yield from named()
+        held.append(entry)
+    if held:
+        yield from named()
+
+
+def unique_track_id(track_id: str, seen: set[int]) -> str:
+    """``track_id``, or ``track_id-2``, ``-3``, ... when an earlier one of ``seen`` (updated in place) took it.
+    ``seen`` holds the ids' 64-bit hashes (about 50 bytes per id: 50 MB for a CSV of 10^6 rows); a hash
+    collision (odds about n^2 / 2^65) costs one id a needless suffix, never a repeat."""
+    unique, n = track_id, 2
+    while hash(unique) in seen:
+        unique, n = f"{track_id}-{n}", n + 1
+    seen.add(hash(unique))
+    return unique
 
 
 def _read_csv(source: Path, **options) -> pd.DataFrame | Iterator[pd.DataFrame]:
@@ -109,8 +189,9 @@ def _csv_columns(source: Path) -> None:
         raise ScoringError(f"{source}: the CSV needs columns track_id,path; missing {sorted(missing)}")
 
 
-def _csv_entries(source: Path) -> Iterator[tuple[FileKind, TrackSource]]:
+def _csv_entries(source: Path) -> Iterator[SourceEntry]:
     reader = _read_csv(source, chunksize=CSV_ROWS_PER_READ)
+    seen: set[int] = set()
     while True:
         try:
             frame = next(reader)
@@ -119,14 +200,15 @@ def _csv_entries(source: Path) -> Iterator[tuple[FileKind, TrackSource]]:
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise ScoringError(f"{source}: not a readable CSV ({exc})") from exc
         for row in frame.itertuples(index=False):
-            yield "audio", TrackSource(row.track_id or Path(row.path).stem, absolute(source.parent / Path(row.path).expanduser()))
+            track_id = unique_track_id(row.track_id or Path(row.path).stem, seen)
+            yield "audio", TrackSource(track_id, absolute(source.parent / Path(row.path).expanduser()))
 
 
 def scan_source(source: str | Path) -> SourceScan:
     """Every entry of :func:`open_source`, in lists (small sources; a tagging run streams them instead)."""
     scan = SourceScan([])
     for kind, entry in open_source(source):
-        (scan.tracks.append(entry) if kind == "audio" else getattr(scan, kind).append(entry.path))
+        (scan.tracks.append(entry) if kind == "audio" else scan.skipped.append((kind, entry)))
     return scan
 
 
@@ -136,11 +218,14 @@ def list_tracks(source: str | Path) -> list[TrackSource]:
 
 
 def unreadable_key(path: Path) -> str:
-    """Stands in for the content hash of a file that could not be read (stable across reruns)."""
-    return "unreadable:" + hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:64]
+    """Stands in for the content hash of a file that could not be read (stable across reruns): a hash
+    of its absolute path as named (links are not resolved: a link loop has no target)."""
+    return "unreadable:" + hashlib.sha256(os.fsencode(absolute(path))).hexdigest()[:64]
 
 
-_PERMANENT_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+# errno of an OSError no retry clears: missing, forbidden, a folder, a link loop, a name too long.
+_PERMANENT_ERRNOS = frozenset({errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.ELOOP,
+                               errno.ENAMETOOLONG})
 
 
 @dataclass(frozen=True)
@@ -167,7 +252,7 @@ class StatedTrack:
 
 def stat_tracks(tracks: Iterable[TrackSource]) -> tuple[list[StatedTrack], list[TrackFailure]]:
     """Each track's fingerprint (following links); a missing, forbidden or non-regular file (a pipe,
-    a folder, a broken link) is a failure with its reason, and is never opened."""
+    a folder, a broken link, a link loop) is a failure with its reason, and is never opened."""
     stated: list[StatedTrack] = []
     failed: list[TrackFailure] = []
     for track in tracks:
@@ -278,7 +363,7 @@ def hash_tracks(
     """SHA-256 of each file's bytes (:func:`hash_file`), in ``workers`` threads (0: every core).
 
     Tracks not yet stated are stated first (:func:`stat_tracks`). A missing, forbidden or non-regular
-    file is a per-file failure; any other OSError propagates when ``strict`` (so a caller can retry
+    file, a folder or a link loop is a per-file failure; any other OSError propagates when ``strict`` (so a caller can retry
     it) and is recorded as a failure otherwise. ``on_done(bytes)`` is called once per file hashed
     (progress). Results keep the input order, stated tracks first.
     """
@@ -295,12 +380,10 @@ def hash_tracks(
             found = hash_file(track.path, while_reading=while_reading)
         except GenretagError as exc:
             return item, TrackFailure(track.track_id, track.path, unreadable_key(track.path), f"cannot read: {exc}")
-        except _PERMANENT_OS_ERRORS as exc:
-            return item, TrackFailure(track.track_id, track.path, unreadable_key(track.path), f"cannot read: {exc.strerror or exc}")
         except OSError as exc:
-            if strict:
+            if strict and exc.errno not in _PERMANENT_ERRNOS:
                 raise
-            return item, TrackFailure(track.track_id, track.path, unreadable_key(track.path), f"cannot read: {exc}")
+            return item, TrackFailure(track.track_id, track.path, unreadable_key(track.path), f"cannot read: {exc.strerror or exc}")
         if on_done:
             on_done(found[1].size if found else 0)
         return item, found
@@ -346,3 +429,20 @@ def plan_tagging(hashed: Sequence[HashedTrack], tagged: set[str], *, failed: set
             seen.add(track.sha256)
             todo.append(track)
     return TaggingPlan(todo, already, duplicates, known)
+
+
+def copy_key(sha256: str, path: Path) -> str:
+    """The catalog_errors key of a copy of failed content: its SHA-256, ``:`` and 15 hex digits of a
+    hash of its path (80 characters; a lookup by SHA-256 prefix still finds it)."""
+    return f"{sha256}:{hashlib.sha256(os.fsencode(absolute(path))).hexdigest()[:15]}"
+
+
+def copies_of_failures(duplicates: Iterable[HashedTrack], failures: Iterable[TrackFailure]) -> list[TrackFailure]:
+    """A failure of its own for each of ``duplicates`` (same bytes as a file tagged once in this run)
+    whose content failed: the first copy's reason, naming that copy (key: :func:`copy_key`)."""
+    failed = {f.sha256: f for f in failures}
+    return [
+        TrackFailure(d.track_id, d.path, copy_key(d.sha256, d.path),
+                     f"same content as {quoted(failed[d.sha256].path)}, which failed: {failed[d.sha256].reason}")
+        for d in duplicates if d.sha256 in failed
+    ]

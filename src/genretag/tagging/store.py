@@ -9,6 +9,8 @@ new or changed files (genretag.tagging.sources explains the rules and their blin
 takes its keys LOOKUP_CHUNK at a time, on an index, so a catalog of 10^6 rows costs a rescan little.
 A file whose bytes changed only because `genretag write-tags` wrote tags into it keeps its identity
 through catalog_aliases (its new SHA-256 -> the content hash its rows carry), resolved by Catalog.canonical.
+catalog_skips names each file and folder a run skipped, with the reason (not audio, macOS metadata, a
+folder it could not list or had walked already).
 """
 
 from __future__ import annotations
@@ -142,6 +144,19 @@ catalog_fingerprints = sa.Table(  # one row per path last seen: its stat fingerp
     sa.Index("ix_catalog_fingerprints_device_inode", "device", "inode"),  # a moved file is found by its inode
 )
 
+catalog_skips = sa.Table(  # one row per file or folder a run skipped, named with the reason (issue 23)
+    "catalog_skips",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # catalog_runs.run_id of the run (written chunk by chunk, before the run's row: a killed run's skips have none)
+    sa.Column("run_id", sa.String(64), nullable=False, index=True),
+    sa.Column("path", sa.Text, nullable=False, index=True),  # absolute; display form (genretag.core.paths.display)
+    sa.Column("path_bytes", sa.LargeBinary, nullable=True),  # the exact bytes when the name is not UTF-8
+    sa.Column("reason", sa.Text, nullable=False),  # "not audio: ...", "macOS metadata ...", "cannot list folder: ...", ...
+)
+
+TABLES: dict[str, sa.Table] = {t.name: t for t in (catalog_tags, catalog_errors, catalog_runs, catalog_aliases, catalog_skips)}
+
 _CONFLICT_KEY = ["sha256", "model_version"]
 LOOKUP_CHUNK = 1000  # keys per lookup query (SQLite allows 32,766 bound parameters, PostgreSQL 65,535)
 
@@ -253,12 +268,19 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or bool(getattr(exc, "connection_invalidated", False))
 
 
-def check_database(url: str) -> None:
+def _missing_folder(url: str, database: str) -> CatalogError:
+    folder = Path(database).absolute().parent
+    return CatalogError(f"catalog database {redact(url)} (file {database}): folder {folder} does not exist "
+                        "(a typo? --create-catalog creates it)")
+
+
+def check_database(url: str, *, create_folder: bool = False) -> None:
     """Fail now, in one line, when the catalog database at ``url`` cannot be reached or written.
 
-    Creates nothing: a SQLite file that does not exist yet is checked by writing a scratch file
-    in the nearest existing folder on its path; any other database (or an existing SQLite
-    file) is opened and a row is written and rolled back (:meth:`Catalog.check_writable`).
+    Creates nothing: a SQLite file that does not exist yet must be in an existing folder (unless
+    ``create_folder``: then in any folder that can be made under the nearest existing one), which is
+    checked by writing a scratch file there; any other database (or an existing SQLite file) is
+    opened and a row is written and rolled back (:meth:`Catalog.check_writable`).
     Raises CatalogError naming the database (password redacted) and the reason.
     """
     try:
@@ -268,6 +290,8 @@ def check_database(url: str) -> None:
     if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
         target = Path(parsed.database)
         if not target.exists():
+            if not create_folder and not target.absolute().parent.is_dir():
+                raise _missing_folder(url, parsed.database)
             folder = next(parent for parent in target.absolute().parents if parent.exists())
             try:
                 with tempfile.TemporaryFile(dir=folder):
@@ -282,13 +306,15 @@ def check_database(url: str) -> None:
 
 
 class Catalog:
-    """A connection to the catalog database; creates the tables when missing.
+    """A connection to the catalog database; creates the tables when missing, and a SQLite file's
+    folder only when ``create_folder`` (a typo in a path must not invent a database).
 
     Raises CatalogError (one line naming the database, password redacted) when the URL has
-    no installed driver, or the database cannot be reached, opened or written.
+    no installed driver, a SQLite file's folder does not exist (without ``create_folder``), or the
+    database cannot be reached, opened or written.
     """
 
-    def __init__(self, url: str, *, check_writable: bool = False):
+    def __init__(self, url: str, *, check_writable: bool = False, create_folder: bool = False):
         self.url = url
         try:
             backend = sa.make_url(url).get_backend_name()
@@ -297,7 +323,9 @@ class Catalog:
         try:
             if backend == "sqlite":
                 database = sa.make_url(url).database
-                if database and database != ":memory:":
+                if database and database != ":memory:" and not Path(database).absolute().parent.is_dir():
+                    if not create_folder:
+                        raise _missing_folder(url, database)
                     Path(database).parent.mkdir(parents=True, exist_ok=True)
             self.engine = sa.create_engine(url)
             if backend == "sqlite":
@@ -484,7 +512,7 @@ class Catalog:
     def record_run(self, row: Mapping[str, Any], *, run: str, run_id: str | None = None) -> None:
         """Append a run's row to catalog_runs: ``row`` holds its columns but finished_at and run
         (genretag.tagging.summary.TaggingSummary.run_row); ``run`` is "prefect:<flow run id>" or "cli";
-        ``run_id`` the id its catalog_tags rows carry."""
+        ``run_id`` the id its catalog_tags and catalog_skips rows carry."""
         with self.engine.begin() as connection:
             connection.execute(sa.insert(catalog_runs).values(**row, finished_at=now_utc(), run=run, run_id=run_id))
 
@@ -517,6 +545,23 @@ class Catalog:
         with self.engine.begin() as connection:
             connection.execute(sa.delete(catalog_aliases).where(catalog_aliases.c.alias_sha256 == alias_sha256))
 
+    def record_skips(self, skips: Iterable[tuple[Path, str]], *, run_id: str) -> int:
+        """Name each skipped ``(path, reason)`` of run ``run_id`` (catalog_runs.run_id) in catalog_skips, in one
+        transaction; returns how many rows were written."""
+        rows = [{"run_id": run_id, "path": display(path), "path_bytes": exact_bytes(path), "reason": display(reason)}
+                for path, reason in skips]
+        if rows:
+            with self.engine.begin() as connection:
+                connection.execute(sa.insert(catalog_skips), rows)
+        return len(rows)
+
+    def find_skips(self, path: str | Path) -> list[dict[str, Any]]:
+        """The catalog_skips rows naming ``path`` (absolute, display form), newest run first."""
+        query = (sa.select(catalog_skips).where(catalog_skips.c.path == display(path))
+                 .order_by(catalog_skips.c.id.desc()))
+        with self.engine.connect() as connection:
+            return [dict(row) for row in connection.execute(query).mappings()]
+
     def find(self, sha256: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(tag rows, error rows) of the file content whose SHA-256 is or starts with ``sha256``, newest first
         (a whole SHA-256 that is an alias is resolved first)."""
@@ -529,11 +574,10 @@ class Catalog:
                 found.append([dict(row) for row in connection.execute(query).mappings()])
         return found[0], found[1]
 
-    def read(self, table: Literal["catalog_tags", "catalog_errors", "catalog_runs", "catalog_aliases"] = "catalog_tags", *,
-             model_version: str | None = None) -> pd.DataFrame:
-        """A table as a DataFrame (ordered by id; aliases by alias), times as UTC."""
-        source = {"catalog_tags": catalog_tags, "catalog_errors": catalog_errors, "catalog_runs": catalog_runs,
-                  "catalog_aliases": catalog_aliases}[table]
+    def read(self, table: Literal["catalog_tags", "catalog_errors", "catalog_runs", "catalog_aliases", "catalog_skips"] = "catalog_tags",
+             *, model_version: str | None = None) -> pd.DataFrame:
+        """A table as a DataFrame (ordered by id; aliases by alias), times as UTC (``model_version``: tags and errors)."""
+        source = TABLES[table]
         query = sa.select(source).order_by(source.c.id if table != "catalog_aliases" else source.c.alias_sha256)
         if model_version is not None:
             query = query.where(source.c.model_version == model_version)
@@ -541,6 +585,7 @@ class Catalog:
             rows = connection.execute(query).mappings().all()
         frame = pd.DataFrame(rows, columns=[c.name for c in source.columns])
         time_column = {"catalog_tags": "scored_at", "catalog_errors": "failed_at", "catalog_runs": "finished_at",
-                       "catalog_aliases": "created_at"}[table]
-        frame[time_column] = pd.to_datetime(frame[time_column], utc=True)
+                       "catalog_aliases": "created_at"}.get(table)
+        if time_column:
+            frame[time_column] = pd.to_datetime(frame[time_column], utc=True)
         return frame

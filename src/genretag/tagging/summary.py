@@ -8,12 +8,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from genretag.core.paths import display
+from genretag.core.paths import display, quoted
 from genretag.evaluation.drift import InputStats, drift_markdown, drift_warnings, run_drift
 from genretag.tagging.commit import WriteOutcome
-from genretag.tagging.sources import TrackFailure
+from genretag.tagging.sources import Skip, TrackFailure
 
 NAMES_KEPT = 100  # paths a summary names per kind of skip (the counts are complete)
+
+
+def _cell(text: str) -> str:
+    """``text`` for one markdown table cell: quoted (genretag.core.paths.quoted) and its pipes escaped (GFM)."""
+    return quoted(text).replace("|", "\\|")
 
 
 @dataclass
@@ -28,6 +33,8 @@ class TaggingSummary:
     listed: int = 0  # audio files (tracks) found
     not_audio: int = 0  # files skipped: no decoder reads their suffix
     apple_metadata: int = 0  # files skipped: AppleDouble ._* and __MACOSX/
+    folders_skipped: int = 0  # folders not walked: unreadable, or already walked (a link loop)
+    skips: list[dict[str, str]] = field(default_factory=list)  # files and folders skipped, NAMES_KEPT per kind: {"path", "reason"}
     moved: int = 0  # already-tagged files whose stored path was updated
     unchanged: int = 0  # tracks whose fingerprint matched at the same path: not read
     renamed: int = 0  # tracks whose fingerprint matched at another path (moved, renamed, hard link): not read
@@ -70,10 +77,15 @@ class TaggingSummary:
         """Every file under the source: tagged + skipped + duplicates + failed + not audio + metadata."""
         return self.listed + self.not_audio + self.apple_metadata
 
-    def count_entry(self, kind: str) -> None:
-        """One more entry of the source: "audio" (a track), "not_audio" or "apple_metadata" (skipped)."""
-        field_name = "listed" if kind == "audio" else kind
-        setattr(self, field_name, getattr(self, field_name) + 1)
+    def add_skip(self, kind: str, skip: Skip) -> bool:
+        """One more entry skipped: a file of ``kind`` "not_audio" or "apple_metadata", or a "folder" not walked.
+        Counted; named in :attr:`skips` while fewer than NAMES_KEPT of its kind are (returns whether it is)."""
+        field_name = "folders_skipped" if kind == "folder" else kind
+        count = getattr(self, field_name) + 1
+        setattr(self, field_name, count)
+        if count <= NAMES_KEPT:
+            self.skips.append({"path": display(skip.path), "reason": skip.reason})
+        return count <= NAMES_KEPT
 
     def add_known_failures(self, paths: Iterable[str]) -> None:
         for path in paths:
@@ -133,6 +145,8 @@ class TaggingSummary:
             "listed": self.listed,
             "not_audio": self.not_audio,
             "apple_metadata": self.apple_metadata,
+            "folders_skipped": self.folders_skipped,
+            "skips": list(self.skips),
             "moved": self.moved,
             "unchanged": self.unchanged,
             "renamed": self.renamed,
@@ -165,7 +179,8 @@ class TaggingSummary:
             f"Source `{self.source}` -> `{self.database}`",
             "",
             f"{self.files} files: {self.listed} audio, {self.not_audio} skipped (not audio), "
-            f"{self.apple_metadata} skipped (macOS metadata: ._* and __MACOSX/)",
+            f"{self.apple_metadata} skipped (macOS metadata: ._* and __MACOSX/); {self.folders_skipped} folders not walked "
+            "(each skip named in catalog_skips)",
             "",
             "| tracks listed | tagged | skipped (already tagged) | duplicate content | failed | tracks/s | windows | silent windows |",
             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -176,9 +191,11 @@ class TaggingSummary:
             f"{self.renamed} moved or renamed (known by their fingerprint). {self.known_failures} known failures not decoded "
             f"again (--retry-failed decodes them); {len(self.unstable)} unstable (changing while read: tried again next run).",
             "",
-            *(f"- changing while read: `{path}`" for path in self.unstable[:NAMES_KEPT]),
-            *(f"- failed before with this model version: `{path}`" for path in self.known_failure_paths),
-            *(f"- **changed in place** (same size and mtime, found by --rehash): `{path}`" for path in self.changed_in_place[:NAMES_KEPT]),
+            *(f"- changing while read: `{quoted(path)}`" for path in self.unstable[:NAMES_KEPT]),
+            *(f"- failed before with this model version: `{quoted(path)}`" for path in self.known_failure_paths),
+            *(f"- **changed in place** (same size and mtime, found by --rehash): `{quoted(path)}`"
+              for path in self.changed_in_place[:NAMES_KEPT]),
+            *(f"- skipped: `{quoted(skip['path'])}`: {skip['reason']}" for skip in self.skips),
             "",
             *(line for note in self.notes for line in (f"Note: {note}", "")),
             "## Genres tagged in this run",
@@ -195,7 +212,7 @@ class TaggingSummary:
         if self.failures:
             lines += ["", "## Failed files", "", "| file | reason |", "| --- | --- |"]
             lines += [
-                f"| `{f['path']}` | {f['reason'].replace('|', '/')} |" for f in self.failures[:max_failures]
+                f"| `{_cell(f['path'])}` | {_cell(f['reason'])} |" for f in self.failures[:max_failures]
             ]
             if len(self.failures) > max_failures:
                 lines.append(f"| ... | {len(self.failures) - max_failures} more in catalog_errors |")
