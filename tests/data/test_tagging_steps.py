@@ -70,7 +70,8 @@ def test_the_flow_runs_the_one_step_list_and_writes_what_the_plain_run_writes(
     assert _task_run_steps(flow_summary["flow_run_id"]) == ["check-catalog", "load-model", *(s.name for s in all_steps())]
     assert [s.name for s in all_steps()] == [
         "check-source", "open-catalog", "list-tracks", "hash-tracks", "resolve-aliases", "plan-tagging", "refresh-moved-paths",
-        "write-read-failures", "write-skips", "score-tracks", "write-tags", "write-copy-failures", "measure-drift", "record-run", "draw-run",
+        "write-read-failures", "write-skips", "score-tracks", "write-tags", "write-copy-failures", "measure-drift", "record-run",
+        "update-similarity-index", "draw-run",
     ]
     assert (flow_summary["tagged"], flow_summary["duplicates"], flow_summary["failed"]) == (5, 1, 7)
 

@@ -154,3 +154,11 @@ def test_a_fitted_t_that_would_raise_the_ece_is_not_applied(exported, tmp_path) 
     assert "fitted on the 36 validation clips would not lower their ECE" in calibration.reason
     assert read_contract(result.onnx_path).calibration["reason"] == calibration.reason
     assert not [n for n in onnx.load(result.onnx_path).graph.node if n.name.startswith(CALIBRATION_PREFIX)]
+
+
+def test_the_export_states_the_embedding_dimension_and_dtype(exported) -> None:
+    """genretag.embedding (issue 20.4): D read from the graph, dtype float32 unless the contract asks for float16."""
+    _, _, _, test, _, result = exported
+    stored = read_contract(result.onnx_path)
+    assert (stored.embedding_dim, stored.embedding_dtype) == (16, "float32") == (result.contract.embedding_dim, result.contract.embedding_dtype)
+    assert predict_waveforms(cpu_session(result.onnx_path), test.waveforms[:1]).embedding.shape == (1, stored.embedding_dim)

@@ -177,6 +177,8 @@ def export_tags(
     out: Path = typer.Option(..., "--out", help="File to write (atomically)."),
     database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else params.yaml score.database_url)."),
     model_version: str = typer.Option(None, "--model-version", help="Only this model version's tags (default: all)."),
+    include_embedding: bool = typer.Option(False, "--include-embedding",
+                                           help="Add each tag's track embedding (CSV: base64 of its little-endian bytes; Parquet: a list of floats)."),
     skips: bool = typer.Option(False, "--skips", help="Export catalog_skips instead: every file and folder a run skipped, with its reason and run id."),
 ) -> None:
     """Export the catalog_tags table, each row with its model (registry) version and tagging run, to CSV,
@@ -190,7 +192,8 @@ def export_tags(
     paths = layout()
     try:
         rows = export(existing_catalog(catalog_url(load_params(), root=paths.root, override=database)), out=out, fmt=fmt,
-                      model_version=model_version, table="catalog_skips" if skips else "catalog_tags")
+                      model_version=model_version, table="catalog_skips" if skips else "catalog_tags",
+                      include_embedding=include_embedding)
     except GenretagError as exc:
         exit_with(exc, code=1)
     typer.echo(f"wrote {rows} {'skipped files and folders' if skips else 'tags'} to {out}")

@@ -125,6 +125,7 @@ class ExportParams(_Section):
     drift_reference_clips: int = Field(1000, ge=2)  # training clips (at most) whose embeddings make the drift reference
     int8_min_agreement: float = Field(0.9, gt=0, le=1)  # least top-1 agreement with float32 on test + synthetic clips
     temperature_min_clips: int = Field(30, ge=1)  # validation clips needed to fit the calibration temperature; fewer: T = 1
+    embedding_dtype: Literal["float16", "float32"] = "float16"  # how catalog rows store this model's track embeddings
     unknown_accept: float = Field(0.95, gt=0, le=1)  # issue 21: share of validation tracks the unknown threshold accepts
 
 
@@ -167,6 +168,11 @@ class ScoreParams(_Section):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+class SimilarParams(_Section):
+    exact_below: int = Field(20000, ge=0)  # a model version with fewer track embeddings is searched exactly (numpy), not by the index
+    index_dir: str | None = None  # where the similarity indexes live (null: <catalog file>.index beside SQLite, <root>/catalog.index/<db> else)
+
+
 class Params(_Section):
     genres: tuple[str, ...] = GTZAN_GENRES
     ingest: IngestParams = IngestParams()
@@ -180,6 +186,7 @@ class Params(_Section):
     export: ExportParams = ExportParams()
     registry: RegisterParams = Field(RegisterParams(), alias="register")
     score: ScoreParams = ScoreParams()
+    similar: SimilarParams = SimilarParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

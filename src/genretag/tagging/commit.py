@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from genretag.evaluation.drift import InputStats
-from genretag.tagging.rows import error_row, tag_row
+from genretag.tagging.rows import embedding_dtype, error_row, tag_row
 from genretag.tagging.sources import HashedTrack, TrackFailure
 from genretag.tagging.store import Catalog, WriteCounts
 
@@ -29,8 +29,10 @@ class WriteOutcome:
 def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any, review_below: float,
                   run_id: str | None = None) -> WriteOutcome:
     """Write genretag.tagging.scoring.ScoredTrack results (their keys are HashedTracks) in one commit
-    (``review_below``: :func:`tag_row`; ``run_id``: the tagging run's id, on each tag row)."""
+    (``review_below``: :func:`tag_row`; ``run_id``: the tagging run's id, on each tag row); each tag row keeps its
+    track embedding, the mean of its scored windows' embeddings, in the model's storage dtype (:func:`embedding_dtype`)."""
     tags, errors, failures, audio, embedding_sums = [], [], [], [], []
+    dtype = embedding_dtype(model.contract)
     for result in results:
         track: HashedTrack = result.key
         if result.score is None:
@@ -39,7 +41,9 @@ def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any, revie
         else:
             tags.append(tag_row(track, result.score, model_name=model.model_name, model_version=model.model_version,
                                 provider=model.provider, contract_version=model.contract_version, review_below=review_below,
-                                audio=result.audio, run_id=run_id))
+                                audio=result.audio, run_id=run_id, embedding_dtype=dtype,
+                                embedding=None if result.embedding_sum is None or not result.score.windows_scored
+                                else result.embedding_sum / result.score.windows_scored))
             audio += [result.audio] if result.audio else []
             embedding_sums += [result.embedding_sum] if result.embedding_sum is not None else []
     counts = catalog.write(tags, errors)

@@ -6,8 +6,8 @@ files are read), resolve aliases (files write-tags changed), plan it (skip what 
 or failed on, tag repeated content once), point moved files' tags at their new paths, write the
 unreadable files' error rows, name the chunk's skipped files and folders in catalog_skips -> score and
 write, one commit at a time -> an error row for each copy of a file that failed -> measure the run's
-drift -> record the run -> draw the run (genretag.tagging.run_report: reports/tagging/<run id>/). The
-source is never listed whole: a folder or CSV of 10^6 files costs the
+drift -> record the run -> add the new embeddings to the similarity index -> draw the run
+(genretag.tagging.run_report: reports/tagging/<run id>/). The source is never listed whole: a folder or CSV of 10^6 files costs the
 memory of one chunk, plus the tracks left to score (a no-op rescan holds none). :func:`tag_catalog` runs the steps directly, in this process, without
 Prefect; ``flows/tag_catalog.py`` runs each step as a Prefect task (retried where :attr:`Step.retry`
 says a retry may clear a failure) through the same walker, :func:`run_steps`, so the order lives
@@ -359,6 +359,20 @@ def record_run(run: TaggingRun) -> None:
     run.db.record_run(run.summary.run_row(), run=run.recorded_as, run_id=run.run_id)
 
 
+def update_similarity_index(run: TaggingRun) -> None:
+    """Add this model version's new track embeddings to its similarity index beside the catalog
+    (genretag.similarity.index.update_index; ``similar.index_dir`` of the parameters). The tags are written
+    already: an index that cannot be written is a warning, and the next ``genretag similar`` rebuilds it."""
+    from genretag.core.config import load_params
+    from genretag.core.errors import GenretagError
+    from genretag.similarity.index import index_folder, update_index
+
+    try:
+        update_index(run.db, model_version=run.model.model_version, folder=index_folder(run.database_url, params=load_params()))
+    except (GenretagError, OSError, ImportError) as exc:  # ImportError: an install without usearch
+        run.log.warning("similarity index not updated: %s", exc)
+
+
 def draw_run(run: TaggingRun) -> None:
     """The run's picture and page in report_dir/<run_id>/ (genretag.tagging.run_report), when a report_dir is set."""
     if run.report_dir is not None:
@@ -404,6 +418,7 @@ TAGGING_STEPS: tuple[Step | ForEach, ...] = (
     Step("write-copy-failures", write_copy_failures, retry=True),
     Step("measure-drift", measure_drift),
     Step("record-run", record_run),
+    Step("update-similarity-index", update_similarity_index, retry=True),
     Step("draw-run", draw_run, retry=True),
 )
 
