@@ -6,27 +6,23 @@ from __future__ import annotations
 import base64
 import json
 import math
-import re
 import shutil
 import subprocess
-from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from tests.conftest import REPO_ROOT
-from tests.offline_browser import assert_loads_nothing_external, offline_dom, offline_screenshot
+from tests.tagging_support import example_summary
 
 from genretag.core.config import Params
 from genretag.training.card import _counts_line, split_counts
 from genretag.training.provenance import DIRTY, git_commit
 from genretag.registry.lineage import pip_requirements
 from genretag.data.reports import resolve_parameters
-from genretag.data.web_assets import dvc_plots_template, external_resources
+from genretag.data.web_assets import external_resources
 from genretag.tagging.run_report import run_report_markdown, write_run_report
-from genretag.tagging.summary import TaggingSummary
 
 
 def _declared_plots(dvc_yaml: dict) -> tuple[list[str], list[str]]:
@@ -116,61 +112,16 @@ def test_psi_is_zero_for_the_same_genres_and_grows_with_the_shift():
     assert genre_psi({}, {"jazz": 3}) is None and genre_psi(training, {}) is None
 
 
-@pytest.mark.browser
-def test_dvc_plots_show_draws_vega_offline_each_plot_once(tmp_path):
-    """`dvc plots show` with the project's template (.dvc/config plots.html_template, written by `make`):
-    the confusion matrices render as vega canvases with the network off, the t-SNE PNGs once each."""
-    template = dvc_plots_template(tmp_path / "plots.html")  # what `make` writes to .dvc/plots.html
-    out = tmp_path / "dvc_plots"
-    dvc = Path(shutil.which("dvc") or REPO_ROOT / ".venv/bin/dvc")
-    subprocess.run([str(dvc), "plots", "show", "--html-template", str(template), "-o", str(out)],
-                   cwd=REPO_ROOT, capture_output=True, text=True, check=True)
-    page = out / "index.html"
-    assert_loads_nothing_external(out)
-    candidates = sorted(p.name for p in (REPO_ROOT / "plots" / "candidates").iterdir())
-    dom = offline_dom(page)
-    assert dom.count('class="vega-embed') == len(candidates)  # one confusion panel per candidate, drawn by vega
-    assert len(re.findall(r"<canvas|<svg class=\"marks\"", dom)) >= len(candidates)
-    images = sorted(p.name for p in (out / "static").iterdir())
-    assert images == sorted(f"workspace_plots_candidates_{c}_tsne.png" for c in candidates)  # no PNG twin of a vega panel
-    config = (REPO_ROOT / ".dvc" / "config").read_text()
-    assert "html_template = plots.html" in config
-
-
-def _summary() -> TaggingSummary:
-    summary = TaggingSummary("/music", "sqlite:///catalog.db", "genretag-cnn", "3", "CPUExecutionProvider")
-    summary.listed, summary.tagged, summary.failed, summary.windows_scored, summary.windows_silent = 6, 5, 1, 40, 3
-    summary.genre_counts = Counter({"jazz": 3, "rock": 2})
-    summary.confidences = [0.9, 0.8, 0.42, 0.7, 0.99]
-    summary.drift = {"reference": "model", "tracks": 5, "genre_psi": 0.31, "embedding_shift": 0.12, "loudness_shift_db": -2.5}
-    summary.failures = [{"path": "/music/bad <1>.mp3", "reason": "cannot decode"}]
-    return summary
-
-
 def test_a_tagging_run_report_is_one_self_contained_page(tmp_path):
-    report = write_run_report(_summary(), folder=tmp_path / "run1", run_id="run1", review_below=0.5)
+    report = write_run_report(example_summary(), folder=tmp_path / "run1", run_id="run1", review_below=0.5)
     png = report.figure.read_bytes()
     assert png[:4] == b"\x89PNG" and sorted(p.name for p in report.folder.iterdir()) == ["index.html", "run.png"]
     page = report.page.read_text(encoding="utf-8")
     assert base64.b64encode(png).decode() in page and "<script" not in page
     assert external_resources(page) == [] and "http" not in page
     assert "/music/bad &lt;1&gt;.mp3" in page  # file names are escaped
-    markdown = run_report_markdown(_summary(), report)
+    markdown = run_report_markdown(example_summary(), report)
     assert markdown.startswith("![tagging run](data:image/png;base64,") and "| jazz | 3 |" in markdown
-
-
-@pytest.mark.browser
-def test_a_tagging_run_report_renders_its_figure_and_tables_offline(tmp_path):
-    report = write_run_report(_summary(), folder=tmp_path / "run1", run_id="run1", review_below=0.5)
-    dom = offline_dom(report.page)
-    assert re.search(r'<table id="genres">.*<th>jazz</th><td>3</td>', dom)
-    assert re.search(r'<table id="counts">.*<th>tagged</th><td>5</td>', dom)
-    shot = offline_screenshot(report.page, tmp_path / "shot.png")
-    from matplotlib.image import imread
-
-    pixels = (imread(shot)[..., :3] * 255).round().astype(int)
-    bar_blue = np.all(np.abs(pixels - [0x4C, 0x72, 0xB0]) <= 3, axis=-1).sum()  # the genre bars, drawn by the image
-    assert bar_blue > 2000
 
 
 def test_without_matplotlib_the_run_page_still_holds_its_tables(tmp_path, monkeypatch):
@@ -178,8 +129,8 @@ def test_without_matplotlib_the_run_page_still_holds_its_tables(tmp_path, monkey
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
-    report = write_run_report(_summary(), folder=tmp_path / "run2", run_id="run2", review_below=0.5)
+    report = write_run_report(example_summary(), folder=tmp_path / "run2", run_id="run2", review_below=0.5)
     page = report.page.read_text(encoding="utf-8")
     assert report.figure is None and not (tmp_path / "run2" / "run.png").exists()
     assert "No figure: matplotlib is not installed here" in page and "<th>jazz</th><td>3</td>" in page
-    assert run_report_markdown(_summary(), report).startswith("Report: ")
+    assert run_report_markdown(example_summary(), report).startswith("Report: ")
