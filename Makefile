@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.genretag-installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test test-fast bench lint clean-outputs image-tools image-locks image-test image-test-pipeline
+.PHONY: setup demo test test-fast bench lint clean-outputs image-tools image-locks image-test image-test-pipeline
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,16 +18,30 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
-demo: $(STAMP)  ## dvc repro on the built-in (synthetic) demo corpus, end to end
+# The report assets (Data Docs' Bootstrap/jQuery/font-awesome, DVC's vega), pinned by npm's lock, so
+# that every HTML report opens offline (genretag.data.web_assets); then DVC's plots template (.dvc/plots.html).
+WEB_DIR      := src/genretag/data/web
+WEB_STAMP    := $(WEB_DIR)/node_modules/.package-lock.json
+DVC_TEMPLATE := .dvc/plots.html
+$(WEB_STAMP): $(WEB_DIR)/package.json $(WEB_DIR)/package-lock.json
+	npm ci --no-audit --no-fund --prefix $(WEB_DIR)
+	touch $@
+$(DVC_TEMPLATE): $(WEB_STAMP) $(STAMP) src/genretag/data/web_assets.py
+	python -m genretag.data.web_assets --dvc-template $@
+SETUP := $(STAMP) $(DVC_TEMPLATE)
+
+setup: $(SETUP)  ## the venv, the report assets (npm ci) and DVC's offline plots template
+
+demo: $(SETUP)  ## dvc repro on the built-in (synthetic) demo corpus, end to end
 	python -m flows.server dvc repro  # one Prefect server for every stage
 	dvc metrics show
 
-test: $(STAMP)  ## the whole test suite (what CI runs)
+test: $(SETUP)  ## the whole test suite (what CI runs)
 	python -m pytest
 
 # The heavy tiers (pyproject.toml's markers; tests/conftest.py adds server/postgres/dvc from fixtures).
 HEAVY := slow or server or postgres or keras or dvc or image or node or browser
-test-fast: $(STAMP)  ## the suite without the heavy tiers (HEAVY): minutes, for the inner loop
+test-fast: $(SETUP)  ## the suite without the heavy tiers (HEAVY): minutes, for the inner loop
 	python -m pytest -m "not ($(HEAVY))"
 
 bench: $(STAMP)  ## spectrogram, training and scoring benchmarks (printed tables)

@@ -2,7 +2,8 @@
 
 The steps and their order are genretag.tagging.run.TAGGING_STEPS; this flow runs each as a Prefect
 task of the step's name (retried where the step says a retry may clear a failure) and adds what
-only a flow has: the model from the registry, scoring on Dask (genretag.tagging.cluster), logs and the summary artifact.
+only a flow has: the model from the registry, scoring on Dask (genretag.tagging.cluster), logs and the summary
+artifact (its figure embedded).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from genretag.onnx.session import ScoringModel, cuda_note, open_model
 from genretag.registry.fetch import resolve_model
 from genretag.tagging.run import Scorer, Step, TaggingRun, all_steps, local_scorer, run_steps
 from genretag.tagging.early_exit import early_exit_of
+from genretag.tagging.run_report import TAGGING_REPORTS, run_report_markdown
 from genretag.tagging.store import catalog_url, check_database
 
 _PLAIN = {"cache_policy": NO_CACHE, "persist_result": False}
@@ -139,6 +141,7 @@ def tag_catalog_flow(
         before_read=_read_fault, rehash=rehash, retry_failed=retry_failed, hash_workers=score.workers,
         progress_every_s=score.progress_every_s, progress_bars=False,
         recorded_as=f"prefect:{flow_run.id}", log=logger, started=started, create_catalog=create_catalog,
+        report_dir=paths.reports_dir / TAGGING_REPORTS,
     )
     summary = run_steps(run, call=_call_as_task)
 
@@ -150,7 +153,8 @@ def tag_catalog_flow(
                 "%d skipped (macOS metadata), %d folders not walked (each named in catalog_skips)", summary.tagged,
                 summary.skipped, summary.failed, summary.seconds, summary.tracks_per_second, summary.provider,
                 summary.not_audio, summary.apple_metadata, summary.folders_skipped)
-    create_markdown_artifact(key="tag-catalog-summary", markdown=summary.to_markdown(), description="Catalog tagging run")
+    markdown = summary.to_markdown() if run.report is None else run_report_markdown(summary, run.report)
+    create_markdown_artifact(key="tag-catalog-summary", markdown=markdown, description="Catalog tagging run")
     return {**summary.to_dict(), "flow_run_id": str(flow_run.id)}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import json
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from tests.conftest import REPO_ROOT, tone, write_audio
 
 from genretag.core.config import load_params
 from genretag.onnx.contract import ModelContract, write_contract
+from genretag.tagging.summary import TaggingSummary
 
 MODEL_NAME = "genretag-cnn"
 
@@ -157,3 +160,14 @@ def sessions_here() -> list[str]:
     from genretag.tagging import cluster
 
     return sorted(cluster._MODELS)
+
+
+def example_summary() -> TaggingSummary:
+    """A tagging run's summary with every section of its report filled (genres, confidences, drift, a failure)."""
+    summary = TaggingSummary("/music", "sqlite:///catalog.db", "genretag-cnn", "3", "CPUExecutionProvider")
+    summary.listed, summary.tagged, summary.failed, summary.windows_scored, summary.windows_silent = 6, 5, 1, 40, 3
+    summary.genre_counts = Counter({"jazz": 3, "rock": 2})
+    summary.confidences = [0.9, 0.8, 0.42, 0.7, 0.99]
+    summary.drift = {"reference": "model", "tracks": 5, "genre_psi": 0.31, "embedding_shift": 0.12, "loudness_shift_db": -2.5}
+    summary.failures = [{"path": "/music/bad <1>.mp3", "reason": "cannot decode"}]
+    return summary

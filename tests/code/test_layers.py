@@ -4,7 +4,8 @@ layer or lower ones, and no import cycle runs through src/genretag or flows/.
 Layers, bottom to top (README, "The house"): core < dsp < audio < data < onnx < families < evaluation
 < training < registry < tagging < cli. Every import counts: top level, inside functions, under
 ``if TYPE_CHECKING``. ``genretag/__init__.py`` sits with core and ``genretag.handoff`` (the client bundle
-of an ONNX model: contract and atomic writes) with onnx; only ``cli`` may import ``flows`` (the flows sit
+of an ONNX model: contract and atomic writes) with onnx, ``genretag.similarity`` (search over the catalog's
+embeddings; the tagging run updates its index) with tagging; only ``cli`` may import ``flows`` (the flows sit
 on top of everything).
 """
 
@@ -18,7 +19,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 LAYERS = ("core", "dsp", "audio", "data", "onnx", "families", "evaluation", "training", "registry", "tagging", "cli")
-SITS_WITH = {"handoff": "onnx"}  # subpackages outside LAYERS, and the layer each belongs to
+SITS_WITH = {"handoff": "onnx", "similarity": "tagging"}  # subpackages outside LAYERS, and the layer each belongs to
 
 
 def module_name(path: Path) -> str:

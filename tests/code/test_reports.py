@@ -3,6 +3,7 @@ a CPU runtime for MLflow consumers, dirty commits flagged."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import shutil
@@ -13,12 +14,15 @@ import pandas as pd
 import pytest
 import yaml
 from tests.conftest import REPO_ROOT
+from tests.tagging_support import example_summary
 
 from genretag.core.config import Params
 from genretag.training.card import _counts_line, split_counts
 from genretag.training.provenance import DIRTY, git_commit
 from genretag.registry.lineage import pip_requirements
 from genretag.data.reports import resolve_parameters
+from genretag.data.web_assets import external_resources
+from genretag.tagging.run_report import run_report_markdown, write_run_report
 
 
 def _declared_plots(dvc_yaml: dict) -> tuple[list[str], list[str]]:
@@ -106,3 +110,27 @@ def test_psi_is_zero_for_the_same_genres_and_grows_with_the_shift():
     assert psi(training, {"blues": 12, "jazz": 10, "rock": 8}, labels=["blues", "jazz", "rock"]) == pytest.approx(
         sum((x - 1 / 3) * math.log(x / (1 / 3)) for x in a))
     assert genre_psi({}, {"jazz": 3}) is None and genre_psi(training, {}) is None
+
+
+def test_a_tagging_run_report_is_one_self_contained_page(tmp_path):
+    report = write_run_report(example_summary(), folder=tmp_path / "run1", run_id="run1", review_below=0.5)
+    png = report.figure.read_bytes()
+    assert png[:4] == b"\x89PNG" and sorted(p.name for p in report.folder.iterdir()) == ["index.html", "run.png"]
+    page = report.page.read_text(encoding="utf-8")
+    assert base64.b64encode(png).decode() in page and "<script" not in page
+    assert external_resources(page) == [] and "http" not in page
+    assert "/music/bad &lt;1&gt;.mp3" in page  # file names are escaped
+    markdown = run_report_markdown(example_summary(), report)
+    assert markdown.startswith("![tagging run](data:image/png;base64,") and "| jazz | 3 |" in markdown
+
+
+def test_without_matplotlib_the_run_page_still_holds_its_tables(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    report = write_run_report(example_summary(), folder=tmp_path / "run2", run_id="run2", review_below=0.5)
+    page = report.page.read_text(encoding="utf-8")
+    assert report.figure is None and not (tmp_path / "run2" / "run.png").exists()
+    assert "No figure: matplotlib is not installed here" in page and "<th>jazz</th><td>3</td>" in page
+    assert run_report_markdown(example_summary(), report).startswith("Report: ")

@@ -71,6 +71,7 @@ def test_the_flow_runs_the_one_step_list_and_writes_what_the_plain_run_writes(
     assert [s.name for s in all_steps()] == [
         "check-source", "open-catalog", "list-tracks", "hash-tracks", "resolve-aliases", "plan-tagging", "refresh-moved-paths",
         "write-read-failures", "write-skips", "score-tracks", "write-tags", "write-copy-failures", "measure-drift", "record-run",
+        "update-similarity-index", "draw-run",
     ]
     assert (flow_summary["tagged"], flow_summary["duplicates"], flow_summary["failed"]) == (5, 1, 7)
 
@@ -86,3 +87,8 @@ def test_the_flow_runs_the_one_step_list_and_writes_what_the_plain_run_writes(
     for table in ("catalog_tags", "catalog_errors", "catalog_runs", "catalog_skips"):
         pd.testing.assert_frame_equal(_table(urls["flow"], table), _table(urls["plain"], table))
     assert _table(urls["flow"], "catalog_tags")["path"].str.endswith("moved880.wav").sum() == 1
+    # each flow run drew its picture into reports/tagging/<run id>/; the plain run here was given no report_dir
+    with Catalog(urls["flow"]) as catalog:
+        run_ids = set(catalog.read("catalog_runs")["run_id"])
+    assert {p.name for p in (root / "reports" / "tagging").iterdir()} == run_ids and len(run_ids) == 2
+    assert all((root / "reports" / "tagging" / run_id / "run.png").read_bytes()[:4] == b"\x89PNG" for run_id in run_ids)

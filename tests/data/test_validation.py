@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ import yaml
 from genretag.audio import decoding as audio
 from genretag.core.config import layout, load_params
 from genretag.core.errors import ValidationFailed
+from genretag.data.web_assets import external_resources
 from genretag.data.validation import (
     AUDIO_SUITE,
     MANIFEST_COLUMNS,
@@ -26,6 +25,7 @@ from genretag.data.validation import (
     validate_manifest,
     write_validation_outputs,
 )
+from tests.offline_browser import assert_loads_nothing_external, offline_dom
 from tests.conftest import SAMPLE_RATE, tone, write_audio
 
 GENRES = ["blues", "jazz", "rock"]
@@ -206,16 +206,30 @@ def test_outputs_are_written(mixed):
 
 
 def rendered_text(page: Path) -> str:
-    """The text a headless Chromium shows for ``page`` with every network name unresolvable (offline)."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        pytest.skip("no chromium here (Debian package `chromium`; .ci/run installs it)")
-    done = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--host-resolver-rules=MAP * ~NOTFOUND",
-         "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120, check=True,
-    )
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", done.stdout))
+    """The text a headless Chromium shows for ``page`` with the network off."""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", offline_dom(page)))
+
+
+@pytest.mark.browser
+def test_the_data_docs_list_every_validation_and_load_nothing_from_the_internet(mixed):
+    root, _, _, outcome = mixed
+    paths = layout(root)
+    write_validation_outputs(outcome, layout=paths)
+    report = paths.reports_dir / "validation"
+    assert_loads_nothing_external(report)  # Bootstrap, jQuery, bootstrap-table, font-awesome: copied into static/vendor
+    dom = offline_dom(report / "index.html")
+    # bootstrap-table (a script) built the index table: one clickable row per suite run and per suite
+    rows = re.findall(r'<tr class="clickable-row" data-href="([^"]+)"', dom)
+    assert sorted(r for r in rows if r.startswith("validations/")) == sorted(
+        p.relative_to(report).as_posix() for p in (report / "validations").rglob("*.html"))
+    assert len([r for r in rows if r.startswith("expectations/")]) == 3
+    assert 'class="bootstrap-table bootstrap4"' in dom
+    assert '<a href="summary.html">' in dom  # the offline summary, linked at the top of the index
+    suite_page = next((report / "validations").rglob("*manifest.html"))
+    text = rendered_text(suite_page)
+    assert "genretag.manifest" in text and "values must belong to this set" in text
+    vendored = re.findall(r'(?:src|href)="((?:\.\./)*static/vendor/[^"]+)"', suite_page.read_text(encoding="utf-8"))
+    assert len(vendored) >= 10 and all((suite_page.parent / v).is_file() for v in vendored)  # styled: the styles are there
 
 
 @pytest.mark.browser
@@ -225,6 +239,7 @@ def test_the_summary_page_reads_offline_in_a_real_browser(mixed):
     write_validation_outputs(outcome, layout=paths)
     page = paths.reports_dir / "validation" / "summary.html"
     assert "<script" not in page.read_text(encoding="utf-8")
+    assert external_resources(page.read_text(encoding="utf-8")) == []
     text = rendered_text(page)
     assert "Quarantined files (10)" in text
     assert "blues.00002" in text and "duration 1.0 s below 3.0 s" in text

@@ -179,3 +179,9 @@ def test_enough_validation_tracks_fit_the_track_temperature(exported, tmp_path) 
     record = result.track_calibration
     assert record.source == "validation" and record.ece_after <= record.ece_before
     assert read_contract(result.onnx_path).track_temperature == pytest.approx(record.temperature)
+def test_the_export_states_the_embedding_dimension_and_dtype(exported) -> None:
+    """genretag.embedding (issue 20.4): D read from the graph, dtype float32 unless the contract asks for float16."""
+    _, _, _, test, _, result = exported
+    stored = read_contract(result.onnx_path)
+    assert (stored.embedding_dim, stored.embedding_dtype) == (16, "float32") == (result.contract.embedding_dim, result.contract.embedding_dtype)
+    assert predict_waveforms(cpu_session(result.onnx_path), test.waveforms[:1]).embedding.shape == (1, stored.embedding_dim)

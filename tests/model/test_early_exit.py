@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-import math
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,11 @@ import pytest
 
 from genretag.onnx.contract import LIVE_ACTIVATIONS, largest_activation, memory_batch_limit
 from genretag.onnx.session import open_model
-from genretag.tagging.early_exit import EarlyExit, hoeffding_serfling_margin, settled, spread_order
+from genretag.tagging.early_exit import EarlyExit, betting_log_capital, settled, spread_order
 from genretag.tagging.run import tag_catalog
-from genretag.tagging.scoring import score_files
+from genretag.tagging.scoring import TrackScore, score_files
 from genretag.tagging.store import Catalog
+from tests.conftest import tone, write_audio
 from tests.tagging_support import make_good_files, make_onnx_model
 
 
@@ -35,21 +37,62 @@ def _windows(first: float, second: float, n: int, k: int = 10) -> np.ndarray:
 
 def test_the_rest_at_worst_case_settles_a_gap_for_certain() -> None:
     # 3 of 4 windows scored, gap 0.4: 3 x 0.4 = 1.2 > the 1 window left at worst case (d = -1)
-    assert settled(_windows(0.6, 0.2, 3), total=4, risk=1e-12, round_windows=1)
-    assert not settled(_windows(0.5, 0.3, 3), total=4, risk=1e-12, round_windows=1)  # 0.6 < 1
-    assert settled(_windows(0.3, 0.3, 4), total=4, risk=0.05, round_windows=1)  # every window scored
+    assert settled(_windows(0.6, 0.2, 3), total=4, risk=1e-12)
+    assert not settled(_windows(0.5, 0.3, 3), total=4, risk=1e-12)  # 0.6 < 1
+    assert settled(_windows(0.3, 0.3, 4), total=4, risk=0.05)  # every window scored
 
 
-def test_the_hoeffding_serfling_margin_decides_where_the_rest_could_still_change_the_genre() -> None:
-    n, total, risk, rounds = 20, 100, 0.2, 4
-    delta = risk / (9 * math.ceil(total / rounds))  # 9 rivals, 25 looks
-    margin = hoeffding_serfling_margin(scored=n, total=total, delta=delta)
-    assert margin == pytest.approx(2 * math.sqrt((1 - (n - 1) / total) * math.log(1 / delta) / (2 * n)))
-    assert n * margin < total - n  # this case is the bound's, not the certain rule's
-    assert margin < 0.9
-    assert settled(_windows(0.05 + margin + 0.01, 0.05, n), total=total, risk=risk, round_windows=rounds)
-    assert not settled(_windows(0.05 + margin - 0.01, 0.05, n), total=total, risk=risk, round_windows=rounds)
-    assert hoeffding_serfling_margin(scored=total, total=total, delta=delta) == 0.0
+def _stream(rng: np.random.Generator, *, means: list[float], spread: float, n: int) -> np.ndarray:
+    """n windows' probabilities float [n, K] around ``means`` (one per genre), noise ``spread``, renormalised."""
+    windows = np.abs(rng.normal(means, spread, size=(n, len(means))))
+    return windows / windows.sum(axis=1, keepdims=True)
+
+
+def _decide(windows: np.ndarray, *, risk: float, round_windows: int) -> tuple[int, int]:
+    """(genre, windows used) of windows float [N, K] taken in rounds until settled."""
+    used = 0
+    while True:
+        used = min(used + round_windows, len(windows))
+        if settled(windows[:used], total=len(windows), risk=risk):
+            return int(windows[:used].mean(0).argmax()), used
+
+
+def test_a_clear_stream_stops_early_with_the_genre_of_all_its_windows() -> None:
+    rng = np.random.default_rng(5)
+    clear = _stream(rng, means=[0.05, 0.8] + [0.15 / 8] * 8, spread=0.08, n=40)
+    genre, used = _decide(clear, risk=0.05, round_windows=4)
+    assert genre == 1 == int(clear.mean(0).argmax())
+    assert used <= 16  # of 40: the certain rule alone would need n * gap > 40 - n, i.e. ~20 windows
+    assert 16 * (clear[:16, 1] - np.sort(clear[:16].mean(0))[-2]).mean() < 40 - 16  # so the bet made the call
+
+
+def test_an_ambiguous_stream_scores_every_window() -> None:
+    rng = np.random.default_rng(6)
+    ambiguous = _stream(rng, means=[0.4, 0.38] + [0.22 / 8] * 8, spread=0.15, n=40)
+    assert _decide(ambiguous, risk=0.05, round_windows=4)[1] == 40
+
+
+def test_the_betting_capital_grows_on_steady_gaps_and_not_on_gaps_around_zero() -> None:
+    steady = np.full((8, 1), 0.6)
+    assert np.all(np.diff([betting_log_capital(steady[:n], total=40)[0] for n in range(2, 9)]) > 0)
+    noise = np.tile([[0.3], [-0.3]], (4, 1))
+    assert betting_log_capital(noise, total=40)[0] < np.log(2)
+    assert betting_log_capital(np.full((21, 1), 1.0), total=40)[0] == np.inf  # 21 of 40 at d = 1: certain
+
+
+@pytest.mark.parametrize("risk", [0.05, 0.3])
+def test_the_bound_holds_the_early_decision_equals_the_full_one_at_least_1_minus_risk_of_the_time(risk: float) -> None:
+    rng = np.random.default_rng(7)
+    agree, early = 0, 0
+    trials = 400
+    for _ in range(trials):  # close calls: two genres near each other, noisy windows, random order of the track's windows
+        top = rng.uniform(0.25, 0.45)
+        windows = _stream(rng, means=[top, top - rng.uniform(0.0, 0.12), 0.3, 0.05] + [0.02] * 6, spread=0.2, n=int(rng.integers(8, 41)))
+        genre, used = _decide(windows, risk=risk, round_windows=2)
+        agree += genre == int(windows.mean(0).argmax())
+        early += used < len(windows)
+    assert agree / trials >= 1 - risk
+    assert early > trials // 20  # the bound did stop early on some of them: this is not a test of the full decision
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +114,27 @@ def test_early_exit_stops_a_long_track_early_with_the_genre_of_all_its_windows(c
     assert list(long.window_starts_s) == sorted(long.window_starts_s)  # the timeline in time order
     assert set(long.window_starts_s) < set(full["long70.wav"].window_starts_s)
     assert full["long70.wav"].windows_available == 23  # without early exit every window is used
+
+
+def test_a_60_s_file_that_stops_early_decodes_only_the_rounds_it_scored(confident: Path, tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    write_audio(tmp_path / "long60.ogg", tone(60.0, frequency=150.0, seed=7), sample_rate=22050)
+    model = open_model(confident, prefer_gpu=False)
+    items = [("long60", tmp_path / "long60.ogg")]
+
+    def decoded_windows(early_exit: EarlyExit | None) -> tuple[int, int, TrackScore]:
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="genretag.audio.decoding"):
+            [result] = score_files(model, items, max_windows=0, parallel=False, early_exit=early_exit)  # decodes in this process
+        counts = [re.match(r"decoded (\d+) of (\d+) windows", r.getMessage()) for r in caplog.records]
+        return sum(int(m[1]) for m in counts if m), len(counts), result.score
+
+    all_decoded, reads, full = decoded_windows(None)
+    assert (all_decoded, reads, full.windows_scored) == (20, 1, 20)
+    early_decoded, reads, early = decoded_windows(EarlyExit(round_windows=2, risk=0.05))
+    assert early.label == full.label and early.windows_available == 20
+    assert early_decoded == early.windows_scored < 20  # only the rounds it scored were decoded: 2 per read
+    assert reads == early.windows_scored // 2
 
 
 def test_the_catalog_records_the_windows_used_of_those_available(confident: Path, tmp_path: Path) -> None:

@@ -330,3 +330,80 @@ def test_mlflow_as_its_users_expect_metrics_on_runs_that_ended_a_gate_run_a_desc
     assert register_run.info.status == "FINISHED" and register_run.info.run_name == "register-mfcc-logreg"
 
     assert client.get_experiment_by_name(EXPERIMENT_NAME).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+
+
+def _labelled_champion(project, name: str) -> tuple[Params, Layout, str]:
+    base, paths = project
+    params = _named(base, name, baseline=None)
+    outcome = register_candidates(params, paths, candidates=_only(paths, musicnn_msd=tone_model(votes(PERFECT), name="served")))
+    assert outcome.champion_version == "1"
+    return params, paths, f"models:/{name}@champion"
+
+
+def _clips() -> np.ndarray:
+    """Three 3-s clips at 22,050 Hz: a 220 Hz tone (blues), 880 Hz (jazz), 3,000 Hz (rock)."""
+    t = np.arange(3 * 22050) / 22050
+    return np.stack([0.5 * np.sin(2 * np.pi * f * t) for f in (220.0, 880.0, 3000.0)]).astype(np.float32)
+
+
+def test_the_registered_model_answers_with_labels_through_mlflow_pyfunc(project) -> None:
+    import mlflow.onnx
+    import mlflow.pyfunc
+
+    from genretag.core.tracking import use_tracking
+
+    params, paths, uri = _labelled_champion(project, "labelled")
+    use_tracking(params, root=paths.root)
+    model = mlflow.pyfunc.load_model(uri)
+    answer = model.predict(_clips())
+    assert mlflow.onnx.load_model(uri).graph.output[0].name == "probabilities"  # the ONNX flavour is still there
+    assert list(answer.columns) == ["genre", "confidence", "top3", "blues", "jazz", "rock"]
+    assert list(answer["genre"]) == ["blues", "jazz", "rock"]
+    probabilities = answer[["blues", "jazz", "rock"]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert np.allclose(answer["confidence"], probabilities.max(axis=1))
+    top = answer["top3"][2]
+    assert [entry["genre"] for entry in top][0] == "rock" and len(top) == 3
+    assert [entry["probability"] for entry in top] == sorted((entry["probability"] for entry in top), reverse=True)
+    with pytest.raises(Exception, match="expected \\[n, 66150\\]|shape"):
+        model.predict(_clips()[:, :1000])
+    # what fetch resolves (model.onnx in the version's folder) is unchanged
+    assert resolve_model("champion", tracking_uri=tracking_uri(params, root=paths.root), model_name="labelled").name == "model.onnx"
+
+
+@pytest.mark.server
+def test_mlflow_models_serve_answers_a_request_with_labels(project, tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    params, paths, uri = _labelled_champion(project, "served")
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(params, root=paths.root)}
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "wb"))
+    try:
+        body = json.dumps({"inputs": _clips()[:2].tolist()}).encode()
+        deadline, answer = time.monotonic() + 180, None
+        while answer is None:
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                                 headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    answer = json.loads(response.read())
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-2000:]
+                time.sleep(1)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    predictions = answer["predictions"]
+    assert [p["genre"] for p in predictions] == ["blues", "jazz"]
+    assert set(predictions[0]) == {"genre", "confidence", "top3", "blues", "jazz", "rock"}
+    assert predictions[1]["top3"][0] == {"genre": "jazz", "probability": predictions[1]["jazz"]}

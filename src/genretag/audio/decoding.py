@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import re
@@ -20,6 +21,8 @@ import soundfile as sf
 from genretag.core.atomic import atomic_path
 from genretag.core.errors import AudioError
 from genretag.dsp.spectrogram import window_starts
+
+log = logging.getLogger(__name__)
 
 # One list for every reader of audio (tagging, ingest): what soundfile (libsndfile 1.2) and
 # PyAV's bundled FFmpeg decode. Matched case-insensitively; anything else is "not audio".
@@ -354,7 +357,8 @@ class DecodedWindows:
     """The windows of one file that scoring needs: mono float32 [n, clip_samples] at ``sample_rate``.
 
     ``starts`` int64 [n] are the windows' first samples in the whole track at ``sample_rate``, the
-    offsets :func:`decode` then ``genretag.spectrogram.window_starts`` give. ``frames_read`` counts
+    offsets :func:`decode` then ``genretag.spectrogram.window_starts`` give (those picked, in the
+    pick's order); ``window_count`` is how many windows the track has in all (n without a pick). ``frames_read`` counts
     the frames (at ``original_sample_rate``) that were decoded: the windows plus resampler margins
     when ``seeked``, the whole file otherwise. ``nonfinite_samples`` counts NaN/inf among those.
     """
@@ -370,6 +374,7 @@ class DecodedWindows:
     track_frames: int  # the whole track's length at original_sample_rate
     nonfinite_samples: int
     seeked: bool
+    window_count: int = 0  # the track's windows in all, picked or not
 
     @property
     def duration_s(self) -> float:
@@ -494,13 +499,27 @@ def _frame_ranges(starts: np.ndarray, *, clip_samples: int, sample_rate: int, or
     return ranges
 
 
-def _seek_windows(path: Path, source: _Seekable, *, sample_rate: int, clip_samples: int, max_windows: int) -> DecodedWindows:
-    """Decode and resample only the windows' ranges (_frame_ranges); _CannotSeek when that is not worth it or not exact."""
+def _picked(starts: np.ndarray, pick: Callable[[int], np.ndarray] | None) -> np.ndarray:
+    """The indices into ``starts`` that ``pick`` chooses (all, in order, without one); ValueError when one is out of range or repeated."""
+    if pick is None:
+        return np.arange(len(starts), dtype=np.int64)
+    chosen = np.asarray(pick(len(starts)), dtype=np.int64)
+    if len(np.unique(chosen)) != len(chosen) or (len(chosen) and (chosen.min() < 0 or chosen.max() >= len(starts))):
+        raise ValueError(f"pick chose {chosen.tolist()} of {len(starts)} windows")
+    return chosen
+
+
+def _seek_windows(
+    path: Path, source: _Seekable, *, sample_rate: int, clip_samples: int, max_windows: int, pick: Callable[[int], np.ndarray] | None,
+) -> DecodedWindows:
+    """Decode and resample only the picked windows' ranges (_frame_ranges); _CannotSeek when that is not worth it or not exact."""
     original_rate = source.rate
     track_samples = -(-source.frames * sample_rate // original_rate)  # resample()'s length for the whole file
-    starts = window_starts(track_samples, clip_samples=clip_samples, max_windows=max_windows, evenly_spaced=True)
+    every = window_starts(track_samples, clip_samples=clip_samples, max_windows=max_windows, evenly_spaced=True)
+    chosen = _picked(every, pick)
+    starts = np.sort(every[chosen])  # in time order for the ranges; back in the pick's order at the end
     ranges = _frame_ranges(starts, clip_samples=clip_samples, sample_rate=sample_rate, original_rate=original_rate, frames=source.frames)
-    if not len(starts) or sum(b - a for a, b in ranges) >= WHOLE_FILE_SHARE * source.frames:
+    if not len(every) or sum(b - a for a, b in ranges) >= WHOLE_FILE_SHARE * source.frames:
         raise _CannotSeek("the windows cover most of the file")
     gcd = math.gcd(original_rate, sample_rate)
     windows, nonfinite, frames_read, pending = [], 0, 0, starts.tolist()
@@ -518,18 +537,23 @@ def _seek_windows(path: Path, source: _Seekable, *, sample_rate: int, clip_sampl
             windows.append(resampled[at : at + clip_samples])
     if pending:
         raise _CannotSeek("the file ended before its last window")
+    in_pick_order = np.argsort(np.argsort(every[chosen], kind="stable"), kind="stable")  # time rank of each picked window
+    stacked = np.stack(windows).astype(np.float32, copy=False) if windows else np.empty((0, clip_samples), np.float32)
     return DecodedWindows(
-        path=path, windows=np.stack(windows).astype(np.float32, copy=False), starts=starts, sample_rate=sample_rate,
+        path=path, windows=stacked[in_pick_order], starts=starts[in_pick_order], sample_rate=sample_rate,
         original_sample_rate=original_rate, channels=source.channels, track_samples=track_samples, frames_read=frames_read,
-        track_frames=source.frames, nonfinite_samples=nonfinite, seeked=True,
+        track_frames=source.frames, nonfinite_samples=nonfinite, seeked=True, window_count=len(every),
     )
 
 
-def decode_windows(path: str | Path, *, sample_rate: int, clip_samples: int, max_windows: int = 0) -> DecodedWindows:
+def decode_windows(
+    path: str | Path, *, sample_rate: int, clip_samples: int, max_windows: int = 0, pick: Callable[[int], np.ndarray] | None = None,
+) -> DecodedWindows:
     """Decode only the windows scoring needs: mono float32 [n, clip_samples] at ``sample_rate`` Hz.
 
     The windows are ``window_starts(..., max_windows=max_windows, evenly_spaced=True)`` of the whole
-    track. When they cover less than WHOLE_FILE_SHARE of the file, the decoder seeks to each one
+    track; with ``pick`` (the track's window count -> int64 indices, e.g. the next round of early
+    exit) only those are decoded, in that order (``window_count`` says how many there are in all). When they cover less than WHOLE_FILE_SHARE of the file, the decoder seeks to each one
     (soundfile ``seek``/``read``; PyAV ``container.seek`` + decode for what libsndfile does not read,
     when its timestamps are sample-exact) and resamples it with RESAMPLER_MARGIN_FRAMES on each side:
     the cost follows the windows, not the track's length, and the samples equal :func:`decode` then
@@ -542,20 +566,30 @@ def decode_windows(path: str | Path, *, sample_rate: int, clip_samples: int, max
     with _seekable(path) as source:
         if source is not None:
             try:
-                return _seek_windows(path, source, sample_rate=sample_rate, clip_samples=clip_samples, max_windows=max_windows)
+                decoded = _seek_windows(path, source, sample_rate=sample_rate, clip_samples=clip_samples, max_windows=max_windows, pick=pick)
+                _log_windows(decoded)
+                return decoded
             except AudioError:
                 raise
             except Exception:  # noqa: BLE001 - _CannotSeek, or a fault mid-file (libsndfile's or FFmpeg's many
                 pass  # error types): the whole-file read below decodes it or names the fault in one line
     whole = decode(path, sample_rate=sample_rate)
-    starts = window_starts(len(whole.waveform), clip_samples=clip_samples, max_windows=max_windows, evenly_spaced=True)
+    every = window_starts(len(whole.waveform), clip_samples=clip_samples, max_windows=max_windows, evenly_spaced=True)
+    starts = every[_picked(every, pick)]
     windows = np.stack([whole.waveform[s : s + clip_samples] for s in starts]) if len(starts) else np.empty((0, clip_samples), np.float32)
     frames = round(whole.stats.duration_s * whole.original_sample_rate)
-    return DecodedWindows(
+    decoded = DecodedWindows(
         path=path, windows=windows, starts=starts, sample_rate=sample_rate, original_sample_rate=whole.original_sample_rate,
         channels=whole.channels, track_samples=len(whole.waveform), frames_read=frames, track_frames=frames,
-        nonfinite_samples=whole.stats.nonfinite_samples, seeked=False,
+        nonfinite_samples=whole.stats.nonfinite_samples, seeked=False, window_count=len(every),
     )
+    _log_windows(decoded)
+    return decoded
+
+
+def _log_windows(decoded: DecodedWindows) -> None:
+    log.debug("decoded %d of %d windows of %s (%d of %d frames, %s)", len(decoded.starts), decoded.window_count, decoded.path,
+              decoded.frames_read, decoded.track_frames, "seeked" if decoded.seeked else "whole file")
 
 
 def stats(waveform: np.ndarray, *, sample_rate: int) -> AudioStats:

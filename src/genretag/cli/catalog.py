@@ -90,6 +90,7 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
     """The tagging steps in this process, without Prefect; the run's summary as the flow returns it."""
     from genretag.tagging.store import catalog_url
     from genretag.tagging.run import tag_catalog as tag
+    from genretag.tagging.run_report import TAGGING_REPORTS
     from genretag.evaluation.drift import training_genre_counts
     from genretag.onnx.session import open_model
     from genretag.tagging.early_exit import early_exit_of
@@ -110,6 +111,7 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
         reference_genres=training_genre_counts(layout(root).tracks), review_below=score.review_below, drift_limits=score,
         rehash=rehash, retry_failed=retry_failed, progress_every_s=score.progress_every_s, log=log,
         early_exit=early_exit_of(score), create_catalog=create_catalog,
+        report_dir=layout(root).reports_dir / TAGGING_REPORTS,
     )
     for line in summary.drift_warnings:
         typer.echo(f"warning: {line}", err=True)
@@ -175,6 +177,8 @@ def export_tags(
     out: Path = typer.Option(..., "--out", help="File to write (atomically)."),
     database: str = typer.Option(None, "--database", help="SQLAlchemy URL (default: $GENRETAG_CATALOG_URL, else params.yaml score.database_url)."),
     model_version: str = typer.Option(None, "--model-version", help="Only this model version's tags (default: all)."),
+    include_embedding: bool = typer.Option(False, "--include-embedding",
+                                           help="Add each tag's track embedding (CSV: base64 of its little-endian bytes; Parquet: a list of floats)."),
     skips: bool = typer.Option(False, "--skips", help="Export catalog_skips instead: every file and folder a run skipped, with its reason and run id."),
 ) -> None:
     """Export the catalog_tags table, each row with its model (registry) version and tagging run, to CSV,
@@ -188,7 +192,8 @@ def export_tags(
     paths = layout()
     try:
         rows = export(existing_catalog(catalog_url(load_params(), root=paths.root, override=database)), out=out, fmt=fmt,
-                      model_version=model_version, table="catalog_skips" if skips else "catalog_tags")
+                      model_version=model_version, table="catalog_skips" if skips else "catalog_tags",
+                      include_embedding=include_embedding)
     except GenretagError as exc:
         exit_with(exc, code=1)
     typer.echo(f"wrote {rows} {'skipped files and folders' if skips else 'tags'} to {out}")

@@ -128,6 +128,7 @@ class ExportParams(_Section):
     track_temperature_min_tracks: int = Field(20, ge=2)  # validation tracks needed to fit the track temperature on them;
     # fewer: out-of-fold predictions over the training tracks (heads over frozen features), else T = 1
     track_temperature_folds: int = Field(5, ge=2)  # folds of those out-of-fold predictions (capped by the fewest tracks of a genre)
+    embedding_dtype: Literal["float16", "float32"] = "float16"  # how catalog rows store this model's track embeddings
     unknown_accept: float = Field(0.95, gt=0, le=1)  # issue 21: share of validation tracks the unknown threshold accepts
 
 
@@ -173,6 +174,11 @@ class ScoreParams(_Section):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+class SimilarParams(_Section):
+    exact_below: int = Field(20000, ge=0)  # a model version with fewer track embeddings is searched exactly (numpy), not by the index
+    index_dir: str | None = None  # where the similarity indexes live (null: <catalog file>.index beside SQLite, <root>/catalog.index/<db> else)
+
+
 class Params(_Section):
     genres: tuple[str, ...] = GTZAN_GENRES
     ingest: IngestParams = IngestParams()
@@ -186,6 +192,7 @@ class Params(_Section):
     export: ExportParams = ExportParams()
     registry: RegisterParams = Field(RegisterParams(), alias="register")
     score: ScoreParams = ScoreParams()
+    similar: SimilarParams = SimilarParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -18,6 +18,7 @@ fails several expectations gets every reason, joined by "; ".
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -42,8 +43,11 @@ from genretag.audio import decoding as audio
 from genretag.core.atomic import replace_dir, write_csv, write_json, write_text
 from genretag.core.config import Layout, Params
 from genretag.data.dataset import MANIFEST_COLUMNS, read_table  # the manifest contract lives with ingest
-from genretag.core.errors import ValidationFailed
+from genretag.core.errors import ConfigError, ValidationFailed
 from genretag.data.reports import validation_summary_html
+from genretag.data.web_assets import link_summary, localize_pages
+
+log = logging.getLogger(__name__)
 
 NUMERIC_COLUMNS: tuple[str, ...] = ("original_sample_rate", "channels", "duration_s", "rms_dbfs", "peak", "nonfinite_samples")
 QUARANTINE_COLUMNS: tuple[str, ...] = ("source_path", "track_id", "genre", "reason")
@@ -55,6 +59,7 @@ REPORT_FOLDER = "validation"
 RESULT_FILE = "validation_result.json"
 SUMMARY_PAGE = "summary.html"  # static, offline-readable (genretag.reports), beside GX's Data Docs
 DOCS_SITE = "genretag"  # the Data Docs site (built into reports/validation)
+SUMMARY_LINK = "Summary of this validation: quarantined files and every expectation, on one page (summary.html)"
 _SOURCE = "genretag"  # the GX pandas data source that every suite's frame goes through
 
 Row = Mapping[str, Any]
@@ -476,7 +481,9 @@ def result_document(outcome: ValidationOutcome) -> dict[str, Any]:
 
 def write_validation_outputs(outcome: ValidationOutcome, *, layout: Layout) -> None:
     """Write tracks.csv, quarantine.csv, metrics/validation.json and reports/validation/: the result
-    JSON, an offline summary page (summary.html) and GX Data Docs (index.html)."""
+    JSON, an offline summary page (summary.html) and GX Data Docs (index.html, linking the summary;
+    its scripts and styles copied in from the npm assets, :mod:`genretag.data.web_assets`, so
+    that it opens offline)."""
     write_csv(layout.quarantine, outcome.quarantine)
     write_csv(layout.tracks, outcome.passed)
     write_json(layout.metrics_dir / "validation.json", outcome.summary)
@@ -496,6 +503,14 @@ def write_validation_outputs(outcome: ValidationOutcome, *, layout: Layout) -> N
             }
         }
         outcome.context.build_data_docs(site_names=[DOCS_SITE])
+        link_summary(folder / "index.html", summary=SUMMARY_PAGE, label=SUMMARY_LINK)
+        try:
+            left = localize_pages(folder)
+        except ConfigError as missing:  # no `make` here: the pages still work online
+            log.warning("%s; the Data Docs in %s load their scripts and styles from CDNs", missing, folder)
+            return
+        if left:
+            log.warning("Data Docs in %s still load %s", folder, ", ".join(left))
 
     replace_dir(layout.reports_dir / REPORT_FOLDER, build)
 

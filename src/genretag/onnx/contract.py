@@ -17,6 +17,7 @@ preprocessing inside the graph.
   model derived from another one (int8 from float32), that model's version, and how its
   probabilities were calibrated (``genretag.calibration``: method, temperature, ECE before/after),
   the track temperature of :func:`track_probabilities` (``genretag.track_calibration``),
+  the embedding's dimension D and the dtype catalog rows store it in (``genretag.embedding``),
   and, for models exported since issue #21, the out-of-taxonomy threshold (``genretag.open_set``, :class:`OpenSet`).
 - optional output ``unknown_score``: float32 ``[N]``, the per-window out-of-taxonomy score
   (:mod:`genretag.training.open_set`); a track's score is the mean of its windows', and the track is
@@ -63,6 +64,9 @@ KEY_DERIVED_FROM = "genretag.derived_from"
 KEY_DRIFT_REFERENCE = "genretag.drift_reference"  # JSON, genretag.drift.build_reference (absent in older models)
 KEY_CALIBRATION = "genretag.calibration"
 KEY_TRACK_CALIBRATION = "genretag.track_calibration"  # JSON, genretag.evaluation.calibration.TrackCalibration (absent: T = 1)
+KEY_EMBEDDING = "genretag.embedding"  # JSON {"dim": D, "dtype": "float16" | "float32"}: the stored track embedding (absent in older models)
+
+EMBEDDING_DTYPES = ("float16", "float32")  # how a catalog row stores a track embedding (little-endian bytes)
 KEY_OPEN_SET = "genretag.open_set"  # JSON, OpenSet.as_dict (absent in models exported before it)
 UNKNOWN_SCORE_NAME = "unknown_score"  # optional output float32 [N]: the per-window out-of-taxonomy score
 UNKNOWN = "unknown"  # the genre a track past the threshold records; never written as a genre anywhere
@@ -143,6 +147,8 @@ class ModelContract:
     drift_reference: dict[str, Any] = field(default_factory=dict)  # training statistics for drift ({}: none)
     calibration: dict[str, Any] = field(default_factory=dict)  # genretag.calibration.Calibration.as_dict(); {}: none recorded
     track_calibration: dict[str, Any] = field(default_factory=dict)  # TrackCalibration.as_dict(); {}: none (T = 1)
+    embedding_dim: int = 0  # D of the ``embedding`` output (0: not stated, a model exported before it was)
+    embedding_dtype: str = ""  # one of EMBEDDING_DTYPES: how catalog rows store its track embeddings ("": not stated)
     open_set: OpenSet = field(default_factory=OpenSet.absent)  # the out-of-taxonomy score and threshold (absent: none)
 
     @property
@@ -176,6 +182,8 @@ class ModelContract:
             KEY_CALIBRATION: json.dumps(self.calibration, sort_keys=True),
             **({KEY_TRACK_CALIBRATION: json.dumps(self.track_calibration, sort_keys=True)} if self.track_calibration else {}),
             **({KEY_DRIFT_REFERENCE: json.dumps(self.drift_reference, sort_keys=True)} if self.drift_reference else {}),
+            **({KEY_EMBEDDING: json.dumps({"dim": self.embedding_dim, "dtype": self.embedding_dtype or "float32"})}
+               if self.embedding_dim else {}),
             **({KEY_OPEN_SET: json.dumps(self.open_set.as_dict(), sort_keys=True)} if self.open_set.available else {}),
         }
 
@@ -183,7 +191,8 @@ class ModelContract:
     def from_metadata(cls, metadata: dict[str, str], *, source: str = "model") -> ModelContract:
         """Parse ``metadata_props``; a v1 model (no contract version) comes back with ``contract_version=1``.
 
-        Raises :class:`~genretag.errors.ExportError` when the genretag keys are missing.
+        Raises :class:`~genretag.errors.ExportError` when the genretag keys are missing, or when
+        ``genretag.embedding`` names a dtype outside EMBEDDING_DTYPES.
         """
         missing = [key for key in (KEY_LABELS, KEY_PREPROCESSING, KEY_MODEL_NAME, KEY_MODEL_VERSION) if key not in metadata]
         if missing:
@@ -195,6 +204,9 @@ class ModelContract:
             clip_samples = int(round(sample_rate * float(preprocessing.get("clip_seconds", 0.0))))
         else:
             sample_rate, clip_samples = int(metadata[KEY_SAMPLE_RATE]), int(metadata[KEY_CLIP_SAMPLES])
+        embedding = json.loads(metadata.get(KEY_EMBEDDING) or "{}")
+        if embedding and embedding.get("dtype") not in EMBEDDING_DTYPES:
+            raise ExportError(f"{source}: {KEY_EMBEDDING} dtype {embedding.get('dtype')!r} is not one of {', '.join(EMBEDDING_DTYPES)}")
         return cls(
             labels=tuple(json.loads(metadata[KEY_LABELS])),
             model_name=metadata[KEY_MODEL_NAME],
@@ -212,6 +224,8 @@ class ModelContract:
             drift_reference=json.loads(metadata.get(KEY_DRIFT_REFERENCE) or "{}"),
             calibration=json.loads(metadata.get(KEY_CALIBRATION) or "{}"),
             track_calibration=json.loads(metadata.get(KEY_TRACK_CALIBRATION) or "{}"),
+            embedding_dim=int(embedding.get("dim", 0)),
+            embedding_dtype=embedding.get("dtype", ""),
             open_set=OpenSet.from_dict(json.loads(metadata.get(KEY_OPEN_SET) or "{}")),
         )
 

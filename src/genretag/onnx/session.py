@@ -217,6 +217,9 @@ def _check_io(session: ort.InferenceSession, *, path: Path, contract: ModelContr
         raise ScoringError(f"{path}: the model takes {samples} samples per window but its contract says {contract.clip_samples}")
     if isinstance(width, int) and width != len(contract.labels):
         raise ScoringError(f"{path}: the model outputs {width} probabilities but its metadata lists {len(contract.labels)} labels")
+    dim = outputs[EMBEDDING_NAME][1]
+    if contract.embedding_dim and isinstance(dim, int) and dim != contract.embedding_dim:
+        raise ScoringError(f"{path}: the model outputs a {dim}-d embedding but its metadata (genretag.embedding) says {contract.embedding_dim}")
 
 
 def cpu_session(model: str | Path | bytes):

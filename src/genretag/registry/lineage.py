@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from genretag.core.config import Layout, Params
-from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract
+from genretag.onnx.contract import ModelContract
 from genretag.registry.client import TAG_CANDIDATE, TAG_LIMIT, TAG_ONNX_SHA, all_versions, mlflow_error
 
 log = logging.getLogger(__name__)
@@ -160,24 +160,15 @@ def _log_version(client: Any, params: Params, root: Path, *, onnx_path: Path, co
     import time
 
     import mlflow
-    import mlflow.onnx
-    import numpy as np
     import onnx
     from mlflow.entities import Metric, Param, RunTag
-    from mlflow.models.signature import ModelSignature
-    from mlflow.types.schema import Schema, TensorSpec
+    from mlflow.models import Model
 
     from genretag.core.tracking import EXPERIMENT_NAME
     from genretag.handoff import MODEL_CARD_NAME, client_sources
+    from genretag.registry import labelled_model
 
     name = params.registry.model_name
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, contract.clip_samples), INPUT_NAME)]),
-        outputs=Schema([
-            TensorSpec(np.dtype(np.float32), (-1, len(contract.labels)), OUTPUT_NAME),
-            TensorSpec(np.dtype(np.float32), (-1, -1), EMBEDDING_NAME),
-        ]),
-    )
     run_id = _training_run_id(client, onnx_path)
     own_run = run_id is None
     if own_run:  # no training run in this store: a run of its own, ended as soon as the model is registered
@@ -195,10 +186,14 @@ def _log_version(client: Any, params: Params, root: Path, *, onnx_path: Path, co
         short_tags = {key: value for key, value in tags.items() if key.startswith("genretag.") and len(value) < TAG_LIMIT}
         # run_id and no active run: MLflow 3 links the logged model to the finished training run through the
         # client API, which neither reopens that run nor moves its end time (issue 22: runs end when training ends).
-        info = mlflow.onnx.log_model(
-            onnx.load(str(onnx_path)),
+        # The ONNX flavour plus a python_function flavour that answers with labels (labelled_model).
+        info = Model.log(
+            artifact_path=None,  # MLflow 3: the model is named by ``name``
             name=ARTIFACT_NAME,
-            signature=signature,
+            flavor=labelled_model,
+            onnx_model=onnx.load(str(onnx_path)),
+            model_config=labelled_model.pyfunc_config(contract),
+            signature=labelled_model.labelled_signature(contract),
             pip_requirements=pip_requirements(root),
             onnx_execution_providers=["CPUExecutionProvider"],
             save_as_external_data=False,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from genretag.evaluation.drift import InputStats
-from genretag.tagging.rows import error_row, tag_row
+from genretag.tagging.rows import embedding_dtype, error_row, tag_row
 from genretag.tagging.sources import HashedTrack, TrackFailure
 from genretag.tagging.store import Catalog, WriteCounts
 
@@ -23,13 +23,16 @@ class WriteOutcome:
     failures: tuple[TrackFailure, ...]
     audio: tuple[InputStats, ...] = ()  # input statistics of the tracks tagged
     embedding_sum: Any = None  # float64 [D] over their scored windows (None: nothing tagged)
+    confidences: tuple[float, ...] = ()  # the top-1 probability of each track tagged
 
 
 def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any, review_below: float,
                   run_id: str | None = None) -> WriteOutcome:
     """Write genretag.tagging.scoring.ScoredTrack results (their keys are HashedTracks) in one commit
-    (``review_below``: :func:`tag_row`; ``run_id``: the tagging run's id, on each tag row)."""
+    (``review_below``: :func:`tag_row`; ``run_id``: the tagging run's id, on each tag row); each tag row keeps its
+    track embedding, the mean of its scored windows' embeddings, in the model's storage dtype (:func:`embedding_dtype`)."""
     tags, errors, failures, audio, embedding_sums = [], [], [], [], []
+    dtype = embedding_dtype(model.contract)
     for result in results:
         track: HashedTrack = result.key
         if result.score is None:
@@ -38,7 +41,9 @@ def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any, revie
         else:
             tags.append(tag_row(track, result.score, model_name=model.model_name, model_version=model.model_version,
                                 provider=model.provider, contract_version=model.contract_version, review_below=review_below,
-                                audio=result.audio, run_id=run_id))
+                                audio=result.audio, run_id=run_id, embedding_dtype=dtype,
+                                embedding=None if result.embedding_sum is None or not result.score.windows_scored
+                                else result.embedding_sum / result.score.windows_scored))
             audio += [result.audio] if result.audio else []
             embedding_sums += [result.embedding_sum] if result.embedding_sum is not None else []
     counts = catalog.write(tags, errors)
@@ -50,4 +55,5 @@ def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any, revie
         failures=tuple(failures),
         audio=tuple(audio),
         embedding_sum=sum(embedding_sums[1:], embedding_sums[0]) if embedding_sums else None,
+        confidences=tuple(float(row["confidence"]) for row in tags),
     )

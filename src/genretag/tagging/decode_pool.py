@@ -56,10 +56,12 @@ def decode_files(
     parallel: bool = True,
     announce_waits: bool = False,
     decode: Callable[..., tuple[TrackWindows | None, str]] = windows_or_reason,
+    first: int = 0,
 ) -> Iterator[DecodedTrack | None]:
     """Decode ``(key, path)`` items at ``sample_rate`` into windows of ``clip_samples`` (``decode``:
     genretag.tagging.windows.windows_or_reason, a module-level function the workers can import) in
-    ``workers`` local processes (0: every core), in input order.
+    ``workers`` local processes (0: every core), in input order; ``first`` > 0 decodes only each
+    track's first round of that many windows (early exit: the scorer decodes the rest as it needs them).
 
     At most ``in_flight`` files (0: twice the workers) are read ahead. With ``announce_waits``,
     a None comes first whenever the next track is not decoded yet (once per track): the consumer
@@ -77,7 +79,7 @@ def decode_files(
     def submit(path: str) -> Future:
         try:
             return executor.submit(decode, path=path, sample_rate=sample_rate, clip_samples=clip_samples,
-                                   max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs)
+                                   max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs, first=first)
         except BrokenProcessPool as exc:  # a worker died since the last result: the track is lost like those in flight
             lost: Future = Future()
             lost.set_exception(exc)

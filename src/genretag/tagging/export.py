@@ -12,12 +12,17 @@ probabilities: list<list<double>>>; ``embedding`` (when the catalog has that col
 one object per line, not an array): the same values as JSON, ``path_bytes`` as hex, times ISO 8601.
 CSV keeps the JSON text columns and writes ``path_bytes`` as hex.
 
+The track embedding (``embedding``, ``embedding_dtype``) is exported only with ``include_embedding``:
+Parquet and JSON as floats (decoded from the stored float16 or float32 bytes), CSV as base64 of the
+stored little-endian bytes (genretag.tagging.rows.encode_embedding; ``embedding_dtype`` says which).
+
 The target's folder must exist and be writable (checked before the catalog is read); the file is written
 atomically, so a failed export leaves no partial file.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -32,6 +37,7 @@ from genretag.core.atomic import atomic_open, atomic_path, write_csv
 from genretag.core.errors import ScoringError
 from genretag.core.paths import display
 from genretag.onnx.contract import UNKNOWN
+from genretag.tagging.rows import decode_embedding
 from genretag.tagging.store import Catalog
 
 ExportFormat = Literal["csv", "parquet", "jsonl", "json"]
@@ -126,12 +132,24 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _with_embedding(frame: pd.DataFrame, *, include: bool, fmt: str) -> pd.DataFrame:
+    """The frame without the embedding columns, or with ``embedding`` as floats (base64 of the stored bytes for CSV)."""
+    if not include:
+        return frame.drop(columns=[EMBEDDING, "embedding_dtype"], errors="ignore")
+    blobs, dtypes = frame[EMBEDDING], frame["embedding_dtype"]
+    if fmt == "csv":
+        return frame.assign(**{EMBEDDING: [base64.b64encode(b).decode("ascii") if b is not None else "" for b in blobs]})
+    return frame.assign(**{EMBEDDING: [decode_embedding(b, dtype=d).tolist() if b is not None else None
+                                       for b, d in zip(blobs, dtypes, strict=True)]})
+
+
 def export_tags(
     database_url: str,
     *,
     out: str | Path,
     fmt: ExportFormat = "csv",
     model_version: str | None = None,
+    include_embedding: bool = False,
     table: Literal["catalog_tags", "catalog_skips"] = "catalog_tags",
 ) -> int:
     """Write catalog_tags (optionally one model version), each row with its run, to ``out`` in ``fmt``
@@ -146,6 +164,8 @@ def export_tags(
     with Catalog(database_url) as catalog:
         frame = catalog.read(table, model_version=model_version if table == "catalog_tags" else None)
         runs = catalog.read("catalog_runs")[["run_id", "run"]].dropna(subset=["run_id"])
+    if table == "catalog_tags":
+        frame = _with_embedding(frame, include=include_embedding, fmt=fmt)
     frame = frame.merge(runs, on="run_id", how="left")
     if table == "catalog_tags":
         frame["unknown"] = frame["genre"] == UNKNOWN

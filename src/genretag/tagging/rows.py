@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from genretag.core.errors import CatalogError
 from genretag.core.paths import display, exact_bytes
 from genretag.evaluation.drift import InputStats
 from genretag.onnx.contract import UNKNOWN
@@ -19,6 +20,34 @@ from genretag.tagging.sources import HashedTrack
 def now_utc() -> datetime:
     """The time now, timezone-aware UTC (every catalog timestamp)."""
     return datetime.now(UTC)
+
+
+DEFAULT_EMBEDDING_DTYPE = "float32"
+"""The catalog's default storage dtype of a track embedding: used for a model whose metadata states none
+(exported before ``genretag.embedding``, genretag.onnx.contract.KEY_EMBEDDING)."""
+
+
+def embedding_dtype(contract: Any) -> str:
+    """The dtype a model's tag rows store its track embeddings in: its contract's, else the catalog default."""
+    return getattr(contract, "embedding_dtype", "") or DEFAULT_EMBEDDING_DTYPE
+
+
+def encode_embedding(vector: np.ndarray, *, dtype: str) -> bytes:
+    """A track embedding float [D] -> little-endian bytes of ``dtype`` ("float16" or "float32"; D x 2 or D x 4 bytes)."""
+    return np.asarray(vector).astype(np.dtype(dtype).newbyteorder("<")).tobytes()
+
+
+def decode_embedding(blob: bytes, *, dtype: str) -> np.ndarray:
+    """The catalog's embedding bytes (:func:`encode_embedding`) -> float32 [D].
+
+    Raises CatalogError for a dtype other than float16 or float32, or bytes that are not whole values of it.
+    """
+    if dtype not in ("float16", "float32"):
+        raise CatalogError(f"catalog_tags.embedding_dtype {dtype!r} is not float16 or float32")
+    stored = np.dtype(dtype).newbyteorder("<")
+    if len(blob) % stored.itemsize:
+        raise CatalogError(f"catalog_tags.embedding holds {len(blob)} bytes, not whole {dtype} values")
+    return np.frombuffer(blob, dtype=stored).astype(np.float32)
 
 
 WINDOW_DIGITS = 4  # probabilities in window_probabilities: 1e-4 resolves any share a reviewer reads
@@ -72,13 +101,18 @@ def tag_row(
     review_below: float,
     audio: InputStats | None = None,
     run_id: str | None = None,
+    embedding: np.ndarray | None = None,
+    embedding_dtype: str = DEFAULT_EMBEDDING_DTYPE,
 ) -> dict[str, Any]:
     """A catalog_tags row for a genretag.tagging.scoring.TrackScore and the track's input statistics; flagged
     needs_review when its confidence is below ``review_below`` (params score.review_below) or it is ``unknown``
     (genre ``unknown``, its out-of-taxonomy score past the model's threshold; top3 kept); ``run_id``: the tagging
-    run that wrote it (catalog_runs.run_id)."""
+    run that wrote it (catalog_runs.run_id). ``embedding`` (float [D], the mean of the scored windows'
+    embeddings) is stored as ``embedding_dtype`` bytes."""
     return {
         "run_id": run_id,
+        "embedding": None if embedding is None else encode_embedding(embedding, dtype=embedding_dtype),
+        "embedding_dtype": None if embedding is None else embedding_dtype,
         "source_sample_rate": audio.source_sample_rate if audio else None,
         "duration_s": audio.duration_s if audio else None,
         "loudness_dbfs": audio.loudness_dbfs if audio else None,

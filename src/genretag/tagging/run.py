@@ -6,7 +6,8 @@ files are read), resolve aliases (files write-tags changed), plan it (skip what 
 or failed on, tag repeated content once), point moved files' tags at their new paths, write the
 unreadable files' error rows, name the chunk's skipped files and folders in catalog_skips -> score and
 write, one commit at a time -> an error row for each copy of a file that failed -> measure the run's
-drift -> record the run. The source is never listed whole: a folder or CSV of 10^6 files costs the
+drift -> record the run -> add the new embeddings to the similarity index -> draw the run
+(genretag.tagging.run_report: reports/tagging/<run id>/). The source is never listed whole: a folder or CSV of 10^6 files costs the
 memory of one chunk, plus the tracks left to score (a no-op rescan holds none). :func:`tag_catalog` runs the steps directly, in this process, without
 Prefect; ``flows/tag_catalog.py`` runs each step as a Prefect task (retried where :attr:`Step.retry`
 says a retry may clear a failure) through the same walker, :func:`run_steps`, so the order lives
@@ -34,6 +35,7 @@ from genretag.onnx.session import ScoringModel
 from genretag.tagging.commit import write_results
 from genretag.tagging.early_exit import EarlyExit
 from genretag.tagging.rows import error_row
+from genretag.tagging.run_report import RunReport, write_run_report
 from genretag.tagging.scoring import ScoredTrack, score_files
 from genretag.tagging.sources import (
     FileKind,
@@ -103,6 +105,7 @@ class TaggingRun:
         log: logging.Logger | logging.LoggerAdapter = logging.getLogger(__name__),
         started: float | None = None,
         create_catalog: bool = False,
+        report_dir: Path | None = None,
     ):
         self.source = str(source)
         self.model = model
@@ -140,6 +143,8 @@ class TaggingRun:
         self.duplicates: list[HashedTrack] = []  # every chunk's repeated content (its copies fail when it fails)
         self.results: list[ScoredTrack] = []  # the commit being scored and written
         self.scoring_failures: list[TrackFailure] = []  # tracks scored in this run that failed
+        self.report_dir = report_dir  # the run report goes to report_dir/<run_id>/ (None: no report)
+        self.report: RunReport | None = None  # written by the last step
 
     @property
     def db(self) -> Catalog:
@@ -354,6 +359,28 @@ def record_run(run: TaggingRun) -> None:
     run.db.record_run(run.summary.run_row(), run=run.recorded_as, run_id=run.run_id)
 
 
+def update_similarity_index(run: TaggingRun) -> None:
+    """Add this model version's new track embeddings to its similarity index beside the catalog
+    (genretag.similarity.index.update_index; ``similar.index_dir`` of the parameters). The tags are written
+    already: an index that cannot be written is a warning, and the next ``genretag similar`` rebuilds it."""
+    from genretag.core.config import load_params
+    from genretag.core.errors import GenretagError
+    from genretag.similarity.index import index_folder, update_index
+
+    try:
+        update_index(run.db, model_version=run.model.model_version, folder=index_folder(run.database_url, params=load_params()))
+    except (GenretagError, OSError, ImportError) as exc:  # ImportError: an install without usearch
+        run.log.warning("similarity index not updated: %s", exc)
+
+
+def draw_run(run: TaggingRun) -> None:
+    """The run's picture and page in report_dir/<run_id>/ (genretag.tagging.run_report), when a report_dir is set."""
+    if run.report_dir is not None:
+        run.report = write_run_report(run.summary, folder=run.report_dir / run.run_id, run_id=run.run_id,
+                                      review_below=run.review_below)
+        run.log.info("run report: %s", run.report.page)
+
+
 # --- the one list ------------------------------------------------------------------------------------
 
 
@@ -391,6 +418,8 @@ TAGGING_STEPS: tuple[Step | ForEach, ...] = (
     Step("write-copy-failures", write_copy_failures, retry=True),
     Step("measure-drift", measure_drift),
     Step("record-run", record_run),
+    Step("update-similarity-index", update_similarity_index, retry=True),
+    Step("draw-run", draw_run, retry=True),
 )
 
 
@@ -444,6 +473,7 @@ def tag_catalog(
     log: logging.Logger | logging.LoggerAdapter = logging.getLogger(__name__),
     early_exit: EarlyExit | None = None,
     create_catalog: bool = False,
+    report_dir: Path | None = None,
 ) -> TaggingSummary:
     """Tag every audio file of ``source`` with an open genretag.onnx.session.ScoringModel: the steps
     of :data:`TAGGING_STEPS` in this process, without Prefect, each tried once.
@@ -460,12 +490,14 @@ def tag_catalog(
     ``progress_every_s`` seconds. With ``early_exit`` each track's windows are scored in rounds until the
     rest cannot change its genre (genretag.tagging.early_exit). A SQLite catalog's folder is created only
     with ``create_catalog``. Raises ScoringError when the source does not exist and CatalogError when the
-    database cannot be opened or written, both before anything is created.
+    database cannot be opened or written, both before anything is created. With ``report_dir``, the run's picture and page go to
+    ``report_dir/<run id>/`` (genretag.tagging.run_report).
     """
     scorer = local_scorer(model, max_windows=max_windows, batch_size=batch_size, workers=workers, silence_rms_dbfs=silence_rms_dbfs,
                           early_exit=early_exit)
     run = TaggingRun(source, model=model, database_url=database_url, scorer=scorer, commit_every=commit_every,
                      review_below=review_below, drift_limits=drift_limits, reference_genres=reference_genres,
                      before_read=before_read, rehash=rehash, retry_failed=retry_failed, hash_workers=workers,
-                     progress_every_s=progress_every_s, progress_bars=progress_bars, log=log, create_catalog=create_catalog)
+                     progress_every_s=progress_every_s, progress_bars=progress_bars, log=log, create_catalog=create_catalog,
+                     report_dir=report_dir)
     return run_steps(run)

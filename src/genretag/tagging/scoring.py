@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from genretag.core.config import worker_count
+from genretag.core.errors import AudioError
 from genretag.evaluation.drift import InputStats
 from genretag.onnx.contract import UNKNOWN, OpenSet, track_probabilities
 from genretag.onnx.session import ScoringModel
 from genretag.tagging.decode_pool import DecodedTrack, decode_files
 from genretag.tagging.early_exit import EarlyExit, spread_order
-from genretag.tagging.windows import TrackWindows, track_windows, window_seconds
+from genretag.tagging.windows import TrackWindows, more_windows, track_windows, window_seconds
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,8 @@ class _InFlight:
 
     key: Hashable
     path: str
-    windows: TrackWindows
-    order: np.ndarray  # int64 [n]: the order its windows are scored in
+    windows: TrackWindows  # decoded so far (with early exit decoded round by round: in scoring order, the rest pending)
+    order: np.ndarray  # int64 [n]: the order its decoded windows are scored in
     probabilities: list[np.ndarray]  # float32 [r, K] per round scored
     unknown_scores: list[np.ndarray] | None = None  # float32 [r] per round scored (None: the model has no unknown_score)
     embedding_sum: np.ndarray | None = None  # float64 [D]
@@ -131,8 +132,17 @@ class _InFlight:
         return self.order[self.scored : stop]
 
 
+@dataclass(frozen=True)
+class _Decoding:
+    """How later rounds of a track decoded round by round are decoded (genretag.tagging.windows.more_windows)."""
+
+    max_windows: int = 0
+    silence_rms_dbfs: float = -60.0
+
+
 def score_decoded(
     model: ScoringModel, decoded: Iterable[DecodedTrack | None], *, batch_size: int = 256, early_exit: EarlyExit | None = None,
+    max_windows: int = 0, silence_rms_dbfs: float = -60.0,
 ) -> Iterator[ScoredTrack]:
     """Score decoded tracks; yield one ScoredTrack per track as soon as its last round ran.
 
@@ -145,29 +155,58 @@ def score_decoded(
     Without ``early_exit`` a track's windows are all scored in one round. With it, a track's windows
     are scored ``early_exit.round_windows`` at a time in :func:`genretag.tagging.early_exit.spread_order`,
     and it stops as soon as the rest cannot change its genre (:func:`genretag.tagging.early_exit.settled`);
-    its TrackScore then holds the windows used (``windows_scored`` of ``windows_available``).
+    its TrackScore then holds the windows used (``windows_scored`` of ``windows_available``). A track
+    decoded round by round (TrackWindows.pending, ``decode_files(first=...)``) has its next round
+    decoded here, in this process, only when it is not settled (``max_windows`` and ``silence_rms_dbfs``
+    as it was decoded with); a file that fails then comes back with its reason.
     """
+    decoding = _Decoding(max_windows=max_windows, silence_rms_dbfs=silence_rms_dbfs)
     active: list[_InFlight] = []
+
+    def score_round() -> Iterator[ScoredTrack]:
+        return _score_round(model, active, batch_size=batch_size, early_exit=early_exit, decoding=decoding)
+
     for item in decoded:
         if item is None:
-            yield from _score_round(model, active, batch_size=batch_size, early_exit=early_exit)
+            yield from score_round()
             continue
         key, path, windows, reason = item
         if windows is None:
             yield ScoredTrack(key, path, None, reason)
             continue
         count = len(windows.waveforms)
-        order = np.arange(count, dtype=np.int64) if early_exit is None else spread_order(count)
+        in_scoring_order = early_exit is None or windows.pending is not None
+        order = np.arange(count, dtype=np.int64) if in_scoring_order else spread_order(count)
         active.append(_InFlight(key, path, windows, order, []))
         if sum(len(track.next_round(early_exit)) for track in active) >= batch_size:
-            yield from _score_round(model, active, batch_size=batch_size, early_exit=early_exit)
+            yield from score_round()
     while active:
-        yield from _score_round(model, active, batch_size=batch_size, early_exit=early_exit)
+        yield from score_round()
 
 
-def _score_round(model: ScoringModel, active: list[_InFlight], *, batch_size: int, early_exit: EarlyExit | None) -> Iterator[ScoredTrack]:
-    """Score one round of every active track's windows in one session call; yield (and drop from
-    ``active``) the tracks that are done."""
+def _decode_next_round(model: ScoringModel, track: _InFlight, *, early_exit: EarlyExit, decoding: _Decoding) -> None:
+    """Decode the pending windows the next round of ``track`` needs (AudioError as more_windows)."""
+    pending = track.windows.pending
+    while pending is not None and len(pending) and track.scored + early_exit.round_windows > len(track.order):
+        track.windows = more_windows(track.path, track.windows, count=track.scored + early_exit.round_windows - len(track.order),
+                                     sample_rate=model.sample_rate, clip_samples=model.clip_samples,
+                                     max_windows=decoding.max_windows, silence_rms_dbfs=decoding.silence_rms_dbfs)
+        track.order = np.arange(len(track.windows.waveforms), dtype=np.int64)
+        pending = track.windows.pending
+
+
+def _score_round(
+    model: ScoringModel, active: list[_InFlight], *, batch_size: int, early_exit: EarlyExit | None, decoding: _Decoding,
+) -> Iterator[ScoredTrack]:
+    """Score one round of every active track's windows in one session call (decoding the pending windows it
+    needs first); yield (and drop from ``active``) the tracks that are done or failed."""
+    if early_exit is not None:
+        for track in list(active):
+            try:
+                _decode_next_round(model, track, early_exit=early_exit, decoding=decoding)
+            except AudioError as exc:
+                active.remove(track)
+                yield ScoredTrack(track.key, track.path, None, exc.reason)
     if not active:
         return
     rounds = [track.next_round(early_exit) for track in active]
@@ -182,7 +221,7 @@ def _score_round(model: ScoringModel, active: list[_InFlight], *, batch_size: in
         track.embedding_sum = embedding_sum if track.embedding_sum is None else track.embedding_sum + embedding_sum
         track.scored += count
         offset += count
-        total = len(track.order)
+        total = track.windows.available
         done = track.scored >= total or (early_exit is not None and early_exit.settled(np.concatenate(track.probabilities), total=total))
         if done:
             yield _finished(model, track)
@@ -193,14 +232,14 @@ def _score_round(model: ScoringModel, active: list[_InFlight], *, batch_size: in
 
 def _finished(model: ScoringModel, track: _InFlight) -> ScoredTrack:
     """The ScoredTrack of a track whose rounds are over: its used windows in time order."""
-    used = track.order[: track.scored]
-    in_time = np.argsort(used, kind="stable")
     windows = track.windows
+    used = track.order[: track.scored]
+    in_time = np.argsort(used if windows.starts is None else windows.starts[used], kind="stable")
     starts = window_seconds(windows, sample_rate=model.sample_rate)
     unknown = None if track.unknown_scores is None else np.concatenate(track.unknown_scores)[in_time]
     score = summarize(np.concatenate(track.probabilities)[in_time], model.labels, windows_silent=windows.silent,
                       window_starts_s=tuple(starts[i] for i in used[in_time]) if starts else (),
-                      windows_available=len(track.order), window_unknown_scores=unknown, open_set=model.contract.open_set,
+                      windows_available=windows.available, window_unknown_scores=unknown, open_set=model.contract.open_set,
                       track_temperature=model.contract.track_temperature)
     return ScoredTrack(track.key, track.path, score, audio=windows.audio, embedding_sum=track.embedding_sum)
 
@@ -217,7 +256,8 @@ def score_files(
     early_exit: EarlyExit | None = None,
 ) -> Iterator[ScoredTrack]:
     """Score ``(key, path)`` items: decode_files in local worker processes, then score_decoded
-    (``early_exit``: scored in rounds, see there).
+    (``early_exit``: scored in rounds, see there; the workers decode each track's first round, and
+    a track that is not settled then has its next rounds decoded in this process, seeking to them).
 
     Bad files come back with ``error`` set, never raise. Decoding and scoring overlap: enough
     files are read ahead to fill a batch while the session runs, and whenever the next track is
@@ -228,8 +268,10 @@ def score_files(
     decoded = decode_files(
         items, sample_rate=model.sample_rate, clip_samples=model.clip_samples, max_windows=max_windows, workers=n_workers, silence_rms_dbfs=silence_rms_dbfs,
         in_flight=max(2 * n_workers, tracks_per_batch + n_workers), parallel=parallel, announce_waits=parallel,
+        first=early_exit.round_windows if early_exit else 0,
     )
     try:
-        yield from score_decoded(model, decoded, batch_size=batch_size, early_exit=early_exit)
+        yield from score_decoded(model, decoded, batch_size=batch_size, early_exit=early_exit, max_windows=max_windows,
+                                 silence_rms_dbfs=silence_rms_dbfs)
     finally:
         decoded.close()

@@ -64,6 +64,10 @@ catalog_tags = sa.Table(
     # Added with the review loop (genretag.review): old rows are not flagged and have no timeline.
     sa.Column("needs_review", sa.Boolean, nullable=False, server_default=sa.text("false")),  # confidence < score.review_below
     sa.Column("window_probabilities", sa.Text, nullable=True),  # JSON, see window_timeline
+    # Added with similarity search (issue 20.4): the track embedding, the mean of the scored windows' embeddings,
+    # as little-endian bytes of embedding_dtype (genretag.tagging.rows.encode_embedding); empty for older rows.
+    sa.Column("embedding", sa.LargeBinary, nullable=True),
+    sa.Column("embedding_dtype", sa.String(16), nullable=True),  # "float16" | "float32"
     # Added with exports that name their run: catalog_runs.run_id of the run that wrote the row (old rows: empty).
     sa.Column("run_id", sa.String(64), nullable=True),
     # Added with early exit (genretag.tagging.early_exit): the non-silent windows the track offered (up to

@@ -53,6 +53,7 @@ class TaggingSummary:
     seconds: float = 0.0
     failures: list[dict[str, str]] = field(default_factory=list)
     genre_counts: Counter[str] = field(default_factory=Counter)
+    confidences: list[float] = field(default_factory=list)  # top-1 probability of each track tagged (the run report's histogram)
     genre_psi: float | None = None  # drift of genre_counts from the training genres (None: no reference or nothing tagged)
     audio: list[InputStats] = field(default_factory=list)  # input statistics of the tracks tagged
     embedding_sum: Any = None  # float64 [D]: sum of the tagged windows' embeddings (None: none yet)
@@ -102,6 +103,7 @@ class TaggingSummary:
         self.tagged += outcome.counts.tagged
         self.skipped += outcome.counts.existing
         self.genre_counts.update(outcome.genres)
+        self.confidences.extend(outcome.confidences)
         self.windows_scored += outcome.windows_scored
         self.windows_silent += outcome.windows_silent
         self.audio.extend(outcome.audio)

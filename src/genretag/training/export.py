@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from genretag.core.atomic import atomic_open
 from genretag.core.config import ExportParams
 from genretag.evaluation.calibration import Calibration, TrackCalibration
 from genretag.onnx.contract import ModelContract, OpenSet
+from genretag.onnx.session import cpu_session, predict_waveforms
 from genretag.handoff import MODEL_CARD_NAME
 from genretag.training.parity import DEFAULT_TOLERANCE, Exportable, ParityReport, TestClips, check_parity
 from genretag.training.open_set import attach_open_set
@@ -72,7 +73,8 @@ def export_candidate(
     """Convert ``candidate``, stamp ``contract``, gate on parity, calibrate on the ``validation`` clips
     (:func:`calibrate_sealed`; None: no clips, T = 1), fit the track temperature (:func:`calibrate_track_level`:
     the validation tracks when there are ``track_min_tracks``, else ``out_of_fold`` predictions over the training
-    tracks, else T = 1 saying ``out_of_fold_missing``), append the ``unknown_score`` output fitted on the ``train``
+    tracks, else T = 1 saying ``out_of_fold_missing``), state the embedding's dimension and storage dtype
+    (``contract.embedding_dtype``, default float32) in ``genretag.embedding``, append the ``unknown_score`` output fitted on the ``train``
     clips with its threshold on the ``validation`` tracks accepting ``unknown_accept`` of them
     (:func:`genretag.training.open_set.attach_open_set`; no train or too few validation tracks: none), then write ``onnx_path`` (and the ``card`` text
     at ``card_path``, default MODEL_CARD.md beside it) atomically.
@@ -83,6 +85,8 @@ def export_candidate(
     """
     onnx_bytes = seal(candidate.to_onnx(), contract, what="converted")
     parity = check_parity(candidate, onnx_bytes, test=test, labels=contract.labels, tolerance=tolerance, synthetic=synthetic)
+    contract = replace(contract, embedding_dim=embedding_dim(onnx_bytes, clip_samples=contract.clip_samples),
+                       embedding_dtype=contract.embedding_dtype or "float32")
     onnx_bytes, contract, calibration = calibrate_sealed(onnx_bytes, contract, validation=validation, test=test,
                                                          min_clips=temperature_min_clips)
     onnx_bytes, contract, track_calibration = calibrate_track_level(
@@ -103,3 +107,8 @@ def export_candidate(
     )
     return ExportResult(onnx_path=onnx_path, card_path=card_path, contract=contract, parity=parity, calibration=calibration,
                         track_calibration=track_calibration, open_set=open_set)
+
+
+def embedding_dim(onnx_bytes: bytes, *, clip_samples: int) -> int:
+    """D of a contract-v2 graph's ``embedding`` output [N, D], read by running it on one silent clip."""
+    return int(predict_waveforms(cpu_session(onnx_bytes), np.zeros((1, clip_samples), np.float32)).embedding.shape[1])

@@ -254,6 +254,7 @@ def export_trained_candidate(params: Params, paths: Layout, stage: Candidate) ->
         preprocessing=family.preprocessing(), training_data_hash=training_data_hash(paths), git_commit=git_commit(paths.root),
         drift_reference=training_reference(family, train=stage.splits.train, tracks_csv=paths.tracks,
                                            max_clips=params.export.drift_reference_clips, seed=params.train.seed),
+        embedding_dtype=params.export.embedding_dtype,
     )
     counts = split_counts(paths.clips)
     out_of_fold, missing = training_out_of_fold(stage, labels=labels, folds=params.export.track_temperature_folds, seed=params.train.seed)
