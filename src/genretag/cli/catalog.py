@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from genretag.cli.app import MODEL_HELP, app, existing_catalog, exit_with, orchestrate
-from genretag.core.config import layout, load_params
+from genretag.core.config import layout, load_params, params_file
 
 review_app = typer.Typer(no_args_is_help=True, help="The review loop: export low-confidence tags, import corrected genres as training labels.")
 app.add_typer(review_app, name="review")
@@ -111,7 +111,8 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
         reference_genres=training_genre_counts(layout(root).tracks), review_below=score.review_below, drift_limits=score,
         rehash=rehash, retry_failed=retry_failed, progress_every_s=score.progress_every_s, log=log,
         early_exit=early_exit_of(score), create_catalog=create_catalog,
-        report_dir=layout(root).reports_dir / TAGGING_REPORTS,
+        # the run's page goes to the project's reports/; outside a project (no params file) nothing is written here
+        report_dir=layout(root).reports_dir / TAGGING_REPORTS if params_file() else None,
     )
     for line in summary.drift_warnings:
         typer.echo(f"warning: {line}", err=True)
