@@ -1,5 +1,5 @@
-"""The out-of-taxonomy score (issue 21) on real onnxruntime: the export appends ``unknown_score`` (the squared
-Mahalanobis distance of the embedding to the nearest train class mean) and fits its threshold on the validation
+"""The out-of-taxonomy score (issue 21) on real onnxruntime: the export appends ``unknown_score`` (the cosine
+distance of the embedding to its k-th nearest train clip) and fits its threshold on the validation
 tracks only; the tagger records a track past it as genre ``unknown`` with its top 3 kept and needs_review set;
 a model exported before it tags as before, with one notice."""
 
@@ -15,7 +15,7 @@ import pytest
 from tests.export_support import GENRES, audio_project
 from tests.tagging_support import make_onnx_model
 
-from genretag.evaluation.open_set import fit_threshold, mahalanobis_scores, track_scores
+from genretag.evaluation.open_set import fit_threshold, knn_scores, neighbour_bank, track_scores
 from genretag.onnx.contract import KEY_OPEN_SET, UNKNOWN, UNKNOWN_SCORE_NAME, ModelContract, Prediction, read_contract
 from genretag.onnx.session import cpu_session, open_model, predict_waveforms
 from genretag.tagging.rows import is_unknown
@@ -23,6 +23,9 @@ from genretag.training import export
 from genretag.training.open_set import fit_open_set
 from genretag.training.parity import TestClips
 from genretag.training.train import parity_clips
+
+
+K, BANK = 2, 4  # the toy's neighbours and its bank: fewer than its 18 train clips, so the seeded sample is exercised
 
 
 class Toy:
@@ -48,7 +51,7 @@ def _export(root: Path, family: Toy, *, train: TestClips, validation: TestClips,
     contract = ModelContract(labels=GENRES, model_name="genretag-cnn", model_version="open-0001", sample_rate=family.sample_rate,
                              clip_samples=family.clip_samples, family=family.name)
     return export.export_candidate(family, contract=contract, onnx_path=root / "out" / name, test=test, validation=validation,
-                                   train=train, unknown_accept=0.75)
+                                   train=train, unknown_accept=0.75, unknown_neighbours=K, unknown_bank_clips=BANK, seed=5)
 
 
 def _first(clips: TestClips, n: int) -> TestClips:
@@ -75,15 +78,21 @@ def test_the_graph_scores_windows_as_numpy_and_the_threshold_is_the_validation_q
     validation = parity_clips(params, paths, family, "validation")
     got = predict_waveforms(session, validation.waveforms)
     train = parity_clips(params, paths, family, "train")
-    fit = fit_open_set(train_embeddings=predict_waveforms(session, train.waveforms).embedding,
-                       train_labels=np.array([GENRES.index(g) for g in train.genres]), n_classes=len(GENRES),
-                       validation_embeddings=got.embedding, validation_tracks=validation.track_ids, accept=0.75)
-    np.testing.assert_allclose(got.unknown_score, mahalanobis_scores(got.embedding, fit.classes), rtol=1e-3)
+    train_embeddings = predict_waveforms(session, train.waveforms).embedding
+    fit = fit_open_set(train_embeddings=train_embeddings, validation_embeddings=got.embedding,
+                       validation_tracks=validation.track_ids, accept=0.75, k=K, max_clips=BANK, seed=5)
+    assert fit.bank.shape == (BANK, train_embeddings.shape[1])
+    np.testing.assert_allclose(fit.bank, neighbour_bank(embeddings=train_embeddings, max_clips=BANK, seed=5))
+    np.testing.assert_allclose(got.unknown_score, knn_scores(got.embedding, fit.bank, k=K), atol=1e-5)
+    # by hand: 1 - the K-th largest cosine to the bank's clips
+    unit = got.embedding / np.linalg.norm(got.embedding, axis=1, keepdims=True)
+    np.testing.assert_allclose(got.unknown_score, 1 - np.sort(unit @ fit.bank.T, axis=1)[:, -K], atol=1e-5)
     per_track = track_scores(got.unknown_score, validation.track_ids)
     assert len(per_track) == 12 and contract.open_set.validation_tracks == 12
     assert contract.open_set.threshold == pytest.approx(fit_threshold(list(per_track.values()), accept=0.75), rel=1e-5)
     assert contract.open_set.validation_accepted >= 0.75
-    assert json.loads({p.key: p.value for p in onnx.load(str(result.onnx_path)).metadata_props}[KEY_OPEN_SET])["method"] == "mahalanobis"
+    record = json.loads({p.key: p.value for p in onnx.load(str(result.onnx_path)).metadata_props}[KEY_OPEN_SET])
+    assert (record["method"], record["neighbours"], record["bank_clips"]) == ("knn", K, BANK)
 
 
 def test_the_threshold_moves_with_the_validation_split_only(project) -> None:

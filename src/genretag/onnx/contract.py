@@ -85,7 +85,8 @@ class OpenSet:
     accept: float = 0.0  # the share of validation tracks accepted it was fitted for
     validation_tracks: int = 0
     validation_accepted: float = 0.0  # the share actually at or below the threshold
-    shrinkage: float = 0.0
+    neighbours: int = 0  # k of the kNN score (method "knn")
+    bank_clips: int = 0  # the train clips its graph compares with
 
     @classmethod
     def absent(cls) -> OpenSet:

@@ -32,6 +32,8 @@ from genretag.training.temperature import DEFAULT_TEMPERATURE_MIN_CLIPS, calibra
 log = logging.getLogger(__name__)
 
 DEFAULT_UNKNOWN_ACCEPT = ExportParams().unknown_accept  # the built-in default of params export.unknown_accept
+DEFAULT_UNKNOWN_NEIGHBOURS = ExportParams().unknown_neighbours
+DEFAULT_UNKNOWN_BANK_CLIPS = ExportParams().unknown_bank_clips
 
 
 @dataclass(frozen=True)
@@ -56,12 +58,16 @@ def export_candidate(
     temperature_min_clips: int = DEFAULT_TEMPERATURE_MIN_CLIPS,
     train: TestClips | None = None,
     unknown_accept: float = DEFAULT_UNKNOWN_ACCEPT,
+    unknown_neighbours: int = DEFAULT_UNKNOWN_NEIGHBOURS,
+    unknown_bank_clips: int = DEFAULT_UNKNOWN_BANK_CLIPS,
+    seed: int = 0,
     card: Callable[[ParityReport, Calibration], str] | None = None,
     card_path: Path | None = None,
 ) -> ExportResult:
     """Convert ``candidate``, stamp ``contract``, gate on parity, calibrate on the ``validation`` clips
-    (:func:`calibrate_sealed`; None: no clips, T = 1), append the ``unknown_score`` output fitted on the ``train``
-    clips with its threshold on the ``validation`` tracks accepting ``unknown_accept`` of them
+    (:func:`calibrate_sealed`; None: no clips, T = 1), append the ``unknown_score`` output (distance to the
+    ``unknown_neighbours``-th nearest of at most ``unknown_bank_clips`` ``train`` clips, sampled with ``seed``)
+    with its threshold on the ``validation`` tracks accepting ``unknown_accept`` of them
     (:func:`genretag.training.open_set.attach_open_set`; no train or too few validation tracks: none), then write ``onnx_path`` (and the ``card`` text
     at ``card_path``, default MODEL_CARD.md beside it) atomically.
 
@@ -73,7 +79,8 @@ def export_candidate(
     parity = check_parity(candidate, onnx_bytes, test=test, labels=contract.labels, tolerance=tolerance, synthetic=synthetic)
     onnx_bytes, contract, calibration = calibrate_sealed(onnx_bytes, contract, validation=validation, test=test,
                                                          min_clips=temperature_min_clips)
-    onnx_bytes, contract, open_set = attach_open_set(onnx_bytes, contract, train=train, validation=validation, accept=unknown_accept)
+    onnx_bytes, contract, open_set = attach_open_set(onnx_bytes, contract, train=train, validation=validation, accept=unknown_accept,
+                                                     k=unknown_neighbours, max_clips=unknown_bank_clips, seed=seed)
     card_path = (card_path or onnx_path.with_name(MODEL_CARD_NAME)) if card else None
     card_text = card(parity, calibration) if card else ""
     with atomic_open(onnx_path, "wb") as onnx_file, (

@@ -253,6 +253,7 @@ def export_trained_candidate(params: Params, paths: Layout, stage: Candidate) ->
         tolerance=params.export.parity_tolerance, validation=stage.splits.clips("validation", labels=labels),
         temperature_min_clips=params.export.temperature_min_clips,
         train=stage.splits.clips("train", labels=labels), unknown_accept=params.export.unknown_accept,
+        unknown_neighbours=params.export.unknown_neighbours, unknown_bank_clips=params.export.unknown_bank_clips, seed=params.train.seed,
         card=lambda parity, calibration: render_model_card(params, contract, parity=parity, test=test, counts=counts,
                                                            description=family.describe(), calibration=calibration))
     log_calibration(params, paths, training.get("mlflow_run_id"), result.calibration)
