@@ -103,6 +103,41 @@ def test_the_threshold_moves_with_the_validation_split_only(project) -> None:
     assert fewer.open_set.validation_tracks == 6 and fewer.open_set.threshold != result.open_set.threshold
 
 
+def test_the_model_card_says_how_unknown_is_decided(project) -> None:
+    from genretag.training.card import render_model_card
+
+    root, params, paths, family, splits, result = project
+    card = render_model_card(params, result.contract, parity=result.parity, test=splits["test"], open_set=result.open_set)
+    section = card.split("## Out-of-taxonomy", 1)[1].split("\n## ", 1)[0]
+    assert f"{K}-th nearest of {BANK}" in section and f"**{result.open_set.threshold:.4g}**" in section
+    assert f"accepts {result.open_set.validation_accepted:.1%} of the 12 validation tracks" in section
+    assert "cannot say" in render_model_card(params, result.contract, parity=result.parity, test=splits["test"]).split(
+        "## Out-of-taxonomy", 1)[1]
+
+
+def test_the_open_set_facts_go_to_the_finished_training_run_without_reopening_it(project, monkeypatch) -> None:
+    import mlflow
+
+    from genretag.core.tracking import use_tracking
+    from genretag.training.train import log_export_facts
+
+    root, params, paths, family, splits, result = project
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    use_tracking(params, root=paths.root)
+    with mlflow.start_run(run_name="training") as run:
+        pass
+    client = mlflow.MlflowClient()
+    ended = client.get_run(run.info.run_id).info.end_time
+    log_export_facts(params, paths, run.info.run_id, result.calibration, result.open_set)
+    logged = client.get_run(run.info.run_id)
+    assert logged.info.status == "FINISHED" and logged.info.end_time == ended
+    assert logged.data.metrics["unknown_threshold"] == pytest.approx(result.open_set.threshold)
+    assert logged.data.metrics["unknown_validation_accepted"] == pytest.approx(result.open_set.validation_accepted)
+    assert logged.data.metrics["unknown_validation_tracks"] == 12 and "temperature" in logged.data.metrics
+    assert logged.data.params == {"unknown_method": "knn", "unknown_accept": "0.75", "unknown_neighbours": str(K),
+                                  "unknown_bank_clips": str(BANK)}
+
+
 def _tag(folder: Path, model_path: Path, database: Path, caplog: pytest.LogCaptureFixture):
     from genretag.tagging.run import tag_catalog
     from genretag.tagging.store import Catalog
@@ -190,3 +225,29 @@ def test_python_node_and_the_tagger_say_unknown_the_same_way(project, catalog_mu
     plain = subprocess.run(["node", str(folder / "genretag_reference.mjs"), str(catalog_music / "noise.wav")],
                            capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False)
     assert plain.stdout.split(": ", 1)[1].startswith("unknown (none of these genres; score ")
+
+
+def test_predict_and_show_print_unknown_for_an_out_of_taxonomy_file(project, catalog_music: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI end to end: ``genretag predict`` scores the noise file unknown; ``tag-catalog`` records it and
+    ``genretag show`` prints it the same way, the top genres after the verdict; tones are accepted."""
+    from typer.testing import CliRunner
+
+    from genretag.cli.app import app
+
+    root, params, paths, family, splits, result = project
+    for name in ("GENRETAG_CATALOG_URL", "GENRETAG_ROOT", "GENRETAG_PARAMS", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(paths.root)
+    runner, model, url = CliRunner(), str(result.onnx_path), f"sqlite:///{tmp_path / 'catalog.db'}"
+    noise = catalog_music / "noise.wav"
+    predicted = runner.invoke(app, ["predict", "--model", model, str(noise)])
+    assert predicted.exit_code == 0, predicted.output
+    (line,) = [line for line in predicted.stdout.splitlines() if str(noise) in line]
+    assert "unknown (none of these genres; score " in line and any(genre in line.split("unknown (", 1)[1] for genre in GENRES)
+    tagged = runner.invoke(app, ["tag-catalog", str(catalog_music), "--model", model, "--database", url, "--max-windows", "0"])
+    assert tagged.exit_code == 0, tagged.output
+    shown = runner.invoke(app, ["show", str(noise), "--database", url])
+    assert shown.exit_code == 0 and ": unknown (none of these genres; score " in shown.output, shown.output
+    tones = [runner.invoke(app, ["show", str(catalog_music / f"{genre}.wav"), "--database", url]).output for genre in GENRES]
+    assert [output for output in tones if "unknown" not in output]  # the tones are (mostly) accepted, as by the tagger

@@ -61,7 +61,7 @@ def export_candidate(
     unknown_neighbours: int = DEFAULT_UNKNOWN_NEIGHBOURS,
     unknown_bank_clips: int = DEFAULT_UNKNOWN_BANK_CLIPS,
     seed: int = 0,
-    card: Callable[[ParityReport, Calibration], str] | None = None,
+    card: Callable[[ParityReport, Calibration, OpenSet], str] | None = None,
     card_path: Path | None = None,
 ) -> ExportResult:
     """Convert ``candidate``, stamp ``contract``, gate on parity, calibrate on the ``validation`` clips
@@ -82,7 +82,7 @@ def export_candidate(
     onnx_bytes, contract, open_set = attach_open_set(onnx_bytes, contract, train=train, validation=validation, accept=unknown_accept,
                                                      k=unknown_neighbours, max_clips=unknown_bank_clips, seed=seed)
     card_path = (card_path or onnx_path.with_name(MODEL_CARD_NAME)) if card else None
-    card_text = card(parity, calibration) if card else ""
+    card_text = card(parity, calibration, open_set) if card else ""
     with atomic_open(onnx_path, "wb") as onnx_file, (
         atomic_open(card_path, "w", encoding="utf-8") if card_path else contextlib.nullcontext()
     ) as card_file:

@@ -28,7 +28,7 @@ from genretag.core.config import Layout, Params
 from genretag.core.errors import TrainingDataError
 from genretag.data.dataset import read_clips
 from genretag.families import ClipSet, Family, from_params, load_split
-from genretag.onnx.contract import ModelContract
+from genretag.onnx.contract import ModelContract, OpenSet
 from genretag.training.card import render_model_card, split_counts
 from genretag.training.export import ExportResult, export_candidate
 from genretag.training.int8 import Int8Refused, Int8Result, NothingToQuantize, export_int8
@@ -231,7 +231,7 @@ def export_trained_candidate(params: Params, paths: Layout, stage: Candidate) ->
     ``export.parity_tolerance`` (max |probability difference|, as configured), temperature-scaled on the decoded
     validation split (``export.temperature_min_clips``), given the unknown score (train split's statistics, threshold on the
     validation tracks, ``export.unknown_accept``); the drift reference from the decoded train split; the
-    calibration's numbers go to the candidate's MLflow training run (:func:`log_calibration`).
+    calibration's numbers go to the candidate's MLflow training run (:func:`log_export_facts`).
 
     Raises ExportError (nothing written) when the graph does not match the family's own predict.
     """
@@ -254,21 +254,25 @@ def export_trained_candidate(params: Params, paths: Layout, stage: Candidate) ->
         temperature_min_clips=params.export.temperature_min_clips,
         train=stage.splits.clips("train", labels=labels), unknown_accept=params.export.unknown_accept,
         unknown_neighbours=params.export.unknown_neighbours, unknown_bank_clips=params.export.unknown_bank_clips, seed=params.train.seed,
-        card=lambda parity, calibration: render_model_card(params, contract, parity=parity, test=test, counts=counts,
-                                                           description=family.describe(), calibration=calibration))
-    log_calibration(params, paths, training.get("mlflow_run_id"), result.calibration)
+        card=lambda parity, calibration, open_set: render_model_card(params, contract, parity=parity, test=test, counts=counts,
+                                                                     description=family.describe(), calibration=calibration,
+                                                                     open_set=open_set))
+    log_export_facts(params, paths, training.get("mlflow_run_id"), result.calibration, result.open_set)
     return result
 
 
-def log_calibration(params: Params, paths: Layout, run_id: str | None, calibration: Calibration) -> None:
+def log_export_facts(params: Params, paths: Layout, run_id: str | None, calibration: Calibration, open_set: OpenSet) -> None:
     """Log a :class:`~genretag.calibration.Calibration`'s numbers (temperature, calibration_clips, ece_before/after
-    on validation, test_ece_before/after) and its method as metrics and a tag of the MLflow run ``run_id``
+    on validation, test_ece_before/after) and its method as metrics and a tag, and the out-of-taxonomy record
+    (:class:`~genretag.onnx.contract.OpenSet`: metrics ``unknown_threshold``, ``unknown_validation_accepted``,
+    ``unknown_validation_tracks``; params ``unknown_method``, ``unknown_accept``, ``unknown_neighbours``,
+    ``unknown_bank_clips``; none when it is absent) of the MLflow run ``run_id``
     (the candidate's training run); nothing without a run id (a family exported without training.json) or
     when that run is not in this tracking store (logged as a warning: the ONNX metadata keeps the record)."""
     if not run_id:
         return
     from mlflow import MlflowClient
-    from mlflow.entities import Metric, RunTag
+    from mlflow.entities import Metric, Param, RunTag
     from mlflow.exceptions import MlflowException
 
     from genretag.onnx.contract import KEY_CALIBRATION
@@ -277,7 +281,9 @@ def log_calibration(params: Params, paths: Layout, run_id: str | None, calibrati
     use_tracking(params, root=paths.root)
     stamp = int(time.time() * 1000)
     try:  # MlflowClient.log_batch: the finished training run is not reopened (its end time stays the end of training)
-        MlflowClient().log_batch(run_id, metrics=[Metric(key, float(value), stamp, 0) for key, value in calibration.metrics().items()],
+        MlflowClient().log_batch(run_id, metrics=[Metric(key, float(value), stamp, 0) for key, value in
+                                                  {**calibration.metrics(), **open_set.metrics()}.items()],
+                                 params=[Param(key, str(value)) for key, value in open_set.params().items()],
                                  tags=[RunTag(KEY_CALIBRATION, calibration.method)])
     except MlflowException as exc:
         logger.warning("calibration not logged to MLflow run %s: %s", run_id, exc)
