@@ -126,7 +126,7 @@ class ExportParams(_Section):
     int8_min_agreement: float = Field(0.9, gt=0, le=1)  # least top-1 agreement with float32 on test + synthetic clips
     temperature_min_clips: int = Field(30, ge=1)  # validation clips needed to fit the calibration temperature; fewer: T = 1
     unknown_accept: float = Field(0.95, gt=0, le=1)  # issue 21: share of validation tracks the unknown threshold accepts
-    unknown_neighbours: int = Field(3, ge=1)  # k of the unknown score: distance to the k-th nearest train clip (bench/open_set.py)
+    unknown_neighbours: int = Field(1, ge=1)  # k of the unknown score: distance to the k-th nearest train clip (bench/open_set.py)
     unknown_bank_clips: int = Field(2000, ge=1)  # train clips (at most, seeded sample) the unknown score compares with, in the graph
 
 

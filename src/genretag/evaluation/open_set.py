@@ -4,8 +4,8 @@ Four scores are implemented, higher = further from the training genres; ``bench/
 measured them (leave-two-genres-out on real GTZAN excerpts, all 45 pairs) and the exported graphs carry
 the one that measured best, the k-nearest-neighbour score (:mod:`genretag.training.open_set`):
 
-- :func:`knn_scores`: the cosine distance ``1 - cos`` of a clip's standardised (train mean and standard
-  deviation per dimension), L2-normalised embedding to its k-th nearest training clip treated the same way (Sun, Ming, Zhu and Li 2022, "Out-of-Distribution Detection with
+- :func:`knn_scores`: the cosine distance ``1 - cos`` of a clip's L2-normalised embedding to its k-th
+  nearest L2-normalised training clip (Sun, Ming, Zhu and Li 2022, "Out-of-Distribution Detection with
   Deep Nearest Neighbors", ICML, section 3: the k-th nearest neighbour distance of normalised features;
   ``1 - cos`` is half its squared Euclidean distance, a monotone function of it).
 - :func:`mahalanobis_scores`: squared Mahalanobis distance of a clip's embedding to the nearest
@@ -40,7 +40,6 @@ METHOD_KNN = "knn"
 
 
 NORM_FLOOR = 1e-12  # the least norm an embedding is divided by (a silent clip's zero embedding stays zero)
-SCALE_FLOOR = 1e-6  # the least standard deviation a dimension is divided by (a constant dimension stays 0)
 
 
 class OpenSetError(GenretagError):
@@ -93,44 +92,27 @@ def normalised(embeddings: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), NORM_FLOOR)
 
 
-@dataclass(frozen=True)
-class NeighbourBank:
-    """The kNN score's reference: per-dimension ``centre`` and ``scale`` float64 [D] (mean and standard deviation of the
-    train clips' embeddings) and ``vectors`` float64 [m, D], train clips standardised by them and L2-normalised."""
-
-    centre: np.ndarray
-    scale: np.ndarray
-    vectors: np.ndarray
-
-    def unit(self, embeddings: np.ndarray) -> np.ndarray:
-        """``embeddings`` float [n, D] standardised (``(e - centre) / scale``) and L2-normalised: float64 [n, D]."""
-        return normalised((np.asarray(embeddings, dtype=np.float64) - self.centre) / self.scale)
-
-
-def neighbour_bank(*, embeddings: np.ndarray, max_clips: int, seed: int) -> NeighbourBank:
-    """The kNN score's reference from the train clips' ``embeddings`` float [n, D]: their per-dimension mean and
-    standard deviation (floored at :data:`SCALE_FLOOR`), and at most ``max_clips`` of them (a seeded sample without
-    replacement, kept in their order) standardised and L2-normalised. Standardising first matters: musicnn's pooled
-    features are all positive, so raw cosines crowd near 1 (``bench/open_set.py``). Raises OpenSetError for an empty
-    or non-2-d ``embeddings`` or ``max_clips`` < 1."""
+def neighbour_bank(*, embeddings: np.ndarray, max_clips: int, seed: int) -> np.ndarray:
+    """The kNN score's reference clips: the L2-normalised rows of the train clips' ``embeddings`` float [n, D],
+    at most ``max_clips`` of them (a seeded sample without replacement, kept in their order): float64 [m, D].
+    Raises OpenSetError for an empty or non-2-d ``embeddings`` or ``max_clips`` < 1."""
     x = np.asarray(embeddings, dtype=np.float64)
     if x.ndim != 2 or not len(x) or max_clips < 1:
         raise OpenSetError(f"embeddings {x.shape}, max_clips {max_clips}: expected [n >= 1, D] and max_clips >= 1")
-    bank = NeighbourBank(centre=x.mean(axis=0), scale=np.maximum(x.std(axis=0), SCALE_FLOOR), vectors=np.zeros((0, x.shape[1])))
     if len(x) > max_clips:
         x = x[np.sort(np.random.default_rng(seed).choice(len(x), size=max_clips, replace=False))]
-    return NeighbourBank(centre=bank.centre, scale=bank.scale, vectors=bank.unit(x))
+    return normalised(x)
 
 
-def knn_scores(embeddings: np.ndarray, bank: NeighbourBank, *, k: int) -> np.ndarray:
-    """``1 - cos`` of each row of ``embeddings`` float [n, D], standardised and normalised (:meth:`NeighbourBank.unit`),
-    to its k-th nearest row of ``bank.vectors`` (Sun et al. 2022): float64 [n] in [0, 2]. ``k`` larger than m uses
-    the farthest row. Raises OpenSetError for k < 1 or mismatched widths."""
-    x = np.asarray(embeddings, dtype=np.float64)
-    if k < 1 or x.ndim != 2 or x.shape[1] != bank.vectors.shape[1]:
-        raise OpenSetError(f"k = {k} neighbours of {x.shape} embeddings in a {bank.vectors.shape} bank: k >= 1 and equal widths needed")
-    similarity = bank.unit(x) @ bank.vectors.T  # [n, m]
-    kth = min(k, bank.vectors.shape[0])
+def knn_scores(embeddings: np.ndarray, bank: np.ndarray, *, k: int) -> np.ndarray:
+    """``1 - cos`` to the k-th nearest row of ``bank`` float [m, D] (:func:`neighbour_bank`, normalised) per row of
+    ``embeddings`` float [n, D] (Sun et al. 2022): float64 [n] in [0, 2]. ``k`` larger than m uses the farthest row.
+    Raises OpenSetError for k < 1 or mismatched widths."""
+    x, reference = normalised(embeddings), np.asarray(bank, dtype=np.float64)
+    if k < 1 or x.shape[1:] != reference.shape[1:]:
+        raise OpenSetError(f"k = {k} neighbours of {x.shape} embeddings in a {reference.shape} bank: k >= 1 and equal widths needed")
+    similarity = x @ reference.T  # [n, m]
+    kth = min(k, reference.shape[0])
     return 1.0 - np.sort(similarity, axis=1)[:, -kth]
 
 

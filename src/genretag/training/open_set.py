@@ -1,6 +1,6 @@
 """The out-of-taxonomy score as graph surgery (any family, inside :func:`genretag.training.export.export_candidate`
 after calibration): an extra output ``unknown_score`` float32 [N], the cosine distance ``1 - cos`` of each window's
-standardised, L2-normalised ``embedding`` to its k-th nearest train clip (treated the same way) (:func:`genretag.evaluation.open_set.knn_scores`,
+L2-normalised ``embedding`` to its k-th nearest L2-normalised train clip (:func:`genretag.evaluation.open_set.knn_scores`,
 Sun et al. 2022; chosen over Mahalanobis, relative Mahalanobis, energy and maximum probability by ``bench/open_set.py``).
 The bank is the train split's clips (at most ``export.unknown_bank_clips``, a seeded sample), k is
 ``export.unknown_neighbours``; the threshold comes from the validation split's tracks only (``export.unknown_accept``
@@ -8,7 +8,7 @@ of them accepted, a track's score being the mean of its windows'). The record (:
 goes into the metadata ``genretag.open_set``, so every consumer (the tagger, ``predict``, ``show``, the Python and Node
 handoff clients) decides "unknown" the same way.
 
-In the graph (nodes named ``open_set/...``): ``z = (embedding - centre) / scale``, ``unit = z / max(||z||_2, 1e-12)``,
+In the graph (nodes named ``open_set/...``): ``unit = embedding / max(||embedding||_2, 1e-12)``,
 ``similarity = unit @ bank^T`` [N, m], the k-th largest by ``TopK``, ``unknown_score = 1 - kth``. The bank is an
 initializer of m x D float32 (4 m D bytes: 2,000 clips of a 1,506-d embedding are 12 MB).
 """
@@ -27,7 +27,6 @@ from genretag.core.errors import ExportError
 from genretag.evaluation.open_set import (
     METHOD_KNN,
     NORM_FLOOR,
-    NeighbourBank,
     fit_threshold,
     knn_scores,
     neighbour_bank,
@@ -49,7 +48,7 @@ MIN_VALIDATION_TRACKS = 2  # fewer validation tracks: no threshold fitted, the m
 class OpenSetFit:
     """The fitted score's statistics and the threshold record (``open_set.available`` False when none was fitted)."""
 
-    bank: NeighbourBank | None  # the standardisation and the train clips it compares with
+    bank: np.ndarray | None  # the normalised train clips float64 [m, D]
     open_set: OpenSet
     reason: str
 
@@ -58,20 +57,18 @@ def _opset(proto: onnx.ModelProto) -> int:
     return max((entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), default=0)
 
 
-def append_unknown_score(proto: onnx.ModelProto, bank: NeighbourBank, *, k: int) -> onnx.ModelProto:
+def append_unknown_score(proto: onnx.ModelProto, bank: np.ndarray, *, k: int) -> onnx.ModelProto:
     """A copy of contract-v2 ``proto`` with a third output ``unknown_score`` float32 [N]: ``1 - cos`` of the ``embedding``
-    output, standardised and normalised, to its k-th nearest row of ``bank.vectors`` (:func:`genretag.evaluation.open_set.knn_scores`).
+    output to its k-th nearest row of ``bank`` float [m, D] (normalised; :func:`genretag.evaluation.open_set.knn_scores`).
     Raises ExportError when the graph has no ``embedding``."""
     scored = onnx.ModelProto()
     scored.CopyFrom(proto)
     graph, name = scored.graph, lambda what: f"{OPEN_SET_PREFIX}{what}"
     if not any(EMBEDDING_NAME in node.output for node in graph.node) and EMBEDDING_NAME not in {i.name for i in graph.input}:
         raise ExportError(f"graph {graph.name!r}: no node produces {EMBEDDING_NAME!r}, no open-set score")
-    m = len(bank.vectors)
+    m = len(bank)
     graph.initializer.extend([
-        numpy_helper.from_array(bank.centre.astype(np.float32), name("centre")),
-        numpy_helper.from_array(bank.scale.astype(np.float32), name("scale")),
-        numpy_helper.from_array(np.ascontiguousarray(bank.vectors.T, dtype=np.float32), name("bank")),
+        numpy_helper.from_array(np.ascontiguousarray(bank.T, dtype=np.float32), name("bank")),
         numpy_helper.from_array(np.array(NORM_FLOOR, dtype=np.float32), name("norm_floor")),
         numpy_helper.from_array(np.array([min(k, m)], dtype=np.int64), name("k")),
         numpy_helper.from_array(np.array(min(k, m) - 1, dtype=np.int64), name("kth")),
@@ -79,15 +76,13 @@ def append_unknown_score(proto: onnx.ModelProto, bank: NeighbourBank, *, k: int)
     ])
     if _opset(scored) >= 18:  # opset 18 moved the axes of ReduceL2 into an input
         graph.initializer.append(numpy_helper.from_array(np.array([1], dtype=np.int64), name("axes")))
-        norm = helper.make_node("ReduceL2", [name("standardised"), name("axes")], [name("norm")], name=name("norm"), keepdims=1)
+        norm = helper.make_node("ReduceL2", [EMBEDDING_NAME, name("axes")], [name("norm")], name=name("norm"), keepdims=1)
     else:
-        norm = helper.make_node("ReduceL2", [name("standardised")], [name("norm")], name=name("norm"), axes=[1], keepdims=1)
+        norm = helper.make_node("ReduceL2", [EMBEDDING_NAME], [name("norm")], name=name("norm"), axes=[1], keepdims=1)
     graph.node.extend([
-        helper.make_node("Sub", [EMBEDDING_NAME, name("centre")], [name("centred")], name=name("centred")),
-        helper.make_node("Div", [name("centred"), name("scale")], [name("standardised")], name=name("standardised")),
         norm,
         helper.make_node("Max", [name("norm"), name("norm_floor")], [name("floored")], name=name("floored")),
-        helper.make_node("Div", [name("standardised"), name("floored")], [name("unit")], name=name("unit")),
+        helper.make_node("Div", [EMBEDDING_NAME, name("floored")], [name("unit")], name=name("unit")),
         helper.make_node("MatMul", [name("unit"), name("bank")], [name("similarity")], name=name("similarity")),
         helper.make_node("TopK", [name("similarity"), name("k")], [name("nearest"), name("nearest_index")], name=name("nearest"),
                          axis=1, largest=1, sorted=1),
@@ -118,8 +113,8 @@ def fit_open_set(
     threshold = fit_threshold(scores, accept=accept)
     open_set = OpenSet(method=METHOD_KNN, output=UNKNOWN_SCORE_NAME, threshold=threshold, accept=accept,
                        validation_tracks=len(scores), validation_accepted=float(np.mean(scores <= threshold)),
-                       neighbours=k, bank_clips=len(bank.vectors))
-    return OpenSetFit(bank, open_set, f"{METHOD_KNN} (k = {k}, {len(bank.vectors)} train clips): threshold {threshold:.4g} accepts "
+                       neighbours=k, bank_clips=len(bank))
+    return OpenSetFit(bank, open_set, f"{METHOD_KNN} (k = {k}, {len(bank)} train clips): threshold {threshold:.4g} accepts "
                                       f"{open_set.validation_accepted:.1%} of {len(scores)} validation tracks")
 
 
