@@ -1,7 +1,7 @@
 """The out-of-taxonomy score as graph surgery (any family, inside :func:`genretag.training.export.export_candidate`
 after calibration): an extra output ``unknown_score`` float32 [N], the cosine distance ``1 - cos`` of each window's
 L2-normalised ``embedding`` to its k-th nearest L2-normalised train clip (:func:`genretag.evaluation.open_set.knn_scores`,
-Sun et al. 2022; chosen over Mahalanobis, relative Mahalanobis, energy and maximum probability by ``bench/open_set.py``).
+Sun et al. 2022; chosen by ``bench/open_set.py``, which compares it with Mahalanobis, energy and maximum probability).
 The bank is the train split's clips (at most ``export.unknown_bank_clips``, a seeded sample), k is
 ``export.unknown_neighbours``; the threshold comes from the validation split's tracks only (``export.unknown_accept``
 of them accepted, a track's score being the mean of its windows'). The record (:class:`genretag.onnx.contract.OpenSet`)
