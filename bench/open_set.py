@@ -19,8 +19,9 @@ and the known genres' test tracks (should not) are scored:
 - rejected unknown: the share of held-out tracks above it;
 - accuracy (accepted): top-1 accuracy of the accepted known tracks; closed-set accuracy of all known test tracks.
 
-Methods: ``mahalanobis`` (Lee et al. 2018, Ledoit-Wolf shared covariance of the train clips'
-embeddings), ``energy`` (Liu et al. 2020, the head's own logits, T = 1; from the graph's log-probabilities
+Methods: ``knn`` (Sun et al. 2022, the shipped score: cosine distance to the k-th nearest train clip,
+k = params export.unknown_neighbours or ``--neighbours``), ``mahalanobis`` (Lee et al. 2018, Ledoit-Wolf shared
+covariance of the train clips' embeddings), ``energy`` (Liu et al. 2020, the head's own logits, T = 1; from the graph's log-probabilities
 it would be identically 0), ``max-probability`` (Hendrycks and Gimpel 2017, calibrated probabilities).
 Mean ± sd over pairs. Writes JSON to bench/results/open_set-<UTC time>.json.
 """
@@ -46,13 +47,15 @@ from genretag.evaluation.open_set import (
     energy_scores,
     fit_gaussian_classes,
     fit_threshold,
+    knn_scores,
     mahalanobis_scores,
     max_probability_scores,
+    neighbour_bank,
     track_scores,
 )
 from genretag.families import create
 
-METHODS = ("mahalanobis", "energy", "max-probability")
+METHODS = ("knn", "mahalanobis", "energy", "max-probability")
 
 
 def split_known(tracks: np.ndarray, labels: np.ndarray, known: list[int], *, n_train: int, n_validation: int,
@@ -69,7 +72,8 @@ def split_known(tracks: np.ndarray, labels: np.ndarray, known: list[int], *, n_t
 
 
 def pair_result(family, embedding: np.ndarray, labels: np.ndarray, tracks: np.ndarray, held_out: tuple[int, int], *,
-                n_classes: int, n_train: int, n_validation: int, accept: float, min_clips: int, seed: int) -> dict:
+                n_classes: int, n_train: int, n_validation: int, accept: float, min_clips: int, seed: int, k: int,
+                bank_clips: int) -> dict:
     """Every method's AUROC, accepted share, rejected-unknown share and accuracies for one held-out pair."""
     from sklearn.metrics import roc_auc_score
 
@@ -90,11 +94,14 @@ def pair_result(family, embedding: np.ndarray, labels: np.ndarray, tracks: np.nd
     probabilities[scored] = temperature_scaled(probabilities=head.predict_proba(embedding[scored]),
                                                temperature=calibration.temperature)
     classes = fit_gaussian_classes(embeddings=embedding[train], labels=y[train], n_classes=len(known))
+    bank = neighbour_bank(embeddings=embedding[train], max_clips=bank_clips, seed=seed)
     window = {
+        "knn": np.where(scored, 0.0, np.nan),
         "mahalanobis": np.where(scored, 0.0, np.nan),
         "energy": np.full(len(labels), np.nan),
         "max-probability": max_probability_scores(probabilities),
     }
+    window["knn"][scored] = knn_scores(embedding[scored], bank, k=k)
     window["mahalanobis"][scored] = mahalanobis_scores(embedding[scored], classes)
     window["energy"][scored] = energy_scores(head.pipeline.decision_function(embedding[scored]))
 
@@ -140,12 +147,14 @@ def main() -> None:
     parser.add_argument("--train-tracks", type=int, default=3, help="train tracks per known genre")
     parser.add_argument("--validation-tracks", type=int, default=1, help="validation tracks per known genre (the rest: test)")
     parser.add_argument("--accept", type=float, default=None, help="validation share accepted (default: params export.unknown_accept)")
+    parser.add_argument("--neighbours", type=int, default=None, help="k of the knn score (default: params export.unknown_neighbours)")
     parser.add_argument("--seed", type=int, default=2021)
     args = parser.parse_args()
 
     params = load_params(project_root() / "params.yaml")
     genres = list(params.genres)
     accept = args.accept if args.accept is not None else params.export.unknown_accept
+    k = args.neighbours if args.neighbours is not None else params.export.unknown_neighbours
     pairs = list(itertools.combinations(range(len(genres)), 2))
     if args.pairs:
         rng = np.random.default_rng(args.seed)
@@ -162,14 +171,14 @@ def main() -> None:
         for number, pair in enumerate(pairs):
             result = pair_result(family, embedding, clips.labels, tracks, pair, n_classes=len(genres), n_train=args.train_tracks,
                                  n_validation=args.validation_tracks, accept=accept, min_clips=params.export.temperature_min_clips,
-                                 seed=args.seed + number)
+                                 seed=args.seed + number, k=k, bank_clips=params.export.unknown_bank_clips)
             results.append(result)
             print(f"  {candidate} {genres[pair[0]]}+{genres[pair[1]]}: "
                   + ", ".join(f"{m} AUROC {result[m]['auroc']:.3f} accepted {result[m]['accepted']:.2f} "
                               f"accuracy {result[m]['accuracy_accepted']:.2f}" for m in METHODS), flush=True)
         rows.append({"family": candidate, "pairs": results, "seconds": round(time.perf_counter() - started, 1)})
 
-    print(f"\naccept = {accept} of the validation tracks; mean ± sd over genre pairs")
+    print(f"\naccept = {accept} of the validation tracks; knn k = {k}; mean ± sd over genre pairs")
     print("\n| family | method | pairs | AUROC | known accepted | unknown rejected | accuracy of accepted | closed-set accuracy |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
@@ -182,7 +191,7 @@ def main() -> None:
     out = project_root() / "bench" / "results" / f"open_set-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"data": str(args.data), "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-                               "seed": args.seed, "accept": accept, "train_tracks": args.train_tracks,
+                               "seed": args.seed, "accept": accept, "neighbours": k, "train_tracks": args.train_tracks,
                                "validation_tracks": args.validation_tracks, "rows": rows}, indent=2, default=str), encoding="utf-8")
     print(f"\nwrote {out}")
 

@@ -64,7 +64,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
     test, validation = parity_clips(params, paths, family), parity_clips(params, paths, family, "validation")
     result = export.export_candidate(
         family, contract=contract, onnx_path=root / "out" / "model.onnx", test=test, validation=validation, temperature_min_clips=30,
-        card=lambda parity, calibration, track: render_model_card(params, contract, parity=parity, test=test, calibration=calibration,
+        card=lambda parity, calibration, track, _open_set: render_model_card(params, contract, parity=parity, test=test, calibration=calibration,
                                                                  track_calibration=track))
     return params, paths, family, test, validation, result
 

@@ -1,5 +1,5 @@
-"""The out-of-taxonomy score (issue 21) on real onnxruntime: the export appends ``unknown_score`` (the squared
-Mahalanobis distance of the embedding to the nearest train class mean) and fits its threshold on the validation
+"""The out-of-taxonomy score (issue 21) on real onnxruntime: the export appends ``unknown_score`` (the cosine
+distance of the embedding to its k-th nearest train clip) and fits its threshold on the validation
 tracks only; the tagger records a track past it as genre ``unknown`` with its top 3 kept and needs_review set;
 a model exported before it tags as before, with one notice."""
 
@@ -15,7 +15,7 @@ import pytest
 from tests.export_support import GENRES, audio_project
 from tests.tagging_support import make_onnx_model
 
-from genretag.evaluation.open_set import fit_threshold, mahalanobis_scores, track_scores
+from genretag.evaluation.open_set import fit_threshold, knn_scores, neighbour_bank, track_scores
 from genretag.onnx.contract import KEY_OPEN_SET, UNKNOWN, UNKNOWN_SCORE_NAME, ModelContract, Prediction, read_contract
 from genretag.onnx.session import cpu_session, open_model, predict_waveforms
 from genretag.tagging.rows import is_unknown
@@ -23,6 +23,9 @@ from genretag.training import export
 from genretag.training.open_set import fit_open_set
 from genretag.training.parity import TestClips
 from genretag.training.train import parity_clips
+
+
+K, BANK = 2, 12  # the toy's neighbours and its bank: fewer than its 18 train clips, so the seeded sample is exercised
 
 
 class Toy:
@@ -48,7 +51,7 @@ def _export(root: Path, family: Toy, *, train: TestClips, validation: TestClips,
     contract = ModelContract(labels=GENRES, model_name="genretag-cnn", model_version="open-0001", sample_rate=family.sample_rate,
                              clip_samples=family.clip_samples, family=family.name)
     return export.export_candidate(family, contract=contract, onnx_path=root / "out" / name, test=test, validation=validation,
-                                   train=train, unknown_accept=0.75)
+                                   train=train, unknown_accept=0.75, unknown_neighbours=K, unknown_bank_clips=BANK, seed=5)
 
 
 def _first(clips: TestClips, n: int) -> TestClips:
@@ -75,15 +78,24 @@ def test_the_graph_scores_windows_as_numpy_and_the_threshold_is_the_validation_q
     validation = parity_clips(params, paths, family, "validation")
     got = predict_waveforms(session, validation.waveforms)
     train = parity_clips(params, paths, family, "train")
-    fit = fit_open_set(train_embeddings=predict_waveforms(session, train.waveforms).embedding,
-                       train_labels=np.array([GENRES.index(g) for g in train.genres]), n_classes=len(GENRES),
-                       validation_embeddings=got.embedding, validation_tracks=validation.track_ids, accept=0.75)
-    np.testing.assert_allclose(got.unknown_score, mahalanobis_scores(got.embedding, fit.classes), rtol=1e-3)
+    train_embeddings = predict_waveforms(session, train.waveforms).embedding
+    fit = fit_open_set(train_embeddings=train_embeddings, validation_embeddings=got.embedding,
+                       validation_tracks=validation.track_ids, accept=0.75, k=K, max_clips=BANK, seed=5)
+    assert fit.bank.shape == (BANK, train_embeddings.shape[1])
+    np.testing.assert_allclose(fit.bank, neighbour_bank(embeddings=train_embeddings, max_clips=BANK, seed=5))
+    np.testing.assert_allclose(got.unknown_score, knn_scores(got.embedding, fit.bank, k=K), atol=1e-5)
+    # by hand: 1 - the K-th largest cosine to the bank, a sample of the train clips (L2-normalised)
+    def unit(e: np.ndarray) -> np.ndarray:
+        return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+    assert all(np.isclose(unit(train_embeddings) @ row, 1.0).any() for row in fit.bank)
+    np.testing.assert_allclose(got.unknown_score, 1 - np.sort(unit(got.embedding) @ fit.bank.T, axis=1)[:, -K], atol=1e-5)
     per_track = track_scores(got.unknown_score, validation.track_ids)
     assert len(per_track) == 12 and contract.open_set.validation_tracks == 12
     assert contract.open_set.threshold == pytest.approx(fit_threshold(list(per_track.values()), accept=0.75), rel=1e-5)
     assert contract.open_set.validation_accepted >= 0.75
-    assert json.loads({p.key: p.value for p in onnx.load(str(result.onnx_path)).metadata_props}[KEY_OPEN_SET])["method"] == "mahalanobis"
+    record = json.loads({p.key: p.value for p in onnx.load(str(result.onnx_path)).metadata_props}[KEY_OPEN_SET])
+    assert (record["method"], record["neighbours"], record["bank_clips"]) == ("knn", K, BANK)
 
 
 def test_the_threshold_moves_with_the_validation_split_only(project) -> None:
@@ -92,6 +104,41 @@ def test_the_threshold_moves_with_the_validation_split_only(project) -> None:
     assert other_test.open_set.threshold == result.open_set.threshold
     fewer = _export(root, family, **{**splits, "validation": _first(splits["validation"], 12)}, name="other-validation.onnx")
     assert fewer.open_set.validation_tracks == 6 and fewer.open_set.threshold != result.open_set.threshold
+
+
+def test_the_model_card_says_how_unknown_is_decided(project) -> None:
+    from genretag.training.card import render_model_card
+
+    root, params, paths, family, splits, result = project
+    card = render_model_card(params, result.contract, parity=result.parity, test=splits["test"], open_set=result.open_set)
+    section = card.split("## Out-of-taxonomy", 1)[1].split("\n## ", 1)[0]
+    assert f"{K}-th nearest of {BANK}" in section and f"**{result.open_set.threshold:.4g}**" in section
+    assert f"accepts {result.open_set.validation_accepted:.1%} of the 12 validation tracks" in section
+    assert "cannot say" in render_model_card(params, result.contract, parity=result.parity, test=splits["test"]).split(
+        "## Out-of-taxonomy", 1)[1]
+
+
+def test_the_open_set_facts_go_to_the_finished_training_run_without_reopening_it(project, monkeypatch) -> None:
+    import mlflow
+
+    from genretag.core.tracking import use_tracking
+    from genretag.training.train import log_export_facts
+
+    root, params, paths, family, splits, result = project
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    use_tracking(params, root=paths.root)
+    with mlflow.start_run(run_name="training") as run:
+        pass
+    client = mlflow.MlflowClient()
+    ended = client.get_run(run.info.run_id).info.end_time
+    log_export_facts(params, paths, run.info.run_id, result.calibration, result.open_set)
+    logged = client.get_run(run.info.run_id)
+    assert logged.info.status == "FINISHED" and logged.info.end_time == ended
+    assert logged.data.metrics["unknown_threshold"] == pytest.approx(result.open_set.threshold)
+    assert logged.data.metrics["unknown_validation_accepted"] == pytest.approx(result.open_set.validation_accepted)
+    assert logged.data.metrics["unknown_validation_tracks"] == 12 and "temperature" in logged.data.metrics
+    assert logged.data.params == {"unknown_method": "knn", "unknown_accept": "0.75", "unknown_neighbours": str(K),
+                                  "unknown_bank_clips": str(BANK)}
 
 
 def _tag(folder: Path, model_path: Path, database: Path, caplog: pytest.LogCaptureFixture):
@@ -181,3 +228,29 @@ def test_python_node_and_the_tagger_say_unknown_the_same_way(project, catalog_mu
     plain = subprocess.run(["node", str(folder / "genretag_reference.mjs"), str(catalog_music / "noise.wav")],
                            capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False)
     assert plain.stdout.split(": ", 1)[1].startswith("unknown (none of these genres; score ")
+
+
+def test_predict_and_show_print_unknown_for_an_out_of_taxonomy_file(project, catalog_music: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI end to end: ``genretag predict`` scores the noise file unknown; ``tag-catalog`` records it and
+    ``genretag show`` prints it the same way, the top genres after the verdict; tones are accepted."""
+    from typer.testing import CliRunner
+
+    from genretag.cli.app import app
+
+    root, params, paths, family, splits, result = project
+    for name in ("GENRETAG_CATALOG_URL", "GENRETAG_ROOT", "GENRETAG_PARAMS", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(paths.root)
+    runner, model, url = CliRunner(), str(result.onnx_path), f"sqlite:///{tmp_path / 'catalog.db'}"
+    noise = catalog_music / "noise.wav"
+    predicted = runner.invoke(app, ["predict", "--model", model, str(noise)])
+    assert predicted.exit_code == 0, predicted.output
+    (line,) = [line for line in predicted.stdout.splitlines() if str(noise) in line]
+    assert "unknown (none of these genres; score " in line and any(genre in line.split("unknown (", 1)[1] for genre in GENRES)
+    tagged = runner.invoke(app, ["tag-catalog", str(catalog_music), "--model", model, "--database", url, "--max-windows", "0"])
+    assert tagged.exit_code == 0, tagged.output
+    shown = runner.invoke(app, ["show", str(noise), "--database", url])
+    assert shown.exit_code == 0 and ": unknown (none of these genres; score " in shown.output, shown.output
+    tones = [runner.invoke(app, ["show", str(catalog_music / f"{genre}.wav"), "--database", url]).output for genre in GENRES]
+    assert [output for output in tones if "unknown" not in output]  # the tones are (mostly) accepted, as by the tagger

@@ -93,7 +93,8 @@ class OpenSet:
     accept: float = 0.0  # the share of validation tracks accepted it was fitted for
     validation_tracks: int = 0
     validation_accepted: float = 0.0  # the share actually at or below the threshold
-    shrinkage: float = 0.0
+    neighbours: int = 0  # k of the kNN score (method "knn")
+    bank_clips: int = 0  # the train clips its graph compares with
 
     @classmethod
     def absent(cls) -> OpenSet:
@@ -116,6 +117,18 @@ class OpenSet:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self) if self.available else {}
+
+    def metrics(self) -> dict[str, float]:
+        """The fitted numbers as MLflow metrics (``unknown_threshold``, ``unknown_validation_accepted``,
+        ``unknown_validation_tracks``); empty when absent."""
+        return {"unknown_threshold": self.threshold, "unknown_validation_accepted": self.validation_accepted,
+                "unknown_validation_tracks": self.validation_tracks} if self.available else {}
+
+    def params(self) -> dict[str, Any]:
+        """The choices as MLflow params (``unknown_method``, ``unknown_accept``, ``unknown_neighbours``,
+        ``unknown_bank_clips``); empty when absent."""
+        return {"unknown_method": self.method, "unknown_accept": self.accept, "unknown_neighbours": self.neighbours,
+                "unknown_bank_clips": self.bank_clips} if self.available else {}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OpenSet:

@@ -11,7 +11,7 @@ from typing import Any
 from genretag.core.config import Params
 from genretag.data.dataset import read_table
 from genretag.evaluation.calibration import Calibration, TrackCalibration
-from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract
+from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, OpenSet
 from genretag.training.parity import ParityReport, TestClips
 
 _GTZAN_LIMITS = """\
@@ -117,15 +117,31 @@ def _track_calibration_section(record: TrackCalibration | None) -> str:
             f"| test | {_ece(record.test_ece_before)} | {_ece(record.test_ece_after)} |\n")
 
 
+def _open_set_section(open_set: OpenSet | None) -> str:
+    """The card's "Out-of-taxonomy" section: the method, its threshold and the share of validation tracks it accepts."""
+    if open_set is None or not open_set.available:
+        return ("## Out-of-taxonomy\n\nNo out-of-taxonomy score (too few train clips or validation tracks): the model "
+                "always answers with one of its labels and cannot say \"none of these genres\".\n")
+    return (f"## Out-of-taxonomy\n\nOutput `{open_set.output}` float32 [N]: per window, the cosine distance (1 - cos) of the "
+            f"L2-normalised embedding to its\n{open_set.neighbours}-th nearest of {open_set.bank_clips} L2-normalised train "
+            "clips (Sun et al. 2022, \"Out-of-Distribution Detection with Deep\nNearest Neighbors\", ICML; "
+            f"method `{open_set.method}`). A track's score is the {open_set.track_definition}; the track is\n"
+            f"**unknown** (none of these genres) when it is above **{open_set.threshold:.4g}**, the threshold fitted on the "
+            f"validation split\nonly to accept {open_set.accept:.0%} of its tracks: it accepts {open_set.validation_accepted:.1%} "
+            f"of the {open_set.validation_tracks} validation tracks.\nAn unknown track keeps its top 3 genres for review; "
+            "`unknown` is never written as a genre tag.\n")
+
+
 def render_model_card(
     params: Params, contract: ModelContract, *, parity: ParityReport, test: TestClips,
     counts: Mapping[str, tuple[int, int]] | None = None, description: Mapping[str, Any] | None = None,
-    calibration: Calibration | None = None, track_calibration: TrackCalibration | None = None,
+    calibration: Calibration | None = None, track_calibration: TrackCalibration | None = None, open_set: OpenSet | None = None,
 ) -> str:
     """The MODEL_CARD.md shipped beside every exported candidate: ``counts`` from :func:`split_counts`,
     ``description`` the family's ``describe()`` (architecture, parameters, pretrained weights, recipe),
     ``calibration`` what :func:`calibrate_sealed` did (None: not calibrated), ``track_calibration`` what
-    :func:`calibrate_track_level` did (None: no section).
+    :func:`calibrate_track_level` did (None: no section), ``open_set`` the out-of-taxonomy record
+    (:func:`genretag.training.open_set.attach_open_set`; None or absent: the card says there is none).
     Test metrics on audio and the gate's decision are added by the evaluate and register stages
     (metrics/candidates/<id>.json, models/GATE.md)."""
     described = dict(description or {})
@@ -146,6 +162,9 @@ def render_model_card(
                   "clips given 0.8 are right about 80 % of the time; on other music that is not a guarantee."
                   if calibrated else "Probabilities are not calibrated; a high value is not a confidence guarantee.")
     preprocessing = json.dumps(contract.preprocessing, indent=2, sort_keys=True)
+    _outside_labels = ("its out-of-taxonomy score flags some such tracks unknown, not all: see Out-of-taxonomy"
+                       if open_set is not None and open_set.available else
+                       "the model always answers with one of its labels;\nthere is no \"other\" class")
     return f"""# Model card: {contract.model_name}
 
 | | |
@@ -164,8 +183,7 @@ Suggest one of {len(contract.labels)} genre tags ({", ".join(contract.labels)}) 
 catalog, to help editors search, browse and curate. A track is cut into {contract.clip_seconds:g}-s windows;
 the window probabilities are averaged. The tag is a suggestion for people to review.
 
-Not intended for: genres outside the label set (the model always answers with one of its labels;
-there is no "other" class), non-Western or regional styles, speech, sound effects or mixed content,
+Not intended for: genres outside the label set ({_outside_labels}), non-Western or regional styles, speech, sound effects or mixed content,
 decisions about royalties, rights, artists or playlists without human review.
 
 ## Data
@@ -185,6 +203,7 @@ quiet music; tolerance {parity.tolerance:g}); top-1 class identical on every cli
 compared); embedding max |diff| {parity.max_abs_diff_embedding:.3g}.
 
 {_calibration_section(calibration)}{_track_calibration_section(track_calibration)}
+{_open_set_section(open_set)}
 ## Limitations
 
 - {"Trained on synthetic signals: it has never heard music. " if demo else ""}Genre is fuzzy and

@@ -21,7 +21,8 @@ import onnx
 from genretag.core.atomic import atomic_open
 from genretag.core.config import INT8_SUFFIX
 from genretag.core.errors import ExportError
-from genretag.onnx.contract import INPUT_NAME, INT8, ModelContract, read_contract, require_v2
+from genretag.evaluation.open_set import track_scores
+from genretag.onnx.contract import INPUT_NAME, INT8, ModelContract, OpenSet, read_contract, require_v2
 from genretag.onnx.session import cpu_session, predict_waveforms
 from genretag.training.parity import TestClips, synthetic_clips
 from genretag.training.sealing import seal
@@ -51,6 +52,7 @@ class Int8Result:
     agreement_synthetic: float  # the same on :func:`synthetic_clips`
     max_abs_diff: float  # largest |probability difference| to float32 over both
     calibration_clips: int
+    unknown_agreement: float | None = None  # share of test tracks and synthetic clips with float32's unknown decision (None: no score)
 
 
 def _calibration_reader(waveforms: np.ndarray, *, batch_size: int):
@@ -110,6 +112,11 @@ def quantize_network(
     return quantised
 
 
+def _unknown_decisions(prediction, open_set: OpenSet, groups: tuple[str, ...]) -> np.ndarray:
+    """Per group of clips (a track), whether the mean of its windows' ``unknown_score`` is past ``open_set``'s threshold: bool [g]."""
+    return np.array([open_set.is_unknown(score) for score in track_scores(prediction.unknown_score, groups).values()])
+
+
 def export_int8(
     float32_path: Path,
     *,
@@ -126,7 +133,9 @@ def export_int8(
     and ``derived_from`` the float32 version. Checked before anything is written: contract-v2 IO
     (same names and shapes), and top-1 agreement with the float32 graph on the ``test`` and
     ``synthetic`` clips together (default :func:`synthetic_clips`) of at least ``min_agreement``
-    (else :class:`Int8Refused`). Accuracy is the registry gate's business, not this function's.
+    (else :class:`Int8Refused`); with an out-of-taxonomy score (its ``open_set/`` nodes stay float32, the embedding
+    they read is the int8 network's, the threshold the float32 one's), the same unknown decision on at least
+    ``min_agreement`` of the test tracks and synthetic clips (else :class:`Int8Refused`). Accuracy is the registry gate's business, not this function's.
     Raises ExportError, writing nothing, on any failure.
     """
     source = require_v2(read_contract(float32_path), source=str(float32_path))
@@ -139,11 +148,15 @@ def export_int8(
     if synthetic is None:
         synthetic = synthetic_clips(sample_rate=contract.sample_rate, clip_samples=contract.clip_samples)
     float32, int8 = cpu_session(str(float32_path)), cpu_session(onnx_bytes)
-    same, gap = [], 0.0
-    for clips in (test.waveforms, synthetic):
-        reference, quantised = predict_waveforms(float32, clips).probabilities, predict_waveforms(int8, clips).probabilities
-        same.append(reference.argmax(axis=1) == quantised.argmax(axis=1) if len(clips) else np.zeros(0, bool))
-        gap = max(gap, float(np.abs(reference - quantised).max()) if len(clips) else 0.0)
+    same, gap, same_unknown = [], 0.0, []
+    groups = (test.track_ids if len(test.track_ids) == len(test) else test.clip_ids, tuple(map(str, range(len(synthetic)))))
+    for clips, group in zip((test.waveforms, synthetic), groups, strict=True):
+        reference, quantised = predict_waveforms(float32, clips), predict_waveforms(int8, clips)
+        same.append(reference.probabilities.argmax(axis=1) == quantised.probabilities.argmax(axis=1) if len(clips) else np.zeros(0, bool))
+        gap = max(gap, float(np.abs(reference.probabilities - quantised.probabilities).max()) if len(clips) else 0.0)
+        if contract.open_set.available and len(clips):
+            same_unknown.extend(_unknown_decisions(reference, contract.open_set, group) == _unknown_decisions(quantised, contract.open_set, group))
+    unknown_agreement = float(np.mean(same_unknown)) if same_unknown else None
     agreement = [float(np.mean(s)) if len(s) else 1.0 for s in same]
     pooled = float(np.mean(np.concatenate(same))) if sum(map(len, same)) else 1.0
     if pooled < min_agreement:
@@ -152,9 +165,14 @@ def export_int8(
             f"of {len(same[0])} test, {100 * agreement[1]:.1f} % of {len(same[1])} synthetic), below export.int8_min_agreement "
             f"{100 * min_agreement:.1f} %. Nothing written."
         )
+    if unknown_agreement is not None and unknown_agreement < min_agreement:
+        raise Int8Refused(
+            f"{float32_path}: int8 model agrees with float32 on the unknown decision for {100 * unknown_agreement:.1f} % of "
+            f"{len(same_unknown)} test tracks and synthetic clips, below export.int8_min_agreement {100 * min_agreement:.1f} %. Nothing written."
+        )
     with atomic_open(onnx_path, "wb") as handle:
         handle.write(onnx_bytes)
     log.info("exported int8 %s to %s: top-1 agreement with float32 %.3f test / %.3f synthetic, max |diff| %.3g",
              contract.model_version, onnx_path, agreement[0], agreement[1], gap)
     return Int8Result(onnx_path=onnx_path, contract=contract, agreement_test=agreement[0], agreement_synthetic=agreement[1],
-                      max_abs_diff=gap, calibration_clips=len(calibration))
+                      max_abs_diff=gap, calibration_clips=len(calibration), unknown_agreement=unknown_agreement)

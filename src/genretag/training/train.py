@@ -28,7 +28,7 @@ from genretag.core.config import Layout, Params
 from genretag.core.errors import TrainingDataError
 from genretag.data.dataset import read_clips
 from genretag.families import ClipSet, Family, from_params, load_split
-from genretag.onnx.contract import ModelContract
+from genretag.onnx.contract import ModelContract, OpenSet
 from genretag.training.card import render_model_card, split_counts
 from genretag.training.export import ExportResult, export_candidate
 from genretag.training.int8 import Int8Refused, Int8Result, NothingToQuantize, export_int8
@@ -239,7 +239,7 @@ def export_trained_candidate(params: Params, paths: Layout, stage: Candidate) ->
     ``export.parity_tolerance`` (max |probability difference|, as configured), temperature-scaled on the decoded
     validation split (``export.temperature_min_clips``), given the unknown score (train split's statistics, threshold on the
     validation tracks, ``export.unknown_accept``); the drift reference from the decoded train split; the
-    calibration's numbers go to the candidate's MLflow training run (:func:`log_calibration`).
+    calibration's numbers go to the candidate's MLflow training run (:func:`log_export_facts`).
 
     Raises ExportError (nothing written) when the graph does not match the family's own predict.
     """
@@ -264,10 +264,11 @@ def export_trained_candidate(params: Params, paths: Layout, stage: Candidate) ->
         temperature_min_clips=params.export.temperature_min_clips, track_min_tracks=params.export.track_temperature_min_tracks,
         out_of_fold=out_of_fold, out_of_fold_missing=missing,
         train=stage.splits.clips("train", labels=labels), unknown_accept=params.export.unknown_accept,
-        card=lambda parity, calibration, track: render_model_card(params, contract, parity=parity, test=test, counts=counts,
-                                                                  description=family.describe(), calibration=calibration,
-                                                                  track_calibration=track))
-    log_calibration(params, paths, training.get("mlflow_run_id"), result.calibration, result.track_calibration)
+        unknown_neighbours=params.export.unknown_neighbours, unknown_bank_clips=params.export.unknown_bank_clips, seed=params.train.seed,
+        card=lambda parity, calibration, track, open_set: render_model_card(
+            params, contract, parity=parity, test=test, counts=counts, description=family.describe(), calibration=calibration,
+            track_calibration=track, open_set=open_set))
+    log_export_facts(params, paths, training.get("mlflow_run_id"), result.calibration, result.track_calibration, result.open_set)
     return result
 
 
@@ -294,16 +295,20 @@ def training_out_of_fold(stage: Candidate, *, labels: tuple[str, ...], folds: in
     return predict, ""
 
 
-def log_calibration(params: Params, paths: Layout, run_id: str | None, calibration: Calibration,
-                    track_calibration: TrackCalibration | None = None) -> None:
+def log_export_facts(params: Params, paths: Layout, run_id: str | None, calibration: Calibration,
+                     track_calibration: TrackCalibration | None, open_set: OpenSet) -> None:
     """Log a :class:`~genretag.calibration.Calibration`'s numbers (temperature, calibration_clips, ece_before/after
-    on validation, test_ece_before/after) and its method as metrics and a tag of the MLflow run ``run_id``
+    on validation, test_ece_before/after), the track calibration's (when fitted) and their methods as metrics and tags,
+    and the out-of-taxonomy record
+    (:class:`~genretag.onnx.contract.OpenSet`: metrics ``unknown_threshold``, ``unknown_validation_accepted``,
+    ``unknown_validation_tracks``; params ``unknown_method``, ``unknown_accept``, ``unknown_neighbours``,
+    ``unknown_bank_clips``; none when it is absent) of the MLflow run ``run_id``
     (the candidate's training run); nothing without a run id (a family exported without training.json) or
     when that run is not in this tracking store (logged as a warning: the ONNX metadata keeps the record)."""
     if not run_id:
         return
     from mlflow import MlflowClient
-    from mlflow.entities import Metric, RunTag
+    from mlflow.entities import Metric, Param, RunTag
     from mlflow.exceptions import MlflowException
 
     from genretag.onnx.contract import KEY_CALIBRATION, KEY_TRACK_CALIBRATION
@@ -311,11 +316,12 @@ def log_calibration(params: Params, paths: Layout, run_id: str | None, calibrati
 
     use_tracking(params, root=paths.root)
     stamp = int(time.time() * 1000)
-    metrics = {**calibration.metrics(), **(track_calibration.metrics() if track_calibration else {})}
+    metrics = {**calibration.metrics(), **(track_calibration.metrics() if track_calibration else {}), **open_set.metrics()}
     tags = [RunTag(KEY_CALIBRATION, calibration.method),
             *([RunTag(KEY_TRACK_CALIBRATION, track_calibration.method)] if track_calibration is not None else [])]
     try:  # MlflowClient.log_batch: the finished training run is not reopened (its end time stays the end of training)
-        MlflowClient().log_batch(run_id, metrics=[Metric(key, float(value), stamp, 0) for key, value in metrics.items()], tags=tags)
+        MlflowClient().log_batch(run_id, metrics=[Metric(key, float(value), stamp, 0) for key, value in metrics.items()],
+                                 params=[Param(key, str(value)) for key, value in open_set.params().items()], tags=tags)
     except MlflowException as exc:
         logger.warning("calibration not logged to MLflow run %s: %s", run_id, exc)
 
