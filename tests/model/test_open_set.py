@@ -131,7 +131,7 @@ def test_the_open_set_facts_go_to_the_finished_training_run_without_reopening_it
         pass
     client = mlflow.MlflowClient()
     ended = client.get_run(run.info.run_id).info.end_time
-    log_export_facts(params, paths, run.info.run_id, result.calibration, result.open_set)
+    log_export_facts(params, paths, run.info.run_id, result.calibration, result.track_calibration, result.open_set)
     logged = client.get_run(run.info.run_id)
     assert logged.info.status == "FINISHED" and logged.info.end_time == ended
     assert logged.data.metrics["unknown_threshold"] == pytest.approx(result.open_set.threshold)
