@@ -40,7 +40,8 @@ from genretag.onnx.session import open_model  # noqa: E402
 from genretag.tagging.rows import now_utc  # noqa: E402
 from genretag.tagging.run import tag_catalog  # noqa: E402
 from genretag.tagging.sources import Fingerprint, HashedTrack  # noqa: E402
-from genretag.tagging.store import Catalog, catalog_tags  # noqa: E402
+from genretag.tagging.schema import catalog_tags  # noqa: E402
+from genretag.tagging.store import Catalog  # noqa: E402
 
 MB = 1 << 20
 FILES_PER_FOLDER = 1000

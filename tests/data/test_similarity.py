@@ -186,7 +186,7 @@ def test_an_index_that_does_not_match_the_catalog_is_rebuilt(tmp_path: Path, cap
 def _delete_one(catalog: Catalog) -> None:
     import sqlalchemy as sa
 
-    from genretag.tagging.store import catalog_tags
+    from genretag.tagging.schema import catalog_tags
 
     with catalog.engine.begin() as connection:
         connection.execute(sa.delete(catalog_tags).where(catalog_tags.c.sha256 == _sha(3, "1")))

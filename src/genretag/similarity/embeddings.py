@@ -10,7 +10,8 @@ import sqlalchemy as sa
 
 from genretag.core.errors import CatalogError
 from genretag.tagging.rows import decode_embedding
-from genretag.tagging.store import Catalog, catalog_tags
+from genretag.tagging.schema import catalog_tags
+from genretag.tagging.store import Catalog
 
 CHUNK = 20_000  # rows per read: 20,000 x 1,506 float32 is 120 MB
 

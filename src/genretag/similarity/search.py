@@ -24,7 +24,8 @@ from genretag.similarity.embeddings import embedding_stats, iter_embeddings, uni
 from genretag.similarity.index import update_index
 from genretag.tagging.rows import decode_embedding
 from genretag.tagging.scoring import score_files
-from genretag.tagging.store import Catalog, catalog_tags
+from genretag.tagging.schema import catalog_tags
+from genretag.tagging.store import Catalog
 
 
 @dataclass(frozen=True)
