@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import html
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,10 +122,13 @@ source <code>{html.escape(summary.source)}</code> &rarr; <code>{html.escape(summ
 
 
 def write_run_report(summary: TaggingSummary, *, folder: Path, run_id: str, review_below: float) -> RunReport:
-    """Write ``folder/run.png`` (where matplotlib is installed) and ``folder/index.html``, atomically each;
+    """Write ``folder/run.png`` (where matplotlib can be imported) and ``folder/index.html``, atomically each;
     return their paths."""
-    figure_path = (save_figure(run_figure(summary, review_below=review_below), folder / FIGURE)
-                   if importlib.util.find_spec("matplotlib") is not None else None)
+    try:
+        figure = run_figure(summary, review_below=review_below)
+    except ImportError:  # the tagger image ships no matplotlib: the page keeps its tables and says why
+        figure = None
+    figure_path = None if figure is None else save_figure(figure, folder / FIGURE)
     page = folder / PAGE
     write_text(page, run_report_html(summary, run_id=run_id, png=None if figure_path is None else figure_path.read_bytes()))
     return RunReport(folder=folder, figure=figure_path, page=page)
