@@ -136,7 +136,9 @@ def update_index(catalog: Catalog, *, model_version: str, folder: Path):
             index = _new_index(part.vectors.shape[1])
         if part.vectors.shape[1] != index.ndim:
             raise CatalogError(f"catalog_tags of model version {model_version}: {part.vectors.shape[1]}-d embeddings, index {index.ndim}-d")
-        index.add(part.ids.astype(np.uint64), part.vectors)
+        # one thread: the graph then depends only on the insertion order, so an incremental add builds the
+        # same index as a full build of the same rows (usearch's parallel add races on the neighbour lists)
+        index.add(part.ids.astype(np.uint64), part.vectors, threads=1)
         added += len(part)
     manifest = IndexManifest(model_version=model_version, count=len(index), last_id=last_id, dim=index.ndim,
                              library=_library(), built_at=datetime.now(UTC).isoformat(timespec="seconds"))

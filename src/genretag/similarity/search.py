@@ -144,6 +144,8 @@ def _indexed(catalog: Catalog, vector: np.ndarray, *, model_version: str, k: int
     _check_dim(vector, index.ndim, model_version=model_version)
     fetch = k + 1 if genre is None else 4 * k
     while True:
+        # ask the graph search to look at least as wide as the answer it must give (usearch: expansion_search)
+        index.expansion_search = max(index.expansion_search, min(fetch, count))
         matches = index.search(vector, min(fetch, count))
         ids, distances = np.asarray(matches.keys, np.int64), np.asarray(matches.distances, np.float32)
         keep = ids != exclude
