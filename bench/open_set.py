@@ -19,8 +19,9 @@ and the known genres' test tracks (should not) are scored:
 - rejected unknown: the share of held-out tracks above it;
 - accuracy (accepted): top-1 accuracy of the accepted known tracks; closed-set accuracy of all known test tracks.
 
-Methods: ``knn`` (Sun et al. 2022, the shipped score: cosine distance to the k-th nearest train clip,
-k = params export.unknown_neighbours or ``--neighbours``), ``mahalanobis`` (Lee et al. 2018, Ledoit-Wolf shared
+Methods: ``track-knn`` (the shipped score: the cosine distance of a track's embedding, the mean of its windows',
+to the k-th nearest train track's; Sun et al. 2022 applied to tracks; k = params export.unknown_neighbours or
+``--neighbours``), ``knn`` (the same per window, to the k-th nearest train clip, then the track's mean), ``mahalanobis`` (Lee et al. 2018, Ledoit-Wolf shared
 covariance of the train clips' embeddings), ``energy`` (Liu et al. 2020, the head's own logits, T = 1; from the graph's log-probabilities
 it would be identically 0), ``max-probability`` (Hendrycks and Gimpel 2017, calibrated probabilities).
 Mean ± sd over pairs. Writes JSON to bench/results/open_set-<UTC time>.json.
@@ -47,15 +48,16 @@ from genretag.evaluation.open_set import (
     energy_scores,
     fit_gaussian_classes,
     fit_threshold,
-    knn_scores,
     mahalanobis_scores,
     max_probability_scores,
     neighbour_bank,
+    track_embeddings,
     track_scores,
 )
 from genretag.families import create
+from genretag.onnx.contract import knn_scores
 
-METHODS = ("knn", "mahalanobis", "energy", "max-probability")
+METHODS = ("track-knn", "knn", "mahalanobis", "energy", "max-probability")
 
 
 def split_known(tracks: np.ndarray, labels: np.ndarray, known: list[int], *, n_train: int, n_validation: int,
@@ -73,7 +75,7 @@ def split_known(tracks: np.ndarray, labels: np.ndarray, known: list[int], *, n_t
 
 def pair_result(family, embedding: np.ndarray, labels: np.ndarray, tracks: np.ndarray, held_out: tuple[int, int], *,
                 n_classes: int, n_train: int, n_validation: int, accept: float, min_clips: int, seed: int, k: int,
-                bank_clips: int) -> dict:
+                bank_rows: int) -> dict:
     """Every method's AUROC, accepted share, rejected-unknown share and accuracies for one held-out pair."""
     from sklearn.metrics import roc_auc_score
 
@@ -94,7 +96,8 @@ def pair_result(family, embedding: np.ndarray, labels: np.ndarray, tracks: np.nd
     probabilities[scored] = temperature_scaled(probabilities=head.predict_proba(embedding[scored]),
                                                temperature=calibration.temperature)
     classes = fit_gaussian_classes(embeddings=embedding[train], labels=y[train], n_classes=len(known))
-    bank = neighbour_bank(embeddings=embedding[train], max_clips=bank_clips, seed=seed)
+    bank = neighbour_bank(embeddings=embedding[train], max_rows=bank_rows, seed=seed)
+    track_bank = neighbour_bank(embeddings=track_embeddings(embedding[train], tracks[train])[1], max_rows=bank_rows, seed=seed)
     window = {
         "knn": np.where(scored, 0.0, np.nan),
         "mahalanobis": np.where(scored, 0.0, np.nan),
@@ -105,7 +108,10 @@ def pair_result(family, embedding: np.ndarray, labels: np.ndarray, tracks: np.nd
     window["mahalanobis"][scored] = mahalanobis_scores(embedding[scored], classes)
     window["energy"][scored] = energy_scores(head.pipeline.decision_function(embedding[scored]))
 
-    def by_track(mask: np.ndarray, values: np.ndarray) -> tuple[list[str], np.ndarray]:
+    def by_track(mask: np.ndarray, values: np.ndarray | None) -> tuple[list[str], np.ndarray]:
+        if values is None:  # track-knn: scored on each track's embedding, as OpenSet.track_score does
+            names, vectors = track_embeddings(embedding[mask], tracks[mask])
+            return names, knn_scores(vectors, track_bank, k=k)
         per = track_scores(values[mask], tracks[mask])
         return list(per), np.array(list(per.values()))
 
@@ -115,7 +121,7 @@ def pair_result(family, embedding: np.ndarray, labels: np.ndarray, tracks: np.nd
     right = track_probabilities.argmax(axis=1) == truth
     out = {"held_out": list(held_out), "head_C": facts["head_C"], "temperature": calibration.temperature,
            "shrinkage": classes.shrinkage, "closed_set_accuracy": float(right.mean())}
-    for method, values in window.items():
+    for method, values in {"track-knn": None, **window}.items():
         _, validation_scores = by_track(validation, values)
         threshold = fit_threshold(validation_scores, accept=accept)
         names, known_scores = by_track(test, values)
@@ -171,7 +177,7 @@ def main() -> None:
         for number, pair in enumerate(pairs):
             result = pair_result(family, embedding, clips.labels, tracks, pair, n_classes=len(genres), n_train=args.train_tracks,
                                  n_validation=args.validation_tracks, accept=accept, min_clips=params.export.temperature_min_clips,
-                                 seed=args.seed + number, k=k, bank_clips=params.export.unknown_bank_clips)
+                                 seed=args.seed + number, k=k, bank_rows=params.export.unknown_bank_tracks)
             results.append(result)
             print(f"  {candidate} {genres[pair[0]]}+{genres[pair[1]]}: "
                   + ", ".join(f"{m} AUROC {result[m]['auroc']:.3f} accepted {result[m]['accepted']:.2f} "

@@ -1,7 +1,7 @@
 """Similarity search: which embedding finds tracks of the same genre, and which ANN library scales.
 
     python bench/similarity.py --data ../shared/gtzan-sample --splits 20            # embeddings (precision@5)
-    python bench/similarity.py --scale --dim 1506 --sizes 100000 --winner-sizes 1000000   # index at scale
+    python bench/similarity.py --scale --dim 200 --sizes 100000 --winner-sizes 1000000   # index at scale
 
 **Embeddings** (``--data``): every whole 3-s clip of every track is embedded once (cached by
 bench/accuracy.py's :func:`cached_embedding`, by a hash of the clips and the front end); a track's
@@ -9,9 +9,8 @@ embedding is the mean over its clips, as the tagger stores it (genretag.tagging.
 puts 30 % of every genre's tracks in the test set (bench/accuracy.py's :func:`track_splits`); each
 test track queries the training tracks by cosine similarity, and precision@5 is the share of its 5
 nearest training tracks that have its genre. Mean ± sd over splits. Embeddings compared: musicnn MSD's
-pooled features (max + mean over time, 1,506-d: what the musicnn-msd ONNX graph outputs as
-``embedding``), musicnn's penultimate dense layer (200-d, computed from the same checkpoint's
-back-end weights over those pooled features), MFCC statistics (mfcc-logreg's features), and the
+penultimate dense layer (200-d: what the musicnn-msd ONNX graph outputs as ``embedding``), its
+pooled features (max + mean over time, 1,506-d, the layer below; ``embedding_layer="pooled"``), MFCC statistics (mfcc-logreg's features), and the
 paper CNN's dense layer (exp8, trained per split: slow, so ``--paper-splits`` of them).
 
 **Scale** (``--scale``): synthetic unit vectors of ``--dim`` dimensions with a low intrinsic
@@ -64,16 +63,6 @@ def track_means(clip_embeddings: np.ndarray, tracks: np.ndarray) -> tuple[np.nda
     return ids, np.stack([clip_embeddings[tracks == t].mean(axis=0) for t in ids])
 
 
-def musicnn_penultimate(family, pooled: np.ndarray) -> np.ndarray:
-    """musicnn MSD's 200-d penultimate layer over its pooled features [n, 1506] (max/mean interleaved, musicnn's
-    ``flat_pool``): batch norm (``batch_normalization_9``, epsilon 1e-3, tf.layers' default) then dense + ReLU
-    (``dense``), as musicnn.models.backend computes ``penultimate`` (Pons & Serra 2019), from the same checkpoint."""
-    w = family.weights
-    bn = "batch_normalization_9"
-    normed = (pooled - w[f"{bn}/moving_mean"]) / np.sqrt(w[f"{bn}/moving_variance"] + 1e-3) * w[f"{bn}/gamma"] + w[f"{bn}/beta"]
-    return np.maximum(normed @ w["dense/kernel"] + w["dense/bias"], 0.0).astype(np.float32)
-
-
 def _row(table: dict, label: str, values: list[float], dim: int, **extra) -> None:
     table[label] = {"mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                     "splits": len(values), "dim": dim, "values": [float(v) for v in values], **extra}
@@ -101,7 +90,8 @@ def embeddings_section(args: argparse.Namespace) -> dict:
         family = create(name)
         clips, tracks, ids, track_labels, splits = corpus(family)
         frozen = cached_embedding(family, clips)
-        rows = ({"musicnn pooled (max+mean, 1506-d)": frozen, "musicnn penultimate (200-d)": musicnn_penultimate(family, frozen)}
+        rows = ({"musicnn penultimate (200-d, served)": frozen,
+                 "musicnn pooled (max+mean, 1506-d)": cached_embedding(create(name, embedding_layer="pooled"), clips)}
                 if name == "musicnn-msd" else {f"MFCC statistics ({frozen.shape[1]}-d)": frozen})
         for label, clip_vectors in rows.items():
             _, means = track_means(clip_vectors, tracks)
@@ -264,7 +254,7 @@ def main() -> None:
     parser.add_argument("--paper-splits", type=int, default=0, help="splits for exp8, which trains per split (0: skip)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", action="store_true", help="run the index-at-scale section")
-    parser.add_argument("--dim", type=int, default=1506, help="vector dimension (the champion's embedding)")
+    parser.add_argument("--dim", type=int, default=200, help="vector dimension (the champion's embedding)")
     parser.add_argument("--sizes", type=int, nargs="*", default=[100_000])
     parser.add_argument("--libraries", nargs="*", default=["usearch", "faiss", "hnswlib", "voyager"])
     parser.add_argument("--winner", default="usearch")

@@ -154,7 +154,21 @@ def test_musicnn_loud_input_gives_finite_features(musicnn):
     with np.errstate(over="ignore"):  # musicnn's own float16 path overflows on this input
         assert np.isinf(np.float16(10000) * mel_power.astype(np.float16)).any()
     embedding = musicnn.embed(loud)
-    assert embedding.shape == (2, 1506) and np.isfinite(embedding).all()
+    assert embedding.shape == (2, 200) and np.isfinite(embedding).all()  # the penultimate layer, over finite pooled features
+
+
+def test_musicnn_embedding_is_its_penultimate_layer_over_the_pooled_features(musicnn):
+    """The served embedding (200-d) is musicnn's back end over the 1,506-d pooled features, by hand from the checkpoint:
+    batch_normalization_9 (epsilon 1e-3), then ``dense`` with its ReLU (musicnn/models.py, ``backend``)."""
+    waveforms = (0.1 * np.random.default_rng(4).standard_normal((3, musicnn.clip_samples))).astype(np.float32)
+    pooled = create("musicnn-msd", embedding_layer="pooled").embed(waveforms)
+    w, bn = musicnn.weights, "batch_normalization_9"
+    normed = (pooled - w[f"{bn}/moving_mean"]) / np.sqrt(w[f"{bn}/moving_variance"] + 1e-3) * w[f"{bn}/gamma"] + w[f"{bn}/beta"]
+    by_hand = np.maximum(normed @ w["dense/kernel"] + w["dense/bias"], 0.0)
+    assert pooled.shape == (3, 1506) and by_hand.shape == (3, 200) and (by_hand > 0).any()
+    np.testing.assert_allclose(musicnn.embed(waveforms), by_hand, atol=1e-4)
+    with pytest.raises(ValueError, match="logits"):
+        create("musicnn-msd", embedding_layer="logits")
 
 
 def test_musicnn_learns_and_onnx_matches(musicnn):

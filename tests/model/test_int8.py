@@ -125,11 +125,10 @@ def test_int8_keeps_contract_v2_says_int8_and_agrees_with_float32(tmp_path: Path
 
 
 def test_int8_keeps_the_float32_unknown_decisions(tmp_path: Path) -> None:
-    """Issue 21: a float32 model with the kNN unknown score (bank: the calibration clips; threshold: half of the
-    checked clips as validation tracks) keeps its float32 ``open_set/`` nodes and threshold in int8, and decides
-    unknown like float32 on the test tracks and synthetic clips."""
-    from genretag.evaluation.open_set import track_scores
-    from genretag.onnx.contract import UNKNOWN_SCORE_NAME
+    """Issue 21: a float32 model with the track kNN unknown score (bank: the calibration clips as 6 tracks;
+    threshold: the checked clips as validation tracks, half accepted) keeps its float32 bank and threshold in
+    int8, and decides unknown like float32 on the test tracks and synthetic clips (each one a track)."""
+    from genretag.evaluation.open_set import track_embeddings
     from genretag.training.open_set import attach_open_set
 
     calibration, checked = _clips()
@@ -138,20 +137,19 @@ def test_int8_keeps_the_float32_unknown_decisions(tmp_path: Path) -> None:
     clips = TestClips(waveforms=checked, genres=("blues",) * len(checked), clip_ids=tuple(map(str, range(len(checked)))),
                       sample_rate=SPEC.sample_rate, track_ids=tracks)
     train = TestClips(waveforms=calibration, genres=("blues", "metal", "jazz", "rock") * 3, clip_ids=tuple(map(str, range(12))),
-                      sample_rate=SPEC.sample_rate)
+                      sample_rate=SPEC.sample_rate, track_ids=tuple(f"train-{i // 2}" for i in range(12)))
     sealed, _, open_set = attach_open_set(source.read_bytes(), read_contract(source), train=train, validation=clips, accept=0.5,
-                                          k=2, max_clips=12, seed=1)
+                                          k=2, max_tracks=6, seed=1)
     source.write_bytes(sealed)
     result = export_int8(source, calibration=calibration, onnx_path=tmp_path / "int8.onnx", test=clips, min_agreement=0.8)
     assert read_contract(result.onnx_path).open_set == open_set and open_set.available
-    assert not [n for n in onnx.load(str(result.onnx_path)).graph.node if n.name.startswith("open_set/") and n.op_type.startswith("QLinear")]
     synthetic = synthetic_clips(sample_rate=SPEC.sample_rate, clip_samples=SPEC.clip_samples)
     decided = {}
     for name, path in (("float32", source), ("int8", result.onnx_path)):
         session = cpu_session(str(path))
-        per_track = track_scores(predict_waveforms(session, checked).unknown_score, tracks)
-        per_clip = predict_waveforms(session, synthetic).unknown_score
-        decided[name] = np.array([open_set.is_unknown(s) for s in [*per_track.values(), *per_clip]])
+        per_track = track_embeddings(predict_waveforms(session, checked).embedding, tracks)[1]
+        per_clip = predict_waveforms(session, synthetic).embedding
+        decided[name] = np.array([open_set.is_unknown(open_set.track_score(v)) for v in [*per_track, *per_clip]])
     assert decided["float32"].any() and not decided["float32"].all()  # the threshold splits them: a real comparison
     assert result.unknown_agreement == pytest.approx(np.mean(decided["float32"] == decided["int8"]))
     assert result.unknown_agreement >= 0.8
@@ -160,7 +158,7 @@ def test_int8_keeps_the_float32_unknown_decisions(tmp_path: Path) -> None:
             export_int8(source, calibration=calibration, onnx_path=tmp_path / "strict.onnx", test=clips,
                         min_agreement=(1.0 + result.unknown_agreement) / 2)
         assert not (tmp_path / "strict.onnx").exists()
-    assert UNKNOWN_SCORE_NAME in [o.name for o in onnx.load(str(result.onnx_path)).graph.output]
+    assert [o.name for o in onnx.load(str(result.onnx_path)).graph.output] == ["probabilities", "embedding"]
 
 
 def test_int8_below_the_agreement_rate_is_refused_and_nothing_written(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
-"""The out-of-taxonomy score (issue 21) on real onnxruntime: the export appends ``unknown_score`` (the cosine
-distance of the embedding to its k-th nearest train clip) and fits its threshold on the validation
-tracks only; the tagger records a track past it as genre ``unknown`` with its top 3 kept and needs_review set;
+"""The out-of-taxonomy score (issue 21) on real onnxruntime: the export writes the bank of train-track embeddings
+into the metadata (the score is the cosine distance of a track's embedding to its k-th nearest train track) and
+fits its threshold on the validation tracks only; the tagger records a track past it as genre ``unknown`` with its top 3 kept and needs_review set;
 a model exported before it tags as before, with one notice."""
 
 from __future__ import annotations
@@ -15,8 +15,17 @@ import pytest
 from tests.export_support import GENRES, audio_project
 from tests.tagging_support import make_onnx_model
 
-from genretag.evaluation.open_set import fit_threshold, knn_scores, neighbour_bank, track_scores
-from genretag.onnx.contract import KEY_OPEN_SET, UNKNOWN, UNKNOWN_SCORE_NAME, ModelContract, Prediction, read_contract
+from genretag.evaluation.open_set import fit_threshold
+from genretag.onnx.contract import (
+    EMBEDDING_NAME,
+    KEY_OPEN_SET,
+    METHOD_TRACK_KNN,
+    UNKNOWN,
+    ModelContract,
+    OpenSet,
+    Prediction,
+    read_contract,
+)
 from genretag.onnx.session import cpu_session, open_model, predict_waveforms
 from genretag.tagging.rows import is_unknown
 from genretag.training import export
@@ -25,7 +34,7 @@ from genretag.training.parity import TestClips
 from genretag.training.train import parity_clips
 
 
-K, BANK = 2, 12  # the toy's neighbours and its bank: fewer than its 18 train clips, so the seeded sample is exercised
+K, BANK = 2, 6  # the toy's neighbours and its bank: fewer than its 9 train tracks, so the seeded sample is exercised
 
 
 class Toy:
@@ -51,7 +60,7 @@ def _export(root: Path, family: Toy, *, train: TestClips, validation: TestClips,
     contract = ModelContract(labels=GENRES, model_name="genretag-cnn", model_version="open-0001", sample_rate=family.sample_rate,
                              clip_samples=family.clip_samples, family=family.name)
     return export.export_candidate(family, contract=contract, onnx_path=root / "out" / name, test=test, validation=validation,
-                                   train=train, unknown_accept=0.75, unknown_neighbours=K, unknown_bank_clips=BANK, seed=5)
+                                   train=train, unknown_accept=0.75, unknown_neighbours=K, unknown_bank_tracks=BANK, seed=5)
 
 
 def _first(clips: TestClips, n: int) -> TestClips:
@@ -69,33 +78,45 @@ def project(tmp_path_factory: pytest.TempPathFactory):
     return root, params, paths, family, splits, _export(root, family, **splits)
 
 
-def test_the_graph_scores_windows_as_numpy_and_the_threshold_is_the_validation_quantile(project) -> None:
+def test_the_score_is_the_track_embeddings_distance_to_the_bank_and_the_threshold_is_the_validation_quantile(project) -> None:
     root, params, paths, family, splits, result = project
     contract = read_contract(result.onnx_path)
-    assert contract.open_set.available and contract.open_set.output == UNKNOWN_SCORE_NAME
+    open_set = contract.open_set
+    assert open_set.available and (open_set.method, open_set.output) == (METHOD_TRACK_KNN, EMBEDDING_NAME)
     session = cpu_session(result.onnx_path)
-    assert [o.name for o in session.get_outputs()] == ["probabilities", "embedding", UNKNOWN_SCORE_NAME]
-    validation = parity_clips(params, paths, family, "validation")
-    got = predict_waveforms(session, validation.waveforms)
-    train = parity_clips(params, paths, family, "train")
+    assert [o.name for o in session.get_outputs()] == ["probabilities", EMBEDDING_NAME]  # the score needs no extra output
+    train, validation = (parity_clips(params, paths, family, split) for split in ("train", "validation"))
     train_embeddings = predict_waveforms(session, train.waveforms).embedding
-    fit = fit_open_set(train_embeddings=train_embeddings, validation_embeddings=got.embedding,
-                       validation_tracks=validation.track_ids, accept=0.75, k=K, max_clips=BANK, seed=5)
-    assert fit.bank.shape == (BANK, train_embeddings.shape[1])
-    np.testing.assert_allclose(fit.bank, neighbour_bank(embeddings=train_embeddings, max_clips=BANK, seed=5))
-    np.testing.assert_allclose(got.unknown_score, knn_scores(got.embedding, fit.bank, k=K), atol=1e-5)
-    # by hand: 1 - the K-th largest cosine to the bank, a sample of the train clips (L2-normalised)
+    validation_embeddings = predict_waveforms(session, validation.waveforms).embedding
+
     def unit(e: np.ndarray) -> np.ndarray:
         return e / np.linalg.norm(e, axis=1, keepdims=True)
 
-    assert all(np.isclose(unit(train_embeddings) @ row, 1.0).any() for row in fit.bank)
-    np.testing.assert_allclose(got.unknown_score, 1 - np.sort(unit(got.embedding) @ fit.bank.T, axis=1)[:, -K], atol=1e-5)
-    per_track = track_scores(got.unknown_score, validation.track_ids)
-    assert len(per_track) == 12 and contract.open_set.validation_tracks == 12
-    assert contract.open_set.threshold == pytest.approx(fit_threshold(list(per_track.values()), accept=0.75), rel=1e-5)
-    assert contract.open_set.validation_accepted >= 0.75
+    # by hand: a track's embedding is the mean of its windows'; the bank a seeded sample of the train tracks', normalised
+    train_ids = list(dict.fromkeys(train.track_ids))
+    train_tracks = unit(np.stack([train_embeddings[np.array(train.track_ids) == t].mean(axis=0) for t in train_ids]))
+    assert len(train_ids) > BANK and open_set.bank_vectors.shape == (BANK, train_embeddings.shape[1])
+    assert all(np.isclose(train_tracks @ row, 1.0, atol=1e-6).any() for row in open_set.bank_vectors)
+    validation_ids = list(dict.fromkeys(validation.track_ids))
+    vectors = np.stack([validation_embeddings[np.array(validation.track_ids) == t].mean(axis=0) for t in validation_ids])
+    by_hand = 1 - np.sort(unit(vectors) @ open_set.bank_vectors.T.astype(np.float64), axis=1)[:, -K]
+    np.testing.assert_allclose([open_set.track_score(v) for v in vectors], by_hand, atol=1e-6)
+    assert len(validation_ids) == 12 and open_set.validation_tracks == 12
+    assert open_set.threshold == pytest.approx(fit_threshold(by_hand, accept=0.75), abs=1e-6)
+    assert open_set.validation_accepted >= 0.75
+    fit = fit_open_set(train_embeddings=train_embeddings, train_tracks=train.track_ids, validation_embeddings=validation_embeddings,
+                       validation_tracks=validation.track_ids, accept=0.75, k=K, max_tracks=BANK, seed=5)
+    assert fit.open_set == open_set
     record = json.loads({p.key: p.value for p in onnx.load(str(result.onnx_path)).metadata_props}[KEY_OPEN_SET])
-    assert (record["method"], record["neighbours"], record["bank_clips"]) == ("knn", K, BANK)
+    assert (record["method"], record["neighbours"], record["bank_tracks"], record["dimension"]) == (
+        METHOD_TRACK_KNN, K, BANK, train_embeddings.shape[1])
+
+
+def test_a_per_window_record_of_an_older_export_reads_as_no_open_set() -> None:
+    """Models exported with the first, per-window score (an ``unknown_score`` output, no bank) cannot say unknown."""
+    older = {"method": "knn", "output": "unknown_score", "threshold": 0.3, "accept": 0.95, "neighbours": 1, "bank_clips": 2000}
+    assert not OpenSet.from_dict(older).available and OpenSet.from_dict(older) == OpenSet.absent()
+    assert OpenSet.from_dict({}).track_score(np.ones(4)) is None
 
 
 def test_the_threshold_moves_with_the_validation_split_only(project) -> None:
@@ -112,7 +133,7 @@ def test_the_model_card_says_how_unknown_is_decided(project) -> None:
     root, params, paths, family, splits, result = project
     card = render_model_card(params, result.contract, parity=result.parity, test=splits["test"], open_set=result.open_set)
     section = card.split("## Out-of-taxonomy", 1)[1].split("\n## ", 1)[0]
-    assert f"{K}-th nearest of {BANK}" in section and f"**{result.open_set.threshold:.4g}**" in section
+    assert f"{K}-th nearest of {BANK}" in section and "train tracks' embeddings" in section and f"**{result.open_set.threshold:.4g}**" in section
     assert f"accepts {result.open_set.validation_accepted:.1%} of the 12 validation tracks" in section
     assert "cannot say" in render_model_card(params, result.contract, parity=result.parity, test=splits["test"]).split(
         "## Out-of-taxonomy", 1)[1]
@@ -137,8 +158,8 @@ def test_the_open_set_facts_go_to_the_finished_training_run_without_reopening_it
     assert logged.data.metrics["unknown_threshold"] == pytest.approx(result.open_set.threshold)
     assert logged.data.metrics["unknown_validation_accepted"] == pytest.approx(result.open_set.validation_accepted)
     assert logged.data.metrics["unknown_validation_tracks"] == 12 and "temperature" in logged.data.metrics
-    assert logged.data.params == {"unknown_method": "knn", "unknown_accept": "0.75", "unknown_neighbours": str(K),
-                                  "unknown_bank_clips": str(BANK)}
+    assert logged.data.params == {"unknown_method": METHOD_TRACK_KNN, "unknown_accept": "0.75", "unknown_neighbours": str(K),
+                                  "unknown_bank_tracks": str(BANK)}
 
 
 def _tag(folder: Path, model_path: Path, database: Path, caplog: pytest.LogCaptureFixture):
@@ -186,8 +207,7 @@ def test_an_old_model_without_open_set_tags_as_before_and_says_so_once(project, 
     old = make_onnx_model(tmp_path / "old.onnx", version="old-0001", seed=3, labels=GENRES)
     summary, rows = _tag(catalog_music, old, tmp_path / "catalog.db", caplog)
     assert all(row["unknown_score"] is None and not is_unknown(row) for row in rows.values())
-    probabilities = predict_waveforms(cpu_session(old), np.zeros((1, 3 * 22050), np.float32))
-    assert probabilities.unknown_score is None
+    assert not read_contract(old).open_set.available
     assert caplog.text.count("cannot say 'unknown'") == 1 and len(summary.notes) == 1
     assert "cannot say 'unknown'" in summary.to_markdown()
 
@@ -207,7 +227,8 @@ def test_python_node_and_the_tagger_say_unknown_the_same_way(project, catalog_mu
     result = project[-1]
     folder = write_bundle(result.onnx_path, tmp_path / "bundle", max_windows=0, silence_rms_dbfs=-60.0)
     scoring = json.loads((folder / "scoring.json").read_text())
-    assert scoring["unknown"]["threshold"] == result.open_set.threshold and scoring["unknown"]["output"] == UNKNOWN_SCORE_NAME
+    assert scoring["unknown"]["threshold"] == result.open_set.threshold and scoring["unknown"]["output"] == EMBEDDING_NAME
+    assert scoring["unknown"]["bank"] == result.open_set.bank and scoring["unknown"]["bank_tracks"] == BANK
     (folder / "node_modules").symlink_to(_node_modules(), target_is_directory=True)
     files = sorted(catalog_music.glob("*.wav"))
     runs = {}

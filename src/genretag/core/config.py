@@ -130,8 +130,8 @@ class ExportParams(_Section):
     track_temperature_folds: int = Field(5, ge=2)  # folds of those out-of-fold predictions (capped by the fewest tracks of a genre)
     embedding_dtype: Literal["float16", "float32"] = "float16"  # how catalog rows store this model's track embeddings
     unknown_accept: float = Field(0.95, gt=0, le=1)  # issue 21: share of validation tracks the unknown threshold accepts
-    unknown_neighbours: int = Field(1, ge=1)  # k of the unknown score: distance to the k-th nearest train clip (bench/open_set.py)
-    unknown_bank_clips: int = Field(2000, ge=1)  # train clips (at most, seeded sample) the unknown score compares with, in the graph
+    unknown_neighbours: int = Field(1, ge=1)  # k of the unknown score: distance to the k-th nearest train track (bench/open_set.py)
+    unknown_bank_tracks: int = Field(2000, ge=1)  # train tracks (at most, seeded sample) the unknown score compares with, in the metadata
 
 
 class RegisterParams(_Section):

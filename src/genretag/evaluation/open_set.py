@@ -1,13 +1,13 @@
 """Out-of-taxonomy ("none of these genres") scores and their threshold: the maths, in numpy.
 
-Four scores are implemented, higher = further from the training genres; ``bench/open_set.py``
-measured them (leave-two-genres-out on real GTZAN excerpts, all 45 pairs) and the exported graphs carry
-the one that measured best, the k-nearest-neighbour score (:mod:`genretag.training.open_set`):
+Higher = further from the training genres. ``bench/open_set.py`` measured these scores (leave two
+genres out on real GTZAN excerpts, all 45 pairs) and the exported models carry the one that measured
+best, the **track kNN** score (:mod:`genretag.training.open_set`):
 
-- :func:`knn_scores`: the cosine distance ``1 - cos`` of a clip's L2-normalised embedding to its k-th
-  nearest L2-normalised training clip (Sun, Ming, Zhu and Li 2022, "Out-of-Distribution Detection with
-  Deep Nearest Neighbors", ICML, section 3: the k-th nearest neighbour distance of normalised features;
-  ``1 - cos`` is half its squared Euclidean distance, a monotone function of it).
+- track kNN: ``1 - cos`` of a track's embedding (the mean of its windows' embeddings,
+  :func:`track_embeddings`) to its k-th nearest training track's (:func:`genretag.onnx.contract.knn_scores`,
+  Sun, Ming, Zhu and Li 2022, applied to tracks; :meth:`genretag.onnx.contract.OpenSet.track_score`);
+- window kNN: the same distance per window, to the training clips, then the mean over the track's windows;
 - :func:`mahalanobis_scores`: squared Mahalanobis distance of a clip's embedding to the nearest
   training class mean under one covariance shared by the classes (Lee, Lee, Lee and Shin 2018, "A
   Simple Unified Framework for Detecting Out-of-Distribution Samples and Adversarial Attacks",
@@ -21,9 +21,9 @@ the one that measured best, the k-nearest-neighbour score (:mod:`genretag.traini
 - :func:`max_probability_scores`: ``-max_k p_k`` of (calibrated) probabilities (Hendrycks and Gimpel
   2017, "A Baseline for Detecting Misclassified and Out-of-Distribution Examples", ICLR).
 
-A track's score is the **mean of its windows' scores** (:func:`track_scores`), everywhere: the tagger,
-``predict``, ``show`` and both handoff clients. The threshold is the ``accept`` quantile of the
-validation tracks' scores (:func:`fit_threshold`): a track is unknown when its score is above it.
+The window scores become a track score by their mean (:func:`track_scores`). The threshold is the
+``accept`` quantile of the validation tracks' scores (:func:`fit_threshold`): a track is unknown when its
+score is above it.
 """
 
 from __future__ import annotations
@@ -35,11 +35,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from genretag.core.errors import GenretagError
-
-METHOD_KNN = "knn"
-
-
-NORM_FLOOR = 1e-12  # the least norm an embedding is divided by (a silent clip's zero embedding stays zero)
+from genretag.onnx.contract import normalised
 
 
 class OpenSetError(GenretagError):
@@ -86,34 +82,27 @@ def mahalanobis_scores(embeddings: np.ndarray, classes: GaussianClasses) -> np.n
     return (quadratic - 2.0 * cross + means_term).min(axis=1)
 
 
-def normalised(embeddings: np.ndarray) -> np.ndarray:
-    """Each row of ``embeddings`` float [n, D] divided by its L2 norm (a zero row stays zero): float64 [n, D]."""
+def neighbour_bank(*, embeddings: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
+    """The kNN score's reference rows: the L2-normalised rows of the train tracks' (or clips') ``embeddings``
+    float [n, D], at most ``max_rows`` of them (a seeded sample without replacement, kept in their order):
+    float64 [m, D]. Raises OpenSetError for an empty or non-2-d ``embeddings`` or ``max_rows`` < 1."""
     x = np.asarray(embeddings, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), NORM_FLOOR)
-
-
-def neighbour_bank(*, embeddings: np.ndarray, max_clips: int, seed: int) -> np.ndarray:
-    """The kNN score's reference clips: the L2-normalised rows of the train clips' ``embeddings`` float [n, D],
-    at most ``max_clips`` of them (a seeded sample without replacement, kept in their order): float64 [m, D].
-    Raises OpenSetError for an empty or non-2-d ``embeddings`` or ``max_clips`` < 1."""
-    x = np.asarray(embeddings, dtype=np.float64)
-    if x.ndim != 2 or not len(x) or max_clips < 1:
-        raise OpenSetError(f"embeddings {x.shape}, max_clips {max_clips}: expected [n >= 1, D] and max_clips >= 1")
-    if len(x) > max_clips:
-        x = x[np.sort(np.random.default_rng(seed).choice(len(x), size=max_clips, replace=False))]
+    if x.ndim != 2 or not len(x) or max_rows < 1:
+        raise OpenSetError(f"embeddings {x.shape}, max_rows {max_rows}: expected [n >= 1, D] and max_rows >= 1")
+    if len(x) > max_rows:
+        x = x[np.sort(np.random.default_rng(seed).choice(len(x), size=max_rows, replace=False))]
     return normalised(x)
 
 
-def knn_scores(embeddings: np.ndarray, bank: np.ndarray, *, k: int) -> np.ndarray:
-    """``1 - cos`` to the k-th nearest row of ``bank`` float [m, D] (:func:`neighbour_bank`, normalised) per row of
-    ``embeddings`` float [n, D] (Sun et al. 2022): float64 [n] in [0, 2]. ``k`` larger than m uses the farthest row.
-    Raises OpenSetError for k < 1 or mismatched widths."""
-    x, reference = normalised(embeddings), np.asarray(bank, dtype=np.float64)
-    if k < 1 or x.shape[1:] != reference.shape[1:]:
-        raise OpenSetError(f"k = {k} neighbours of {x.shape} embeddings in a {reference.shape} bank: k >= 1 and equal widths needed")
-    similarity = x @ reference.T  # [n, m]
-    kth = min(k, reference.shape[0])
-    return 1.0 - np.sort(similarity, axis=1)[:, -kth]
+def track_embeddings(window_embeddings: np.ndarray, track_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """(track ids in first-seen order, each track's embedding: the mean of its windows' float [n, D] rows, float64
+    [T, D]), the track embedding the tagger stores and :meth:`genretag.onnx.contract.OpenSet.track_score` reads.
+    Raises OpenSetError when the ids do not match the rows."""
+    x, tracks = np.asarray(window_embeddings, dtype=np.float64), np.asarray(track_ids)
+    if x.ndim != 2 or tracks.shape != (len(x),):
+        raise OpenSetError(f"{tracks.shape[0]} track ids for window embeddings {x.shape}")
+    ids = list(dict.fromkeys(tracks.tolist()))
+    return [str(t) for t in ids], np.stack([x[tracks == t].mean(axis=0) for t in ids]) if ids else np.zeros((0, x.shape[1]))
 
 
 def energy_scores(logits: np.ndarray) -> np.ndarray:

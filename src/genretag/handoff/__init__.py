@@ -8,8 +8,9 @@ needs only a decoder, a resampler and onnxruntime. ``write_bundle`` puts into on
 - ``scoring.json``: the contract's rate and window length, and how the catalog scores a track
   (``score.max_windows`` evenly spaced windows, silent windows skipped below
   ``validation.silence_rms_dbfs``, mean of the windows, the GPU batch cap) and, for a model with an
-  out-of-taxonomy score, ``unknown``: its output name, threshold and track definition (the mean of the
-  windows' ``unknown_score``; above the threshold, the track is ``unknown``);
+  out-of-taxonomy score, ``unknown``: the record of :class:`genretag.onnx.contract.OpenSet` (the bank of train-track
+  embeddings as base64 float32, k, the threshold and the track definition: ``1 - cos`` of the track embedding, the
+  mean of its windows' ``embedding`` output, to the k-th nearest bank row; above the threshold, the track is ``unknown``);
 - ``genretag_reference.py``: the Python reference client (numpy, soundfile, python-soxr, onnxruntime);
 - ``genretag_reference.mjs`` with ``package.json`` and ``package-lock.json``: the Node.js reference
   client (onnxruntime-node, pinned), WAV at any rate (a windowed-sinc resampler of its own);
@@ -93,8 +94,7 @@ def write_bundle(
         "aggregate": "mean",
         "track_temperature": contract.track_temperature,  # softmax(log(mean) / T): genretag.onnx.contract.track_probabilities
         "max_clips_per_run": cuda_batch_limit(onnx.load(str(onnx_path))),
-        **({"unknown": {"output": contract.open_set.output, "threshold": contract.open_set.threshold, "aggregate": "mean",
-                        "label": UNKNOWN}} if contract.open_set.available else {}),
+        **({"unknown": {**contract.open_set.as_dict(), "label": UNKNOWN}} if contract.open_set.available else {}),
     })
     write_text(out_dir / "README.md", _readme(contract, registry_version))
     write_json(
@@ -105,7 +105,7 @@ def write_bundle(
             "registry_version": registry_version,
             "contract_version": contract.contract_version,
             "input": INPUT_NAME,
-            "outputs": [OUTPUT_NAME, EMBEDDING_NAME, *([contract.open_set.output] if contract.open_set.available else [])],
+            "outputs": [OUTPUT_NAME, EMBEDDING_NAME],
             "sha256": {
                 name: _sha256(out_dir / name)
                 for name in (*BUNDLE_FILES, *([MODEL_CARD_NAME] if model_card is not None else []))
@@ -143,9 +143,11 @@ Node.js 18+ (onnxruntime-node, pinned in package-lock.json; WAV at any rate, res
   whole {seconds}-s windows (at most `max_windows`, evenly spaced), skip silent windows (all zero or RMS
   below `silence_rms_dbfs` dBFS), run the model, average the windows' probabilities, then
   softmax(log(mean) / `track_temperature`) (scoring.json; 1: the mean itself): the calibrated track confidence.
-- "None of these genres" (when scoring.json has `unknown`): the model's extra output `unknown_score`
-  float32 [N] scores each window's distance from the training genres; a track whose mean window score
-  is above `unknown.threshold` is `unknown` (its top 3 are still reported). Never write `unknown` as a genre.
+- "None of these genres" (when scoring.json has `unknown`): the track embedding is the mean of its windows'
+  `embedding` output; its score is 1 - cos to the `unknown.neighbours`-th nearest row of `unknown.bank`
+  (base64 of little-endian float32 [`bank_tracks`, `dimension`], rows L2-normalised: the training tracks'
+  embeddings). A track whose score is above `unknown.threshold` is `unknown` (its top 3 are still
+  reported). Never write `unknown` as a genre.
 - `scoring.json` `max_clips_per_run`: the most windows one `session.run` may hold on a GPU (cuDNN
   rejects a tensor of 2^31 elements; 0: no limit); batch your own calls below it.
 - `MANIFEST.json`: SHA-256 of every file.

@@ -17,8 +17,10 @@
 // softmax(log(max(mean, 1e-12)) / track_temperature) (scoring.json; genretag's track_probabilities in
 // genretag.onnx.contract, mirrored by trackProbabilities below). --json prints the same fields as
 // genretag_reference.py --json: {"file", "windows", "genre", "unknown", "unknown_score", "top": [{"genre", "probability"}], "probabilities"}.
-// A model with an out-of-taxonomy score (scoring.json "unknown"): the mean of the windows' unknown_score; above the
-// threshold the track is "unknown" (its top genres are still reported; never write "unknown" as a genre).
+// A model with an out-of-taxonomy score (scoring.json "unknown"): the track embedding is the mean of the windows'
+// "embedding" output; its score is 1 - cos to the k-th nearest row of unknown.bank (base64 float32 [bank_tracks,
+// dimension], L2-normalised train-track embeddings); above the threshold the track is "unknown" (its top genres are
+// still reported; never write "unknown" as a genre). genretag's OpenSet.track_score, mirrored here.
 
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -28,7 +30,32 @@ import ort from "onnxruntime-node";
 const HERE = dirname(fileURLToPath(import.meta.url));
 const INPUT_NAME = "waveform";
 const OUTPUT_NAME = "probabilities";
+const EMBEDDING_NAME = "embedding";
 const UNKNOWN = "unknown";
+
+// scoring.json's "unknown" record with its bank decoded: { threshold, neighbours, rows, dimension, bank: Float64Array }.
+function openSet(record) {
+  if (!record || !record.bank || record.threshold === null || record.threshold === undefined) return null;
+  const bytes = Buffer.from(record.bank, "base64");
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const bank = new Float64Array(bytes.byteLength / 4);
+  for (let index = 0; index < bank.length; index++) bank[index] = view.getFloat32(4 * index, true);
+  if (bank.length !== record.bank_tracks * record.dimension) throw new Error(`scoring.json: unknown.bank is not ${record.bank_tracks} x ${record.dimension}`);
+  return { threshold: record.threshold, neighbours: record.neighbours ?? 1, rows: record.bank_tracks, dimension: record.dimension, bank };
+}
+
+// 1 - cos of a track embedding (Float64Array [D]) to the k-th nearest bank row.
+function openSetScore(unknown, embedding) {
+  const norm = Math.max(Math.sqrt(embedding.reduce((sum, value) => sum + value * value, 0)), 1e-12);
+  const similarity = new Float64Array(unknown.rows);
+  for (let row = 0; row < unknown.rows; row++) {
+    let dot = 0;
+    for (let column = 0; column < unknown.dimension; column++) dot += unknown.bank[row * unknown.dimension + column] * embedding[column];
+    similarity[row] = dot / norm;
+  }
+  similarity.sort();
+  return 1 - similarity[unknown.rows - Math.min(unknown.neighbours, unknown.rows)];
+}
 
 export async function loadModel(folder = HERE) {
   const labels = JSON.parse(readFileSync(join(folder, "labels.json"), "utf8"));
@@ -46,7 +73,7 @@ export async function loadModel(folder = HERE) {
     silenceRmsDbfs: scoring.silence_rms_dbfs ?? -60.0,
     maxClipsPerRun: scoring.max_clips_per_run ?? 0,
     trackTemperature: scoring.track_temperature ?? 1.0,
-    unknown: scoring.unknown && session.outputNames.includes(scoring.unknown.output) ? scoring.unknown : null,
+    unknown: session.outputNames.includes(EMBEDDING_NAME) ? openSet(scoring.unknown) : null,
   };
 }
 
@@ -180,7 +207,7 @@ function isSilent(window, silenceRmsDbfs) {
 }
 
 // Track probabilities of a WAV file at any rate (resampled to the model's): mean of the windows', then the track
-// temperature; and its mean window unknown_score (null: none).
+// temperature; and its out-of-taxonomy score (null: none).
 export async function scoreFile(model, path, maxWindows = model.maxWindows) {
   const decoded = readWav(path);
   if (decoded.samples.some((sample) => !Number.isFinite(sample))) throw new Error(`non-finite samples (NaN or infinity)`);
@@ -194,8 +221,8 @@ export async function scoreFile(model, path, maxWindows = model.maxWindows) {
   }
   const step = model.maxClipsPerRun || windows.length;
   const mean = new Float64Array(model.labels.length);
-  const names = model.unknown ? [OUTPUT_NAME, model.unknown.output] : [OUTPUT_NAME];
-  let unknownSum = 0;
+  const names = model.unknown ? [OUTPUT_NAME, EMBEDDING_NAME] : [OUTPUT_NAME];
+  const embedding = model.unknown ? new Float64Array(model.unknown.dimension) : null;
   for (let first = 0; first < windows.length; first += step) {
     const chunk = windows.slice(first, first + step);
     const batch = new Float32Array(chunk.length * model.clipSamples);
@@ -204,11 +231,14 @@ export async function scoreFile(model, path, maxWindows = model.maxWindows) {
     const outputs = await model.session.run({ [INPUT_NAME]: input }, names);
     const output = outputs[OUTPUT_NAME].data;
     for (let index = 0; index < output.length; index++) mean[index % model.labels.length] += output[index] / windows.length;
-    if (model.unknown) for (const score of outputs[model.unknown.output].data) unknownSum += score;
+    if (model.unknown) {
+      const rows = outputs[EMBEDDING_NAME].data;
+      for (let index = 0; index < rows.length; index++) embedding[index % model.unknown.dimension] += rows[index] / windows.length;
+    }
   }
-  const unknownScore = model.unknown ? unknownSum / windows.length : null;
-  return { probabilities: trackProbabilities(mean, model.trackTemperature), windows: windows.length, unknownScore,
-    unknown: model.unknown ? unknownScore > model.unknown.threshold : false };
+  const score = model.unknown ? openSetScore(model.unknown, embedding) : null;
+  return { probabilities: trackProbabilities(mean, model.trackTemperature), windows: windows.length, unknownScore: score,
+    unknown: model.unknown ? score > model.unknown.threshold : false };
 }
 
 // softmax(log(max(mean, 1e-12)) / temperature) of the mean window probabilities: the calibrated track probabilities.

@@ -19,13 +19,16 @@ Steps, each as genretag's own tagger does them (``genretag.audio.decode``, ``gen
 6. the calibrated track confidence: ``softmax(log(max(mean, 1e-12)) / T)``, T the track temperature of
    ``genretag.track_calibration`` in the metadata (absent: 1). genretag's ``track_probabilities``
    (genretag.onnx.contract), mirrored here;
-7. when the model has an out-of-taxonomy score (``genretag.open_set`` in the metadata, output
-   ``unknown_score``): the mean of the windows' scores; above the threshold the track is ``unknown``.
+7. when the model has an out-of-taxonomy score (``genretag.open_set`` in the metadata): the track embedding is
+   the mean of the windows' ``embedding`` output, its score ``1 - cos`` to the k-th nearest row of the record's
+   bank (base64 float32 [bank_tracks, dimension], L2-normalised train-track embeddings); above the threshold the
+   track is ``unknown``. genretag's ``OpenSet.track_score`` (genretag.onnx.contract), mirrored here.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
 from dataclasses import dataclass
@@ -39,6 +42,7 @@ import soxr
 HERE = Path(__file__).resolve().parent
 INPUT_NAME = "waveform"
 OUTPUT_NAME = "probabilities"
+EMBEDDING_NAME = "embedding"
 UNKNOWN = "unknown"  # the genre of a track past the model's out-of-taxonomy threshold
 
 
@@ -52,8 +56,9 @@ class Model:
     silence_rms_dbfs: float = -60.0
     max_clips_per_run: int = 0  # cuDNN's tensor limit on a GPU; 0: no limit
     track_temperature: float = 1.0  # genretag.track_calibration's temperature (step 6)
-    unknown_output: str = ""  # the per-window out-of-taxonomy score output ("" : the model cannot say unknown)
-    unknown_threshold: float | None = None  # a track whose mean window score is above it is unknown
+    unknown_bank: np.ndarray | None = None  # float64 [m, D] unit rows: the train tracks' embeddings (None: cannot say unknown)
+    unknown_neighbours: int = 1  # k: the score is 1 - cos to the k-th nearest bank row
+    unknown_threshold: float | None = None  # a track whose score is above it is unknown
 
 
 @dataclass
@@ -74,6 +79,10 @@ def load_model(folder: str | Path = HERE, *, providers: list[str] | None = None)
         raise ValueError(f"{folder / 'model.onnx'}: not a genretag contract-v2 model (waveform input)")
     scoring = json.loads((folder / "scoring.json").read_text()) if (folder / "scoring.json").is_file() else {}
     open_set = json.loads(meta.get("genretag.open_set") or "{}")
+    bank = None
+    if open_set.get("bank") and open_set.get("threshold") is not None:
+        raw = np.frombuffer(base64.b64decode(open_set["bank"]), dtype="<f4")
+        bank = raw.reshape(int(open_set["bank_tracks"]), int(open_set["dimension"])).astype(np.float64)
     return Model(
         session=session,
         labels=json.loads(meta["genretag.labels"]),
@@ -83,7 +92,8 @@ def load_model(folder: str | Path = HERE, *, providers: list[str] | None = None)
         silence_rms_dbfs=float(scoring.get("silence_rms_dbfs", -60.0)),
         max_clips_per_run=int(scoring.get("max_clips_per_run", 0)),
         track_temperature=float(json.loads(meta.get("genretag.track_calibration") or "{}").get("temperature", 1.0)),
-        unknown_output=open_set.get("output", ""),
+        unknown_bank=bank,
+        unknown_neighbours=int(open_set.get("neighbours", 1)),
         unknown_threshold=open_set.get("threshold"),
     )
 
@@ -122,15 +132,18 @@ def windows(model: Model, waveform: np.ndarray, *, max_windows: int | None = Non
 
 def score_waveform(model: Model, waveform: np.ndarray, *, max_windows: int | None = None) -> Scored:
     """Track probabilities (len(labels),) of a mono waveform at the model's rate (steps 5-6) and the
-    track's out-of-taxonomy score, the mean of its windows' ``unknown_score`` (step 7)."""
+    track's out-of-taxonomy score (step 7)."""
     batch = windows(model, waveform, max_windows=max_windows)
     step = model.max_clips_per_run or len(batch)
-    names = [OUTPUT_NAME, *([model.unknown_output] if model.unknown_output and model.unknown_threshold is not None else [])]
-    runs = [model.session.run(names, {INPUT_NAME: batch[start : start + step]}) for start in range(0, len(batch), step)]
+    runs = [model.session.run([OUTPUT_NAME, EMBEDDING_NAME], {INPUT_NAME: batch[start : start + step]})
+            for start in range(0, len(batch), step)]
     probabilities = track_probabilities(np.concatenate([run[0] for run in runs]), temperature=model.track_temperature)
-    if len(names) == 1:
+    if model.unknown_bank is None:
         return Scored(probabilities, None, False)
-    unknown_score = float(np.concatenate([run[1] for run in runs]).mean(dtype=np.float64))
+    embedding = np.concatenate([run[1] for run in runs]).mean(axis=0, dtype=np.float64)
+    unit = embedding / max(float(np.linalg.norm(embedding)), 1e-12)
+    similarity = np.sort(model.unknown_bank @ unit)
+    unknown_score = float(1.0 - similarity[-min(model.unknown_neighbours, len(similarity))])
     return Scored(probabilities, unknown_score, unknown_score > model.unknown_threshold)
 
 

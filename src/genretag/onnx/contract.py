@@ -18,10 +18,10 @@ preprocessing inside the graph.
   probabilities were calibrated (``genretag.calibration``: method, temperature, ECE before/after),
   the track temperature of :func:`track_probabilities` (``genretag.track_calibration``),
   the embedding's dimension D and the dtype catalog rows store it in (``genretag.embedding``),
-  and, for models exported since issue #21, the out-of-taxonomy threshold (``genretag.open_set``, :class:`OpenSet`).
-- optional output ``unknown_score``: float32 ``[N]``, the per-window out-of-taxonomy score
-  (:mod:`genretag.training.open_set`); a track's score is the mean of its windows', and the track is
-  ``unknown`` when that mean is above ``genretag.open_set``'s threshold. Consumers that ignore it keep working.
+  and, for models exported since issue #21, the out-of-taxonomy score's bank and threshold (``genretag.open_set``,
+  :class:`OpenSet`): a track's score is ``1 - cos`` of its embedding (the mean of its windows' ``embedding``
+  output) to the k-th nearest of the train tracks' embeddings the record holds, and the track is ``unknown``
+  when that score is above the threshold (:meth:`OpenSet.track_score`). Consumers that ignore it keep working.
 
 A model whose metadata has no ``genretag.contract_version`` is a v1 model (input ``mel_image``
 [N, H, W, 3]): :func:`read_contract` reads it, and :func:`require_v2` refuses it with one line that
@@ -30,9 +30,11 @@ says how to re-export. Clip-level models only: clips in, clip probabilities out.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,9 +70,42 @@ KEY_EMBEDDING = "genretag.embedding"  # JSON {"dim": D, "dtype": "float16" | "fl
 
 EMBEDDING_DTYPES = ("float16", "float32")  # how a catalog row stores a track embedding (little-endian bytes)
 KEY_OPEN_SET = "genretag.open_set"  # JSON, OpenSet.as_dict (absent in models exported before it)
-UNKNOWN_SCORE_NAME = "unknown_score"  # optional output float32 [N]: the per-window out-of-taxonomy score
 UNKNOWN = "unknown"  # the genre a track past the threshold records; never written as a genre anywhere
-TRACK_SCORE = "mean of the windows' unknown_score"  # the one track-level definition, recorded in the model
+METHOD_TRACK_KNN = "track-knn"  # the out-of-taxonomy score models carry (bench/open_set.py chose it)
+TRACK_SCORE = ("1 - cos of the track embedding (the mean of its windows' embedding output) to the k-th nearest "
+               "row of the bank (the L2-normalised train tracks' embeddings)")  # the one definition, recorded in the model
+NORM_FLOOR = 1e-12  # the least norm an embedding is divided by (a silent track's zero embedding stays zero)
+
+
+def normalised(embeddings: Any) -> np.ndarray:
+    """Each row of ``embeddings`` float [n, D] divided by its L2 norm (a zero row stays zero): float64 [n, D]."""
+    import numpy as np
+
+    x = np.asarray(embeddings, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), NORM_FLOOR)
+
+
+def knn_scores(embeddings: Any, bank: Any, *, k: int) -> np.ndarray:
+    """``1 - cos`` to the k-th nearest row of ``bank`` float [m, D] (L2-normalised rows) per row of ``embeddings``
+    float [n, D]: float64 [n] in [0, 2] (Sun, Ming, Zhu and Li 2022, "Out-of-Distribution Detection with Deep Nearest
+    Neighbors", ICML, section 3: the k-th nearest neighbour distance of normalised features; ``1 - cos`` is half the
+    squared Euclidean distance of unit vectors, a monotone function of it). ``k`` larger than m uses the farthest row.
+    Raises ValueError for k < 1, an empty bank or mismatched widths."""
+    import numpy as np
+
+    x, reference = normalised(embeddings), np.asarray(bank, dtype=np.float64)
+    if k < 1 or reference.ndim != 2 or not len(reference) or x.shape[1:] != reference.shape[1:]:
+        raise ValueError(f"k = {k} neighbours of {x.shape} embeddings in a {reference.shape} bank: "
+                         "k >= 1, a non-empty bank and equal widths needed")
+    similarity = x @ reference.T  # [n, m]
+    return 1.0 - np.sort(similarity, axis=1)[:, -min(k, reference.shape[0])]
+
+
+def encode_bank(bank: Any) -> str:
+    """``bank`` float [m, D] as base64 of its little-endian float32 bytes, row-major (what :class:`OpenSet` stores)."""
+    import numpy as np
+
+    return base64.b64encode(np.ascontiguousarray(bank, dtype="<f4").tobytes()).decode("ascii")
 
 PROBABILITY_FLOOR = 1e-12  # float32-representable; log(1e-12) = -27.6, far below any real logit gap
 
@@ -83,18 +118,21 @@ REEXPORT_HINT = "re-export it with contract v2: `dvc repro` (stage candidate-<id
 @dataclass(frozen=True)
 class OpenSet:
     """What a model says about "none of these genres" (ONNX metadata ``genretag.open_set``): the method, the
-    graph output that carries the per-window score, the track-level definition, the threshold and how it was
-    fitted. ``OpenSet.absent()`` for a model exported before it (``threshold`` None: it cannot say unknown)."""
+    graph output whose window mean is the track embedding, the track-level definition, the bank of train-track
+    embeddings it compares with, the threshold and how it was fitted. ``OpenSet.absent()`` for a model exported
+    before it, or with an older per-window record (no ``bank``): it cannot say unknown."""
 
     method: str = ""
-    output: str = ""  # the graph's per-window score output
+    output: str = ""  # the graph output averaged over a track's windows into its embedding (``embedding``)
     track_definition: str = TRACK_SCORE
     threshold: float | None = None
     accept: float = 0.0  # the share of validation tracks accepted it was fitted for
     validation_tracks: int = 0
     validation_accepted: float = 0.0  # the share actually at or below the threshold
-    neighbours: int = 0  # k of the kNN score (method "knn")
-    bank_clips: int = 0  # the train clips its graph compares with
+    neighbours: int = 0  # k of the kNN score
+    bank_tracks: int = 0  # rows of ``bank``: train tracks (at most export.unknown_bank_tracks, a seeded sample)
+    dimension: int = 0  # D of ``bank`` (the embedding's)
+    bank: str = field(default="", repr=False)  # :func:`encode_bank` of the L2-normalised train-track embeddings [bank_tracks, D]
 
     @classmethod
     def absent(cls) -> OpenSet:
@@ -102,14 +140,24 @@ class OpenSet:
 
     @property
     def available(self) -> bool:
-        return self.threshold is not None and bool(self.output)
+        return self.threshold is not None and self.method == METHOD_TRACK_KNN and bool(self.bank) and self.bank_tracks > 0
 
-    def track_score(self, window_scores: Any) -> float | None:
-        """The track's score from its windows' ``unknown_score`` values: their mean (None without a threshold or windows)."""
+    @cached_property
+    def bank_vectors(self) -> np.ndarray:
+        """The decoded bank: float32 [bank_tracks, dimension]. Raises ExportError when its size does not match."""
         import numpy as np
 
-        scores = np.asarray(window_scores if window_scores is not None else [], dtype=np.float64)
-        return float(scores.mean()) if self.available and scores.size else None
+        raw = base64.b64decode(self.bank)
+        if len(raw) != 4 * self.bank_tracks * self.dimension:
+            raise ExportError(f"genretag.open_set: a bank of {len(raw)} bytes is not {self.bank_tracks} x {self.dimension} float32")
+        return np.frombuffer(raw, dtype="<f4").reshape(self.bank_tracks, self.dimension)
+
+    def track_score(self, track_embedding: Any) -> float | None:
+        """The track's score from its embedding float [D] (the mean of its windows' ``embedding`` output):
+        :func:`knn_scores` against the bank with k = ``neighbours``. None without a threshold or an embedding."""
+        if not self.available or track_embedding is None or not len(track_embedding):
+            return None
+        return float(knn_scores([track_embedding], self.bank_vectors, k=self.neighbours)[0])
 
     def is_unknown(self, track_score: float | None) -> bool:
         """True when ``track_score`` (:func:`track_scores`) is above the threshold; False when there is none."""
@@ -126,13 +174,16 @@ class OpenSet:
 
     def params(self) -> dict[str, Any]:
         """The choices as MLflow params (``unknown_method``, ``unknown_accept``, ``unknown_neighbours``,
-        ``unknown_bank_clips``); empty when absent."""
+        ``unknown_bank_tracks``); empty when absent."""
         return {"unknown_method": self.method, "unknown_accept": self.accept, "unknown_neighbours": self.neighbours,
-                "unknown_bank_clips": self.bank_clips} if self.available else {}
+                "unknown_bank_tracks": self.bank_tracks} if self.available else {}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OpenSet:
-        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data}) if data else cls.absent()
+        """The record of :meth:`as_dict`; absent for an empty one or one without a bank (a per-window record of
+        models exported before the track score: they cannot say unknown)."""
+        record = cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data}) if data else cls.absent()
+        return record if record.available else cls.absent()
 
 
 @dataclass(frozen=True)
@@ -347,9 +398,7 @@ def memory_batch_limit(model: onnx.ModelProto, *, budget_mb: int) -> int:
 
 @dataclass(frozen=True)
 class Prediction:
-    """``probabilities`` float32 [n, K] (softmax, label order), ``embedding`` float32 [n, D] and, from a model
-    with the output, ``unknown_score`` float32 [n] (None without)."""
+    """``probabilities`` float32 [n, K] (softmax, label order) and ``embedding`` float32 [n, D]."""
 
     probabilities: np.ndarray
     embedding: np.ndarray
-    unknown_score: np.ndarray | None = None

@@ -20,7 +20,6 @@ from genretag.onnx.contract import (
     EMBEDDING_NAME,
     INPUT_NAME,
     OUTPUT_NAME,
-    UNKNOWN_SCORE_NAME,
     ModelContract,
     Prediction,
     cuda_batch_limit,
@@ -233,12 +232,9 @@ def cpu_session(model: str | Path | bytes):
 
 
 def predict_waveforms(session, waveforms: np.ndarray, *, batch_size: int = 64) -> Prediction:
-    """Run a contract-v2 ``session`` on float32 [n, S] waveforms in batches of ``batch_size``; the optional
-    ``unknown_score`` output too when the graph has it (else ``Prediction.unknown_score`` is None)."""
+    """Run a contract-v2 ``session`` on float32 [n, S] waveforms in batches of ``batch_size``."""
     waveforms = np.asarray(waveforms, dtype=np.float32)
     names = [OUTPUT_NAME, EMBEDDING_NAME]
-    if UNKNOWN_SCORE_NAME in {output.name for output in session.get_outputs()}:
-        names.append(UNKNOWN_SCORE_NAME)
     parts = [
         session.run(names, {INPUT_NAME: np.ascontiguousarray(waveforms[start : start + batch_size])})
         for start in range(0, len(waveforms), batch_size)
@@ -246,5 +242,4 @@ def predict_waveforms(session, waveforms: np.ndarray, *, batch_size: int = 64) -
     return Prediction(
         probabilities=np.concatenate([p[0] for p in parts]).astype(np.float32),
         embedding=np.concatenate([p[1] for p in parts]).astype(np.float32),
-        unknown_score=np.concatenate([p[2] for p in parts]).astype(np.float32) if len(names) == 3 else None,
     )

@@ -75,9 +75,9 @@ def embed_file(model: ScoringModel, path: str | Path, *, max_windows: int = 20, 
     its track embedding, the mean of its scored windows' embeddings, float32 [D]. Raises ScoringError when it cannot be scored."""
     result = next(score_files(model, [(str(path), path)], max_windows=max_windows, workers=1, parallel=False,
                               silence_rms_dbfs=silence_rms_dbfs))
-    if result.score is None or result.embedding_sum is None or not result.score.windows_scored:
+    if result.track_embedding is None:
         raise ScoringError(f"{path}: cannot be scored ({result.error or 'no window scored'})")
-    return (result.embedding_sum / result.score.windows_scored).astype(np.float32)
+    return result.track_embedding.astype(np.float32)
 
 
 def similar(

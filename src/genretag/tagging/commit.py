@@ -42,8 +42,7 @@ def write_results(catalog: Catalog, results: Sequence[Any], *, model: Any, revie
             tags.append(tag_row(track, result.score, model_name=model.model_name, model_version=model.model_version,
                                 provider=model.provider, contract_version=model.contract_version, review_below=review_below,
                                 audio=result.audio, run_id=run_id, embedding_dtype=dtype,
-                                embedding=None if result.embedding_sum is None or not result.score.windows_scored
-                                else result.embedding_sum / result.score.windows_scored))
+                                embedding=result.track_embedding))
             audio += [result.audio] if result.audio else []
             embedding_sums += [result.embedding_sum] if result.embedding_sum is not None else []
     counts = catalog.write(tags, errors)

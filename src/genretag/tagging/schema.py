@@ -46,8 +46,8 @@ catalog_tags = sa.Table(
     # Added with early exit (genretag.tagging.early_exit): the non-silent windows the track offered (up to
     # score.max_windows), of which windows_scored were used; empty for rows written before.
     sa.Column("windows_available", sa.Integer, nullable=True),
-    # Added with the out-of-taxonomy score (issue 21): the mean of the windows' unknown_score; NULL for a model
-    # without one (and rows written before). Past the model's threshold the genre is "unknown" (rows.is_unknown).
+    # Added with the out-of-taxonomy score (issue 21): the track's score (genretag.onnx.contract.OpenSet.track_score);
+    # NULL for a model without one (and rows written before). Past the model's threshold the genre is "unknown" (rows.is_unknown).
     sa.Column("unknown_score", sa.Float, nullable=True),
     sa.UniqueConstraint("sha256", "model_version", name="uq_catalog_tags_sha256_model_version"),
 )

@@ -50,12 +50,13 @@ class TrackScore:
 
 def summarize(
     window_probabilities: np.ndarray, labels: tuple[str, ...], *, windows_silent: int = 0,
-    window_starts_s: tuple[float, ...] = (), windows_available: int = 0, window_unknown_scores: np.ndarray | None = None,
+    window_starts_s: tuple[float, ...] = (), windows_available: int = 0, track_embedding: np.ndarray | None = None,
     open_set: OpenSet = OpenSet.absent(), track_temperature: float = 1.0,
 ) -> TrackScore:
     """The track's probabilities from its windows' float [n, K]: :func:`genretag.onnx.contract.track_probabilities`
     at ``track_temperature`` (the model's ``ModelContract.track_temperature``); label = the most probable genre, or
-    ``unknown`` when ``open_set`` says the mean of ``window_unknown_scores`` float [n] is past its threshold. The
+    ``unknown`` when ``open_set`` says ``track_embedding`` float [D] (the mean of the windows' embeddings) is past its
+    threshold (:meth:`genretag.onnx.contract.OpenSet.track_score`). The
     per-window rows are kept (the track's genre timeline), with ``window_starts_s`` (n seconds, or
     () when unknown); ``windows_available`` (0: n) is how many windows the track offered. ValueError when
     n = 0 or the starts do not match the windows."""
@@ -66,7 +67,7 @@ def summarize(
     windows = np.asarray(window_probabilities, dtype=np.float64)
     mean = track_probabilities(windows, temperature=track_temperature)
     order = np.argsort(-mean, kind="stable")
-    unknown_score = open_set.track_score(window_unknown_scores)
+    unknown_score = open_set.track_score(track_embedding)
     return TrackScore(
         label=UNKNOWN if open_set.is_unknown(unknown_score) else labels[order[0]],
         confidence=float(mean[order[0]]),
@@ -97,7 +98,7 @@ def score_file(
     prediction = model.predict(windows.waveforms, batch_size=batch_size)
     return summarize(prediction.probabilities, model.labels, windows_silent=windows.silent,
                      window_starts_s=window_seconds(windows, sample_rate=model.sample_rate),
-                     window_unknown_scores=prediction.unknown_score, open_set=model.contract.open_set,
+                     track_embedding=prediction.embedding.mean(axis=0, dtype=np.float64), open_set=model.contract.open_set,
                      track_temperature=model.contract.track_temperature)
 
 
@@ -112,6 +113,13 @@ class ScoredTrack:
     audio: InputStats | None = None  # the track's input statistics (drift)
     embedding_sum: np.ndarray | None = None  # float64 [D]: sum of the scored windows' embeddings (drift)
 
+    @property
+    def track_embedding(self) -> np.ndarray | None:
+        """The track's embedding, the mean of its scored windows' embeddings: float64 [D] (None: nothing scored)."""
+        if self.score is None or self.embedding_sum is None or not self.score.windows_scored:
+            return None
+        return self.embedding_sum / self.score.windows_scored
+
 
 @dataclass
 class _InFlight:
@@ -122,7 +130,6 @@ class _InFlight:
     windows: TrackWindows  # decoded so far (with early exit decoded round by round: in scoring order, the rest pending)
     order: np.ndarray  # int64 [n]: the order its decoded windows are scored in
     probabilities: list[np.ndarray]  # float32 [r, K] per round scored
-    unknown_scores: list[np.ndarray] | None = None  # float32 [r] per round scored (None: the model has no unknown_score)
     embedding_sum: np.ndarray | None = None  # float64 [D]
     scored: int = 0
 
@@ -215,8 +222,6 @@ def _score_round(
     for track, indices in zip(active, rounds, strict=True):
         count = len(indices)
         track.probabilities.append(prediction.probabilities[offset : offset + count])
-        if prediction.unknown_score is not None:
-            track.unknown_scores = [*(track.unknown_scores or []), prediction.unknown_score[offset : offset + count]]
         embedding_sum = prediction.embedding[offset : offset + count].sum(axis=0, dtype=np.float64)
         track.embedding_sum = embedding_sum if track.embedding_sum is None else track.embedding_sum + embedding_sum
         track.scored += count
@@ -236,10 +241,9 @@ def _finished(model: ScoringModel, track: _InFlight) -> ScoredTrack:
     used = track.order[: track.scored]
     in_time = np.argsort(used if windows.starts is None else windows.starts[used], kind="stable")
     starts = window_seconds(windows, sample_rate=model.sample_rate)
-    unknown = None if track.unknown_scores is None else np.concatenate(track.unknown_scores)[in_time]
     score = summarize(np.concatenate(track.probabilities)[in_time], model.labels, windows_silent=windows.silent,
                       window_starts_s=tuple(starts[i] for i in used[in_time]) if starts else (),
-                      windows_available=windows.available, window_unknown_scores=unknown, open_set=model.contract.open_set,
+                      windows_available=windows.available, track_embedding=track.embedding_sum / track.scored, open_set=model.contract.open_set,
                       track_temperature=model.contract.track_temperature)
     return ScoredTrack(track.key, track.path, score, audio=windows.audio, embedding_sum=track.embedding_sum)
 

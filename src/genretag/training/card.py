@@ -120,12 +120,12 @@ def _track_calibration_section(record: TrackCalibration | None) -> str:
 def _open_set_section(open_set: OpenSet | None) -> str:
     """The card's "Out-of-taxonomy" section: the method, its threshold and the share of validation tracks it accepts."""
     if open_set is None or not open_set.available:
-        return ("## Out-of-taxonomy\n\nNo out-of-taxonomy score (too few train clips or validation tracks): the model "
+        return ("## Out-of-taxonomy\n\nNo out-of-taxonomy score (too few train or validation tracks): the model "
                 "always answers with one of its labels and cannot say \"none of these genres\".\n")
-    return (f"## Out-of-taxonomy\n\nOutput `{open_set.output}` float32 [N]: per window, the cosine distance (1 - cos) of the "
-            f"L2-normalised embedding to its\n{open_set.neighbours}-th nearest of {open_set.bank_clips} L2-normalised train "
-            "clips (Sun et al. 2022, \"Out-of-Distribution Detection with Deep\nNearest Neighbors\", ICML; "
-            f"method `{open_set.method}`). A track's score is the {open_set.track_definition}; the track is\n"
+    return (f"## Out-of-taxonomy\n\nA track's score is the cosine distance (1 - cos) of its embedding (the mean of its windows' "
+            f"`{open_set.output}`\noutput, {open_set.dimension}-d) to its {open_set.neighbours}-th nearest of {open_set.bank_tracks} "
+            "train tracks' embeddings, kept in the metadata\n(Sun et al. 2022, \"Out-of-Distribution Detection with Deep "
+            f"Nearest Neighbors\", ICML, applied to tracks; method `{open_set.method}`). The track is\n"
             f"**unknown** (none of these genres) when it is above **{open_set.threshold:.4g}**, the threshold fitted on the "
             f"validation split\nonly to accept {open_set.accept:.0%} of its tracks: it accepts {open_set.validation_accepted:.1%} "
             f"of the {open_set.validation_tracks} validation tracks.\nAn unknown track keeps its top 3 genres for review; "

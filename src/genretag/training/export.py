@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_UNKNOWN_ACCEPT = ExportParams().unknown_accept  # the built-in default of params export.unknown_accept
 DEFAULT_UNKNOWN_NEIGHBOURS = ExportParams().unknown_neighbours
-DEFAULT_UNKNOWN_BANK_CLIPS = ExportParams().unknown_bank_clips
+DEFAULT_UNKNOWN_BANK_TRACKS = ExportParams().unknown_bank_tracks
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def export_candidate(
     train: TestClips | None = None,
     unknown_accept: float = DEFAULT_UNKNOWN_ACCEPT,
     unknown_neighbours: int = DEFAULT_UNKNOWN_NEIGHBOURS,
-    unknown_bank_clips: int = DEFAULT_UNKNOWN_BANK_CLIPS,
+    unknown_bank_tracks: int = DEFAULT_UNKNOWN_BANK_TRACKS,
     seed: int = 0,
     card: Callable[[ParityReport, Calibration, TrackCalibration, OpenSet], str] | None = None,
     card_path: Path | None = None,
@@ -79,8 +79,9 @@ def export_candidate(
     (:func:`calibrate_sealed`; None: no clips, T = 1), fit the track temperature (:func:`calibrate_track_level`:
     the validation tracks when there are ``track_min_tracks``, else ``out_of_fold`` predictions over the training
     tracks, else T = 1 saying ``out_of_fold_missing``), state the embedding's dimension and storage dtype
-    (``contract.embedding_dtype``, default float32) in ``genretag.embedding``, append the ``unknown_score`` output (distance to the
-    ``unknown_neighbours``-th nearest of at most ``unknown_bank_clips`` ``train`` clips, sampled with ``seed``) with its threshold on the ``validation`` tracks accepting ``unknown_accept`` of them
+    (``contract.embedding_dtype``, default float32) in ``genretag.embedding``, add the out-of-taxonomy score to the metadata (a track
+    embedding's distance to the ``unknown_neighbours``-th nearest of at most ``unknown_bank_tracks`` ``train`` tracks, sampled with ``seed``)
+    with its threshold on the ``validation`` tracks accepting ``unknown_accept`` of them
     (:func:`genretag.training.open_set.attach_open_set`; no train or too few validation tracks: none), then write ``onnx_path`` (and the ``card`` text
     at ``card_path``, default MODEL_CARD.md beside it) atomically.
 
@@ -98,7 +99,7 @@ def export_candidate(
         onnx_bytes, contract, validation=validation, test=test, min_tracks=track_min_tracks, out_of_fold=out_of_fold,
         out_of_fold_missing=out_of_fold_missing)
     onnx_bytes, contract, open_set = attach_open_set(onnx_bytes, contract, train=train, validation=validation, accept=unknown_accept,
-                                                     k=unknown_neighbours, max_clips=unknown_bank_clips, seed=seed)
+                                                     k=unknown_neighbours, max_tracks=unknown_bank_tracks, seed=seed)
     card_path = (card_path or onnx_path.with_name(MODEL_CARD_NAME)) if card else None
     card_text = card(parity, calibration, track_calibration, open_set) if card else ""
     with atomic_open(onnx_path, "wb") as onnx_file, (

@@ -21,7 +21,7 @@ import onnx
 from genretag.core.atomic import atomic_open
 from genretag.core.config import INT8_SUFFIX
 from genretag.core.errors import ExportError
-from genretag.evaluation.open_set import track_scores
+from genretag.evaluation.open_set import track_embeddings
 from genretag.onnx.contract import INPUT_NAME, INT8, ModelContract, OpenSet, read_contract, require_v2
 from genretag.onnx.session import cpu_session, predict_waveforms
 from genretag.training.parity import TestClips, synthetic_clips
@@ -113,8 +113,8 @@ def quantize_network(
 
 
 def _unknown_decisions(prediction, open_set: OpenSet, groups: tuple[str, ...]) -> np.ndarray:
-    """Per group of clips (a track), whether the mean of its windows' ``unknown_score`` is past ``open_set``'s threshold: bool [g]."""
-    return np.array([open_set.is_unknown(score) for score in track_scores(prediction.unknown_score, groups).values()])
+    """Per group of clips (a track), whether its embedding (the mean of its windows') is past ``open_set``'s threshold: bool [g]."""
+    return np.array([open_set.is_unknown(open_set.track_score(vector)) for vector in track_embeddings(prediction.embedding, groups)[1]])
 
 
 def export_int8(
@@ -133,8 +133,8 @@ def export_int8(
     and ``derived_from`` the float32 version. Checked before anything is written: contract-v2 IO
     (same names and shapes), and top-1 agreement with the float32 graph on the ``test`` and
     ``synthetic`` clips together (default :func:`synthetic_clips`) of at least ``min_agreement``
-    (else :class:`Int8Refused`); with an out-of-taxonomy score (its ``open_set/`` nodes stay float32, the embedding
-    they read is the int8 network's, the threshold the float32 one's), the same unknown decision on at least
+    (else :class:`Int8Refused`); with an out-of-taxonomy score (the embedding it reads is the int8 network's, the bank
+    and threshold the float32 one's), the same unknown decision on at least
     ``min_agreement`` of the test tracks and synthetic clips (else :class:`Int8Refused`). Accuracy is the registry gate's business, not this function's.
     Raises ExportError, writing nothing, on any failure.
     """

@@ -7,7 +7,7 @@ from __future__ import annotations
 import onnx
 
 from genretag.core.errors import ExportError
-from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, UNKNOWN_SCORE_NAME, ModelContract, write_contract
+from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, write_contract
 
 BATCH_DIM = "N"  # the contract's dynamic batch dimension
 
@@ -31,11 +31,9 @@ def _check_v2_io(proto: onnx.ModelProto, *, clip_samples: int) -> None:
     inputs = [value for value in proto.graph.input if value.name not in initializers]
     outputs = [value.name for value in proto.graph.output]
     shape = [d.dim_param or d.dim_value for d in inputs[0].type.tensor_type.shape.dim] if len(inputs) == 1 else []
-    if len(inputs) != 1 or inputs[0].name != INPUT_NAME or shape != [BATCH_DIM, clip_samples] or outputs not in (
-        [OUTPUT_NAME, EMBEDDING_NAME], [OUTPUT_NAME, EMBEDDING_NAME, UNKNOWN_SCORE_NAME]
-    ):
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME or shape != [BATCH_DIM, clip_samples] or outputs != [OUTPUT_NAME, EMBEDDING_NAME]:
         raise ExportError(
             f"graph takes {[(v.name, shape) for v in inputs]} and gives {outputs}; contract v2 needs "
-            f"{INPUT_NAME} [{BATCH_DIM}, {clip_samples}] -> {OUTPUT_NAME}, {EMBEDDING_NAME} (and optionally {UNKNOWN_SCORE_NAME})"
+            f"{INPUT_NAME} [{BATCH_DIM}, {clip_samples}] -> {OUTPUT_NAME}, {EMBEDDING_NAME}"
         )
 

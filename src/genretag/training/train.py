@@ -264,7 +264,7 @@ def export_trained_candidate(params: Params, paths: Layout, stage: Candidate) ->
         temperature_min_clips=params.export.temperature_min_clips, track_min_tracks=params.export.track_temperature_min_tracks,
         out_of_fold=out_of_fold, out_of_fold_missing=missing,
         train=stage.splits.clips("train", labels=labels), unknown_accept=params.export.unknown_accept,
-        unknown_neighbours=params.export.unknown_neighbours, unknown_bank_clips=params.export.unknown_bank_clips, seed=params.train.seed,
+        unknown_neighbours=params.export.unknown_neighbours, unknown_bank_tracks=params.export.unknown_bank_tracks, seed=params.train.seed,
         card=lambda parity, calibration, track, open_set: render_model_card(
             params, contract, parity=parity, test=test, counts=counts, description=family.describe(), calibration=calibration,
             track_calibration=track, open_set=open_set))
@@ -302,7 +302,7 @@ def log_export_facts(params: Params, paths: Layout, run_id: str | None, calibrat
     and the out-of-taxonomy record
     (:class:`~genretag.onnx.contract.OpenSet`: metrics ``unknown_threshold``, ``unknown_validation_accepted``,
     ``unknown_validation_tracks``; params ``unknown_method``, ``unknown_accept``, ``unknown_neighbours``,
-    ``unknown_bank_clips``; none when it is absent) of the MLflow run ``run_id``
+    ``unknown_bank_tracks``; none when it is absent) of the MLflow run ``run_id``
     (the candidate's training run); nothing without a run id (a family exported without training.json) or
     when that run is not in this tracking store (logged as a warning: the ONNX metadata keeps the record)."""
     if not run_id:
