@@ -2,6 +2,7 @@
 
     python bench/open_set.py --data ../shared/gtzan-sample                     # all 45 genre pairs, musicnn-msd
     python bench/open_set.py --data DIR --families musicnn-msd mfcc-logreg --pairs 20
+    python bench/open_set.py --data ../shared/gtzan-sample --family-option embedding_layer=pooled   # musicnn's 1,506-d layer
 
 For every pair of held-out genres (all 45, or ``--pairs`` random ones): the eight known genres' tracks
 are split per genre into train / validation / test tracks (``--train-tracks``, ``--validation-tracks``,
@@ -155,6 +156,8 @@ def main() -> None:
     parser.add_argument("--accept", type=float, default=None, help="validation share accepted (default: params export.unknown_accept)")
     parser.add_argument("--neighbours", type=int, default=None, help="k of the knn score (default: params export.unknown_neighbours)")
     parser.add_argument("--seed", type=int, default=2021)
+    parser.add_argument("--family-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a family constructor option, e.g. embedding_layer=pooled (musicnn-msd's 1,506-d features)")
     args = parser.parse_args()
 
     params = load_params(project_root() / "params.yaml")
@@ -167,7 +170,7 @@ def main() -> None:
         pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), size=min(args.pairs, len(pairs)), replace=False))]
     rows = []
     for candidate in args.families:
-        family = create(candidate)
+        family = create(candidate, **dict(option.split("=", 1) for option in args.family_option))
         clips, tracks = load_corpus(args.data, genres=genres, sample_rate=family.sample_rate, clip_samples=family.clip_samples)
         started = time.perf_counter()
         embedding = cached_embedding(family, clips)
@@ -182,7 +185,7 @@ def main() -> None:
             print(f"  {candidate} {genres[pair[0]]}+{genres[pair[1]]}: "
                   + ", ".join(f"{m} AUROC {result[m]['auroc']:.3f} accepted {result[m]['accepted']:.2f} "
                               f"accuracy {result[m]['accuracy_accepted']:.2f}" for m in METHODS), flush=True)
-        rows.append({"family": candidate, "pairs": results, "seconds": round(time.perf_counter() - started, 1)})
+        rows.append({"family": candidate + "".join(f" ({option})" for option in args.family_option), "pairs": results, "seconds": round(time.perf_counter() - started, 1)})
 
     print(f"\naccept = {accept} of the validation tracks; knn k = {k}; mean ± sd over genre pairs")
     print("\n| family | method | pairs | AUROC | known accepted | unknown rejected | accuracy of accepted | closed-set accuracy |")

@@ -95,6 +95,29 @@ def test_the_bound_holds_the_early_decision_equals_the_full_one_at_least_1_minus
     assert early > trials // 20  # the bound did stop early on some of them: this is not a test of the full decision
 
 
+@pytest.mark.parametrize("risk", [0.05, 0.3])
+def test_the_majority_test_holds_on_leaders_near_half_and_stops_clear_tracks_sooner_than_the_rivals_test(risk: float) -> None:
+    """Leaders holding 0.45-0.6 of the probability, noisy windows: the early genre is the full one at least 1 - risk of
+    the time. A clear track stops sooner with the majority test than with the rivals test alone (its capital needs
+    log(2 / risk), theirs log(2 (K - 1) / risk))."""
+    rng = np.random.default_rng(11)
+    agree, early = 0, 0
+    trials = 400
+    for _ in range(trials):
+        top = rng.uniform(0.45, 0.6)
+        windows = _stream(rng, means=[top, (1 - top) * 0.6] + [(1 - top) * 0.05] * 8, spread=0.25, n=int(rng.integers(8, 41)))
+        genre, used = _decide(windows, risk=risk, round_windows=2)
+        agree += genre == int(windows.mean(0).argmax())
+        early += used < len(windows)
+    assert agree / trials >= 1 - risk and early > trials // 20
+    clear = _stream(np.random.default_rng(12), means=[0.9, 0.05] + [0.05 / 8] * 8, spread=0.05, n=40)
+    with_majority = _decide(clear, risk=0.05, round_windows=2)[1]
+    gaps = clear[:, [0]] - clear[:, 1:]
+    rivals_only = next(n for n in range(2, 41, 2)
+                       if np.all(betting_log_capital(gaps[:n], total=40) >= np.log(2 * 9 / 0.05)))
+    assert with_majority < rivals_only and with_majority <= 12  # of 40 (the rivals test alone: 14)
+
+
 @pytest.fixture(scope="module")
 def confident(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_onnx_model(tmp_path_factory.mktemp("models") / "m.onnx", version="1", seed=2)  # a gap of ~0.8 on these tones

@@ -8,8 +8,11 @@ for every rival, the mean of d over the N windows is still > 0:
 
 * **for certain** when n * gap > N - n (the remaining N - n windows at worst case, d = -1 each,
   cannot close the gap of the sums), where gap = mean_n(p_a) - mean_n(p_b) of the nearest rival;
-* **with probability >= 1 - risk** when, for every rival, a test by betting rejects "the mean of d
-  over all N windows is <= 0": the capital K_n = prod_{i<=n} (1 + lambda_i (x_i - c_i)) of the
+* **with probability >= 1 - risk** when one of two tests by betting, each at level risk / 2, rejects:
+  the **majority** test, "the mean of the leader's own probability over all N windows is <= 1/2"
+  (d_i = 2 p_a,i - 1: once the leader holds more than half of the averaged probability, no rival can
+  beat it, and one test needs no union over rivals), or the **rivals** test, for every rival, "the
+  mean of d over all N windows is <= 0". A test's capital K_n = prod_{i<=n} (1 + lambda_i (x_i - c_i)) of the
   scaled gaps x_i = (1 + d_i) / 2 in [0, 1] against the null mean of the windows not yet seen,
   c_i = (N / 2 - sum_{j<i} x_j) / (N - i + 1), reaches (K - 1) / risk. Under the null K_n is a
   nonnegative supermartingale, so by Ville's inequality it ever reaches 1 / alpha with probability
@@ -17,9 +20,10 @@ for every rival, the mean of d over the N windows is still > 0:
   "Confidence sequences for sampling without replacement", NeurIPS 33, Sec. 3, Thm. 3.1 with the
   without-replacement centring; the bet lambda_i is their aGRAPA, (mu - c) / (sigma^2 + (mu - c)^2)
   from the windows before i, clipped to [0, 3 / (4 c_i)], from "Estimating means of bounded random
-  variables by betting", JRSS B 86(1) 2024, Sec. B.3). The K - 1 rivals share the risk (union
-  bound): stopping on a leader a that is not the genre of all N windows needs the test of a against
-  that genre to reject a true null.
+  variables by betting", JRSS B 86(1) 2024, Sec. B.3). The K - 1 rivals share their half of the risk
+  (union bound): stopping on a leader a that is not the genre of all N windows needs the test of a
+  against that genre, or the majority test, to reject a true null. The majority test is the one that
+  stops a clear track early: it spends log(2 / risk) of capital, the rivals test log(2 (K - 1) / risk).
 
 The bet grows fastest when the gaps are large and steady (variance-adaptive): on a track whose
 windows agree it stops well before the Hoeffding-Serfling bound (R sqrt(rho_n ln(1/delta) / (2 n)),
@@ -91,8 +95,11 @@ def settled(probabilities: np.ndarray, *, total: int, risk: float) -> bool:
     if scored * float(first - second) > total - scored:  # the rest at worst case cannot close it
         return True
     leader = int(mean.argmax())
+    majority = 2.0 * windows[:, [leader]] - 1.0  # mean > 0 over all N: the leader holds more than half
+    if betting_log_capital(majority, total=total)[0] >= math.log(2.0 / risk):
+        return True
     gaps = windows[:, [leader]] - np.delete(windows, leader, axis=1)
-    return bool(np.all(betting_log_capital(gaps, total=total) >= math.log((windows.shape[1] - 1) / risk)))
+    return bool(np.all(betting_log_capital(gaps, total=total) >= math.log(2.0 * (windows.shape[1] - 1) / risk)))
 
 
 @dataclass(frozen=True)
