@@ -257,7 +257,7 @@ def write_track(path: Path, *, seconds: float, seed: int, sample_rate: int = CAT
 
 def catalog_files(cache: Path, *, minutes: list[float], formats: list[str], sample: Path | None) -> list[Path]:
     """The bench's catalog: one file per format and length (made once, kept in ``cache``), then ``sample``'s audio."""
-    from genretag.audio.decoding import scan_folder
+    from genretag.audio.folders import scan_folder
 
     files = []
     for index, (length, fmt) in enumerate((m, f) for m in minutes for f in formats):

@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 
 from genretag.audio import decoding as audio
+from genretag.audio.folders import is_audio_name
 from genretag.core.errors import AudioError
 from tests.audio_files import PYAV_FORMATS, encode_with_pyav, float_wav_with_short_peak_chunk, sine, wav_with_zero_sizes
 
@@ -23,7 +24,7 @@ def test_compressed_formats_decode_through_pyav(tmp_path: Path, suffix: str) -> 
     assert decoded.original_sample_rate == PYAV_FORMATS[suffix][2] and decoded.channels == 2
     assert decoded.duration_s == pytest.approx(4.0, abs=0.1)  # encoder priming/padding only
     assert decoded.stats.rms_dbfs == pytest.approx(20 * np.log10(0.3 / np.sqrt(2)), abs=0.5)
-    assert audio.is_audio_name(path)
+    assert is_audio_name(path)
 
 
 def test_float_wav_with_a_short_peak_chunk_is_read_by_ffmpeg(tmp_path: Path) -> None:

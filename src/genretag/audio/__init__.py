@@ -1,4 +1,5 @@
 """Reading audio: decoding any container to mono float32 at a rate, seeking windows, and the
-file-level facts (SHA-256, scan of a folder) the data and tagging paths share.
+file-level facts (SHA-256) the data and tagging paths share (``decoding``); walking a folder for
+audio files (``folders``); the one clip-cutting rule (``clips``).
 
 Imports: genretag.core, genretag.dsp."""

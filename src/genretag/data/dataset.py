@@ -17,6 +17,7 @@ import pandas as pd
 import soundfile as sf
 
 from genretag.audio import decoding as audio
+from genretag.audio.folders import scan_folder
 from genretag.core.atomic import write_csv, write_json
 from genretag.core.config import AudioParams, Layout, Params, SplitParams, worker_count
 from genretag.core.errors import AudioError, ConfigError, ReviewError, TrainingDataError
@@ -91,7 +92,7 @@ def discover(source_dir: str | Path, *, genres: Sequence[str]) -> Discovery:
         if (root / preferred).is_dir():
             root = root / preferred
             break
-    scan = audio.scan_folder(root)
+    scan = scan_folder(root)
     wanted = set(genres)
     found: list[SourceFile] = []
     unknown: list[Path] = []

@@ -45,6 +45,12 @@ COLORMAPS: dict[str, np.ndarray] = {
 }
 
 
+def mel_fmax(*, sample_rate: int, fmax: float | None) -> float:
+    """The mel filterbank's upper edge in Hz: ``fmax`` as a float, or the Nyquist frequency
+    ``sample_rate / 2`` (``sample_rate`` in Hz) when it is None, as librosa does."""
+    return float(fmax) if fmax is not None else sample_rate / 2.0
+
+
 @dataclass(frozen=True)
 class PreprocessingSpec:
     """Everything needed to turn audio into the model's input, stored in every ONNX file."""
@@ -71,7 +77,7 @@ class PreprocessingSpec:
 
     @property
     def upper_frequency(self) -> float:
-        return float(self.fmax) if self.fmax is not None else self.sample_rate / 2.0
+        return mel_fmax(sample_rate=self.sample_rate, fmax=self.fmax)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -207,7 +213,7 @@ def mel_power(
     power = np.abs(spectrum)
     np.square(power, out=power)
     mel = np.empty((*power.shape[:2], n_mels), dtype=np.float32)
-    upper = float(fmax) if fmax is not None else sample_rate / 2.0
+    upper = mel_fmax(sample_rate=sample_rate, fmax=fmax)
     for first, stop, lo, hi, weights in mel_bands(sample_rate, n_fft, n_mels, fmin, upper):
         np.matmul(power[..., lo:hi], weights, out=mel[..., first:stop])
     return mel.transpose(0, 2, 1)

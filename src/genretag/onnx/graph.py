@@ -46,6 +46,7 @@ from genretag.dsp.spectrogram import (
     hann_window,
     bilinear_resize_matrix,
     mel_filterbank,
+    mel_fmax,
     vertical_pass_first,
 )
 
@@ -250,7 +251,7 @@ def log_mel_frontend(
     b = _Builder()
     mel = _mel_power(
         b, sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, fmin=fmin,
-        fmax=float(fmax) if fmax is not None else sample_rate / 2.0, pad_mode=pad_mode, clip_samples=clip_samples, frames=frames,
+        fmax=mel_fmax(sample_rate=sample_rate, fmax=fmax), pad_mode=pad_mode, clip_samples=clip_samples, frames=frames,
     )
     if scale == "db":
         b.op("Identity", _power_to_db(b, mel, ref_max=ref_max, top_db=top_db), output=LOG_MEL_NAME)

@@ -27,6 +27,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from genretag.audio.folders import FileKind, Skip
 from genretag.core.config import ScoreParams
 from genretag.core.errors import CatalogError, ScoringError
 from genretag.core.paths import absolute, display, quoted
@@ -38,9 +39,7 @@ from genretag.tagging.rows import error_row
 from genretag.tagging.run_report import RunReport, write_run_report
 from genretag.tagging.scoring import ScoredTrack, score_files
 from genretag.tagging.sources import (
-    FileKind,
     FingerprintMatch,
-    Skip,
     SourceEntry,
     HashedTrack,
     TaggingPlan,

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from genretag.audio.decoding import (
+from genretag.audio.folders import (
     APPLE_METADATA_REASON,
     FileKind,
     Skip,
@@ -115,7 +115,7 @@ as ``"not_audio"`` or ``"apple_metadata"``, or a ``"folder"`` not walked, named 
 
 def open_source(source: str | Path) -> Iterator[SourceEntry]:
     """The entries of a source, lazily: a folder (every file under it, recursively,
-    genretag.audio.decoding.walk_folder: folder links followed, the folders not walked named), a CSV
+    genretag.audio.folders.walk_folder: folder links followed, the folders not walked named), a CSV
     with track_id,path (read CSV_ROWS_PER_READ rows at a time), or one file.
 
     In a folder, track_id is the file's path below it without its extension, or with it where two

@@ -8,10 +8,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from genretag.audio.folders import Skip
 from genretag.core.paths import display, quoted
 from genretag.evaluation.drift import InputStats, drift_markdown, drift_warnings, run_drift
 from genretag.tagging.commit import WriteOutcome
-from genretag.tagging.sources import Skip, TrackFailure
+from genretag.tagging.sources import TrackFailure
 
 NAMES_KEPT = 100  # paths a summary names per kind of skip (the counts are complete)
 

@@ -4,7 +4,7 @@ warning), metrics, parity, calibration, limitations, the ONNX contract and how t
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,14 @@ def _ece(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
+def _ece_table(*, first_column: str, rows: Sequence[tuple[str, float | None, float | None]]) -> str:
+    """A Markdown table of expected calibration errors: a header (``first_column``, "ECE before", "ECE after"),
+    then one line per ``(name, before, after)`` of ``rows``, each ECE to 4 decimals ("n/a" for None)."""
+    lines = [f"| {first_column} | ECE before | ECE after |", "| --- | --- | --- |"]
+    lines += [f"| {name} | {_ece(before)} | {_ece(after)} |" for name, before, after in rows]
+    return "\n".join(lines) + "\n"
+
+
 def _calibration_section(calibration: Calibration | None) -> str:
     """The card's "Calibration" section: method, T, and the ECE before and after on validation and test."""
     if calibration is None:
@@ -94,9 +102,8 @@ def _calibration_section(calibration: Calibration | None) -> str:
            f"Not calibrated (T = 1): {calibration.reason}.")
     return (f"## Calibration\n\n{how}\n\n"
             f"Expected calibration error ({calibration.bins} equal-width confidence bins; 0 is perfect):\n\n"
-            "| split | ECE before | ECE after |\n| --- | --- | --- |\n"
-            f"| validation | {_ece(calibration.ece_before)} | {_ece(calibration.ece_after)} |\n"
-            f"| test | {_ece(calibration.test_ece_before)} | {_ece(calibration.test_ece_after)} |\n")
+            + _ece_table(first_column="split", rows=[("validation", calibration.ece_before, calibration.ece_after),
+                                                     ("test", calibration.test_ece_before, calibration.test_ece_after)]))
 
 
 def _track_calibration_section(record: TrackCalibration | None) -> str:
@@ -112,9 +119,8 @@ def _track_calibration_section(record: TrackCalibration | None) -> str:
            if record.method == "temperature" else f"Track confidence not rescaled (T_track = 1): {record.reason}.")
     return (f"\n## Track confidence\n\n{how}\n\n"
             f"Track-level expected calibration error ({record.bins} equal-width bins; 0 is perfect):\n\n"
-            "| tracks | ECE before | ECE after |\n| --- | --- | --- |\n"
-            f"| fitted on ({record.source or 'none'}) | {_ece(record.ece_before)} | {_ece(record.ece_after)} |\n"
-            f"| test | {_ece(record.test_ece_before)} | {_ece(record.test_ece_after)} |\n")
+            + _ece_table(first_column="tracks", rows=[(f"fitted on ({record.source or 'none'})", record.ece_before, record.ece_after),
+                                                      ("test", record.test_ece_before, record.test_ece_after)]))
 
 
 def _open_set_section(open_set: OpenSet | None) -> str:
