@@ -41,6 +41,9 @@ def test_a_small_test_split_is_cross_validated_over_every_track_and_the_refit_on
     row = next(r for r in outcome.candidates if r["model"] == TOY)
     assert (row["protocol"], row["tracks"], row["servable"]) == ("cross-validated", TRACKS, True)
     assert "cross-validated track accuracy" in row["floor"] and f"{TRACKS} tracks x 2 repetitions of 5-fold" in outcome.reason
+    assert 0.0 <= row["track_accuracy"]["low"] <= row["track_accuracy"]["estimate"] <= row["track_accuracy"]["high"] <= 1.0
+    refit = next(r for r in outcome.candidates if r["model"] == f"{TOY} (all tracks)")
+    assert (refit["protocol"], refit["tracks"]) == ("cross-validated", TRACKS)  # it stands on its family's cross-validation
 
     served = json.loads((paths.served_dir(TOY) / "training.json").read_text(encoding="utf-8"))
     assert (served["n_train"], served["train_tracks"], served["n_validation"], served["fitted_on"]) == (TRACKS, TRACKS, 0, FITTED_ON_ALL)

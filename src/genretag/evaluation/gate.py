@@ -529,7 +529,8 @@ def decide_cross_validated(
     outcomes for the models in ``cv.correct``, and on the ``test`` split's ``outcomes`` for the others (families whose
     refit is expensive, an earlier champion that is no candidate): the holdout protocol of :func:`decide`.
 
-    A cross-validated model's track accuracy is the mean over the r x k folds, with its corrected interval; its floor's
+    A cross-validated model's track accuracy is the mean over the r x k folds, with its corrected interval (clipped to
+    [0, 1]); its floor's
     "above chance" and "not below the baseline" are :func:`corrected_repeated_kfold_test` on per-fold differences
     (accuracy minus the chance rate of all the tracks; model minus baseline), at ``alpha``. A comparison of two
     cross-validated models is that test too (promotion at ``alpha / m``, Bonferroni); a comparison involving a holdout
@@ -561,7 +562,8 @@ def decide_cross_validated(
     evidence: dict[str, Evidence] = {name: e for name, e in held.items() if name not in cv.correct}
     for name in cv.correct:
         above = corrected_repeated_kfold_test(scores[name] - chance, folds=cv.folds, confidence=confidence)
-        accuracy = Interval(float(scores[name].mean()), above.low + chance, above.high + chance, confidence)
+        # the t interval is symmetric; an accuracy lies in [0, 1], so the interval is clipped to it
+        accuracy = Interval(float(scores[name].mean()), max(0.0, above.low + chance), min(1.0, above.high + chance), confidence)
         said = (f"cross-validated track accuracy {accuracy.text()} over {n_said} vs chance {chance:.3f}: "
                 f"corrected repeated k-fold t-test p={above.p_greater:.3g}")
         test_vs_baseline, servable = None, True

@@ -191,6 +191,7 @@ def register_candidates(
             chosen, chosen_version = (champion_name, previous) if previous else (None, None)
         else:
             decision.evidence[served.name] = decision.evidence[chosen]
+            decision.protocols[served.name] = decision.protocols.get(chosen, "")  # the refit stands on its family's evidence
             reason = f"{reason}; served: {served.name}, v{served.version}, refitted on all {cross.tracks} labelled tracks"
             chosen, chosen_version = served.name, served.version
 
