@@ -63,6 +63,19 @@ def test_a_small_test_split_is_cross_validated_over_every_track_and_the_refit_on
     assert (again.decision, again.champion_version) == ("keep", outcome.champion_version)
     assert f"champion {TOY} kept" in again.reason
 
+    # a changed candidate (a new file, so a new registry version) no longer stands for the refit of the old one:
+    # the champion is scored on the test split and compared with the candidate there
+    import onnx
+
+    changed = paths.candidate_dir(TOY) / "model.onnx"
+    proto = onnx.load(str(changed))
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, "test.changed": "yes"})
+    onnx.save(proto, str(changed))
+    third = register_candidates(params, paths)
+    champion_row = next(r for r in third.candidates if r["model"] == f"champion v{outcome.champion_version}")
+    assert (champion_row["protocol"], champion_row["tracks"]) == ("holdout", TEST_TRACKS)
+    assert next(r for r in third.candidates if r["model"] == TOY)["version"] != candidate_version
+
 
 def test_a_large_enough_test_split_keeps_the_holdout_gate_with_the_same_decision(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

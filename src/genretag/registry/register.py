@@ -16,7 +16,8 @@ that refit cheaply are cross-validated over every labelled track instead
 ``register.cv_folds``) and :func:`genretag.evaluation.gate.decide_cross_validated` chooses (the others, e.g. the
 Keras families, compared on the test split as above). A promoted cross-validated candidate is refitted on every
 labelled track (``models/served/<id>/``) and that refit is registered (tags ``genretag.fitted_on``,
-``genretag.refit_of``) and served; a later gate lets the cross-validation of its candidate stand for it.
+``genretag.refit_of``) and served; a later gate lets the cross-validation of its candidate stand for it while that
+candidate is unchanged (the same registered version); a changed candidate faces the refit scored on the test split.
 
 Aliases:
 
@@ -88,6 +89,7 @@ from genretag.registry.gate_report import (
 from genretag.registry.lineage import register_file
 
 TAG_FITTED_ON = "genretag.fitted_on"  # version tag: what the model was fitted on (a served refit: FITTED_ON_ALL_TAG)
+TAG_REFIT_OF = "genretag.refit_of"  # version tag of a served refit: the registry version of the candidate it refits
 FITTED_ON_ALL_TAG = "all-labelled-tracks"
 
 if TYPE_CHECKING:
@@ -159,7 +161,7 @@ def register_candidates(
     by_version = {e.version: e.name for e in entries if e.version}
     champion_name = by_version.get(previous) if previous else None
     if previous and champion_name is None and cross is not None:
-        champion_name = _refit_of(client, name, previous, cross)
+        champion_name = _refit_of(client, name, previous, cross, candidate_versions={e.name: e.version for e in entries})
     if previous and champion_name is None:
         champion_name = f"champion v{previous}"
         entry, outcome = _score_champion(name, previous, champion_name, test=test, waveforms=waveforms)
@@ -238,14 +240,18 @@ def _cross_validation(params: Params, paths: Layout, test: TestAudio, families: 
     return cross
 
 
-def _refit_of(client: Any, name: str, version: str, cross: CrossValidation) -> str | None:
+def _refit_of(client: Any, name: str, version: str, cross: CrossValidation, *, candidate_versions: dict[str, str | None]) -> str | None:
     """The candidate id whose cross-validation stands for champion ``version`` when that version is a refit on every
-    labelled track of a cross-validated candidate (tags ``genretag.fitted_on`` and ``genretag.candidate``); else None."""
+    labelled track of a cross-validated candidate (tags ``genretag.fitted_on`` and ``genretag.candidate``) that is
+    unchanged: its registry version this time (``candidate_versions``: id -> version) is the one the refit was made
+    from (tag ``genretag.refit_of``). Else None: the champion is scored on the test split like any other."""
     from genretag.registry.client import TAG_CANDIDATE
 
     tags = client.get_model_version(name, version).tags
     candidate = tags.get(TAG_CANDIDATE)
-    return candidate if tags.get(TAG_FITTED_ON) == FITTED_ON_ALL_TAG and candidate in cross.outcomes.correct else None
+    if tags.get(TAG_FITTED_ON) != FITTED_ON_ALL_TAG or candidate not in cross.outcomes.correct:
+        return None
+    return candidate if candidate_versions.get(candidate) == tags.get(TAG_REFIT_OF) else None
 
 
 def _serve_refit(client: Any, params: Params, paths: Layout, candidate: str, *, candidate_version: str | None,
@@ -263,7 +269,7 @@ def _serve_refit(client: Any, params: Params, paths: Layout, candidate: str, *, 
         return GateEntry(label, None, None, str(exc))
     version = register_file(client, params, paths, candidate=candidate, onnx_path=result.onnx_path, contract=result.contract,
                             onnx_sha=file_sha256(result.onnx_path), before_log=before_log,
-                            extra_tags={TAG_FITTED_ON: FITTED_ON_ALL_TAG, "genretag.refit_of": candidate_version or "",
+                            extra_tags={TAG_FITTED_ON: FITTED_ON_ALL_TAG, TAG_REFIT_OF: candidate_version or "",
                                         "genretag.metrics_note": "metrics.* are the candidate's (fitted on the train split, scored "
                                         "on the test split); this version was refitted on every labelled track"})
     return GateEntry(label, str(version.version), result.contract, "")
