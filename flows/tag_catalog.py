@@ -137,7 +137,7 @@ def tag_catalog_flow(
                                 silence_rms_dbfs=silence, early_exit=early_exit_of(score)))
     run = TaggingRun(
         source, model=scoring_model, database_url=url, scorer=scorer, commit_every=score.commit_every,
-        review_below=score.review_below, drift_limits=score, reference_genres=training_genre_counts(paths.tracks),
+        max_pending=score.max_pending, review_below=score.review_below, drift_limits=score, reference_genres=training_genre_counts(paths.tracks),
         before_read=_read_fault, rehash=rehash, retry_failed=retry_failed, hash_workers=score.workers,
         progress_every_s=score.progress_every_s, progress_bars=False,
         recorded_as=f"prefect:{flow_run.id}", log=logger, started=started, create_catalog=create_catalog,

@@ -157,6 +157,7 @@ class ScoreParams(_Section):
     batch_size: int = Field(256, ge=1)
     batch_memory_mb: int = Field(384, ge=0)  # cap on a session run's activations: fewer windows per run for a big model; 0: none
     commit_every: int = Field(16, ge=1)
+    max_pending: int = Field(10000, ge=1)  # tracks (copies included) a tagging round holds before it scores them: a run's memory
     workers: int = Field(0, ge=0)
     database_url: str = "sqlite:///catalog.db"
     dask_address: str | None = None

@@ -1,10 +1,12 @@
 """A tagging run's progress, for an operator: bars on a terminal, a log line every N seconds off one.
 
 On a terminal (tqdm, on stderr) one bar counts the files listed and hashed, with their rate, and one
-the tracks scored, with rate and ETA. Off a terminal (a service, a pipe, a Prefect worker) a thread logs
-:meth:`Progress.line` every ``every_s`` seconds (params ``score.progress_every_s``) through the run's
-logger (Prefect's run logger in the flow, so the lines reach the Prefect UI): files listed, hashed and
-unchanged; tracks scored of the total, tagged, failed, rate, ETA; and how long ago anything last
+below it the tracks scored, with rate and ETA. The total to score grows with each round of the run
+(genretag.tagging.run: each round's scan adds what it found), so the ETA is that of the tracks found so
+far. Off a terminal (a service, a pipe, a Prefect worker) a thread logs :meth:`Progress.line` every
+``every_s`` seconds (params ``score.progress_every_s``) through the run's logger (Prefect's run logger
+in the flow, so the lines reach the Prefect UI): files listed, hashed and unchanged; tracks scored of
+the total so far, tagged, failed, rate, ETA; and how long ago anything last
 finished, which tells a stalled run (that age grows) from a slow one (the counts move).
 """
 
@@ -43,7 +45,7 @@ class Progress:
         self._score_bar: Any = None
         self._thread: threading.Thread | None = None
         if bars:
-            self._scan_bar = tqdm(desc="scan", unit=" files", dynamic_ncols=True, leave=True)
+            self._scan_bar = tqdm(desc="scan", unit=" files", dynamic_ncols=True, leave=True, position=0)
         else:
             self._thread = threading.Thread(target=self._log_every, name="tagging-progress", daemon=True)
             self._thread.start()
@@ -73,13 +75,18 @@ class Progress:
             if self._scan_bar is not None:
                 self._scan_bar.set_postfix_str(self._scan_postfix())
 
-    def start_scoring(self, total: int) -> None:
-        """Scoring begins: ``total`` tracks to score."""
-        self.to_score, self.scoring_started = total, time.monotonic()
+    def start_scoring(self, count: int) -> None:
+        """``count`` more tracks to score (a round's), added to the total; the first call starts the scoring
+        clock (and bar, below the scan's, which goes on with the next round)."""
+        self.to_score += count
+        if self.scoring_started is None:
+            self.scoring_started = time.monotonic()
+            if self._scan_bar is not None:
+                self._score_bar = tqdm(total=0, desc="score", unit=" tracks", dynamic_ncols=True, leave=True, position=1)
         self._changed()
-        if self._scan_bar is not None:
-            self._scan_bar.close()
-            self._score_bar = tqdm(total=total, desc="score", unit=" tracks", dynamic_ncols=True, leave=True)
+        if self._score_bar is not None:
+            self._score_bar.total = self.to_score
+            self._score_bar.refresh()
 
     def scored_track(self, *, tagged: bool) -> None:
         self.scored += 1

@@ -1,17 +1,20 @@
 """A tagging run's steps, in ONE ordered list that both ways of tagging run.
 
 :data:`TAGGING_STEPS`: check the source exists (before anything is created) -> open the catalog -> open
-the source (a stream) -> for each chunk of SCAN_CHUNK tracks: fingerprint and hash it (only new or changed
-files are read), resolve aliases (files write-tags changed), plan it (skip what this model version tagged
-or failed on, tag repeated content once), point moved files' tags at their new paths, write the
-unreadable files' error rows, name the chunk's skipped files and folders in catalog_skips -> score and
-write, one commit at a time -> an error row for each copy of a file that failed -> measure the run's
-drift -> record the run -> add the new embeddings to the similarity index -> draw the run
-(genretag.tagging.run_report: reports/tagging/<run id>/). The source is never listed whole: a folder or CSV of 10^6 files costs the
-memory of one chunk, plus the tracks left to score (a no-op rescan holds none). :func:`tag_catalog` runs the steps directly, in this process, without
-Prefect; ``flows/tag_catalog.py`` runs each step as a Prefect task (retried where :attr:`Step.retry`
-says a retry may clear a failure) through the same walker, :func:`run_steps`, so the order lives
-here only. Both share one :class:`TaggingRun`: the state each step reads and advances.
+the source (a stream) -> for each round: [for each chunk of SCAN_CHUNK tracks, until the round holds
+``max_pending`` tracks to score (or the source ends): fingerprint and hash it (only new or changed files
+are read), resolve aliases (files write-tags changed), plan it (skip what this model version tagged or
+failed on, tag repeated content once), point moved files' tags at their new paths, write the unreadable
+files' error rows, name the chunk's skipped files and folders in catalog_skips -> score and write the
+round's tracks, one commit at a time -> an error row for each copy of a file that failed] -> measure the
+run's drift -> record the run -> add the new embeddings to the similarity index -> draw the run
+(genretag.tagging.run_report: reports/tagging/<run id>/). The source is never listed whole, and a first
+run over 10^6 new files never holds them all: a run holds one chunk and at most ``max_pending`` tracks
+to score (plus one chunk's worth), whatever the catalog's size, and writes its first tags after the first
+round's scan. :func:`tag_catalog` runs the steps directly, in this process, without Prefect;
+``flows/tag_catalog.py`` runs each step as a Prefect task (retried where :attr:`Step.retry` says a retry
+may clear a failure) through the same walker, :func:`run_steps`, so the order lives here only. Both share
+one :class:`TaggingRun`: the state each step reads and advances.
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ class TaggingRun:
         database_url: str,
         scorer: Scorer,
         commit_every: int = 16,
+        max_pending: int = 10000,
         review_below: float = 0.5,
         drift_limits: ScoreParams | None = None,
         reference_genres: Mapping[str, int] | None = None,
@@ -111,6 +115,7 @@ class TaggingRun:
         self.database_url = database_url
         self.scorer = scorer
         self.commit_every = max(commit_every, 1)
+        self.max_pending = max(max_pending, 1)  # a round's scan stops once it holds this many tracks to score (and copies)
         self.review_below = review_below
         self.drift_limits = drift_limits or ScoreParams()
         self.reference_genres = reference_genres
@@ -132,16 +137,19 @@ class TaggingRun:
             self.log.warning(self.summary.notes[-1])
         self.catalog: Catalog | None = None
         self.progress: Progress | None = None
-        self.entries: Iterator[SourceEntry] = iter(())
+        self.chunks: Iterator[SourceChunk] = iter(())  # the source's chunks, drawn across the rounds
+        self.next_chunk: SourceChunk | None = None  # drawn one ahead of the scan; None: the source has ended
+        self.round = 0  # the round being run (1, 2, ...)
+        self.to_score = 0  # tracks planned for scoring in every round so far
         self.hashed: list[HashedTrack] = []  # the chunk's tracks with their content hashes
         self.unreadable: list[TrackFailure] = []  # the chunk's tracks that could not be read
         self.plan = TaggingPlan([], [], [])  # the chunk's plan
-        self.todo: list[HashedTrack] = []  # every chunk's tracks to score
-        self.seen: set[str] = set()  # hashes of self.todo: repeated content is tagged once
-        self.stream: Iterator[ScoredTrack] | None = None
-        self.duplicates: list[HashedTrack] = []  # every chunk's repeated content (its copies fail when it fails)
+        self.todo: list[HashedTrack] = []  # the round's tracks to score
+        self.seen: set[str] = set()  # hashes planned in this round (self.todo, and content scored in an earlier round)
+        self.stream: Iterator[ScoredTrack] | None = None  # the round's scorer results (open from its first commit to its last)
+        self.duplicates: list[HashedTrack] = []  # the round's repeated content (its copies fail when it fails)
         self.results: list[ScoredTrack] = []  # the commit being scored and written
-        self.scoring_failures: list[TrackFailure] = []  # tracks scored in this run that failed
+        self.scoring_failures: dict[str, TrackFailure] = {}  # by hash: content scored in this run (any round) that failed
         self.report_dir = report_dir  # the run report goes to report_dir/<run_id>/ (None: no report)
         self.report: RunReport | None = None  # written by the last step
 
@@ -181,9 +189,9 @@ def open_catalog(run: TaggingRun) -> None:
 
 
 def list_source(run: TaggingRun) -> None:
-    """Open the source as a stream of entries (checked now: ScoringError when it does not exist or is
+    """Open the source as a stream of chunks (checked now: ScoringError when it does not exist or is
     not a readable CSV), and start reporting progress."""
-    run.entries = open_source(run.source)
+    run.chunks = source_chunks(open_source(run.source))
     if run.progress is None:
         run.progress = Progress(log=run.log, every_s=run.progress_every_s, bars=run.progress_bars)
 
@@ -196,17 +204,36 @@ class SourceChunk:
     skips: list[tuple[FileKind, Skip]]  # kind: "not_audio", "apple_metadata" or "folder" (not walked)
 
 
-def source_chunks(run: TaggingRun) -> Iterator[SourceChunk]:
-    """The source's entries, SCAN_CHUNK tracks (or skips) at a time, drawn as the scan steps need them."""
+def source_chunks(entries: Iterable[SourceEntry]) -> Iterator[SourceChunk]:
+    """A source's ``entries``, SCAN_CHUNK tracks (or skips) at a time, drawn as the scan steps need them."""
     tracks: list[TrackSource] = []
     skips: list[tuple[FileKind, Skip]] = []
-    for kind, entry in run.entries:
+    for kind, entry in entries:
         (tracks.append(entry) if kind == "audio" else skips.append((kind, entry)))
         if len(tracks) == SCAN_CHUNK or len(skips) == SCAN_CHUNK:
             yield SourceChunk(tracks, skips)
             tracks, skips = [], []
     if tracks or skips:
         yield SourceChunk(tracks, skips)
+
+
+def rounds(run: TaggingRun) -> Iterator[int]:
+    """One part per round (1, 2, ...): a scan of the source's next chunks, then the scoring of what it
+    planned. A round starts with nothing to score (the last round's tracks are let go) and only while the
+    source has a chunk left, the first round always (an empty source is one empty round)."""
+    run.next_chunk = next(run.chunks, None)
+    while run.round == 0 or run.next_chunk is not None:
+        run.round += 1
+        run.todo, run.seen, run.duplicates = [], set(), []
+        yield run.round
+
+
+def round_chunks(run: TaggingRun) -> Iterator[SourceChunk]:
+    """The round's chunks of the source, each drawn once the one before is planned: until the round holds
+    ``max_pending`` tracks (to score, and copies of them, which wait for their outcome) or the source ends."""
+    while run.next_chunk is not None and len(run.todo) + len(run.duplicates) < run.max_pending:
+        yield run.next_chunk
+        run.next_chunk = next(run.chunks, None)
 
 
 def hash_chunk(run: TaggingRun, chunk: SourceChunk) -> None:
@@ -262,12 +289,16 @@ def resolve_aliases(run: TaggingRun, _chunk: SourceChunk) -> None:
 
 def plan(run: TaggingRun, _chunk: SourceChunk) -> None:
     """Split the chunk's hashed files into those to score, those this model version tagged, those whose
-    content failed with it before (not decoded again unless ``retry_failed``), and repeats."""
+    content failed with it before (not decoded again unless ``retry_failed``), and repeats: of content
+    planned earlier in the round, or scored in an earlier round of this run (its tag carries this run's
+    run_id, or it failed in this run), so a run's rows and counts do not depend on ``max_pending``."""
     version = run.model.model_version
     shas = [t.sha256 for t in run.hashed]
     tagged = run.db.tagged_shas(shas, model_version=version)
     failed = set() if run.retry_failed else run.db.failed_shas(shas, model_version=version)
-    run.plan = plan_tagging(run.hashed, tagged, failed=failed, seen=run.seen)
+    earlier = {sha for sha, run_id in tagged.items() if run_id == run.run_id} | (set(shas) & run.scoring_failures.keys())
+    run.seen |= earlier
+    run.plan = plan_tagging(run.hashed, tagged.keys() - earlier, failed=failed - earlier, seen=run.seen)
     run.todo += run.plan.todo
     run.duplicates += run.plan.duplicates
     run.summary.skipped += len(run.plan.already_tagged)
@@ -303,14 +334,21 @@ def write_skips(run: TaggingRun, chunk: SourceChunk) -> None:
 
 
 def commits(run: TaggingRun) -> range:
-    """One part per commit of ``commit_every`` scored tracks (the scorer yields one result per track);
-    the scan is complete here: its counts are logged and the scoring progress starts."""
+    """One part per commit of ``commit_every`` of the round's tracks to score (the scorer yields one result
+    per track); the round's scan is complete here: its tracks join the scoring progress's total, and the
+    scan's counts are logged (a line per round while the source has more, the whole run's after the last)."""
     summary = run.summary
-    run.log.info("%d tracks listed: %d to score, %d already tagged by %s, %d known failures not decoded again%s, "
-                 "%d duplicate content, %d unreadable, %d unstable; %d read (%.1f MB), %d unchanged and %d moved not read",
-                 summary.listed, len(run.todo), summary.skipped, run.model.model_version, summary.known_failures,
-                 " (--retry-failed decodes them)" if summary.known_failures else "", summary.duplicates, summary.failed,
-                 len(summary.unstable), summary.hashed, summary.bytes_hashed / 1e6, summary.unchanged, summary.renamed)
+    run.to_score += len(run.todo)
+    if run.next_chunk is not None:
+        run.log.info("round %d: %d tracks to score (score.max_pending %d); %d tracks listed so far",
+                     run.round, len(run.todo), run.max_pending, summary.listed)
+    else:
+        run.log.info("%d tracks listed: %d to score%s, %d already tagged by %s, %d known failures not decoded again%s, "
+                     "%d duplicate content, %d unreadable, %d unstable; %d read (%.1f MB), %d unchanged and %d moved not read",
+                     summary.listed, run.to_score, f" (in {run.round} rounds)" if run.round > 1 else "", summary.skipped,
+                     run.model.model_version, summary.known_failures,
+                     " (--retry-failed decodes them)" if summary.known_failures else "", summary.duplicates, summary.failed,
+                     len(summary.unstable), summary.hashed, summary.bytes_hashed / 1e6, summary.unchanged, summary.renamed)
     if run.progress is not None:
         run.progress.start_scoring(len(run.todo))
     return range(math.ceil(len(run.todo) / run.commit_every))
@@ -323,23 +361,27 @@ def _counted(run: TaggingRun, stream: Iterator[ScoredTrack]) -> Iterator[ScoredT
         yield result
 
 
-def score_next(run: TaggingRun, _commit: int) -> None:
-    """The next ``commit_every`` results of the scorer (started at the first commit; it runs ahead)."""
+def score_next(run: TaggingRun, commit: int) -> None:
+    """The round's next ``commit_every`` results of the scorer (started at the round's first commit, it runs
+    ahead; stopped after its last, which ends its decoding workers)."""
     if run.stream is None:
         run.stream = _counted(run, run.scorer(run.todo))
     run.results = list(islice(run.stream, run.commit_every))
+    if (commit + 1) * run.commit_every >= len(run.todo):
+        run.stream.close()
+        run.stream = None
 
 
 def write_scored(run: TaggingRun, _commit: int) -> None:
     """Write the results just scored in one transaction, and count them."""
     outcome = write_results(run.db, run.results, model=run.model, review_below=run.review_below, run_id=run.run_id)
     run.summary.record(outcome)
-    run.scoring_failures += outcome.failures
+    run.scoring_failures.update((f.sha256, f) for f in outcome.failures)
 
 
-def write_copy_failures(run: TaggingRun) -> None:
-    """An error row of its own for each copy (same bytes) of a file that failed in this run."""
-    copies = copies_of_failures(run.duplicates, run.scoring_failures)
+def write_copy_failures(run: TaggingRun, _round: int) -> None:
+    """An error row of its own for each of the round's copies (same bytes) of a file that failed in this run."""
+    copies = copies_of_failures(run.duplicates, run.scoring_failures.values())
     version = run.model.model_version
     counts = run.db.write([], [error_row(f.track_id, f.path, f.sha256, f.reason, model_version=version) for f in copies])
     run.summary.duplicates -= len(copies)
@@ -395,26 +437,29 @@ class Step:
 
 @dataclass(frozen=True)
 class ForEach:
-    """Steps run for each part in turn: every step on the first part, then on the next."""
+    """Steps run for each part in turn: every step on the first part, then on the next. A ForEach among
+    the steps runs whole, on its own parts, for each part of this one."""
 
     parts: Callable[[TaggingRun], Iterable[Any]]  # drawn lazily, one part at a time
-    steps: tuple[Step, ...]
+    steps: tuple[Step | ForEach, ...]
 
 
 TAGGING_STEPS: tuple[Step | ForEach, ...] = (
     Step("check-source", check_source),
     Step("open-catalog", open_catalog, retry=True),
     Step("list-tracks", list_source, retry=True),
-    ForEach(source_chunks, (
-        Step("hash-tracks", hash_chunk, retry=True, lenient=hash_chunk_leniently),
-        Step("resolve-aliases", resolve_aliases, retry=True),
-        Step("plan-tagging", plan, retry=True),
-        Step("refresh-moved-paths", refresh_moved_paths, retry=True),
-        Step("write-read-failures", write_read_failures, retry=True),
-        Step("write-skips", write_skips, retry=True),
+    ForEach(rounds, (
+        ForEach(round_chunks, (
+            Step("hash-tracks", hash_chunk, retry=True, lenient=hash_chunk_leniently),
+            Step("resolve-aliases", resolve_aliases, retry=True),
+            Step("plan-tagging", plan, retry=True),
+            Step("refresh-moved-paths", refresh_moved_paths, retry=True),
+            Step("write-read-failures", write_read_failures, retry=True),
+            Step("write-skips", write_skips, retry=True),
+        )),
+        ForEach(commits, (Step("score-tracks", score_next), Step("write-tags", write_scored, retry=True))),
+        Step("write-copy-failures", write_copy_failures, retry=True),
     )),
-    ForEach(commits, (Step("score-tracks", score_next), Step("write-tags", write_scored, retry=True))),
-    Step("write-copy-failures", write_copy_failures, retry=True),
     Step("measure-drift", measure_drift),
     Step("record-run", record_run),
     Step("update-similarity-index", update_similarity_index, retry=True),
@@ -422,9 +467,14 @@ TAGGING_STEPS: tuple[Step | ForEach, ...] = (
 )
 
 
+def _flat(entries: Iterable[Step | ForEach]) -> Iterator[Step]:
+    for entry in entries:
+        yield from _flat(entry.steps) if isinstance(entry, ForEach) else (entry,)
+
+
 def all_steps() -> tuple[Step, ...]:
-    """Every step of :data:`TAGGING_STEPS` in order, those of each ForEach once."""
-    return tuple(s for entry in TAGGING_STEPS for s in (entry.steps if isinstance(entry, ForEach) else (entry,)))
+    """Every step of :data:`TAGGING_STEPS` in order, those of each ForEach (nested ones too) once."""
+    return tuple(_flat(TAGGING_STEPS))
 
 
 StepCall = Callable[..., None]
@@ -436,16 +486,21 @@ def call_directly(step: Step, run: TaggingRun, *part: Any) -> None:
     (step.lenient or step.do)(run, *part)
 
 
+def _walk(entries: Iterable[Step | ForEach], run: TaggingRun, call: StepCall, *part: Any) -> None:
+    """Each of ``entries`` in order: a Step by ``call(step, run, *part)`` (``part``: the innermost
+    ForEach's, none at the top), a ForEach's entries for each of its parts."""
+    for entry in entries:
+        if isinstance(entry, Step):
+            call(entry, run, *part)
+            continue
+        for inner in entry.parts(run):
+            _walk(entry.steps, run, call, inner)
+
+
 def run_steps(run: TaggingRun, *, call: StepCall = call_directly) -> TaggingSummary:
     """Run :data:`TAGGING_STEPS` in order with ``call``; close the run's stream and catalog in any case."""
     try:
-        for entry in TAGGING_STEPS:
-            if isinstance(entry, Step):
-                call(entry, run)
-                continue
-            for part in entry.parts(run):
-                for step in entry.steps:
-                    call(step, run, part)
+        _walk(TAGGING_STEPS, run, call)
     finally:
         run.close()
     return run.summary
@@ -459,6 +514,7 @@ def tag_catalog(
     max_windows: int = 20,
     batch_size: int = 256,
     commit_every: int = 16,
+    max_pending: int = 10000,
     workers: int = 0,
     silence_rms_dbfs: float = -60.0,
     before_read: Callable[[Path], None] | None = None,
@@ -479,7 +535,9 @@ def tag_catalog(
 
     Decoding runs in ``workers`` local processes (0: every core), ``max_windows`` 3-s windows per
     track (0: all), ``batch_size`` windows per session call, a commit every ``commit_every``
-    tracks. The run's drift is measured against the model's own drift reference (its contract);
+    tracks. The source is scanned and scored in rounds that hold at most ``max_pending`` tracks (plus
+    one scan chunk): that bounds the run's memory, and each round restarts the decoding workers. The
+    run's drift is measured against the model's own drift reference (its contract);
     ``reference_genres`` (training genre -> tracks) stands in for the genre PSI of a model without
     one; ``drift_limits`` (ScoreParams, default the built-in ones) sets the warnings' limits. Tags
     below ``review_below`` confidence are flagged needs_review. Files are read only when new or
@@ -495,8 +553,9 @@ def tag_catalog(
     scorer = local_scorer(model, max_windows=max_windows, batch_size=batch_size, workers=workers, silence_rms_dbfs=silence_rms_dbfs,
                           early_exit=early_exit)
     run = TaggingRun(source, model=model, database_url=database_url, scorer=scorer, commit_every=commit_every,
-                     review_below=review_below, drift_limits=drift_limits, reference_genres=reference_genres,
-                     before_read=before_read, rehash=rehash, retry_failed=retry_failed, hash_workers=workers,
+                     max_pending=max_pending, review_below=review_below, drift_limits=drift_limits,
+                     reference_genres=reference_genres, before_read=before_read, rehash=rehash, retry_failed=retry_failed,
+                     hash_workers=workers,
                      progress_every_s=progress_every_s, progress_bars=progress_bars, log=log, create_catalog=create_catalog,
                      report_dir=report_dir)
     return run_steps(run)

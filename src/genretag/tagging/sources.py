@@ -21,7 +21,7 @@ import hashlib
 import os
 import stat as stat_kinds
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -408,11 +408,11 @@ class TaggingPlan:
     known_failures: list[HashedTrack] = field(default_factory=list)  # this content failed with this model version: not decoded again
 
 
-def plan_tagging(hashed: Sequence[HashedTrack], tagged: set[str], *, failed: set[str] = frozenset(),
+def plan_tagging(hashed: Sequence[HashedTrack], tagged: Container[str], *, failed: set[str] = frozenset(),
                  seen: set[str] | None = None) -> TaggingPlan:
     """Split files into those to score, those this model version already tagged, those whose content
     already failed with it (``failed``: pass none to retry them), and repeats. ``seen``: the hashes
-    planned for scoring by earlier chunks of the same run (updated in place)."""
+    the same run planned for scoring already, by earlier chunks (or rounds) of it (updated in place)."""
     todo: list[HashedTrack] = []
     already: list[HashedTrack] = []
     duplicates: list[HashedTrack] = []

@@ -243,17 +243,18 @@ class Catalog:
                 track_id="", path="", sha256="write-check", reason="", model_version="", failed_at=now_utc()))
             transaction.rollback()
 
-    def tagged_shas(self, shas: Iterable[str], *, model_version: str, chunk: int = 500) -> set[str]:
-        """Which of ``shas`` this model version has already tagged."""
+    def tagged_shas(self, shas: Iterable[str], *, model_version: str, chunk: int = 500) -> dict[str, str | None]:
+        """Which of ``shas`` this model version has already tagged, each with the run_id of the run that
+        wrote its tag (None: a row written before run ids)."""
         wanted = list(dict.fromkeys(shas))
-        found: set[str] = set()
+        found: dict[str, str | None] = {}
         with self.engine.connect() as connection:
             for start in range(0, len(wanted), chunk):
-                query = sa.select(catalog_tags.c.sha256).where(
+                query = sa.select(catalog_tags.c.sha256, catalog_tags.c.run_id).where(
                     catalog_tags.c.model_version == model_version,
                     catalog_tags.c.sha256.in_(wanted[start : start + chunk]),
                 )
-                found.update(connection.scalars(query))
+                found.update((sha, run_id) for sha, run_id in connection.execute(query))
         return found
 
     def failed_shas(self, shas: Iterable[str], *, model_version: str) -> set[str]:
