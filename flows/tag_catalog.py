@@ -141,7 +141,7 @@ def tag_catalog_flow(
         before_read=_read_fault, rehash=rehash, retry_failed=retry_failed, hash_workers=score.workers,
         progress_every_s=score.progress_every_s, progress_bars=False,
         recorded_as=f"prefect:{flow_run.id}", log=logger, started=started, create_catalog=create_catalog,
-        report_dir=paths.reports_dir / TAGGING_REPORTS,
+        report_dir=paths.reports_dir / TAGGING_REPORTS, index_dir=params.similar.index_dir,
     )
     summary = run_steps(run, call=_call_as_task)
 

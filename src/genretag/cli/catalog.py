@@ -113,7 +113,7 @@ def _tag_here(source: str, model_file: Path, *, params, root: Path, database: st
         rehash=rehash, retry_failed=retry_failed, progress_every_s=score.progress_every_s, log=log,
         early_exit=early_exit_of(score), create_catalog=create_catalog,
         # the run's page goes to the project's reports/; outside a project (no params file) nothing is written here
-        report_dir=layout(root).reports_dir / TAGGING_REPORTS if params_file() else None,
+        report_dir=layout(root).reports_dir / TAGGING_REPORTS if params_file() else None, index_dir=params.similar.index_dir,
     )
     for line in summary.drift_warnings:
         typer.echo(f"warning: {line}", err=True)

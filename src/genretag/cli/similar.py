@@ -57,7 +57,7 @@ def similar(
         with Catalog(url) as catalog:
             held = bool(catalog.find(sha)[0])  # some model version tagged this content
             version = model_version or read_contract(serving_model()).model_version
-            folder = index_folder(url, params=params, root=root)
+            folder = index_folder(url, index_dir=params.similar.index_dir, root=root)
             options = {"model_version": version, "k": k, "genre": genre, "exact_below": params.similar.exact_below, "index_folder": folder}
             if query_embedding(catalog, sha256=sha, model_version=version) is not None:
                 answer = search(catalog, sha256=sha, **options)

@@ -22,7 +22,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from genretag.core.atomic import atomic_path, write_json
-from genretag.core.config import Params, layout
+from genretag.core.config import layout
 from genretag.core.errors import CatalogError
 from genretag.similarity.embeddings import embedding_stats, iter_embeddings
 from genretag.tagging.store import Catalog
@@ -48,11 +48,11 @@ class IndexManifest:
     built_at: str = ""
 
 
-def index_folder(database_url: str, *, params: Params, root: Path | None = None) -> Path:
-    """Where the catalog's similarity indexes live: ``similar.index_dir`` (relative: to the project root),
-    else ``<catalog file>.index`` beside a SQLite catalog, else ``<project root>/catalog.index/<database name>``."""
-    if params.similar.index_dir:
-        folder = Path(params.similar.index_dir).expanduser()
+def index_folder(database_url: str, *, index_dir: str | None = None, root: Path | None = None) -> Path:
+    """Where the catalog's similarity indexes live: ``index_dir`` (params ``similar.index_dir``; relative: to the
+    project root), else ``<catalog file>.index`` beside a SQLite catalog, else ``<project root>/catalog.index/<database name>``."""
+    if index_dir:
+        folder = Path(index_dir).expanduser()
         return folder if folder.is_absolute() else layout(root).root / folder
     url = sa.make_url(database_url)
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":

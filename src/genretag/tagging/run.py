@@ -109,6 +109,7 @@ class TaggingRun:
         started: float | None = None,
         create_catalog: bool = False,
         report_dir: Path | None = None,
+        index_dir: str | None = None,
     ):
         self.source = str(source)
         self.model = model
@@ -151,6 +152,7 @@ class TaggingRun:
         self.results: list[ScoredTrack] = []  # the commit being scored and written
         self.scoring_failures: dict[str, TrackFailure] = {}  # by hash: content scored in this run (any round) that failed
         self.report_dir = report_dir  # the run report goes to report_dir/<run_id>/ (None: no report)
+        self.index_dir = index_dir  # params similar.index_dir (None: the similarity index lives beside the catalog)
         self.report: RunReport | None = None  # written by the last step
 
     @property
@@ -402,14 +404,13 @@ def record_run(run: TaggingRun) -> None:
 
 def update_similarity_index(run: TaggingRun) -> None:
     """Add this model version's new track embeddings to its similarity index beside the catalog
-    (genretag.similarity.index.update_index; ``similar.index_dir`` of the parameters). The tags are written
+    (genretag.similarity.index.update_index, in the run's ``index_dir``: params ``similar.index_dir``). The tags are written
     already: an index that cannot be written is a warning, and the next ``genretag similar`` rebuilds it."""
-    from genretag.core.config import load_params
     from genretag.core.errors import GenretagError
     from genretag.similarity.index import index_folder, update_index
 
     try:
-        update_index(run.db, model_version=run.model.model_version, folder=index_folder(run.database_url, params=load_params()))
+        update_index(run.db, model_version=run.model.model_version, folder=index_folder(run.database_url, index_dir=run.index_dir))
     except (GenretagError, OSError, ImportError) as exc:  # ImportError: an install without usearch
         run.log.warning("similarity index not updated: %s", exc)
 
@@ -529,6 +530,7 @@ def tag_catalog(
     early_exit: EarlyExit | None = None,
     create_catalog: bool = False,
     report_dir: Path | None = None,
+    index_dir: str | None = None,
 ) -> TaggingSummary:
     """Tag every audio file of ``source`` with an open genretag.onnx.session.ScoringModel: the steps
     of :data:`TAGGING_STEPS` in this process, without Prefect, each tried once.
@@ -548,7 +550,8 @@ def tag_catalog(
     rest cannot change its genre (genretag.tagging.early_exit). A SQLite catalog's folder is created only
     with ``create_catalog``. Raises ScoringError when the source does not exist and CatalogError when the
     database cannot be opened or written, both before anything is created. With ``report_dir``, the run's picture and page go to
-    ``report_dir/<run id>/`` (genretag.tagging.run_report).
+    ``report_dir/<run id>/`` (genretag.tagging.run_report). The new embeddings are added to the similarity index in
+    ``index_dir`` (params ``similar.index_dir``; None: beside the catalog, genretag.similarity.index.index_folder).
     """
     scorer = local_scorer(model, max_windows=max_windows, batch_size=batch_size, workers=workers, silence_rms_dbfs=silence_rms_dbfs,
                           early_exit=early_exit)
@@ -557,5 +560,5 @@ def tag_catalog(
                      reference_genres=reference_genres, before_read=before_read, rehash=rehash, retry_failed=retry_failed,
                      hash_workers=workers,
                      progress_every_s=progress_every_s, progress_bars=progress_bars, log=log, create_catalog=create_catalog,
-                     report_dir=report_dir)
+                     report_dir=report_dir, index_dir=index_dir)
     return run_steps(run)
