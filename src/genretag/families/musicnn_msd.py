@@ -127,6 +127,7 @@ _REQUIRED_VARIABLES = [
     *(f"{b}/{p}" for b in _NORMS for p in ("gamma", "beta", "moving_mean", "moving_variance")),
     "dense/kernel", "dense/bias",
 ]
+_BACK_END_VARIABLES = [*(f"{_NORMS[9]}/{p}" for p in ("gamma", "beta", "moving_mean", "moving_variance")), "dense/kernel", "dense/bias"]
 
 
 # --------------------------------------------------------------------------- network
@@ -251,8 +252,10 @@ class MusicnnMSD(FeatureHeadFamily):
 
     def describe_frozen(self) -> dict[str, Any]:
         return {
-            "family": self.name, "architecture": "musicnn (Pons & Serra 2019) front and mid end, frozen",
+            "family": self.name, "architecture": ("musicnn (Pons & Serra 2019) front and mid end, frozen" if self.embedding_layer == "pooled" else
+                                                 "musicnn (Pons & Serra 2019) front and mid end and penultimate dense layer, frozen"),
             "pretrained": SOURCE, "licence": LICENCE, "checkpoint_sha256": dict(CHECKPOINT_SHA256),
-            "frozen_parameters": int(sum(self.weights[n].size for n in _REQUIRED_VARIABLES)),
+            "frozen_parameters": int(sum(self.weights[n].size for n in _REQUIRED_VARIABLES
+                                         if self.embedding_layer == "penultimate" or n not in _BACK_END_VARIABLES)),
             "embedding_size": self.embedding_size,
         }

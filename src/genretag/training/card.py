@@ -123,13 +123,18 @@ def _track_calibration_section(record: TrackCalibration | None) -> str:
                                                       ("test", record.test_ece_before, record.test_ece_after)]))
 
 
+def _nearest(k: int) -> str:
+    """"nearest" for k = 1, else "k-th nearest"."""
+    return "nearest" if k == 1 else f"{k}-th nearest"
+
+
 def _open_set_section(open_set: OpenSet | None) -> str:
     """The card's "Out-of-taxonomy" section: the method, its threshold and the share of validation tracks it accepts."""
     if open_set is None or not open_set.available:
         return ("## Out-of-taxonomy\n\nNo out-of-taxonomy score (too few train or validation tracks): the model "
                 "always answers with one of its labels and cannot say \"none of these genres\".\n")
     return (f"## Out-of-taxonomy\n\nA track's score is the cosine distance (1 - cos) of its embedding (the mean of its windows' "
-            f"`{open_set.output}`\noutput, {open_set.dimension}-d) to its {open_set.neighbours}-th nearest of {open_set.bank_tracks} "
+            f"`{open_set.output}`\noutput, {open_set.dimension}-d) to its {_nearest(open_set.neighbours)} of {open_set.bank_tracks} "
             "train tracks' embeddings, kept in the metadata\n(Sun et al. 2022, \"Out-of-Distribution Detection with Deep "
             f"Nearest Neighbors\", ICML, applied to tracks; method `{open_set.method}`). The track is\n"
             f"**unknown** (none of these genres) when it is above **{open_set.threshold:.4g}**, the threshold fitted on the "
