@@ -10,6 +10,7 @@ import yaml
 from tests.model.test_toy_family import TOY, toy_project
 
 from genretag.core.config import layout, load_params
+from genretag.onnx.contract import read_contract
 from genretag.registry.client import open_client
 from genretag.registry.register import FITTED_ON_ALL_TAG, TAG_FITTED_ON, register_candidates
 from genretag.training.cross_validation import FITTED_ON_ALL
@@ -53,6 +54,8 @@ def test_a_small_test_split_is_cross_validated_over_every_track_and_the_refit_on
     assert version.tags[TAG_FITTED_ON] == FITTED_ON_ALL_TAG and version.tags["genretag.candidate"] == TOY
     candidate_version = next(r["version"] for r in outcome.candidates if r["model"] == TOY)
     assert version.tags["genretag.refit_of"] == candidate_version != outcome.champion_version
+    served_open_set = read_contract(paths.served_dir(TOY) / "model.onnx").open_set  # no validation split: fitted leave-one-out
+    assert served_open_set.available and (served_open_set.fitted_on, served_open_set.validation_tracks) == ("leave-one-out", TRACKS)
 
     gate = (paths.models_dir / "GATE.md").read_text(encoding="utf-8")
     assert "Protocol: **cross-validated**" in gate and f"over all {TRACKS} labelled tracks" in gate

@@ -112,6 +112,27 @@ def test_the_score_is_the_track_embeddings_distance_to_the_bank_and_the_threshol
         METHOD_TRACK_KNN, K, BANK, train_embeddings.shape[1])
 
 
+def test_with_no_validation_split_the_threshold_is_fitted_leave_one_out_over_the_train_tracks() -> None:
+    """A model trained on every labelled track (the refit the CV gate serves): each train track is scored against
+    the bank without itself, and the threshold is the accept quantile of those scores."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(3, 8))
+    tracks = tuple(f"t{i // 2}" for i in range(24))  # 12 tracks of 2 windows, 4 per centre
+    windows = np.repeat(centres, 8, axis=0) + 0.3 * rng.normal(size=(24, 8))
+    fit = fit_open_set(train_embeddings=windows, train_tracks=tracks, validation_embeddings=np.zeros((0, 8)),
+                       validation_tracks=(), accept=0.75, k=1, max_tracks=100, seed=0)
+    open_set = fit.open_set
+    assert open_set.available and open_set.fitted_on == "leave-one-out" and open_set.validation_tracks == 12
+    means = np.stack([windows[np.array(tracks) == t].mean(axis=0) for t in dict.fromkeys(tracks)])
+    unit = means / np.linalg.norm(means, axis=1, keepdims=True)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    by_hand = 1 - similarity.max(axis=1)
+    assert open_set.threshold == pytest.approx(fit_threshold(by_hand, accept=0.75), abs=1e-6)
+    assert open_set.track_score(means[0]) == pytest.approx(0.0, abs=1e-6)  # a train track is its own nearest bank row
+    assert "leave-one-out" in fit.reason
+
+
 def test_a_per_window_record_of_an_older_export_reads_as_no_open_set() -> None:
     """Models exported with the first, per-window score (an ``unknown_score`` output, no bank) cannot say unknown."""
     older = {"method": "knn", "output": "unknown_score", "threshold": 0.3, "accept": 0.95, "neighbours": 1, "bank_clips": 2000}

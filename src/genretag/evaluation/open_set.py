@@ -82,16 +82,36 @@ def mahalanobis_scores(embeddings: np.ndarray, classes: GaussianClasses) -> np.n
     return (quadratic - 2.0 * cross + means_term).min(axis=1)
 
 
+def bank_rows(count: int, *, max_rows: int, seed: int) -> np.ndarray:
+    """Which of ``count`` rows the kNN score's bank keeps: all, or a seeded sample of ``max_rows`` without
+    replacement, in their order: int64 [m]. Raises OpenSetError for count < 1 or max_rows < 1."""
+    if count < 1 or max_rows < 1:
+        raise OpenSetError(f"{count} rows, max_rows {max_rows}: at least one of each needed")
+    if count <= max_rows:
+        return np.arange(count, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(count, size=max_rows, replace=False)).astype(np.int64)
+
+
 def neighbour_bank(*, embeddings: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
     """The kNN score's reference rows: the L2-normalised rows of the train tracks' (or clips') ``embeddings``
-    float [n, D], at most ``max_rows`` of them (a seeded sample without replacement, kept in their order):
-    float64 [m, D]. Raises OpenSetError for an empty or non-2-d ``embeddings`` or ``max_rows`` < 1."""
+    float [n, D] that :func:`bank_rows` keeps: float64 [m, D]. Raises OpenSetError for an empty or non-2-d
+    ``embeddings`` or ``max_rows`` < 1."""
     x = np.asarray(embeddings, dtype=np.float64)
-    if x.ndim != 2 or not len(x) or max_rows < 1:
-        raise OpenSetError(f"embeddings {x.shape}, max_rows {max_rows}: expected [n >= 1, D] and max_rows >= 1")
-    if len(x) > max_rows:
-        x = x[np.sort(np.random.default_rng(seed).choice(len(x), size=max_rows, replace=False))]
-    return normalised(x)
+    if x.ndim != 2 or not len(x):
+        raise OpenSetError(f"embeddings {x.shape}: expected [n >= 1, D]")
+    return normalised(x[bank_rows(len(x), max_rows=max_rows, seed=seed)])
+
+
+def leave_one_out_scores(embeddings: np.ndarray, *, rows: np.ndarray, k: int) -> np.ndarray:
+    """Each row of ``embeddings`` float [n, D] scored against the bank of its ``rows`` (:func:`bank_rows`) without
+    itself: ``1 - cos`` to the k-th nearest other bank row (Sun et al. 2022's score, as a new track would get it from
+    a bank of the others): float64 [n]. Raises OpenSetError when fewer than k + 1 bank rows leave k others."""
+    if len(rows) < k + 1:
+        raise OpenSetError(f"{len(rows)} bank rows: leave-one-out needs k + 1 = {k + 1}")
+    x = normalised(embeddings)
+    similarity = x @ x[rows].T  # [n, m]
+    similarity[rows, np.arange(len(rows))] = -np.inf  # a bank row is not its own neighbour
+    return 1.0 - np.sort(similarity, axis=1)[:, -k]
 
 
 def track_embeddings(window_embeddings: np.ndarray, track_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:

@@ -72,6 +72,8 @@ EMBEDDING_DTYPES = ("float16", "float32")  # how a catalog row stores a track em
 KEY_OPEN_SET = "genretag.open_set"  # JSON, OpenSet.as_dict (absent in models exported before it)
 UNKNOWN = "unknown"  # the genre a track past the threshold records; never written as a genre anywhere
 METHOD_TRACK_KNN = "track-knn"  # the out-of-taxonomy score models carry (bench/open_set.py chose it)
+FITTED_ON_VALIDATION = "validation"  # the threshold's tracks: the validation split's
+FITTED_ON_LEAVE_ONE_OUT = "leave-one-out"  # ... or each train track scored against the bank without itself
 TRACK_SCORE = ("1 - cos of the track embedding (the mean of its windows' embedding output) to the k-th nearest "
                "row of the bank (the L2-normalised train tracks' embeddings)")  # the one definition, recorded in the model
 NORM_FLOOR = 1e-12  # the least norm an embedding is divided by (a silent track's zero embedding stays zero)
@@ -127,8 +129,9 @@ class OpenSet:
     track_definition: str = TRACK_SCORE
     threshold: float | None = None
     accept: float = 0.0  # the share of validation tracks accepted it was fitted for
-    validation_tracks: int = 0
+    validation_tracks: int = 0  # the tracks the threshold was fitted on
     validation_accepted: float = 0.0  # the share actually at or below the threshold
+    fitted_on: str = FITTED_ON_VALIDATION  # or FITTED_ON_LEAVE_ONE_OUT: a model trained on every labelled track
     neighbours: int = 0  # k of the kNN score
     bank_tracks: int = 0  # rows of ``bank``: train tracks (at most export.unknown_bank_tracks, a seeded sample)
     dimension: int = 0  # D of ``bank`` (the embedding's)

@@ -11,7 +11,7 @@ from typing import Any
 from genretag.core.config import Params
 from genretag.data.dataset import read_table
 from genretag.evaluation.calibration import Calibration, TrackCalibration
-from genretag.onnx.contract import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelContract, OpenSet
+from genretag.onnx.contract import EMBEDDING_NAME, FITTED_ON_VALIDATION, INPUT_NAME, OUTPUT_NAME, ModelContract, OpenSet
 from genretag.training.parity import ParityReport, TestClips
 
 _GTZAN_LIMITS = """\
@@ -137,9 +137,14 @@ def _open_set_section(open_set: OpenSet | None) -> str:
             f"`{open_set.output}`\noutput, {open_set.dimension}-d) to its {_nearest(open_set.neighbours)} of {open_set.bank_tracks} "
             "train tracks' embeddings, kept in the metadata\n(Sun et al. 2022, \"Out-of-Distribution Detection with Deep "
             f"Nearest Neighbors\", ICML, applied to tracks; method `{open_set.method}`). The track is\n"
-            f"**unknown** (none of these genres) when it is above **{open_set.threshold:.4g}**, the threshold fitted on the "
-            f"validation split\nonly to accept {open_set.accept:.0%} of its tracks: it accepts {open_set.validation_accepted:.1%} "
-            f"of the {open_set.validation_tracks} validation tracks.\nAn unknown track keeps its top 3 genres for review; "
+            f"**unknown** (none of these genres) when it is above **{open_set.threshold:.4g}**, the threshold fitted "
+            + (f"on the validation split\nonly to accept {open_set.accept:.0%} of its tracks: it accepts "
+               f"{open_set.validation_accepted:.1%} of the {open_set.validation_tracks} validation tracks."
+               if open_set.fitted_on == FITTED_ON_VALIDATION else
+               f"leave-one-out (no validation split: the model\nwas trained on every labelled track): each of the "
+               f"{open_set.validation_tracks} train tracks scored against the bank without itself,\nto accept "
+               f"{open_set.accept:.0%} of them; it accepts {open_set.validation_accepted:.1%}.")
+            + "\nAn unknown track keeps its top 3 genres for review; "
             "`unknown` is never written as a genre tag.\n")
 
 
