@@ -260,7 +260,9 @@ def test_tag_catalog_deployment_tags_new_tracks_with_the_champion(retrained, wor
     finally:
         engine.dispose()
     assert sorted(Path(row.path).name for row in rows) == [f"track-{n}.wav" for n in range(CATALOG_TRACKS)]
-    assert {row.genre for row in rows} <= {"blues", "classical", "metal", "reggae"}
+    # pure tones are none of the tiny project's genres: the served refit (its unknown threshold fitted leave-one-out)
+    # may call them unknown; every other answer is one of its genres
+    assert {row.genre for row in rows} <= {"blues", "classical", "metal", "reggae", "unknown"}
     assert len({row.model_version for row in rows}) == 1
 
 
