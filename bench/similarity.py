@@ -57,12 +57,6 @@ def unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
-def track_means(clip_embeddings: np.ndarray, tracks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(track ids, mean embedding per track) in first-seen order."""
-    ids = np.array(list(dict.fromkeys(tracks.tolist())))
-    return ids, np.stack([clip_embeddings[tracks == t].mean(axis=0) for t in ids])
-
-
 def _row(table: dict, label: str, values: list[float], dim: int, **extra) -> None:
     table[label] = {"mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                     "splits": len(values), "dim": dim, "values": [float(v) for v in values], **extra}
@@ -73,6 +67,7 @@ def _row(table: dict, label: str, values: list[float], dim: int, **extra) -> Non
 def embeddings_section(args: argparse.Namespace) -> dict:
     from bench.accuracy import cached_embedding, load_corpus, subset, track_splits, validation_tracks
     from genretag.core.config import load_params
+    from genretag.evaluation.open_set import track_embeddings
     from genretag.families import create
 
     labels = tuple(load_params().genres)
@@ -94,7 +89,7 @@ def embeddings_section(args: argparse.Namespace) -> dict:
                  "musicnn pooled (max+mean, 1506-d)": cached_embedding(create(name, embedding_layer="pooled"), clips)}
                 if name == "musicnn-msd" else {f"MFCC statistics ({frozen.shape[1]}-d)": frozen})
         for label, clip_vectors in rows.items():
-            _, means = track_means(clip_vectors, tracks)
+            _, means = track_embeddings(clip_vectors, tracks)
             vectors = unit(means)
             values = [precision_at(vectors[test] @ vectors[train].T, track_labels[test], track_labels[train]) for train, test, _ in splits]
             _row(table, label, values, int(means.shape[1]))
@@ -107,7 +102,7 @@ def embeddings_section(args: argparse.Namespace) -> dict:
             fit_on = np.isin(tracks, list(train_ids)) & ~held
             family = create("paper-exp8")
             family.fit(subset(clips, fit_on), subset(clips, held), labels=labels, seed=args.seed + number, log=lambda _: None)
-            _, means = track_means(family.predict(clips.waveforms).embedding, tracks)
+            _, means = track_embeddings(family.predict(clips.waveforms).embedding, tracks)
             vectors = unit(means)
             values.append(precision_at(vectors[test] @ vectors[train].T, track_labels[test], track_labels[train]))
             print(f"  paper exp8 split {number + 1}: precision@5 {values[-1]:.3f}", flush=True)
