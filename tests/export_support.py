@@ -6,12 +6,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pandas as pd
 import yaml
 from tests.conftest import REPO_ROOT, tone, write_audio
 
 from genretag.core.config import Layout, Params, layout, load_params
 from genretag.dsp.spectrogram import clips_to_images, preprocessing_spec, to_model_input
+from genretag.onnx.contract import Prediction
+from genretag.onnx.session import cpu_session, predict_waveforms
 
 GENRES = ("blues", "jazz", "rock")
 FREQUENCIES = {"blues": 220.0, "jazz": 880.0, "rock": 3000.0}  # one tone per genre: learnable, not music
@@ -28,6 +31,24 @@ stages:
       size: 1000
       nfiles: 10
 """
+
+
+class GraphFamily:
+    """A test family whose network is a fixed contract-v2 ONNX graph ``proto`` (set by the subclass): ``to_onnx``
+    hands out a copy, and its own forward pass is onnxruntime on that graph."""
+
+    name = "test-energies"
+    sample_rate = 22050
+    clip_samples = 3 * 22050
+    proto: onnx.ModelProto
+
+    def to_onnx(self) -> onnx.ModelProto:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(self.proto)
+        return copy
+
+    def predict(self, waveforms: np.ndarray) -> Prediction:
+        return predict_waveforms(cpu_session(self.proto.SerializeToString()), waveforms)
 
 
 def genre_audio(genre: str, seconds: float, *, seed: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
-from tests.export_support import GENRES, audio_project
+from tests.export_support import GENRES, GraphFamily, audio_project
 from tests.tagging_support import make_onnx_model
 
 from genretag.training import export
@@ -20,7 +20,6 @@ from genretag.training.int8 import NETWORK_PREFIX, export_int8
 from genretag.training.temperature import CALIBRATION_PREFIX
 from genretag.evaluation.calibration import METHOD_NONE, METHOD_TEMPERATURE, expected_calibration_error, temperature_scaled
 from genretag.onnx.contract import ModelContract, read_contract
-from genretag.onnx.contract import Prediction
 from genretag.onnx.session import cpu_session, predict_waveforms
 from genretag.training.train import parity_clips
 
@@ -28,13 +27,9 @@ SEED = 10  # this graph gets 1 of the 3 tones right, already over-confident (its
 SHARPEN = 2.0  # logits x 2: the same top-1 classes, more over-confident: T ~ 4, which lowers the 15-bin ECE
 
 
-class Overconfident:
+class Overconfident(GraphFamily):
     """A test family: the onnx.helper energies graph (tests.tagging_support) with its logits sharpened and its
     nodes named ``network/...``; its own forward pass is onnxruntime on that graph."""
-
-    name = "test-energies"
-    sample_rate = 22050
-    clip_samples = 3 * 22050
 
     def __init__(self, folder: Path, *, seed: int = SEED, sharpen: float = SHARPEN) -> None:
         proto = onnx.load(make_onnx_model(folder / f"plain-{seed}.onnx", version="plain", seed=seed, labels=GENRES))
@@ -44,14 +39,6 @@ class Overconfident:
         for index, node in enumerate(proto.graph.node):
             node.name = f"{NETWORK_PREFIX}{index}"
         self.proto = proto
-
-    def to_onnx(self) -> onnx.ModelProto:
-        copy = onnx.ModelProto()
-        copy.CopyFrom(self.proto)
-        return copy
-
-    def predict(self, waveforms: np.ndarray) -> Prediction:
-        return predict_waveforms(cpu_session(self.proto.SerializeToString()), waveforms)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from tests.export_support import GENRES, audio_project
+from tests.export_support import GENRES, GraphFamily, audio_project
 from tests.tagging_support import make_onnx_model
 
 from genretag.evaluation.open_set import fit_threshold
@@ -23,7 +23,6 @@ from genretag.onnx.contract import (
     UNKNOWN,
     ModelContract,
     OpenSet,
-    Prediction,
     read_contract,
 )
 from genretag.onnx.session import cpu_session, open_model, predict_waveforms
@@ -37,23 +36,11 @@ from genretag.training.train import parity_clips
 K, BANK = 2, 6  # the toy's neighbours and its bank: fewer than its 9 train tracks, so the seeded sample is exercised
 
 
-class Toy:
+class Toy(GraphFamily):
     """A test family: tests.tagging_support's onnx.helper graph (log energies -> embedding [N, 16] -> softmax)."""
-
-    name = "test-energies"
-    sample_rate = 22050
-    clip_samples = 3 * 22050
 
     def __init__(self, folder: Path) -> None:
         self.proto = onnx.load(make_onnx_model(folder / "toy.onnx", version="toy", seed=3, labels=GENRES))
-
-    def to_onnx(self) -> onnx.ModelProto:
-        copy = onnx.ModelProto()
-        copy.CopyFrom(self.proto)
-        return copy
-
-    def predict(self, waveforms: np.ndarray) -> Prediction:
-        return predict_waveforms(cpu_session(self.proto.SerializeToString()), waveforms)
 
 
 def _export(root: Path, family: Toy, *, train: TestClips, validation: TestClips, test: TestClips, name: str = "model.onnx") -> export.ExportResult:
