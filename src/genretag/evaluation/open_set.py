@@ -121,12 +121,8 @@ def track_embeddings(window_embeddings: np.ndarray, track_ids: Sequence[str]) ->
     x, tracks = np.asarray(window_embeddings, dtype=np.float64), np.asarray(track_ids)
     if x.ndim != 2 or tracks.shape != (len(x),):
         raise OpenSetError(f"{tracks.shape[0]} track ids for window embeddings {x.shape}")
-    names, first, index = np.unique(tracks, return_index=True, return_inverse=True)
-    sums = np.zeros((len(names), x.shape[1]))
-    np.add.at(sums, index, x)
-    order = np.argsort(first, kind="stable")  # first-seen order
-    means = sums / np.bincount(index, minlength=len(names))[:, None]
-    return [str(t) for t in names[order]], means[order]
+    ids = list(dict.fromkeys(tracks.tolist()))
+    return [str(t) for t in ids], np.stack([x[tracks == t].mean(axis=0) for t in ids]) if ids else np.zeros((0, x.shape[1]))
 
 
 def energy_scores(logits: np.ndarray) -> np.ndarray:
