@@ -6,13 +6,16 @@
    (cached as bench/accuracy.py does), its head refit per stratified 70/30 track-level split (bench/accuracy.py's
    split machinery); each held-out track is decided from all its windows and with early exit, from the same
    window probabilities (the decision reads nothing else, so this is the tagger's decision on those windows),
-   for each ``--risks``. Printed: track accuracy mean ± sd over splits, the paired change, windows used.
+   for each ``--risks``. Printed: track accuracy mean ± sd over splits, the paired change, windows used, and the fewest
+   windows any valid rule could use on those tracks (genretag.tagging.early_exit.fewest_windows: even were every window
+   certain), whose inverse bounds what any early exit could save there.
 2. Speed, on ``--catalog``: the head fit on every track of ``--data``, exported as a contract-v2 ONNX model;
    ``genretag.tagging.run.tag_catalog`` over the catalog into a fresh SQLite catalog, with and without early exit
    (same files, same session, same run), at ``--max-windows`` 20 and 0 (all): tracks/s (best, and the range over
    ``--repeats`` runs, the settings interleaved per repeat so load on a shared machine hits both) and windows used.
    With early exit the decoders read only each track's first round; later rounds are decoded as needed. The ratio is
-   the best against the best without early exit measured in the same process.
+   the best against the best without early exit measured in the same process. Then one row per catalog track: its
+   windows, those early exit used, the fewest any valid rule could use, and how much its windows agree.
 
 The model is written to ``--model-out`` (default /tmp/genretag-bench/musicnn-msd.onnx) for other benchmarks.
 """
@@ -32,7 +35,7 @@ import genretag  # noqa: F401  - quiet environment before TensorFlow loads
 from bench.accuracy import cached_embedding, load_corpus, track_splits
 from genretag.core.config import load_params, project_root
 from genretag.families import create
-from genretag.tagging.early_exit import EarlyExit, spread_order
+from genretag.tagging.early_exit import EarlyExit, fewest_windows, spread_order
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,24 +67,28 @@ def accuracy_table(data: Path, *, genres: list[str], splits: int, seed: int, ris
         family.head.fit(frozen[~test], clips.labels[~test], seed=seed + number, groups=tracks[~test])
         probabilities = family.head.predict_proba(frozen[test])
         for name, setting in settings.items():
-            hits, used = [], []
+            hits, used, floor = [], [], []
             for track in sorted(test_tracks):
                 rows = tracks[test] == track
                 genre, count = decide(probabilities[rows], setting)
                 hits.append(genre == clips.labels[test][rows][0])
                 used.append(count / rows.sum())
-            results[name].append((float(np.mean(hits)), float(np.mean(used))))
-    base = np.array([a for a, _ in results["all windows"]])
+                floor.append(fewest_windows(int(rows.sum()), risk=setting.risk) / rows.sum() if setting else 1.0)
+            results[name].append((float(np.mean(hits)), float(np.mean(used)), float(np.mean(floor))))
+    base = np.array([a for a, _, _ in results["all windows"]])
     print(f"\n## Held-out track accuracy, {data} ({len(np.unique(tracks))} tracks, {len(clips.labels)} windows), "
           f"{splits} stratified 70/30 splits, musicnn-msd head refit per split, rounds of {round_windows}\n")
-    print("| decision | track accuracy | change (points, paired) | windows used |\n|---|---|---|---|")
+    print("| decision | track accuracy | change (points, paired) | windows used | fewest any valid rule could use |\n|---|---|---|---|---|")
     table = {}
     for name, rows in results.items():
-        accuracy, used = np.array([a for a, _ in rows]), np.array([u for _, u in rows])
+        accuracy, used, floor = (np.array(column) for column in zip(*rows, strict=True))
         change = 100 * (accuracy - base)
         print(f"| {name} | {100 * accuracy.mean():.1f} % ± {100 * accuracy.std(ddof=1):.1f} | {change.mean():+.2f} ± {change.std(ddof=1):.2f} "
-              f"| {100 * used.mean():.0f} % |")
-        table[name] = {"accuracy_mean": accuracy.mean(), "change_points_mean": change.mean(), "windows_used_share": used.mean()}
+              f"| {100 * used.mean():.0f} % | {100 * floor.mean():.0f} % |")
+        table[name] = {"accuracy_mean": accuracy.mean(), "change_points_mean": change.mean(), "windows_used_share": used.mean(),
+                       "fewest_windows_share": floor.mean()}
+    print("\nfewest any valid rule could use: genretag.tagging.early_exit.fewest_windows of each track's window count, i.e. even if every"
+          " window were certain; its inverse is the most any early exit could save on these tracks.")
     return table
 
 
@@ -127,22 +134,50 @@ def speed_table(model_path: Path, catalog: Path, *, repeats: int, round_windows:
     print(f"\n## Tagging {catalog} ({len(list(catalog.glob('*.ogg')))} tracks), {model.model_name} on {model.provider}, "
           f"best of {repeats}, rounds of {round_windows}, risk {risk:g}\n")
     print("| max_windows | early exit | tracks/s (best) | tracks/s (min-max) | windows used / available | speedup |\n|---|---|---|---|---|---|")
-    table = {}
+    table: dict = {}
+    per_track: dict = {}
     for max_windows in (20, 0):
         settings = {"off": None, "on": EarlyExit(round_windows=round_windows, risk=risk)}
         rates: dict[str, list[float]] = {name: [] for name in settings}
         used: dict[str, tuple[int, int]] = {}
+        last: dict[str, pd.DataFrame] = {}
         for _ in range(repeats):
             for name, setting in settings.items():
                 rate, rows = tag_once(model=model, catalog=catalog, max_windows=max_windows, workers=workers, early_exit=setting)
                 rates[name].append(rate)
                 used[name] = (int(rows["windows_scored"].sum()), int(rows["windows_available"].sum()))
+                last[name] = rows
+        per_track[max_windows or "all"] = last
         for name in settings:
             best = max(rates[name])
             print(f"| {max_windows or 'all'} | {name} | {best:.2f} | {min(rates[name]):.2f}-{best:.2f} | {used[name][0]} / {used[name][1]} "
                   f"| {best / max(rates['off']):.2f}x |")
             table[f"{max_windows}-{name}"] = {"tracks_per_second": best, "runs": rates[name], "windows_used": used[name][0],
                                               "windows_available": used[name][1]}
+    table["tracks"] = track_table(per_track, risk=risk)
+    return table
+
+
+def track_table(per_track: dict, *, risk: float) -> list[dict]:
+    """Print why each catalog track stopped where it did: its windows, those early exit used, the fewest any valid rule
+    could use, and how much its windows agree (from the run without early exit, the windows its decision reads)."""
+    print("\n| track | max_windows | windows | used | fewest valid | leader's mean window probability | windows whose top genre is the leader |"
+          "\n|---|---|---|---|---|---|---|")
+    table = []
+    for max_windows, runs in per_track.items():
+        early = runs["on"].set_index("path")
+        for _, row in runs["off"].sort_values("path").iterrows():
+            timeline = json.loads(row["window_probabilities"])
+            windows = np.array(timeline["probabilities"])
+            leader = int(windows.mean(0).argmax())
+            entry = {"track": Path(row["path"]).stem[:40], "max_windows": max_windows, "windows": int(row["windows_available"]),
+                     "used": int(early.loc[row["path"], "windows_scored"]),
+                     "fewest_valid": fewest_windows(int(row["windows_available"]), risk=risk),
+                     "leader": timeline["labels"][leader], "leader_mean": float(windows[:, leader].mean()),
+                     "agreement": float((windows.argmax(1) == leader).mean())}
+            print(f"| {entry['track']} | {max_windows} | {entry['windows']} | {entry['used']} | {entry['fewest_valid']} "
+                  f"| {entry['leader']} {entry['leader_mean']:.2f} | {100 * entry['agreement']:.0f} % |")
+            table.append(entry)
     return table
 
 
