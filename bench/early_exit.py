@@ -31,11 +31,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-import genretag  # noqa: F401  - quiet environment before TensorFlow loads
-from bench.accuracy import cached_embedding, load_corpus, track_splits
-from genretag.core.config import load_params, project_root
-from genretag.families import create
 from genretag.tagging.early_exit import EarlyExit, fewest_windows, spread_order
+
+# The decoding pool spawns its workers, and each re-runs this script as "__mp_main__" before it decodes: only there,
+# skip the imports of TensorFlow and the families (seconds per worker, counted in the tracks/s), as catalog_scale.py does.
+if __name__ != "__mp_main__":
+    import genretag  # noqa: F401  - quiet environment before TensorFlow loads
+    from bench.accuracy import cached_embedding, load_corpus, track_splits
+    from genretag.core.config import load_params, project_root
+    from genretag.families import create
 
 if TYPE_CHECKING:
     import pandas as pd
