@@ -27,6 +27,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
 from genretag.core.errors import GenretagError
+from genretag.evaluation.tracks import TrackGroups
 from genretag.onnx.contract import PROBABILITY_FLOOR
 
 TEMPERATURE_BOUNDS = (0.05, 20.0)  # search range of T; a fit at a bound says the validation set is degenerate
@@ -216,15 +217,11 @@ def track_means(clip_probabilities: np.ndarray, *, clip_tracks: np.ndarray, clip
     tracks = np.asarray(clip_tracks)
     if tracks.shape != labels.shape:
         raise CalibrationError(f"{len(tracks)} track ids for {len(labels)} clips")
-    names, first, index = np.unique(tracks, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")
-    sums = np.zeros((len(names), probabilities.shape[1]))
-    np.add.at(sums, index, probabilities)
-    counts = np.bincount(index, minlength=len(names))[:, None]
-    track_labels = labels[first]
-    if np.any(labels != track_labels[index]):
+    groups = TrackGroups.of(tracks)
+    track_labels = labels[groups.first]
+    if np.any(labels != track_labels[groups.codes]):
         raise CalibrationError("a track's clips carry more than one label")
-    return (sums / counts)[order], track_labels[order].astype(np.int64)
+    return groups.means(probabilities), track_labels.astype(np.int64)
 
 
 @dataclass(frozen=True)

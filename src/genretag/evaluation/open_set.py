@@ -35,6 +35,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from genretag.core.errors import GenretagError
+from genretag.evaluation.tracks import TrackGroups
 from genretag.onnx.contract import normalised
 
 
@@ -121,8 +122,8 @@ def track_embeddings(window_embeddings: np.ndarray, track_ids: Sequence[str]) ->
     x, tracks = np.asarray(window_embeddings, dtype=np.float64), np.asarray(track_ids)
     if x.ndim != 2 or tracks.shape != (len(x),):
         raise OpenSetError(f"{tracks.shape[0]} track ids for window embeddings {x.shape}")
-    ids = list(dict.fromkeys(tracks.tolist()))
-    return [str(t) for t in ids], np.stack([x[tracks == t].mean(axis=0) for t in ids]) if ids else np.zeros((0, x.shape[1]))
+    groups = TrackGroups.of(tracks)
+    return [str(t) for t in groups.names], groups.means(x) if len(groups) else np.zeros((0, x.shape[1]))
 
 
 def energy_scores(logits: np.ndarray) -> np.ndarray:
@@ -140,7 +141,8 @@ def track_scores(window_scores: np.ndarray, track_ids: Sequence[str]) -> dict[st
     scores, tracks = np.asarray(window_scores, dtype=np.float64), np.asarray(track_ids)
     if scores.shape != tracks.shape:
         raise OpenSetError(f"{scores.shape[0]} window scores for {tracks.shape[0]} track ids")
-    return {str(track): float(scores[tracks == track].mean()) for track in dict.fromkeys(tracks.tolist())}
+    groups = TrackGroups.of(tracks)
+    return {str(track): float(mean) for track, mean in zip(groups.names, groups.means(scores), strict=True)}
 
 
 def fit_threshold(validation_scores: Sequence[float], *, accept: float) -> float:
