@@ -7,41 +7,41 @@ import math
 import numpy as np
 import pytest
 
-from genretag.evaluation import gate
+from genretag.evaluation import gate, paired_tests
 
 
-def _test_set(n_tracks: int, *, n_classes: int = 4, clips_per_track: int = 3) -> gate.TestSet:
+def _test_set(n_tracks: int, *, n_classes: int = 4, clips_per_track: int = 3) -> paired_tests.TestSet:
     track_truth = np.arange(n_tracks) % n_classes
     clip_track = np.repeat(np.arange(n_tracks), clips_per_track)
-    return gate.TestSet(clip_truth=track_truth[clip_track], clip_track=clip_track, track_truth=track_truth, n_classes=n_classes)
+    return paired_tests.TestSet(clip_truth=track_truth[clip_track], clip_track=clip_track, track_truth=track_truth, n_classes=n_classes)
 
 
-def _outcome(test: gate.TestSet, right: np.ndarray) -> gate.Outcome:
+def _outcome(test: paired_tests.TestSet, right: np.ndarray) -> paired_tests.Outcome:
     """Tracks in ``right`` (bool [n_tracks]) answered correctly on every clip, the others one class off."""
     n = test.n_classes
     track = np.where(right, test.track_truth, (test.track_truth + 1) % n)
-    return gate.Outcome(clip=track[test.clip_track], track=track)
+    return paired_tests.Outcome(clip=track[test.clip_track], track=track)
 
 
 def test_mcnemar_exact_matches_the_hand_computed_binomial() -> None:
     a = np.array([True] * 7 + [False] * 1 + [True] * 5 + [False] * 3)
     b = np.array([False] * 7 + [True] * 1 + [True] * 5 + [False] * 3)
-    result = gate.mcnemar_exact(correct_a=a, correct_b=b)
+    result = paired_tests.mcnemar_exact(correct_a=a, correct_b=b)
     assert (result.only_a, result.only_b) == (7, 1)
     # P(X >= 7 | n=8, 1/2) = (C(8,7) + C(8,8)) / 2^8 = 9/256; two-sided doubles it.
     assert result.p_greater == pytest.approx(9 / 256)
     assert result.p_two_sided == pytest.approx(18 / 256)
     assert result.p_less == pytest.approx(255 / 256)  # P(X <= 7) = 1 - P(X = 8)
-    assert gate.mcnemar_exact(correct_a=a, correct_b=a).p_two_sided == 1.0
+    assert paired_tests.mcnemar_exact(correct_a=a, correct_b=a).p_two_sided == 1.0
 
 
 def test_above_chance_is_the_one_sided_binomial() -> None:
     correct = np.array([True] * 3 + [False] * 3)
     # P(X >= 3 | n=6, p=0.1)
     expected = sum(math.comb(6, k) * 0.1**k * 0.9 ** (6 - k) for k in range(3, 7))
-    assert gate.above_chance_p(correct=correct, chance=0.1) == pytest.approx(expected)
-    assert gate.chance_rate(np.array([0, 0, 0, 1]), n_classes=10) == 0.75  # a constant answer reaches the majority share
-    assert gate.chance_rate(np.array([0, 1, 2, 3]), n_classes=4) == 0.25
+    assert paired_tests.above_chance_p(correct=correct, chance=0.1) == pytest.approx(expected)
+    assert paired_tests.chance_rate(np.array([0, 0, 0, 1]), n_classes=10) == 0.75  # a constant answer reaches the majority share
+    assert paired_tests.chance_rate(np.array([0, 1, 2, 3]), n_classes=4) == 0.25
 
 
 def test_paired_bootstrap_intervals_cover_the_truth_and_narrow_with_more_tracks() -> None:
@@ -51,7 +51,7 @@ def test_paired_bootstrap_intervals_cover_the_truth_and_narrow_with_more_tracks(
         for repeat in range(40 if n_tracks == 40 else 1):
             test = _test_set(n_tracks)
             outcome = _outcome(test, rng.random(n_tracks) < true_accuracy)
-            intervals, _ = gate.paired_bootstrap(test=test, outcomes={"m": outcome}, n_resamples=500, confidence=0.95, seed=repeat)
+            intervals, _ = paired_tests.paired_bootstrap(test=test, outcomes={"m": outcome}, n_resamples=500, confidence=0.95, seed=repeat)
             track = intervals["m"]["track_accuracy"]
             assert track.low <= track.estimate <= track.high
             covered += n_tracks == 40 and track.low <= true_accuracy <= track.high
@@ -68,8 +68,8 @@ def test_macro_f1_matches_scikit_learn() -> None:
     test = _test_set(30, n_classes=3)
     rng = np.random.default_rng(3)
     track = rng.integers(0, 3, size=30)
-    outcome = gate.Outcome(clip=track[test.clip_track], track=track)
-    intervals, _ = gate.paired_bootstrap(test=test, outcomes={"m": outcome}, n_resamples=10)
+    outcome = paired_tests.Outcome(clip=track[test.clip_track], track=track)
+    intervals, _ = paired_tests.paired_bootstrap(test=test, outcomes={"m": outcome}, n_resamples=10)
     assert intervals["m"]["track_macro_f1"].estimate == pytest.approx(f1_score(test.track_truth, track, average="macro"))
 
 
@@ -80,7 +80,7 @@ def _decide(test, outcomes, *, champion=None, baseline="mfcc-logreg", alpha=0.05
 
 def test_the_floor_refuses_a_constant_first_model_and_names_why() -> None:
     test = _test_set(20)
-    constant = gate.Outcome(clip=np.zeros(test.n_clips, dtype=int), track=np.zeros(test.n_tracks, dtype=int))
+    constant = paired_tests.Outcome(clip=np.zeros(test.n_clips, dtype=int), track=np.zeros(test.n_tracks, dtype=int))
     decision = _decide(test, {"constant": constant})
     assert decision.action == "none" and decision.champion is None and decision.rule == gate.RULE_FLOOR
     assert "constant: not significantly above chance" in decision.reason
@@ -115,7 +115,7 @@ def test_a_non_significant_gain_keeps_the_champion_a_significant_one_promotes() 
 
 def test_a_champion_below_the_floor_is_replaced_or_unserved() -> None:
     test = _test_set(20)
-    dead = gate.Outcome(clip=np.zeros(test.n_clips, dtype=int), track=np.zeros(test.n_tracks, dtype=int))
+    dead = paired_tests.Outcome(clip=np.zeros(test.n_clips, dtype=int), track=np.zeros(test.n_tracks, dtype=int))
     good = _outcome(test, np.ones(20, dtype=bool))
     replaced = _decide(test, {"dead": dead, "good": good}, champion="dead")
     assert replaced.action == "promote" and replaced.champion == "good" and replaced.rule == gate.RULE_CHAMPION_BELOW_FLOOR

@@ -17,14 +17,9 @@ from genretag.evaluation.calibration import (
     temperature_scaled,
     track_means,
 )
-from genretag.evaluation.gate import (
-    Outcome,
-    TestSet as TrackTruth,
-    corrected_repeated_kfold_test,
-    decide,
-    decide_cross_validated,
-    fold_outcomes,
-)
+from genretag.evaluation.cv_gate import decide_cross_validated, fold_outcomes
+from genretag.evaluation.gate import decide
+from genretag.evaluation.paired_tests import Outcome, TestSet as TrackTruth, corrected_repeated_kfold_test
 from genretag.families import track_folds
 from genretag.handoff import genretag_reference
 from genretag.onnx.contract import ModelContract, track_probabilities

@@ -22,7 +22,7 @@ from genretag.core.config import Layout
 from genretag.onnx.contract import ModelContract
 from genretag.core.errors import TrainingDataError
 from genretag.core.config import INT8_DIR, INT8_SUFFIX
-from genretag.evaluation.gate import Outcome, TestSet, outcome_from_probabilities
+from genretag.evaluation.paired_tests import Outcome, TestSet, outcome_from_probabilities
 from genretag.data.dataset import read_clips
 from genretag.core.atomic import save_figure
 

@@ -40,7 +40,7 @@ class Registration:
     test_fingerprint: str
     candidates: list[dict[str, Any]]  # one row per model: id, version, family, sample rate, metrics, floor
     decided_at: str
-    protocol: str = "holdout"  # holdout | cross-validated (genretag.evaluation.gate.PROTOCOL_*)
+    protocol: str = "holdout"  # holdout | cross-validated (genretag.evaluation.cv_gate.PROTOCOL_*)
     cv_below_tracks: int = 0  # register.cv_below_tracks: a test split with fewer tracks is cross-validated
     cv_tracks: int = 0  # cross-validated: every labelled track, and their clips
     cv_clips: int = 0

@@ -13,7 +13,7 @@ champion when it is not among the candidates, a file changed since) is scored fr
 Small data (issue 24): when the test split holds fewer than ``register.cv_below_tracks`` tracks, the candidates
 that refit cheaply are cross-validated over every labelled track instead
 (:func:`genretag.training.cross_validation.cross_validate_candidates`, ``register.cv_repeats`` x
-``register.cv_folds``) and :func:`genretag.evaluation.gate.decide_cross_validated` chooses (the others, e.g. the
+``register.cv_folds``) and :func:`genretag.evaluation.cv_gate.decide_cross_validated` chooses (the others, e.g. the
 Keras families, compared on the test split as above). A promoted cross-validated candidate is refitted on every
 labelled track (``models/served/<id>/``) and that refit is registered (tags ``genretag.fitted_on``,
 ``genretag.refit_of``) and served; a later gate lets the cross-validation of its candidate stand for it while that
@@ -95,7 +95,8 @@ FITTED_ON_ALL_TAG = "all-labelled-tracks"
 if TYPE_CHECKING:
     from genretag.evaluation.evaluate import TestAudio
     from genretag.training.cross_validation import CrossValidation
-    from genretag.evaluation.gate import Decision, Evidence, Outcome
+    from genretag.evaluation.gate import Decision, Evidence
+    from genretag.evaluation.paired_tests import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,8 @@ def register_candidates(
     candidate or cannot be scored; its message is one line.
     """
     from genretag.evaluation.evaluate import read_test_audio
-    from genretag.evaluation.gate import Decision, decide, decide_cross_validated
+    from genretag.evaluation.cv_gate import decide_cross_validated
+    from genretag.evaluation.gate import Decision, decide
 
     candidates = dict(candidates if candidates is not None else
                       {c: paths.candidate_dir(c) / "model.onnx" for c in params.train.candidates})
@@ -301,7 +303,7 @@ def _score_candidate(paths: Layout, candidate: str, onnx_path: Path, *, test: Te
     very file, else scored from audio here. A file that cannot be read or scored is reported, not fatal."""
     from genretag.audio.decoding import file_sha256
     from genretag.evaluation.evaluate import score_on_audio
-    from genretag.evaluation.gate import outcome_from_probabilities
+    from genretag.evaluation.paired_tests import outcome_from_probabilities
     from genretag.evaluation.test_scores import read_test_scores, scores_path
 
     try:
@@ -349,7 +351,7 @@ def _score_champion(name: str, version: str, label: str, *, test: TestAudio, wav
 
 def _registration(params: Params, test: TestAudio, *, decision: str, rule: str, reason: str, chosen_version: str | None,
                   chosen: str | None, previous: str | None, rows: list[dict[str, Any]], cross: CrossValidation | None = None) -> Registration:
-    from genretag.evaluation.gate import PROTOCOL_CROSS_VALIDATED, PROTOCOL_HOLDOUT
+    from genretag.evaluation.cv_gate import PROTOCOL_CROSS_VALIDATED, PROTOCOL_HOLDOUT
 
     settings = params.registry
     protocol = {"protocol": PROTOCOL_HOLDOUT, "cv_below_tracks": settings.cv_below_tracks}

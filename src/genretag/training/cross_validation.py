@@ -4,7 +4,7 @@ candidates over every labelled track (train, validation and test together), and 
 :func:`cross_validate_candidates` decodes every labelled clip once per family, splits the *tracks* with
 :func:`genretag.families.track_folds` (``register.cv_repeats`` x ``register.cv_folds``, stratified by genre, seeded by
 ``train.seed``: the same folds for every family, so outcomes are paired), and fits each fold's model on the other folds
-(:func:`genretag.families.cross_fitted`); the statistics are :mod:`genretag.evaluation.gate`'s. Only families that refit
+(:func:`genretag.families.cross_fitted`); the statistics are :mod:`genretag.evaluation.cv_gate`'s. Only families that refit
 cheaply (heads over frozen features: one embedding per clip, a head per fold) are cross-validated; a family whose refit
 is a training run (the Keras families) is skipped with the reason and compared on the test split as before.
 :func:`refit_on_all_tracks` trains the chosen candidate's family on every labelled track into ``models/served/<id>/`` and
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from genretag.core.config import Layout, Params
-from genretag.evaluation.gate import FoldOutcomes, fold_outcomes
+from genretag.evaluation.cv_gate import FoldOutcomes, fold_outcomes
 from genretag.families import ClipSet, clip_subset, cross_fitted, from_params, track_folds
 from genretag.training.export import ExportResult
 from genretag.training.train import Candidate, DecodedSplits, decode_splits, export_trained_candidate, train_candidate
