@@ -160,7 +160,7 @@ def verdict(
     significantly better at ``alpha / m`` (Bonferroni over the m servable challengers) and by ``min_improvement``
     replaces the champion. ``note`` ends every reason (the protocol and its track counts)."""
 
-    def verdict(action, chosen, rule, reason, comparisons=None) -> Decision:
+    def decision(action, chosen, rule, reason, comparisons=None) -> Decision:
         return Decision(action, chosen, champion, rule, f"{reason}{note}", alpha, min_improvement, dict(evidence), comparisons or {},
                         dict(protocols or {}))
 
@@ -171,12 +171,12 @@ def verdict(
         before = "no champion" if champion is None else f"champion {champion} fails the floor: {evidence[champion].floor}"
         rule = RULE_FIRST if champion is None else RULE_CHAMPION_BELOW_FLOOR
         if not servable:
-            return verdict("none", None, RULE_FLOOR, f"no servable model ({before}); failed: {failed}")
+            return decision("none", None, RULE_FLOOR, f"no servable model ({before}); failed: {failed}")
         best = servable[0]
-        return verdict("promote", best, rule, f"{before}; {best} is the best model that passes the floor, "
+        return decision("promote", best, rule, f"{before}; {best} is the best model that passes the floor, "
                        f"track accuracy {evidence[best].metrics['track_accuracy'].text()}: {evidence[best].floor}")
     if not servable:
-        return verdict("keep", champion, RULE_NO_CHALLENGER, f"champion {champion} kept: no challenger passes the floor"
+        return decision("keep", champion, RULE_NO_CHALLENGER, f"champion {champion} kept: no challenger passes the floor"
                        + (f" ({failed})" if failed else ""))
     level = alpha / len(servable)
     comparisons = {name: compare(name, champion, level) for name in servable}
@@ -189,11 +189,11 @@ def verdict(
 
     winners = [n for n in servable if comparisons[n].significant and comparisons[n].large_enough]
     if winners:
-        return verdict("promote", winners[0], RULE_SIGNIFICANT, f"promoted: {said(comparisons[winners[0]])}", comparisons)
+        return decision("promote", winners[0], RULE_SIGNIFICANT, f"promoted: {said(comparisons[winners[0]])}", comparisons)
     best = comparisons[servable[0]]
     rule = RULE_NOT_SIGNIFICANT if not best.significant else RULE_TOO_SMALL
     why = "not significant" if not best.significant else "gain below min_improvement"
-    return verdict("keep", champion, rule, f"champion {champion} kept, {why}: {said(best)}", comparisons)
+    return decision("keep", champion, rule, f"champion {champion} kept, {why}: {said(best)}", comparisons)
 
 
 def holdout(
