@@ -136,7 +136,7 @@ class ExportParams(_Section):
 
 class RegisterParams(_Section):
     model_name: str = "genretag-cnn"
-    alpha: float = Field(0.05, gt=0, lt=1)  # significance level of the champion gate (genretag.gate)
+    alpha: float = Field(0.05, gt=0, lt=1)  # significance level of the champion gate (genretag.evaluation.gate)
     min_improvement: float = Field(0.005, ge=0, le=1)  # least track-accuracy gain (fraction) to promote
     # Candidate id of the floor every served model must not fall below; one of train.candidates (checked
     # when params load). null: no baseline, the floor checks chance only. A baseline that is listed but
