@@ -12,7 +12,8 @@ import soundfile as sf
 
 from genretag.audio.decoding import load_wav, to_pcm16
 from genretag.core.config import GTZAN_GENRES
-from genretag.data.demo import GENRE_RECIPES, parse_progression, synthesize_corpus, synthesize_track, track_path
+from genretag.data.demo import synthesize_corpus, synthesize_track, track_path
+from genretag.data.demo.recipes import GENRE_RECIPES, parse_progression
 from genretag.core.errors import ConfigError
 
 SAMPLE_RATE = 22050
