@@ -23,6 +23,7 @@ from genretag.onnx.contract import ModelContract
 from genretag.core.errors import TrainingDataError
 from genretag.core.config import INT8_DIR, INT8_SUFFIX
 from genretag.evaluation.paired_tests import Outcome, TestSet, outcome_from_probabilities
+from genretag.evaluation.tracks import TrackGroups
 from genretag.data.dataset import read_clips
 from genretag.core.atomic import save_figure
 
@@ -45,13 +46,9 @@ def track_predictions(probabilities: np.ndarray, track_ids: Sequence[str]) -> pd
     A tied vote goes to the tied class with the highest mean probability.
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    codes, tracks = pd.factorize(pd.Series(list(track_ids), dtype=object), sort=False)
-    n_tracks, n_classes = len(tracks), probabilities.shape[1]
-    sums = np.zeros((n_tracks, n_classes))
-    np.add.at(sums, codes, probabilities)
-    clips = np.bincount(codes, minlength=n_tracks)
-    mean = sums / clips[:, None]
-    votes = np.zeros((n_tracks, n_classes), dtype=np.int64)
+    groups = TrackGroups.of(track_ids)
+    tracks, codes, clips, mean = groups.names, groups.codes, groups.counts, groups.means(probabilities)
+    votes = np.zeros((len(groups), probabilities.shape[1]), dtype=np.int64)
     np.add.at(votes, (codes, probabilities.argmax(axis=1)), 1)
     tied = votes == votes.max(axis=1, keepdims=True)
     vote = np.where(tied, mean, -np.inf).argmax(axis=1)
@@ -82,8 +79,7 @@ def classification_metrics(
         labels, predicted, labels=classes, zero_division=0
     )
     tracks = track_predictions(probabilities, track_ids)
-    truth = pd.Series(labels).groupby(pd.factorize(pd.Series(list(track_ids), dtype=object), sort=False)[0]).first()
-    tracks["actual"] = truth.to_numpy()
+    tracks["actual"] = labels[TrackGroups.of(track_ids).first]
     metrics: dict[str, float] = {
         "test_loss": cross_entropy(probabilities, labels),
         "test_accuracy": float(np.mean(predicted == labels)),
