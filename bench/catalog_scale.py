@@ -63,7 +63,8 @@ if __name__ != "__mp_main__":
     from genretag.tagging.early_exit import early_exit_of
     from genretag.tagging.rows import now_utc
     from genretag.tagging.run import tag_catalog
-    from genretag.tagging.sources import Fingerprint, HashedTrack
+    from genretag.tagging.fingerprints import Fingerprint
+    from genretag.tagging.sources import HashedTrack
     from genretag.tagging.schema import catalog_tags
     from genretag.tagging.store import Catalog
 

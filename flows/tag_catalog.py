@@ -26,7 +26,9 @@ from genretag.core.tracking import tracking_uri
 from genretag.evaluation.drift import training_genre_counts
 from genretag.onnx.session import ScoringModel, cuda_note, open_model
 from genretag.registry.fetch import resolve_model
-from genretag.tagging.run import Scorer, Step, TaggingRun, all_steps, local_scorer, run_steps
+from genretag.tagging.run import all_steps, local_scorer, run_steps
+from genretag.tagging.run_state import Scorer, TaggingRun
+from genretag.tagging.steps import Step
 from genretag.tagging.early_exit import early_exit_of
 from genretag.tagging.run_report import TAGGING_REPORTS, run_report_markdown
 from genretag.tagging.store import catalog_url, check_database

@@ -12,7 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from genretag.onnx.session import open_model
-from genretag.tagging.run import TaggingRun, run_steps, tag_catalog
+from genretag.tagging.run import run_steps, tag_catalog
+from genretag.tagging.run_state import TaggingRun
 from genretag.tagging.store import Catalog
 from tests.conftest import tone, write_audio
 from tests.tagging_support import make_onnx_model, sessions_here

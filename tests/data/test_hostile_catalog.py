@@ -16,7 +16,8 @@ import pytest
 
 from genretag.core.paths import display, quoted
 from genretag.tagging.decode_pool import DECODER_CRASHED, decode_files
-from genretag.tagging.sources import hash_tracks, scan_source
+from genretag.tagging.fingerprints import hash_tracks
+from genretag.tagging.sources import scan_source
 from genretag.tagging.store import Catalog
 from genretag.tagging.windows import windows_or_reason
 from tests.audio_files import encode_with_pyav

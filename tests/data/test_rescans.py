@@ -13,7 +13,8 @@ from tests.conftest import tone, write_audio
 
 from genretag.onnx.session import open_model
 from genretag.tagging.run import tag_catalog
-from genretag.tagging.sources import Fingerprint, HashedTrack, TrackSource, hash_tracks
+from genretag.tagging.fingerprints import Fingerprint, hash_tracks
+from genretag.tagging.sources import HashedTrack, TrackSource
 from genretag.tagging.store import Catalog
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import genretag.tagging.run as tagging_run
+import genretag.tagging.sources as tagging_sources
 from genretag.onnx.session import open_model
-from genretag.tagging.run import TaggingRun, local_scorer, run_steps
+from genretag.tagging.run import local_scorer, run_steps
+from genretag.tagging.run_state import TaggingRun
 from genretag.tagging.scoring import ScoredTrack
 from genretag.tagging.sources import HashedTrack
 from genretag.tagging.store import Catalog
@@ -49,7 +50,7 @@ def _catalog(folder: Path) -> None:
 def test_a_run_in_rounds_holds_at_most_max_pending_and_writes_what_one_round_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(tagging_run, "SCAN_CHUNK", 1)  # a round ends at a chunk's end: one track per chunk
+    monkeypatch.setattr(tagging_sources, "SCAN_CHUNK", 1)  # a round ends at a chunk's end: one track per chunk
     folder = tmp_path / "music"
     _catalog(folder)
     model = open_model(make_onnx_model(tmp_path / "m.onnx", version="1", seed=1), prefer_gpu=False)

@@ -5,7 +5,7 @@ own onnxruntime session, and the driver plans and records.
 and future (a restarted worker too), writes them to the worker's local directory and opens ONE session
 there (:func:`genretag.onnx.session.open_model`: CUDA on a GPU worker, else the CPU). :func:`score_chunk`
 runs on a worker: decode each file of the chunk, score it with that session (early exit as configured),
-return one ScoredTrack per track. :func:`cluster_scorer` is a tagging :data:`~genretag.tagging.run.Scorer`:
+return one ScoredTrack per track. :func:`cluster_scorer` is a tagging :data:`~genretag.tagging.run_state.Scorer`:
 it submits chunks of ``chunk`` tracks (at most two per worker thread in flight, so a catalog of 10^6 files
 never sits on the scheduler at once) and yields their results as they complete; the driver writes them
 with the catalog's idempotent upsert, one commit at a time.

@@ -5,7 +5,7 @@ known by the SHA-256 of its bytes: a rerun skips what the same model version alr
 tagged (before decoding anything), a new model version tags everything again, and the
 UNIQUE (sha256, model_version) constraints keep any row from being written twice.
 catalog_fingerprints remembers each path's stat fingerprint and content hash, so a rescan reads only
-new or changed files (genretag.tagging.sources explains the rules and their blind spot). Every lookup
+new or changed files (genretag.tagging.fingerprints explains the rules and their blind spot). Every lookup
 takes its keys LOOKUP_CHUNK at a time, on an index, so a catalog of 10^6 rows costs a rescan little.
 A file whose bytes changed only because `genretag write-tags` wrote tags into it keeps its identity
 through catalog_aliases (its new SHA-256 -> the content hash its rows carry), resolved by Catalog.canonical.
@@ -40,7 +40,8 @@ from genretag.tagging.schema import (
     catalog_tags,
     metadata,
 )
-from genretag.tagging.sources import Fingerprint, HashedTrack, KnownFile
+from genretag.tagging.fingerprints import Fingerprint, KnownFile
+from genretag.tagging.sources import HashedTrack
 
 
 CATALOG_URL_ENV = "GENRETAG_CATALOG_URL"

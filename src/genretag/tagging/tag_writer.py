@@ -40,7 +40,8 @@ import yaml
 from genretag.audio.decoding import file_sha256
 from genretag.core.errors import GenretagError
 from genretag.core.paths import absolute, display, stored
-from genretag.tagging.sources import Fingerprint, HashedTrack, scan_source
+from genretag.tagging.fingerprints import Fingerprint
+from genretag.tagging.sources import HashedTrack, scan_source
 from genretag.tagging.store import Catalog
 
 Policy = Literal["only-if-empty", "replace", "add"]
