@@ -18,7 +18,7 @@ import pytest
 from genretag.audio import decoding as audio
 from genretag.tagging.rows import error_row
 from genretag.tagging.fingerprints import hash_tracks
-from genretag.tagging.plan import plan_tagging
+from genretag.tagging.planning import plan_tagging
 from genretag.tagging.sources import HashedTrack, scan_source
 from genretag.tagging.store import Catalog
 from genretag.data.dataset import discover, ingest

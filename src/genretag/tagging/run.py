@@ -32,7 +32,7 @@ from genretag.core.config import ScoreParams
 from genretag.onnx.session import ScoringModel
 from genretag.tagging.commit import write_results
 from genretag.tagging.early_exit import EarlyExit
-from genretag.tagging.plan import copies_of_failures
+from genretag.tagging.planning import copies_of_failures
 from genretag.tagging.rows import error_row
 from genretag.tagging.run_report import write_run_report
 from genretag.tagging.run_state import Scorer, TaggingRun

@@ -15,7 +15,7 @@ from genretag.core.config import ScoreParams
 from genretag.core.errors import CatalogError
 from genretag.core.paths import display
 from genretag.onnx.session import ScoringModel
-from genretag.tagging.plan import TaggingPlan
+from genretag.tagging.planning import TaggingPlan
 from genretag.tagging.progress import Progress
 from genretag.tagging.run_report import RunReport
 from genretag.tagging.scoring import ScoredTrack

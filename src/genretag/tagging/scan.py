@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from genretag.core.errors import ScoringError
 from genretag.core.paths import absolute, display, quoted
 from genretag.tagging.fingerprints import HASH_TRIES, FingerprintMatch, hash_tracks, match_fingerprints, stat_tracks
-from genretag.tagging.plan import plan_tagging
+from genretag.tagging.planning import plan_tagging
 from genretag.tagging.progress import Progress
 from genretag.tagging.rows import error_row
 from genretag.tagging.run_state import TaggingRun

@@ -1,7 +1,7 @@
 """What a tagging run reads: the tracks of a source (folder, CSV, one file), streamed, each with a track
 id of its own, and drawn a chunk at a time; and what a track becomes on the way (listed, hashed with its
 content's SHA-256, or failed with its reason). Fingerprints and content hashes:
-genretag.tagging.fingerprints; the plan of what to score: genretag.tagging.plan.
+genretag.tagging.fingerprints; the plan of what to score: genretag.tagging.planning.
 """
 
 from __future__ import annotations
