@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TrackGroups:
     """The track of each of n clips: ``codes`` int64 [n] indexes ``names`` (the T track ids, first-seen order)."""
 
@@ -24,8 +24,10 @@ class TrackGroups:
 
     @classmethod
     def of(cls, track_ids: Sequence | np.ndarray) -> TrackGroups:
-        """Group n clips by their track ids ([n], any hashable ids)."""
-        codes, names = pd.factorize(pd.Series(list(np.asarray(track_ids).tolist()), dtype=object), sort=False)
+        """Group n clips by their track ids ([n], any hashable ids, compared as given: 1 and "1" are two tracks; a missing
+        id (None, NaN) is a track of its own)."""
+        codes, names = pd.factorize(pd.Series(np.asarray(track_ids, dtype=object).tolist(), dtype=object), sort=False,
+                                    use_na_sentinel=False)
         return cls(tuple(names), codes.astype(np.int64))
 
     def __len__(self) -> int:

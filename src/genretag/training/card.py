@@ -58,7 +58,7 @@ def _data_section(params: Params, test: TestClips, counts: Mapping[str, tuple[in
     }[params.split.method]
     if source == "demo":
         corpus = (
-            "**SYNTHETIC DEMO CORPUS - not music.** The training data were synthesised by `genretag.demo` "
+            "**SYNTHETIC DEMO CORPUS - not music.** The training data were synthesised by `genretag.data.demo` "
             f"({params.ingest.demo_tracks_per_genre} tracks per genre, seed {params.ingest.demo_seed}): each "
             "\"genre\" is a hand-written synthesis recipe (drums, bass, chords, melody, timbre), so that the "
             "pipeline can run end to end anywhere. A model that learns them has learnt the recipes. The metrics "

@@ -64,14 +64,35 @@ def _imported(path: Path, *, root: Path) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from pkg import module`
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute(node, path=path, root=root)
+            if base:
+                names.add(base)
+                names.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
     found = set()
     for name in names:
         parts = name.split(".")
         found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1) if module_file(".".join(parts[:i]), root=root))
     return found
+
+
+def _absolute(node: ast.ImportFrom, *, path: Path, root: Path) -> str:
+    """The dotted module a ``from ... import`` in ``path`` names, relative imports (``from . import x``) made absolute
+    against the package of ``path`` (under a :data:`SOURCE_ROOTS` folder of ``root``); "" when it leaves the project."""
+    if not node.level:
+        return node.module or ""
+    resolved = path.resolve()
+    for base in SOURCE_ROOTS:
+        folder = (root / base).resolve()
+        if resolved.is_relative_to(folder):
+            package = list(resolved.relative_to(folder).parent.parts)
+            break
+    else:
+        return ""
+    if node.level - 1 > len(package):
+        return ""
+    anchor = package[: len(package) - (node.level - 1)]
+    return ".".join([*anchor, *([node.module] if node.module else [])])
 
 
 def source_closure(paths: Iterable[Path], *, root: Path) -> list[str]:
