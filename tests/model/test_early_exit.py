@@ -125,6 +125,18 @@ def test_no_valid_rule_stops_before_the_fewest_windows_and_settled_does_not_eith
         assert soonest <= _decide(certain, risk=0.05, round_windows=1)[1] < total
 
 
+def test_the_pilot_window_bets_nothing_and_its_genre_stops_sooner_than_a_uniform_union() -> None:
+    assert betting_log_capital(np.array([[1.0, -1.0, 0.3]]), total=20).tolist() == [0.0, 0.0, 0.0]  # every capital is 1 after it
+    certain = np.tile(np.eye(10)[0], (20, 1))
+    with_pilot = _decide(certain, risk=0.05, round_windows=1)[1]
+    uniform = next(n for n in range(1, 21) if np.all(betting_log_capital(certain[:n, [0]] - certain[:n, 1:], total=20) >= np.log(9 / 0.05)))
+    assert with_pilot < uniform and with_pilot <= 8  # capital 2 / risk rather than (K - 1) / risk: 7 windows against 9
+    turned = certain.copy()
+    turned[0] = np.eye(10)[1]  # the pilot says genre 1, every later window genre 0: genre 0 leads without the pilot's weight
+    genre, used = _decide(turned, risk=0.05, round_windows=1)
+    assert genre == 0 and used > with_pilot
+
+
 @pytest.fixture(scope="module")
 def confident(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_onnx_model(tmp_path_factory.mktemp("models") / "m.onnx", version="1", seed=2)  # a gap of ~0.8 on these tones
