@@ -50,7 +50,7 @@ import genretag  # noqa: F401  - quiet environment before TensorFlow loads
 from genretag.core.atomic import atomic_open
 from genretag.audio.decoding import decode
 from genretag.core.config import load_params, project_root
-from genretag.data.dataset import discover_sources
+from genretag.data.ingest import discover_sources
 from genretag.families import ClipSet, clip_windows, create
 from genretag.families.heads import FeatureHeadFamily
 

@@ -6,7 +6,7 @@ from tqdm import tqdm
 
 from flows.common import IO_RETRIES, maybe_inject_fault, stage_context
 from genretag.core.config import Layout, Params
-from genretag.data.dataset import Discovery, SourceFile, discover, feedback_sources, ingest, materialise_source, undecodable_line
+from genretag.data.ingest import Discovery, SourceFile, discover, feedback_sources, ingest, materialise_source, undecodable_line
 
 
 @task(**IO_RETRIES)

@@ -5,7 +5,8 @@ from prefect.artifacts import create_table_artifact
 
 from flows.common import IO_RETRIES, stage_context
 from genretag.core.config import Layout, Params
-from genretag.data.dataset import make_clips, read_table
+from genretag.data.ingest import read_table
+from genretag.data.splits import make_clips
 
 
 @task(**IO_RETRIES)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from genretag.core.config import layout, load_params
-from genretag.data.dataset import discover_sources, ingest
+from genretag.data.ingest import discover_sources, ingest
 from genretag.core.errors import ValidationFailed
 from genretag.data.validation import run_validation
 from tests.conftest import REPO_ROOT, tone, write_audio

@@ -21,7 +21,7 @@ from genretag.tagging.fingerprints import hash_tracks
 from genretag.tagging.planning import plan_tagging
 from genretag.tagging.sources import HashedTrack, scan_source
 from genretag.tagging.store import Catalog
-from genretag.data.dataset import discover, ingest
+from genretag.data.ingest import discover, ingest
 from genretag.core.config import layout
 from genretag.core.errors import AudioError
 from tests.audio_files import PYAV_FORMATS, encode_with_pyav, float_wav_with_short_peak_chunk, wav_with_zero_sizes

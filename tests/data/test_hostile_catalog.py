@@ -217,7 +217,7 @@ def test_track_ids_from_a_csv_are_unique(tmp_path: Path) -> None:
 
 def test_names_are_quoted_in_the_markdown_failures_table_and_ingests_log_line(tmp_path: Path) -> None:
     from genretag.core.config import Layout
-    from genretag.data.dataset import SourceFile, ingest, undecodable_line
+    from genretag.data.ingest import SourceFile, ingest, undecodable_line
     from genretag.tagging.sources import TrackFailure
     from genretag.tagging.summary import TaggingSummary
 

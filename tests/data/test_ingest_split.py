@@ -8,7 +8,8 @@ import pytest
 import soundfile as sf
 
 from genretag.core.config import AudioParams, SplitParams, layout, load_params
-from genretag.data.dataset import assign_splits, clips_for_tracks, discover_sources, ingest, make_clips, read_table
+from genretag.data.ingest import discover_sources, ingest, read_table
+from genretag.data.splits import assign_splits, clips_for_tracks, make_clips
 from genretag.core.errors import ConfigError
 from tests.conftest import REPO_ROOT, tone, write_audio
 
@@ -139,7 +140,7 @@ def test_filtered_split_uses_kereliuk_partition():
 def test_clips_csv_is_what_every_family_reads_back_from_the_wavs(project, tmp_path):
     """make_clips writes clips.csv (no images); load_split cuts the same clips from the ingested WAVs, at any rate."""
     from genretag.audio.decoding import load_wav
-    from genretag.data.dataset import CLIP_COLUMNS
+    from genretag.data.splits import CLIP_COLUMNS
     from genretag.families import load_split
 
     src = tmp_path / "incoming"
@@ -166,7 +167,7 @@ def test_clips_csv_is_what_every_family_reads_back_from_the_wavs(project, tmp_pa
 
 def test_silent_training_clips_are_dropped_at_the_split_and_counted(tmp_path) -> None:
     """The tagger's rule for training clips too: an all-zero or near-silent 3-s clip carries no genre."""
-    from genretag.data.dataset import drop_silent_clips
+    from genretag.data.splits import drop_silent_clips
 
     rate = 22050
     waveform = np.concatenate([np.zeros(3 * rate), tone(6.0), np.full(3 * rate, 1e-5)]).astype(np.float32)  # silence, music, -100 dBFS hiss

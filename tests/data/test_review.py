@@ -17,7 +17,7 @@ from genretag.tagging.rows import tag_row, timeline_lines
 from genretag.tagging.sources import HashedTrack
 from genretag.tagging.store import Catalog
 from genretag.cli.app import app
-from genretag.data.dataset import FEEDBACK_COLUMNS, feedback_sources, ingest, read_table
+from genretag.data.ingest import FEEDBACK_COLUMNS, feedback_sources, ingest, read_table
 from genretag.core.config import layout
 from genretag.tagging.review import export_review, import_review, review_rows
 from genretag.tagging.scoring import summarize

@@ -11,7 +11,7 @@ import pytest
 from genretag.audio.decoding import file_sha256
 from genretag.tagging.run import tag_catalog
 from genretag.core.config import layout, load_params
-from genretag.data.dataset import read_table
+from genretag.data.ingest import read_table
 from genretag.tagging.review import export_review, import_review
 from genretag.onnx.session import open_model
 from tests.conftest import tone, write_audio

@@ -38,7 +38,7 @@ def ingest() -> None:
     """Stage ingest: ingest.source -> data/raw/<genre>/<track>.wav + manifest (the DVC stage's flow)."""
     from genretag.core.config import layout
     from genretag.core.errors import GenretagError
-    from genretag.data.dataset import local_source
+    from genretag.data.ingest import local_source
 
     try:  # a missing source is one line, before Prefect starts
         local_source(load_params(), layout=layout())

@@ -42,7 +42,7 @@ from great_expectations.data_context.types.base import (
 from genretag.audio import decoding as audio
 from genretag.core.atomic import replace_dir, write_csv, write_json, write_text
 from genretag.core.config import Layout, Params
-from genretag.data.dataset import MANIFEST_COLUMNS, read_table  # the manifest contract lives with ingest
+from genretag.data.ingest import MANIFEST_COLUMNS, read_table  # the manifest contract lives with ingest
 from genretag.core.errors import ConfigError, ValidationFailed
 from genretag.data.reports import validation_summary_html
 from genretag.data.web_assets import link_summary, localize_pages
@@ -219,7 +219,7 @@ def _unexpected(result: ExpectationSuiteValidationResult) -> dict[str, list[Any]
     }
 
 
-REVIEWED = "review:"  # provenance prefix of a label a reviewer gave (genretag.data.dataset.feedback_sources)
+REVIEWED = "review:"  # provenance prefix of a label a reviewer gave (genretag.data.ingest.feedback_sources)
 
 
 def _kept_copy(frame: pd.DataFrame, copies: Sequence[Any], *, already_bad: set[Any]) -> Any:

@@ -76,7 +76,7 @@ def training_genre_counts(tracks_csv: Path) -> dict[str, int]:
     """Genre -> validated training tracks, from data/tracks.csv (column ``genre``); {} when absent."""
     if not tracks_csv.is_file():
         return {}
-    from genretag.data.dataset import read_table
+    from genretag.data.ingest import read_table
 
     return _genre_counts(read_table(tracks_csv))
 
@@ -274,7 +274,7 @@ def training_reference(family: Any, *, train: ClipSet, tracks_csv: Path, max_cli
     test tracks are not training data. {} (no reference; logged) when either side is empty.
     """
     from genretag.audio.decoding import stats
-    from genretag.data.dataset import read_table
+    from genretag.data.ingest import read_table
 
     waveforms = train.waveforms
     tracks = read_table(tracks_csv) if tracks_csv.is_file() else None

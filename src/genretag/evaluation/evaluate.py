@@ -24,7 +24,7 @@ from genretag.core.errors import TrainingDataError
 from genretag.core.config import INT8_DIR, INT8_SUFFIX
 from genretag.evaluation.paired_tests import Outcome, TestSet, outcome_from_probabilities
 from genretag.evaluation.tracks import TrackGroups
-from genretag.data.dataset import read_clips
+from genretag.data.splits import read_clips
 from genretag.core.atomic import save_figure
 
 EPSILON = 1e-7  # Keras' clip for categorical cross-entropy
@@ -201,7 +201,7 @@ def read_test_audio(paths: Layout, *, genres: Sequence[str]) -> TestAudio:
 
     Raises TrainingDataError naming the file when there is no test clip or a test track has no WAV.
     """
-    from genretag.data.dataset import read_table
+    from genretag.data.ingest import read_table
 
     clips = read_clips(paths.clips, genres=genres)
     test = clips[clips["split"] == "test"].reset_index(drop=True)

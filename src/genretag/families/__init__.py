@@ -272,7 +272,7 @@ def cross_fitted(family: Family, clips: ClipSet, *, folds: Sequence[tuple[np.nda
 def clip_windows(waveform: np.ndarray, *, clip_samples: int) -> np.ndarray:
     """Consecutive whole clips of one track: float32 [n, clip_samples], n = len // clip_samples (may be 0).
 
-    The clip rule of :func:`genretag.dataset.clips_for_tracks` (a partial clip at the end is dropped).
+    The clip rule of :func:`genretag.data.splits.clips_for_tracks` (a partial clip at the end is dropped).
     """
     count = len(waveform) // clip_samples
     return np.ascontiguousarray(np.asarray(waveform[: count * clip_samples], dtype=np.float32).reshape(count, clip_samples))

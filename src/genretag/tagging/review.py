@@ -4,7 +4,7 @@
 plus a random quality-control sample of the others to a CSV with an empty ``corrected_genre`` column.
 ``import_review`` checks each filled-in row and merges the good ones into the feedback source
 (params ingest.feedback, data/feedback/labels.csv), which the ingest stage reads as extra labelled
-tracks (genretag.dataset.feedback_sources). A blank ``corrected_genre`` is no label: a reviewer who
+tracks (genretag.data.ingest.feedback_sources). A blank ``corrected_genre`` is no label: a reviewer who
 agrees with the tag writes the predicted genre there.
 """
 
@@ -21,7 +21,7 @@ import pandas as pd
 from genretag.core.atomic import write_csv
 from genretag.audio.decoding import file_sha256
 from genretag.tagging.store import Catalog
-from genretag.data.dataset import FEEDBACK_COLUMNS, read_feedback
+from genretag.data.ingest import FEEDBACK_COLUMNS, read_feedback
 from genretag.core.errors import GenretagError, ReviewError
 from genretag.core.paths import absolute, display, stored
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from genretag.core.config import Params
-from genretag.data.dataset import read_table
+from genretag.data.ingest import read_table
 from genretag.evaluation.calibration import Calibration, TrackCalibration
 from genretag.onnx.contract import EMBEDDING_NAME, FITTED_ON_VALIDATION, INPUT_NAME, OUTPUT_NAME, ModelContract, OpenSet
 from genretag.training.parity import ParityReport, TestClips

@@ -26,7 +26,7 @@ import genretag  # noqa: F401  - offline/quiet environment before TensorFlow loa
 from genretag.core.atomic import save_figure, write_json
 from genretag.core.config import Layout, Params
 from genretag.core.errors import TrainingDataError
-from genretag.data.dataset import read_clips
+from genretag.data.splits import read_clips
 from genretag.families import ClipSet, Family, from_params, load_split
 from genretag.onnx.contract import ModelContract, OpenSet
 from genretag.training.card import render_model_card, split_counts
