@@ -200,7 +200,7 @@ def read_feedback(path: str | Path) -> pd.DataFrame:
 
 
 def feedback_sources(feedback: str | Path | None, *, genres: Sequence[str]) -> list[SourceFile]:
-    """The reviewed catalog tracks of the feedback CSV (genretag.review.FEEDBACK_COLUMNS) as labelled sources.
+    """The reviewed catalog tracks of the feedback CSV (FEEDBACK_COLUMNS, above) as labelled sources.
 
     track_id ``<genre>.review-<first 12 hex of sha256>``; provenance ``review:<review file>@<its sha256,
     12 hex>;reviewer=...;model_version=<the model whose tag was reviewed>;imported_at=...``. Labels whose
