@@ -273,7 +273,8 @@ def catalog_files(cache: Path, *, minutes: list[float], formats: list[str], samp
 def seconds_per_track(paths: list[Path], *, sample_rate: int, clip_samples: int, max_windows: int, whole: bool) -> dict:
     """One process, one file at a time: decode seconds (best of two; one run for ``whole``) and frames read, windows
     only or whole file then cut."""
-    from genretag.audio.decoding import decode, decode_windows
+    from genretag.audio.decoding import decode
+    from genretag.audio.seeking import decode_windows
     from genretag.tagging.windows import cut_windows
 
     out = {}

@@ -1,4 +1,4 @@
-"""Decoding only the windows (genretag.audio.decode_windows) gives the samples of decoding the whole
+"""Decoding only the windows (genretag.audio.seeking.decode_windows) gives the samples of decoding the whole
 file then cutting it, while reading a number of frames set by the windows, not by the track's length."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from genretag.audio import decoding as audio
+from genretag.audio import decoding, seeking
 from genretag.core.errors import AudioError
 from genretag.dsp.spectrogram import window_starts
 from tests.audio_files import encode_with_pyav, long_track, music_like, write_soundfile
@@ -22,7 +22,7 @@ RATE_IN = 44100
 
 
 def whole_then_cut(path: Path, *, sample_rate: int, clip_samples: int, max_windows: int) -> tuple[np.ndarray, np.ndarray]:
-    waveform = audio.decode(path, sample_rate=sample_rate).waveform
+    waveform = decoding.decode(path, sample_rate=sample_rate).waveform
     starts = window_starts(len(waveform), clip_samples=clip_samples, max_windows=max_windows, evenly_spaced=True)
     return starts, np.stack([waveform[s : s + clip_samples] for s in starts])
 
@@ -37,7 +37,7 @@ def music() -> np.ndarray:
 def test_seeking_equals_decoding_the_whole_file(tmp_path: Path, music: np.ndarray, suffix: str, sample_rate: int) -> None:
     path = write_soundfile(tmp_path / f"track{suffix}", music, sample_rate=RATE_IN)
     clip = 3 * sample_rate
-    decoded = audio.decode_windows(path, sample_rate=sample_rate, clip_samples=clip, max_windows=3)
+    decoded = seeking.decode_windows(path, sample_rate=sample_rate, clip_samples=clip, max_windows=3)
     starts, expected = whole_then_cut(path, sample_rate=sample_rate, clip_samples=clip, max_windows=3)
     assert decoded.seeked and decoded.frames_read < decoded.track_frames / 2
     np.testing.assert_array_equal(decoded.starts, starts)
@@ -51,7 +51,7 @@ def test_opus_seeks_equal_the_whole_file(tmp_path: Path) -> None:
     """libsndfile reads Ogg Opus; its first read skips the encoder's pre-skip only after a seek, so the
     whole-file read seeks first too (without it, every sample here came 312 frames late: 0.3 apart)."""
     path = encode_with_pyav(tmp_path / "track.opus", samples=music_like(30.0, 48000))
-    decoded = audio.decode_windows(path, sample_rate=22050, clip_samples=66150, max_windows=3)
+    decoded = seeking.decode_windows(path, sample_rate=22050, clip_samples=66150, max_windows=3)
     starts, expected = whole_then_cut(path, sample_rate=22050, clip_samples=66150, max_windows=3)
     assert decoded.seeked and decoded.original_sample_rate == 48000
     np.testing.assert_array_equal(decoded.starts, starts)
@@ -67,7 +67,7 @@ def test_pyav_seeks_aac_to_the_same_samples(tmp_path: Path) -> None:
     seek (measured here 45 dB SNR against the whole-file decode on this noise-free music); a window one
     sample off scores about 14 dB, so 35 dB shows every sample is in its place."""
     path = encode_with_pyav(tmp_path / "track.m4a", samples=music_like(30.0, RATE_IN, noise=False))
-    decoded = audio.decode_windows(path, sample_rate=22050, clip_samples=66150, max_windows=3)
+    decoded = seeking.decode_windows(path, sample_rate=22050, clip_samples=66150, max_windows=3)
     starts, expected = whole_then_cut(path, sample_rate=22050, clip_samples=66150, max_windows=3)
     assert decoded.seeked and decoded.frames_read < decoded.track_frames / 2
     np.testing.assert_array_equal(decoded.starts, starts)
@@ -78,14 +78,14 @@ def test_pyav_seeks_aac_to_the_same_samples(tmp_path: Path) -> None:
 def test_frames_decoded_for_a_long_file_are_bounded_by_the_windows(tmp_path: Path) -> None:
     minutes, max_windows, rate, clip = 10, 2, 22050, 66150
     path = long_track(tmp_path / "long.flac", minutes=minutes, sample_rate=RATE_IN)
-    decoded = audio.decode_windows(path, sample_rate=rate, clip_samples=clip, max_windows=max_windows)
+    decoded = seeking.decode_windows(path, sample_rate=rate, clip_samples=clip, max_windows=max_windows)
     assert decoded.track_frames == minutes * 60 * RATE_IN and decoded.seeked
     # each window: its 3 s at the file's rate plus well under 0.5 s of resampler margins
     assert decoded.frames_read <= max_windows * 3.5 * RATE_IN
     assert decoded.frames_read >= max_windows * 3 * RATE_IN
     assert len(decoded.windows) == max_windows and decoded.starts[-1] + clip <= decoded.track_samples
     # all windows: nothing to save by seeking, the whole file is read once
-    every = audio.decode_windows(path, sample_rate=rate, clip_samples=clip, max_windows=0)
+    every = seeking.decode_windows(path, sample_rate=rate, clip_samples=clip, max_windows=0)
     assert not every.seeked and every.frames_read == every.track_frames and len(every.windows) == minutes * 20
 
 
@@ -93,7 +93,7 @@ def test_a_file_shorter_than_its_header_says_falls_back_to_the_whole_file(tmp_pa
     path = write_soundfile(tmp_path / "cut.mp3", music, sample_rate=RATE_IN)
     with open(path, "r+b") as handle:  # a download cut short: the Xing header still claims 30 s
         handle.truncate(path.stat().st_size * 6 // 10)
-    decoded = audio.decode_windows(path, sample_rate=22050, clip_samples=66150, max_windows=3)
+    decoded = seeking.decode_windows(path, sample_rate=22050, clip_samples=66150, max_windows=3)
     starts, expected = whole_then_cut(path, sample_rate=22050, clip_samples=66150, max_windows=3)
     assert not decoded.seeked
     np.testing.assert_array_equal(decoded.starts, starts)
@@ -106,7 +106,7 @@ def test_a_corrupt_file_is_still_one_line_naming_it(tmp_path: Path, music: np.nd
         handle.truncate(path.stat().st_size * 6 // 10)
     assert sf.info(path).frames == len(music)  # the header still promises every frame
     with pytest.raises(AudioError) as caught:
-        audio.decode_windows(path, sample_rate=22050, clip_samples=66150, max_windows=3)
+        seeking.decode_windows(path, sample_rate=22050, clip_samples=66150, max_windows=3)
     message = str(caught.value)
     assert message.startswith(f"{path}: not a decodable audio file (soundfile: ") and "\n" not in message
 
@@ -114,7 +114,7 @@ def test_a_corrupt_file_is_still_one_line_naming_it(tmp_path: Path, music: np.nd
 def test_coarse_timestamps_are_not_seeked(tmp_path: Path) -> None:
     """WebM counts time in milliseconds, which do not name one 48 kHz sample: the whole file is decoded."""
     path = encode_with_pyav(tmp_path / "track.webm", samples=music_like(30.0, 48000, noise=False))
-    decoded = audio.decode_windows(path, sample_rate=22050, clip_samples=66150, max_windows=3)
+    decoded = seeking.decode_windows(path, sample_rate=22050, clip_samples=66150, max_windows=3)
     starts, expected = whole_then_cut(path, sample_rate=22050, clip_samples=66150, max_windows=3)
     assert not decoded.seeked and decoded.frames_read == decoded.track_frames
     np.testing.assert_array_equal(decoded.starts, starts)

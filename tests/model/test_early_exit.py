@@ -166,7 +166,7 @@ def test_a_60_s_file_that_stops_early_decodes_only_the_rounds_it_scored(confiden
 
     def decoded_windows(early_exit: EarlyExit | None) -> tuple[int, int, TrackScore]:
         caplog.clear()
-        with caplog.at_level(logging.DEBUG, logger="genretag.audio.decoding"):
+        with caplog.at_level(logging.DEBUG, logger="genretag.audio.seeking"):
             [result] = score_files(model, items, max_windows=0, parallel=False, early_exit=early_exit)  # decodes in this process
         counts = [re.match(r"decoded (\d+) of (\d+) windows", r.getMessage()) for r in caplog.records]
         return sum(int(m[1]) for m in counts if m), len(counts), result.score

@@ -308,7 +308,7 @@ def test_champion_and_version_numbers_resolve_through_the_mlflow_registry(onnx_p
 
 
 def test_a_two_window_cap_on_a_ten_minute_track_scores_two_windows(model, tmp_path: Path) -> None:
-    """Only the two windows are decoded (genretag.audio.decode_windows seeks), and they score as the
+    """Only the two windows are decoded (genretag.audio.seeking.decode_windows seeks), and they score as the
     same windows cut from the whole decoded track."""
     from tests.audio_files import long_track
 

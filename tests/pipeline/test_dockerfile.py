@@ -136,7 +136,7 @@ def test_the_tagging_code_imports_only_what_the_tagger_image_has():
     """Import the tagging path in a fresh interpreter; map every module it loaded to its distribution."""
     probe = (
         "import sys, json, flows.tag_catalog, genretag.cli.app, genretag.registry.fetch, genretag.tagging.run, "
-        "genretag.tagging.export, genretag.audio.decoding; print(json.dumps(sorted({m.partition('.')[0] for m in sys.modules})))"
+        "genretag.tagging.export, genretag.audio.decoding, genretag.audio.seeking; print(json.dumps(sorted({m.partition('.')[0] for m in sys.modules})))"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, text=True, capture_output=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

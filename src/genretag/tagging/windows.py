@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from genretag.audio.clips import cut_clips
-from genretag.audio.decoding import decode_windows, is_silent
+from genretag.audio.decoding import is_silent
+from genretag.audio.seeking import decode_windows
 from genretag.core.errors import AudioError
 from genretag.core.processes import captured_stderr
 from genretag.dsp.spectrogram import window_starts
@@ -78,7 +79,7 @@ def track_windows(
 ) -> TrackWindows:
     """Decode the windows of any audio file at ``sample_rate`` Hz (the model's); drop the silent ones.
 
-    Only the windows are decoded (``genretag.audio.decode_windows``: seeks, so the cost follows
+    Only the windows are decoded (``genretag.audio.seeking.decode_windows``: seeks, so the cost follows
     ``max_windows``, not the track's length); they equal :func:`cut_windows` of the whole decoded
     track. With ``first`` > 0 only the first ``first`` windows in :func:`genretag.tagging.early_exit.spread_order`
     are decoded (more rounds of ``first`` while all of them are silent), in that order; the rest are
