@@ -31,7 +31,8 @@ from genretag.tagging.run_state import Scorer, TaggingRun
 from genretag.tagging.steps import Step
 from genretag.tagging.early_exit import early_exit_of
 from genretag.tagging.run_report import TAGGING_REPORTS, run_report_markdown
-from genretag.tagging.store import catalog_url, check_database
+from genretag.tagging.database import catalog_url
+from genretag.tagging.store import check_database
 
 _PLAIN = {"cache_policy": NO_CACHE, "persist_result": False}
 

@@ -40,7 +40,8 @@ def tag_catalog(
     from genretag.core.errors import GenretagError, ScoringError
     from genretag.core.paths import absolute, quoted
     from genretag.registry.fetch import resolve_project_model
-    from genretag.tagging.store import catalog_url, check_database
+    from genretag.tagging.database import catalog_url
+    from genretag.tagging.store import check_database
 
     try:
         params, root = load_params(), layout().root
@@ -88,7 +89,7 @@ def tag_catalog(
 def _tag_here(source: str, model_file: Path, *, params, root: Path, database: str | None, require_gpu: bool,
               max_windows: int | None, rehash: bool, retry_failed: bool, create_catalog: bool) -> dict:
     """The tagging steps in this process, without Prefect; the run's summary as the flow returns it."""
-    from genretag.tagging.store import catalog_url
+    from genretag.tagging.database import catalog_url
     from genretag.tagging.run import tag_catalog as tag
     from genretag.tagging.run_report import TAGGING_REPORTS
     from genretag.evaluation.drift import training_genre_counts
@@ -137,7 +138,8 @@ def show(
     from genretag.core.paths import absolute, quoted
     from genretag.tagging.export import json_row
     from genretag.tagging.rows import timeline_lines, unknown_prefix
-    from genretag.tagging.store import Catalog, catalog_url
+    from genretag.tagging.database import catalog_url
+    from genretag.tagging.store import Catalog
 
     try:
         path = absolute(track)
@@ -185,7 +187,7 @@ def export_tags(
 ) -> None:
     """Export the catalog_tags table, each row with its model (registry) version and tagging run, to CSV,
     Parquet or JSON Lines (genretag.tagging.export); with --skips, catalog_skips instead."""
-    from genretag.tagging.store import catalog_url
+    from genretag.tagging.database import catalog_url
     from genretag.tagging.export import FORMATS, export_tags as export
     from genretag.core.errors import GenretagError
 
@@ -221,7 +223,7 @@ def write_tags(
     import json
 
     from genretag.core.errors import GenretagError
-    from genretag.tagging.store import catalog_url
+    from genretag.tagging.database import catalog_url
     from genretag.tagging.tag_writer import TagWriteOptions, load_genre_map, write_tags as write
 
     try:
@@ -250,7 +252,7 @@ def review_export(
 ) -> None:
     """Write the tags flagged needs_review (confidence below score.review_below) and a random sample of the
     others (reason: needs_review | qc_sample) with an empty corrected_genre column for the reviewer."""
-    from genretag.tagging.store import catalog_url
+    from genretag.tagging.database import catalog_url
     from genretag.core.errors import GenretagError
     from genretag.tagging.review import NEEDS_REVIEW, export_review
 
@@ -271,7 +273,7 @@ def review_import(
 ) -> None:
     """Add the corrected genres to the feedback source (ingest.feedback) that the next retrain ingests.
     Bad rows get one line each and exit status 1; the good rows still go in. A blank corrected_genre is no label."""
-    from genretag.tagging.store import catalog_url
+    from genretag.tagging.database import catalog_url
     from genretag.core.errors import ConfigError, GenretagError
     from genretag.tagging.review import import_review
 

@@ -138,7 +138,7 @@ def shadow(
     """Score a sample of the champion's catalog tracks with VERSION and compare: agreement, old-to-new
     confusion, confidence shift. The report is stored with the version (models/shadow/v<N>.json, .md)
     and printed by `genretag registry promote`."""
-    from genretag.tagging.store import catalog_url
+    from genretag.tagging.database import catalog_url
     from genretag.tagging.shadow import shadow_version
 
     def run(params: Params, *, root: Path) -> tuple[ShadowReport, Path]:

@@ -34,7 +34,8 @@ def similar(
     from genretag.registry.fetch import resolve_project_model
     from genretag.similarity.index import index_folder
     from genretag.similarity.search import embed_file, query_embedding, similar as search
-    from genretag.tagging.store import Catalog, catalog_url
+    from genretag.tagging.database import catalog_url
+    from genretag.tagging.store import Catalog
 
     try:
         params, root = load_params(), layout().root

@@ -15,12 +15,13 @@ from genretag.core.config import ScoreParams
 from genretag.core.errors import CatalogError
 from genretag.core.paths import display
 from genretag.onnx.session import ScoringModel
+from genretag.tagging.database import redact
 from genretag.tagging.planning import TaggingPlan
 from genretag.tagging.progress import Progress
 from genretag.tagging.run_report import RunReport
 from genretag.tagging.scoring import ScoredTrack
 from genretag.tagging.sources import HashedTrack, SourceChunk, TrackFailure
-from genretag.tagging.store import Catalog, redact
+from genretag.tagging.store import Catalog
 from genretag.tagging.summary import TaggingSummary
 
 NO_OPEN_SET = ("model {name} {version} has no out-of-taxonomy score (exported before genretag.open_set): it cannot say "

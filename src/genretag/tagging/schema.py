@@ -1,7 +1,7 @@
 """The catalog database's tables (SQLAlchemy 2 Core metadata), the one place the schema is declared.
 
 Every change is additive: a column added later is nullable (rows written before hold NULL) and
-:mod:`genretag.tagging.store` adds missing columns to an existing database when it opens it.
+:mod:`genretag.tagging.database` adds missing columns to an existing database when the catalog opens it.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ catalog_fingerprints = sa.Table(  # one row per path last seen: its stat fingerp
     "catalog_fingerprints",
     metadata,
     sa.Column("path", sa.Text, primary_key=True),  # absolute; display form (genretag.paths.display)
-    sa.Column("device", sa.BigInteger, nullable=False),  # st_dev, st_ino: unsigned 64-bit, stored as signed (_signed)
+    sa.Column("device", sa.BigInteger, nullable=False),  # st_dev, st_ino: unsigned 64-bit, stored as signed (database.signed)
     sa.Column("inode", sa.BigInteger, nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),  # bytes
     sa.Column("mtime_ns", sa.BigInteger, nullable=False),  # st_mtime_ns

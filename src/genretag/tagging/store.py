@@ -1,6 +1,7 @@
 """The catalog database: one row per (file content, model version) tagged, one per failure, one per run.
 
-SQLAlchemy 2 Core, SQLite by default (a file in the project), PostgreSQL by URL. A file is
+Its connection plumbing (URL, SQLite pragmas, added columns, one-line faults) is genretag.tagging.database;
+check_database fails a run at its start, in one line, on a database it could not open or write. A file is
 known by the SHA-256 of its bytes: a rerun skips what the same model version already
 tagged (before decoding anything), a new model version tags everything again, and the
 UNIQUE (sha256, model_version) constraints keep any row from being written twice.
@@ -15,7 +16,6 @@ folder it could not list or had walked already).
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,11 +24,22 @@ from typing import Any, Literal
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
-from genretag.core.config import Params, resolve_sqlite_url
-from genretag.core.errors import CatalogError, ScoringError
+from genretag.core.errors import CatalogError
 from genretag.core.paths import display, exact_bytes
+from genretag.tagging.database import (
+    ROW_ERRORS,
+    add_missing_columns,
+    chunks,
+    database_fault,
+    insert,
+    missing_folder,
+    redact,
+    signed,
+    sqlite_pragmas,
+    transient,
+    unsigned,
+)
 from genretag.tagging.rows import error_row, now_utc
 from genretag.tagging.schema import (
     TABLES,
@@ -44,82 +55,11 @@ from genretag.tagging.fingerprints import Fingerprint, KnownFile
 from genretag.tagging.sources import HashedTrack
 
 
-CATALOG_URL_ENV = "GENRETAG_CATALOG_URL"
-
 _CONFLICT_KEY = ["sha256", "model_version"]
-LOOKUP_CHUNK = 1000  # keys per lookup query (SQLite allows 32,766 bound parameters, PostgreSQL 65,535)
-
-
-def _signed(value: int) -> int:
-    """An unsigned 64-bit stat value (st_dev, st_ino) as the signed BIGINT both databases store."""
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def _unsigned(value: int) -> int:
-    return value + (1 << 64) if value < 0 else value
-
-
-def _chunks(keys: Sequence[Any], size: int = LOOKUP_CHUNK) -> Iterable[Sequence[Any]]:
-    return (keys[start : start + size] for start in range(0, len(keys), size))
 
 
 def _known(row: Any) -> KnownFile:
-    return KnownFile(row.path, Fingerprint(_unsigned(row.device), _unsigned(row.inode), row.size, row.mtime_ns), row.sha256)
-
-
-def catalog_url(params: Params, *, root: Path, override: str | None = None) -> str:
-    """``override``, else $GENRETAG_CATALOG_URL, else params.score.database_url; relative
-    SQLite paths are resolved against the project root."""
-    url = override or os.environ.get(CATALOG_URL_ENV) or params.score.database_url
-    return resolve_sqlite_url(url, root)
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for logs and summaries."""
-    return sa.make_url(url).render_as_string(hide_password=True)
-
-
-def _insert(engine: Engine, table: sa.Table):
-    if engine.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        raise ScoringError(f"catalog database {engine.dialect.name!r} is not supported (SQLite or PostgreSQL)")
-    return insert(table)
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers (exports, tests) never block the writer
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA synchronous=NORMAL")  # durable across a killed process in WAL mode
-    cursor.close()
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Add the columns a catalog made by an earlier genretag lacks: nullable ones empty, the others
-    filled by their server default for old rows (no existing value is touched).
-
-    Raises CatalogError for a missing column that is neither nullable nor has a default.
-    """
-    inspector = sa.inspect(engine)
-    for table in metadata.sorted_tables:
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        missing = [column for column in table.columns if column.name not in present]
-        if not missing:
-            continue
-        with engine.begin() as connection:
-            for column in missing:
-                kind = column.type.compile(dialect=engine.dialect)
-                if column.nullable:
-                    connection.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
-                elif column.server_default is not None:
-                    connection.execute(sa.text(
-                        f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind} NOT NULL DEFAULT {column.server_default.arg.text}'
-                    ))
-                else:
-                    raise CatalogError(f"catalog table {table.name} lacks column {column.name}, which has no default to fill old rows")
+    return KnownFile(row.path, Fingerprint(unsigned(row.device), unsigned(row.inode), row.size, row.mtime_ns), row.sha256)
 
 
 @dataclass(frozen=True)
@@ -132,35 +72,6 @@ class WriteCounts:
     def __add__(self, other: WriteCounts) -> WriteCounts:
         return WriteCounts(self.tagged + other.tagged, self.existing + other.existing, self.errors + other.errors,
                            self.unstored + other.unstored)
-
-
-def _database_fault(url: str, exc: Exception) -> CatalogError:
-    """One line naming the database (password redacted) and what went wrong."""
-    name = redact(url)
-    database = sa.make_url(url).database if url.startswith("sqlite") else None
-    if database and database != ":memory:":
-        name = f"{name} (file {database})"
-    if isinstance(exc, (sa.exc.NoSuchModuleError, ImportError)):
-        return CatalogError(f"catalog database {name}: no driver for this URL is installed (supported: sqlite, postgresql+psycopg)")
-    reason = getattr(exc, "orig", None) or exc
-    first = (str(reason).strip().splitlines() or [type(reason).__name__])[0]
-    return CatalogError(f"catalog database {name}: {first}")
-
-
-# What a refused row raises: the database's own errors, or the driver's when it cannot even send
-# a value (sqlite3 raises UnicodeEncodeError for a lone surrogate, unwrapped by SQLAlchemy).
-_ROW_ERRORS = (sa.exc.SQLAlchemyError, UnicodeError, ValueError, TypeError)
-
-
-def _transient(exc: BaseException) -> bool:
-    """Whether a failed database write may succeed when retried (lost connection, lock)."""
-    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or bool(getattr(exc, "connection_invalidated", False))
-
-
-def _missing_folder(url: str, database: str) -> CatalogError:
-    folder = Path(database).absolute().parent
-    return CatalogError(f"catalog database {redact(url)} (file {database}): folder {folder} does not exist "
-                        "(a typo? --create-catalog creates it)")
 
 
 def check_database(url: str, *, create_folder: bool = False) -> None:
@@ -180,7 +91,7 @@ def check_database(url: str, *, create_folder: bool = False) -> None:
         target = Path(parsed.database)
         if not target.exists():
             if not create_folder and not target.absolute().parent.is_dir():
-                raise _missing_folder(url, parsed.database)
+                raise missing_folder(url, parsed.database)
             folder = next(parent for parent in target.absolute().parents if parent.exists())
             try:
                 with tempfile.TemporaryFile(dir=folder):
@@ -214,19 +125,19 @@ class Catalog:
                 database = sa.make_url(url).database
                 if database and database != ":memory:" and not Path(database).absolute().parent.is_dir():
                     if not create_folder:
-                        raise _missing_folder(url, database)
+                        raise missing_folder(url, database)
                     Path(database).parent.mkdir(parents=True, exist_ok=True)
             self.engine = sa.create_engine(url)
             if backend == "sqlite":
-                sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+                sa.event.listen(self.engine, "connect", sqlite_pragmas)
             metadata.create_all(self.engine)
-            _add_missing_columns(self.engine)
+            add_missing_columns(self.engine)
             if check_writable:
                 self.check_writable()
         except CatalogError:
             raise
         except (sa.exc.SQLAlchemyError, OSError, ImportError) as exc:  # ImportError: the URL's driver is not installed
-            raise _database_fault(url, exc) from exc
+            raise database_fault(url, exc) from exc
 
     def close(self) -> None:
         self.engine.dispose()
@@ -263,7 +174,7 @@ class Catalog:
         wanted = list(dict.fromkeys(shas))
         found: set[str] = set()
         with self.engine.connect() as connection:
-            for part in _chunks(wanted):
+            for part in chunks(wanted):
                 found.update(connection.scalars(sa.select(catalog_errors.c.sha256).where(
                     catalog_errors.c.model_version == model_version, catalog_errors.c.sha256.in_(part))))
         return found
@@ -272,7 +183,7 @@ class Catalog:
         """The stored fingerprints of these paths (display form), by path."""
         found: dict[str, KnownFile] = {}
         with self.engine.connect() as connection:
-            for part in _chunks(list(dict.fromkeys(paths))):
+            for part in chunks(list(dict.fromkeys(paths))):
                 for row in connection.execute(sa.select(catalog_fingerprints).where(catalog_fingerprints.c.path.in_(part))):
                     found[row.path] = _known(row)
         return found
@@ -280,9 +191,9 @@ class Catalog:
     def fingerprints_by_inode(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], list[KnownFile]]:
         """The stored fingerprints of these (device, inode) pairs, under any path."""
         found: dict[tuple[int, int], list[KnownFile]] = {}
-        pairs = list(dict.fromkeys((_signed(device), _signed(inode)) for device, inode in keys))
+        pairs = list(dict.fromkeys((signed(device), signed(inode)) for device, inode in keys))
         with self.engine.connect() as connection:
-            for part in _chunks(pairs):
+            for part in chunks(pairs):
                 query = sa.select(catalog_fingerprints).where(
                     sa.tuple_(catalog_fingerprints.c.device, catalog_fingerprints.c.inode).in_(part))
                 for row in connection.execute(query):
@@ -293,18 +204,18 @@ class Catalog:
     def record_fingerprints(self, files: Sequence[tuple[HashedTrack, Fingerprint]]) -> None:
         """Remember each file's fingerprint and content hash at its path (upserted, LOOKUP_CHUNK rows per statement)."""
         when = now_utc()
-        rows = [{"path": display(track.path), "device": _signed(fp.device), "inode": _signed(fp.inode), "size": fp.size,
+        rows = [{"path": display(track.path), "device": signed(fp.device), "inode": signed(fp.inode), "size": fp.size,
                  "mtime_ns": fp.mtime_ns, "sha256": track.sha256, "hashed_at": when} for track, fp in files]
         rows = list({row["path"]: row for row in rows}.values())  # one row per path in a statement
         if not rows:
             return
-        statement = _insert(self.engine, catalog_fingerprints)
+        statement = insert(self.engine, catalog_fingerprints)
         statement = statement.on_conflict_do_update(
             index_elements=["path"],
             set_={name: statement.excluded[name] for name in ("device", "inode", "size", "mtime_ns", "sha256", "hashed_at")},
         )
         with self.engine.begin() as connection:
-            for part in _chunks(rows):
+            for part in chunks(rows):
                 connection.execute(statement, list(part))
 
     def write(self, tags: Sequence[dict[str, Any]], errors: Sequence[dict[str, Any]]) -> WriteCounts:
@@ -320,8 +231,8 @@ class Catalog:
         try:
             with self.engine.begin() as connection:
                 return self._write(connection, tags, errors)
-        except _ROW_ERRORS as exc:
-            if _transient(exc):
+        except ROW_ERRORS as exc:
+            if transient(exc):
                 raise
         total = WriteCounts()
         for kind, rows in (("tag", tags), ("error", errors)):
@@ -329,8 +240,8 @@ class Catalog:
                 try:
                     with self.engine.begin() as connection:
                         counts = self._write(connection, [row] if kind == "tag" else [], [row] if kind == "error" else [])
-                except _ROW_ERRORS as exc:
-                    if _transient(exc):
+                except ROW_ERRORS as exc:
+                    if transient(exc):
                         raise
                     counts = self._store_refused(row, exc)
                 total = total + counts
@@ -344,15 +255,15 @@ class Catalog:
         try:
             with self.engine.begin() as connection:
                 return self._write(connection, [], [fallback])
-        except _ROW_ERRORS as again:
-            if _transient(again):
+        except ROW_ERRORS as again:
+            if transient(again):
                 raise
             return WriteCounts(unstored=(f"{display(str(row.get('path', '')))}: {reason}",))
 
     def _write(self, connection: sa.Connection, tags: Sequence[dict[str, Any]], errors: Sequence[dict[str, Any]]) -> WriteCounts:
         tagged = existing = 0
         for row in tags:
-            statement = _insert(self.engine, catalog_tags).values(**row).on_conflict_do_nothing(index_elements=_CONFLICT_KEY)
+            statement = insert(self.engine, catalog_tags).values(**row).on_conflict_do_nothing(index_elements=_CONFLICT_KEY)
             if connection.execute(statement).rowcount:
                 tagged += 1
             else:
@@ -364,7 +275,7 @@ class Catalog:
                 )
             )
         for row in errors:
-            statement = _insert(self.engine, catalog_errors).values(**row)
+            statement = insert(self.engine, catalog_errors).values(**row)
             statement = statement.on_conflict_do_update(
                 index_elements=_CONFLICT_KEY,
                 set_={"reason": statement.excluded.reason, "failed_at": statement.excluded.failed_at,
@@ -424,7 +335,7 @@ class Catalog:
         if alias_sha256 == target:
             return
         row = {"alias_sha256": alias_sha256, "sha256": target, "path": display(path), "created_at": now_utc()}
-        statement = _insert(self.engine, catalog_aliases).values(**row)
+        statement = insert(self.engine, catalog_aliases).values(**row)
         statement = statement.on_conflict_do_update(
             index_elements=["alias_sha256"], set_={"sha256": target, "path": row["path"], "created_at": row["created_at"]})
         with self.engine.begin() as connection:
