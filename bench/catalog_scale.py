@@ -23,7 +23,7 @@ Sections (``--only`` picks some; each prints its own table):
 
 Peak RSS (ru_maxrss) closes the output. The rescan files are sparse (``truncate``): a no-op rescan never
 reads them, which is the point, and the disk holds no 3 TB. They are pre-tagged by writing the
-catalog rows through the real store (genretag.tagging.store: its tables and
+catalog rows through the real store (genretag.tagging.schema's tables and genretag.tagging.store's
 ``Catalog.record_fingerprints``) with each file's real stat fingerprint and a made-up content hash,
 as a first run would have left them. The synthetic catalog of ``first-tag`` and ``early-exit`` is
 genretag.data.demo's generator (16-bit WAV at 22,050 Hz, GTZAN layout), written once per run. The model

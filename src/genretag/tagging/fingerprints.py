@@ -3,7 +3,7 @@
 every core.
 
 Fingerprints. A file's fingerprint is (device, inode, size, mtime_ns) from ``stat``: the catalog maps a
-path's fingerprint to the SHA-256 of its bytes (genretag.tagging.store.catalog_fingerprints), so a rescan
+path's fingerprint to the SHA-256 of its bytes (genretag.tagging.schema.catalog_fingerprints), so a rescan
 reads only files that are new or whose fingerprint changed, and finds a moved or renamed file by its
 (device, inode) without reading it. A fingerprint is trusted only when all four values match: a new size,
 mtime or inode (a replaced file) means the file is hashed again. The blind spot, shared by every such
