@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from genretag.training.stages import source_closure
+from genretag.training.stages import module_file, source_closure
 from tests.conftest import REPO_ROOT
 
 STAGES = {name: stage for name, stage in yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"].items()
@@ -53,9 +53,8 @@ def loaded_files(module: str, *, root: Path) -> set[str]:
 def undeclared(stage: dict, *, root: Path, loaded: set[str] = frozenset()) -> list[str]:
     """The project files the stage's module imports, and ``loaded`` (project files, relative) with what they import, read from
     the code (:func:`genretag.training.stages.source_closure`), that none of the stage's deps covers."""
-    module = entry_module(stage)
-    entry = next(path for path in (root / (module.replace(".", "/") + ".py"), root / "src" / (module.replace(".", "/") + ".py"))
-                 if path.is_file())
+    entry = module_file(entry_module(stage), root=root)
+    assert entry is not None, f"{stage['cmd']!r} runs no module of the project"
     deps = [next(iter(dep)) if isinstance(dep, dict) else str(dep) for dep in stage.get("deps", [])]
     imported = source_closure([entry, *(root / path for path in loaded)], root=root)  # what the loaded modules import lazily too
     return [path for path in imported if not any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)]
